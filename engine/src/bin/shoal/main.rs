@@ -1,0 +1,159 @@
+//! The `shoal` command line: SQL shell and batch, TPC-H data generation and benchmarks.
+
+mod bench;
+mod output;
+mod shell;
+mod sql;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use shoal::{Session, SessionBuilder};
+
+/// Shoal: a distributed dataframe and chunked-array query engine (embedded by default).
+#[derive(Parser, Debug)]
+#[command(name = "shoal", version, about)]
+struct Cli {
+    #[command(flatten)]
+    engine: EngineArgs,
+    /// Print the whole cause chain of an error.
+    #[arg(long, global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Shape of the embedded cluster.
+#[derive(Args, Debug, Clone)]
+struct EngineArgs {
+    /// In-process workers (default: one per core).
+    #[arg(long, global = true, env = "SHOAL_WORKERS")]
+    workers: Option<usize>,
+    /// Operator memory limit per worker, e.g. 2GiB.
+    #[arg(long, global = true, env = "SHOAL_WORKER_MEMORY_LIMIT")]
+    memory_limit: Option<String>,
+    /// Partitions per exchange (default: total worker slots).
+    #[arg(long, global = true, env = "SHOAL_EXECUTION_PARTITIONS")]
+    partitions: Option<usize>,
+}
+
+impl EngineArgs {
+    fn session(&self) -> shoal::Result<Session> {
+        let mut builder: SessionBuilder = Session::builder();
+        if let Some(n) = self.workers {
+            builder = builder.workers(n);
+        }
+        if let Some(limit) = &self.memory_limit {
+            builder = builder.option("worker.memory_limit", limit)?;
+        }
+        if let Some(n) = self.partitions {
+            builder = builder.partitions(n);
+        }
+        builder.build()
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run SQL: interactively, or the statements of -c / -f in order.
+    Sql(sql::SqlArgs),
+    /// Generate benchmark data.
+    Gen {
+        #[command(subcommand)]
+        what: GenWhat,
+    },
+    /// Run benchmarks.
+    Bench {
+        #[command(subcommand)]
+        what: bench::BenchWhat,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum GenWhat {
+    /// TPC-H tables as Parquet, one file per table.
+    Tpch(GenTpchArgs),
+}
+
+#[derive(Args, Debug)]
+struct GenTpchArgs {
+    /// TPC-H scale factor (1 is about 1 GB of raw data).
+    #[arg(long, default_value_t = 1.0)]
+    scale_factor: f64,
+    /// Directory for the tables.
+    #[arg(long)]
+    output: PathBuf,
+    /// Replace tables that already exist.
+    #[arg(long)]
+    overwrite: bool,
+}
+
+/// A progress bar on stderr when it is a terminal; hidden otherwise.
+pub(crate) fn progress_bar(len: u64, message: &str) -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    let style = indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {elapsed}")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style.progress_chars("=> "));
+    bar.set_message(message.to_string());
+    bar
+}
+
+pub(crate) fn generate_tpch(
+    sf: f64,
+    output: &std::path::Path,
+    overwrite: bool,
+) -> shoal::Result<()> {
+    let bar = progress_bar(shoal::tpch::TABLES.len() as u64, "generating TPC-H");
+    shoal::tpch::generate(sf, output, overwrite, &|_| bar.inc(1))?;
+    bar.finish_and_clear();
+    Ok(())
+}
+
+async fn run(cli: Cli) -> shoal::Result<()> {
+    match cli.command {
+        Command::Sql(args) => sql::run(&cli.engine, args).await,
+        Command::Gen {
+            what: GenWhat::Tpch(args),
+        } => {
+            let (sf, output, overwrite) = (args.scale_factor, args.output, args.overwrite);
+            tokio::task::spawn_blocking(move || generate_tpch(sf, &output, overwrite))
+                .await
+                .map_err(|e| shoal::Error::input(format!("generator failed: {e}")))?
+        }
+        Command::Bench { what } => bench::run(&cli.engine, what).await,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let verbose = cli.verbose;
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("Error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(cli));
+    runtime.shutdown_background();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if verbose {
+                eprintln!("Error: {e:#}");
+            } else {
+                eprintln!("Error: {e}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! The error users of the `shoal` crate see.
+
+use datafusion::arrow::error::ArrowError;
+use datafusion::common::DataFusionError;
+use shoal_exec::TaskFailure;
+
+/// Whose fault an error is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The query, a path, a file's contents or a setting is wrong; the user can fix it.
+    Input,
+    /// Reading or writing files or object stores failed.
+    Io,
+    /// A bug in Shoal or DataFusion.
+    Internal,
+}
+
+/// A Shoal error: a kind and the full cause chain. `Display` is one line; `{:#}` shows
+/// the whole chain, one cause per line.
+#[derive(Debug)]
+pub struct Error {
+    kind: ErrorKind,
+    source: DataFusionError,
+}
+
+/// `Result` with Shoal's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Whose fault it is.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The underlying DataFusion error.
+    pub fn source_error(&self) -> &DataFusionError {
+        &self.source
+    }
+
+    /// An input error with `message`.
+    pub fn input(message: impl Into<String>) -> Self {
+        DataFusionError::Plan(message.into()).into()
+    }
+
+    /// The chain of messages from outermost to innermost, without the task location
+    /// wrapper (the verbose form keeps it).
+    fn messages(&self, verbose: bool) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut current: &(dyn std::error::Error + 'static) = &self.source;
+        loop {
+            if let Some(df) = current.downcast_ref::<DataFusionError>() {
+                match df {
+                    DataFusionError::Context(ctx, inner) => {
+                        out.push(ctx.clone());
+                        current = inner.as_ref();
+                        continue;
+                    }
+                    DataFusionError::External(e) => {
+                        current = e.as_ref();
+                        continue;
+                    }
+                    DataFusionError::Shared(e) => {
+                        current = e.as_ref();
+                        continue;
+                    }
+                    DataFusionError::ArrowError(e, _) => {
+                        current = e.as_ref();
+                        continue;
+                    }
+                    DataFusionError::ParquetError(e) => {
+                        out.push(format!("Parquet error: {e}"));
+                        break;
+                    }
+                    DataFusionError::ObjectStore(e) => {
+                        out.push(e.to_string());
+                        break;
+                    }
+                    DataFusionError::IoError(e) => {
+                        out.push(e.to_string());
+                        break;
+                    }
+                    DataFusionError::Collection(errors) => match errors.first() {
+                        Some(first) => {
+                            current = first;
+                            continue;
+                        }
+                        None => break,
+                    },
+                    other => {
+                        out.push(other.message().to_string());
+                        break;
+                    }
+                }
+            }
+            if let Some(failure) = current.downcast_ref::<TaskFailure>() {
+                if verbose {
+                    out.push(format!(
+                        "{} of job {} on worker {}",
+                        failure.task, failure.job, failure.worker
+                    ));
+                }
+                current = &failure.cause;
+                continue;
+            }
+            if let Some(arrow) = current.downcast_ref::<ArrowError>() {
+                if let ArrowError::ExternalError(inner) = arrow {
+                    current = inner.as_ref();
+                    continue;
+                }
+            }
+            out.push(current.to_string());
+            match current.source() {
+                Some(next) if verbose => current = next,
+                _ => break,
+            }
+        }
+        out.iter()
+            .map(|m| m.replace('\n', " ").trim().to_string())
+            .filter(|m| !m.is_empty())
+            .collect()
+    }
+}
+
+fn classify(e: &DataFusionError) -> ErrorKind {
+    match e.find_root() {
+        DataFusionError::Plan(_)
+        | DataFusionError::SchemaError(..)
+        | DataFusionError::SQL(..)
+        | DataFusionError::NotImplemented(_)
+        | DataFusionError::Configuration(_)
+        | DataFusionError::ParquetError(_)
+        | DataFusionError::ArrowError(..)
+        | DataFusionError::Execution(_) => ErrorKind::Input,
+        DataFusionError::IoError(_) | DataFusionError::ObjectStore(_) => ErrorKind::Io,
+        DataFusionError::Internal(_) => ErrorKind::Internal,
+        _ => ErrorKind::Input,
+    }
+}
+
+impl From<DataFusionError> for Error {
+    fn from(source: DataFusionError) -> Self {
+        Self {
+            kind: classify(&source),
+            source,
+        }
+    }
+}
+
+impl From<ArrowError> for Error {
+    fn from(e: ArrowError) -> Self {
+        DataFusionError::from(e).into()
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Self {
+            kind: ErrorKind::Io,
+            source: DataFusionError::IoError(e),
+        }
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if f.alternate() {
+            write!(f, "{}", self.messages(true).join("\n  caused by: "))
+        } else {
+            write!(f, "{}", self.messages(false).join(": "))
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}

@@ -1,0 +1,46 @@
+//! Shoal: a distributed dataframe and chunked-array query engine on Apache Arrow and
+//! DataFusion. This crate is the public API and the `shoal` binary.
+//!
+//! ```text
+//!  Session::sql / DataFrame verbs ─► DataFusion logical plan ─► physical plan
+//!        ─► shoal_planner::split_into_stages ─► TaskGraph ─► shoal_exec::LocalCluster
+//! ```
+//!
+//! Start with [`Session`]: `Session::new()` starts an embedded scheduler with one worker
+//! per core; `session.read_parquet(..)`, `session.sql(..)` give lazy [`DataFrame`]s.
+//!
+//! ```no_run
+//! use shoal::prelude::*;
+//! # async fn run() -> shoal::Result<()> {
+//! let session = Session::new();
+//! let orders = session.read_parquet("data/sf1/orders.parquet")?;
+//! let top = orders
+//!     .filter(col("o_orderstatus").eq(lit("F")))?
+//!     .groupby(["o_custkey"])?
+//!     .agg([sum(col("o_totalprice")).alias("spent")])?
+//!     .sort_values(["spent"], false)?
+//!     .head(10)?;
+//! top.show().await?;
+//! # Ok(()) }
+//! ```
+
+mod dataframe;
+mod error;
+mod session;
+pub mod tpch;
+
+pub use dataframe::{DataFrame, GroupBy, How};
+pub use error::{Error, ErrorKind, Result};
+pub use session::{Session, SessionBuilder};
+pub use shoal_planner::ShoalConfig;
+
+/// Everything a DataFrame program usually needs.
+pub mod prelude {
+    pub use crate::{DataFrame, How, Session};
+    pub use datafusion::functions_aggregate::expr_fn::{avg, count, max, min, sum};
+    pub use datafusion::logical_expr::{Expr, col, lit};
+    pub use datafusion::prelude::{cast, coalesce, date_part, ident, to_date};
+}
+
+/// Re-exported so users name the same versions Shoal uses.
+pub use datafusion;

@@ -1,0 +1,404 @@
+//! `Session`: the entry point. Owns the catalog and an embedded cluster.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{RecordBatch, StringArray};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::Statement;
+use futures::TryStreamExt;
+use shoal_exec::{ClusterOptions, ClusterStatus, JobHandle, LocalCluster, StoreStats};
+use shoal_io::ShoalObjectStoreRegistry;
+use shoal_planner::{ShoalConfig, TaskGraph, split_into_stages};
+use shoal_sql::{Planned, SHOAL_PLAN_TYPE};
+
+use crate::dataframe::DataFrame;
+use crate::error::Result;
+
+/// Options for a new [`Session`]; start from [`Session::builder`].
+#[derive(Debug, Clone)]
+pub struct SessionBuilder {
+    config: ShoalConfig,
+}
+
+impl SessionBuilder {
+    /// Number of in-process workers (default: one per core).
+    pub fn workers(mut self, n: usize) -> Self {
+        self.config.workers = n;
+        self
+    }
+
+    /// Operator memory limit per worker in bytes (default: a share of the machine).
+    pub fn memory_limit(mut self, bytes: usize) -> Self {
+        self.config.worker_memory_limit = bytes;
+        self
+    }
+
+    /// Task output kept in memory per worker before spilling (default: half the limit).
+    pub fn store_memory_target(mut self, bytes: usize) -> Self {
+        self.config.store_memory_target = bytes;
+        self
+    }
+
+    /// Partitions per exchange (default: total worker slots).
+    pub fn partitions(mut self, n: usize) -> Self {
+        self.config.partitions = n;
+        self
+    }
+
+    /// Directory for spill files (default: the system temporary directory).
+    pub fn scratch_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.config.scratch_dir = dir.into().to_string_lossy().into_owned();
+        self
+    }
+
+    /// Sets a `shoal.*` key by name, as `SET` would.
+    pub fn option(mut self, key: &str, value: &str) -> Result<Self> {
+        use datafusion::common::config::ExtensionOptions;
+        self.config.set(key.trim_start_matches("shoal."), value)?;
+        Ok(self)
+    }
+
+    /// Starts the session's scheduler and workers.
+    pub fn build(self) -> Result<Session> {
+        Session::start(self.config)
+    }
+}
+
+struct Inner {
+    ctx: SessionContext,
+    cluster: LocalCluster,
+}
+
+/// A Shoal session: tables, settings and an embedded cluster (one scheduler, one worker
+/// per core by default). Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct Session {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("cluster", &self.inner.cluster)
+            .finish()
+    }
+}
+
+/// Total memory of this machine in bytes, from `/proc/meminfo` (8 GiB if unknown).
+fn machine_memory() -> usize {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib * 1024)
+        })
+        .unwrap_or(8 << 30)
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Session {
+    /// An embedded session with default settings (and `SHOAL_*` environment overrides).
+    ///
+    /// # Panics
+    /// If the settings from the environment are invalid or no thread can be started; use
+    /// [`Session::builder`] to get an error instead.
+    pub fn new() -> Self {
+        Self::builder()
+            .build()
+            .expect("starting an embedded Shoal session")
+    }
+
+    /// Options for a session, starting from defaults and `SHOAL_*` environment variables.
+    pub fn builder() -> SessionBuilder {
+        SessionBuilder {
+            config: ShoalConfig::from_env().unwrap_or_default(),
+        }
+    }
+
+    fn start(mut config: ShoalConfig) -> Result<Self> {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        if config.workers == 0 {
+            config.workers = cores;
+        }
+        if config.worker_memory_limit == 0 {
+            config.worker_memory_limit = machine_memory() / 2 / config.workers;
+        }
+        if config.store_memory_target == 0 {
+            config.store_memory_target = config.worker_memory_limit / 2;
+        }
+        let slots = config.workers * config.worker_slots;
+        if config.partitions == 0 {
+            config.partitions = slots;
+        }
+        let scratch = if config.scratch_dir.is_empty() {
+            std::env::temp_dir()
+        } else {
+            PathBuf::from(&config.scratch_dir)
+        };
+        let runtime = RuntimeEnvBuilder::new()
+            .with_object_store_registry(Arc::new(ShoalObjectStoreRegistry::new()))
+            .build_arc()?;
+        let mut session_config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_target_partitions(config.partitions)
+            .with_option_extension(config.clone());
+        let options = session_config.options_mut();
+        options.optimizer.enable_join_dynamic_filter_pushdown = false;
+        options.optimizer.enable_aggregate_dynamic_filter_pushdown = false;
+        let state = SessionStateBuilder::new()
+            .with_config(session_config)
+            .with_runtime_env(Arc::clone(&runtime))
+            .with_default_features()
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        let cluster = LocalCluster::start(
+            ClusterOptions {
+                workers: config.workers,
+                slots: config.worker_slots,
+                memory_limit: config.worker_memory_limit,
+                store_memory_target: config.store_memory_target,
+                scratch_dir: scratch,
+            },
+            &runtime,
+        )?;
+        Ok(Self {
+            inner: Arc::new(Inner { ctx, cluster }),
+        })
+    }
+
+    /// The DataFusion context holding the catalog and settings.
+    pub fn context(&self) -> &SessionContext {
+        &self.inner.ctx
+    }
+
+    /// The effective Shoal settings.
+    pub fn config(&self) -> ShoalConfig {
+        self.inner
+            .ctx
+            .state()
+            .config()
+            .options()
+            .extensions
+            .get::<ShoalConfig>()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Runs `future` to completion on the session's runtime from synchronous code (also
+    /// from inside another async runtime).
+    pub(crate) fn block_on<F>(&self, future: F) -> F::Output
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let handle = self.inner.cluster.spawn(async move {
+            let _ = tx.send(future.await);
+        });
+        drop(handle);
+        rx.recv().expect("the session runtime stopped")
+    }
+
+    /// Registers a Parquet or CSV file, directory or object-store prefix as table `name`.
+    pub fn register(&self, name: &str, path: &str) -> Result<()> {
+        let ctx = self.inner.ctx.clone();
+        let (name, path) = (name.to_string(), path.to_string());
+        Ok(self.block_on(async move { shoal_io::register_table(&ctx, &name, &path).await })?)
+    }
+
+    /// Registers every `*.parquet`, `*.csv` and sub-directory of `dir` as a table named
+    /// after it; returns the names.
+    pub fn register_dir(&self, dir: &str) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        for (name, path) in shoal_io::tables_in_dir(std::path::Path::new(dir))? {
+            self.register(&name, &path)?;
+            names.push(name);
+        }
+        Ok(names)
+    }
+
+    fn read(&self, path: &str) -> Result<DataFrame> {
+        let ctx = self.inner.ctx.clone();
+        let location = shoal_io::Location::parse(path)?;
+        let provider =
+            self.block_on(async move { shoal_io::table_provider(&ctx.state(), &location).await })?;
+        let df = self.inner.ctx.read_table(provider)?;
+        Ok(DataFrame::new(self.clone(), df))
+    }
+
+    /// A lazy DataFrame over a Parquet file, directory or prefix.
+    pub fn read_parquet(&self, path: &str) -> Result<DataFrame> {
+        self.read_with_format(path, shoal_io::FileFormatKind::Parquet)
+    }
+
+    /// A lazy DataFrame over a CSV file (header row, inferred types), directory or prefix.
+    pub fn read_csv(&self, path: &str) -> Result<DataFrame> {
+        self.read_with_format(path, shoal_io::FileFormatKind::Csv)
+    }
+
+    fn read_with_format(&self, path: &str, kind: shoal_io::FileFormatKind) -> Result<DataFrame> {
+        if let Some(found) = shoal_io::FileFormatKind::from_name(path) {
+            if found != kind {
+                return Err(crate::Error::input(format!(
+                    "'{path}' looks like {found:?}, not {kind:?}"
+                )));
+            }
+        }
+        self.read(path)
+    }
+
+    /// A DataFrame over a registered table.
+    pub async fn table(&self, name: &str) -> Result<DataFrame> {
+        let df = self.inner.ctx.table(name).await?;
+        Ok(DataFrame::new(self.clone(), df))
+    }
+
+    /// Parses `sql` into statements with the session's dialect.
+    pub fn parse(&self, sql: &str) -> Result<Vec<Statement>> {
+        let dialect = self
+            .inner
+            .ctx
+            .state()
+            .config()
+            .options()
+            .sql_parser
+            .dialect
+            .to_string();
+        Ok(shoal_sql::parse_sql(sql, &dialect)?)
+    }
+
+    /// Plans one SQL statement. Commands (DDL, `SET`) run now and give an empty frame;
+    /// queries stay lazy until collected.
+    pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
+        let mut statements = self.parse(sql)?;
+        if statements.len() != 1 {
+            return Err(crate::Error::input(format!(
+                "expected one SQL statement, found {}; use Session::sql_script for several",
+                statements.len()
+            )));
+        }
+        self.statement(statements.remove(0)).await
+    }
+
+    /// Runs every statement of `sql` in order and returns each one's rows.
+    pub async fn sql_script(&self, sql: &str) -> Result<Vec<Vec<RecordBatch>>> {
+        let mut results = Vec::new();
+        for statement in self.parse(sql)? {
+            results.push(self.statement(statement).await?.collect().await?);
+        }
+        Ok(results)
+    }
+
+    /// Plans one parsed statement (see [`Session::sql`]).
+    pub async fn statement(&self, statement: Statement) -> Result<DataFrame> {
+        let ctx = &self.inner.ctx;
+        let df = match shoal_sql::plan_statement(ctx, statement).await? {
+            Planned::Query(plan) => ctx.execute_logical_plan(plan).await?,
+            Planned::Command(plan) => ctx.execute_logical_plan(plan).await?,
+            Planned::Explain { explain, inner } => {
+                let batches = self.explain_batches(explain, &inner).await?;
+                ctx.read_batches(batches)?
+            }
+        };
+        Ok(DataFrame::new(self.clone(), df))
+    }
+
+    /// DataFusion's EXPLAIN rows plus a row with Shoal's stage graph of `inner`.
+    pub(crate) async fn explain_batches(
+        &self,
+        explain: LogicalPlan,
+        inner: &LogicalPlan,
+    ) -> Result<Vec<RecordBatch>> {
+        let ctx = &self.inner.ctx;
+        let mut batches = ctx.execute_logical_plan(explain).await?.collect().await?;
+        let graph = self.task_graph(inner).await?;
+        if let Some(first) = batches.first() {
+            let schema = first.schema();
+            let row = RecordBatch::try_new(
+                schema,
+                vec![
+                    Arc::new(StringArray::from(vec![SHOAL_PLAN_TYPE])),
+                    Arc::new(StringArray::from(vec![shoal_sql::render_task_graph(
+                        &graph,
+                    )])),
+                ],
+            )?;
+            batches.push(row);
+        }
+        Ok(batches)
+    }
+
+    /// The physical plan DataFusion makes for `plan` with this session's settings.
+    pub async fn physical_plan(&self, plan: &LogicalPlan) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self.inner.ctx.state().create_physical_plan(plan).await?)
+    }
+
+    /// The stage/task graph Shoal runs for `plan`.
+    pub async fn task_graph(&self, plan: &LogicalPlan) -> Result<TaskGraph> {
+        let physical = self.physical_plan(plan).await?;
+        Ok(split_into_stages(physical)?)
+    }
+
+    /// Plans `plan` and starts it on the cluster.
+    pub async fn execute(&self, plan: &LogicalPlan) -> Result<JobHandle> {
+        let physical = self.physical_plan(plan).await?;
+        self.execute_physical(physical)
+    }
+
+    /// Starts an already planned physical plan on the cluster.
+    pub fn execute_physical(&self, physical: Arc<dyn ExecutionPlan>) -> Result<JobHandle> {
+        let schema: SchemaRef = physical.schema();
+        let graph = split_into_stages(physical)?;
+        let task_ctx = self.inner.ctx.state().task_ctx();
+        Ok(self.inner.cluster.submit(graph, task_ctx, schema))
+    }
+
+    /// Runs `plan` and collects its rows.
+    pub async fn collect(&self, plan: &LogicalPlan) -> Result<Vec<RecordBatch>> {
+        let job = self.execute(plan).await?;
+        Ok(job.stream.try_collect().await?)
+    }
+
+    /// Scheduler's view of workers and jobs.
+    pub async fn status(&self) -> Result<ClusterStatus> {
+        Ok(self.inner.cluster.status().await?)
+    }
+
+    /// Result-store counters per worker.
+    pub fn store_stats(&self) -> Vec<StoreStats> {
+        self.inner.cluster.store_stats()
+    }
+
+    /// Names of the registered tables, sorted.
+    pub fn table_names(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        let state = self.inner.ctx.state();
+        let catalog_name = &state.config().options().catalog.default_catalog;
+        let schema_name = &state.config().options().catalog.default_schema;
+        if let Some(schema) = self
+            .inner
+            .ctx
+            .catalog(catalog_name)
+            .and_then(|c| c.schema(schema_name))
+        {
+            names = schema.table_names();
+        }
+        names.sort();
+        names
+    }
+}

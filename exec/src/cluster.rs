@@ -1,0 +1,233 @@
+//! An embedded cluster: one scheduler and N workers on a runtime of their own.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::{DataFusionError, Result};
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use futures::{StreamExt, TryStreamExt};
+use shoal_planner::{JobId, PartitionKey, TaskGraph};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::scheduler::{ClusterStatus, Event, Scheduler};
+use crate::store::{ResultStore, StoreStats};
+use crate::transport::{InProcessTransport, WorkerIo};
+use crate::worker::Worker;
+
+/// How an embedded cluster is shaped.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// Number of workers.
+    pub workers: usize,
+    /// Task slots per worker.
+    pub slots: usize,
+    /// Operator memory limit per worker, in bytes.
+    pub memory_limit: usize,
+    /// In-memory task output per worker before the store spills, in bytes.
+    pub store_memory_target: usize,
+    /// Where workers put spill files.
+    pub scratch_dir: PathBuf,
+}
+
+/// How far a job has come.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Tasks in the job.
+    pub tasks_total: usize,
+    /// Tasks finished.
+    pub tasks_done: usize,
+}
+
+/// A running job: its result stream and its progress. Dropping the stream before it ends
+/// cancels the job.
+pub struct JobHandle {
+    /// The job's id.
+    pub job: JobId,
+    /// The result batches, in output partition order.
+    pub stream: SendableRecordBatchStream,
+    /// Task counts, updated as tasks finish.
+    pub progress: watch::Receiver<Progress>,
+}
+
+/// Sends `EndJob` when the client lets go of the job's stream.
+struct JobGuard {
+    job: JobId,
+    events: mpsc::UnboundedSender<Event>,
+}
+
+impl Drop for JobGuard {
+    fn drop(&mut self) {
+        let _ = self.events.send(Event::EndJob(self.job));
+    }
+}
+
+/// An in-process scheduler and its workers.
+pub struct LocalCluster {
+    runtime: Option<tokio::runtime::Runtime>,
+    events: mpsc::UnboundedSender<Event>,
+    transport: Arc<InProcessTransport>,
+    next_job: AtomicU64,
+    options: ClusterOptions,
+}
+
+impl std::fmt::Debug for LocalCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalCluster")
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+impl LocalCluster {
+    /// Starts the scheduler and `options.workers` workers. Worker runtimes share `base`'s
+    /// object stores and caches but each gets its own memory pool and spill directory.
+    pub fn start(options: ClusterOptions, base: &RuntimeEnv) -> Result<Self> {
+        let workers = options.workers.max(1);
+        let slots = options.slots.max(1);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers * slots)
+            .thread_name("shoal-worker")
+            .enable_all()
+            .build()?;
+        let mut stores = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            stores.push(Arc::new(ResultStore::new(
+                &options.scratch_dir,
+                options.store_memory_target,
+            )?));
+        }
+        let transport = Arc::new(InProcessTransport::new(stores.clone()));
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let mut inboxes = Vec::with_capacity(workers);
+        for (id, store) in stores.into_iter().enumerate() {
+            let worker_runtime = RuntimeEnvBuilder::from_runtime_env(base)
+                .with_memory_pool(Arc::new(FairSpillPool::new(options.memory_limit)))
+                .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(
+                    DiskManagerMode::Directories(vec![store.dir().to_path_buf()]),
+                ))
+                .build_arc()?;
+            let worker = Worker {
+                id,
+                runtime: worker_runtime,
+                store,
+                io: Arc::new(WorkerIo::new(id, Arc::clone(&transport))),
+            };
+            let (tx, rx) = mpsc::unbounded_channel();
+            inboxes.push(tx);
+            runtime.spawn(worker.run(rx, events_tx.clone()));
+        }
+        runtime.spawn(Scheduler::new(inboxes, slots).run(events_rx));
+        Ok(Self {
+            runtime: Some(runtime),
+            events: events_tx,
+            transport,
+            next_job: AtomicU64::new(1),
+            options,
+        })
+    }
+
+    /// The cluster's shape.
+    pub fn options(&self) -> &ClusterOptions {
+        &self.options
+    }
+
+    /// Total task slots.
+    pub fn total_slots(&self) -> usize {
+        self.options.workers.max(1) * self.options.slots.max(1)
+    }
+
+    /// Submits `graph`; `ctx` carries the session's configuration and functions. The
+    /// returned stream yields the result stage's output with `schema`.
+    pub fn submit(&self, graph: TaskGraph, ctx: Arc<TaskContext>, schema: SchemaRef) -> JobHandle {
+        let job = self.next_job.fetch_add(1, Ordering::Relaxed);
+        let (done_tx, done_rx) = oneshot::channel();
+        let (progress_tx, progress_rx) = watch::channel(Progress::default());
+        let sent = self.events.send(Event::Submit {
+            job,
+            graph: Arc::new(graph),
+            ctx,
+            done: done_tx,
+            progress: progress_tx,
+        });
+        let guard = JobGuard {
+            job,
+            events: self.events.clone(),
+        };
+        let transport = Arc::clone(&self.transport);
+        let outputs = async move {
+            if sent.is_err() {
+                return Err(DataFusionError::Execution(
+                    "the scheduler has stopped".into(),
+                ));
+            }
+            let outputs = done_rx.await.map_err(|_| {
+                DataFusionError::Execution("the scheduler stopped before the job finished".into())
+            })??;
+            let fetches = outputs.into_iter().map(move |(task, worker)| {
+                transport.fetch(
+                    PartitionKey {
+                        job,
+                        task,
+                        bucket: 0,
+                    },
+                    worker,
+                )
+            });
+            Ok(futures::stream::iter(fetches).try_flatten())
+        };
+        let stream = futures::stream::once(outputs)
+            .try_flatten()
+            .map(move |batch| {
+                let _keep_until_stream_drops = &guard;
+                batch
+            });
+        JobHandle {
+            job,
+            stream: Box::pin(RecordBatchStreamAdapter::new(schema, stream)),
+            progress: progress_rx,
+        }
+    }
+
+    /// A snapshot of workers and jobs.
+    pub async fn status(&self) -> Result<ClusterStatus> {
+        let (tx, rx) = oneshot::channel();
+        self.events
+            .send(Event::Status(tx))
+            .map_err(|_| DataFusionError::Execution("the scheduler has stopped".into()))?;
+        rx.await
+            .map_err(|_| DataFusionError::Execution("the scheduler has stopped".into()))
+    }
+
+    /// Result store counters per worker.
+    pub fn store_stats(&self) -> Vec<StoreStats> {
+        self.transport.stores().iter().map(|s| s.stats()).collect()
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl LocalCluster {
+    /// Spawns `future` on the cluster's runtime.
+    pub fn spawn<F>(&self, future: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.runtime
+            .as_ref()
+            .expect("cluster runtime is running")
+            .spawn(future)
+    }
+}

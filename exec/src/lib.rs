@@ -1,0 +1,26 @@
+//! `shoal-exec` runs [`TaskGraph`](shoal_planner::TaskGraph)s.
+//!
+//! ```text
+//!  client ──submit(graph)──► scheduler (one task, owns all job state)
+//!                               │ Launch            ▲ Finished / Failed / Cancelled
+//!                               ▼                   │
+//!                            worker 0 … worker N-1 (slots, memory pool, ResultStore)
+//!                               │ put / fetch buckets
+//!                               ▼
+//!                            Transport (in-process: batches shared by Arc, no copy)
+//! ```
+//!
+//! Start with [`LocalCluster`]: it starts the scheduler and workers on a runtime of their
+//! own and hands back a [`JobHandle`] whose stream yields the job's batches. Dropping the
+//! stream cancels the job on every worker.
+
+pub mod cluster;
+pub mod scheduler;
+pub mod store;
+pub mod transport;
+pub mod worker;
+
+pub use cluster::{ClusterOptions, JobHandle, LocalCluster, Progress};
+pub use scheduler::{ClusterStatus, TaskFailure, WorkerStatus};
+pub use store::{ResultStore, StoreStats};
+pub use transport::InProcessTransport;

@@ -1,0 +1,414 @@
+//! The scheduler: one task that owns every job's state and reacts to events.
+//!
+//! A stage's tasks become ready when all of its input stages have finished. Ready tasks
+//! go to workers with a free slot, preferring the worker that already holds most of the
+//! task's input bytes, then the least loaded one. Jobs take turns (round robin), so a
+//! large job does not starve a small one.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use datafusion::common::DataFusionError;
+use datafusion::execution::TaskContext;
+use shoal_planner::{JobId, StageId, TaskGraph, TaskId, TaskKind, WorkerId};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::cluster::Progress;
+use crate::worker::{Launch, TaskOutcome, WorkerMsg};
+
+/// Where the result stage's tasks left their output, in partition order.
+pub type JobOutputs = Vec<(TaskId, WorkerId)>;
+
+/// A task's failure, naming the task and the worker; the cause is kept as the source.
+#[derive(Debug)]
+pub struct TaskFailure {
+    /// The job.
+    pub job: JobId,
+    /// The failed task.
+    pub task: TaskId,
+    /// The worker it ran on.
+    pub worker: WorkerId,
+    /// What went wrong.
+    pub cause: DataFusionError,
+}
+
+impl std::fmt::Display for TaskFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} of job {} failed on worker {}: {}",
+            self.task, self.job, self.worker, self.cause
+        )
+    }
+}
+
+impl std::error::Error for TaskFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.cause)
+    }
+}
+
+/// Events the scheduler reacts to.
+#[derive(Debug)]
+pub enum Event {
+    /// A client submitted a job.
+    Submit {
+        /// Its id.
+        job: JobId,
+        /// What to run.
+        graph: Arc<TaskGraph>,
+        /// Session configuration and functions for its tasks.
+        ctx: Arc<TaskContext>,
+        /// Answered once: the result locations, or the first failure.
+        done: oneshot::Sender<Result<JobOutputs, DataFusionError>>,
+        /// Task counts as the job advances.
+        progress: watch::Sender<Progress>,
+    },
+    /// A worker reports how a task ended.
+    TaskEnded {
+        /// The job.
+        job: JobId,
+        /// The task.
+        task: TaskId,
+        /// The worker that ran it.
+        worker: WorkerId,
+        /// The outcome.
+        outcome: TaskOutcome,
+    },
+    /// The client is done with a job: cancel it if still running, then free its outputs.
+    EndJob(JobId),
+    /// Report the cluster's state.
+    Status(oneshot::Sender<ClusterStatus>),
+}
+
+/// One worker as the scheduler sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerStatus {
+    /// Worker id.
+    pub id: WorkerId,
+    /// Task slots.
+    pub slots: usize,
+    /// Tasks running now.
+    pub tasks_running: usize,
+    /// Tasks finished since start.
+    pub tasks_completed: u64,
+}
+
+/// A snapshot of the cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterStatus {
+    /// Every worker.
+    pub workers: Vec<WorkerStatus>,
+    /// Jobs not yet ended.
+    pub jobs: usize,
+}
+
+struct WorkerSlot {
+    tx: mpsc::UnboundedSender<WorkerMsg>,
+    status: WorkerStatus,
+}
+
+struct JobState {
+    graph: Arc<TaskGraph>,
+    ctx: Arc<TaskContext>,
+    done: Option<oneshot::Sender<Result<JobOutputs, DataFusionError>>>,
+    progress: watch::Sender<Progress>,
+    /// Unfinished tasks per stage.
+    tasks_left: Vec<usize>,
+    /// Unfinished input stages per stage.
+    inputs_left: Vec<usize>,
+    consumers: Vec<Vec<StageId>>,
+    locations: Vec<Vec<Option<WorkerId>>>,
+    /// Output bytes per stage per worker, for locality.
+    bytes_on: Vec<Vec<u64>>,
+    ready: VecDeque<TaskId>,
+    failed: bool,
+}
+
+impl JobState {
+    fn new(
+        graph: Arc<TaskGraph>,
+        ctx: Arc<TaskContext>,
+        workers: usize,
+        done: oneshot::Sender<Result<JobOutputs, DataFusionError>>,
+        progress: watch::Sender<Progress>,
+    ) -> Self {
+        let n = graph.stages.len();
+        let mut consumers = vec![Vec::new(); n];
+        for stage in &graph.stages {
+            for &input in &stage.inputs {
+                consumers[input].push(stage.id);
+            }
+        }
+        let mut job = Self {
+            tasks_left: graph.stages.iter().map(|s| s.tasks).collect(),
+            inputs_left: graph.stages.iter().map(|s| s.inputs.len()).collect(),
+            locations: graph.stages.iter().map(|s| vec![None; s.tasks]).collect(),
+            bytes_on: vec![vec![0; workers]; n],
+            consumers,
+            ready: VecDeque::new(),
+            graph,
+            ctx,
+            done: Some(done),
+            progress,
+            failed: false,
+        };
+        for stage in 0..n {
+            if job.inputs_left[stage] == 0 {
+                job.make_ready(stage);
+            }
+        }
+        job
+    }
+
+    fn make_ready(&mut self, stage: StageId) {
+        let tasks = self.graph.stages[stage].tasks;
+        self.ready
+            .extend((0..tasks).map(|partition| TaskId { stage, partition }));
+        if tasks == 0 {
+            self.stage_done(stage);
+        }
+    }
+
+    fn stage_done(&mut self, stage: StageId) {
+        for consumer in self.consumers[stage].clone() {
+            self.inputs_left[consumer] -= 1;
+            if self.inputs_left[consumer] == 0 {
+                self.make_ready(consumer);
+            }
+        }
+        if stage + 1 == self.graph.stages.len() {
+            let outputs = self
+                .graph
+                .outputs
+                .iter()
+                .map(|t| (*t, self.locations[t.stage][t.partition].unwrap_or_default()))
+                .collect();
+            if let Some(done) = self.done.take() {
+                let _ = done.send(Ok(outputs));
+            }
+        }
+    }
+
+    fn finished(&mut self, task: TaskId, worker: WorkerId, bytes: &[u64]) {
+        self.locations[task.stage][task.partition] = Some(worker);
+        self.bytes_on[task.stage][worker] += bytes.iter().sum::<u64>();
+        self.tasks_left[task.stage] -= 1;
+        self.progress.send_modify(|p| p.tasks_done += 1);
+        if self.tasks_left[task.stage] == 0 {
+            self.stage_done(task.stage);
+        }
+    }
+
+    /// Bytes of `stage`'s inputs held by `worker`.
+    fn locality(&self, stage: StageId, worker: WorkerId) -> u64 {
+        self.graph.stages[stage]
+            .inputs
+            .iter()
+            .map(|&s| self.bytes_on[s][worker])
+            .sum()
+    }
+}
+
+/// The scheduler's state; [`Scheduler::run`] is its event loop.
+pub struct Scheduler {
+    workers: Vec<WorkerSlot>,
+    jobs: HashMap<JobId, JobState>,
+    turn: VecDeque<JobId>,
+}
+
+impl Scheduler {
+    /// A scheduler over workers reachable through `workers` (index = worker id) with
+    /// `slots` task slots each.
+    pub fn new(workers: Vec<mpsc::UnboundedSender<WorkerMsg>>, slots: usize) -> Self {
+        let workers = workers
+            .into_iter()
+            .enumerate()
+            .map(|(id, tx)| WorkerSlot {
+                tx,
+                status: WorkerStatus {
+                    id,
+                    slots,
+                    ..Default::default()
+                },
+            })
+            .collect();
+        Self {
+            workers,
+            jobs: HashMap::new(),
+            turn: VecDeque::new(),
+        }
+    }
+
+    /// Handles events until every sender is gone.
+    pub async fn run(mut self, mut events: mpsc::UnboundedReceiver<Event>) {
+        while let Some(event) = events.recv().await {
+            self.handle(event);
+            while let Ok(event) = events.try_recv() {
+                self.handle(event);
+            }
+            self.dispatch();
+        }
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Submit {
+                job,
+                graph,
+                ctx,
+                done,
+                progress,
+            } => {
+                progress.send_modify(|p| p.tasks_total = graph.tasks.len());
+                let state = JobState::new(graph, ctx, self.workers.len(), done, progress);
+                self.jobs.insert(job, state);
+                self.turn.push_back(job);
+            }
+            Event::TaskEnded {
+                job,
+                task,
+                worker,
+                outcome,
+            } => {
+                let slot = &mut self.workers[worker].status;
+                slot.tasks_running = slot.tasks_running.saturating_sub(1);
+                let Some(state) = self.jobs.get_mut(&job) else {
+                    return;
+                };
+                match outcome {
+                    TaskOutcome::Finished(bytes) => {
+                        self.workers[worker].status.tasks_completed += 1;
+                        state.finished(task, worker, &bytes);
+                    }
+                    TaskOutcome::Failed(cause) => {
+                        let failure = TaskFailure {
+                            job,
+                            task,
+                            worker,
+                            cause,
+                        };
+                        self.fail(job, DataFusionError::External(Box::new(failure)));
+                    }
+                    TaskOutcome::Cancelled => {}
+                }
+            }
+            Event::EndJob(job) => {
+                if let Some(state) = self.jobs.remove(&job) {
+                    let running = state.done.is_some() || state.failed;
+                    for w in &self.workers {
+                        let msg = if running {
+                            WorkerMsg::CancelJob(job)
+                        } else {
+                            WorkerMsg::ReleaseJob(job)
+                        };
+                        let _ = w.tx.send(msg);
+                    }
+                    self.turn.retain(|j| *j != job);
+                }
+            }
+            Event::Status(reply) => {
+                let _ = reply.send(ClusterStatus {
+                    workers: self.workers.iter().map(|w| w.status.clone()).collect(),
+                    jobs: self.jobs.len(),
+                });
+            }
+        }
+    }
+
+    /// Fails a job: the client gets `error`, other tasks of the job are stopped.
+    fn fail(&mut self, job: JobId, error: DataFusionError) {
+        let Some(state) = self.jobs.get_mut(&job) else {
+            return;
+        };
+        if state.failed {
+            return;
+        }
+        state.failed = true;
+        state.ready.clear();
+        if let Some(done) = state.done.take() {
+            let _ = done.send(Err(error));
+        }
+        for w in &self.workers {
+            let _ = w.tx.send(WorkerMsg::CancelJob(job));
+        }
+    }
+
+    /// Gives ready tasks to free slots, jobs taking turns.
+    fn dispatch(&mut self) {
+        let mut idle_rounds = 0;
+        while idle_rounds < self.turn.len() {
+            if !self
+                .workers
+                .iter()
+                .any(|w| w.status.tasks_running < w.status.slots)
+            {
+                return;
+            }
+            let Some(job) = self.turn.pop_front() else {
+                return;
+            };
+            self.turn.push_back(job);
+            let Some(state) = self.jobs.get_mut(&job) else {
+                continue;
+            };
+            let Some(task) = state.ready.pop_front() else {
+                idle_rounds += 1;
+                continue;
+            };
+            idle_rounds = 0;
+            let worker = self
+                .workers
+                .iter()
+                .filter(|w| w.status.tasks_running < w.status.slots)
+                .max_by_key(|w| {
+                    let free = w.status.slots - w.status.tasks_running;
+                    (
+                        state.locality(task.stage, w.status.id),
+                        free,
+                        std::cmp::Reverse(w.status.id),
+                    )
+                })
+                .map(|w| w.status.id)
+                .expect("a free slot exists");
+            let spec = &state.graph.tasks[task_index(&state.graph, task)];
+            let TaskKind::Stage { plan, .. } = &spec.kind;
+            let locations = state.graph.stages[task.stage]
+                .inputs
+                .iter()
+                .map(|&s| {
+                    (
+                        s,
+                        state.locations[s]
+                            .iter()
+                            .map(|w| w.unwrap_or_default())
+                            .collect(),
+                    )
+                })
+                .collect();
+            let launch = Launch {
+                job,
+                task,
+                plan: Arc::clone(plan),
+                ctx: Arc::clone(&state.ctx),
+                locations,
+            };
+            self.workers[worker].status.tasks_running += 1;
+            if self.workers[worker]
+                .tx
+                .send(WorkerMsg::Launch(Box::new(launch)))
+                .is_err()
+            {
+                self.workers[worker].status.tasks_running -= 1;
+                let error = DataFusionError::Execution(format!("worker {worker} has stopped"));
+                self.fail(job, error);
+            }
+        }
+    }
+}
+
+/// Position of `task` in `graph.tasks` (tasks are laid out stage by stage).
+fn task_index(graph: &TaskGraph, task: TaskId) -> usize {
+    let before: usize = graph.stages[..task.stage].iter().map(|s| s.tasks).sum();
+    before + task.partition
+}

@@ -1,0 +1,254 @@
+//! A worker's result store: task output buckets in memory, spilled to Arrow IPC files
+//! in the worker's scratch directory above a memory target.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufReader, BufWriter};
+use std::path::{Path, PathBuf};
+
+use datafusion::arrow::ipc::reader::FileReader;
+use datafusion::arrow::ipc::writer::FileWriter;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::{DataFusionError, Result};
+use parking_lot::Mutex;
+use shoal_planner::{JobId, PartitionKey};
+use tempfile::TempDir;
+
+enum Entry {
+    Memory {
+        batches: Vec<RecordBatch>,
+        bytes: usize,
+    },
+    Disk {
+        path: PathBuf,
+    },
+}
+
+#[derive(Default)]
+struct Inner {
+    entries: HashMap<PartitionKey, Entry>,
+    memory_bytes: usize,
+    spilled_total: usize,
+    next_file: u64,
+}
+
+/// Counters describing a store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Buckets held.
+    pub entries: usize,
+    /// Bytes held in memory.
+    pub memory_bytes: usize,
+    /// Buckets currently on disk.
+    pub spilled_entries: usize,
+    /// Buckets ever spilled.
+    pub spilled_total: usize,
+}
+
+/// Task outputs of one worker, keyed by (job, task, bucket).
+pub struct ResultStore {
+    dir: TempDir,
+    memory_target: usize,
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for ResultStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResultStore")
+            .field("dir", &self.dir.path())
+            .field("memory_target", &self.memory_target)
+            .finish()
+    }
+}
+
+impl ResultStore {
+    /// A store that spills into a fresh directory under `scratch` (removed on drop) once
+    /// more than `memory_target` bytes are held in memory.
+    pub fn new(scratch: &Path, memory_target: usize) -> Result<Self> {
+        std::fs::create_dir_all(scratch)?;
+        let dir = tempfile::Builder::new()
+            .prefix("shoal-store-")
+            .tempdir_in(scratch)?;
+        Ok(Self {
+            dir,
+            memory_target,
+            inner: Mutex::new(Inner::default()),
+        })
+    }
+
+    /// The directory spill files go to.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Keeps a finished bucket, spilling the largest in-memory buckets if over target.
+    pub fn put(&self, key: PartitionKey, batches: Vec<RecordBatch>) -> Result<()> {
+        let bytes = batches.iter().map(RecordBatch::get_array_memory_size).sum();
+        let mut inner = self.inner.lock();
+        inner.memory_bytes += bytes;
+        if let Some(old) = inner.entries.insert(key, Entry::Memory { batches, bytes }) {
+            Self::forget(&mut inner, old);
+        }
+        while inner.memory_bytes > self.memory_target {
+            let victim = inner
+                .entries
+                .iter()
+                .filter_map(|(k, e)| match e {
+                    Entry::Memory { bytes, .. } if *bytes > 0 => Some((*bytes, *k)),
+                    _ => None,
+                })
+                .max();
+            let Some((_, victim)) = victim else { break };
+            self.spill(&mut inner, victim)?;
+        }
+        Ok(())
+    }
+
+    fn spill(&self, inner: &mut Inner, key: PartitionKey) -> Result<()> {
+        let Some(Entry::Memory { batches, bytes }) = inner.entries.remove(&key) else {
+            return Ok(());
+        };
+        inner.next_file += 1;
+        let path = self.dir.path().join(format!(
+            "job{}-s{}-t{}-b{}-{}.arrow",
+            key.job, key.task.stage, key.task.partition, key.bucket, inner.next_file
+        ));
+        let write = || -> Result<()> {
+            let schema = batches[0].schema();
+            let mut writer = FileWriter::try_new(BufWriter::new(File::create(&path)?), &schema)?;
+            for batch in &batches {
+                writer.write(batch)?;
+            }
+            writer.finish()?;
+            Ok(())
+        };
+        if let Err(e) = write() {
+            let _ = std::fs::remove_file(&path);
+            inner.entries.insert(key, Entry::Memory { batches, bytes });
+            return Err(e.context(format!("spilling task output to {}", path.display())));
+        }
+        inner.memory_bytes -= bytes;
+        inner.spilled_total += 1;
+        inner.entries.insert(key, Entry::Disk { path });
+        Ok(())
+    }
+
+    fn forget(inner: &mut Inner, entry: Entry) {
+        match entry {
+            Entry::Memory { bytes, .. } => inner.memory_bytes -= bytes,
+            Entry::Disk { path } => {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+
+    /// The batches of bucket `key` (shared with the store when in memory).
+    pub fn get(&self, key: &PartitionKey) -> Result<Vec<RecordBatch>> {
+        let path = {
+            let inner = self.inner.lock();
+            match inner.entries.get(key) {
+                Some(Entry::Memory { batches, .. }) => return Ok(batches.clone()),
+                Some(Entry::Disk { path }) => path.clone(),
+                None => {
+                    return Err(DataFusionError::Execution(format!(
+                        "output of job {} {} bucket {} is not in this worker's store",
+                        key.job, key.task, key.bucket
+                    )));
+                }
+            }
+        };
+        let reader = FileReader::try_new(BufReader::new(File::open(&path)?), None)?;
+        reader
+            .map(|b| {
+                b.map_err(|e| {
+                    DataFusionError::from(e)
+                        .context(format!("reading spill file {}", path.display()))
+                })
+            })
+            .collect()
+    }
+
+    /// Drops every output of `job`, deleting its spill files.
+    pub fn remove_job(&self, job: JobId) {
+        let mut inner = self.inner.lock();
+        let keys: Vec<PartitionKey> = inner
+            .entries
+            .keys()
+            .filter(|k| k.job == job)
+            .copied()
+            .collect();
+        for key in keys {
+            if let Some(entry) = inner.entries.remove(&key) {
+                Self::forget(&mut inner, entry);
+            }
+        }
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> StoreStats {
+        let inner = self.inner.lock();
+        StoreStats {
+            entries: inner.entries.len(),
+            memory_bytes: inner.memory_bytes,
+            spilled_entries: inner
+                .entries
+                .values()
+                .filter(|e| matches!(e, Entry::Disk { .. }))
+                .count(),
+            spilled_total: inner.spilled_total,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use shoal_planner::TaskId;
+
+    use super::*;
+
+    fn batch(n: i64) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from_iter_values(0..n))]).unwrap()
+    }
+
+    fn key(job: JobId, partition: usize) -> PartitionKey {
+        PartitionKey {
+            job,
+            task: TaskId {
+                stage: 0,
+                partition,
+            },
+            bucket: 0,
+        }
+    }
+
+    #[test]
+    fn spills_above_target_and_reads_back() {
+        let scratch = tempfile::tempdir().unwrap();
+        let store = ResultStore::new(scratch.path(), 10_000).unwrap();
+        store.put(key(1, 0), vec![batch(1000)]).unwrap();
+        store.put(key(1, 1), vec![batch(1000), batch(5)]).unwrap();
+        store.put(key(2, 0), vec![batch(3)]).unwrap();
+        let stats = store.stats();
+        assert!(stats.spilled_entries >= 1, "{stats:?}");
+        assert!(stats.memory_bytes <= 10_000, "{stats:?}");
+        let back = store.get(&key(1, 1)).unwrap();
+        let rows: usize = back.iter().map(|b| b.num_rows()).sum();
+        assert_eq!(rows, 1005);
+        let col = back[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        assert_eq!(col.value(999), 999);
+        store.remove_job(1);
+        assert_eq!(store.stats().entries, 1);
+        let files = std::fs::read_dir(store.dir()).unwrap().count();
+        assert_eq!(files, 0, "spill files of job 1 are deleted");
+        assert!(store.get(&key(1, 0)).is_err());
+    }
+}

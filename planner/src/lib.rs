@@ -1,0 +1,28 @@
+//! `shoal-planner` turns a DataFusion physical plan into Shoal's unit of work, the
+//! [`TaskGraph`].
+//!
+//! ```text
+//!  physical plan ──split::split_into_stages──► stages (cut at exchanges)
+//!                                                 │  one task per output partition
+//!                                                 ▼
+//!                     TaskGraph { stages, tasks: Vec<TaskSpec>, outputs }
+//! ```
+//!
+//! Each stage is a plan fragment rooted at a [`ShuffleWriteExec`], whose leaves that read
+//! other stages are [`ShuffleReadExec`]s. How batches move between tasks is not this
+//! crate's business: both operators talk to a [`ShuffleIo`] that the executor puts into
+//! the task's context ([`ShuffleEnv`]). Read [`split::split_into_stages`] first.
+
+pub mod config;
+pub mod graph;
+pub mod shuffle;
+pub mod split;
+
+pub use config::ShoalConfig;
+pub use graph::{
+    InputRef, JobId, OutputSpec, Stage, StageId, TaskGraph, TaskId, TaskKind, TaskSpec,
+};
+pub use shuffle::{
+    PartitionKey, ReadMode, ShuffleEnv, ShuffleIo, ShuffleReadExec, ShuffleWriteExec, WorkerId,
+};
+pub use split::split_into_stages;

@@ -1,0 +1,58 @@
+//! What a running task needs to know to read and write exchanged data.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::{Result, internal_datafusion_err};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+
+use crate::graph::{JobId, StageId, TaskId};
+
+/// Identifies a worker within a cluster.
+pub type WorkerId = usize;
+
+/// Names one bucket of one task's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PartitionKey {
+    /// The job that produced it.
+    pub job: JobId,
+    /// The producing task.
+    pub task: TaskId,
+    /// The bucket within the task's output.
+    pub bucket: usize,
+}
+
+/// Moves task outputs: `put` keeps a bucket on the worker running the task, `fetch`
+/// streams a bucket from the worker that holds it (itself or a peer).
+pub trait ShuffleIo: Debug + Send + Sync {
+    /// Stores the finished bucket `key` on this worker.
+    fn put(&self, key: PartitionKey, batches: Vec<RecordBatch>) -> Result<()>;
+
+    /// Streams bucket `key` from worker `from`; errors surface in the stream.
+    fn fetch(&self, key: PartitionKey, from: WorkerId) -> Result<SendableRecordBatchStream>;
+}
+
+/// The task-context extension that `ShuffleWriteExec` and `ShuffleReadExec` read.
+#[derive(Debug)]
+pub struct ShuffleEnv {
+    /// The running job.
+    pub job: JobId,
+    /// The running task.
+    pub task: TaskId,
+    /// Where the outputs of each input stage are: worker per task, in partition order.
+    pub locations: HashMap<StageId, Vec<WorkerId>>,
+    /// The worker's transport.
+    pub io: Arc<dyn ShuffleIo>,
+}
+
+/// The [`ShuffleEnv`] of a task context, or an internal error if the plan is being run
+/// outside Shoal's executor.
+pub fn shuffle_env(ctx: &TaskContext) -> Result<Arc<ShuffleEnv>> {
+    ctx.session_config()
+        .get_extension::<ShuffleEnv>()
+        .ok_or_else(|| {
+            internal_datafusion_err!("shuffle operators must run inside Shoal's executor")
+        })
+}

@@ -1,0 +1,164 @@
+//! `ShuffleReadExec`: the leaf through which a stage reads an earlier stage's output.
+
+use std::sync::Arc;
+
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{Result, internal_datafusion_err, internal_err};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use futures::{StreamExt, TryStreamExt};
+
+use super::env::{PartitionKey, shuffle_env};
+use crate::graph::{StageId, TaskId};
+
+/// Which buckets an output partition of a [`ShuffleReadExec`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadMode {
+    /// Partition `p` reads bucket `p` of every task of the input stage (after a hash,
+    /// round-robin or range exchange, or bucket 0 of every task to coalesce).
+    Gather,
+    /// Partition `p` reads the whole output of task `p` (keeps per-task order for a
+    /// sort-preserving merge).
+    PerTask,
+}
+
+/// Reads the output of stage `stage` (which has `input_tasks` tasks) as this plan's input.
+#[derive(Debug)]
+pub struct ShuffleReadExec {
+    stage: StageId,
+    input_tasks: usize,
+    mode: ReadMode,
+    metrics: ExecutionPlanMetricsSet,
+    properties: Arc<PlanProperties>,
+}
+
+impl ShuffleReadExec {
+    /// A reader with the given output properties (those of the exchange it replaces).
+    pub fn new(
+        stage: StageId,
+        input_tasks: usize,
+        mode: ReadMode,
+        properties: Arc<PlanProperties>,
+    ) -> Self {
+        Self {
+            stage,
+            input_tasks,
+            mode,
+            metrics: ExecutionPlanMetricsSet::new(),
+            properties,
+        }
+    }
+
+    /// The stage read.
+    pub fn stage(&self) -> StageId {
+        self.stage
+    }
+
+    /// How many tasks the input stage has.
+    pub fn input_tasks(&self) -> usize {
+        self.input_tasks
+    }
+
+    /// Which buckets each partition reads.
+    pub fn mode(&self) -> ReadMode {
+        self.mode
+    }
+
+    /// The (task, bucket) pairs output partition `partition` reads, in order.
+    pub fn sources(&self, partition: usize) -> Vec<(usize, usize)> {
+        match self.mode {
+            ReadMode::Gather => (0..self.input_tasks).map(|t| (t, partition)).collect(),
+            ReadMode::PerTask => vec![(partition, 0)],
+        }
+    }
+}
+
+impl DisplayAs for ShuffleReadExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let mode = match self.mode {
+            ReadMode::Gather => "gather",
+            ReadMode::PerTask => "per_task",
+        };
+        write!(
+            f,
+            "ShuffleReadExec: stage={}, input_tasks={}, mode={mode}, partitions={}",
+            self.stage,
+            self.input_tasks,
+            self.properties.partitioning.partition_count()
+        )
+    }
+}
+
+impl ExecutionPlan for ShuffleReadExec {
+    fn name(&self) -> &str {
+        "ShuffleReadExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if !children.is_empty() {
+            return internal_err!("ShuffleReadExec is a leaf");
+        }
+        Ok(self)
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let env = shuffle_env(&context)?;
+        let locations = env.locations.get(&self.stage).ok_or_else(|| {
+            internal_datafusion_err!("no locations for input stage {}", self.stage)
+        })?;
+        let mut fetches = Vec::new();
+        for (task, bucket) in self.sources(partition) {
+            let from = *locations.get(task).ok_or_else(|| {
+                internal_datafusion_err!("no location for stage {} task {task}", self.stage)
+            })?;
+            let key = PartitionKey {
+                job: env.job,
+                task: TaskId {
+                    stage: self.stage,
+                    partition: task,
+                },
+                bucket,
+            };
+            fetches.push((key, from));
+        }
+        let io = Arc::clone(&env.io);
+        let baseline = BaselineMetrics::new(&self.metrics, partition);
+        let stream = futures::stream::iter(fetches)
+            .map(move |(key, from)| io.fetch(key, from))
+            .try_flatten()
+            .inspect_ok(move |b| baseline.record_output(b.num_rows()));
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.properties.eq_properties.schema().clone(),
+            stream,
+        )))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+}

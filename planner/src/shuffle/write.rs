@@ -1,0 +1,191 @@
+//! `ShuffleWriteExec`: the root of every stage.
+
+use std::sync::{Arc, LazyLock};
+
+use datafusion::arrow::array::{RecordBatch, UInt64Array};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{Result, internal_err};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
+use datafusion::physical_plan::repartition::BatchPartitioner;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
+    PlanProperties,
+};
+use futures::StreamExt;
+
+use super::env::{PartitionKey, shuffle_env};
+use crate::graph::OutputSpec;
+
+static SUMMARY_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("bucket", DataType::UInt64, false),
+        Field::new("rows", DataType::UInt64, false),
+        Field::new("bytes", DataType::UInt64, false),
+    ]))
+});
+
+/// Schema of the one batch a `ShuffleWriteExec` partition returns: per bucket its row and
+/// byte counts, which the scheduler uses for placement.
+pub fn summary_schema() -> SchemaRef {
+    Arc::clone(&SUMMARY_SCHEMA)
+}
+
+/// Runs one partition of its input, buckets the batches per [`OutputSpec`] and stores
+/// every bucket through the task's `ShuffleIo`. Its own output is a summary batch.
+#[derive(Debug)]
+pub struct ShuffleWriteExec {
+    input: Arc<dyn ExecutionPlan>,
+    output: OutputSpec,
+    metrics: ExecutionPlanMetricsSet,
+    properties: Arc<PlanProperties>,
+}
+
+impl ShuffleWriteExec {
+    /// Wraps `input`, bucketing its output per `output`.
+    pub fn new(input: Arc<dyn ExecutionPlan>, output: OutputSpec) -> Self {
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(summary_schema()),
+            Partitioning::UnknownPartitioning(input.output_partitioning().partition_count()),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        );
+        Self {
+            input,
+            output,
+            metrics: ExecutionPlanMetricsSet::new(),
+            properties: Arc::new(properties),
+        }
+    }
+
+    /// The fragment below the write.
+    pub fn input(&self) -> &Arc<dyn ExecutionPlan> {
+        &self.input
+    }
+
+    /// How output is bucketed.
+    pub fn output(&self) -> &OutputSpec {
+        &self.output
+    }
+}
+
+impl DisplayAs for ShuffleWriteExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "ShuffleWriteExec: output={}", self.output)
+    }
+}
+
+impl ExecutionPlan for ShuffleWriteExec {
+    fn name(&self) -> &str {
+        "ShuffleWriteExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        if let OutputSpec::Repartition(Partitioning::Hash(exprs, _)) = &self.output {
+            for e in exprs {
+                if f(e)? == TreeNodeRecursion::Stop {
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.len() != 1 {
+            return internal_err!("ShuffleWriteExec takes one child");
+        }
+        Ok(Arc::new(Self::new(children.remove(0), self.output.clone())))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let env = shuffle_env(&context)?;
+        let input_partitions = self.input.output_partitioning().partition_count();
+        let mut partitioner = match &self.output {
+            OutputSpec::Single => None,
+            OutputSpec::Repartition(p) => Some(BatchPartitioner::try_new(
+                p.clone(),
+                MetricBuilder::new(&self.metrics).subset_time("repartition_time", partition),
+                partition,
+                input_partitions,
+            )?),
+        };
+        let buckets = self.output.buckets();
+        let input = self.input.execute(partition, context)?;
+        let rows_out = MetricBuilder::new(&self.metrics).output_rows(partition);
+        let fut = async move {
+            let mut out: Vec<Vec<RecordBatch>> = vec![Vec::new(); buckets];
+            let mut input = input;
+            while let Some(batch) = input.next().await {
+                let batch = batch?;
+                if batch.num_rows() == 0 {
+                    continue;
+                }
+                match partitioner.as_mut() {
+                    None => out[0].push(batch),
+                    Some(p) => p.partition(batch, |bucket, b| {
+                        out[bucket].push(b);
+                        Ok(())
+                    })?,
+                }
+            }
+            let mut rows = Vec::with_capacity(buckets);
+            let mut bytes = Vec::with_capacity(buckets);
+            for (bucket, batches) in out.into_iter().enumerate() {
+                rows.push(batches.iter().map(|b| b.num_rows() as u64).sum::<u64>());
+                bytes.push(
+                    batches
+                        .iter()
+                        .map(|b| b.get_array_memory_size() as u64)
+                        .sum::<u64>(),
+                );
+                rows_out.add(rows[bucket] as usize);
+                let key = PartitionKey {
+                    job: env.job,
+                    task: env.task,
+                    bucket,
+                };
+                env.io.put(key, batches)?;
+            }
+            let summary = RecordBatch::try_new(
+                summary_schema(),
+                vec![
+                    Arc::new(UInt64Array::from_iter_values(0..buckets as u64)),
+                    Arc::new(UInt64Array::from(rows)),
+                    Arc::new(UInt64Array::from(bytes)),
+                ],
+            )?;
+            Ok::<_, datafusion::common::DataFusionError>(summary)
+        };
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            summary_schema(),
+            futures::stream::once(fut),
+        )))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+}
