@@ -194,6 +194,25 @@ impl DataFrame {
         Ok(self.with(self.df.clone().sort(sort)?))
     }
 
+    /// Sorts by several columns, each with its own direction (pandas
+    /// `sort_values(by=[..], ascending=[..])`), nulls last.
+    pub fn sort_values_by(&self, by: &[&str], ascending: &[bool]) -> Result<Self> {
+        if by.len() != ascending.len() {
+            return Err(Error::input(format!(
+                "sort_values_by got {} columns but {} directions",
+                by.len(),
+                ascending.len()
+            )));
+        }
+        self.check_columns(by)?;
+        let sort = by
+            .iter()
+            .zip(ascending)
+            .map(|(n, asc)| ident(*n).sort(*asc, false))
+            .collect();
+        Ok(self.with(self.df.clone().sort(sort)?))
+    }
+
     /// The first `n` rows.
     pub fn head(&self, n: usize) -> Result<Self> {
         Ok(self.with(self.df.clone().limit(0, Some(n))?))

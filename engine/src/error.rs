@@ -2,6 +2,7 @@
 
 use datafusion::arrow::error::ArrowError;
 use datafusion::common::DataFusionError;
+use datafusion::sql::sqlparser::parser::ParserError;
 use shoal_exec::TaskFailure;
 
 /// Whose fault an error is.
@@ -66,6 +67,20 @@ impl Error {
                     DataFusionError::ArrowError(e, _) => {
                         current = e.as_ref();
                         continue;
+                    }
+                    DataFusionError::Diagnostic(_, inner) => {
+                        current = inner.as_ref();
+                        continue;
+                    }
+                    DataFusionError::SQL(e, _) => {
+                        let text = match e.as_ref() {
+                            ParserError::ParserError(m) | ParserError::TokenizerError(m) => {
+                                m.clone()
+                            }
+                            other => other.to_string(),
+                        };
+                        out.push(format!("SQL syntax error: {text}"));
+                        break;
                     }
                     DataFusionError::ParquetError(e) => {
                         out.push(format!("Parquet error: {e}"));

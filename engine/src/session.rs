@@ -6,13 +6,17 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{RecordBatch, StringArray};
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::ScalarValue;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
+use datafusion::physical_plan::scalar_subquery::ScalarSubqueryExec;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement;
-use futures::TryStreamExt;
+use futures::future::BoxFuture;
+use futures::{FutureExt, TryStreamExt};
 use shoal_exec::{ClusterOptions, ClusterStatus, JobHandle, LocalCluster, StoreStats};
 use shoal_io::ShoalObjectStoreRegistry;
 use shoal_planner::{ShoalConfig, TaskGraph, split_into_stages};
@@ -357,7 +361,51 @@ impl Session {
     /// Plans `plan` and starts it on the cluster.
     pub async fn execute(&self, plan: &LogicalPlan) -> Result<JobHandle> {
         let physical = self.physical_plan(plan).await?;
+        let physical = self.resolve_scalar_subqueries(physical).await?;
         self.execute_physical(physical)
+    }
+
+    /// Runs each uncorrelated scalar subquery as a job of its own, stores its value where
+    /// the plan's expressions read it, and removes the `ScalarSubqueryExec` nodes, so no
+    /// stage reads a value that another stage has yet to compute.
+    fn resolve_scalar_subqueries(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+    ) -> BoxFuture<'_, Result<Arc<dyn ExecutionPlan>>> {
+        async move {
+            let mut children = Vec::new();
+            for child in plan.children() {
+                children.push(self.resolve_scalar_subqueries(Arc::clone(child)).await?);
+            }
+            if let Some(node) = plan.downcast_ref::<ScalarSubqueryExec>() {
+                for (link, subquery) in node.subqueries().iter().zip(&children[1..]) {
+                    let value = self.scalar_value(Arc::clone(subquery)).await?;
+                    node.results().set(link.index, value)?;
+                }
+                return Ok(Arc::clone(&children[0]));
+            }
+            Ok(replace_children_if_necessary(plan, children)?)
+        }
+        .boxed()
+    }
+
+    /// The single value a scalar subquery gives: NULL for no rows, an error for several.
+    async fn scalar_value(&self, plan: Arc<dyn ExecutionPlan>) -> Result<ScalarValue> {
+        let field_type = plan.schema().field(0).data_type().clone();
+        let batches: Vec<RecordBatch> = self.execute_physical(plan)?.stream.try_collect().await?;
+        let mut value = None;
+        for batch in batches.iter().filter(|b| b.num_rows() > 0) {
+            if value.is_some() || batch.num_rows() > 1 {
+                return Err(crate::Error::input(
+                    "scalar subquery returned more than one row",
+                ));
+            }
+            value = Some(ScalarValue::try_from_array(batch.column(0), 0)?);
+        }
+        match value {
+            Some(v) => Ok(v),
+            None => Ok(ScalarValue::try_from(&field_type)?),
+        }
     }
 
     /// Starts an already planned physical plan on the cluster.

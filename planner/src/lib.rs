@@ -15,6 +15,7 @@
 
 pub mod config;
 pub mod graph;
+pub mod scan;
 pub mod shuffle;
 pub mod split;
 

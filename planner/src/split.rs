@@ -17,7 +17,11 @@ use std::sync::Arc;
 
 use datafusion::common::Result;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
+use datafusion::physical_plan::joins::{
+    CrossJoinExec, HashJoinExec, NestedLoopJoinExec, SortMergeJoinExec,
+};
 use datafusion::physical_plan::limit::GlobalLimitExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
@@ -25,6 +29,7 @@ use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMerge
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 
 use crate::graph::{OutputSpec, Stage, StageId, TaskGraph};
+use crate::scan::FileScanContextExec;
 use crate::shuffle::{ReadMode, ShuffleReadExec, ShuffleWriteExec};
 
 /// Cuts `plan` into stages and expands them into a [`TaskGraph`]. The last stage computes
@@ -62,6 +67,9 @@ impl Splitter {
     }
 
     fn visit(&mut self, plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+        if plan.children().is_empty() {
+            return Ok(FileScanContextExec::wrap(plan));
+        }
         let children = plan
             .children()
             .into_iter()
@@ -123,7 +131,23 @@ impl Splitter {
             return replace_children_if_necessary(plan, vec![read]);
         }
 
-        replace_children_if_necessary(plan, children)
+        let plan = replace_children_if_necessary(plan, children)?;
+        Ok(make_cancellable(plan))
+    }
+}
+
+/// Joins can emit many batches per input batch without polling their inputs, so a
+/// task running one would never reach a yield point and could not be cancelled. Their
+/// output goes through a `CooperativeExec`, which yields once the task's budget is spent.
+fn make_cancellable(plan: Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
+    let multiplies_rows = plan.is::<CrossJoinExec>()
+        || plan.is::<NestedLoopJoinExec>()
+        || plan.is::<HashJoinExec>()
+        || plan.is::<SortMergeJoinExec>();
+    if multiplies_rows {
+        Arc::new(CooperativeExec::new(plan))
+    } else {
+        plan
     }
 }
 

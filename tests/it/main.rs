@@ -1,0 +1,9 @@
+//! Cross-crate integration tests, one binary so DataFusion links once.
+
+mod common;
+mod dataframe;
+mod equivalence;
+mod errors;
+mod runtime;
+mod slt;
+mod tpch;

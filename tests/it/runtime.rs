@@ -1,0 +1,228 @@
+//! The executor: stage splitting, spilling under a small memory limit, cancellation.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use shoal::Session;
+use shoal_planner::{OutputSpec, ReadMode, split::shuffle_reads};
+
+use crate::common::{answer, assert_rows_eq, rows, tpch_dir};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregation_splits_at_the_hash_exchange() {
+    let session = Session::builder().workers(2).partitions(4).build().unwrap();
+    session.register_dir(tpch_dir().to_str().unwrap()).unwrap();
+    let df = session
+        .sql("select l_returnflag, sum(l_quantity) from lineitem group by l_returnflag order by l_returnflag")
+        .await
+        .unwrap();
+    let graph = session.task_graph(df.logical_plan()).await.unwrap();
+    // scan + partial aggregate | final aggregate + sort | merge of sorted partitions
+    let hash = graph
+        .stages
+        .iter()
+        .find(|s| matches!(s.output, OutputSpec::Repartition(_)))
+        .expect("a hash exchange");
+    assert_eq!(hash.output.buckets(), 4);
+    let consumer = graph
+        .consumers(hash.id)
+        .next()
+        .expect("a consumer of the exchange");
+    assert_eq!(consumer.tasks, 4, "one task per hash partition");
+    let reads = shuffle_reads(&consumer.plan);
+    assert_eq!(reads.len(), 1);
+    assert_eq!(reads[0].mode(), ReadMode::Gather);
+    assert_eq!(
+        reads[0].sources(2),
+        (0..hash.tasks).map(|t| (t, 2)).collect::<Vec<_>>(),
+        "partition 2 reads bucket 2 of every task"
+    );
+    let last = graph.result_stage();
+    assert_eq!(last.tasks, 1, "the sort-preserving merge is one task");
+    let merge_reads = shuffle_reads(&last.plan);
+    assert_eq!(merge_reads[0].mode(), ReadMode::PerTask);
+    assert_eq!(
+        graph.tasks.len(),
+        graph.stages.iter().map(|s| s.tasks).sum::<usize>()
+    );
+    assert_eq!(graph.outputs.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcast_join_build_side_is_its_own_stage() {
+    let session = Session::builder().workers(2).partitions(3).build().unwrap();
+    session.register_dir(tpch_dir().to_str().unwrap()).unwrap();
+    session
+        .sql("set datafusion.optimizer.hash_join_single_partition_threshold = 100000000")
+        .await
+        .unwrap();
+    let df = session
+        .sql("select count(*) from lineitem join nation on l_suppkey = n_nationkey")
+        .await
+        .unwrap();
+    let graph = session.task_graph(df.logical_plan()).await.unwrap();
+    let gathers_all = graph.stages.iter().any(|s| {
+        shuffle_reads(&s.plan).iter().any(|r| {
+            r.mode() == ReadMode::Gather
+                && r.input_tasks() >= 1
+                && graph.stages[r.stage()].output.buckets() == 1
+        })
+    });
+    assert!(gathers_all, "{}", shoal_sql_render(&graph));
+    let got = rows(&df.collect().await.unwrap());
+    let ctx = datafusion::prelude::SessionContext::new();
+    for table in ["lineitem", "nation"] {
+        let path = tpch_dir().join(format!("{table}.parquet"));
+        ctx.register_parquet(table, path.to_str().unwrap(), Default::default())
+            .await
+            .unwrap();
+    }
+    let sql = "select count(*) from lineitem join nation on l_suppkey = n_nationkey";
+    let want = rows(&ctx.sql(sql).await.unwrap().collect().await.unwrap());
+    assert_eq!(got, want);
+    assert_ne!(got[0][0], "0");
+}
+
+fn shoal_sql_render(graph: &shoal_planner::TaskGraph) -> String {
+    graph
+        .stages
+        .iter()
+        .map(|s| {
+            format!(
+                "stage {} tasks {} output {} inputs {:?}\n",
+                s.id, s.tasks, s.output, s.inputs
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_memory_limit_spills_and_still_answers() {
+    let scratch = tempfile::tempdir().unwrap();
+    let session = Session::builder()
+        .workers(2)
+        .partitions(4)
+        .memory_limit(24 << 20)
+        .store_memory_target(64 << 10)
+        .scratch_dir(scratch.path())
+        .build()
+        .unwrap();
+    session.register_dir(tpch_dir().to_str().unwrap()).unwrap();
+    for query in ["q18", "q09", "q13"] {
+        let sql = shoal::tpch::QUERIES
+            .iter()
+            .find(|(n, _)| *n == query)
+            .unwrap()
+            .1;
+        let results = session.sql_script(sql).await.unwrap();
+        assert_rows_eq(query, &answer(query), &rows(results.last().unwrap()));
+    }
+    let spilled: usize = session.store_stats().iter().map(|s| s.spilled_total).sum();
+    assert!(
+        spilled > 0,
+        "the result store spilled: {:?}",
+        session.store_stats()
+    );
+    // Releasing outputs is asynchronous: wait (bounded) for the workers to drop them.
+    let started = Instant::now();
+    while session
+        .store_stats()
+        .iter()
+        .map(|s| s.entries)
+        .sum::<usize>()
+        > 0
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "outputs released: {:?}",
+            session.store_stats()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let leftover: Vec<_> = walk(scratch.path())
+        .into_iter()
+        .filter(|p| p.is_file())
+        .collect();
+    assert!(leftover.is_empty(), "spill files removed: {leftover:?}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        }
+        out.push(path);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_stream_cancels_the_job() {
+    let session = Session::builder().workers(2).partitions(2).build().unwrap();
+    session.register_dir(tpch_dir().to_str().unwrap()).unwrap();
+    // A cross join of 60k x 60k rows: minutes of work if not cancelled.
+    let df = session
+        .sql("select sum(a.l_quantity * b.l_quantity) from lineitem a cross join lineitem b")
+        .await
+        .unwrap();
+    let mut stream = df.execute_stream().await.unwrap();
+    let first = tokio::time::timeout(Duration::from_millis(800), stream.next()).await;
+    assert!(first.is_err(), "the query is still running");
+    let running = session
+        .status()
+        .await
+        .unwrap()
+        .workers
+        .iter()
+        .map(|w| w.tasks_running)
+        .sum::<usize>();
+    assert!(running > 0, "tasks were running before the cancel");
+    drop(stream);
+    let started = Instant::now();
+    loop {
+        let status = session.status().await.unwrap();
+        let running: usize = status.workers.iter().map(|w| w.tasks_running).sum();
+        if running == 0 && status.jobs == 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "tasks still running after cancel: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The session still works afterwards.
+    let n = session
+        .sql("select count(*) from nation")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(rows(&n), vec![vec!["25".to_string()]]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_shows_the_stage_graph() {
+    let session = Session::builder().workers(2).partitions(4).build().unwrap();
+    session.register_dir(tpch_dir().to_str().unwrap()).unwrap();
+    let batches = session
+        .sql("explain select l_returnflag, count(*) from lineitem group by l_returnflag")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let text = rows(&batches)
+        .into_iter()
+        .map(|r| r.join(" | "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(text.contains("physical_plan"), "{text}");
+    assert!(text.contains("shoal_stage_graph"), "{text}");
+    assert!(text.contains("Stage 0: tasks="), "{text}");
+    assert!(text.contains("ShuffleWriteExec: output=Hash("), "{text}");
+    assert!(text.contains("ShuffleReadExec: stage=0"), "{text}");
+}

@@ -1,0 +1,33 @@
+//! All 22 TPC-H queries at scale factor 0.01 through SQL, against the shared answers,
+//! with two workers and several partitions per exchange.
+
+use crate::common::{answer, assert_rows_eq, rows, tpch_session};
+
+async fn check(query: &str) {
+    let session = tpch_session(2, 3);
+    let sql = shoal::tpch::QUERIES
+        .iter()
+        .find(|(n, _)| *n == query)
+        .unwrap()
+        .1;
+    let results = session
+        .sql_script(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{query}: {e:#}"));
+    let last = results.last().unwrap();
+    assert_rows_eq(query, &answer(query), &rows(last));
+}
+
+macro_rules! tpch_tests {
+    ($($name:ident),*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            check(stringify!($name)).await;
+        }
+    )*};
+}
+
+tpch_tests!(
+    q01, q02, q03, q04, q05, q06, q07, q08, q09, q10, q11, q12, q13, q14, q15, q16, q17, q18, q19,
+    q20, q21, q22
+);
