@@ -236,7 +236,7 @@ impl DataFrame {
         self.check_columns(&olds)?;
         let mut df = self.df.clone();
         for (old, new) in mapping {
-            df = df.with_column_renamed(*old, *new)?;
+            df = df.with_column_renamed(*old, new)?;
         }
         Ok(self.with(df))
     }
@@ -392,7 +392,7 @@ impl DataFrame {
                 lit(*name).alias("statistic"),
                 lit(order as i64).alias("__order"),
             ];
-            exprs.extend(numeric.iter().map(|c| ident(c)));
+            exprs.extend(numeric.iter().map(ident));
             let row = row.select(exprs)?;
             result = Some(match result {
                 None => row,

@@ -117,12 +117,11 @@ impl Error {
                 current = &failure.cause;
                 continue;
             }
-            if let Some(arrow) = current.downcast_ref::<ArrowError>() {
-                if let ArrowError::ExternalError(inner) = arrow {
+            if let Some(arrow) = current.downcast_ref::<ArrowError>()
+                && let ArrowError::ExternalError(inner) = arrow {
                     current = inner.as_ref();
                     continue;
                 }
-            }
             out.push(current.to_string());
             match current.source() {
                 Some(next) if verbose => current = next,

@@ -256,13 +256,12 @@ impl Session {
     }
 
     fn read_with_format(&self, path: &str, kind: shoal_io::FileFormatKind) -> Result<DataFrame> {
-        if let Some(found) = shoal_io::FileFormatKind::from_name(path) {
-            if found != kind {
+        if let Some(found) = shoal_io::FileFormatKind::from_name(path)
+            && found != kind {
                 return Err(crate::Error::input(format!(
                     "'{path}' looks like {found:?}, not {kind:?}"
                 )));
             }
-        }
         self.read(path)
     }
 

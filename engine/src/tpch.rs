@@ -148,7 +148,7 @@ pub fn write_table(table: &str, sf: f64, dir: &Path) -> Result<PathBuf> {
 /// Generates all eight tables into `dir` (created if missing), two at a time. Refuses
 /// to replace existing table files unless `overwrite`. Calls `done(table)` as each ends.
 pub fn generate(sf: f64, dir: &Path, overwrite: bool, done: &(dyn Fn(&str) + Sync)) -> Result<()> {
-    if !(sf > 0.0) {
+    if sf.is_nan() || sf <= 0.0 {
         return Err(Error::input(format!(
             "scale factor must be positive, got {sf}"
         )));

@@ -1,0 +1,137 @@
+//! The `shoal` binary: output formats, batch files, exit codes and one-line errors.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+fn shoal(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(args)
+        .env("SHOAL_WORKERS", "2")
+        .output()
+        .expect("run shoal")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// TPC-H at a tiny scale factor, generated through the CLI once per build directory.
+fn data() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli-tpch-sf0.002");
+        if !dir.join("region.parquet").exists() || !dir.join("lineitem.parquet").exists() {
+            let staging = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+            let out = shoal(&["gen", "tpch", "--scale-factor", "0.002", "--output", staging.path().to_str().unwrap()]);
+            assert!(out.status.success(), "{}", stderr(&out));
+            let staged = staging.keep();
+            if std::fs::rename(&staged, &dir).is_err() {
+                let _ = std::fs::remove_dir_all(&staged);
+            }
+        }
+        dir
+    })
+}
+
+#[test]
+fn csv_output_runs_every_statement_in_order() {
+    let tables = data().to_str().unwrap();
+    let out = shoal(&[
+        "sql",
+        "--tables",
+        tables,
+        "--format",
+        "csv",
+        "-c",
+        "select r_regionkey, r_name from region where r_regionkey < 2 order by 1; select null as n, 'a,b' as s",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "r_regionkey,r_name\n0,AFRICA\n1,AMERICA\nn,s\n,\"a,b\"\n");
+}
+
+#[test]
+fn file_of_statements_json_and_named_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("q.sql");
+    std::fs::write(
+        &script,
+        "create view big as select n_name from nation where n_nationkey > 22;\n-- comment\nselect * from big order by n_name;\n",
+    )
+    .unwrap();
+    let nation = data().join("nation.parquet");
+    let spec = format!("nation={}", nation.display());
+    let out = shoal(&["sql", "--table", &spec, "--format", "json", "-f", script.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), r#"[{"n_name":"UNITED KINGDOM"},{"n_name":"UNITED STATES"}]"#);
+}
+
+#[test]
+fn table_format_prints_a_grid() {
+    let tables = data().to_str().unwrap();
+    let out = shoal(&["sql", "--tables", tables, "-c", "select count(*) as n from region"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("| n |") && text.contains("| 5 |"), "{text}");
+}
+
+fn assert_one_line_error(out: &Output, needle: &str) {
+    assert_eq!(out.status.code(), Some(1), "exit code; stderr: {}", stderr(out));
+    let err = stderr(out);
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.starts_with("Error: "), "{err}");
+    assert!(err.contains(needle), "{needle} in {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn bad_input_exits_1_with_one_line() {
+    let tables = data().to_str().unwrap();
+    assert_one_line_error(&shoal(&["sql", "--table", "t=/no/such/file.parquet", "-c", "select 1"]), "/no/such/file.parquet");
+    assert_one_line_error(&shoal(&["sql", "--tables", tables, "-c", "selec 1"]), "SQL syntax error");
+    assert_one_line_error(&shoal(&["sql", "--tables", tables, "-c", "select nope from region"]), "nope");
+    assert_one_line_error(&shoal(&["sql", "--tables", tables, "-c", "select * from nowhere"]), "nowhere");
+    assert_one_line_error(&shoal(&["sql", "-f", "/no/such/script.sql"]), "/no/such/script.sql");
+    assert_one_line_error(&shoal(&["sql", "--table", "broken", "-c", "select 1"]), "NAME=PATH");
+
+    let dir = tempfile::tempdir().unwrap();
+    let ragged = dir.path().join("ragged.csv");
+    std::fs::write(&ragged, "a,b\n1,2\n3\n").unwrap();
+    let spec = format!("r={}", ragged.display());
+    assert_one_line_error(&shoal(&["sql", "--table", &spec, "-c", "select * from r"]), "ragged.csv");
+}
+
+#[test]
+fn gen_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().to_str().unwrap();
+    let first = shoal(&["gen", "tpch", "--scale-factor", "0.001", "--output", out_dir]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let before = std::fs::metadata(dir.path().join("lineitem.parquet")).unwrap().len();
+    assert!(before > 0);
+    assert_one_line_error(&shoal(&["gen", "tpch", "--scale-factor", "0.002", "--output", out_dir]), "already exists");
+    assert_eq!(std::fs::metadata(dir.path().join("lineitem.parquet")).unwrap().len(), before);
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn bench_prints_every_query_and_a_total() {
+    let tables = data().to_str().unwrap();
+    let out = shoal(&["bench", "tpch", "--data", tables, "--iterations", "1", "--queries", "q01,q06"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(lines[0].starts_with("q01\t") && lines[0].ends_with("4 rows"), "{text}");
+    assert!(lines[1].starts_with("q06\t") && lines[1].ends_with("1 rows"), "{text}");
+    assert!(lines[2].starts_with("total\t"), "{text}");
+}
