@@ -118,10 +118,11 @@ impl Error {
                 continue;
             }
             if let Some(arrow) = current.downcast_ref::<ArrowError>()
-                && let ArrowError::ExternalError(inner) = arrow {
-                    current = inner.as_ref();
-                    continue;
-                }
+                && let ArrowError::ExternalError(inner) = arrow
+            {
+                current = inner.as_ref();
+                continue;
+            }
             out.push(current.to_string());
             match current.source() {
                 Some(next) if verbose => current = next,

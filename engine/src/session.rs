@@ -257,11 +257,12 @@ impl Session {
 
     fn read_with_format(&self, path: &str, kind: shoal_io::FileFormatKind) -> Result<DataFrame> {
         if let Some(found) = shoal_io::FileFormatKind::from_name(path)
-            && found != kind {
-                return Err(crate::Error::input(format!(
-                    "'{path}' looks like {found:?}, not {kind:?}"
-                )));
-            }
+            && found != kind
+        {
+            return Err(crate::Error::input(format!(
+                "'{path}' looks like {found:?}, not {kind:?}"
+            )));
+        }
         self.read(path)
     }
 
@@ -348,7 +349,14 @@ impl Session {
 
     /// The physical plan DataFusion makes for `plan` with this session's settings.
     pub async fn physical_plan(&self, plan: &LogicalPlan) -> Result<Arc<dyn ExecutionPlan>> {
-        Ok(self.inner.ctx.state().create_physical_plan(plan).await?)
+        let mut state = self.inner.ctx.state();
+        let options = state.config_mut().options_mut();
+        // A partitioned hash join with dynamic filters waits until every partition has
+        // built its side; stage tasks run a few at a time, so that wait could last
+        // forever. `SET` cannot turn them back on.
+        options.optimizer.enable_join_dynamic_filter_pushdown = false;
+        options.optimizer.enable_aggregate_dynamic_filter_pushdown = false;
+        Ok(state.create_physical_plan(plan).await?)
     }
 
     /// The stage/task graph Shoal runs for `plan`.

@@ -150,7 +150,7 @@ impl LocalCluster {
         let (progress_tx, progress_rx) = watch::channel(Progress::default());
         let sent = self.events.send(Event::Submit {
             job,
-            graph: Arc::new(graph),
+            graph,
             ctx,
             done: done_tx,
             progress: progress_tx,

@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use datafusion::common::DataFusionError;
 use datafusion::execution::TaskContext;
-use shoal_planner::{JobId, StageId, TaskGraph, TaskId, TaskKind, WorkerId};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::empty::EmptyExec;
+use shoal_planner::{JobId, StageId, TaskGraph, TaskId, WorkerId};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::cluster::Progress;
@@ -56,7 +58,7 @@ pub enum Event {
         /// Its id.
         job: JobId,
         /// What to run.
-        graph: Arc<TaskGraph>,
+        graph: TaskGraph,
         /// Session configuration and functions for its tasks.
         ctx: Arc<TaskContext>,
         /// Answered once: the result locations, or the first failure.
@@ -109,7 +111,11 @@ struct WorkerSlot {
 }
 
 struct JobState {
-    graph: Arc<TaskGraph>,
+    /// Stage layout only: plans live in `plans` and the task list is dropped.
+    graph: TaskGraph,
+    /// Each stage's plan until all of its tasks finish; dropping it then frees state the
+    /// plan holds (e.g. a broadcast join's hash table).
+    plans: Vec<Option<Arc<dyn ExecutionPlan>>>,
     ctx: Arc<TaskContext>,
     done: Option<oneshot::Sender<Result<JobOutputs, DataFusionError>>>,
     progress: watch::Sender<Progress>,
@@ -122,25 +128,44 @@ struct JobState {
     /// Output bytes per stage per worker, for locality.
     bytes_on: Vec<Vec<u64>>,
     ready: VecDeque<TaskId>,
+    /// Stages whose tasks were queued.
+    readied: Vec<bool>,
+    /// Consumer stages of each stage still to finish; at zero its outputs are released.
+    consumers_left: Vec<usize>,
+    /// Stages whose outputs nobody needs any more, for the scheduler to release.
+    released: Vec<StageId>,
     failed: bool,
 }
 
 impl JobState {
     fn new(
-        graph: Arc<TaskGraph>,
+        mut graph: TaskGraph,
         ctx: Arc<TaskContext>,
         workers: usize,
         done: oneshot::Sender<Result<JobOutputs, DataFusionError>>,
         progress: watch::Sender<Progress>,
     ) -> Self {
         let n = graph.stages.len();
+        let plans = graph
+            .stages
+            .iter_mut()
+            .map(|s| {
+                let placeholder: Arc<dyn ExecutionPlan> = Arc::new(EmptyExec::new(s.plan.schema()));
+                Some(std::mem::replace(&mut s.plan, placeholder))
+            })
+            .collect();
+        graph.tasks = Vec::new();
         let mut consumers = vec![Vec::new(); n];
         for stage in &graph.stages {
             for &input in &stage.inputs {
                 consumers[input].push(stage.id);
             }
         }
+        let consumers_left = consumers.iter().map(Vec::len).collect();
         let mut job = Self {
+            readied: vec![false; n],
+            consumers_left,
+            released: Vec::new(),
             tasks_left: graph.stages.iter().map(|s| s.tasks).collect(),
             inputs_left: graph.stages.iter().map(|s| s.inputs.len()).collect(),
             locations: graph.stages.iter().map(|s| vec![None; s.tasks]).collect(),
@@ -148,6 +173,7 @@ impl JobState {
             consumers,
             ready: VecDeque::new(),
             graph,
+            plans,
             ctx,
             done: Some(done),
             progress,
@@ -162,6 +188,9 @@ impl JobState {
     }
 
     fn make_ready(&mut self, stage: StageId) {
+        if std::mem::replace(&mut self.readied[stage], true) {
+            return;
+        }
         let tasks = self.graph.stages[stage].tasks;
         self.ready
             .extend((0..tasks).map(|partition| TaskId { stage, partition }));
@@ -171,6 +200,13 @@ impl JobState {
     }
 
     fn stage_done(&mut self, stage: StageId) {
+        self.plans[stage] = None;
+        for &input in &self.graph.stages[stage].inputs {
+            self.consumers_left[input] -= 1;
+            if self.consumers_left[input] == 0 {
+                self.released.push(input);
+            }
+        }
         for consumer in self.consumers[stage].clone() {
             self.inputs_left[consumer] -= 1;
             if self.inputs_left[consumer] == 0 {
@@ -260,7 +296,8 @@ impl Scheduler {
                 done,
                 progress,
             } => {
-                progress.send_modify(|p| p.tasks_total = graph.tasks.len());
+                let total = graph.tasks.len();
+                progress.send_modify(|p| p.tasks_total = total);
                 let state = JobState::new(graph, ctx, self.workers.len(), done, progress);
                 self.jobs.insert(job, state);
                 self.turn.push_back(job);
@@ -277,9 +314,15 @@ impl Scheduler {
                     return;
                 };
                 match outcome {
+                    TaskOutcome::Finished(_) if state.failed => {}
                     TaskOutcome::Finished(bytes) => {
                         self.workers[worker].status.tasks_completed += 1;
                         state.finished(task, worker, &bytes);
+                        for stage in std::mem::take(&mut state.released) {
+                            for w in &self.workers {
+                                let _ = w.tx.send(WorkerMsg::ReleaseStage(job, stage));
+                            }
+                        }
                     }
                     TaskOutcome::Failed(cause) => {
                         let failure = TaskFailure {
@@ -371,8 +414,9 @@ impl Scheduler {
                 })
                 .map(|w| w.status.id)
                 .expect("a free slot exists");
-            let spec = &state.graph.tasks[task_index(&state.graph, task)];
-            let TaskKind::Stage { plan, .. } = &spec.kind;
+            let Some(plan) = state.plans[task.stage].clone() else {
+                continue;
+            };
             let locations = state.graph.stages[task.stage]
                 .inputs
                 .iter()
@@ -389,7 +433,7 @@ impl Scheduler {
             let launch = Launch {
                 job,
                 task,
-                plan: Arc::clone(plan),
+                plan,
                 ctx: Arc::clone(&state.ctx),
                 locations,
             };
@@ -405,10 +449,4 @@ impl Scheduler {
             }
         }
     }
-}
-
-/// Position of `task` in `graph.tasks` (tasks are laid out stage by stage).
-fn task_index(graph: &TaskGraph, task: TaskId) -> usize {
-    let before: usize = graph.stages[..task.stage].iter().map(|s| s.tasks).sum();
-    before + task.partition
 }

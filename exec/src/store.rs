@@ -1,7 +1,7 @@
 //! A worker's result store: task output buckets in memory, spilled to Arrow IPC files
 //! in the worker's scratch directory above a memory target.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
 use std::path::{Path, PathBuf};
@@ -11,7 +11,7 @@ use datafusion::arrow::ipc::writer::FileWriter;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{DataFusionError, Result};
 use parking_lot::Mutex;
-use shoal_planner::{JobId, PartitionKey};
+use shoal_planner::{JobId, PartitionKey, StageId};
 use tempfile::TempDir;
 
 enum Entry {
@@ -27,6 +27,8 @@ enum Entry {
 #[derive(Default)]
 struct Inner {
     entries: HashMap<PartitionKey, Entry>,
+    /// Jobs that ended: a late `put` from a task that was still finishing is dropped.
+    ended: HashSet<JobId>,
     memory_bytes: usize,
     spilled_total: usize,
     next_file: u64,
@@ -85,6 +87,9 @@ impl ResultStore {
     pub fn put(&self, key: PartitionKey, batches: Vec<RecordBatch>) -> Result<()> {
         let bytes = batches.iter().map(RecordBatch::get_array_memory_size).sum();
         let mut inner = self.inner.lock();
+        if inner.ended.contains(&key.job) {
+            return Ok(());
+        }
         inner.memory_bytes += bytes;
         if let Some(old) = inner.entries.insert(key, Entry::Memory { batches, bytes }) {
             Self::forget(&mut inner, old);
@@ -170,11 +175,21 @@ impl ResultStore {
 
     /// Drops every output of `job`, deleting its spill files.
     pub fn remove_job(&self, job: JobId) {
+        self.inner.lock().ended.insert(job);
+        self.remove_where(|k| k.job == job);
+    }
+
+    /// Drops the outputs of one stage of `job`.
+    pub fn remove_stage(&self, job: JobId, stage: StageId) {
+        self.remove_where(|k| k.job == job && k.task.stage == stage);
+    }
+
+    fn remove_where(&self, doomed: impl Fn(&PartitionKey) -> bool) {
         let mut inner = self.inner.lock();
         let keys: Vec<PartitionKey> = inner
             .entries
             .keys()
-            .filter(|k| k.job == job)
+            .filter(|k| doomed(k))
             .copied()
             .collect();
         for key in keys {

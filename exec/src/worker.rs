@@ -39,6 +39,8 @@ pub enum WorkerMsg {
     CancelJob(JobId),
     /// Drop the job's outputs (it finished and its results were read).
     ReleaseJob(JobId),
+    /// Drop one stage's outputs: every stage reading them has finished.
+    ReleaseStage(JobId, StageId),
 }
 
 /// How a launched task ended.
@@ -93,6 +95,7 @@ impl Worker {
                         self.store.remove_job(job);
                     }
                     Some(WorkerMsg::ReleaseJob(job)) => self.store.remove_job(job),
+                    Some(WorkerMsg::ReleaseStage(job, stage)) => self.store.remove_stage(job, stage),
                 },
                 Some(joined) = running.join_next_with_id(), if !running.is_empty() => {
                     let (id, outcome) = match joined {

@@ -72,9 +72,10 @@ impl Location {
     /// Fails with a one-line message when a local location does not exist.
     pub fn must_exist(&self) -> Result<()> {
         if let Self::Local(p) = self
-            && !p.exists() {
-                return plan_err!("no such file or directory: {}", p.display());
-            }
+            && !p.exists()
+        {
+            return plan_err!("no such file or directory: {}", p.display());
+        }
         Ok(())
     }
 

@@ -128,10 +128,13 @@ impl ShoalConfig {
         let mut out = String::from("| key | default | description |\n|---|---|---|\n");
         let defaults = Self::default();
         for (key, doc) in KEYS {
-            out.push_str(&format!(
-                "| `shoal.{key}` | `{}` | {doc} |\n",
-                defaults.value_of(key)
-            ));
+            let value = defaults.value_of(key);
+            let value = if value.is_empty() {
+                "(none)".to_string()
+            } else {
+                format!("`{value}`")
+            };
+            out.push_str(&format!("| `shoal.{key}` | {value} | {doc} |\n"));
         }
         out
     }

@@ -23,10 +23,11 @@ use datafusion::physical_plan::joins::{
     CrossJoinExec, HashJoinExec, NestedLoopJoinExec, SortMergeJoinExec,
 };
 use datafusion::physical_plan::limit::GlobalLimitExec;
+use datafusion::physical_plan::recursive_query::RecursiveQueryExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
-use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, PlanProperties};
 
 use crate::graph::{OutputSpec, Stage, StageId, TaskGraph};
 use crate::scan::FileScanContextExec;
@@ -67,6 +68,11 @@ impl Splitter {
     }
 
     fn visit(&mut self, plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+        if plan.is::<RecursiveQueryExec>() {
+            // A recursive query re-runs its recursive term against a work table it
+            // refills each round; it stays one unit inside the task that runs it.
+            return Ok(plan);
+        }
         if plan.children().is_empty() {
             return Ok(FileScanContextExec::wrap(plan));
         }
@@ -84,14 +90,22 @@ impl Splitter {
                 .flatten();
             let output = OutputSpec::Repartition(repartition.partitioning().clone());
             let (stage, tasks) = self.add_stage(input, output);
+            let mut properties = PlanProperties::clone(plan.properties());
+            if ordering.is_some() {
+                // Gathered buckets are concatenated, not merged: claim no order, so the
+                // sort below really sorts.
+                let mut eq = properties.eq_properties.clone();
+                eq.clear_orderings();
+                properties.set_eq_properties(eq);
+            }
             let read: Arc<dyn ExecutionPlan> = Arc::new(ShuffleReadExec::new(
                 stage,
                 tasks,
                 ReadMode::Gather,
-                Arc::clone(plan.properties()),
+                Arc::new(properties),
             ));
-            // An order-preserving exchange merges sorted inputs; gathered buckets are
-            // concatenated instead, so each partition is sorted again locally.
+            // An order-preserving exchange merges sorted inputs; here each partition is
+            // sorted again locally instead.
             return Ok(match ordering {
                 Some(ordering) => {
                     Arc::new(SortExec::new(ordering, read).with_preserve_partitioning(true))
@@ -175,4 +189,116 @@ pub fn shuffle_reads(plan: &Arc<dyn ExecutionPlan>) -> Vec<&ShuffleReadExec> {
     let mut out = Vec::new();
     walk(plan, &mut out);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{Int64Array, RecordBatch};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::datasource::MemTable;
+    use datafusion::physical_plan::Partitioning;
+    use datafusion::prelude::{SessionConfig, SessionContext};
+
+    use super::*;
+
+    /// A table of three partitions, queried with `partitions` partitions per exchange.
+    async fn graph(sql: &str, partitions: usize) -> TaskGraph {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Int64, false),
+            Field::new("b", DataType::Int64, false),
+        ]));
+        let part = |offset: i64| {
+            vec![
+                RecordBatch::try_new(
+                    Arc::clone(&schema),
+                    vec![
+                        Arc::new(Int64Array::from_iter_values(offset..offset + 10)),
+                        Arc::new(Int64Array::from_iter_values((0..10).map(|v| v % 3))),
+                    ],
+                )
+                .unwrap(),
+            ]
+        };
+        let table =
+            MemTable::try_new(Arc::clone(&schema), vec![part(0), part(10), part(20)]).unwrap();
+        let config = SessionConfig::new().with_target_partitions(partitions);
+        let ctx = SessionContext::new_with_config(config);
+        ctx.register_table("t", Arc::new(table)).unwrap();
+        let plan = ctx
+            .sql(sql)
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        split_into_stages(plan).unwrap()
+    }
+
+    #[tokio::test]
+    async fn group_by_cuts_at_the_hash_exchange() {
+        let g = graph("select b, count(*) from t group by b", 4).await;
+        let producer = &g.stages[0];
+        assert_eq!(producer.tasks, 3, "one task per scanned partition");
+        assert!(producer.inputs.is_empty());
+        assert!(
+            matches!(
+                &producer.output,
+                OutputSpec::Repartition(Partitioning::Hash(_, 4))
+            ),
+            "{}",
+            producer.output
+        );
+        let consumer = g.consumers(producer.id).next().unwrap();
+        assert_eq!(consumer.tasks, 4);
+        let reads = shuffle_reads(&consumer.plan);
+        assert_eq!(reads.len(), 1);
+        assert_eq!(reads[0].sources(3), vec![(0, 3), (1, 3), (2, 3)]);
+        assert_eq!(
+            g.tasks.len(),
+            g.stages.iter().map(|s| s.tasks).sum::<usize>()
+        );
+        assert_eq!(g.outputs.len(), g.result_stage().tasks);
+    }
+
+    #[tokio::test]
+    async fn global_sort_merges_per_task_outputs() {
+        let g = graph("select a from t order by a", 4).await;
+        assert_eq!(g.stages.len(), 2, "sort per partition, then one merge");
+        assert_eq!(g.stages[0].tasks, 3);
+        assert!(matches!(g.stages[0].output, OutputSpec::Single));
+        let last = g.result_stage();
+        assert_eq!(last.tasks, 1);
+        assert_eq!(last.inputs, vec![0]);
+        let reads = shuffle_reads(&last.plan);
+        assert_eq!(reads[0].mode(), ReadMode::PerTask);
+        assert_eq!(reads[0].sources(1), vec![(1, 0)]);
+        assert_eq!(g.outputs.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn coalesce_gathers_every_task() {
+        let g = graph("select sum(a) from t where b > 0", 4).await;
+        let last = g.result_stage();
+        assert_eq!(last.tasks, 1);
+        let reads = shuffle_reads(&last.plan);
+        assert_eq!(reads.len(), 1);
+        assert_eq!(reads[0].mode(), ReadMode::Gather);
+        let input = &g.stages[reads[0].stage()];
+        assert!(matches!(input.output, OutputSpec::Single));
+        assert_eq!(
+            reads[0].sources(0),
+            (0..input.tasks).map(|t| (t, 0)).collect::<Vec<_>>()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_pipeline_without_exchanges_is_one_stage() {
+        let g = graph("select a + 1 from t where b = 2", 3).await;
+        assert_eq!(g.stages.len(), 1);
+        assert_eq!(g.stages[0].tasks, 3);
+        assert_eq!(g.outputs.len(), 3);
+        assert!(shuffle_reads(&g.stages[0].plan).is_empty());
+    }
 }

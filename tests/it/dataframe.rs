@@ -360,3 +360,36 @@ async fn writes_parquet_and_csv_and_refuses_to_clobber() {
         .unwrap();
     assert_eq!(csv.count().await.unwrap(), 5);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_urls_work_wherever_a_path_does() {
+    let s = tpch_session(2, 2);
+    s.sql("copy (select n_nationkey, n_name from nation where n_regionkey = 1) to 'memory:///lake/america.parquet' stored as parquet")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    s.register("america", "memory:///lake/america.parquet")
+        .unwrap();
+    let names = rows(
+        &s.sql("select n_name from america order by n_name")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap(),
+    );
+    let names: Vec<&str> = names.iter().map(|r| r[0].as_str()).collect();
+    assert_eq!(
+        names,
+        ["ARGENTINA", "BRAZIL", "CANADA", "PERU", "UNITED STATES"]
+    );
+    let frame = s.read_parquet("memory:///lake/america.parquet").unwrap();
+    assert_eq!(frame.count().await.unwrap(), 5);
+    let err = s
+        .register("missing", "memory:///lake/nothing/")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("memory:///lake/nothing/"), "{err}");
+}

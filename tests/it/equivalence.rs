@@ -21,6 +21,7 @@ const QUERIES: &[&str] = &[
     "select ps_partkey, (select max(s_acctbal) from supplier where s_suppkey = ps_suppkey) from partsupp where ps_partkey < 40",
     "select distinct l_shipmode from lineitem",
     "select c_mktsegment, o_orderstatus, count(*) from customer left join orders on c_custkey = o_custkey group by 1, 2",
+    "with recursive r(n) as (select 1 union all select n + 1 from r where n < 30) select n, n * n from r",
     "select n.n_name, count(*) from lineitem l join supplier s on l.l_suppkey = s.s_suppkey join nation n on s.s_nationkey = n.n_nationkey group by n.n_name",
 ];
 

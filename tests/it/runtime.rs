@@ -226,3 +226,43 @@ async fn explain_shows_the_stage_graph() {
     assert!(text.contains("ShuffleWriteExec: output=Hash("), "{text}");
     assert!(text.contains("ShuffleReadExec: stage=0"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_file_with_many_row_groups_gives_parallel_scan_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = Session::builder().workers(2).partitions(4).build().unwrap();
+    session.register_dir(tpch_dir().to_str().unwrap()).unwrap();
+    let file = dir.path().join("orders.parquet");
+    let copy = format!(
+        "copy (select * from orders) to '{}' stored as parquet options ('format.max_row_group_size' '2000')",
+        file.display()
+    );
+    session.sql(&copy).await.unwrap().collect().await.unwrap();
+    session
+        .sql("set datafusion.optimizer.repartition_file_min_size = 0")
+        .await
+        .unwrap();
+    session
+        .register("orders_rg", file.to_str().unwrap())
+        .unwrap();
+    let df = session
+        .sql("select o_orderstatus, count(*) from orders_rg group by 1 order by 1")
+        .await
+        .unwrap();
+    let graph = session.task_graph(df.logical_plan()).await.unwrap();
+    assert_eq!(
+        graph.stages[0].tasks, 4,
+        "the single file is split into 4 scan tasks"
+    );
+    let got = rows(&df.collect().await.unwrap());
+    let want = rows(
+        &session
+            .sql("select o_orderstatus, count(*) from orders group by 1 order by 1")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap(),
+    );
+    assert_eq!(got, want);
+}

@@ -27,7 +27,14 @@ fn data() -> &'static Path {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli-tpch-sf0.002");
         if !dir.join("region.parquet").exists() || !dir.join("lineitem.parquet").exists() {
             let staging = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-            let out = shoal(&["gen", "tpch", "--scale-factor", "0.002", "--output", staging.path().to_str().unwrap()]);
+            let out = shoal(&[
+                "gen",
+                "tpch",
+                "--scale-factor",
+                "0.002",
+                "--output",
+                staging.path().to_str().unwrap(),
+            ]);
             assert!(out.status.success(), "{}", stderr(&out));
             let staged = staging.keep();
             if std::fs::rename(&staged, &dir).is_err() {
@@ -51,7 +58,10 @@ fn csv_output_runs_every_statement_in_order() {
         "select r_regionkey, r_name from region where r_regionkey < 2 order by 1; select null as n, 'a,b' as s",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(stdout(&out), "r_regionkey,r_name\n0,AFRICA\n1,AMERICA\nn,s\n,\"a,b\"\n");
+    assert_eq!(
+        stdout(&out),
+        "r_regionkey,r_name\n0,AFRICA\n1,AMERICA\nn,s\n,\"a,b\"\n"
+    );
 }
 
 #[test]
@@ -65,22 +75,44 @@ fn file_of_statements_json_and_named_tables() {
     .unwrap();
     let nation = data().join("nation.parquet");
     let spec = format!("nation={}", nation.display());
-    let out = shoal(&["sql", "--table", &spec, "--format", "json", "-f", script.to_str().unwrap()]);
+    let out = shoal(&[
+        "sql",
+        "--table",
+        &spec,
+        "--format",
+        "json",
+        "-f",
+        script.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(stdout(&out).trim(), r#"[{"n_name":"UNITED KINGDOM"},{"n_name":"UNITED STATES"}]"#);
+    assert_eq!(
+        stdout(&out).trim(),
+        r#"[{"n_name":"UNITED KINGDOM"},{"n_name":"UNITED STATES"}]"#
+    );
 }
 
 #[test]
 fn table_format_prints_a_grid() {
     let tables = data().to_str().unwrap();
-    let out = shoal(&["sql", "--tables", tables, "-c", "select count(*) as n from region"]);
+    let out = shoal(&[
+        "sql",
+        "--tables",
+        tables,
+        "-c",
+        "select count(*) as n from region",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.contains("| n |") && text.contains("| 5 |"), "{text}");
 }
 
 fn assert_one_line_error(out: &Output, needle: &str) {
-    assert_eq!(out.status.code(), Some(1), "exit code; stderr: {}", stderr(out));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "exit code; stderr: {}",
+        stderr(out)
+    );
     let err = stderr(out);
     assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
     assert!(err.starts_with("Error: "), "{err}");
@@ -91,30 +123,81 @@ fn assert_one_line_error(out: &Output, needle: &str) {
 #[test]
 fn bad_input_exits_1_with_one_line() {
     let tables = data().to_str().unwrap();
-    assert_one_line_error(&shoal(&["sql", "--table", "t=/no/such/file.parquet", "-c", "select 1"]), "/no/such/file.parquet");
-    assert_one_line_error(&shoal(&["sql", "--tables", tables, "-c", "selec 1"]), "SQL syntax error");
-    assert_one_line_error(&shoal(&["sql", "--tables", tables, "-c", "select nope from region"]), "nope");
-    assert_one_line_error(&shoal(&["sql", "--tables", tables, "-c", "select * from nowhere"]), "nowhere");
-    assert_one_line_error(&shoal(&["sql", "-f", "/no/such/script.sql"]), "/no/such/script.sql");
-    assert_one_line_error(&shoal(&["sql", "--table", "broken", "-c", "select 1"]), "NAME=PATH");
+    assert_one_line_error(
+        &shoal(&[
+            "sql",
+            "--table",
+            "t=/no/such/file.parquet",
+            "-c",
+            "select 1",
+        ]),
+        "/no/such/file.parquet",
+    );
+    assert_one_line_error(
+        &shoal(&["sql", "--tables", tables, "-c", "selec 1"]),
+        "SQL syntax error",
+    );
+    assert_one_line_error(
+        &shoal(&["sql", "--tables", tables, "-c", "select nope from region"]),
+        "nope",
+    );
+    assert_one_line_error(
+        &shoal(&["sql", "--tables", tables, "-c", "select * from nowhere"]),
+        "nowhere",
+    );
+    assert_one_line_error(
+        &shoal(&["sql", "-f", "/no/such/script.sql"]),
+        "/no/such/script.sql",
+    );
+    assert_one_line_error(
+        &shoal(&["sql", "--table", "broken", "-c", "select 1"]),
+        "NAME=PATH",
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let ragged = dir.path().join("ragged.csv");
     std::fs::write(&ragged, "a,b\n1,2\n3\n").unwrap();
     let spec = format!("r={}", ragged.display());
-    assert_one_line_error(&shoal(&["sql", "--table", &spec, "-c", "select * from r"]), "ragged.csv");
+    assert_one_line_error(
+        &shoal(&["sql", "--table", &spec, "-c", "select * from r"]),
+        "ragged.csv",
+    );
 }
 
 #[test]
 fn gen_refuses_to_overwrite() {
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().to_str().unwrap();
-    let first = shoal(&["gen", "tpch", "--scale-factor", "0.001", "--output", out_dir]);
+    let first = shoal(&[
+        "gen",
+        "tpch",
+        "--scale-factor",
+        "0.001",
+        "--output",
+        out_dir,
+    ]);
     assert!(first.status.success(), "{}", stderr(&first));
-    let before = std::fs::metadata(dir.path().join("lineitem.parquet")).unwrap().len();
+    let before = std::fs::metadata(dir.path().join("lineitem.parquet"))
+        .unwrap()
+        .len();
     assert!(before > 0);
-    assert_one_line_error(&shoal(&["gen", "tpch", "--scale-factor", "0.002", "--output", out_dir]), "already exists");
-    assert_eq!(std::fs::metadata(dir.path().join("lineitem.parquet")).unwrap().len(), before);
+    assert_one_line_error(
+        &shoal(&[
+            "gen",
+            "tpch",
+            "--scale-factor",
+            "0.002",
+            "--output",
+            out_dir,
+        ]),
+        "already exists",
+    );
+    assert_eq!(
+        std::fs::metadata(dir.path().join("lineitem.parquet"))
+            .unwrap()
+            .len(),
+        before
+    );
     let leftovers: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -126,12 +209,115 @@ fn gen_refuses_to_overwrite() {
 #[test]
 fn bench_prints_every_query_and_a_total() {
     let tables = data().to_str().unwrap();
-    let out = shoal(&["bench", "tpch", "--data", tables, "--iterations", "1", "--queries", "q01,q06"]);
+    let out = shoal(&[
+        "bench",
+        "tpch",
+        "--data",
+        tables,
+        "--iterations",
+        "1",
+        "--queries",
+        "q01,q06",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
     assert_eq!(lines.len(), 3, "{text}");
-    assert!(lines[0].starts_with("q01\t") && lines[0].ends_with("4 rows"), "{text}");
-    assert!(lines[1].starts_with("q06\t") && lines[1].ends_with("1 rows"), "{text}");
+    assert!(
+        lines[0].starts_with("q01\t") && lines[0].ends_with("4 rows"),
+        "{text}"
+    );
+    assert!(
+        lines[1].starts_with("q06\t") && lines[1].ends_with("1 rows"),
+        "{text}"
+    );
     assert!(lines[2].starts_with("total\t"), "{text}");
+}
+
+#[test]
+fn readme_settings_table_is_generated_from_the_config() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let start = readme
+        .find("<!-- settings:begin -->\n")
+        .expect("settings marker")
+        + "<!-- settings:begin -->\n".len();
+    let end = readme
+        .find("<!-- settings:end -->")
+        .expect("settings end marker");
+    assert_eq!(
+        &readme[start..end],
+        shoal::ShoalConfig::reference_markdown()
+    );
+}
+
+#[test]
+fn shell_runs_statements_from_stdin() {
+    use std::io::Write;
+    let tables = data().to_str().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["sql", "--tables", tables])
+        .env("SHOAL_WORKERS", "2")
+        .env("HOME", tempfile::tempdir().unwrap().path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(
+            b"select r_name\n  from region\n  where r_regionkey = 3;\n\\d\nselec oops;\n\\q\n",
+        )
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("| EUROPE |"),
+        "multi-line statement ran: {text}"
+    );
+    assert!(text.contains("1 row in "), "timing: {text}");
+    assert!(
+        text.contains("lineitem\n") && text.contains("supplier\n"),
+        "\\d lists tables: {text}"
+    );
+    assert!(
+        stderr(&out).contains("SQL syntax error"),
+        "errors keep the shell alive: {}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn sigint_cancels_a_running_query() {
+    let tables = data().to_str().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args([
+            "sql",
+            "--tables",
+            tables,
+            "-c",
+            "select sum(a.l_quantity * b.l_quantity) from lineitem a cross join lineitem b",
+        ])
+        .env("SHOAL_WORKERS", "2")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let started = std::time::Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "exits promptly after Ctrl-C"
+    );
+    assert_one_line_error(&out, "cancelled");
 }

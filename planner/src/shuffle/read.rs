@@ -6,6 +6,7 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Result, internal_datafusion_err, internal_err};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::coop::make_cooperative;
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
@@ -152,10 +153,12 @@ impl ExecutionPlan for ShuffleReadExec {
             .map(move |(key, from)| io.fetch(key, from))
             .try_flatten()
             .inspect_ok(move |b| baseline.record_output(b.num_rows()));
-        Ok(Box::pin(RecordBatchStreamAdapter::new(
+        // Buckets already in memory are always ready; the cooperative wrapper yields once
+        // the task's budget is spent, so a cancelled task stops promptly.
+        Ok(make_cooperative(Box::pin(RecordBatchStreamAdapter::new(
             self.properties.eq_properties.schema().clone(),
             stream,
-        )))
+        ))))
     }
 
     fn metrics(&self) -> Option<MetricsSet> {

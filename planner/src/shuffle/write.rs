@@ -3,6 +3,7 @@
 use std::sync::{Arc, LazyLock};
 
 use datafusion::arrow::array::{RecordBatch, UInt64Array};
+use datafusion::arrow::compute::BatchCoalescer;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Result, internal_err};
@@ -133,10 +134,20 @@ impl ExecutionPlan for ShuffleWriteExec {
             )?),
         };
         let buckets = self.output.buckets();
+        let batch_size = context.session_config().batch_size();
+        let schema = self.input.schema();
         let input = self.input.execute(partition, context)?;
         let rows_out = MetricBuilder::new(&self.metrics).output_rows(partition);
         let fut = async move {
             let mut out: Vec<Vec<RecordBatch>> = vec![Vec::new(); buckets];
+            // Hash and round-robin splitting cut each batch into `buckets` small pieces;
+            // consumers run faster on full batches, so pieces are glued back per bucket.
+            let mut coalescers: Vec<BatchCoalescer> = match partitioner {
+                Some(_) => (0..buckets)
+                    .map(|_| BatchCoalescer::new(Arc::clone(&schema), batch_size))
+                    .collect(),
+                None => Vec::new(),
+            };
             let mut input = input;
             while let Some(batch) = input.next().await {
                 let batch = batch?;
@@ -146,9 +157,18 @@ impl ExecutionPlan for ShuffleWriteExec {
                 match partitioner.as_mut() {
                     None => out[0].push(batch),
                     Some(p) => p.partition(batch, |bucket, b| {
-                        out[bucket].push(b);
+                        coalescers[bucket].push_batch(b)?;
+                        while let Some(full) = coalescers[bucket].next_completed_batch() {
+                            out[bucket].push(full);
+                        }
                         Ok(())
                     })?,
+                }
+            }
+            for (bucket, coalescer) in coalescers.iter_mut().enumerate() {
+                coalescer.finish_buffered_batch()?;
+                while let Some(rest) = coalescer.next_completed_batch() {
+                    out[bucket].push(rest);
                 }
             }
             let mut rows = Vec::with_capacity(buckets);
