@@ -4,7 +4,7 @@
 use datafusion::prelude::{SessionConfig, SessionContext};
 use shoal::Session;
 
-use crate::common::{rows, sorted, tpch_dir};
+use crate::common::{rows, sorted, tpch_dir, tpch_session};
 
 const QUERIES: &[&str] = &[
     "select n_regionkey, n_name, row_number() over (partition by n_regionkey order by n_name) as rn from nation",
@@ -52,15 +52,7 @@ async fn same_rows_as_single_node_datafusion() {
     let shapes = [(1, 1), (2, 4), (3, 7)];
     let sessions: Vec<Session> = shapes
         .iter()
-        .map(|&(workers, partitions)| {
-            let s = Session::builder()
-                .workers(workers)
-                .partitions(partitions)
-                .build()
-                .unwrap();
-            s.register_dir(tpch_dir().to_str().unwrap()).unwrap();
-            s
-        })
+        .map(|&(workers, partitions)| tpch_session(workers, partitions))
         .collect();
     for sql in QUERIES {
         let expected = datafusion_rows(sql).await;

@@ -6,12 +6,11 @@ use futures::StreamExt;
 use shoal::Session;
 use shoal_planner::{OutputSpec, ReadMode, split::shuffle_reads};
 
-use crate::common::{answer, assert_rows_eq, rows, tpch_dir};
+use crate::common::{answer, assert_rows_eq, rows, tpch_dir, tpch_session};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aggregation_splits_at_the_hash_exchange() {
-    let session = Session::builder().workers(2).partitions(4).build().unwrap();
-    session.register_dir(tpch_dir().to_str().unwrap()).unwrap();
+    let session = tpch_session(2, 4);
     let df = session
         .sql("select l_returnflag, sum(l_quantity) from lineitem group by l_returnflag order by l_returnflag")
         .await
@@ -50,8 +49,7 @@ async fn aggregation_splits_at_the_hash_exchange() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broadcast_join_build_side_is_its_own_stage() {
-    let session = Session::builder().workers(2).partitions(3).build().unwrap();
-    session.register_dir(tpch_dir().to_str().unwrap()).unwrap();
+    let session = tpch_session(2, 3);
     session
         .sql("set datafusion.optimizer.hash_join_single_partition_threshold = 100000000")
         .await
@@ -160,8 +158,7 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_stream_cancels_the_job() {
-    let session = Session::builder().workers(2).partitions(2).build().unwrap();
-    session.register_dir(tpch_dir().to_str().unwrap()).unwrap();
+    let session = tpch_session(2, 2);
     // A cross join of 60k x 60k rows: minutes of work if not cancelled.
     let df = session
         .sql("select sum(a.l_quantity * b.l_quantity) from lineitem a cross join lineitem b")
@@ -206,8 +203,7 @@ async fn dropping_the_stream_cancels_the_job() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explain_shows_the_stage_graph() {
-    let session = Session::builder().workers(2).partitions(4).build().unwrap();
-    session.register_dir(tpch_dir().to_str().unwrap()).unwrap();
+    let session = tpch_session(2, 4);
     let batches = session
         .sql("explain select l_returnflag, count(*) from lineitem group by l_returnflag")
         .await
@@ -230,8 +226,7 @@ async fn explain_shows_the_stage_graph() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_file_with_many_row_groups_gives_parallel_scan_tasks() {
     let dir = tempfile::tempdir().unwrap();
-    let session = Session::builder().workers(2).partitions(4).build().unwrap();
-    session.register_dir(tpch_dir().to_str().unwrap()).unwrap();
+    let session = tpch_session(2, 4);
     let file = dir.path().join("orders.parquet");
     let copy = format!(
         "copy (select * from orders) to '{}' stored as parquet options ('format.max_row_group_size' '2000')",

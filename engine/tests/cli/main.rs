@@ -1,5 +1,7 @@
 //! The `shoal` binary: output formats, batch files, exit codes and one-line errors.
 
+mod s3;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
