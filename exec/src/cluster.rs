@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::scheduler::{ClusterStatus, Event, Scheduler};
 use crate::store::{ResultStore, StoreStats};
-use crate::transport::{InProcessTransport, WorkerIo};
+use crate::transport::{InProcessTransport, Transport, WorkerIo};
 use crate::worker::Worker;
 
 /// How an embedded cluster is shaped.
@@ -116,7 +116,10 @@ impl LocalCluster {
                 id,
                 runtime: worker_runtime,
                 store,
-                io: Arc::new(WorkerIo::new(id, Arc::clone(&transport))),
+                io: Arc::new(WorkerIo::new(
+                    id,
+                    Arc::clone(&transport) as Arc<dyn Transport>,
+                )),
             };
             let (tx, rx) = mpsc::unbounded_channel();
             inboxes.push(tx);

@@ -23,4 +23,4 @@ pub mod worker;
 pub use cluster::{ClusterOptions, JobHandle, LocalCluster, Progress};
 pub use scheduler::{ClusterStatus, TaskFailure, WorkerStatus};
 pub use store::{ResultStore, StoreStats};
-pub use transport::InProcessTransport;
+pub use transport::{InProcessTransport, Transport};

@@ -7,9 +7,19 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use shoal_planner::{JobId, PartitionKey, ShuffleIo, WorkerId};
+use shoal_planner::{PartitionKey, ShuffleIo, WorkerId};
 
 use crate::store::ResultStore;
+
+/// How task outputs travel. The in-process implementation hands batches over by `Arc`;
+/// a network implementation serves the same calls from peers over the wire.
+pub trait Transport: std::fmt::Debug + Send + Sync {
+    /// Stores finished bucket `key` on worker `local`, where its task ran.
+    fn put(&self, local: WorkerId, key: PartitionKey, batches: Vec<RecordBatch>) -> Result<()>;
+
+    /// Streams bucket `key` from worker `from`, for a consuming task or the client.
+    fn fetch(&self, key: PartitionKey, from: WorkerId) -> Result<SendableRecordBatchStream>;
+}
 
 /// All workers of an embedded cluster live in one process: a fetch reads the owning
 /// worker's store directly and copies no data.
@@ -30,22 +40,20 @@ impl InProcessTransport {
             .ok_or_else(|| DataFusionError::Execution(format!("unknown worker {worker}")))
     }
 
-    /// Streams bucket `key` held by worker `from`.
-    pub fn fetch(&self, key: PartitionKey, from: WorkerId) -> Result<SendableRecordBatchStream> {
-        let batches = self.store(from)?.get(&key)?;
-        Ok(batches_stream(batches))
-    }
-
-    /// Drops every output of `job` on every worker.
-    pub fn remove_job(&self, job: JobId) {
-        for store in &self.stores {
-            store.remove_job(job);
-        }
-    }
-
     /// The stores, by worker id.
     pub fn stores(&self) -> &[Arc<ResultStore>] {
         &self.stores
+    }
+}
+
+impl Transport for InProcessTransport {
+    fn put(&self, local: WorkerId, key: PartitionKey, batches: Vec<RecordBatch>) -> Result<()> {
+        self.store(local)?.put(key, batches)
+    }
+
+    fn fetch(&self, key: PartitionKey, from: WorkerId) -> Result<SendableRecordBatchStream> {
+        let batches = self.store(from)?.get(&key)?;
+        Ok(batches_stream(batches))
     }
 }
 
@@ -65,19 +73,19 @@ pub fn batches_stream(batches: Vec<RecordBatch>) -> SendableRecordBatchStream {
 #[derive(Debug)]
 pub struct WorkerIo {
     local: WorkerId,
-    transport: Arc<InProcessTransport>,
+    transport: Arc<dyn Transport>,
 }
 
 impl WorkerIo {
     /// I/O for tasks on worker `local`.
-    pub fn new(local: WorkerId, transport: Arc<InProcessTransport>) -> Self {
+    pub fn new(local: WorkerId, transport: Arc<dyn Transport>) -> Self {
         Self { local, transport }
     }
 }
 
 impl ShuffleIo for WorkerIo {
     fn put(&self, key: PartitionKey, batches: Vec<RecordBatch>) -> Result<()> {
-        self.transport.store(self.local)?.put(key, batches)
+        self.transport.put(self.local, key, batches)
     }
 
     fn fetch(&self, key: PartitionKey, from: WorkerId) -> Result<SendableRecordBatchStream> {

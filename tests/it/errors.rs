@@ -3,7 +3,7 @@
 
 use shoal::Session;
 
-use crate::common::tpch_dir;
+use crate::common::{files_under, tpch_dir};
 
 fn session() -> Session {
     Session::builder().workers(2).partitions(2).build().unwrap()
@@ -128,4 +128,33 @@ async fn unknown_columns_in_dataframe_verbs() {
     assert!(err.contains("n_nam") && err.contains("n_name"), "{err}");
     let err = nation.sort_values(["nope"], true).unwrap_err().to_string();
     assert!(err.contains("'nope'"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_write_leaves_nothing_under_the_final_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = session();
+    let single = dir.path().join("out.csv");
+    let sql = format!(
+        "copy (select case when value < 150000 then value else 1 / (value - value) end as v from generate_series(1, 300000)) to '{}' stored as csv",
+        single.display()
+    );
+    let err = query_error(&s, &sql).await;
+    assert!(err.contains("Divide by zero"), "{err}");
+    let parts = dir.path().join("parts");
+    let sql = format!(
+        "copy (select value % 3 as k, case when value < 150000 then value else 1 / (value - value) end as v from generate_series(1, 300000)) to '{}/' stored as parquet partitioned by (k)",
+        parts.display()
+    );
+    query_error(&s, &sql).await;
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let files: Vec<_> = left.iter().filter(|p| p.is_file()).collect();
+    assert!(files.is_empty(), "no file written: {left:?}");
+    if parts.exists() {
+        let inside = files_under(&parts);
+        assert!(inside.is_empty(), "no partition file written: {inside:?}");
+    }
 }

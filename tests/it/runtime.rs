@@ -6,7 +6,7 @@ use futures::StreamExt;
 use shoal::Session;
 use shoal_planner::{OutputSpec, ReadMode, split::shuffle_reads};
 
-use crate::common::{answer, assert_rows_eq, rows, tpch_dir, tpch_session};
+use crate::common::{answer, assert_rows_eq, files_under, rows, tpch_dir, tpch_session};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aggregation_splits_at_the_hash_exchange() {
@@ -137,23 +137,8 @@ async fn small_memory_limit_spills_and_still_answers() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let leftover: Vec<_> = walk(scratch.path())
-        .into_iter()
-        .filter(|p| p.is_file())
-        .collect();
+    let leftover = files_under(scratch.path());
     assert!(leftover.is_empty(), "spill files removed: {leftover:?}");
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        }
-        out.push(path);
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
