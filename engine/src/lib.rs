@@ -42,5 +42,10 @@ pub mod prelude {
     pub use datafusion::prelude::{cast, coalesce, date_part, ident, to_date};
 }
 
+/// The README's Rust examples, compiled as doc tests so they keep working as written.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeExamples;
+
 /// Re-exported so users name the same versions Shoal uses.
 pub use datafusion;

@@ -249,6 +249,19 @@ async fn verbs_match_sql() {
     assert_eq!(got, want);
     assert_eq!(got.len(), 25);
 
+    // right merge keeps every right row; explain shows the stage graph
+    let right = nation
+        .query("n_regionkey < 2")
+        .unwrap()
+        .merge_on(&region, How::Right, &["n_regionkey"], &["r_regionkey"])
+        .unwrap();
+    assert_eq!(right.count().await.unwrap(), 5 + 5 + 3);
+    let plan = right.explain().await.unwrap();
+    assert!(
+        plan.contains("shoal_stage_graph") && plan.contains("ShuffleWriteExec"),
+        "{plan}"
+    );
+
     // value_counts, drop_duplicates, head
     let counts = nation
         .value_counts("n_regionkey")
