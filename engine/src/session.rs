@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{RecordBatch, StringArray};
-use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::ScalarValue;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::{Expr, LogicalPlan, Subquery, lit};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
 use datafusion::physical_plan::scalar_subquery::ScalarSubqueryExec;
@@ -367,9 +367,72 @@ impl Session {
 
     /// Plans `plan` and starts it on the cluster.
     pub async fn execute(&self, plan: &LogicalPlan) -> Result<JobHandle> {
-        let physical = self.physical_plan(plan).await?;
+        let graph = self.prepare(plan).await?;
+        Ok(self.execute_graph(graph))
+    }
+
+    /// The task graph a job for `plan` runs: uncorrelated scalar subqueries are computed
+    /// first (each as a job of its own) and their values put into the plan as literals,
+    /// so every stage is self-contained and can be serialised.
+    pub async fn prepare(&self, plan: &LogicalPlan) -> Result<TaskGraph> {
+        let plan = self.inline_scalar_subqueries(plan).await?;
+        let physical = self.physical_plan(&plan).await?;
         let physical = self.resolve_scalar_subqueries(physical).await?;
-        self.execute_physical(physical)
+        Ok(split_into_stages(physical)?)
+    }
+
+    /// Starts a prepared graph on the cluster.
+    pub fn execute_graph(&self, graph: TaskGraph) -> JobHandle {
+        let schema = graph.result_stage().plan.children()[0].schema();
+        let task_ctx = self.inner.ctx.state().task_ctx();
+        self.inner.cluster.submit(graph, task_ctx, schema)
+    }
+
+    /// Replaces each uncorrelated scalar subquery of the optimized `plan` by its value.
+    fn inline_scalar_subqueries<'a>(
+        &'a self,
+        plan: &'a LogicalPlan,
+    ) -> BoxFuture<'a, Result<LogicalPlan>> {
+        async move {
+            let optimized = self.inner.ctx.state().optimize(plan)?;
+            let mut found: Vec<Subquery> = Vec::new();
+            optimized.apply(|node| {
+                node.apply_expressions(|expr| {
+                    expr.apply(|e| {
+                        if let Expr::ScalarSubquery(sq) = e {
+                            if sq.outer_ref_columns.is_empty() && !found.contains(sq) {
+                                found.push(sq.clone());
+                            }
+                        }
+                        Ok(TreeNodeRecursion::Continue)
+                    })
+                })
+            })?;
+            if found.is_empty() {
+                return Ok(optimized);
+            }
+            let mut values = Vec::with_capacity(found.len());
+            for sq in &found {
+                let inner = self.inline_scalar_subqueries(&sq.subquery).await?;
+                let physical = self.physical_plan(&inner).await?;
+                values.push(self.scalar_value(physical).await?);
+            }
+            let rewritten = optimized
+                .transform_up(|node| {
+                    node.map_expressions(|expr| {
+                        expr.transform_up(|e| match &e {
+                            Expr::ScalarSubquery(sq) => match found.iter().position(|f| f == sq) {
+                                Some(i) => Ok(Transformed::yes(lit(values[i].clone()))),
+                                None => Ok(Transformed::no(e)),
+                            },
+                            _ => Ok(Transformed::no(e)),
+                        })
+                    })
+                })?
+                .data;
+            Ok(rewritten)
+        }
+        .boxed()
     }
 
     /// Runs each uncorrelated scalar subquery as a job of its own, stores its value where
@@ -417,10 +480,7 @@ impl Session {
 
     /// Starts an already planned physical plan on the cluster.
     pub fn execute_physical(&self, physical: Arc<dyn ExecutionPlan>) -> Result<JobHandle> {
-        let schema: SchemaRef = physical.schema();
-        let graph = split_into_stages(physical)?;
-        let task_ctx = self.inner.ctx.state().task_ctx();
-        Ok(self.inner.cluster.submit(graph, task_ctx, schema))
+        Ok(self.execute_graph(split_into_stages(physical)?))
     }
 
     /// Runs `plan` and collects its rows.
