@@ -399,10 +399,11 @@ impl Session {
             optimized.apply(|node| {
                 node.apply_expressions(|expr| {
                     expr.apply(|e| {
-                        if let Expr::ScalarSubquery(sq) = e {
-                            if sq.outer_ref_columns.is_empty() && !found.contains(sq) {
-                                found.push(sq.clone());
-                            }
+                        if let Expr::ScalarSubquery(sq) = e
+                            && sq.outer_ref_columns.is_empty()
+                            && !found.contains(sq)
+                        {
+                            found.push(sq.clone());
                         }
                         Ok(TreeNodeRecursion::Continue)
                     })
