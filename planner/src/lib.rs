@@ -13,12 +13,14 @@
 //! crate's business: both operators talk to a [`ShuffleIo`] that the executor puts into
 //! the task's context ([`ShuffleEnv`]). Read [`split::split_into_stages`] first.
 
+pub mod codec;
 pub mod config;
 pub mod graph;
 pub mod scan;
 pub mod shuffle;
 pub mod split;
 
+pub use codec::{ShoalCodec, decode_plan, encode_plan};
 pub use config::ShoalConfig;
 pub use graph::{
     InputRef, JobId, OutputSpec, Stage, StageId, TaskGraph, TaskId, TaskKind, TaskSpec,

@@ -24,6 +24,21 @@ pub struct FileScanContextExec {
 }
 
 impl FileScanContextExec {
+    /// Rebuilds a wrapper from its scan and the files of each partition.
+    pub fn from_parts(input: Arc<dyn ExecutionPlan>, files: Vec<String>) -> Self {
+        Self { input, files }
+    }
+
+    /// The wrapped scan.
+    pub fn input(&self) -> &Arc<dyn ExecutionPlan> {
+        &self.input
+    }
+
+    /// The files each partition reads, as text.
+    pub fn files(&self) -> &[String] {
+        &self.files
+    }
+
     /// Wraps `plan` if it is a file scan; returns other plans unchanged.
     pub fn wrap(plan: Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
         let files = match plan

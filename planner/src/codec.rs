@@ -1,0 +1,219 @@
+//! Shoal's own plan nodes in DataFusion's plan serialisation (`datafusion-proto`), so a
+//! stage can be sent to another process and rebuilt there.
+//!
+//! DataFusion serialises its operators; [`ShoalCodec`] adds `ShuffleWriteExec`,
+//! `ShuffleReadExec` and `FileScanContextExec` as extension nodes. Use [`encode_plan`]
+//! and [`decode_plan`].
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::Schema;
+use datafusion::common::{Result, internal_datafusion_err, internal_err};
+use datafusion::execution::TaskContext;
+use datafusion::physical_expr::{EquivalenceProperties, LexOrdering};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::{ExecutionPlan, PlanProperties};
+use datafusion_proto::bytes::{
+    physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
+};
+use datafusion_proto::physical_plan::from_proto::{
+    parse_physical_sort_exprs, parse_protobuf_partitioning,
+};
+use datafusion_proto::physical_plan::to_proto::{
+    serialize_partitioning, serialize_physical_sort_exprs,
+};
+use datafusion_proto::physical_plan::{
+    PhysicalExtensionCodec, PhysicalPlanDecodeContext, PhysicalProtoConverterExtension,
+};
+use datafusion_proto::protobuf;
+use prost::Message;
+
+use crate::graph::OutputSpec;
+use crate::scan::FileScanContextExec;
+use crate::shuffle::{ReadMode, ShuffleReadExec, ShuffleWriteExec};
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct NodeProto {
+    #[prost(oneof = "Kind", tags = "1, 2, 3")]
+    kind: Option<Kind>,
+}
+
+#[derive(Clone, PartialEq, prost::Oneof)]
+enum Kind {
+    #[prost(message, tag = "1")]
+    Write(WriteProto),
+    #[prost(message, tag = "2")]
+    Read(ReadProto),
+    #[prost(message, tag = "3")]
+    Scan(ScanProto),
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct WriteProto {
+    /// Absent for `OutputSpec::Single`.
+    #[prost(message, optional, tag = "1")]
+    partitioning: Option<protobuf::Partitioning>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ReadProto {
+    #[prost(uint64, tag = "1")]
+    stage: u64,
+    #[prost(uint64, tag = "2")]
+    input_tasks: u64,
+    #[prost(bool, tag = "3")]
+    per_task: bool,
+    #[prost(message, optional, tag = "4")]
+    schema: Option<protobuf::Schema>,
+    #[prost(message, optional, tag = "5")]
+    partitioning: Option<protobuf::Partitioning>,
+    /// Per-partition ordering (kept for reads that feed a sort-preserving merge).
+    #[prost(message, repeated, tag = "6")]
+    ordering: Vec<protobuf::PhysicalSortExprNode>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ScanProto {
+    #[prost(string, repeated, tag = "1")]
+    files: Vec<String>,
+    /// The wrapped scan, serialised on its own (the wrapper presents it as a leaf).
+    #[prost(bytes = "vec", tag = "2")]
+    input: Vec<u8>,
+}
+
+/// The `datafusion-proto` extension codec for Shoal's plan nodes.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ShoalCodec;
+
+/// Serialises a stage plan (or any plan containing Shoal's nodes) to bytes.
+pub fn encode_plan(plan: Arc<dyn ExecutionPlan>) -> Result<Vec<u8>> {
+    Ok(physical_plan_to_bytes_with_extension_codec(plan, &ShoalCodec)?.to_vec())
+}
+
+/// Rebuilds a plan from [`encode_plan`]'s bytes; functions resolve through `ctx`.
+pub fn decode_plan(bytes: &[u8], ctx: &TaskContext) -> Result<Arc<dyn ExecutionPlan>> {
+    physical_plan_from_bytes_with_extension_codec(bytes, ctx, &ShoalCodec)
+}
+
+impl PhysicalExtensionCodec for ShoalCodec {
+    fn try_decode(
+        &self,
+        buf: &[u8],
+        inputs: &[Arc<dyn ExecutionPlan>],
+        ctx: &TaskContext,
+        proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let node = NodeProto::decode(buf)
+            .map_err(|e| internal_datafusion_err!("cannot decode a Shoal plan node: {e}"))?;
+        let decode_ctx = PhysicalPlanDecodeContext::new(ctx, self);
+        match node.kind {
+            Some(Kind::Write(write)) => {
+                let [input] = inputs else {
+                    return internal_err!("ShuffleWriteExec takes one input, got {}", inputs.len());
+                };
+                let output = match parse_protobuf_partitioning(
+                    write.partitioning.as_ref(),
+                    &decode_ctx,
+                    &input.schema(),
+                    proto_converter,
+                )? {
+                    Some(p) => OutputSpec::Repartition(p),
+                    None => OutputSpec::Single,
+                };
+                Ok(Arc::new(ShuffleWriteExec::new(Arc::clone(input), output)))
+            }
+            Some(Kind::Read(read)) => {
+                let proto_schema = read
+                    .schema
+                    .as_ref()
+                    .ok_or_else(|| internal_datafusion_err!("ShuffleReadExec without a schema"))?;
+                let schema = Arc::new(Schema::try_from(proto_schema)?);
+                let partitioning = parse_protobuf_partitioning(
+                    read.partitioning.as_ref(),
+                    &decode_ctx,
+                    &schema,
+                    proto_converter,
+                )?
+                .ok_or_else(|| internal_datafusion_err!("ShuffleReadExec without partitioning"))?;
+                let ordering = parse_physical_sort_exprs(
+                    &read.ordering,
+                    &decode_ctx,
+                    &schema,
+                    proto_converter,
+                )?;
+                let eq = match LexOrdering::new(ordering) {
+                    Some(o) => EquivalenceProperties::new_with_orderings(Arc::clone(&schema), [o]),
+                    None => EquivalenceProperties::new(Arc::clone(&schema)),
+                };
+                let properties = PlanProperties::new(
+                    eq,
+                    partitioning,
+                    EmissionType::Incremental,
+                    Boundedness::Bounded,
+                );
+                let mode = if read.per_task {
+                    ReadMode::PerTask
+                } else {
+                    ReadMode::Gather
+                };
+                Ok(Arc::new(ShuffleReadExec::new(
+                    read.stage as usize,
+                    read.input_tasks as usize,
+                    mode,
+                    Arc::new(properties),
+                )))
+            }
+            Some(Kind::Scan(scan)) => {
+                let input = decode_plan(&scan.input, ctx)?;
+                Ok(Arc::new(FileScanContextExec::from_parts(input, scan.files)))
+            }
+            None => internal_err!("empty Shoal plan node"),
+        }
+    }
+
+    fn try_encode(
+        &self,
+        node: Arc<dyn ExecutionPlan>,
+        buf: &mut Vec<u8>,
+        proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<()> {
+        let kind = if let Some(write) = node.downcast_ref::<ShuffleWriteExec>() {
+            let partitioning = match write.output() {
+                OutputSpec::Single => None,
+                OutputSpec::Repartition(p) => {
+                    Some(serialize_partitioning(p, self, proto_converter)?)
+                }
+            };
+            Kind::Write(WriteProto { partitioning })
+        } else if let Some(read) = node.downcast_ref::<ShuffleReadExec>() {
+            let properties = read.properties();
+            let schema = properties.eq_properties.schema();
+            let ordering = match properties.output_ordering() {
+                Some(o) => serialize_physical_sort_exprs(o.iter().cloned(), self, proto_converter)?,
+                None => Vec::new(),
+            };
+            Kind::Read(ReadProto {
+                stage: read.stage() as u64,
+                input_tasks: read.input_tasks() as u64,
+                per_task: read.mode() == ReadMode::PerTask,
+                schema: Some(protobuf::Schema::try_from(schema.as_ref())?),
+                partitioning: Some(serialize_partitioning(
+                    &properties.partitioning,
+                    self,
+                    proto_converter,
+                )?),
+                ordering,
+            })
+        } else if let Some(scan) = node.downcast_ref::<FileScanContextExec>() {
+            Kind::Scan(ScanProto {
+                files: scan.files().to_vec(),
+                input: encode_plan(Arc::clone(scan.input()))?,
+            })
+        } else {
+            return internal_err!("ShoalCodec cannot encode {}", node.name());
+        };
+        NodeProto { kind: Some(kind) }
+            .encode(buf)
+            .map_err(|e| internal_datafusion_err!("cannot encode a Shoal plan node: {e}"))
+    }
+}
