@@ -302,14 +302,16 @@ fn sigint_cancels_a_running_query() {
             "--tables",
             tables,
             "-c",
-            "select sum(a.l_quantity * b.l_quantity) from lineitem a cross join lineitem b",
+            "select sum(a.l_quantity * b.l_quantity) from lineitem a cross join lineitem b cross join region",
         ])
         .env("SHOAL_WORKERS", "2")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // Long enough for the process to start and install its Ctrl-C handler; the query
+    // (a 5 x 12k x 12k cross join in a debug build) runs far longer.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
     let kill = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
