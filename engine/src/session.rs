@@ -19,7 +19,7 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, TryStreamExt};
 use shoal_exec::{ClusterOptions, ClusterStatus, JobHandle, LocalCluster, StoreStats};
 use shoal_io::ShoalObjectStoreRegistry;
-use shoal_planner::{ShoalConfig, TaskGraph, split_into_stages};
+use shoal_planner::{Resources, ShoalConfig, TaskGraph, split_into_stages};
 use shoal_sql::{Planned, SHOAL_PLAN_TYPE};
 
 use crate::dataframe::DataFrame;
@@ -29,6 +29,7 @@ use crate::error::Result;
 #[derive(Debug, Clone)]
 pub struct SessionBuilder {
     config: ShoalConfig,
+    worker_resources: Vec<(usize, String)>,
 }
 
 impl SessionBuilder {
@@ -62,6 +63,13 @@ impl SessionBuilder {
         self
     }
 
+    /// Named resources in-process worker `worker` offers, e.g. `gpu=1,ssd=1`; tasks of
+    /// queries run with `SET shoal.task.resources = 'gpu=1'` go only to such workers.
+    pub fn worker_resources(mut self, worker: usize, resources: &str) -> Self {
+        self.worker_resources.push((worker, resources.to_string()));
+        self
+    }
+
     /// Sets a `shoal.*` key by name, as `SET` would.
     pub fn option(mut self, key: &str, value: &str) -> Result<Self> {
         use datafusion::common::config::ExtensionOptions;
@@ -71,7 +79,15 @@ impl SessionBuilder {
 
     /// Starts the session's scheduler and workers.
     pub fn build(self) -> Result<Session> {
-        Session::start(self.config)
+        let mut offers = Vec::new();
+        for (worker, text) in &self.worker_resources {
+            let resources = Resources::parse(text)?;
+            if offers.len() <= *worker {
+                offers.resize(*worker + 1, Resources::default());
+            }
+            offers[*worker] = resources;
+        }
+        Session::start(self.config, offers)
     }
 }
 
@@ -129,10 +145,11 @@ impl Session {
     pub fn builder() -> SessionBuilder {
         SessionBuilder {
             config: ShoalConfig::from_env().unwrap_or_default(),
+            worker_resources: Vec::new(),
         }
     }
 
-    fn start(mut config: ShoalConfig) -> Result<Self> {
+    fn start(mut config: ShoalConfig, worker_resources: Vec<Resources>) -> Result<Self> {
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
@@ -177,6 +194,7 @@ impl Session {
                 memory_limit: config.worker_memory_limit,
                 store_memory_target: config.store_memory_target,
                 scratch_dir: scratch,
+                worker_resources,
             },
             &runtime,
         )?;
@@ -378,7 +396,8 @@ impl Session {
         let plan = self.inline_scalar_subqueries(plan).await?;
         let physical = self.physical_plan(&plan).await?;
         let physical = self.resolve_scalar_subqueries(physical).await?;
-        Ok(split_into_stages(physical)?)
+        let resources = self.config().task_resources();
+        Ok(split_into_stages(physical)?.with_resources(&resources))
     }
 
     /// Starts a prepared graph on the cluster.
@@ -481,7 +500,8 @@ impl Session {
 
     /// Starts an already planned physical plan on the cluster.
     pub fn execute_physical(&self, physical: Arc<dyn ExecutionPlan>) -> Result<JobHandle> {
-        Ok(self.execute_graph(split_into_stages(physical)?))
+        let resources = self.config().task_resources();
+        Ok(self.execute_graph(split_into_stages(physical)?.with_resources(&resources)))
     }
 
     /// Runs `plan` and collects its rows.

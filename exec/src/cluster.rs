@@ -12,7 +12,7 @@ use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::{StreamExt, TryStreamExt};
-use shoal_planner::{JobId, PartitionKey, TaskGraph};
+use shoal_planner::{JobId, PartitionKey, Resources, TaskGraph};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::scheduler::{ClusterStatus, Event, Scheduler};
@@ -33,6 +33,8 @@ pub struct ClusterOptions {
     pub store_memory_target: usize,
     /// Where workers put spill files.
     pub scratch_dir: PathBuf,
+    /// Named resources each worker offers, by worker id (missing: none).
+    pub worker_resources: Vec<Resources>,
 }
 
 /// How far a job has come.
@@ -122,7 +124,14 @@ impl LocalCluster {
                 )),
             };
             let (tx, rx) = mpsc::unbounded_channel();
-            inboxes.push(tx);
+            inboxes.push((
+                tx,
+                options
+                    .worker_resources
+                    .get(id)
+                    .cloned()
+                    .unwrap_or_default(),
+            ));
             runtime.spawn(worker.run(rx, events_tx.clone()));
         }
         runtime.spawn(Scheduler::new(inboxes, slots).run(events_rx));

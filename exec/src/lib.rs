@@ -21,6 +21,6 @@ pub mod transport;
 pub mod worker;
 
 pub use cluster::{ClusterOptions, JobHandle, LocalCluster, Progress};
-pub use scheduler::{ClusterStatus, TaskFailure, WorkerStatus};
+pub use scheduler::{ClusterStatus, JobStatus, TaskFailure, WorkerStatus};
 pub use store::{ResultStore, StoreStats};
 pub use transport::{InProcessTransport, Transport};

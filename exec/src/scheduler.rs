@@ -7,12 +7,13 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use datafusion::common::DataFusionError;
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
-use shoal_planner::{JobId, StageId, TaskGraph, TaskId, WorkerId};
+use shoal_planner::{JobId, Resources, ShoalConfig, StageId, TaskGraph, TaskId, WorkerId};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::cluster::Progress;
@@ -84,30 +85,49 @@ pub enum Event {
 }
 
 /// One worker as the scheduler sees it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct WorkerStatus {
     /// Worker id.
     pub id: WorkerId,
     /// Task slots.
     pub slots: usize,
+    /// Named resources the worker offers.
+    pub resources: Resources,
     /// Tasks running now.
     pub tasks_running: usize,
     /// Tasks finished since start.
     pub tasks_completed: u64,
 }
 
+/// One job as the scheduler sees it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobStatus {
+    /// Job id.
+    pub id: JobId,
+    /// Tasks in the job.
+    pub tasks_total: usize,
+    /// Tasks finished.
+    pub tasks_done: usize,
+    /// Why the job cannot progress, when no worker can run its tasks.
+    pub waiting: Option<String>,
+}
+
 /// A snapshot of the cluster.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ClusterStatus {
     /// Every worker.
     pub workers: Vec<WorkerStatus>,
     /// Jobs not yet ended.
-    pub jobs: usize,
+    pub jobs: Vec<JobStatus>,
 }
 
 struct WorkerSlot {
     tx: mpsc::UnboundedSender<WorkerMsg>,
     status: WorkerStatus,
+    /// Offered resources not held by running tasks.
+    available: Resources,
+    /// What each running task holds, given back when it ends.
+    holding: HashMap<(JobId, TaskId), Resources>,
 }
 
 struct JobState {
@@ -128,6 +148,14 @@ struct JobState {
     /// Output bytes per stage per worker, for locality.
     bytes_on: Vec<Vec<u64>>,
     ready: VecDeque<TaskId>,
+    /// What each task asks for.
+    request: Resources,
+    /// How long the job may wait for a worker that can run its tasks.
+    placement_timeout: Duration,
+    /// Since when no worker offers `request`.
+    waiting_since: Option<Instant>,
+    tasks_total: usize,
+    tasks_done: usize,
     /// Stages whose tasks were queued.
     readied: Vec<bool>,
     /// Consumer stages of each stage still to finish; at zero its outputs are released.
@@ -146,6 +174,19 @@ impl JobState {
         progress: watch::Sender<Progress>,
     ) -> Self {
         let n = graph.stages.len();
+        let request = graph
+            .tasks
+            .first()
+            .map(|t| t.resources.clone())
+            .unwrap_or_default();
+        let tasks_total = graph.tasks.len();
+        let placement_timeout = ctx
+            .session_config()
+            .options()
+            .extensions
+            .get::<ShoalConfig>()
+            .map(|c| c.placement_timeout())
+            .unwrap_or(Duration::from_secs(60));
         let plans = graph
             .stages
             .iter_mut()
@@ -163,6 +204,11 @@ impl JobState {
         }
         let consumers_left = consumers.iter().map(Vec::len).collect();
         let mut job = Self {
+            request,
+            placement_timeout,
+            waiting_since: None,
+            tasks_total,
+            tasks_done: 0,
             readied: vec![false; n],
             consumers_left,
             released: Vec::new(),
@@ -230,6 +276,7 @@ impl JobState {
         self.locations[task.stage][task.partition] = Some(worker);
         self.bytes_on[task.stage][worker] += bytes.iter().sum::<u64>();
         self.tasks_left[task.stage] -= 1;
+        self.tasks_done += 1;
         self.progress.send_modify(|p| p.tasks_done += 1);
         if self.tasks_left[task.stage] == 0 {
             self.stage_done(task.stage);
@@ -254,17 +301,20 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    /// A scheduler over workers reachable through `workers` (index = worker id) with
-    /// `slots` task slots each.
-    pub fn new(workers: Vec<mpsc::UnboundedSender<WorkerMsg>>, slots: usize) -> Self {
+    /// A scheduler over workers reachable through `workers` (index = worker id), each
+    /// with `slots` task slots and the resources it offers.
+    pub fn new(workers: Vec<(mpsc::UnboundedSender<WorkerMsg>, Resources)>, slots: usize) -> Self {
         let workers = workers
             .into_iter()
             .enumerate()
-            .map(|(id, tx)| WorkerSlot {
+            .map(|(id, (tx, resources))| WorkerSlot {
                 tx,
+                available: resources.clone(),
+                holding: HashMap::new(),
                 status: WorkerStatus {
                     id,
                     slots,
+                    resources,
                     ..Default::default()
                 },
             })
@@ -276,14 +326,53 @@ impl Scheduler {
         }
     }
 
-    /// Handles events until every sender is gone.
+    /// Handles events until every sender is gone; checks waiting jobs on a tick.
     pub async fn run(mut self, mut events: mpsc::UnboundedReceiver<Event>) {
-        while let Some(event) = events.recv().await {
-            self.handle(event);
-            while let Ok(event) = events.try_recv() {
-                self.handle(event);
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                event = events.recv() => {
+                    let Some(event) = event else { break };
+                    self.handle(event);
+                    while let Ok(event) = events.try_recv() {
+                        self.handle(event);
+                    }
+                }
+                _ = tick.tick() => self.fail_jobs_waiting_too_long(),
             }
             self.dispatch();
+        }
+    }
+
+    /// Why no worker can run tasks asking for `request`.
+    fn unplaceable(&self, request: &Resources) -> String {
+        let offers: Vec<String> = self
+            .workers
+            .iter()
+            .map(|w| format!("worker {} offers {}", w.status.id, w.status.resources))
+            .collect();
+        format!("no worker offers {request} ({})", offers.join(", "))
+    }
+
+    fn fail_jobs_waiting_too_long(&mut self) {
+        let expired: Vec<(JobId, String)> = self
+            .jobs
+            .iter()
+            .filter_map(|(id, job)| {
+                let since = job.waiting_since?;
+                (since.elapsed() >= job.placement_timeout && !job.failed).then(|| {
+                    let why = format!(
+                        "{}; gave up after {:.1} s (shoal.task.placement_timeout)",
+                        self.unplaceable(&job.request),
+                        since.elapsed().as_secs_f64()
+                    );
+                    (*id, why)
+                })
+            })
+            .collect();
+        for (job, why) in expired {
+            self.fail(job, DataFusionError::Plan(why));
         }
     }
 
@@ -308,8 +397,11 @@ impl Scheduler {
                 worker,
                 outcome,
             } => {
-                let slot = &mut self.workers[worker].status;
-                slot.tasks_running = slot.tasks_running.saturating_sub(1);
+                let slot = &mut self.workers[worker];
+                slot.status.tasks_running = slot.status.tasks_running.saturating_sub(1);
+                if let Some(held) = slot.holding.remove(&(job, task)) {
+                    slot.available.give(&held);
+                }
                 let Some(state) = self.jobs.get_mut(&job) else {
                     return;
                 };
@@ -351,9 +443,20 @@ impl Scheduler {
                 }
             }
             Event::Status(reply) => {
+                let mut jobs: Vec<JobStatus> = self
+                    .jobs
+                    .iter()
+                    .map(|(id, job)| JobStatus {
+                        id: *id,
+                        tasks_total: job.tasks_total,
+                        tasks_done: job.tasks_done,
+                        waiting: job.waiting_since.map(|_| self.unplaceable(&job.request)),
+                    })
+                    .collect();
+                jobs.sort_by_key(|j| j.id);
                 let _ = reply.send(ClusterStatus {
                     workers: self.workers.iter().map(|w| w.status.clone()).collect(),
-                    jobs: self.jobs.len(),
+                    jobs,
                 });
             }
         }
@@ -377,7 +480,9 @@ impl Scheduler {
         }
     }
 
-    /// Gives ready tasks to free slots, jobs taking turns.
+    /// Gives ready tasks to free slots, jobs taking turns. A task goes to a worker with a
+    /// free slot and the resources it asks for free; among those, the one holding most of
+    /// its input bytes, then the least loaded.
     fn dispatch(&mut self) {
         let mut idle_rounds = 0;
         while idle_rounds < self.turn.len() {
@@ -395,15 +500,16 @@ impl Scheduler {
             let Some(state) = self.jobs.get_mut(&job) else {
                 continue;
             };
-            let Some(task) = state.ready.pop_front() else {
+            let Some(&task) = state.ready.front() else {
                 idle_rounds += 1;
                 continue;
             };
-            idle_rounds = 0;
-            let worker = self
+            let chosen = self
                 .workers
                 .iter()
-                .filter(|w| w.status.tasks_running < w.status.slots)
+                .filter(|w| {
+                    w.status.tasks_running < w.status.slots && w.available.covers(&state.request)
+                })
                 .max_by_key(|w| {
                     let free = w.status.slots - w.status.tasks_running;
                     (
@@ -412,8 +518,23 @@ impl Scheduler {
                         std::cmp::Reverse(w.status.id),
                     )
                 })
-                .map(|w| w.status.id)
-                .expect("a free slot exists");
+                .map(|w| w.status.id);
+            let Some(worker) = chosen else {
+                // Busy feasible workers free up later; with none at all, the job waits
+                // until its placement timeout and `status` says why.
+                if !self
+                    .workers
+                    .iter()
+                    .any(|w| w.status.resources.covers(&state.request))
+                {
+                    state.waiting_since.get_or_insert_with(Instant::now);
+                }
+                idle_rounds += 1;
+                continue;
+            };
+            idle_rounds = 0;
+            state.ready.pop_front();
+            state.waiting_since = None;
             let Some(plan) = state.plans[task.stage].clone() else {
                 continue;
             };
@@ -437,13 +558,16 @@ impl Scheduler {
                 ctx: Arc::clone(&state.ctx),
                 locations,
             };
-            self.workers[worker].status.tasks_running += 1;
-            if self.workers[worker]
-                .tx
-                .send(WorkerMsg::Launch(Box::new(launch)))
-                .is_err()
-            {
-                self.workers[worker].status.tasks_running -= 1;
+            let request = state.request.clone();
+            let slot = &mut self.workers[worker];
+            slot.status.tasks_running += 1;
+            slot.available.take(&request);
+            slot.holding.insert((job, task), request);
+            if slot.tx.send(WorkerMsg::Launch(Box::new(launch))).is_err() {
+                slot.status.tasks_running -= 1;
+                if let Some(held) = slot.holding.remove(&(job, task)) {
+                    slot.available.give(&held);
+                }
                 let error = DataFusionError::Execution(format!("worker {worker} has stopped"));
                 self.fail(job, error);
             }

@@ -23,6 +23,10 @@ pub struct ShoalConfig {
     pub partitions: usize,
     /// Directory for spill files (empty: the system temporary directory).
     pub scratch_dir: String,
+    /// Resources every task of a query asks for, e.g. `gpu=1` (empty: none).
+    pub task_resources: String,
+    /// Seconds a job waits for a worker that can run its tasks before it fails.
+    pub placement_timeout_secs: f64,
 }
 
 impl Default for ShoalConfig {
@@ -34,6 +38,8 @@ impl Default for ShoalConfig {
             store_memory_target: 0,
             partitions: 0,
             scratch_dir: String::new(),
+            task_resources: String::new(),
+            placement_timeout_secs: 60.0,
         }
     }
 }
@@ -60,6 +66,14 @@ pub const KEYS: &[(&str, &str)] = &[
     (
         "scratch_dir",
         "Directory for spill files (empty: the system temporary directory).",
+    ),
+    (
+        "task.resources",
+        "Resources every task of a query asks for, e.g. gpu=1,ssd=1; only workers offering them run it (empty: none).",
+    ),
+    (
+        "task.placement_timeout",
+        "Seconds a job waits for a worker that can run its tasks before it fails.",
     ),
 ];
 
@@ -119,8 +133,20 @@ impl ShoalConfig {
             "store.memory_target" => self.store_memory_target.to_string(),
             "execution.partitions" => self.partitions.to_string(),
             "scratch_dir" => self.scratch_dir.clone(),
+            "task.resources" => self.task_resources.clone(),
+            "task.placement_timeout" => self.placement_timeout_secs.to_string(),
             _ => String::new(),
         }
+    }
+
+    /// The parsed `shoal.task.resources`.
+    pub fn task_resources(&self) -> crate::resources::Resources {
+        crate::resources::Resources::parse(&self.task_resources).unwrap_or_default()
+    }
+
+    /// `shoal.task.placement_timeout` as a duration.
+    pub fn placement_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.placement_timeout_secs)
     }
 
     /// Markdown reference of every key, generated from [`KEYS`].
@@ -165,6 +191,24 @@ impl ExtensionOptions for ShoalConfig {
             "store.memory_target" => self.store_memory_target = parse_bytes(value)?,
             "execution.partitions" => self.partitions = parse_count(key, value)?,
             "scratch_dir" => self.scratch_dir = value.to_string(),
+            "task.resources" => {
+                crate::resources::Resources::parse(value)?;
+                self.task_resources = value.trim().to_string();
+            }
+            "task.placement_timeout" => {
+                self.placement_timeout_secs = match value
+                    .trim()
+                    .trim_end_matches('s')
+                    .parse::<f64>()
+                {
+                    Ok(v) if v >= 0.0 && v.is_finite() => v,
+                    _ => {
+                        return plan_err!(
+                            "invalid value '{value}' for shoal.task.placement_timeout: expected seconds"
+                        );
+                    }
+                }
+            }
             other => {
                 let known: Vec<String> = KEYS.iter().map(|(k, _)| format!("shoal.{k}")).collect();
                 return plan_err!(

@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use datafusion::physical_plan::{ExecutionPlan, Partitioning};
 
+use crate::resources::Resources;
+
 /// Identifies one submitted job within a cluster.
 pub type JobId = u64;
 
@@ -100,6 +102,8 @@ pub struct TaskSpec {
     pub inputs: Vec<InputRef>,
     /// What to run.
     pub kind: TaskKind,
+    /// Named resources the task holds while it runs (only workers offering them run it).
+    pub resources: Resources,
 }
 
 /// A job's whole graph: stages in topological order, their tasks, and the final outputs.
@@ -134,6 +138,7 @@ impl TaskGraph {
                         partition,
                         output: stage.output.clone(),
                     },
+                    resources: Resources::default(),
                 });
             }
         }
@@ -153,6 +158,14 @@ impl TaskGraph {
             tasks,
             outputs,
         }
+    }
+
+    /// Every task asks for `resources`.
+    pub fn with_resources(mut self, resources: &Resources) -> Self {
+        for task in &mut self.tasks {
+            task.resources = resources.clone();
+        }
+        self
     }
 
     /// The stages that read `stage`'s output.

@@ -16,6 +16,7 @@
 pub mod codec;
 pub mod config;
 pub mod graph;
+pub mod resources;
 pub mod scan;
 pub mod shuffle;
 pub mod split;
@@ -25,6 +26,7 @@ pub use config::ShoalConfig;
 pub use graph::{
     InputRef, JobId, OutputSpec, Stage, StageId, TaskGraph, TaskId, TaskKind, TaskSpec,
 };
+pub use resources::Resources;
 pub use shuffle::{
     PartitionKey, ReadMode, ShuffleEnv, ShuffleIo, ShuffleReadExec, ShuffleWriteExec, WorkerId,
 };

@@ -166,7 +166,7 @@ async fn dropping_the_stream_cancels_the_job() {
     loop {
         let status = session.status().await.unwrap();
         let running: usize = status.workers.iter().map(|w| w.tasks_running).sum();
-        if running == 0 && status.jobs == 0 {
+        if running == 0 && status.jobs.is_empty() {
             break;
         }
         assert!(
@@ -245,4 +245,91 @@ async fn one_file_with_many_row_groups_gives_parallel_scan_tasks() {
             .unwrap(),
     );
     assert_eq!(got, want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_asking_for_a_gpu_run_only_where_one_is_offered() {
+    let session = Session::builder()
+        .workers(2)
+        .partitions(3)
+        .worker_resources(1, "gpu=1")
+        .build()
+        .unwrap();
+    session.register_dir(tpch_dir().to_str().unwrap()).unwrap();
+    session
+        .sql("set shoal.task.resources = 'gpu=1'")
+        .await
+        .unwrap();
+    let sql = shoal::tpch::QUERIES
+        .iter()
+        .find(|(n, _)| *n == "q03")
+        .unwrap()
+        .1;
+    let results = session.sql_script(sql).await.unwrap();
+    assert_rows_eq("q03", &answer("q03"), &rows(results.last().unwrap()));
+    let status = session.status().await.unwrap();
+    assert_eq!(status.workers[0].tasks_completed, 0, "{status:?}");
+    assert!(status.workers[1].tasks_completed > 0, "{status:?}");
+    assert_eq!(status.workers[1].resources.get("gpu"), 1.0);
+
+    // Without resources, both workers take tasks again.
+    session.sql("set shoal.task.resources = ''").await.unwrap();
+    session.sql_script(sql).await.unwrap();
+    let status = session.status().await.unwrap();
+    assert!(status.workers[0].tasks_completed > 0, "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_no_worker_can_run_waits_says_why_then_fails() {
+    let session = Session::builder()
+        .workers(2)
+        .partitions(2)
+        .worker_resources(0, "gpu=1")
+        .build()
+        .unwrap();
+    session.register_dir(tpch_dir().to_str().unwrap()).unwrap();
+    session
+        .sql("set shoal.task.resources = 'gpu=2'")
+        .await
+        .unwrap();
+    session
+        .sql("set shoal.task.placement_timeout = 1.5")
+        .await
+        .unwrap();
+    let df = session.sql("select count(*) from nation").await.unwrap();
+    let started = Instant::now();
+    let mut stream = df.execute_stream().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = session.status().await.unwrap();
+    let waiting = status
+        .jobs
+        .iter()
+        .find_map(|j| j.waiting.clone())
+        .expect("the job says why it waits");
+    assert!(
+        waiting.contains("no worker offers gpu=2") && waiting.contains("worker 0 offers gpu=1"),
+        "{waiting}"
+    );
+    let err = stream
+        .next()
+        .await
+        .expect("an error")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no worker offers gpu=2") && err.contains("placement_timeout"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(1400),
+        "it waited for the timeout"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    let err = session
+        .sql("set shoal.task.resources = 'gpu'")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("expected NAME=AMOUNT"), "{err}");
 }

@@ -1,0 +1,109 @@
+//! Named resource amounts: what a worker offers and what a task asks for.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use datafusion::common::{Result, plan_err};
+
+/// Amounts by name (`gpu=1`, `ssd=1`, `licenses=2.5`). A worker offers some; a task that
+/// asks for some runs only where they are free, and holds them while it runs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Resources(BTreeMap<String, f64>);
+
+impl Resources {
+    /// Parses `name=amount` pairs separated by commas; the empty string is no resources.
+    pub fn parse(text: &str) -> Result<Self> {
+        let mut map = BTreeMap::new();
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let Some((name, amount)) = part.split_once('=') else {
+                return plan_err!("invalid resource '{part}': expected NAME=AMOUNT, e.g. gpu=1");
+            };
+            let name = name.trim();
+            let amount: f64 = match amount.trim().parse() {
+                Ok(a) if a >= 0.0 && f64::is_finite(a) => a,
+                _ => {
+                    return plan_err!("invalid amount in resource '{part}': expected a number >= 0");
+                }
+            };
+            if name.is_empty() {
+                return plan_err!("invalid resource '{part}': the name is empty");
+            }
+            map.insert(name.to_string(), amount);
+        }
+        Ok(Self(map))
+    }
+
+    /// True when nothing is asked for or offered.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The amount of `name` (0 when absent).
+    pub fn get(&self, name: &str) -> f64 {
+        self.0.get(name).copied().unwrap_or(0.0)
+    }
+
+    /// True when these amounts cover every amount of `request`.
+    pub fn covers(&self, request: &Resources) -> bool {
+        request
+            .0
+            .iter()
+            .all(|(name, amount)| self.get(name) >= *amount)
+    }
+
+    /// Subtracts `request` (a task starts holding it).
+    pub fn take(&mut self, request: &Resources) {
+        for (name, amount) in &request.0 {
+            *self.0.entry(name.clone()).or_default() -= amount;
+        }
+    }
+
+    /// Adds `request` back (the task ended).
+    pub fn give(&mut self, request: &Resources) {
+        for (name, amount) in &request.0 {
+            *self.0.entry(name.clone()).or_default() += amount;
+        }
+    }
+
+    /// The amounts by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, f64)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), *v))
+    }
+}
+
+impl fmt::Display for Resources {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return write!(f, "none");
+        }
+        let parts: Vec<String> = self.0.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        write!(f, "{}", parts.join(","))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_cover_take_give() {
+        let offer = Resources::parse("gpu=1, ssd=2").unwrap();
+        let ask = Resources::parse("gpu=1").unwrap();
+        assert!(offer.covers(&ask));
+        assert!(!offer.covers(&Resources::parse("gpu=2").unwrap()));
+        assert!(!Resources::default().covers(&ask));
+        assert!(offer.covers(&Resources::default()));
+        let mut free = offer.clone();
+        free.take(&ask);
+        assert!(!free.covers(&ask), "the only gpu is held");
+        free.give(&ask);
+        assert_eq!(free, offer);
+        assert_eq!(offer.to_string(), "gpu=1,ssd=2");
+        assert_eq!(Resources::default().to_string(), "none");
+        assert!(Resources::parse("").unwrap().is_empty());
+        let err = Resources::parse("gpu").unwrap_err().to_string();
+        assert!(err.contains("expected NAME=AMOUNT"), "{err}");
+        assert!(Resources::parse("gpu=-1").is_err());
+        assert!(Resources::parse("=1").is_err());
+    }
+}
