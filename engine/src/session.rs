@@ -17,7 +17,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement;
 use futures::future::BoxFuture;
 use futures::{FutureExt, TryStreamExt};
-use shoal_exec::{ClusterOptions, ClusterStatus, JobHandle, LocalCluster, StoreStats};
+use shoal_exec::{ClusterOptions, ClusterStatus, DataPlane, JobHandle, LocalCluster, StoreStats};
 use shoal_io::ShoalObjectStoreRegistry;
 use shoal_planner::{Resources, ShoalConfig, TaskGraph, split_into_stages};
 use shoal_sql::{Planned, SHOAL_PLAN_TYPE};
@@ -94,6 +94,8 @@ impl SessionBuilder {
 struct Inner {
     ctx: SessionContext,
     cluster: LocalCluster,
+    /// The token Flight calls between this session's workers carry, if any.
+    token: Option<String>,
 }
 
 /// A Shoal session: tables, settings and an embedded cluster (one scheduler, one worker
@@ -171,6 +173,14 @@ impl Session {
         } else {
             PathBuf::from(&config.scratch_dir)
         };
+        let data_plane = match config.data_plane.as_str() {
+            "flight" => DataPlane::Flight { token: new_token() },
+            _ => DataPlane::InProcess,
+        };
+        let token = match &data_plane {
+            DataPlane::Flight { token } => Some(token.clone()),
+            DataPlane::InProcess => None,
+        };
         let runtime = RuntimeEnvBuilder::new()
             .with_object_store_registry(Arc::new(ShoalObjectStoreRegistry::new()))
             .build_arc()?;
@@ -195,11 +205,16 @@ impl Session {
                 store_memory_target: config.store_memory_target,
                 scratch_dir: scratch,
                 worker_resources,
+                data_plane: data_plane.clone(),
             },
             &runtime,
         )?;
         Ok(Self {
-            inner: Arc::new(Inner { ctx, cluster }),
+            inner: Arc::new(Inner {
+                ctx,
+                cluster,
+                token,
+            }),
         })
     }
 
@@ -515,6 +530,13 @@ impl Session {
         Ok(self.inner.cluster.status().await?)
     }
 
+    /// With `shoal.data_plane = 'flight'`: where each worker serves its outputs and the
+    /// token calls must carry.
+    pub fn flight_endpoints(&self) -> Option<(Vec<std::net::SocketAddr>, String)> {
+        let token = self.inner.token.clone()?;
+        Some((self.inner.cluster.flight_addresses().to_vec(), token))
+    }
+
     /// Result-store counters per worker.
     pub fn store_stats(&self) -> Vec<StoreStats> {
         self.inner.cluster.store_stats()
@@ -537,4 +559,21 @@ impl Session {
         names.sort();
         names
     }
+}
+
+/// A fresh random token for a session's data plane (no two sessions share one).
+fn new_token() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut out = String::new();
+    for _ in 0..2 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
+        out.push_str(&format!("{:016x}", h.finish()));
+    }
+    out
 }

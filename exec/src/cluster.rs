@@ -1,5 +1,6 @@
 //! An embedded cluster: one scheduler and N workers on a runtime of their own.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +16,7 @@ use futures::{StreamExt, TryStreamExt};
 use shoal_planner::{JobId, PartitionKey, Resources, TaskGraph};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::flight::{FlightTransport, StoreFlightService, serve};
 use crate::scheduler::{ClusterStatus, Event, Scheduler};
 use crate::store::{ResultStore, StoreStats};
 use crate::transport::{InProcessTransport, Transport, WorkerIo};
@@ -35,6 +37,22 @@ pub struct ClusterOptions {
     pub scratch_dir: PathBuf,
     /// Named resources each worker offers, by worker id (missing: none).
     pub worker_resources: Vec<Resources>,
+    /// How task outputs move between workers.
+    pub data_plane: DataPlane,
+}
+
+/// How task outputs move between the workers of a cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum DataPlane {
+    /// Batches handed over by `Arc` inside the process.
+    #[default]
+    InProcess,
+    /// Each worker serves its outputs with Arrow Flight on 127.0.0.1 and every fetch goes
+    /// over gRPC with this token, as between the processes of a cluster.
+    Flight {
+        /// The cluster token every call must carry.
+        token: String,
+    },
 }
 
 /// How far a job has come.
@@ -73,7 +91,9 @@ impl Drop for JobGuard {
 pub struct LocalCluster {
     runtime: Option<tokio::runtime::Runtime>,
     events: mpsc::UnboundedSender<Event>,
-    transport: Arc<InProcessTransport>,
+    transport: Arc<dyn Transport>,
+    stores: Vec<Arc<ResultStore>>,
+    flight_addresses: Vec<SocketAddr>,
     next_job: AtomicU64,
     options: ClusterOptions,
 }
@@ -104,7 +124,31 @@ impl LocalCluster {
                 options.store_memory_target,
             )?));
         }
-        let transport = Arc::new(InProcessTransport::new(stores.clone()));
+        let mut flight_addresses = Vec::new();
+        let transport: Arc<dyn Transport> = match &options.data_plane {
+            DataPlane::InProcess => Arc::new(InProcessTransport::new(stores.clone())),
+            DataPlane::Flight { token } => {
+                let _entered = runtime.enter();
+                for store in &stores {
+                    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+                    listener.set_nonblocking(true)?;
+                    flight_addresses.push(listener.local_addr()?);
+                    let listener = tokio::net::TcpListener::from_std(listener)?;
+                    let service = StoreFlightService::new(Arc::clone(store), token);
+                    runtime.spawn(async move {
+                        if let Err(e) = serve(service, listener).await {
+                            log::error!("Flight server stopped: {e}");
+                        }
+                    });
+                }
+                Arc::new(FlightTransport::new(
+                    stores.clone(),
+                    flight_addresses.clone(),
+                    token,
+                ))
+            }
+        };
+        let stores_for_stats = stores.clone();
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let mut inboxes = Vec::with_capacity(workers);
         for (id, store) in stores.into_iter().enumerate() {
@@ -118,10 +162,7 @@ impl LocalCluster {
                 id,
                 runtime: worker_runtime,
                 store,
-                io: Arc::new(WorkerIo::new(
-                    id,
-                    Arc::clone(&transport) as Arc<dyn Transport>,
-                )),
+                io: Arc::new(WorkerIo::new(id, Arc::clone(&transport))),
             };
             let (tx, rx) = mpsc::unbounded_channel();
             inboxes.push((
@@ -139,6 +180,8 @@ impl LocalCluster {
             runtime: Some(runtime),
             events: events_tx,
             transport,
+            stores: stores_for_stats,
+            flight_addresses,
             next_job: AtomicU64::new(1),
             options,
         })
@@ -206,6 +249,11 @@ impl LocalCluster {
         }
     }
 
+    /// Where each worker serves its outputs, when the data plane is Flight.
+    pub fn flight_addresses(&self) -> &[SocketAddr] {
+        &self.flight_addresses
+    }
+
     /// A snapshot of workers and jobs.
     pub async fn status(&self) -> Result<ClusterStatus> {
         let (tx, rx) = oneshot::channel();
@@ -218,7 +266,7 @@ impl LocalCluster {
 
     /// Result store counters per worker.
     pub fn store_stats(&self) -> Vec<StoreStats> {
-        self.transport.stores().iter().map(|s| s.stats()).collect()
+        self.stores.iter().map(|s| s.stats()).collect()
     }
 }
 

@@ -15,12 +15,13 @@
 //! stream cancels the job on every worker.
 
 pub mod cluster;
+pub mod flight;
 pub mod scheduler;
 pub mod store;
 pub mod transport;
 pub mod worker;
 
-pub use cluster::{ClusterOptions, JobHandle, LocalCluster, Progress};
+pub use cluster::{ClusterOptions, DataPlane, JobHandle, LocalCluster, Progress};
 pub use scheduler::{ClusterStatus, JobStatus, TaskFailure, WorkerStatus};
 pub use store::{ResultStore, StoreStats};
 pub use transport::{InProcessTransport, Transport};

@@ -27,6 +27,8 @@ pub struct ShoalConfig {
     pub task_resources: String,
     /// Seconds a job waits for a worker that can run its tasks before it fails.
     pub placement_timeout_secs: f64,
+    /// How task outputs move between workers: `in_process` or `flight`.
+    pub data_plane: String,
 }
 
 impl Default for ShoalConfig {
@@ -40,6 +42,7 @@ impl Default for ShoalConfig {
             scratch_dir: String::new(),
             task_resources: String::new(),
             placement_timeout_secs: 60.0,
+            data_plane: "in_process".to_string(),
         }
     }
 }
@@ -74,6 +77,10 @@ pub const KEYS: &[(&str, &str)] = &[
     (
         "task.placement_timeout",
         "Seconds a job waits for a worker that can run its tasks before it fails.",
+    ),
+    (
+        "data_plane",
+        "How task outputs move between workers: in_process (shared by Arc) or flight (Arrow Flight over loopback gRPC with a session token); read when the session starts.",
     ),
 ];
 
@@ -135,6 +142,7 @@ impl ShoalConfig {
             "scratch_dir" => self.scratch_dir.clone(),
             "task.resources" => self.task_resources.clone(),
             "task.placement_timeout" => self.placement_timeout_secs.to_string(),
+            "data_plane" => self.data_plane.clone(),
             _ => String::new(),
         }
     }
@@ -191,6 +199,15 @@ impl ExtensionOptions for ShoalConfig {
             "store.memory_target" => self.store_memory_target = parse_bytes(value)?,
             "execution.partitions" => self.partitions = parse_count(key, value)?,
             "scratch_dir" => self.scratch_dir = value.to_string(),
+            "data_plane" => {
+                let v = value.trim().to_ascii_lowercase();
+                if v != "in_process" && v != "flight" {
+                    return plan_err!(
+                        "invalid value '{value}' for shoal.data_plane: expected in_process or flight"
+                    );
+                }
+                self.data_plane = v;
+            }
             "task.resources" => {
                 crate::resources::Resources::parse(value)?;
                 self.task_resources = value.trim().to_string();

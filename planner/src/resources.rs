@@ -22,7 +22,9 @@ impl Resources {
             let amount: f64 = match amount.trim().parse() {
                 Ok(a) if a >= 0.0 && f64::is_finite(a) => a,
                 _ => {
-                    return plan_err!("invalid amount in resource '{part}': expected a number >= 0");
+                    return plan_err!(
+                        "invalid amount in resource '{part}': expected a number >= 0"
+                    );
                 }
             };
             if name.is_empty() {

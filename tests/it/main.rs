@@ -5,6 +5,7 @@ mod common;
 mod dataframe;
 mod equivalence;
 mod errors;
+mod flight;
 mod runtime;
 mod slt;
 mod tpch;

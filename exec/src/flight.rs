@@ -1,0 +1,271 @@
+//! The network data plane: each worker serves its result store over Arrow Flight
+//! (`DoGet` of one bucket); peers and clients fetch buckets over gRPC. Every call must
+//! carry the cluster token (`authorization: Bearer <token>`).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::{
+    Action, ActionType, Criteria, Empty, FlightClient, FlightData, FlightDescriptor, FlightInfo,
+    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
+};
+use datafusion::arrow::datatypes::Schema;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::{DataFusionError, Result};
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use futures::{Stream, StreamExt, TryStreamExt};
+use parking_lot::Mutex;
+use shoal_planner::{PartitionKey, TaskId, WorkerId};
+use tonic::transport::{Channel, Endpoint, Server};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::store::ResultStore;
+use crate::transport::Transport;
+
+/// Encodes a bucket's key as a Flight ticket.
+pub fn ticket_for(key: PartitionKey) -> Ticket {
+    let mut bytes = Vec::with_capacity(32);
+    for v in [
+        key.job,
+        key.task.stage as u64,
+        key.task.partition as u64,
+        key.bucket as u64,
+    ] {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    Ticket::new(bytes)
+}
+
+fn key_from(ticket: &Ticket) -> Option<PartitionKey> {
+    let b = ticket.ticket.as_ref();
+    if b.len() != 32 {
+        return None;
+    }
+    let word = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+    Some(PartitionKey {
+        job: word(0),
+        task: TaskId {
+            stage: word(1) as usize,
+            partition: word(2) as usize,
+        },
+        bucket: word(3) as usize,
+    })
+}
+
+/// Serves one worker's result store.
+#[derive(Debug, Clone)]
+pub struct StoreFlightService {
+    store: Arc<ResultStore>,
+    token: Arc<str>,
+}
+
+impl StoreFlightService {
+    /// A service for `store`, answering only calls that carry `token`.
+    pub fn new(store: Arc<ResultStore>, token: &str) -> Self {
+        Self {
+            store,
+            token: token.into(),
+        }
+    }
+
+    fn check<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let expected = format!("Bearer {}", self.token);
+        match request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(given) if given == expected => Ok(()),
+            Some(_) => Err(Status::unauthenticated("wrong cluster token")),
+            None => Err(Status::unauthenticated(
+                "missing cluster token (authorization: Bearer <token>)",
+            )),
+        }
+    }
+}
+
+type BoxedStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+fn unsupported<T>(call: &str) -> Result<Response<T>, Status> {
+    Err(Status::unimplemented(format!(
+        "{call} is not part of Shoal's data plane; use DoGet"
+    )))
+}
+
+#[tonic::async_trait]
+impl FlightService for StoreFlightService {
+    type HandshakeStream = BoxedStream<HandshakeResponse>;
+    type ListFlightsStream = BoxedStream<FlightInfo>;
+    type DoGetStream = BoxedStream<FlightData>;
+    type DoPutStream = BoxedStream<PutResult>;
+    type DoExchangeStream = BoxedStream<FlightData>;
+    type DoActionStream = BoxedStream<arrow_flight::Result>;
+    type ListActionsStream = BoxedStream<ActionType>;
+
+    async fn do_get(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
+        self.check(&request)?;
+        let key = key_from(request.get_ref()).ok_or_else(|| {
+            Status::invalid_argument("a Shoal ticket is 32 bytes: job, stage, task, bucket")
+        })?;
+        let batches = self
+            .store
+            .get(&key)
+            .map_err(|e| Status::not_found(e.to_string()))?;
+        let stream = FlightDataEncoderBuilder::new()
+            .build(futures::stream::iter(batches.into_iter().map(Ok)))
+            .map_err(|e| Status::internal(e.to_string()));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn handshake(
+        &self,
+        _request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        unsupported("Handshake")
+    }
+
+    async fn list_flights(
+        &self,
+        _request: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        unsupported("ListFlights")
+    }
+
+    async fn get_flight_info(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        unsupported("GetFlightInfo")
+    }
+
+    async fn poll_flight_info(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
+        unsupported("PollFlightInfo")
+    }
+
+    async fn get_schema(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
+        unsupported("GetSchema")
+    }
+
+    async fn do_put(
+        &self,
+        _request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
+        unsupported("DoPut")
+    }
+
+    async fn do_exchange(
+        &self,
+        _request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        unsupported("DoExchange")
+    }
+
+    async fn do_action(
+        &self,
+        _request: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
+        unsupported("DoAction")
+    }
+
+    async fn list_actions(
+        &self,
+        _request: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
+        unsupported("ListActions")
+    }
+}
+
+/// Serves `service` on `listener` until the runtime stops.
+pub async fn serve(service: StoreFlightService, listener: tokio::net::TcpListener) -> Result<()> {
+    Server::builder()
+        .add_service(FlightServiceServer::new(service))
+        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+        .await
+        .map_err(|e| DataFusionError::External(Box::new(e)))
+}
+
+/// Fetches buckets from workers' Flight services; puts go to this process's stores.
+#[derive(Debug)]
+pub struct FlightTransport {
+    stores: Vec<Arc<ResultStore>>,
+    addresses: Vec<SocketAddr>,
+    token: String,
+    channels: Mutex<HashMap<WorkerId, Channel>>,
+}
+
+impl FlightTransport {
+    /// A transport whose worker `i` keeps its outputs in `stores[i]` and serves them at
+    /// `addresses[i]`.
+    pub fn new(stores: Vec<Arc<ResultStore>>, addresses: Vec<SocketAddr>, token: &str) -> Self {
+        Self {
+            stores,
+            addresses,
+            token: token.to_string(),
+            channels: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn channel(&self, worker: WorkerId) -> Result<Channel> {
+        let mut channels = self.channels.lock();
+        if let Some(channel) = channels.get(&worker) {
+            return Ok(channel.clone());
+        }
+        let address = self
+            .addresses
+            .get(worker)
+            .ok_or_else(|| DataFusionError::Execution(format!("unknown worker {worker}")))?;
+        let channel = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|e| DataFusionError::Execution(format!("bad worker address {address}: {e}")))?
+            .connect_lazy();
+        channels.insert(worker, channel.clone());
+        Ok(channel)
+    }
+}
+
+fn flight_error(from: WorkerId, e: FlightError) -> DataFusionError {
+    DataFusionError::Execution(format!("fetching from worker {from} failed: {e}"))
+}
+
+impl Transport for FlightTransport {
+    fn put(&self, local: WorkerId, key: PartitionKey, batches: Vec<RecordBatch>) -> Result<()> {
+        let store = self
+            .stores
+            .get(local)
+            .ok_or_else(|| DataFusionError::Execution(format!("unknown worker {local}")))?;
+        store.put(key, batches)
+    }
+
+    fn fetch(&self, key: PartitionKey, from: WorkerId) -> Result<SendableRecordBatchStream> {
+        let mut client = FlightClient::new(self.channel(from)?);
+        client
+            .add_header("authorization", &format!("Bearer {}", self.token))
+            .map_err(|e| flight_error(from, e))?;
+        let batches = futures::stream::once(async move {
+            let stream = client
+                .do_get(ticket_for(key))
+                .await
+                .map_err(|e| flight_error(from, e))?;
+            Ok::<_, DataFusionError>(stream.map_err(move |e| flight_error(from, e)))
+        })
+        .try_flatten();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            Arc::new(Schema::empty()),
+            batches.boxed(),
+        )))
+    }
+}

@@ -1,0 +1,101 @@
+//! The Arrow Flight data plane: every shuffle and result fetch crosses loopback gRPC, and
+//! calls without the session's token are refused.
+
+use arrow_flight::FlightClient;
+use arrow_flight::error::FlightError;
+use futures::TryStreamExt;
+use shoal::Session;
+use shoal_exec::flight::ticket_for;
+use shoal_planner::{PartitionKey, TaskId};
+use tonic::Code;
+use tonic::transport::Endpoint;
+
+use crate::common::{answer, assert_rows_eq, rows, tpch_dir};
+
+fn flight_session() -> Session {
+    let session = Session::builder()
+        .workers(2)
+        .partitions(3)
+        .option("data_plane", "flight")
+        .unwrap()
+        .build()
+        .unwrap();
+    session.register_dir(tpch_dir().to_str().unwrap()).unwrap();
+    session
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tpch_answers_over_flight() {
+    let session = flight_session();
+    let (addresses, _) = session.flight_endpoints().expect("a Flight data plane");
+    assert_eq!(addresses.len(), 2);
+    for (query, sql) in shoal::tpch::QUERIES {
+        let results = session
+            .sql_script(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{query}: {e:#}"));
+        assert_rows_eq(query, &answer(query), &rows(results.last().unwrap()));
+    }
+}
+
+async fn client(address: std::net::SocketAddr) -> FlightClient {
+    let channel = Endpoint::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    FlightClient::new(channel)
+}
+
+fn code(e: FlightError) -> (Code, String) {
+    match e {
+        FlightError::Tonic(status) => (status.code(), status.message().to_string()),
+        other => panic!("expected a gRPC status, got {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_without_the_token_are_refused() {
+    let session = flight_session();
+    let (addresses, token) = session.flight_endpoints().unwrap();
+    let key = PartitionKey {
+        job: 1,
+        task: TaskId {
+            stage: 0,
+            partition: 0,
+        },
+        bucket: 0,
+    };
+
+    let mut anonymous = client(addresses[0]).await;
+    let Err(err) = anonymous.do_get(ticket_for(key)).await else {
+        panic!("a call without a token is refused")
+    };
+    let (status, message) = code(err);
+    assert_eq!(status, Code::Unauthenticated);
+    assert!(message.contains("missing cluster token"), "{message}");
+
+    let mut wrong = client(addresses[0]).await;
+    wrong
+        .add_header("authorization", "Bearer not-the-token")
+        .unwrap();
+    let Err(err) = wrong.do_get(ticket_for(key)).await else {
+        panic!("a call with a wrong token is refused")
+    };
+    let (status, message) = code(err);
+    assert_eq!(status, Code::Unauthenticated);
+    assert!(message.contains("wrong cluster token"), "{message}");
+
+    let mut right = client(addresses[1]).await;
+    right
+        .add_header("authorization", &format!("Bearer {token}"))
+        .unwrap();
+    let missing = PartitionKey { job: 999, ..key };
+    let result = match right.do_get(ticket_for(missing)).await {
+        Ok(stream) => stream.try_collect::<Vec<_>>().await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    let (status, message) = code(result.expect_err("no such output"));
+    assert_eq!(status, Code::NotFound);
+    assert!(message.contains("job 999"), "{message}");
+}
