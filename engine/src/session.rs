@@ -9,6 +9,7 @@ use datafusion::common::ScalarValue;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::{Expr, LogicalPlan, Subquery, lit};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
@@ -174,7 +175,9 @@ impl Session {
             PathBuf::from(&config.scratch_dir)
         };
         let data_plane = match config.data_plane.as_str() {
-            "flight" => DataPlane::Flight { token: new_token() },
+            "flight" => DataPlane::Flight {
+                token: new_token()?,
+            },
             _ => DataPlane::InProcess,
         };
         let token = match &data_plane {
@@ -454,14 +457,19 @@ impl Session {
             }
             let rewritten = optimized
                 .transform_up(|node| {
+                    // A projection's output is named after its expression: keep the name
+                    // the subquery gave it, not the literal's.
+                    let names = NamePreserver::new(&node);
                     node.map_expressions(|expr| {
-                        expr.transform_up(|e| match &e {
+                        let saved = names.save(&expr);
+                        let rewritten = expr.transform_up(|e| match &e {
                             Expr::ScalarSubquery(sq) => match found.iter().position(|f| f == sq) {
                                 Some(i) => Ok(Transformed::yes(lit(values[i].clone()))),
                                 None => Ok(Transformed::no(e)),
                             },
                             _ => Ok(Transformed::no(e)),
-                        })
+                        })?;
+                        Ok(rewritten.update_data(|e| saved.restore(e)))
                     })
                 })?
                 .data;
@@ -561,19 +569,10 @@ impl Session {
     }
 }
 
-/// A fresh random token for a session's data plane (no two sessions share one).
-fn new_token() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut out = String::new();
-    for _ in 0..2 {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0),
-        );
-        out.push_str(&format!("{:016x}", h.finish()));
-    }
-    out
+/// A fresh random token for a session's data plane (128 bits from the OS).
+fn new_token() -> Result<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| crate::Error::input(format!("no randomness for a session token: {e}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }

@@ -145,6 +145,7 @@ impl LocalCluster {
                     stores.clone(),
                     flight_addresses.clone(),
                     token,
+                    runtime.handle().clone(),
                 ))
             }
         };

@@ -7,8 +7,9 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::encode::{DictionaryHandling, FlightDataEncoderBuilder};
 use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
 use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightClient, FlightData, FlightDescriptor, FlightInfo,
@@ -81,13 +82,19 @@ impl StoreFlightService {
             .get("authorization")
             .and_then(|v| v.to_str().ok())
         {
-            Some(given) if given == expected => Ok(()),
+            Some(given) if same_secret(given.as_bytes(), expected.as_bytes()) => Ok(()),
             Some(_) => Err(Status::unauthenticated("wrong cluster token")),
             None => Err(Status::unauthenticated(
                 "missing cluster token (authorization: Bearer <token>)",
             )),
         }
     }
+}
+
+/// Compares without stopping at the first difference, so timing does not reveal how much
+/// of a guessed token was right.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 type BoxedStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -120,7 +127,10 @@ impl FlightService for StoreFlightService {
             .store
             .get(&key)
             .map_err(|e| Status::not_found(e.to_string()))?;
+        // Resend keeps dictionary columns as dictionaries, so the reader gets exactly the
+        // schema the plan declares.
         let stream = FlightDataEncoderBuilder::new()
+            .with_dictionary_handling(DictionaryHandling::Resend)
             .build(futures::stream::iter(batches.into_iter().map(Ok)))
             .map_err(|e| Status::internal(e.to_string()));
         Ok(Response::new(Box::pin(stream)))
@@ -206,17 +216,25 @@ pub struct FlightTransport {
     addresses: Vec<SocketAddr>,
     token: String,
     channels: Mutex<HashMap<WorkerId, Channel>>,
+    /// Channels run their connection tasks here, not on whichever runtime first fetched.
+    runtime: tokio::runtime::Handle,
 }
 
 impl FlightTransport {
     /// A transport whose worker `i` keeps its outputs in `stores[i]` and serves them at
     /// `addresses[i]`.
-    pub fn new(stores: Vec<Arc<ResultStore>>, addresses: Vec<SocketAddr>, token: &str) -> Self {
+    pub fn new(
+        stores: Vec<Arc<ResultStore>>,
+        addresses: Vec<SocketAddr>,
+        token: &str,
+        runtime: tokio::runtime::Handle,
+    ) -> Self {
         Self {
             stores,
             addresses,
             token: token.to_string(),
             channels: Mutex::new(HashMap::new()),
+            runtime,
         }
     }
 
@@ -229,6 +247,7 @@ impl FlightTransport {
             .addresses
             .get(worker)
             .ok_or_else(|| DataFusionError::Execution(format!("unknown worker {worker}")))?;
+        let _entered = self.runtime.enter();
         let channel = Endpoint::from_shared(format!("http://{address}"))
             .map_err(|e| DataFusionError::Execution(format!("bad worker address {address}: {e}")))?
             .connect_lazy();
@@ -251,7 +270,10 @@ impl Transport for FlightTransport {
     }
 
     fn fetch(&self, key: PartitionKey, from: WorkerId) -> Result<SendableRecordBatchStream> {
-        let mut client = FlightClient::new(self.channel(from)?);
+        // A single batch can be larger than tonic's default 4 MiB message limit.
+        let inner =
+            FlightServiceClient::new(self.channel(from)?).max_decoding_message_size(usize::MAX);
+        let mut client = FlightClient::new_from_inner(inner);
         client
             .add_header("authorization", &format!("Bearer {}", self.token))
             .map_err(|e| flight_error(from, e))?;

@@ -356,6 +356,18 @@ impl Scheduler {
     }
 
     fn fail_jobs_waiting_too_long(&mut self) {
+        // Start the clock for jobs no worker can ever run, even while every slot is busy.
+        for job in self.jobs.values_mut() {
+            if !job.ready.is_empty()
+                && !job.failed
+                && !self
+                    .workers
+                    .iter()
+                    .any(|w| w.status.resources.covers(&job.request))
+            {
+                job.waiting_since.get_or_insert_with(Instant::now);
+            }
+        }
         let expired: Vec<(JobId, String)> = self
             .jobs
             .iter()
@@ -401,6 +413,10 @@ impl Scheduler {
                 slot.status.tasks_running = slot.status.tasks_running.saturating_sub(1);
                 if let Some(held) = slot.holding.remove(&(job, task)) {
                     slot.available.give(&held);
+                }
+                if slot.holding.is_empty() {
+                    // Nothing held: the exact offer, free of rounding from fractional amounts.
+                    slot.available = slot.status.resources.clone();
                 }
                 let Some(state) = self.jobs.get_mut(&job) else {
                     return;

@@ -154,7 +154,8 @@ impl ShoalConfig {
 
     /// `shoal.task.placement_timeout` as a duration.
     pub fn placement_timeout(&self) -> std::time::Duration {
-        std::time::Duration::from_secs_f64(self.placement_timeout_secs)
+        std::time::Duration::try_from_secs_f64(self.placement_timeout_secs)
+            .unwrap_or(std::time::Duration::MAX)
     }
 
     /// Markdown reference of every key, generated from [`KEYS`].
@@ -218,10 +219,10 @@ impl ExtensionOptions for ShoalConfig {
                     .trim_end_matches('s')
                     .parse::<f64>()
                 {
-                    Ok(v) if v >= 0.0 && v.is_finite() => v,
+                    Ok(v) if (0.0..=1e9).contains(&v) => v,
                     _ => {
                         return plan_err!(
-                            "invalid value '{value}' for shoal.task.placement_timeout: expected seconds"
+                            "invalid value '{value}' for shoal.task.placement_timeout: expected seconds from 0 to 1e9"
                         );
                     }
                 }

@@ -99,3 +99,26 @@ async fn calls_without_the_token_are_refused() {
     assert_eq!(status, Code::NotFound);
     assert!(message.contains("job 999"), "{message}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dictionary_columns_keep_their_type_over_flight() {
+    let session = flight_session();
+    let df = session
+        .sql(
+            "select d, count(*) as c from (select arrow_cast(n_name, 'Dictionary(Int32, Utf8)') as d from nation) \
+             group by d order by d limit 3",
+        )
+        .await
+        .unwrap();
+    let declared = df.schema();
+    let batches = df.collect().await.unwrap();
+    assert_eq!(batches[0].schema().fields(), declared.fields());
+    assert_eq!(
+        rows(&batches),
+        vec![
+            vec!["ALGERIA".to_string(), "1".to_string()],
+            vec!["ARGENTINA".into(), "1".into()],
+            vec!["BRAZIL".into(), "1".into()]
+        ]
+    );
+}

@@ -333,3 +333,32 @@ async fn a_job_no_worker_can_run_waits_says_why_then_fails() {
         .to_string();
     assert!(err.contains("expected NAME=AMOUNT"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inlined_scalar_subqueries_keep_their_column_names() {
+    let session = tpch_session(2, 2);
+    let df = session.sql("select (select max(n_nationkey) from nation), 1 + (select min(r_regionkey) from region) as r").await.unwrap();
+    let declared = df.schema();
+    let batches = df.collect().await.unwrap();
+    let names = |fields: &datafusion::arrow::datatypes::Fields| -> Vec<String> {
+        fields
+            .iter()
+            .map(|f| format!("{}: {}", f.name(), f.data_type()))
+            .collect()
+    };
+    assert_eq!(
+        names(batches[0].schema().fields()),
+        names(declared.fields())
+    );
+    assert_eq!(declared.field(0).name(), "max(nation.n_nationkey)");
+    assert_eq!(
+        rows(&batches),
+        vec![vec!["24".to_string(), "1".to_string()]]
+    );
+    let err = session
+        .sql("set shoal.task.placement_timeout = 1e20")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("expected seconds"), "{err}");
+}
