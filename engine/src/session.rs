@@ -31,6 +31,8 @@ use crate::error::Result;
 pub struct SessionBuilder {
     config: ShoalConfig,
     worker_resources: Vec<(usize, String)>,
+    /// A bad `SHOAL_*` variable, reported by `build`.
+    env_error: Option<String>,
 }
 
 impl SessionBuilder {
@@ -80,6 +82,9 @@ impl SessionBuilder {
 
     /// Starts the session's scheduler and workers.
     pub fn build(self) -> Result<Session> {
+        if let Some(e) = self.env_error {
+            return Err(crate::Error::input(e));
+        }
         let mut offers = Vec::new();
         for (worker, text) in &self.worker_resources {
             let resources = Resources::parse(text)?;
@@ -146,9 +151,14 @@ impl Session {
 
     /// Options for a session, starting from defaults and `SHOAL_*` environment variables.
     pub fn builder() -> SessionBuilder {
+        let (config, env_error) = match ShoalConfig::from_env() {
+            Ok(config) => (config, None),
+            Err(e) => (ShoalConfig::default(), Some(e.message().to_string())),
+        };
         SessionBuilder {
-            config: ShoalConfig::from_env().unwrap_or_default(),
+            config,
             worker_resources: Vec::new(),
+            env_error,
         }
     }
 

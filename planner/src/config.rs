@@ -125,8 +125,10 @@ impl ShoalConfig {
         let mut config = Self::default();
         for (key, _) in KEYS {
             let var = format!("SHOAL_{}", key.replace('.', "_").to_ascii_uppercase());
-            if let Ok(value) = std::env::var(&var) {
-                config.set(key, &value)?;
+            if let Ok(value) = std::env::var(&var)
+                && let Err(e) = config.set(key, &value)
+            {
+                return plan_err!("{var}: {}", e.message());
             }
         }
         Ok(config)

@@ -156,6 +156,13 @@ fn bad_input_exits_1_with_one_line() {
         "NAME=PATH",
     );
 
+    let bad_env = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["sql", "-c", "select 1"])
+        .env("SHOAL_DATA_PLANE", "carrier-pigeon")
+        .output()
+        .unwrap();
+    assert_one_line_error(&bad_env, "SHOAL_DATA_PLANE");
+
     let dir = tempfile::tempdir().unwrap();
     let ragged = dir.path().join("ragged.csv");
     std::fs::write(&ragged, "a,b\n1,2\n3\n").unwrap();
