@@ -197,6 +197,7 @@ impl Session {
         let runtime = RuntimeEnvBuilder::new()
             .with_object_store_registry(Arc::new(ShoalObjectStoreRegistry::new()))
             .build_arc()?;
+        config.started = true;
         let mut session_config = SessionConfig::new()
             .with_information_schema(true)
             .with_target_partitions(config.partitions)
@@ -402,6 +403,15 @@ impl Session {
         // forever. `SET` cannot turn them back on.
         options.optimizer.enable_join_dynamic_filter_pushdown = false;
         options.optimizer.enable_aggregate_dynamic_filter_pushdown = false;
+        // `SET shoal.execution.partitions` takes effect for the next query.
+        let partitions = options
+            .extensions
+            .get::<ShoalConfig>()
+            .map(|c| c.partitions)
+            .unwrap_or(0);
+        if partitions > 0 {
+            options.execution.target_partitions = partitions;
+        }
         Ok(state.create_physical_plan(plan).await?)
     }
 

@@ -15,7 +15,8 @@ use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightClient, FlightData, FlightDescriptor, FlightInfo,
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
-use datafusion::arrow::datatypes::Schema;
+use datafusion::arrow::array::{ArrayRef, AsArray};
+use datafusion::arrow::datatypes::{DataType, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::SendableRecordBatchStream;
@@ -91,6 +92,31 @@ impl StoreFlightService {
     }
 }
 
+/// String and binary views of a batch may point into buffers far larger than the batch
+/// (slices of a scan's pages); IPC would send those whole, so views are compacted first.
+fn compact_views(batch: &RecordBatch) -> Result<RecordBatch> {
+    let mut changed = false;
+    let columns: Vec<ArrayRef> = batch
+        .columns()
+        .iter()
+        .map(|c| match c.data_type() {
+            DataType::Utf8View => {
+                changed = true;
+                Arc::new(c.as_string_view().gc()) as ArrayRef
+            }
+            DataType::BinaryView => {
+                changed = true;
+                Arc::new(c.as_binary_view().gc()) as ArrayRef
+            }
+            _ => Arc::clone(c),
+        })
+        .collect();
+    if !changed {
+        return Ok(batch.clone());
+    }
+    Ok(RecordBatch::try_new(batch.schema(), columns)?)
+}
+
 /// Compares without stopping at the first difference, so timing does not reveal how much
 /// of a guessed token was right.
 fn same_secret(a: &[u8], b: &[u8]) -> bool {
@@ -127,6 +153,11 @@ impl FlightService for StoreFlightService {
             .store
             .get(&key)
             .map_err(|e| Status::not_found(e.to_string()))?;
+        let batches = batches
+            .iter()
+            .map(compact_views)
+            .collect::<Result<Vec<_>>>()
+            .map_err(|e| Status::internal(e.to_string()))?;
         // Resend keeps dictionary columns as dictionaries, so the reader gets exactly the
         // schema the plan declares.
         let stream = FlightDataEncoderBuilder::new()
@@ -200,11 +231,23 @@ impl FlightService for StoreFlightService {
     }
 }
 
+/// HTTP/2 flow-control window: the 64 KiB default stalls bulk bucket transfers.
+const WINDOW: u32 = 16 << 20;
+
 /// Serves `service` on `listener` until the runtime stops.
 pub async fn serve(service: StoreFlightService, listener: tokio::net::TcpListener) -> Result<()> {
     Server::builder()
+        .initial_stream_window_size(Some(WINDOW))
+        .initial_connection_window_size(Some(2 * WINDOW))
         .add_service(FlightServiceServer::new(service))
-        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+        .serve_with_incoming(
+            tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
+                // Small responses must not wait for Nagle's algorithm.
+                conn.inspect(|stream| {
+                    let _ = stream.set_nodelay(true);
+                })
+            }),
+        )
         .await
         .map_err(|e| DataFusionError::External(Box::new(e)))
 }
@@ -250,6 +293,9 @@ impl FlightTransport {
         let _entered = self.runtime.enter();
         let channel = Endpoint::from_shared(format!("http://{address}"))
             .map_err(|e| DataFusionError::Execution(format!("bad worker address {address}: {e}")))?
+            .tcp_nodelay(true)
+            .initial_stream_window_size(Some(WINDOW))
+            .initial_connection_window_size(Some(2 * WINDOW))
             .connect_lazy();
         channels.insert(worker, channel.clone());
         Ok(channel)

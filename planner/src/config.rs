@@ -29,6 +29,8 @@ pub struct ShoalConfig {
     pub placement_timeout_secs: f64,
     /// How task outputs move between workers: `in_process` or `flight`.
     pub data_plane: String,
+    /// Set once the session has started: keys that shape the cluster can no longer change.
+    pub started: bool,
 }
 
 impl Default for ShoalConfig {
@@ -43,6 +45,7 @@ impl Default for ShoalConfig {
             task_resources: String::new(),
             placement_timeout_secs: 60.0,
             data_plane: "in_process".to_string(),
+            started: false,
         }
     }
 }
@@ -82,6 +85,16 @@ pub const KEYS: &[(&str, &str)] = &[
         "data_plane",
         "How task outputs move between workers: in_process (shared by Arc) or flight (Arrow Flight over loopback gRPC with a session token); read when the session starts.",
     ),
+];
+
+/// Keys that shape the cluster and so only take effect when a session starts.
+pub const FIXED_AT_START: &[&str] = &[
+    "workers",
+    "worker.slots",
+    "worker.memory_limit",
+    "store.memory_target",
+    "scratch_dir",
+    "data_plane",
 ];
 
 /// Parses `123`, `64MiB`, `2GiB`, `1.5GB`, `512k` into bytes.
@@ -195,6 +208,12 @@ impl ExtensionOptions for ShoalConfig {
     }
 
     fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        if self.started && FIXED_AT_START.contains(&key) {
+            let var = format!("SHOAL_{}", key.replace('.', "_").to_ascii_uppercase());
+            return plan_err!(
+                "shoal.{key} is fixed when the session starts; set it with Session::builder, a CLI flag or {var}"
+            );
+        }
         match key {
             "workers" => self.workers = parse_count(key, value)?,
             "worker.slots" => self.worker_slots = parse_count(key, value)?.max(1),

@@ -234,6 +234,15 @@ async fn one_file_with_many_row_groups_gives_parallel_scan_tasks() {
         graph.stages[0].tasks, 4,
         "the single file is split into 4 scan tasks"
     );
+    session
+        .sql("set shoal.execution.partitions = 6")
+        .await
+        .unwrap();
+    let replanned = session.task_graph(df.logical_plan()).await.unwrap();
+    assert_eq!(
+        replanned.stages[0].tasks, 6,
+        "SET shoal.execution.partitions applies to the next plan"
+    );
     let got = rows(&df.collect().await.unwrap());
     let want = rows(
         &session
