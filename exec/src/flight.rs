@@ -153,6 +153,7 @@ impl FlightService for StoreFlightService {
             .store
             .get(&key)
             .map_err(|e| Status::not_found(e.to_string()))?;
+        self.store.note_flight_read();
         let batches = batches
             .iter()
             .map(compact_views)

@@ -31,6 +31,7 @@ struct Inner {
     ended: HashSet<JobId>,
     memory_bytes: usize,
     spilled_total: usize,
+    flight_reads: usize,
     next_file: u64,
 }
 
@@ -45,6 +46,8 @@ pub struct StoreStats {
     pub spilled_entries: usize,
     /// Buckets ever spilled.
     pub spilled_total: usize,
+    /// Buckets served to a peer or client over Arrow Flight.
+    pub flight_reads: usize,
 }
 
 /// Task outputs of one worker, keyed by (job, task, bucket).
@@ -199,6 +202,11 @@ impl ResultStore {
         }
     }
 
+    /// Counts a bucket served over Arrow Flight.
+    pub fn note_flight_read(&self) {
+        self.inner.lock().flight_reads += 1;
+    }
+
     /// Current counters.
     pub fn stats(&self) -> StoreStats {
         let inner = self.inner.lock();
@@ -211,6 +219,7 @@ impl ResultStore {
                 .filter(|e| matches!(e, Entry::Disk { .. }))
                 .count(),
             spilled_total: inner.spilled_total,
+            flight_reads: inner.flight_reads,
         }
     }
 }

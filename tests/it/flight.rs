@@ -36,6 +36,12 @@ async fn tpch_answers_over_flight() {
             .unwrap_or_else(|e| panic!("{query}: {e:#}"));
         assert_rows_eq(query, &answer(query), &rows(results.last().unwrap()));
     }
+    let served: usize = session.store_stats().iter().map(|s| s.flight_reads).sum();
+    assert!(
+        served > 22,
+        "shuffles and results went over Flight: {:?}",
+        session.store_stats()
+    );
 }
 
 async fn client(address: std::net::SocketAddr) -> FlightClient {
