@@ -18,7 +18,10 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement;
 use futures::future::BoxFuture;
 use futures::{FutureExt, TryStreamExt};
-use shoal_exec::{ClusterOptions, ClusterStatus, DataPlane, JobHandle, LocalCluster, StoreStats};
+use shoal_exec::{
+    ClusterOptions, ClusterStatus, DataPlane, JobHandle, LocalCluster, RemoteCluster, Security,
+    StoreStats,
+};
 use shoal_io::ShoalObjectStoreRegistry;
 use shoal_planner::{Resources, ShoalConfig, TaskGraph, split_into_stages};
 use shoal_sql::{Planned, SHOAL_PLAN_TYPE};
@@ -33,6 +36,10 @@ pub struct SessionBuilder {
     worker_resources: Vec<(usize, String)>,
     /// A bad `SHOAL_*` variable, reported by `build`.
     env_error: Option<String>,
+    /// The scheduler to connect to, instead of starting an embedded cluster.
+    cluster: Option<String>,
+    security: Security,
+    tls_ca: Option<String>,
 }
 
 impl SessionBuilder {
@@ -73,6 +80,24 @@ impl SessionBuilder {
         self
     }
 
+    /// Runs queries on the cluster whose scheduler is at `url` instead of in this process.
+    pub fn cluster(mut self, url: &str) -> Self {
+        self.cluster = Some(url.to_string());
+        self
+    }
+
+    /// The cluster token every call to the cluster carries (default: `SHOAL_TOKEN`).
+    pub fn token(mut self, token: &str) -> Self {
+        self.security.token = Some(token.to_string()).filter(|t| !t.is_empty());
+        self
+    }
+
+    /// Connects to the cluster over TLS, trusting the CA certificate in this PEM file.
+    pub fn tls_ca(mut self, path: &str) -> Self {
+        self.tls_ca = Some(path.to_string());
+        self
+    }
+
     /// Sets a `shoal.*` key by name, as `SET` would.
     pub fn option(mut self, key: &str, value: &str) -> Result<Self> {
         use datafusion::common::config::ExtensionOptions;
@@ -93,13 +118,55 @@ impl SessionBuilder {
             }
             offers[*worker] = resources;
         }
-        Session::start(self.config, offers)
+        let backend = match &self.cluster {
+            Some(url) => {
+                let security = Security::from_files(
+                    self.security.token.clone(),
+                    None,
+                    None,
+                    self.tls_ca.as_deref(),
+                )?;
+                Some(RemoteCluster::connect(url, security)?)
+            }
+            None => None,
+        };
+        Session::start(self.config, offers, backend)
+    }
+}
+
+/// Where a session's jobs run.
+enum Backend {
+    /// Scheduler and workers in this process.
+    Embedded(LocalCluster),
+    /// A cluster of scheduler and worker processes.
+    Remote(RemoteCluster),
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Embedded(c) => c.fmt(f),
+            Self::Remote(c) => c.fmt(f),
+        }
+    }
+}
+
+impl Backend {
+    fn spawn<F>(&self, future: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match self {
+            Self::Embedded(c) => c.spawn(future),
+            Self::Remote(c) => c.spawn(future),
+        }
     }
 }
 
 struct Inner {
     ctx: SessionContext,
-    cluster: LocalCluster,
+    cluster: Backend,
     /// The token Flight calls between this session's workers carry, if any.
     token: Option<String>,
 }
@@ -159,13 +226,42 @@ impl Session {
             config,
             worker_resources: Vec::new(),
             env_error,
+            cluster: None,
+            security: Security {
+                token: std::env::var("SHOAL_TOKEN").ok().filter(|t| !t.is_empty()),
+                ..Default::default()
+            },
+            tls_ca: std::env::var("SHOAL_TLS_CA").ok().filter(|t| !t.is_empty()),
         }
     }
 
-    fn start(mut config: ShoalConfig, worker_resources: Vec<Resources>) -> Result<Self> {
+    /// A session whose queries run on the cluster with its scheduler at `url` (the token
+    /// comes from `SHOAL_TOKEN`; use [`Session::builder`] for more options).
+    pub fn connect(url: &str) -> Result<Self> {
+        Self::builder().cluster(url).build()
+    }
+
+    fn start(
+        mut config: ShoalConfig,
+        worker_resources: Vec<Resources>,
+        remote: Option<RemoteCluster>,
+    ) -> Result<Self> {
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
+        if let Some(remote) = &remote
+            && config.partitions == 0
+        {
+            // One partition per task slot of the workers there now.
+            let status = remote.block_on_status()?;
+            let slots: usize = status
+                .workers
+                .iter()
+                .filter(|w| w.alive)
+                .map(|w| w.slots)
+                .sum();
+            config.partitions = slots.max(1);
+        }
         if config.workers == 0 {
             config.workers = cores;
         }
@@ -205,24 +301,30 @@ impl Session {
         let options = session_config.options_mut();
         options.optimizer.enable_join_dynamic_filter_pushdown = false;
         options.optimizer.enable_aggregate_dynamic_filter_pushdown = false;
+        // A task runs one partition of a scan, possibly in another process: it must read
+        // its own files only, not steal its siblings'.
+        options.execution.enable_file_stream_work_stealing = false;
         let state = SessionStateBuilder::new()
             .with_config(session_config)
             .with_runtime_env(Arc::clone(&runtime))
             .with_default_features()
             .build();
         let ctx = SessionContext::new_with_state(state);
-        let cluster = LocalCluster::start(
-            ClusterOptions {
-                workers: config.workers,
-                slots: config.worker_slots,
-                memory_limit: config.worker_memory_limit,
-                store_memory_target: config.store_memory_target,
-                scratch_dir: scratch,
-                worker_resources,
-                data_plane: data_plane.clone(),
-            },
-            &runtime,
-        )?;
+        let cluster = match remote {
+            Some(remote) => Backend::Remote(remote),
+            None => Backend::Embedded(LocalCluster::start(
+                ClusterOptions {
+                    workers: config.workers,
+                    slots: config.worker_slots,
+                    memory_limit: config.worker_memory_limit,
+                    store_memory_target: config.store_memory_target,
+                    scratch_dir: scratch,
+                    worker_resources,
+                    data_plane: data_plane.clone(),
+                },
+                &runtime,
+            )?),
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 ctx,
@@ -403,6 +505,9 @@ impl Session {
         // forever. `SET` cannot turn them back on.
         options.optimizer.enable_join_dynamic_filter_pushdown = false;
         options.optimizer.enable_aggregate_dynamic_filter_pushdown = false;
+        // A task runs one partition of a scan, possibly in another process: it must read
+        // its own files only, not steal its siblings'.
+        options.execution.enable_file_stream_work_stealing = false;
         // `SET shoal.execution.partitions` takes effect for the next query.
         let partitions = options
             .extensions
@@ -442,7 +547,10 @@ impl Session {
     pub fn execute_graph(&self, graph: TaskGraph) -> JobHandle {
         let schema = graph.result_stage().plan.children()[0].schema();
         let task_ctx = self.inner.ctx.state().task_ctx();
-        self.inner.cluster.submit(graph, task_ctx, schema)
+        match &self.inner.cluster {
+            Backend::Embedded(c) => c.submit(graph, task_ctx, schema),
+            Backend::Remote(c) => c.submit(graph, task_ctx, schema),
+        }
     }
 
     /// Replaces each uncorrelated scalar subquery of the optimized `plan` by its value.
@@ -555,19 +663,28 @@ impl Session {
 
     /// Scheduler's view of workers and jobs.
     pub async fn status(&self) -> Result<ClusterStatus> {
-        Ok(self.inner.cluster.status().await?)
+        match &self.inner.cluster {
+            Backend::Embedded(c) => Ok(c.status().await?),
+            Backend::Remote(c) => Ok(c.status().await?),
+        }
     }
 
     /// With `shoal.data_plane = 'flight'`: where each worker serves its outputs and the
     /// token calls must carry.
     pub fn flight_endpoints(&self) -> Option<(Vec<std::net::SocketAddr>, String)> {
         let token = self.inner.token.clone()?;
-        Some((self.inner.cluster.flight_addresses().to_vec(), token))
+        match &self.inner.cluster {
+            Backend::Embedded(c) => Some((c.flight_addresses().to_vec(), token)),
+            Backend::Remote(_) => None,
+        }
     }
 
     /// Result-store counters per worker.
     pub fn store_stats(&self) -> Vec<StoreStats> {
-        self.inner.cluster.store_stats()
+        match &self.inner.cluster {
+            Backend::Embedded(c) => c.store_stats(),
+            Backend::Remote(_) => Vec::new(),
+        }
     }
 
     /// Names of the registered tables, sorted.

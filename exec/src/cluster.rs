@@ -17,7 +17,8 @@ use shoal_planner::{JobId, PartitionKey, Resources, TaskGraph};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::flight::{FlightTransport, StoreFlightService, serve};
-use crate::scheduler::{ClusterStatus, Event, Scheduler};
+use crate::scheduler::{ClusterStatus, Event, JobSpec, Scheduler};
+use crate::security::Security;
 use crate::store::{ResultStore, StoreStats};
 use crate::transport::{InProcessTransport, Transport, WorkerIo};
 use crate::worker::Worker;
@@ -87,6 +88,11 @@ impl Drop for JobGuard {
     }
 }
 
+/// Memory in use above which a worker starts no new task: 80 % of its limit.
+pub fn pause_threshold(memory_limit: usize) -> usize {
+    memory_limit / 5 * 4
+}
+
 /// An in-process scheduler and its workers.
 pub struct LocalCluster {
     runtime: Option<tokio::runtime::Runtime>,
@@ -129,24 +135,29 @@ impl LocalCluster {
             DataPlane::InProcess => Arc::new(InProcessTransport::new(stores.clone())),
             DataPlane::Flight { token } => {
                 let _entered = runtime.enter();
-                for store in &stores {
+                let security = Arc::new(Security::with_token(token));
+                let flight = FlightTransport::new(
+                    stores.iter().cloned().enumerate().collect(),
+                    false,
+                    Arc::clone(&security),
+                    runtime.handle().clone(),
+                );
+                for (id, store) in stores.iter().enumerate() {
                     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
                     listener.set_nonblocking(true)?;
-                    flight_addresses.push(listener.local_addr()?);
+                    let address = listener.local_addr()?;
+                    flight_addresses.push(address);
+                    flight.set_address(id, address.to_string());
                     let listener = tokio::net::TcpListener::from_std(listener)?;
-                    let service = StoreFlightService::new(Arc::clone(store), token);
+                    let service = StoreFlightService::new(Arc::clone(store), Arc::clone(&security));
+                    let security = Arc::clone(&security);
                     runtime.spawn(async move {
-                        if let Err(e) = serve(service, listener).await {
-                            log::error!("Flight server stopped: {e}");
+                        if let Err(e) = serve(service, listener, &security).await {
+                            tracing::error!("Flight server stopped: {e}");
                         }
                     });
                 }
-                Arc::new(FlightTransport::new(
-                    stores.clone(),
-                    flight_addresses.clone(),
-                    token,
-                    runtime.handle().clone(),
-                ))
+                Arc::new(flight)
             }
         };
         let stores_for_stats = stores.clone();
@@ -161,6 +172,8 @@ impl LocalCluster {
                 .build_arc()?;
             let worker = Worker {
                 id,
+                slots,
+                pause_above: pause_threshold(options.memory_limit),
                 runtime: worker_runtime,
                 store,
                 io: Arc::new(WorkerIo::new(id, Arc::clone(&transport))),
@@ -174,7 +187,7 @@ impl LocalCluster {
                     .cloned()
                     .unwrap_or_default(),
             ));
-            runtime.spawn(worker.run(rx, events_tx.clone()));
+            runtime.spawn(worker.run(rx, events_tx.clone(), |_, _| {}));
         }
         runtime.spawn(Scheduler::new(inboxes, slots).run(events_rx));
         Ok(Self {
@@ -206,8 +219,7 @@ impl LocalCluster {
         let (progress_tx, progress_rx) = watch::channel(Progress::default());
         let sent = self.events.send(Event::Submit {
             job,
-            graph,
-            ctx,
+            spec: JobSpec::local(graph, ctx),
             done: done_tx,
             progress: progress_tx,
         });

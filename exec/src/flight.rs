@@ -3,7 +3,6 @@
 //! carry the cluster token (`authorization: Bearer <token>`).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -22,13 +21,14 @@ use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::{Stream, StreamExt, TryStreamExt};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use shoal_planner::{PartitionKey, TaskId, WorkerId};
-use tonic::transport::{Channel, Endpoint, Server};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::security::{Security, incoming};
 use crate::store::ResultStore;
-use crate::transport::Transport;
+use crate::transport::{FetchError, Transport, batches_stream};
 
 /// Encodes a bucket's key as a Flight ticket.
 pub fn ticket_for(key: PartitionKey) -> Ticket {
@@ -64,31 +64,17 @@ fn key_from(ticket: &Ticket) -> Option<PartitionKey> {
 #[derive(Debug, Clone)]
 pub struct StoreFlightService {
     store: Arc<ResultStore>,
-    token: Arc<str>,
+    security: Arc<Security>,
 }
 
 impl StoreFlightService {
-    /// A service for `store`, answering only calls that carry `token`.
-    pub fn new(store: Arc<ResultStore>, token: &str) -> Self {
-        Self {
-            store,
-            token: token.into(),
-        }
+    /// A service for `store`, answering only calls that carry the token of `security`.
+    pub fn new(store: Arc<ResultStore>, security: Arc<Security>) -> Self {
+        Self { store, security }
     }
 
     fn check<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        let expected = format!("Bearer {}", self.token);
-        match request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(given) if same_secret(given.as_bytes(), expected.as_bytes()) => Ok(()),
-            Some(_) => Err(Status::unauthenticated("wrong cluster token")),
-            None => Err(Status::unauthenticated(
-                "missing cluster token (authorization: Bearer <token>)",
-            )),
-        }
+        self.security.check(request)
     }
 }
 
@@ -115,12 +101,6 @@ fn compact_views(batch: &RecordBatch) -> Result<RecordBatch> {
         return Ok(batch.clone());
     }
     Ok(RecordBatch::try_new(batch.schema(), columns)?)
-}
-
-/// Compares without stopping at the first difference, so timing does not reveal how much
-/// of a guessed token was right.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 type BoxedStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -232,53 +212,63 @@ impl FlightService for StoreFlightService {
     }
 }
 
-/// HTTP/2 flow-control window: the 64 KiB default stalls bulk bucket transfers.
-const WINDOW: u32 = 16 << 20;
-
 /// Serves `service` on `listener` until the runtime stops.
-pub async fn serve(service: StoreFlightService, listener: tokio::net::TcpListener) -> Result<()> {
-    Server::builder()
-        .initial_stream_window_size(Some(WINDOW))
-        .initial_connection_window_size(Some(2 * WINDOW))
-        .add_service(FlightServiceServer::new(service))
-        .serve_with_incoming(
-            tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
-                // Small responses must not wait for Nagle's algorithm.
-                conn.inspect(|stream| {
-                    let _ = stream.set_nodelay(true);
-                })
-            }),
-        )
+pub async fn serve(
+    service: StoreFlightService,
+    listener: tokio::net::TcpListener,
+    security: &Security,
+) -> Result<()> {
+    security
+        .server()?
+        .add_service(FlightServiceServer::new(service).max_encoding_message_size(usize::MAX))
+        .serve_with_incoming(incoming(listener))
         .await
         .map_err(|e| DataFusionError::External(Box::new(e)))
 }
 
-/// Fetches buckets from workers' Flight services; puts go to this process's stores.
+/// Fetches buckets over Flight from the workers that hold them; outputs of workers in
+/// this process are put into (and, unless every read must go over the network, read
+/// from) their stores directly.
 #[derive(Debug)]
 pub struct FlightTransport {
-    stores: Vec<Arc<ResultStore>>,
-    addresses: Vec<SocketAddr>,
-    token: String,
+    local: HashMap<WorkerId, Arc<ResultStore>>,
+    local_reads: bool,
+    addresses: RwLock<HashMap<WorkerId, String>>,
+    security: Arc<Security>,
     channels: Mutex<HashMap<WorkerId, Channel>>,
     /// Channels run their connection tasks here, not on whichever runtime first fetched.
     runtime: tokio::runtime::Handle,
 }
 
 impl FlightTransport {
-    /// A transport whose worker `i` keeps its outputs in `stores[i]` and serves them at
-    /// `addresses[i]`.
+    /// A transport for the workers of this process (`local`, by id) that reaches every
+    /// worker at its address. With `local_reads`, buckets held here skip the network.
     pub fn new(
-        stores: Vec<Arc<ResultStore>>,
-        addresses: Vec<SocketAddr>,
-        token: &str,
+        local: HashMap<WorkerId, Arc<ResultStore>>,
+        local_reads: bool,
+        security: Arc<Security>,
         runtime: tokio::runtime::Handle,
     ) -> Self {
         Self {
-            stores,
-            addresses,
-            token: token.to_string(),
+            local,
+            local_reads,
+            addresses: RwLock::new(HashMap::new()),
+            security,
             channels: Mutex::new(HashMap::new()),
             runtime,
+        }
+    }
+
+    /// Worker `worker` serves its outputs at `address` (`host:port`).
+    pub fn set_address(&self, worker: WorkerId, address: String) {
+        self.channels.lock().remove(&worker);
+        self.addresses.write().insert(worker, address);
+    }
+
+    /// Like [`Self::set_address`], keeping the open channel when the address is known.
+    pub fn set_address_if_new(&self, worker: WorkerId, address: String) {
+        if self.addresses.read().get(&worker) != Some(&address) {
+            self.set_address(worker, address);
         }
     }
 
@@ -287,54 +277,71 @@ impl FlightTransport {
         if let Some(channel) = channels.get(&worker) {
             return Ok(channel.clone());
         }
-        let address = self
-            .addresses
-            .get(worker)
-            .ok_or_else(|| DataFusionError::Execution(format!("unknown worker {worker}")))?;
+        let address = self.addresses.read().get(&worker).cloned().ok_or_else(|| {
+            DataFusionError::External(Box::new(FetchError {
+                worker,
+                message: "its address is unknown".to_string(),
+            }))
+        })?;
         let _entered = self.runtime.enter();
-        let channel = Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|e| DataFusionError::Execution(format!("bad worker address {address}: {e}")))?
-            .tcp_nodelay(true)
-            .initial_stream_window_size(Some(WINDOW))
-            .initial_connection_window_size(Some(2 * WINDOW))
-            .connect_lazy();
+        let channel = self.security.endpoint(&address)?.connect_lazy();
         channels.insert(worker, channel.clone());
         Ok(channel)
     }
 }
 
 fn flight_error(from: WorkerId, e: FlightError) -> DataFusionError {
-    DataFusionError::Execution(format!("fetching from worker {from} failed: {e}"))
+    DataFusionError::External(Box::new(FetchError {
+        worker: from,
+        message: e.to_string(),
+    }))
 }
 
 impl Transport for FlightTransport {
     fn put(&self, local: WorkerId, key: PartitionKey, batches: Vec<RecordBatch>) -> Result<()> {
         let store = self
-            .stores
-            .get(local)
-            .ok_or_else(|| DataFusionError::Execution(format!("unknown worker {local}")))?;
+            .local
+            .get(&local)
+            .ok_or_else(|| DataFusionError::Execution(format!("worker {local} is not here")))?;
         store.put(key, batches)
     }
 
     fn fetch(&self, key: PartitionKey, from: WorkerId) -> Result<SendableRecordBatchStream> {
-        // A single batch can be larger than tonic's default 4 MiB message limit.
-        let inner =
-            FlightServiceClient::new(self.channel(from)?).max_decoding_message_size(usize::MAX);
-        let mut client = FlightClient::new_from_inner(inner);
-        client
-            .add_header("authorization", &format!("Bearer {}", self.token))
-            .map_err(|e| flight_error(from, e))?;
-        let batches = futures::stream::once(async move {
-            let stream = client
-                .do_get(ticket_for(key))
-                .await
-                .map_err(|e| flight_error(from, e))?;
-            Ok::<_, DataFusionError>(stream.map_err(move |e| flight_error(from, e)))
-        })
-        .try_flatten();
-        Ok(Box::pin(RecordBatchStreamAdapter::new(
-            Arc::new(Schema::empty()),
-            batches.boxed(),
-        )))
+        tracing::debug!(?key, from, "fetch");
+        if self.local_reads
+            && let Some(store) = self.local.get(&from)
+        {
+            return Ok(batches_stream(store.get(&key)?));
+        }
+        fetch_bucket(self.channel(from)?, &self.security, key, from)
     }
+}
+
+/// Streams bucket `key` from worker `from` over `channel`.
+pub fn fetch_bucket(
+    channel: Channel,
+    security: &Security,
+    key: PartitionKey,
+    from: WorkerId,
+) -> Result<SendableRecordBatchStream> {
+    // A single batch can be larger than tonic's default 4 MiB message limit.
+    let inner = FlightServiceClient::new(channel).max_decoding_message_size(usize::MAX);
+    let mut client = FlightClient::new_from_inner(inner);
+    if let Some(bearer) = security.bearer() {
+        client
+            .add_header("authorization", &bearer)
+            .map_err(|e| flight_error(from, e))?;
+    }
+    let batches = futures::stream::once(async move {
+        let stream = client
+            .do_get(ticket_for(key))
+            .await
+            .map_err(|e| flight_error(from, e))?;
+        Ok::<_, DataFusionError>(stream.map_err(move |e| flight_error(from, e)))
+    })
+    .try_flatten();
+    Ok(Box::pin(RecordBatchStreamAdapter::new(
+        Arc::new(Schema::empty()),
+        batches.boxed(),
+    )))
 }

@@ -16,12 +16,16 @@
 
 pub mod cluster;
 pub mod flight;
+pub mod remote;
 pub mod scheduler;
+pub mod security;
 pub mod store;
 pub mod transport;
 pub mod worker;
 
 pub use cluster::{ClusterOptions, DataPlane, JobHandle, LocalCluster, Progress};
 pub use scheduler::{ClusterStatus, JobStatus, TaskFailure, WorkerStatus};
+pub use remote::RemoteCluster;
+pub use security::Security;
 pub use store::{ResultStore, StoreStats};
 pub use transport::{InProcessTransport, Transport};

@@ -1,9 +1,15 @@
 //! The scheduler: one task that owns every job's state and reacts to events.
 //!
 //! A stage's tasks become ready when all of its input stages have finished. Ready tasks
-//! go to workers with a free slot, preferring the worker that already holds most of the
-//! task's input bytes, then the least loaded one. Jobs take turns (round robin), so a
-//! large job does not starve a small one.
+//! go to workers with room, preferring the worker that already holds most of the task's
+//! input bytes, then the least loaded one. Jobs take turns (round robin), so a large job
+//! does not starve a small one.
+//!
+//! Workers may join and leave at any time. When one is lost, its running tasks are run
+//! again elsewhere and the outputs it held are recomputed from lineage: the stages that
+//! produced them are reopened, and so are their inputs if those were already released.
+//! A task that fails because it could not fetch an input triggers the same for the
+//! worker it fetched from. Each task runs at most [`MAX_ATTEMPTS`] times.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -12,12 +18,14 @@ use std::time::{Duration, Instant};
 use datafusion::common::DataFusionError;
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::physical_plan::empty::EmptyExec;
 use shoal_planner::{JobId, Resources, ShoalConfig, StageId, TaskGraph, TaskId, WorkerId};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::cluster::Progress;
 use crate::worker::{Launch, TaskOutcome, WorkerMsg};
+
+/// How many times one task may be started before its job fails.
+pub const MAX_ATTEMPTS: u32 = 4;
 
 /// Where the result stage's tasks left their output, in partition order.
 pub type JobOutputs = Vec<(TaskId, WorkerId)>;
@@ -51,6 +59,94 @@ impl std::error::Error for TaskFailure {
     }
 }
 
+/// A stage's plan, in the form the workers that run it need.
+#[derive(Debug, Clone)]
+pub enum StagePlan {
+    /// A physical plan and the session's task context, for workers in this process.
+    Local {
+        /// The stage plan, rooted at `ShuffleWriteExec`.
+        plan: Arc<dyn ExecutionPlan>,
+        /// Session configuration and functions.
+        ctx: Arc<TaskContext>,
+    },
+    /// The plan as `datafusion-proto` bytes with the session's settings, for worker
+    /// processes (the scheduler process never decodes it).
+    Encoded(Arc<EncodedStage>),
+    /// Tasks that do nothing (scheduler benchmarks).
+    Noop,
+}
+
+/// A serialised stage plan.
+#[derive(Debug)]
+pub struct EncodedStage {
+    /// `datafusion-proto` bytes with Shoal's extension codec.
+    pub plan: Vec<u8>,
+    /// The session's settings.
+    pub config: Arc<HashMap<String, String>>,
+}
+
+/// One stage of a submitted job.
+#[derive(Debug, Clone)]
+pub struct StageSpec {
+    /// Stages whose every task output this stage reads.
+    pub inputs: Vec<StageId>,
+    /// Number of tasks.
+    pub tasks: usize,
+    /// What each task runs.
+    pub plan: StagePlan,
+}
+
+/// A job as the scheduler runs it: stages in topological order, the last is the result.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    /// The stages.
+    pub stages: Vec<StageSpec>,
+    /// What every task asks for.
+    pub request: Resources,
+    /// How long the job may wait for a worker that can run its tasks.
+    pub placement_timeout: Duration,
+}
+
+impl JobSpec {
+    /// The job for a task graph planned in this process.
+    pub fn local(graph: TaskGraph, ctx: Arc<TaskContext>) -> Self {
+        let request = graph
+            .tasks
+            .first()
+            .map(|t| t.resources.clone())
+            .unwrap_or_default();
+        let placement_timeout = ctx
+            .session_config()
+            .options()
+            .extensions
+            .get::<ShoalConfig>()
+            .map(|c| c.placement_timeout())
+            .unwrap_or(Duration::from_secs(60));
+        let stages = graph
+            .stages
+            .into_iter()
+            .map(|s| StageSpec {
+                inputs: s.inputs,
+                tasks: s.tasks,
+                plan: StagePlan::Local {
+                    plan: s.plan,
+                    ctx: Arc::clone(&ctx),
+                },
+            })
+            .collect();
+        Self {
+            stages,
+            request,
+            placement_timeout,
+        }
+    }
+
+    /// Tasks in the job.
+    pub fn tasks_total(&self) -> usize {
+        self.stages.iter().map(|s| s.tasks).sum()
+    }
+}
+
 /// Events the scheduler reacts to.
 #[derive(Debug)]
 pub enum Event {
@@ -59,9 +155,7 @@ pub enum Event {
         /// Its id.
         job: JobId,
         /// What to run.
-        graph: TaskGraph,
-        /// Session configuration and functions for its tasks.
-        ctx: Arc<TaskContext>,
+        spec: JobSpec,
         /// Answered once: the result locations, or the first failure.
         done: oneshot::Sender<Result<JobOutputs, DataFusionError>>,
         /// Task counts as the job advances.
@@ -73,6 +167,8 @@ pub enum Event {
         job: JobId,
         /// The task.
         task: TaskId,
+        /// Which start of the task this was.
+        attempt: u32,
         /// The worker that ran it.
         worker: WorkerId,
         /// The outcome.
@@ -82,6 +178,29 @@ pub enum Event {
     EndJob(JobId),
     /// Report the cluster's state.
     Status(oneshot::Sender<ClusterStatus>),
+    /// A worker process registered; the reply is its id.
+    WorkerJoined {
+        /// Where it is and what it offers (`id` is ignored).
+        info: WorkerStatus,
+        /// Commands for it.
+        tx: mpsc::UnboundedSender<WorkerMsg>,
+        /// Its id.
+        reply: oneshot::Sender<WorkerId>,
+    },
+    /// A worker is gone (its connection closed or its heartbeats stopped).
+    WorkerLost {
+        /// Which.
+        worker: WorkerId,
+        /// Why the scheduler thinks so.
+        cause: String,
+    },
+    /// A worker is alive and uses this much memory.
+    Heartbeat {
+        /// Which.
+        worker: WorkerId,
+        /// Operator memory plus in-memory task outputs, in bytes.
+        memory_used: u64,
+    },
 }
 
 /// One worker as the scheduler sees it.
@@ -89,14 +208,22 @@ pub enum Event {
 pub struct WorkerStatus {
     /// Worker id.
     pub id: WorkerId,
+    /// Where it serves task outputs (empty inside one process).
+    pub address: String,
     /// Task slots.
     pub slots: usize,
     /// Named resources the worker offers.
     pub resources: Resources,
+    /// Memory limit, in bytes.
+    pub memory_limit: u64,
+    /// Memory in use at the last heartbeat, in bytes.
+    pub memory_used: u64,
     /// Tasks running now.
     pub tasks_running: usize,
     /// Tasks finished since start.
     pub tasks_completed: u64,
+    /// False once the worker is lost.
+    pub alive: bool,
 }
 
 /// One job as the scheduler sees it.
@@ -115,7 +242,7 @@ pub struct JobStatus {
 /// A snapshot of the cluster.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ClusterStatus {
-    /// Every worker.
+    /// Every worker that ever joined.
     pub workers: Vec<WorkerStatus>,
     /// Jobs not yet ended.
     pub jobs: Vec<JobStatus>,
@@ -128,143 +255,163 @@ struct WorkerSlot {
     available: Resources,
     /// What each running task holds, given back when it ends.
     holding: HashMap<(JobId, TaskId), Resources>,
+    last_heard: Instant,
+}
+
+impl WorkerSlot {
+    fn release(&mut self, job: JobId, task: TaskId) {
+        self.status.tasks_running = self.status.tasks_running.saturating_sub(1);
+        if let Some(held) = self.holding.remove(&(job, task)) {
+            self.available.give(&held);
+        }
+        if self.holding.is_empty() {
+            // Nothing held: the exact offer, free of rounding from fractional amounts.
+            self.available = self.status.resources.clone();
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TaskState {
+    /// Its stage's inputs are not all there.
+    Waiting,
+    /// In the job's ready queue.
+    Queued,
+    Running {
+        worker: WorkerId,
+        attempt: u32,
+    },
+    Done {
+        worker: WorkerId,
+    },
 }
 
 struct JobState {
-    /// Stage layout only: plans live in `plans` and the task list is dropped.
-    graph: TaskGraph,
-    /// Each stage's plan until all of its tasks finish; dropping it then frees state the
-    /// plan holds (e.g. a broadcast join's hash table).
-    plans: Vec<Option<Arc<dyn ExecutionPlan>>>,
-    ctx: Arc<TaskContext>,
+    inputs: Vec<Vec<StageId>>,
+    consumers: Vec<Vec<StageId>>,
+    /// Each stage's plan while it may still run; dropped once the stage's outputs are
+    /// no longer needed, which frees state the plan holds (a broadcast hash table).
+    plans: Vec<Option<StagePlan>>,
     done: Option<oneshot::Sender<Result<JobOutputs, DataFusionError>>>,
     progress: watch::Sender<Progress>,
+    tasks: Vec<Vec<TaskState>>,
+    attempts: Vec<Vec<u32>>,
     /// Unfinished tasks per stage.
     tasks_left: Vec<usize>,
     /// Unfinished input stages per stage.
     inputs_left: Vec<usize>,
-    consumers: Vec<Vec<StageId>>,
-    locations: Vec<Vec<Option<WorkerId>>>,
+    /// Unfinished consumer stages per stage; at zero its outputs are released.
+    consumers_left: Vec<usize>,
+    stage_done: Vec<bool>,
+    /// Outputs dropped on the workers (nobody needed them any more).
+    released: Vec<bool>,
     /// Output bytes per stage per worker, for locality.
-    bytes_on: Vec<Vec<u64>>,
+    bytes_on: Vec<HashMap<WorkerId, u64>>,
     ready: VecDeque<TaskId>,
-    /// What each task asks for.
     request: Resources,
-    /// How long the job may wait for a worker that can run its tasks.
     placement_timeout: Duration,
     /// Since when no worker offers `request`.
     waiting_since: Option<Instant>,
     tasks_total: usize,
     tasks_done: usize,
-    /// Stages whose tasks were queued.
-    readied: Vec<bool>,
-    /// Consumer stages of each stage still to finish; at zero its outputs are released.
-    consumers_left: Vec<usize>,
-    /// Stages whose outputs nobody needs any more, for the scheduler to release.
-    released: Vec<StageId>,
+    /// Stages whose outputs the scheduler must tell workers to drop.
+    to_release: Vec<StageId>,
     failed: bool,
 }
 
 impl JobState {
     fn new(
-        mut graph: TaskGraph,
-        ctx: Arc<TaskContext>,
-        workers: usize,
+        spec: JobSpec,
         done: oneshot::Sender<Result<JobOutputs, DataFusionError>>,
         progress: watch::Sender<Progress>,
     ) -> Self {
-        let n = graph.stages.len();
-        let request = graph
-            .tasks
-            .first()
-            .map(|t| t.resources.clone())
-            .unwrap_or_default();
-        let tasks_total = graph.tasks.len();
-        let placement_timeout = ctx
-            .session_config()
-            .options()
-            .extensions
-            .get::<ShoalConfig>()
-            .map(|c| c.placement_timeout())
-            .unwrap_or(Duration::from_secs(60));
-        let plans = graph
-            .stages
-            .iter_mut()
-            .map(|s| {
-                let placeholder: Arc<dyn ExecutionPlan> = Arc::new(EmptyExec::new(s.plan.schema()));
-                Some(std::mem::replace(&mut s.plan, placeholder))
-            })
-            .collect();
-        graph.tasks = Vec::new();
+        let n = spec.stages.len();
+        let tasks_total = spec.tasks_total();
         let mut consumers = vec![Vec::new(); n];
-        for stage in &graph.stages {
+        for (id, stage) in spec.stages.iter().enumerate() {
             for &input in &stage.inputs {
-                consumers[input].push(stage.id);
+                consumers[input].push(id);
             }
         }
-        let consumers_left = consumers.iter().map(Vec::len).collect();
         let mut job = Self {
-            request,
-            placement_timeout,
+            inputs: spec.stages.iter().map(|s| s.inputs.clone()).collect(),
+            consumers_left: consumers.iter().map(Vec::len).collect(),
+            consumers,
+            tasks: spec
+                .stages
+                .iter()
+                .map(|s| vec![TaskState::Waiting; s.tasks])
+                .collect(),
+            attempts: spec.stages.iter().map(|s| vec![0; s.tasks]).collect(),
+            tasks_left: spec.stages.iter().map(|s| s.tasks).collect(),
+            inputs_left: spec.stages.iter().map(|s| s.inputs.len()).collect(),
+            stage_done: vec![false; n],
+            released: vec![false; n],
+            bytes_on: vec![HashMap::new(); n],
+            plans: spec.stages.into_iter().map(|s| Some(s.plan)).collect(),
+            done: Some(done),
+            progress,
+            ready: VecDeque::new(),
+            request: spec.request,
+            placement_timeout: spec.placement_timeout,
             waiting_since: None,
             tasks_total,
             tasks_done: 0,
-            readied: vec![false; n],
-            consumers_left,
-            released: Vec::new(),
-            tasks_left: graph.stages.iter().map(|s| s.tasks).collect(),
-            inputs_left: graph.stages.iter().map(|s| s.inputs.len()).collect(),
-            locations: graph.stages.iter().map(|s| vec![None; s.tasks]).collect(),
-            bytes_on: vec![vec![0; workers]; n],
-            consumers,
-            ready: VecDeque::new(),
-            graph,
-            plans,
-            ctx,
-            done: Some(done),
-            progress,
+            to_release: Vec::new(),
             failed: false,
         };
         for stage in 0..n {
             if job.inputs_left[stage] == 0 {
-                job.make_ready(stage);
+                job.queue_stage(stage);
             }
         }
         job
     }
 
-    fn make_ready(&mut self, stage: StageId) {
-        if std::mem::replace(&mut self.readied[stage], true) {
-            return;
+    fn result_stage(&self) -> StageId {
+        self.tasks.len() - 1
+    }
+
+    /// Queues the stage's waiting tasks (its inputs are all there).
+    fn queue_stage(&mut self, stage: StageId) {
+        for partition in 0..self.tasks[stage].len() {
+            if self.tasks[stage][partition] == TaskState::Waiting {
+                self.tasks[stage][partition] = TaskState::Queued;
+                self.ready.push_back(TaskId { stage, partition });
+            }
         }
-        let tasks = self.graph.stages[stage].tasks;
-        self.ready
-            .extend((0..tasks).map(|partition| TaskId { stage, partition }));
-        if tasks == 0 {
-            self.stage_done(stage);
+        if self.tasks_left[stage] == 0 && !self.stage_done[stage] {
+            // Empty, or every task finished while an input was being recomputed.
+            self.complete(stage);
         }
     }
 
-    fn stage_done(&mut self, stage: StageId) {
-        self.plans[stage] = None;
-        for &input in &self.graph.stages[stage].inputs {
+    /// Every task of `stage` has finished.
+    fn complete(&mut self, stage: StageId) {
+        self.stage_done[stage] = true;
+        for i in 0..self.inputs[stage].len() {
+            let input = self.inputs[stage][i];
             self.consumers_left[input] -= 1;
             if self.consumers_left[input] == 0 {
-                self.released.push(input);
+                self.release(input);
             }
         }
-        for consumer in self.consumers[stage].clone() {
+        for i in 0..self.consumers[stage].len() {
+            let consumer = self.consumers[stage][i];
             self.inputs_left[consumer] -= 1;
             if self.inputs_left[consumer] == 0 {
-                self.make_ready(consumer);
+                self.queue_stage(consumer);
             }
         }
-        if stage + 1 == self.graph.stages.len() {
-            let outputs = self
-                .graph
-                .outputs
-                .iter()
-                .map(|t| (*t, self.locations[t.stage][t.partition].unwrap_or_default()))
+        if stage == self.result_stage() {
+            let outputs = (0..self.tasks[stage].len())
+                .map(|partition| {
+                    let worker = match self.tasks[stage][partition] {
+                        TaskState::Done { worker } => worker,
+                        _ => 0,
+                    };
+                    (TaskId { stage, partition }, worker)
+                })
                 .collect();
             if let Some(done) = self.done.take() {
                 let _ = done.send(Ok(outputs));
@@ -272,24 +419,124 @@ impl JobState {
         }
     }
 
+    fn release(&mut self, stage: StageId) {
+        self.released[stage] = true;
+        self.to_release.push(stage);
+        if let Some(StagePlan::Local { .. }) = self.plans[stage] {
+            // Plans held in this process can be large; encoded ones are kept for lineage.
+            self.plans[stage] = None;
+        }
+    }
+
+    /// `stage` must run again: some of its outputs are lost.
+    fn reopen(&mut self, stage: StageId) {
+        if !self.stage_done[stage] {
+            return;
+        }
+        self.stage_done[stage] = false;
+        for i in 0..self.inputs[stage].len() {
+            let input = self.inputs[stage][i];
+            self.consumers_left[input] += 1;
+            if self.released[input] {
+                // Its outputs were dropped everywhere: all of it runs again.
+                self.released[input] = false;
+                self.reset_stage(input);
+            }
+        }
+        for i in 0..self.consumers[stage].len() {
+            let consumer = self.consumers[stage][i];
+            self.inputs_left[consumer] += 1;
+            for state in &mut self.tasks[consumer] {
+                if *state == TaskState::Queued {
+                    // Its entry in `ready` is skipped when popped.
+                    *state = TaskState::Waiting;
+                }
+            }
+        }
+    }
+
+    /// Every task of `stage` runs again.
+    fn reset_stage(&mut self, stage: StageId) {
+        for partition in 0..self.tasks[stage].len() {
+            if let TaskState::Done { .. } = self.tasks[stage][partition] {
+                self.unfinish(TaskId { stage, partition });
+            }
+        }
+        self.bytes_on[stage].clear();
+        self.reopen(stage);
+    }
+
+    /// A finished task's output is gone.
+    fn unfinish(&mut self, task: TaskId) {
+        self.tasks[task.stage][task.partition] = TaskState::Waiting;
+        self.tasks_left[task.stage] += 1;
+        self.tasks_done -= 1;
+        self.progress.send_modify(|p| p.tasks_done -= 1);
+    }
+
+    /// Outputs held by `worker` are lost; returns tasks that were running there.
+    fn lose_outputs(&mut self, worker: WorkerId) {
+        for stage in 0..self.tasks.len() {
+            let delivered = stage == self.result_stage() && self.done.is_none();
+            if self.released[stage] || delivered {
+                continue;
+            }
+            let mut lost = false;
+            for partition in 0..self.tasks[stage].len() {
+                if self.tasks[stage][partition] == (TaskState::Done { worker }) {
+                    self.unfinish(TaskId { stage, partition });
+                    lost = true;
+                }
+            }
+            if lost {
+                self.bytes_on[stage].remove(&worker);
+                self.reopen(stage);
+            }
+        }
+        self.requeue_open_stages();
+    }
+
+    fn requeue_open_stages(&mut self) {
+        for stage in 0..self.tasks.len() {
+            if !self.stage_done[stage] && self.inputs_left[stage] == 0 {
+                self.queue_stage(stage);
+            }
+        }
+    }
+
     fn finished(&mut self, task: TaskId, worker: WorkerId, bytes: &[u64]) {
-        self.locations[task.stage][task.partition] = Some(worker);
-        self.bytes_on[task.stage][worker] += bytes.iter().sum::<u64>();
+        self.tasks[task.stage][task.partition] = TaskState::Done { worker };
+        *self.bytes_on[task.stage].entry(worker).or_default() += bytes.iter().sum::<u64>();
         self.tasks_left[task.stage] -= 1;
         self.tasks_done += 1;
         self.progress.send_modify(|p| p.tasks_done += 1);
-        if self.tasks_left[task.stage] == 0 {
-            self.stage_done(task.stage);
+        if self.tasks_left[task.stage] == 0 && self.inputs_left[task.stage] == 0 {
+            self.complete(task.stage);
         }
     }
 
     /// Bytes of `stage`'s inputs held by `worker`.
     fn locality(&self, stage: StageId, worker: WorkerId) -> u64 {
-        self.graph.stages[stage]
-            .inputs
+        self.inputs[stage]
             .iter()
-            .map(|&s| self.bytes_on[s][worker])
+            .map(|&s| self.bytes_on[s].get(&worker).copied().unwrap_or(0))
             .sum()
+    }
+
+    fn locations(&self, stage: StageId) -> HashMap<StageId, Vec<WorkerId>> {
+        self.inputs[stage]
+            .iter()
+            .map(|&s| {
+                let workers = self.tasks[s]
+                    .iter()
+                    .map(|t| match t {
+                        TaskState::Done { worker } => *worker,
+                        _ => 0,
+                    })
+                    .collect();
+                (s, workers)
+            })
+            .collect()
     }
 }
 
@@ -298,32 +545,60 @@ pub struct Scheduler {
     workers: Vec<WorkerSlot>,
     jobs: HashMap<JobId, JobState>,
     turn: VecDeque<JobId>,
+    /// Tasks in flight per slot: above one, a worker has its next task before it asks.
+    prefetch: usize,
+    /// Workers silent for longer are lost (workers in this process are never checked).
+    heartbeat_timeout: Option<Duration>,
 }
 
 impl Scheduler {
     /// A scheduler over workers reachable through `workers` (index = worker id), each
     /// with `slots` task slots and the resources it offers.
     pub fn new(workers: Vec<(mpsc::UnboundedSender<WorkerMsg>, Resources)>, slots: usize) -> Self {
-        let workers = workers
-            .into_iter()
-            .enumerate()
-            .map(|(id, (tx, resources))| WorkerSlot {
-                tx,
-                available: resources.clone(),
-                holding: HashMap::new(),
-                status: WorkerStatus {
-                    id,
+        let mut scheduler = Self::empty(1, None);
+        for (tx, resources) in workers {
+            scheduler.join(
+                WorkerStatus {
                     slots,
                     resources,
                     ..Default::default()
                 },
-            })
-            .collect();
+                tx,
+            );
+        }
+        scheduler
+    }
+
+    /// A scheduler that starts with no workers; worker processes join with
+    /// [`Event::WorkerJoined`] and must be heard from within `heartbeat_timeout`.
+    pub fn empty(prefetch: usize, heartbeat_timeout: Option<Duration>) -> Self {
         Self {
-            workers,
+            workers: Vec::new(),
             jobs: HashMap::new(),
             turn: VecDeque::new(),
+            prefetch: prefetch.max(1),
+            heartbeat_timeout,
         }
+    }
+
+    fn join(&mut self, mut info: WorkerStatus, tx: mpsc::UnboundedSender<WorkerMsg>) -> WorkerId {
+        let id = self.workers.len();
+        info.id = id;
+        info.alive = true;
+        info.tasks_running = 0;
+        for w in self.workers.iter().filter(|w| w.status.alive) {
+            let _ = w.tx.send(WorkerMsg::Peer(id, info.address.clone()));
+            let _ = tx.send(WorkerMsg::Peer(w.status.id, w.status.address.clone()));
+        }
+        let _ = tx.send(WorkerMsg::Peer(id, info.address.clone()));
+        self.workers.push(WorkerSlot {
+            tx,
+            available: info.resources.clone(),
+            holding: HashMap::new(),
+            status: info,
+            last_heard: Instant::now(),
+        });
+        id
     }
 
     /// Handles events until every sender is gone; checks waiting jobs on a tick.
@@ -339,9 +614,28 @@ impl Scheduler {
                         self.handle(event);
                     }
                 }
-                _ = tick.tick() => self.fail_jobs_waiting_too_long(),
+                _ = tick.tick() => {
+                    self.lose_silent_workers();
+                    self.fail_jobs_waiting_too_long();
+                }
             }
             self.dispatch();
+        }
+    }
+
+    fn lose_silent_workers(&mut self) {
+        let Some(timeout) = self.heartbeat_timeout else {
+            return;
+        };
+        let silent: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|w| w.status.alive && w.last_heard.elapsed() > timeout)
+            .map(|w| w.status.id)
+            .collect();
+        for worker in silent {
+            let cause = format!("no heartbeat for {:.1} s", timeout.as_secs_f64());
+            self.lose_worker(worker, &cause);
         }
     }
 
@@ -350,21 +644,31 @@ impl Scheduler {
         let offers: Vec<String> = self
             .workers
             .iter()
+            .filter(|w| w.status.alive)
             .map(|w| format!("worker {} offers {}", w.status.id, w.status.resources))
             .collect();
+        if offers.is_empty() {
+            return "no workers have joined the cluster".to_string();
+        }
         format!("no worker offers {request} ({})", offers.join(", "))
+    }
+
+    fn feasible_somewhere(&self, request: &Resources) -> bool {
+        self.workers
+            .iter()
+            .any(|w| w.status.alive && w.status.resources.covers(request))
     }
 
     fn fail_jobs_waiting_too_long(&mut self) {
         // Start the clock for jobs no worker can ever run, even while every slot is busy.
-        for job in self.jobs.values_mut() {
-            if !job.ready.is_empty()
-                && !job.failed
-                && !self
-                    .workers
-                    .iter()
-                    .any(|w| w.status.resources.covers(&job.request))
-            {
+        let mut now_waiting = Vec::new();
+        for (id, job) in &self.jobs {
+            if !job.ready.is_empty() && !job.failed && !self.feasible_somewhere(&job.request) {
+                now_waiting.push(*id);
+            }
+        }
+        for id in now_waiting {
+            if let Some(job) = self.jobs.get_mut(&id) {
                 job.waiting_since.get_or_insert_with(Instant::now);
             }
         }
@@ -392,62 +696,31 @@ impl Scheduler {
         match event {
             Event::Submit {
                 job,
-                graph,
-                ctx,
+                spec,
                 done,
                 progress,
             } => {
-                let total = graph.tasks.len();
+                let total = spec.tasks_total();
                 progress.send_modify(|p| p.tasks_total = total);
-                let state = JobState::new(graph, ctx, self.workers.len(), done, progress);
+                if spec.stages.is_empty() {
+                    let _ = done.send(Ok(Vec::new()));
+                    return;
+                }
+                let state = JobState::new(spec, done, progress);
                 self.jobs.insert(job, state);
                 self.turn.push_back(job);
             }
             Event::TaskEnded {
                 job,
                 task,
+                attempt,
                 worker,
                 outcome,
-            } => {
-                let slot = &mut self.workers[worker];
-                slot.status.tasks_running = slot.status.tasks_running.saturating_sub(1);
-                if let Some(held) = slot.holding.remove(&(job, task)) {
-                    slot.available.give(&held);
-                }
-                if slot.holding.is_empty() {
-                    // Nothing held: the exact offer, free of rounding from fractional amounts.
-                    slot.available = slot.status.resources.clone();
-                }
-                let Some(state) = self.jobs.get_mut(&job) else {
-                    return;
-                };
-                match outcome {
-                    TaskOutcome::Finished(_) if state.failed => {}
-                    TaskOutcome::Finished(bytes) => {
-                        self.workers[worker].status.tasks_completed += 1;
-                        state.finished(task, worker, &bytes);
-                        for stage in std::mem::take(&mut state.released) {
-                            for w in &self.workers {
-                                let _ = w.tx.send(WorkerMsg::ReleaseStage(job, stage));
-                            }
-                        }
-                    }
-                    TaskOutcome::Failed(cause) => {
-                        let failure = TaskFailure {
-                            job,
-                            task,
-                            worker,
-                            cause,
-                        };
-                        self.fail(job, DataFusionError::External(Box::new(failure)));
-                    }
-                    TaskOutcome::Cancelled => {}
-                }
-            }
+            } => self.task_ended(job, task, attempt, worker, outcome),
             Event::EndJob(job) => {
                 if let Some(state) = self.jobs.remove(&job) {
                     let running = state.done.is_some() || state.failed;
-                    for w in &self.workers {
+                    for w in self.workers.iter().filter(|w| w.status.alive) {
                         let msg = if running {
                             WorkerMsg::CancelJob(job)
                         } else {
@@ -455,26 +728,182 @@ impl Scheduler {
                         };
                         let _ = w.tx.send(msg);
                     }
+                    for w in &mut self.workers {
+                        let held: Vec<_> =
+                            w.holding.keys().filter(|(j, _)| *j == job).copied().collect();
+                        for (j, t) in held {
+                            w.release(j, t);
+                        }
+                    }
                     self.turn.retain(|j| *j != job);
                 }
             }
             Event::Status(reply) => {
-                let mut jobs: Vec<JobStatus> = self
-                    .jobs
-                    .iter()
-                    .map(|(id, job)| JobStatus {
-                        id: *id,
-                        tasks_total: job.tasks_total,
-                        tasks_done: job.tasks_done,
-                        waiting: job.waiting_since.map(|_| self.unplaceable(&job.request)),
-                    })
-                    .collect();
-                jobs.sort_by_key(|j| j.id);
-                let _ = reply.send(ClusterStatus {
-                    workers: self.workers.iter().map(|w| w.status.clone()).collect(),
-                    jobs,
-                });
+                let _ = reply.send(self.status());
             }
+            Event::WorkerJoined { info, tx, reply } => {
+                let id = self.join(info, tx);
+                tracing::info!("worker {id} joined");
+                let _ = reply.send(id);
+            }
+            Event::WorkerLost { worker, cause } => self.lose_worker(worker, &cause),
+            Event::Heartbeat {
+                worker,
+                memory_used,
+            } => {
+                if let Some(w) = self.workers.get_mut(worker) {
+                    w.last_heard = Instant::now();
+                    w.status.memory_used = memory_used;
+                }
+            }
+        }
+    }
+
+    fn status(&self) -> ClusterStatus {
+        let mut jobs: Vec<JobStatus> = self
+            .jobs
+            .iter()
+            .map(|(id, job)| JobStatus {
+                id: *id,
+                tasks_total: job.tasks_total,
+                tasks_done: job.tasks_done,
+                waiting: job.waiting_since.map(|_| self.unplaceable(&job.request)),
+            })
+            .collect();
+        jobs.sort_by_key(|j| j.id);
+        ClusterStatus {
+            workers: self.workers.iter().map(|w| w.status.clone()).collect(),
+            jobs,
+        }
+    }
+
+    fn task_ended(
+        &mut self,
+        job: JobId,
+        task: TaskId,
+        attempt: u32,
+        worker: WorkerId,
+        outcome: TaskOutcome,
+    ) {
+        let Some(state) = self.jobs.get_mut(&job) else {
+            return;
+        };
+        if state.tasks[task.stage][task.partition] != (TaskState::Running { worker, attempt }) {
+            // A late report from an attempt that was already given up on.
+            return;
+        }
+        if let Some(slot) = self.workers.get_mut(worker) {
+            slot.release(job, task);
+        }
+        if state.failed {
+            return;
+        }
+        match outcome {
+            TaskOutcome::Finished(bytes) => {
+                self.workers[worker].status.tasks_completed += 1;
+                state.finished(task, worker, &bytes);
+                self.send_releases(job);
+            }
+            TaskOutcome::FetchFailed { from, cause } => {
+                // The producer's outputs on `from` are unreachable: recompute them, and
+                // run this task again once they are back.
+                tracing::warn!("{task} of job {job} on worker {worker}: {cause}");
+                state.tasks[task.stage][task.partition] = TaskState::Waiting;
+                if state.attempts[task.stage][task.partition] >= MAX_ATTEMPTS {
+                    let failure = TaskFailure {
+                        job,
+                        task,
+                        worker,
+                        cause: attempts_exhausted(cause),
+                    };
+                    self.fail(job, DataFusionError::External(Box::new(failure)));
+                    return;
+                }
+                state.lose_outputs(from);
+                state.requeue_open_stages();
+            }
+            TaskOutcome::Failed(cause) => {
+                let failure = TaskFailure {
+                    job,
+                    task,
+                    worker,
+                    cause,
+                };
+                self.fail(job, DataFusionError::External(Box::new(failure)));
+            }
+            TaskOutcome::Cancelled => {
+                state.tasks[task.stage][task.partition] = TaskState::Waiting;
+                state.requeue_open_stages();
+            }
+        }
+    }
+
+    fn send_releases(&mut self, job: JobId) {
+        let Some(state) = self.jobs.get_mut(&job) else {
+            return;
+        };
+        for stage in std::mem::take(&mut state.to_release) {
+            for w in self.workers.iter().filter(|w| w.status.alive) {
+                let _ = w.tx.send(WorkerMsg::ReleaseStage(job, stage));
+            }
+        }
+    }
+
+    /// `worker` is gone: its running tasks run elsewhere and its outputs are recomputed.
+    fn lose_worker(&mut self, worker: WorkerId, cause: &str) {
+        let Some(slot) = self.workers.get_mut(worker) else {
+            return;
+        };
+        if !slot.status.alive {
+            return;
+        }
+        tracing::warn!("worker {worker} ({}) lost: {cause}", slot.status.address);
+        slot.status.alive = false;
+        slot.status.tasks_running = 0;
+        slot.holding.clear();
+        let address = slot.status.address.clone();
+        let any_alive = self.workers.iter().any(|w| w.status.alive);
+        let ids: Vec<JobId> = self.jobs.keys().copied().collect();
+        for job in ids {
+            let state = self.jobs.get_mut(&job).expect("job exists");
+            if state.failed {
+                continue;
+            }
+            if !any_alive {
+                let error = DataFusionError::Execution(format!(
+                    "job {job} failed: every worker was lost (the last, worker {worker} at \
+                     {address}: {cause})"
+                ));
+                self.fail(job, error);
+                continue;
+            }
+            let mut exhausted = None;
+            for stage in 0..state.tasks.len() {
+                for partition in 0..state.tasks[stage].len() {
+                    if let TaskState::Running { worker: w, .. } = state.tasks[stage][partition]
+                        && w == worker
+                    {
+                        state.tasks[stage][partition] = TaskState::Waiting;
+                        if state.attempts[stage][partition] >= MAX_ATTEMPTS {
+                            exhausted = Some(TaskId { stage, partition });
+                        }
+                    }
+                }
+            }
+            if let Some(task) = exhausted {
+                let failure = TaskFailure {
+                    job,
+                    task,
+                    worker,
+                    cause: attempts_exhausted(DataFusionError::Execution(format!(
+                        "worker {worker} at {address} was lost: {cause}"
+                    ))),
+                };
+                self.fail(job, DataFusionError::External(Box::new(failure)));
+                continue;
+            }
+            state.lose_outputs(worker);
+            self.send_releases(job);
         }
     }
 
@@ -491,21 +920,22 @@ impl Scheduler {
         if let Some(done) = state.done.take() {
             let _ = done.send(Err(error));
         }
-        for w in &self.workers {
+        for w in self.workers.iter().filter(|w| w.status.alive) {
             let _ = w.tx.send(WorkerMsg::CancelJob(job));
         }
     }
 
-    /// Gives ready tasks to free slots, jobs taking turns. A task goes to a worker with a
-    /// free slot and the resources it asks for free; among those, the one holding most of
-    /// its input bytes, then the least loaded.
+    /// Gives ready tasks to workers with room, jobs taking turns. A task goes to a worker
+    /// with a free slot and the resources it asks for free; among those, the one holding
+    /// most of its input bytes, then the least loaded.
     fn dispatch(&mut self) {
         let mut idle_rounds = 0;
         while idle_rounds < self.turn.len() {
+            let prefetch = self.prefetch;
             if !self
                 .workers
                 .iter()
-                .any(|w| w.status.tasks_running < w.status.slots)
+                .any(|w| w.status.alive && w.status.tasks_running < w.status.slots * prefetch)
             {
                 return;
             }
@@ -516,6 +946,15 @@ impl Scheduler {
             let Some(state) = self.jobs.get_mut(&job) else {
                 continue;
             };
+            if state.failed {
+                state.ready.clear();
+            }
+            // Skip entries whose task went back to waiting.
+            while let Some(task) = state.ready.front()
+                && state.tasks[task.stage][task.partition] != TaskState::Queued
+            {
+                state.ready.pop_front();
+            }
             let Some(&task) = state.ready.front() else {
                 idle_rounds += 1;
                 continue;
@@ -524,10 +963,12 @@ impl Scheduler {
                 .workers
                 .iter()
                 .filter(|w| {
-                    w.status.tasks_running < w.status.slots && w.available.covers(&state.request)
+                    w.status.alive
+                        && w.status.tasks_running < w.status.slots * prefetch
+                        && w.available.covers(&state.request)
                 })
                 .max_by_key(|w| {
-                    let free = w.status.slots - w.status.tasks_running;
+                    let free = w.status.slots * prefetch - w.status.tasks_running;
                     (
                         state.locality(task.stage, w.status.id),
                         free,
@@ -541,7 +982,7 @@ impl Scheduler {
                 if !self
                     .workers
                     .iter()
-                    .any(|w| w.status.resources.covers(&state.request))
+                    .any(|w| w.status.alive && w.status.resources.covers(&state.request))
                 {
                     state.waiting_since.get_or_insert_with(Instant::now);
                 }
@@ -552,27 +993,21 @@ impl Scheduler {
             state.ready.pop_front();
             state.waiting_since = None;
             let Some(plan) = state.plans[task.stage].clone() else {
+                let error = DataFusionError::Execution(format!(
+                    "{task} of job {job} must run again but its plan was already dropped"
+                ));
+                self.fail(job, error);
                 continue;
             };
-            let locations = state.graph.stages[task.stage]
-                .inputs
-                .iter()
-                .map(|&s| {
-                    (
-                        s,
-                        state.locations[s]
-                            .iter()
-                            .map(|w| w.unwrap_or_default())
-                            .collect(),
-                    )
-                })
-                .collect();
+            state.attempts[task.stage][task.partition] += 1;
+            let attempt = state.attempts[task.stage][task.partition];
+            state.tasks[task.stage][task.partition] = TaskState::Running { worker, attempt };
             let launch = Launch {
                 job,
                 task,
+                attempt,
                 plan,
-                ctx: Arc::clone(&state.ctx),
-                locations,
+                locations: state.locations(task.stage),
             };
             let request = state.request.clone();
             let slot = &mut self.workers[worker];
@@ -580,13 +1015,12 @@ impl Scheduler {
             slot.available.take(&request);
             slot.holding.insert((job, task), request);
             if slot.tx.send(WorkerMsg::Launch(Box::new(launch))).is_err() {
-                slot.status.tasks_running -= 1;
-                if let Some(held) = slot.holding.remove(&(job, task)) {
-                    slot.available.give(&held);
-                }
-                let error = DataFusionError::Execution(format!("worker {worker} has stopped"));
-                self.fail(job, error);
+                self.lose_worker(worker, "its connection closed");
             }
         }
     }
+}
+
+fn attempts_exhausted(cause: DataFusionError) -> DataFusionError {
+    DataFusionError::Execution(format!("gave up after {MAX_ATTEMPTS} attempts: {cause}"))
 }

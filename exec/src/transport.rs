@@ -69,6 +69,35 @@ pub fn batches_stream(batches: Vec<RecordBatch>) -> SendableRecordBatchStream {
     ))
 }
 
+/// Fetching a bucket from a peer failed: the scheduler recomputes what that peer held.
+#[derive(Debug)]
+pub struct FetchError {
+    /// The worker that should have served the bucket.
+    pub worker: WorkerId,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for FetchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "fetching from worker {} failed: {}", self.worker, self.message)
+    }
+}
+
+impl std::error::Error for FetchError {}
+
+/// The worker a failed fetch named, if `error` was caused by one.
+pub fn fetch_failure(error: &DataFusionError) -> Option<WorkerId> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = current {
+        if let Some(fetch) = e.downcast_ref::<FetchError>() {
+            return Some(fetch.worker);
+        }
+        current = e.source();
+    }
+    None
+}
+
 /// The [`ShuffleIo`] a task running on `local` uses.
 #[derive(Debug)]
 pub struct WorkerIo {

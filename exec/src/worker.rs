@@ -1,19 +1,24 @@
 //! A worker: runs launched tasks on its slots and reports each outcome exactly once.
+//!
+//! Launched tasks wait in a local queue until a slot is free. While the worker's memory
+//! in use (operator reservations plus in-memory task outputs) is above its pause
+//! threshold, queued tasks wait too, unless nothing is running at all.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
 use datafusion::arrow::array::UInt64Array;
 use datafusion::common::{DataFusionError, Result, internal_datafusion_err};
 use datafusion::execution::TaskContext;
 use datafusion::execution::runtime_env::RuntimeEnv;
-use datafusion::physical_plan::ExecutionPlan;
 use shoal_planner::{JobId, ShuffleEnv, ShuffleIo, StageId, TaskId, WorkerId};
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 
-use crate::scheduler::Event;
+use crate::scheduler::{Event, StagePlan};
 use crate::store::ResultStore;
+use crate::transport::fetch_failure;
 
 /// Everything a worker needs to run one task.
 #[derive(Debug)]
@@ -22,10 +27,10 @@ pub struct Launch {
     pub job: JobId,
     /// The task.
     pub task: TaskId,
-    /// The stage plan (rooted at `ShuffleWriteExec`).
-    pub plan: Arc<dyn ExecutionPlan>,
-    /// The session's task context: configuration and functions.
-    pub ctx: Arc<TaskContext>,
+    /// Which start of this task it is (from 1).
+    pub attempt: u32,
+    /// The stage plan.
+    pub plan: StagePlan,
     /// Where each input stage's task outputs are.
     pub locations: HashMap<StageId, Vec<WorkerId>>,
 }
@@ -41,6 +46,8 @@ pub enum WorkerMsg {
     ReleaseJob(JobId),
     /// Drop one stage's outputs: every stage reading them has finished.
     ReleaseStage(JobId, StageId),
+    /// Worker `id` serves its outputs at this address.
+    Peer(WorkerId, String),
 }
 
 /// How a launched task ended.
@@ -48,6 +55,13 @@ pub enum WorkerMsg {
 pub enum TaskOutcome {
     /// Output stored; bytes per bucket.
     Finished(Vec<u64>),
+    /// The task could not fetch an input from worker `from`.
+    FetchFailed {
+        /// The worker that should have served the input.
+        from: WorkerId,
+        /// The error.
+        cause: DataFusionError,
+    },
     /// The task returned an error or panicked.
     Failed(DataFusionError),
     /// The task was aborted by a cancel.
@@ -58,6 +72,10 @@ pub enum TaskOutcome {
 pub struct Worker {
     /// This worker's id.
     pub id: WorkerId,
+    /// Tasks run at once.
+    pub slots: usize,
+    /// Memory in use above which queued tasks wait, in bytes.
+    pub pause_above: usize,
     /// Runtime (memory pool, disk manager, object stores) for its tasks.
     pub runtime: Arc<RuntimeEnv>,
     /// Where its tasks put their outputs.
@@ -66,36 +84,54 @@ pub struct Worker {
     pub io: Arc<dyn ShuffleIo>,
 }
 
+type Key = (JobId, TaskId, u32);
+
 impl Worker {
-    /// Runs until the scheduler's channel closes.
+    /// Operator reservations plus in-memory task outputs, in bytes.
+    pub fn memory_used(runtime: &RuntimeEnv, store: &ResultStore) -> usize {
+        runtime.memory_pool.reserved() + store.stats().memory_bytes
+    }
+
+    /// Runs until the scheduler's channel closes. `peers` learns where other workers
+    /// serve their outputs.
     pub async fn run(
         self,
         mut inbox: mpsc::UnboundedReceiver<WorkerMsg>,
         events: mpsc::UnboundedSender<Event>,
+        peers: impl Fn(WorkerId, String) + Send,
     ) {
         let mut running: JoinSet<TaskOutcome> = JoinSet::new();
-        let mut by_id: HashMap<tokio::task::Id, (JobId, TaskId)> = HashMap::new();
-        let mut handles: HashMap<(JobId, TaskId), AbortHandle> = HashMap::new();
+        let mut queue: VecDeque<Launch> = VecDeque::new();
+        let mut by_id: HashMap<tokio::task::Id, Key> = HashMap::new();
+        let mut handles: HashMap<Key, AbortHandle> = HashMap::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 msg = inbox.recv() => match msg {
                     None => break,
-                    Some(WorkerMsg::Launch(launch)) => {
-                        let key = (launch.job, launch.task);
-                        let handle = running.spawn(run_task(*launch, self.runtime.clone(), self.io.clone()));
-                        by_id.insert(handle.id(), key);
-                        handles.insert(key, handle);
-                    }
+                    Some(WorkerMsg::Launch(launch)) => queue.push_back(*launch),
                     Some(WorkerMsg::CancelJob(job)) => {
-                        for ((j, _), handle) in &handles {
+                        for ((j, _, _), handle) in &handles {
                             if *j == job {
                                 handle.abort();
                             }
                         }
+                        queue.retain(|l| {
+                            if l.job != job {
+                                return true;
+                            }
+                            let _ = events.send(Event::TaskEnded {
+                                job, task: l.task, attempt: l.attempt, worker: self.id,
+                                outcome: TaskOutcome::Cancelled,
+                            });
+                            false
+                        });
                         self.store.remove_job(job);
                     }
                     Some(WorkerMsg::ReleaseJob(job)) => self.store.remove_job(job),
                     Some(WorkerMsg::ReleaseStage(job, stage)) => self.store.remove_stage(job, stage),
+                    Some(WorkerMsg::Peer(id, address)) => peers(id, address),
                 },
                 Some(joined) = running.join_next_with_id(), if !running.is_empty() => {
                     let (id, outcome) = match joined {
@@ -110,11 +146,33 @@ impl Worker {
                             }
                         }
                     };
-                    if let Some((job, task)) = by_id.remove(&id) {
-                        handles.remove(&(job, task));
-                        let _ = events.send(Event::TaskEnded { job, task, worker: self.id, outcome });
+                    if let Some(key) = by_id.remove(&id) {
+                        handles.remove(&key);
+                        let (job, task, attempt) = key;
+                        let _ = events.send(Event::TaskEnded { job, task, attempt, worker: self.id, outcome });
                     }
                 }
+                _ = tick.tick(), if !queue.is_empty() => {}
+            }
+            // Start queued tasks while there are free slots and memory to spare.
+            while running.len() < self.slots.max(1) && !queue.is_empty() {
+                if !running.is_empty()
+                    && Self::memory_used(&self.runtime, &self.store) > self.pause_above
+                {
+                    break;
+                }
+                let launch = queue.pop_front().expect("queue is not empty");
+                let key = (launch.job, launch.task, launch.attempt);
+                if let StagePlan::Noop = launch.plan {
+                    let (job, task, attempt) = key;
+                    let outcome = TaskOutcome::Finished(Vec::new());
+                    let _ = events.send(Event::TaskEnded { job, task, attempt, worker: self.id, outcome });
+                    continue;
+                }
+                tracing::debug!(worker = self.id, job = key.0, task = %key.1, attempt = key.2, "task starts");
+                let handle = running.spawn(run_task(launch, self.runtime.clone(), self.io.clone()));
+                by_id.insert(handle.id(), key);
+                handles.insert(key, handle);
             }
         }
         running.abort_all();
@@ -132,7 +190,10 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
 async fn run_task(launch: Launch, runtime: Arc<RuntimeEnv>, io: Arc<dyn ShuffleIo>) -> TaskOutcome {
     match execute(launch, runtime, io).await {
         Ok(bytes) => TaskOutcome::Finished(bytes),
-        Err(e) => TaskOutcome::Failed(e),
+        Err(e) => match fetch_failure(&e) {
+            Some(from) => TaskOutcome::FetchFailed { from, cause: e },
+            None => TaskOutcome::Failed(e),
+        },
     }
 }
 
@@ -145,9 +206,18 @@ async fn execute(
         job,
         task,
         plan,
-        ctx,
         locations,
+        ..
     } = launch;
+    let (plan, ctx) = match plan {
+        StagePlan::Local { plan, ctx } => (plan, ctx),
+        StagePlan::Noop => return Ok(Vec::new()),
+        StagePlan::Encoded(_) => {
+            return Err(internal_datafusion_err!(
+                "an encoded stage plan reached a worker without being decoded"
+            ));
+        }
+    };
     let env = ShuffleEnv {
         job,
         task,

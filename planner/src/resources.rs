@@ -73,6 +73,12 @@ impl Resources {
     }
 }
 
+impl FromIterator<(String, f64)> for Resources {
+    fn from_iter<I: IntoIterator<Item = (String, f64)>>(iter: I) -> Self {
+        Self(iter.into_iter().collect())
+    }
+}
+
 impl fmt::Display for Resources {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.0.is_empty() {

@@ -1,6 +1,7 @@
 //! The `shoal` command line: SQL shell and batch, TPC-H data generation and benchmarks.
 
 mod bench;
+mod cluster;
 mod output;
 mod shell;
 mod sql;
@@ -37,6 +38,15 @@ struct EngineArgs {
     /// Partitions per exchange (default: total worker slots).
     #[arg(long, global = true, env = "SHOAL_EXECUTION_PARTITIONS")]
     partitions: Option<usize>,
+    /// Run on the cluster whose scheduler is at this URL instead of in this process.
+    #[arg(long, global = true, env = "SHOAL_CLUSTER")]
+    cluster: Option<String>,
+    /// Cluster token (for --cluster).
+    #[arg(long, global = true, env = "SHOAL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// PEM certificate of the CA to trust for a TLS cluster (for --cluster).
+    #[arg(long, global = true, env = "SHOAL_TLS_CA", value_name = "FILE")]
+    tls_ca: Option<String>,
 }
 
 impl EngineArgs {
@@ -50,6 +60,15 @@ impl EngineArgs {
         }
         if let Some(n) = self.partitions {
             builder = builder.partitions(n);
+        }
+        if let Some(url) = &self.cluster {
+            builder = builder.cluster(url);
+        }
+        if let Some(token) = &self.token {
+            builder = builder.token(token);
+        }
+        if let Some(ca) = &self.tls_ca {
+            builder = builder.tls_ca(ca);
         }
         builder.build()
     }
@@ -69,6 +88,14 @@ enum Command {
         #[command(subcommand)]
         what: bench::BenchWhat,
     },
+    /// Run a cluster's scheduler; prints its URL.
+    Scheduler(cluster::SchedulerArgs),
+    /// Run a worker that joins a scheduler.
+    Worker(cluster::WorkerArgs),
+    /// Run a scheduler and workers as processes on this machine; prints the URL.
+    Local(cluster::LocalArgs),
+    /// Show the workers and jobs of a cluster (--cluster URL).
+    Status(cluster::StatusArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -126,14 +153,48 @@ async fn run(cli: Cli) -> shoal::Result<()> {
                 .map_err(|e| shoal::Error::input(format!("generator failed: {e}")))?
         }
         Command::Bench { what } => bench::run(&cli.engine, what).await,
+        Command::Scheduler(args) => cluster::scheduler(args).await,
+        Command::Worker(args) => cluster::worker(args).await,
+        Command::Local(args) => cluster::local(args).await,
+        Command::Status(args) => {
+            if cli.engine.cluster.is_none() {
+                return Err(shoal::Error::input(
+                    "shoal status needs --cluster URL (or SHOAL_CLUSTER)",
+                ));
+            }
+            let session = cli.engine.session()?;
+            cluster::status(&session, args).await
+        }
     }
+}
+
+/// Logs go to stderr; `SHOAL_LOG` (e.g. `debug`, `shoal_exec=trace`) picks what is shown.
+fn init_logging(server: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if server { "info" } else { "warn" };
+    let filter = EnvFilter::try_from_env("SHOAL_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let verbose = cli.verbose;
+    init_logging(matches!(
+        cli.command,
+        Command::Scheduler(_) | Command::Worker(_) | Command::Local(_)
+    ));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+        .worker_threads(match &cli.command {
+            // The scheduler's event loop and its gRPC server.
+            Command::Scheduler(_) => 2,
+            // One thread per task slot.
+            Command::Worker(args) => args.threads(),
+            _ => 1,
+        })
         .enable_all()
         .build()
     {

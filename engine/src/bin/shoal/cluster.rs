@@ -1,0 +1,385 @@
+//! Cluster processes: `shoal scheduler`, `shoal worker`, `shoal local` and `shoal status`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use shoal::datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use shoal_exec::remote::{SchedulerOptions, WorkerOptions, run_scheduler, run_worker};
+use shoal_exec::{ClusterStatus, Security};
+use shoal_planner::Resources;
+use shoal_planner::config::parse_bytes;
+
+use crate::output::Format;
+
+/// TLS files of a server process.
+#[derive(Args, Debug, Clone, Default)]
+pub struct TlsArgs {
+    /// PEM certificate chain to serve TLS with (needs --tls-key).
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<String>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<String>,
+}
+
+/// Arguments of `shoal scheduler`.
+#[derive(Args, Debug)]
+pub struct SchedulerArgs {
+    /// Address to listen on; port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    bind: String,
+    /// Cluster token every worker and client must present.
+    #[arg(long, env = "SHOAL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    #[command(flatten)]
+    tls: TlsArgs,
+    /// Seconds without a heartbeat after which a worker is considered lost.
+    #[arg(long, default_value_t = 5.0)]
+    heartbeat_timeout: f64,
+    /// Tasks in flight per worker slot.
+    #[arg(long, default_value_t = 2)]
+    prefetch: usize,
+    /// Exit when standard input closes (used by `shoal local` for its children).
+    #[arg(long, hide = true)]
+    exit_with_stdin: bool,
+}
+
+/// Arguments of `shoal worker`.
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    /// The scheduler's URL, e.g. http://host:7070.
+    #[arg(long)]
+    scheduler: String,
+    /// Cluster token.
+    #[arg(long, env = "SHOAL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Task slots (default: the number of cores).
+    #[arg(long)]
+    cpus: Option<usize>,
+    /// Memory limit for operators, e.g. 8GiB (default: half of this machine's memory).
+    #[arg(long)]
+    memory: Option<String>,
+    /// Named resources offered, e.g. gpu=1,ssd=1.
+    #[arg(long, default_value = "")]
+    resources: String,
+    /// Address to serve task outputs on; port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    bind: String,
+    /// Address peers and clients should use, when not the bound one.
+    #[arg(long)]
+    advertise: Option<String>,
+    /// Directory for spill files (default: the system temporary directory).
+    #[arg(long)]
+    scratch_dir: Option<PathBuf>,
+    #[command(flatten)]
+    tls: TlsArgs,
+    /// PEM certificate of the CA that signed the scheduler's and peers' certificates.
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<String>,
+    /// Exit when standard input closes (used by `shoal local` for its children).
+    #[arg(long, hide = true)]
+    exit_with_stdin: bool,
+}
+
+impl WorkerArgs {
+    /// Task slots: `--cpus`, or the number of cores.
+    pub fn threads(&self) -> usize {
+        self.cpus
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            })
+            .max(1)
+    }
+}
+
+/// Arguments of `shoal local`.
+#[derive(Args, Debug)]
+pub struct LocalArgs {
+    /// Worker processes to start.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Task slots per worker (default: cores divided among the workers).
+    #[arg(long)]
+    cpus: Option<usize>,
+    /// Memory limit per worker, e.g. 4GiB.
+    #[arg(long)]
+    memory: Option<String>,
+    /// Scheduler address; port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    bind: String,
+    /// Cluster token.
+    #[arg(long, env = "SHOAL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+/// Arguments of `shoal status`.
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+}
+
+fn input(message: String) -> shoal::Error {
+    shoal::Error::input(message)
+}
+
+/// Exits the process once standard input reaches its end: the parent is gone.
+fn exit_with_stdin() {
+    std::thread::spawn(|| {
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        std::process::exit(0);
+    });
+}
+
+fn base_runtime() -> shoal::Result<Arc<shoal::datafusion::execution::runtime_env::RuntimeEnv>> {
+    Ok(RuntimeEnvBuilder::new()
+        .with_object_store_registry(Arc::new(shoal_io::ShoalObjectStoreRegistry::new()))
+        .build_arc()?)
+}
+
+/// `shoal scheduler`: prints its URL, then serves until stopped.
+pub async fn scheduler(args: SchedulerArgs) -> shoal::Result<()> {
+    if args.exit_with_stdin {
+        exit_with_stdin();
+    }
+    let security = Security::from_files(
+        args.token,
+        args.tls.tls_cert.as_deref(),
+        args.tls.tls_key.as_deref(),
+        None,
+    )?;
+    let listener = tokio::net::TcpListener::bind(&args.bind)
+        .await
+        .map_err(|e| input(format!("cannot listen on {}: {e}", args.bind)))?;
+    let address = listener.local_addr()?;
+    let scheme = if security.identity.is_some() { "https" } else { "http" };
+    println!("shoal scheduler listening on {scheme}://{address}");
+    let _ = std::io::stdout().flush();
+    let heartbeat_timeout = Duration::try_from_secs_f64(args.heartbeat_timeout)
+        .map_err(|_| input(format!("--heartbeat-timeout {} is not a duration", args.heartbeat_timeout)))?;
+    let options = SchedulerOptions {
+        prefetch: args.prefetch,
+        heartbeat_timeout,
+        security,
+    };
+    tokio::select! {
+        result = run_scheduler(listener, options) => Ok(result?),
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}
+
+fn machine_memory() -> usize {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib * 1024)
+        })
+        .unwrap_or(8 << 30)
+}
+
+/// `shoal worker`: joins the scheduler and runs tasks until the connection ends.
+pub async fn worker(args: WorkerArgs) -> shoal::Result<()> {
+    if args.exit_with_stdin {
+        exit_with_stdin();
+    }
+    let slots = args.threads();
+    let security = Security::from_files(
+        args.token,
+        args.tls.tls_cert.as_deref(),
+        args.tls.tls_key.as_deref(),
+        args.tls_ca.as_deref(),
+    )?;
+    let memory_limit = match &args.memory {
+        Some(text) => parse_bytes(text).map_err(|e| input(format!("--memory: {}", e.message())))?,
+        None => machine_memory() / 2,
+    };
+    let resources = Resources::parse(&args.resources)
+        .map_err(|e| input(format!("--resources: {}", e.message())))?;
+    let options = WorkerOptions {
+        scheduler: args.scheduler,
+        bind: args.bind,
+        advertise: args.advertise,
+        slots: slots.max(1),
+        memory_limit,
+        store_memory_target: memory_limit / 2,
+        scratch_dir: args.scratch_dir.unwrap_or_else(std::env::temp_dir),
+        resources,
+        security,
+        heartbeat_interval: Duration::from_millis(500),
+    };
+    let base = base_runtime()?;
+    tokio::select! {
+        result = run_worker(options, &base) => Ok(result?),
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}
+
+/// Kills the children of `shoal local` when it ends.
+struct Children(Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `shoal local`: a scheduler and workers as child processes on this machine.
+pub async fn local(args: LocalArgs) -> shoal::Result<()> {
+    let exe = std::env::current_exe()?;
+    let mut children = Children(Vec::new());
+    let mut scheduler = Command::new(&exe);
+    scheduler
+        .args(["scheduler", "--exit-with-stdin", "--bind", &args.bind])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    if let Some(token) = &args.token {
+        scheduler.env("SHOAL_TOKEN", token);
+    }
+    let mut child = scheduler.spawn()?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    children.0.push(child);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
+    let url = line
+        .trim()
+        .rsplit(' ')
+        .next()
+        .filter(|u| u.starts_with("http"))
+        .ok_or_else(|| input("the scheduler did not start".to_string()))?
+        .to_string();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let cpus = args.cpus.unwrap_or((cores / args.workers.max(1)).max(1));
+    for _ in 0..args.workers.max(1) {
+        let mut worker = Command::new(&exe);
+        worker
+            .args(["worker", "--exit-with-stdin", "--scheduler", &url])
+            .args(["--cpus", &cpus.to_string()])
+            .stdin(Stdio::piped());
+        if let Some(memory) = &args.memory {
+            worker.args(["--memory", memory]);
+        }
+        if let Some(token) = &args.token {
+            worker.env("SHOAL_TOKEN", token);
+        }
+        children.0.push(worker.spawn()?);
+    }
+    println!("{url}");
+    let _ = std::io::stdout().flush();
+    eprintln!(
+        "shoal local: scheduler at {url} with {} workers ({cpus} slots each); Ctrl-C stops them",
+        args.workers.max(1)
+    );
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                for child in &mut children.0 {
+                    if let Some(status) = child.try_wait()? {
+                        return Err(input(format!("a cluster process exited ({status})")));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `shoal status`: workers and jobs of the cluster.
+pub async fn status(session: &shoal::Session, args: StatusArgs) -> shoal::Result<()> {
+    let status = session.status().await?;
+    let text = match args.format {
+        Format::Json => status_json(&status).to_string(),
+        Format::Table | Format::Csv => status_table(&status, args.format == Format::Csv),
+    };
+    println!("{text}");
+    Ok(())
+}
+
+fn status_json(status: &ClusterStatus) -> serde_json::Value {
+    let workers: Vec<serde_json::Value> = status
+        .workers
+        .iter()
+        .map(|w| {
+            let resources: serde_json::Map<String, serde_json::Value> = w
+                .resources
+                .iter()
+                .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
+                .collect();
+            serde_json::json!({
+                "id": w.id,
+                "address": w.address,
+                "alive": w.alive,
+                "slots": w.slots,
+                "resources": resources,
+                "memory_limit": w.memory_limit,
+                "memory_used": w.memory_used,
+                "tasks_running": w.tasks_running,
+                "tasks_completed": w.tasks_completed,
+            })
+        })
+        .collect();
+    let jobs: Vec<serde_json::Value> = status
+        .jobs
+        .iter()
+        .map(|j| {
+            serde_json::json!({
+                "id": j.id,
+                "tasks_total": j.tasks_total,
+                "tasks_done": j.tasks_done,
+                "waiting": j.waiting,
+            })
+        })
+        .collect();
+    serde_json::json!({ "workers": workers, "jobs": jobs })
+}
+
+fn status_table(status: &ClusterStatus, csv: bool) -> String {
+    let sep = if csv { "," } else { "  " };
+    let mut lines = vec![
+        [
+            "worker", "address", "alive", "slots", "resources", "memory_limit", "memory_used",
+            "running", "completed",
+        ]
+        .join(sep),
+    ];
+    for w in &status.workers {
+        lines.push(
+            [
+                w.id.to_string(),
+                w.address.clone(),
+                w.alive.to_string(),
+                w.slots.to_string(),
+                w.resources.to_string(),
+                w.memory_limit.to_string(),
+                w.memory_used.to_string(),
+                w.tasks_running.to_string(),
+                w.tasks_completed.to_string(),
+            ]
+            .join(sep),
+        );
+    }
+    for j in &status.jobs {
+        let waiting = j.waiting.as_deref().unwrap_or("");
+        lines.push(format!(
+            "job {}: {}/{} tasks done{}{waiting}",
+            j.id,
+            j.tasks_done,
+            j.tasks_total,
+            if waiting.is_empty() { "" } else { "; waiting: " }
+        ));
+    }
+    lines.join("\n")
+}

@@ -1,0 +1,344 @@
+//! A client of a scheduler process: submits task graphs, streams their results from the
+//! workers over Arrow Flight, and asks for the cluster's status.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::{DataFusionError, Result};
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use futures::{StreamExt, TryStreamExt};
+use shoal_planner::{JobId, PartitionKey, ShoalConfig, StageId, TaskGraph, TaskId, WorkerId, encode_plan};
+use tokio::sync::watch;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+
+use super::proto::{self, job_event, scheduler_client::SchedulerClient};
+use super::resources_to_proto;
+use super::server::status_from_proto;
+use crate::cluster::{JobHandle, Progress};
+use crate::flight::FlightTransport;
+use crate::scheduler::ClusterStatus;
+use crate::security::Security;
+use crate::transport::Transport;
+
+/// Adds the cluster token to every control-plane call.
+#[derive(Debug, Clone)]
+pub struct Auth(Arc<Security>);
+
+impl Interceptor for Auth {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        self.0.authorize(&mut request)?;
+        Ok(request)
+    }
+}
+
+/// A control-plane client with the token attached.
+pub type ControlClient = SchedulerClient<InterceptedService<Channel, Auth>>;
+
+/// Connects to the scheduler at `url`; the error says why it cannot be reached.
+pub async fn control_client(url: &str, security: &Arc<Security>) -> Result<ControlClient> {
+    let channel = security.endpoint(url)?.connect().await.map_err(|e| {
+        let mut cause = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            cause = s.to_string();
+            source = s.source();
+        }
+        DataFusionError::Execution(format!("cannot reach the scheduler at {url}: {cause}"))
+    })?;
+    Ok(
+        SchedulerClient::with_interceptor(channel, Auth(Arc::clone(security)))
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX),
+    )
+}
+
+/// A one-line error for a control-plane call to the scheduler at `url` that failed.
+pub fn connect_error(url: &str, status: &Status) -> DataFusionError {
+    let message = status.message();
+    match status.code() {
+        Code::Unauthenticated => DataFusionError::Execution(format!(
+            "the scheduler at {url} refused the call: {message}"
+        )),
+        Code::Aborted => DataFusionError::Execution(message.to_string()),
+        Code::Unavailable | Code::Unknown | Code::Cancelled => DataFusionError::Execution(
+            format!("lost the connection to the scheduler at {url}: {message}"),
+        ),
+        _ => DataFusionError::Execution(format!("the scheduler at {url}: {message}")),
+    }
+}
+
+/// A connection to a running cluster (`shoal scheduler` and its workers).
+pub struct RemoteCluster {
+    url: String,
+    security: Arc<Security>,
+    client: ControlClient,
+    transport: Arc<FlightTransport>,
+    next_job: AtomicU64,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl std::fmt::Debug for RemoteCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteCluster")
+            .field("url", &self.url)
+            .finish()
+    }
+}
+
+impl RemoteCluster {
+    /// Connects to the scheduler at `url` and checks that it accepts this client.
+    pub fn connect(url: &str, security: Security) -> Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("shoal-client")
+            .enable_all()
+            .build()?;
+        let security = Arc::new(security);
+        // Runs on the client's own runtime: the caller may be inside another one.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (address, check) = (url.to_string(), Arc::clone(&security));
+        runtime.spawn(async move {
+            let connected = async {
+                let mut client = control_client(&address, &check).await?;
+                client
+                    .status(proto::StatusRequest {})
+                    .await
+                    .map_err(|status| connect_error(&address, &status))?;
+                Ok::<_, DataFusionError>(client)
+            };
+            let _ = tx.send(connected.await);
+        });
+        let client = match rx.recv() {
+            Ok(Ok(client)) => client,
+            failed => {
+                // Dropping a runtime inside another one's task would panic.
+                runtime.shutdown_background();
+                return Err(match failed {
+                    Ok(Err(e)) => e,
+                    _ => DataFusionError::Execution("the client runtime stopped".into()),
+                });
+            }
+        };
+        let transport = Arc::new(FlightTransport::new(
+            Default::default(),
+            false,
+            Arc::clone(&security),
+            runtime.handle().clone(),
+        ));
+        Ok(Self {
+            url: url.to_string(),
+            security,
+            client,
+            transport,
+            next_job: AtomicU64::new(1),
+            runtime: Some(runtime),
+        })
+    }
+
+    /// The scheduler's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The token and TLS settings in use.
+    pub fn security(&self) -> &Security {
+        &self.security
+    }
+
+    /// Spawns `future` on the client's runtime.
+    pub fn spawn<F>(&self, future: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.runtime
+            .as_ref()
+            .expect("client runtime is running")
+            .spawn(future)
+    }
+
+    /// Submits `graph` with the settings of `ctx`; the stream yields the result stage's
+    /// output with `schema`. Dropping the stream ends the job on the cluster.
+    pub fn submit(&self, graph: TaskGraph, ctx: Arc<TaskContext>, schema: SchemaRef) -> JobHandle {
+        let job = self.next_job.fetch_add(1, Ordering::Relaxed);
+        let (progress_tx, progress_rx) = watch::channel(Progress::default());
+        let request = submit_request(&graph, &ctx);
+        let client = self.client.clone();
+        let url = self.url.clone();
+        let transport = Arc::clone(&self.transport);
+        let outputs = async move {
+            let request = request?;
+            let (events, remote_job, result_stage, outputs) =
+                run_job(client, &url, request, Some(progress_tx)).await?;
+            let fetches = outputs.into_iter().map(move |(partition, worker, address)| {
+                transport.set_address_if_new(worker, address);
+                let key = PartitionKey {
+                    job: remote_job,
+                    task: TaskId {
+                        stage: result_stage,
+                        partition,
+                    },
+                    bucket: 0,
+                };
+                transport.fetch(key, worker)
+            });
+            Ok::<_, DataFusionError>(futures::stream::iter(fetches).try_flatten().map(
+                move |batch| {
+                    // The job lives on the cluster while its event stream is open.
+                    let _keep_job = &events;
+                    batch
+                },
+            ))
+        };
+        let stream = futures::stream::once(outputs).try_flatten();
+        JobHandle {
+            job,
+            stream: Box::pin(RecordBatchStreamAdapter::new(schema, stream)),
+            progress: progress_rx,
+        }
+    }
+
+    /// Runs a graph of no-op tasks: `stages[i]` is (inputs, tasks) of stage `i`.
+    pub async fn run_noop(&self, stages: &[(Vec<StageId>, usize)]) -> Result<()> {
+        let request = proto::SubmitJob {
+            stages: stages
+                .iter()
+                .map(|(inputs, tasks)| proto::StageDef {
+                    inputs: inputs.iter().map(|&i| i as u32).collect(),
+                    tasks: *tasks as u32,
+                    noop: true,
+                    ..Default::default()
+                })
+                .collect(),
+            placement_timeout_secs: 60.0,
+            ..Default::default()
+        };
+        run_job(self.client.clone(), &self.url, request, None).await?;
+        Ok(())
+    }
+
+    /// [`Self::status`] from synchronous code outside any runtime.
+    pub fn block_on_status(&self) -> Result<ClusterStatus> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let client = self.client.clone();
+        let url = self.url.clone();
+        self.spawn(async move {
+            let status = client
+                .clone()
+                .status(proto::StatusRequest {})
+                .await
+                .map(|s| status_from_proto(s.into_inner()))
+                .map_err(|status| connect_error(&url, &status));
+            let _ = tx.send(status);
+        });
+        rx.recv()
+            .map_err(|_| DataFusionError::Execution("the client runtime stopped".into()))?
+    }
+
+    /// Workers and jobs as the scheduler sees them.
+    pub async fn status(&self) -> Result<ClusterStatus> {
+        let status = self
+            .client
+            .clone()
+            .status(proto::StatusRequest {})
+            .await
+            .map_err(|status| connect_error(&self.url, &status))?;
+        Ok(status_from_proto(status.into_inner()))
+    }
+}
+
+impl Drop for RemoteCluster {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+type Outputs = Vec<(usize, WorkerId, String)>;
+
+/// Submits a job and follows it until its results are ready; the returned event stream
+/// keeps the job (and its outputs) alive on the cluster until dropped.
+async fn run_job(
+    mut client: ControlClient,
+    url: &str,
+    request: proto::SubmitJob,
+    progress: Option<watch::Sender<Progress>>,
+) -> Result<(tonic::Streaming<proto::JobEvent>, JobId, StageId, Outputs)> {
+    let mut events = client
+        .submit(request)
+        .await
+        .map_err(|status| connect_error(url, &status))?
+        .into_inner();
+    let mut job = 0;
+    loop {
+        let event = events
+            .message()
+            .await
+            .map_err(|status| connect_error(url, &status))?
+            .ok_or_else(|| {
+                DataFusionError::Execution(format!(
+                    "lost the connection to the scheduler at {url}: the job stream ended"
+                ))
+            })?;
+        match event.kind {
+            Some(job_event::Kind::Accepted(accepted)) => {
+                job = accepted.job;
+                if let Some(p) = &progress {
+                    p.send_modify(|p| p.tasks_total = accepted.tasks_total as usize);
+                }
+            }
+            Some(job_event::Kind::TasksDone(done)) => {
+                if let Some(p) = &progress {
+                    p.send_modify(|p| p.tasks_done = done as usize);
+                }
+            }
+            Some(job_event::Kind::Done(done)) => {
+                let outputs = done
+                    .outputs
+                    .into_iter()
+                    .map(|o| (o.partition as usize, o.worker_id as WorkerId, o.flight_address))
+                    .collect();
+                return Ok((events, job, done.stage as StageId, outputs));
+            }
+            None => {}
+        }
+    }
+}
+
+/// The wire form of a job: each stage's plan encoded, the session's settings, and what
+/// its tasks ask for.
+fn submit_request(graph: &TaskGraph, ctx: &TaskContext) -> Result<proto::SubmitJob> {
+    let mut stages = Vec::with_capacity(graph.stages.len());
+    for stage in &graph.stages {
+        stages.push(proto::StageDef {
+            plan: encode_plan(Arc::clone(&stage.plan))?,
+            inputs: stage.inputs.iter().map(|&i| i as u32).collect(),
+            tasks: stage.tasks as u32,
+            noop: false,
+        });
+    }
+    let options = ctx.session_config().options();
+    let config = options
+        .entries()
+        .into_iter()
+        .filter_map(|e| Some((e.key, e.value?)))
+        .collect();
+    let shoal = options.extensions.get::<ShoalConfig>().cloned().unwrap_or_default();
+    let resources = graph
+        .tasks
+        .first()
+        .map(|t| resources_to_proto(&t.resources))
+        .unwrap_or_default();
+    Ok(proto::SubmitJob {
+        stages,
+        config,
+        resources,
+        placement_timeout_secs: shoal.placement_timeout_secs,
+    })
+}

@@ -1,0 +1,509 @@
+//! The scheduler process: the in-process [`Scheduler`] state machine behind the gRPC
+//! control plane. Worker processes join over `Join` streams, clients submit over `Submit`.
+
+use std::collections::{HashMap, HashSet};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use datafusion::common::{DataFusionError, Result};
+use futures::Stream;
+use parking_lot::RwLock;
+use shoal_planner::{JobId, StageId, TaskId, WorkerId};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::proto::{self, command, job_event, scheduler_message, worker_message};
+use super::{PROTOCOL_VERSION, resources_from_proto, resources_to_proto};
+use crate::cluster::Progress;
+use crate::scheduler::{
+    ClusterStatus, EncodedStage, Event, JobSpec, Scheduler, StagePlan, StageSpec, WorkerStatus,
+};
+use crate::security::{Security, incoming};
+use crate::worker::{TaskOutcome, WorkerMsg};
+
+/// How a scheduler process behaves.
+#[derive(Debug, Clone)]
+pub struct SchedulerOptions {
+    /// Tasks in flight per worker slot.
+    pub prefetch: usize,
+    /// A worker silent for this long is lost.
+    pub heartbeat_timeout: Duration,
+    /// Token and TLS.
+    pub security: Security,
+}
+
+impl Default for SchedulerOptions {
+    fn default() -> Self {
+        Self {
+            prefetch: 2,
+            heartbeat_timeout: Duration::from_secs(5),
+            security: Security::default(),
+        }
+    }
+}
+
+/// Commands sent to a worker in one message, at most.
+const BATCH: usize = 1024;
+
+struct Service {
+    events: mpsc::UnboundedSender<Event>,
+    addresses: Arc<RwLock<HashMap<WorkerId, String>>>,
+    next_job: AtomicU64,
+}
+
+/// Runs a scheduler on `listener` until the server fails.
+pub async fn run_scheduler(
+    listener: tokio::net::TcpListener,
+    options: SchedulerOptions,
+) -> Result<()> {
+    let (events, rx) = mpsc::unbounded_channel();
+    tokio::spawn(
+        Scheduler::empty(options.prefetch, Some(options.heartbeat_timeout)).run(rx),
+    );
+    let service = Service {
+        events,
+        addresses: Arc::new(RwLock::new(HashMap::new())),
+        next_job: AtomicU64::new(1),
+    };
+    let security = Arc::new(options.security.clone());
+    let check = Arc::clone(&security);
+    let server = proto::scheduler_server::SchedulerServer::with_interceptor(
+        service,
+        move |request: Request<()>| {
+            check.check(&request)?;
+            Ok(request)
+        },
+    );
+    security
+        .server()?
+        .add_service(server)
+        .serve_with_incoming(incoming(listener))
+        .await
+        .map_err(|e| DataFusionError::External(Box::new(e)))
+}
+
+type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl proto::scheduler_server::Scheduler for Service {
+    type JoinStream = EventStream<proto::SchedulerMessage>;
+    type SubmitStream = EventStream<proto::JobEvent>;
+
+    async fn join(
+        &self,
+        request: Request<Streaming<proto::WorkerMessage>>,
+    ) -> Result<Response<Self::JoinStream>, Status> {
+        let mut inbound = request.into_inner();
+        let first = inbound
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("a worker must register first"))?;
+        let Some(worker_message::Kind::Register(register)) = first.kind else {
+            return Err(Status::invalid_argument("a worker must register first"));
+        };
+        if register.protocol_version != PROTOCOL_VERSION {
+            return Err(Status::failed_precondition(format!(
+                "the worker speaks protocol version {}, this scheduler speaks {PROTOCOL_VERSION}: \
+                 run the same Shoal version everywhere",
+                register.protocol_version
+            )));
+        }
+        let info = WorkerStatus {
+            address: register.flight_address.clone(),
+            slots: register.slots.max(1) as usize,
+            resources: resources_from_proto(&register.resources),
+            memory_limit: register.memory_limit,
+            ..Default::default()
+        };
+        let (tx, commands) = mpsc::unbounded_channel();
+        let (reply, id) = oneshot::channel();
+        self.events
+            .send(Event::WorkerJoined { info, tx, reply })
+            .map_err(|_| Status::unavailable("the scheduler is shutting down"))?;
+        let id = id
+            .await
+            .map_err(|_| Status::unavailable("the scheduler is shutting down"))?;
+        self.addresses.write().insert(id, register.flight_address);
+        tokio::spawn(read_worker(id, inbound, self.events.clone()));
+        let (out, out_rx) = mpsc::channel(16);
+        let registered = proto::SchedulerMessage {
+            kind: Some(scheduler_message::Kind::Registered(proto::Registered {
+                worker_id: id as u64,
+            })),
+        };
+        let _ = out.send(Ok(registered)).await;
+        tokio::spawn(write_worker(commands, out));
+        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
+    }
+
+    async fn submit(
+        &self,
+        request: Request<proto::SubmitJob>,
+    ) -> Result<Response<Self::SubmitStream>, Status> {
+        let submit = request.into_inner();
+        let spec = job_spec(submit)?;
+        let job = self.next_job.fetch_add(1, Ordering::Relaxed);
+        let total = spec.tasks_total();
+        let result_stage = spec.stages.len() - 1;
+        let (done, done_rx) = oneshot::channel();
+        let (progress, progress_rx) = watch::channel(Progress::default());
+        self.events
+            .send(Event::Submit {
+                job,
+                spec,
+                done,
+                progress,
+            })
+            .map_err(|_| Status::unavailable("the scheduler is shutting down"))?;
+        let (out, out_rx) = mpsc::channel(16);
+        tokio::spawn(follow_job(
+            job,
+            total,
+            result_stage,
+            done_rx,
+            progress_rx,
+            out,
+            self.events.clone(),
+            Arc::clone(&self.addresses),
+        ));
+        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
+    }
+
+    async fn status(
+        &self,
+        _request: Request<proto::StatusRequest>,
+    ) -> Result<Response<proto::ClusterStatus>, Status> {
+        let (tx, rx) = oneshot::channel();
+        self.events
+            .send(Event::Status(tx))
+            .map_err(|_| Status::unavailable("the scheduler is shutting down"))?;
+        let status = rx
+            .await
+            .map_err(|_| Status::unavailable("the scheduler is shutting down"))?;
+        Ok(Response::new(status_to_proto(&status)))
+    }
+}
+
+/// Turns a client's job into the scheduler's form, checking that it is well formed.
+fn job_spec(submit: proto::SubmitJob) -> Result<JobSpec, Status> {
+    if submit.stages.is_empty() {
+        return Err(Status::invalid_argument("a job needs at least one stage"));
+    }
+    let config = Arc::new(submit.config);
+    let mut stages = Vec::with_capacity(submit.stages.len());
+    for (id, stage) in submit.stages.into_iter().enumerate() {
+        let inputs: Vec<StageId> = stage.inputs.iter().map(|&i| i as StageId).collect();
+        if let Some(bad) = inputs.iter().find(|&&i| i >= id) {
+            return Err(Status::invalid_argument(format!(
+                "stage {id} reads stage {bad}: stages must come after their inputs"
+            )));
+        }
+        let plan = if stage.noop {
+            StagePlan::Noop
+        } else {
+            StagePlan::Encoded(Arc::new(EncodedStage {
+                plan: stage.plan,
+                config: Arc::clone(&config),
+            }))
+        };
+        stages.push(StageSpec {
+            inputs,
+            tasks: stage.tasks as usize,
+            plan,
+        });
+    }
+    let placement_timeout = Duration::try_from_secs_f64(submit.placement_timeout_secs)
+        .unwrap_or(Duration::from_secs(60));
+    Ok(JobSpec {
+        stages,
+        request: resources_from_proto(&submit.resources),
+        placement_timeout,
+    })
+}
+
+/// Streams a job's progress and result locations to its client, and ends the job when
+/// the client lets go of the stream.
+#[allow(clippy::too_many_arguments)]
+async fn follow_job(
+    job: JobId,
+    total: usize,
+    result_stage: StageId,
+    mut done: oneshot::Receiver<Result<Vec<(TaskId, WorkerId)>, DataFusionError>>,
+    mut progress: watch::Receiver<Progress>,
+    out: mpsc::Sender<Result<proto::JobEvent, Status>>,
+    events: mpsc::UnboundedSender<Event>,
+    addresses: Arc<RwLock<HashMap<WorkerId, String>>>,
+) {
+    let event = |kind| Ok(proto::JobEvent { kind: Some(kind) });
+    let accepted = job_event::Kind::Accepted(proto::Accepted {
+        job,
+        tasks_total: total as u32,
+    });
+    if out.send(event(accepted)).await.is_ok() {
+        loop {
+            tokio::select! {
+                result = &mut done => {
+                    let message = match result {
+                        Ok(Ok(outputs)) => {
+                            let addresses = addresses.read();
+                            let outputs = outputs
+                                .into_iter()
+                                .map(|(task, worker)| proto::Output {
+                                    partition: task.partition as u32,
+                                    worker_id: worker as u64,
+                                    flight_address: addresses.get(&worker).cloned().unwrap_or_default(),
+                                })
+                                .collect();
+                            event(job_event::Kind::Done(proto::Done {
+                                stage: result_stage as u32,
+                                outputs,
+                            }))
+                        }
+                        Ok(Err(error)) => Err(Status::aborted(error.to_string())),
+                        Err(_) => Err(Status::unavailable("the scheduler stopped")),
+                    };
+                    let _ = out.send(message).await;
+                    break;
+                }
+                changed = progress.changed() => {
+                    if changed.is_err() {
+                        continue;
+                    }
+                    let done = progress.borrow_and_update().tasks_done as u32;
+                    if out.send(event(job_event::Kind::TasksDone(done))).await.is_err() {
+                        break;
+                    }
+                }
+                _ = out.closed() => break,
+            }
+        }
+        // The client reads the results from the workers, then closes the stream.
+        out.closed().await;
+    }
+    let _ = events.send(Event::EndJob(job));
+}
+
+/// Reads a worker's outcomes and heartbeats; the worker is lost when the stream ends.
+async fn read_worker(
+    id: WorkerId,
+    mut inbound: Streaming<proto::WorkerMessage>,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    let cause = loop {
+        match inbound.next().await {
+            None => break "its connection closed".to_string(),
+            Some(Err(status)) => break format!("its connection failed: {}", status.message()),
+            Some(Ok(message)) => {
+                let Some(worker_message::Kind::Batch(batch)) = message.kind else {
+                    continue;
+                };
+                if let Some(heartbeat) = batch.heartbeat {
+                    let _ = events.send(Event::Heartbeat {
+                        worker: id,
+                        memory_used: heartbeat.memory_used,
+                    });
+                }
+                for ended in batch.ended {
+                    let Some(task) = ended.task else { continue };
+                    let outcome = match ended.outcome {
+                        Some(proto::task_ended::Outcome::Finished(f)) => {
+                            TaskOutcome::Finished(f.bucket_bytes)
+                        }
+                        Some(proto::task_ended::Outcome::Failed(f)) if f.fetch_failed => {
+                            TaskOutcome::FetchFailed {
+                                from: f.fetch_worker as WorkerId,
+                                cause: DataFusionError::Execution(f.message),
+                            }
+                        }
+                        Some(proto::task_ended::Outcome::Failed(f)) => {
+                            TaskOutcome::Failed(DataFusionError::Execution(f.message))
+                        }
+                        Some(proto::task_ended::Outcome::Cancelled(_)) | None => {
+                            TaskOutcome::Cancelled
+                        }
+                    };
+                    let _ = events.send(Event::TaskEnded {
+                        job: task.job,
+                        task: TaskId {
+                            stage: task.stage as StageId,
+                            partition: task.partition as usize,
+                        },
+                        attempt: task.attempt,
+                        worker: id,
+                        outcome,
+                    });
+                }
+            }
+        }
+    };
+    let _ = events.send(Event::WorkerLost { worker: id, cause });
+}
+
+/// Sends the scheduler's commands for one worker, batching whatever is queued and
+/// shipping each stage plan once.
+async fn write_worker(
+    mut commands: mpsc::UnboundedReceiver<WorkerMsg>,
+    out: mpsc::Sender<Result<proto::SchedulerMessage, Status>>,
+) {
+    let mut shipped: HashSet<(JobId, StageId)> = HashSet::new();
+    let mut batch = Vec::new();
+    while let Some(first) = commands.recv().await {
+        let mut next = Some(first);
+        while let Some(msg) = next {
+            encode_command(msg, &mut shipped, &mut batch);
+            next = if batch.len() < BATCH {
+                commands.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        let message = proto::SchedulerMessage {
+            kind: Some(scheduler_message::Kind::Batch(proto::CommandBatch {
+                commands: std::mem::take(&mut batch),
+            })),
+        };
+        if out.send(Ok(message)).await.is_err() {
+            break;
+        }
+    }
+}
+
+fn stage_ref(job: JobId, stage: StageId) -> Option<proto::StageRef> {
+    Some(proto::StageRef {
+        job,
+        stage: stage as u32,
+    })
+}
+
+fn encode_command(
+    msg: WorkerMsg,
+    shipped: &mut HashSet<(JobId, StageId)>,
+    batch: &mut Vec<proto::Command>,
+) {
+    let mut push = |kind| batch.push(proto::Command { kind: Some(kind) });
+    match msg {
+        WorkerMsg::Launch(launch) => {
+            let stage = launch.task.stage;
+            if shipped.insert((launch.job, stage)) {
+                let plan = match &launch.plan {
+                    StagePlan::Encoded(encoded) => proto::StagePlan {
+                        stage: stage_ref(launch.job, stage),
+                        plan: encoded.plan.clone(),
+                        config: (*encoded.config).clone(),
+                        noop: false,
+                    },
+                    StagePlan::Noop => proto::StagePlan {
+                        stage: stage_ref(launch.job, stage),
+                        noop: true,
+                        ..Default::default()
+                    },
+                    StagePlan::Local { .. } => {
+                        tracing::error!("a stage plan of this process cannot be sent to a worker");
+                        return;
+                    }
+                };
+                push(command::Kind::Plan(plan));
+            }
+            let inputs = launch
+                .locations
+                .iter()
+                .map(|(stage, workers)| proto::StageLocations {
+                    stage: *stage as u32,
+                    workers: workers.iter().map(|&w| w as u64).collect(),
+                })
+                .collect();
+            push(command::Kind::Launch(proto::Launch {
+                task: Some(proto::TaskRef {
+                    job: launch.job,
+                    stage: stage as u32,
+                    partition: launch.task.partition as u32,
+                    attempt: launch.attempt,
+                }),
+                inputs,
+            }));
+        }
+        WorkerMsg::CancelJob(job) => {
+            shipped.retain(|(j, _)| *j != job);
+            push(command::Kind::CancelJob(job));
+        }
+        WorkerMsg::ReleaseJob(job) => {
+            shipped.retain(|(j, _)| *j != job);
+            push(command::Kind::ReleaseJob(job));
+        }
+        WorkerMsg::ReleaseStage(job, stage) => {
+            push(command::Kind::ReleaseStage(proto::StageRef {
+                job,
+                stage: stage as u32,
+            }));
+        }
+        WorkerMsg::Peer(id, address) => push(command::Kind::Peer(proto::Peer {
+            worker_id: id as u64,
+            flight_address: address,
+        })),
+    }
+}
+
+fn status_to_proto(status: &ClusterStatus) -> proto::ClusterStatus {
+    proto::ClusterStatus {
+        workers: status
+            .workers
+            .iter()
+            .map(|w| proto::WorkerInfo {
+                id: w.id as u64,
+                address: w.address.clone(),
+                slots: w.slots as u32,
+                resources: resources_to_proto(&w.resources),
+                memory_limit: w.memory_limit,
+                memory_used: w.memory_used,
+                tasks_running: w.tasks_running as u32,
+                tasks_completed: w.tasks_completed,
+                alive: w.alive,
+            })
+            .collect(),
+        jobs: status
+            .jobs
+            .iter()
+            .map(|j| proto::JobInfo {
+                id: j.id,
+                tasks_total: j.tasks_total as u32,
+                tasks_done: j.tasks_done as u32,
+                waiting: j.waiting.clone().unwrap_or_default(),
+            })
+            .collect(),
+    }
+}
+
+/// The proto form of a cluster status back in the scheduler's types.
+pub fn status_from_proto(status: proto::ClusterStatus) -> ClusterStatus {
+    ClusterStatus {
+        workers: status
+            .workers
+            .into_iter()
+            .map(|w| WorkerStatus {
+                id: w.id as WorkerId,
+                address: w.address,
+                slots: w.slots as usize,
+                resources: resources_from_proto(&w.resources),
+                memory_limit: w.memory_limit,
+                memory_used: w.memory_used,
+                tasks_running: w.tasks_running as usize,
+                tasks_completed: w.tasks_completed,
+                alive: w.alive,
+            })
+            .collect(),
+        jobs: status
+            .jobs
+            .into_iter()
+            .map(|j| crate::scheduler::JobStatus {
+                id: j.id,
+                tasks_total: j.tasks_total as usize,
+                tasks_done: j.tasks_done as usize,
+                waiting: (!j.waiting.is_empty()).then_some(j.waiting),
+            })
+            .collect(),
+    }
+}

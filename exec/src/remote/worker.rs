@@ -1,0 +1,336 @@
+//! The worker process: registers with the scheduler, runs the tasks it is sent, serves
+//! its outputs over Arrow Flight and reports outcomes and heartbeats.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::common::{DataFusionError, Result};
+use datafusion::execution::TaskContext;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::prelude::SessionConfig;
+use shoal_planner::{JobId, Resources, ShoalConfig, StageId, TaskId, WorkerId, decode_plan};
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::Request;
+
+use super::client::{connect_error, control_client};
+use super::proto::{self, command, scheduler_message, worker_message};
+use super::{PROTOCOL_VERSION, resources_to_proto};
+use crate::cluster::pause_threshold;
+use crate::flight::{FlightTransport, StoreFlightService, serve};
+use crate::scheduler::{Event, StagePlan};
+use crate::security::Security;
+use crate::store::ResultStore;
+use crate::transport::WorkerIo;
+use crate::worker::{Launch, TaskOutcome, Worker, WorkerMsg};
+
+/// How a worker process is shaped and where it reports.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// The scheduler's URL.
+    pub scheduler: String,
+    /// Address to serve task outputs on (`host:port`, port 0 picks one).
+    pub bind: String,
+    /// Address peers and clients use to reach it, when not the bound one.
+    pub advertise: Option<String>,
+    /// Task slots.
+    pub slots: usize,
+    /// Operator memory limit, in bytes.
+    pub memory_limit: usize,
+    /// In-memory task output before the result store spills, in bytes.
+    pub store_memory_target: usize,
+    /// Where spill files go.
+    pub scratch_dir: PathBuf,
+    /// Named resources offered.
+    pub resources: Resources,
+    /// Token and TLS.
+    pub security: Security,
+    /// How often to send a heartbeat.
+    pub heartbeat_interval: Duration,
+}
+
+/// Runs a worker until its connection to the scheduler ends, which is an error.
+pub async fn run_worker(options: WorkerOptions, base: &RuntimeEnv) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(&options.bind)
+        .await
+        .map_err(|e| {
+            DataFusionError::Configuration(format!("cannot listen on {}: {e}", options.bind))
+        })?;
+    let bound = listener.local_addr()?;
+    let address = options.advertise.clone().unwrap_or_else(|| bound.to_string());
+    let store = Arc::new(ResultStore::new(
+        &options.scratch_dir,
+        options.store_memory_target,
+    )?);
+    let runtime = RuntimeEnvBuilder::from_runtime_env(base)
+        .with_memory_pool(Arc::new(FairSpillPool::new(options.memory_limit)))
+        .with_disk_manager_builder(
+            DiskManagerBuilder::default()
+                .with_mode(DiskManagerMode::Directories(vec![store.dir().to_path_buf()])),
+        )
+        .build_arc()?;
+
+    let security = Arc::new(options.security.clone());
+    let mut client = control_client(&options.scheduler, &security).await?;
+    let (out, out_rx) = mpsc::unbounded_channel();
+    let register = proto::WorkerMessage {
+        kind: Some(worker_message::Kind::Register(proto::Register {
+            protocol_version: PROTOCOL_VERSION,
+            flight_address: address.clone(),
+            slots: options.slots as u32,
+            memory_limit: options.memory_limit as u64,
+            resources: resources_to_proto(&options.resources),
+        })),
+    };
+    let _ = out.send(register);
+    let mut inbound = client
+        .join(Request::new(UnboundedReceiverStream::new(out_rx)))
+        .await
+        .map_err(|status| connect_error(&options.scheduler, &status))?
+        .into_inner();
+    let first = inbound
+        .message()
+        .await
+        .map_err(|status| connect_error(&options.scheduler, &status))?;
+    let Some(proto::SchedulerMessage {
+        kind: Some(scheduler_message::Kind::Registered(registered)),
+    }) = first
+    else {
+        return Err(DataFusionError::Execution(format!(
+            "the scheduler at {} did not accept the worker",
+            options.scheduler
+        )));
+    };
+    let id = registered.worker_id as WorkerId;
+    tracing::info!("worker {id} serving outputs at {address}");
+
+    let transport = Arc::new(FlightTransport::new(
+        HashMap::from([(id, Arc::clone(&store))]),
+        true,
+        Arc::clone(&security),
+        tokio::runtime::Handle::current(),
+    ));
+    let service = StoreFlightService::new(Arc::clone(&store), Arc::clone(&security));
+    let flight_security = Arc::clone(&security);
+    tokio::spawn(async move {
+        if let Err(e) = serve(service, listener, &flight_security).await {
+            tracing::error!("Flight server stopped: {e}");
+        }
+    });
+
+    let worker = Worker {
+        id,
+        slots: options.slots.max(1),
+        pause_above: pause_threshold(options.memory_limit),
+        runtime: Arc::clone(&runtime),
+        store: Arc::clone(&store),
+        io: Arc::new(WorkerIo::new(id, transport.clone())),
+    };
+    let (inbox, inbox_rx) = mpsc::unbounded_channel();
+    let (events, events_rx) = mpsc::unbounded_channel();
+    let peers = Arc::clone(&transport);
+    tokio::spawn(worker.run(inbox_rx, events.clone(), move |peer, address| {
+        peers.set_address(peer, address)
+    }));
+    tokio::spawn(report(
+        events_rx,
+        out,
+        Arc::clone(&runtime),
+        Arc::clone(&store),
+        options.heartbeat_interval,
+    ));
+
+    let mut plans: HashMap<(JobId, StageId), Result<StagePlan, String>> = HashMap::new();
+    loop {
+        let message = match inbound.next().await {
+            None => {
+                return Err(DataFusionError::Execution(format!(
+                    "the scheduler at {} closed the connection",
+                    options.scheduler
+                )));
+            }
+            Some(Err(status)) => {
+                return Err(DataFusionError::Execution(format!(
+                    "lost the connection to the scheduler at {}: {}",
+                    options.scheduler,
+                    status.message()
+                )));
+            }
+            Some(Ok(message)) => message,
+        };
+        let Some(scheduler_message::Kind::Batch(batch)) = message.kind else {
+            continue;
+        };
+        for command in batch.commands {
+            let Some(kind) = command.kind else { continue };
+            match kind {
+                command::Kind::Peer(peer) => {
+                    let _ = inbox.send(WorkerMsg::Peer(
+                        peer.worker_id as WorkerId,
+                        peer.flight_address,
+                    ));
+                }
+                command::Kind::Plan(plan) => {
+                    let Some(stage) = plan.stage else { continue };
+                    let decoded = if plan.noop {
+                        Ok(StagePlan::Noop)
+                    } else {
+                        decode_stage(&plan.plan, &plan.config, &runtime).map_err(|e| {
+                            format!("stage {} of job {} could not be decoded: {e}", stage.stage, stage.job)
+                        })
+                    };
+                    plans.insert((stage.job, stage.stage as StageId), decoded);
+                }
+                command::Kind::Launch(launch) => {
+                    let Some(task) = launch.task else { continue };
+                    let id_of = TaskId {
+                        stage: task.stage as StageId,
+                        partition: task.partition as usize,
+                    };
+                    match plans.get(&(task.job, id_of.stage)) {
+                        Some(Ok(plan)) => {
+                            let locations = launch
+                                .inputs
+                                .into_iter()
+                                .map(|l| {
+                                    let workers = l.workers.iter().map(|&w| w as WorkerId).collect();
+                                    (l.stage as StageId, workers)
+                                })
+                                .collect();
+                            let _ = inbox.send(WorkerMsg::Launch(Box::new(Launch {
+                                job: task.job,
+                                task: id_of,
+                                attempt: task.attempt,
+                                plan: plan.clone(),
+                                locations,
+                            })));
+                        }
+                        other => {
+                            let message = match other {
+                                Some(Err(message)) => message.clone(),
+                                _ => format!("no plan for stage {} of job {}", id_of.stage, task.job),
+                            };
+                            let _ = events.send(Event::TaskEnded {
+                                job: task.job,
+                                task: id_of,
+                                attempt: task.attempt,
+                                worker: id,
+                                outcome: TaskOutcome::Failed(DataFusionError::Execution(message)),
+                            });
+                        }
+                    }
+                }
+                command::Kind::CancelJob(job) => {
+                    plans.retain(|(j, _), _| *j != job);
+                    let _ = inbox.send(WorkerMsg::CancelJob(job));
+                }
+                command::Kind::ReleaseJob(job) => {
+                    plans.retain(|(j, _), _| *j != job);
+                    let _ = inbox.send(WorkerMsg::ReleaseJob(job));
+                }
+                command::Kind::ReleaseStage(stage) => {
+                    let key = (stage.job, stage.stage as StageId);
+                    plans.remove(&key);
+                    let _ = inbox.send(WorkerMsg::ReleaseStage(key.0, key.1));
+                }
+            }
+        }
+    }
+}
+
+/// Decodes a stage plan under the session settings it was planned with.
+fn decode_stage(
+    bytes: &[u8],
+    settings: &HashMap<String, String>,
+    runtime: &Arc<RuntimeEnv>,
+) -> Result<StagePlan> {
+    let mut config = SessionConfig::new().with_option_extension(ShoalConfig::default());
+    for (key, value) in settings {
+        // Keys that only shape the client's cluster are refused once a session started.
+        if let Err(e) = config.options_mut().set(key, value) {
+            tracing::debug!("setting {key} = {value} skipped: {e}");
+        }
+    }
+    // Each task reads only its own partition's files (see the engine's session setup).
+    config.options_mut().execution.enable_file_stream_work_stealing = false;
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_runtime_env(Arc::clone(runtime))
+        .with_default_features()
+        .build();
+    let ctx: Arc<TaskContext> = state.task_ctx();
+    let plan = decode_plan(bytes, &ctx)?;
+    Ok(StagePlan::Local { plan, ctx })
+}
+
+/// Sends task outcomes as they come, batched, and a heartbeat at every interval.
+async fn report(
+    mut events: mpsc::UnboundedReceiver<Event>,
+    out: mpsc::UnboundedSender<proto::WorkerMessage>,
+    runtime: Arc<RuntimeEnv>,
+    store: Arc<ResultStore>,
+    interval: Duration,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let mut ended = Vec::new();
+        let mut heartbeat = false;
+        tokio::select! {
+            event = events.recv() => {
+                let Some(event) = event else { break };
+                let mut next = Some(event);
+                while let Some(event) = next {
+                    if let Event::TaskEnded { job, task, attempt, outcome, .. } = event {
+                        ended.push(task_ended(job, task, attempt, outcome));
+                    }
+                    next = events.try_recv().ok();
+                }
+            }
+            _ = tick.tick() => heartbeat = true,
+        }
+        let heartbeat = heartbeat.then(|| proto::Heartbeat {
+            memory_used: Worker::memory_used(&runtime, &store) as u64,
+        });
+        let message = proto::WorkerMessage {
+            kind: Some(worker_message::Kind::Batch(proto::WorkerBatch { ended, heartbeat })),
+        };
+        if out.send(message).is_err() {
+            break;
+        }
+    }
+}
+
+fn task_ended(job: JobId, task: TaskId, attempt: u32, outcome: TaskOutcome) -> proto::TaskEnded {
+    use proto::task_ended::Outcome;
+    let failed = |error: &DataFusionError, from: Option<WorkerId>| {
+        Outcome::Failed(proto::Failed {
+            message: error.to_string(),
+            fetch_failed: from.is_some(),
+            fetch_worker: from.unwrap_or_default() as u64,
+        })
+    };
+    let outcome = match outcome {
+        TaskOutcome::Finished(bytes) => Outcome::Finished(proto::Finished {
+            bucket_bytes: bytes,
+        }),
+        TaskOutcome::FetchFailed { from, cause } => failed(&cause, Some(from)),
+        TaskOutcome::Failed(error) => failed(&error, None),
+        TaskOutcome::Cancelled => Outcome::Cancelled(true),
+    };
+    proto::TaskEnded {
+        task: Some(proto::TaskRef {
+            job,
+            stage: task.stage as u32,
+            partition: task.partition as u32,
+            attempt,
+        }),
+        outcome: Some(outcome),
+    }
+}
