@@ -539,8 +539,18 @@ impl Session {
         let plan = self.inline_scalar_subqueries(plan).await?;
         let physical = self.physical_plan(&plan).await?;
         let physical = self.resolve_scalar_subqueries(physical).await?;
+        let physical = self.for_backend(physical)?;
         let resources = self.config().task_resources();
         Ok(split_into_stages(physical)?.with_resources(&resources))
+    }
+
+    /// Tasks on a cluster run in separate processes: partitions must not share state.
+    /// In this process they may, which keeps broadcast joins cheap.
+    fn for_backend(&self, physical: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+        match &self.inner.cluster {
+            Backend::Remote(_) => Ok(shoal_planner::independent_partitions(physical)?),
+            Backend::Embedded(_) => Ok(physical),
+        }
     }
 
     /// Starts a prepared graph on the cluster.
@@ -651,6 +661,7 @@ impl Session {
 
     /// Starts an already planned physical plan on the cluster.
     pub fn execute_physical(&self, physical: Arc<dyn ExecutionPlan>) -> Result<JobHandle> {
+        let physical = self.for_backend(physical)?;
         let resources = self.config().task_resources();
         Ok(self.execute_graph(split_into_stages(physical)?.with_resources(&resources)))
     }
@@ -667,6 +678,12 @@ impl Session {
             Backend::Embedded(c) => Ok(c.status().await?),
             Backend::Remote(c) => Ok(c.status().await?),
         }
+    }
+
+    /// [`Session::status`] from synchronous code.
+    pub fn status_blocking(&self) -> Result<ClusterStatus> {
+        let session = self.clone();
+        self.block_on(async move { session.status().await })
     }
 
     /// With `shoal.data_plane = 'flight'`: where each worker serves its outputs and the

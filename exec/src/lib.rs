@@ -24,8 +24,8 @@ pub mod transport;
 pub mod worker;
 
 pub use cluster::{ClusterOptions, DataPlane, JobHandle, LocalCluster, Progress};
-pub use scheduler::{ClusterStatus, JobStatus, TaskFailure, WorkerStatus};
 pub use remote::RemoteCluster;
+pub use scheduler::{ClusterStatus, JobStatus, TaskFailure, WorkerStatus};
 pub use security::Security;
 pub use store::{ResultStore, StoreStats};
 pub use transport::{InProcessTransport, Transport};

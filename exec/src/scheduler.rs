@@ -729,8 +729,12 @@ impl Scheduler {
                         let _ = w.tx.send(msg);
                     }
                     for w in &mut self.workers {
-                        let held: Vec<_> =
-                            w.holding.keys().filter(|(j, _)| *j == job).copied().collect();
+                        let held: Vec<_> = w
+                            .holding
+                            .keys()
+                            .filter(|(j, _)| *j == job)
+                            .copied()
+                            .collect();
                         for (j, t) in held {
                             w.release(j, t);
                         }
@@ -861,6 +865,9 @@ impl Scheduler {
         slot.status.alive = false;
         slot.status.tasks_running = 0;
         slot.holding.clear();
+        // Dropping its command channel closes a worker process's connection, so a worker
+        // that was only silent learns that it left the cluster.
+        slot.tx = mpsc::unbounded_channel().0;
         let address = slot.status.address.clone();
         let any_alive = self.workers.iter().any(|w| w.status.alive);
         let ids: Vec<JobId> = self.jobs.keys().copied().collect();
@@ -968,8 +975,12 @@ impl Scheduler {
                         && w.available.covers(&state.request)
                 })
                 .max_by_key(|w| {
+                    // An idle slot first: prefetching onto a busy worker while another
+                    // one idles would serialise the stage.
+                    let idle = w.status.tasks_running < w.status.slots;
                     let free = w.status.slots * prefetch - w.status.tasks_running;
                     (
+                        idle,
                         state.locality(task.stage, w.status.id),
                         free,
                         std::cmp::Reverse(w.status.id),

@@ -52,7 +52,9 @@ impl Security {
                 ));
             }
         };
-        let ca = ca.map(|path| read(path, "TLS CA certificate")).transpose()?;
+        let ca = ca
+            .map(|path| read(path, "TLS CA certificate"))
+            .transpose()?;
         Ok(Self {
             token: token.filter(|t| !t.is_empty()),
             identity,
@@ -101,6 +103,12 @@ impl Security {
             .trim_start_matches("http://")
             .trim_start_matches("https://")
             .trim_end_matches('/');
+        if address.starts_with("https://") && self.ca.is_none() {
+            return Err(DataFusionError::Configuration(format!(
+                "{address} uses TLS: pass --tls-ca (or SHOAL_TLS_CA) with the certificate of \
+                 the authority that signed its certificate"
+            )));
+        }
         let scheme = if self.ca.is_some() { "https" } else { "http" };
         let mut endpoint = Endpoint::from_shared(format!("{scheme}://{bare}"))
             .map_err(|e| DataFusionError::Configuration(format!("bad address '{address}': {e}")))?

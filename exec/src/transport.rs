@@ -80,7 +80,11 @@ pub struct FetchError {
 
 impl std::fmt::Display for FetchError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "fetching from worker {} failed: {}", self.worker, self.message)
+        write!(
+            f,
+            "fetching from worker {} failed: {}",
+            self.worker, self.message
+        )
     }
 }
 

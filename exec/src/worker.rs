@@ -166,7 +166,13 @@ impl Worker {
                 if let StagePlan::Noop = launch.plan {
                     let (job, task, attempt) = key;
                     let outcome = TaskOutcome::Finished(Vec::new());
-                    let _ = events.send(Event::TaskEnded { job, task, attempt, worker: self.id, outcome });
+                    let _ = events.send(Event::TaskEnded {
+                        job,
+                        task,
+                        attempt,
+                        worker: self.id,
+                        outcome,
+                    });
                     continue;
                 }
                 tracing::debug!(worker = self.id, job = key.0, task = %key.1, attempt = key.2, "task starts");

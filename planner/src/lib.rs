@@ -15,6 +15,7 @@
 
 pub mod codec;
 pub mod config;
+pub mod distribute;
 pub mod graph;
 pub mod resources;
 pub mod scan;
@@ -23,6 +24,7 @@ pub mod split;
 
 pub use codec::{ShoalCodec, decode_plan, encode_plan};
 pub use config::ShoalConfig;
+pub use distribute::independent_partitions;
 pub use graph::{
     InputRef, JobId, OutputSpec, Stage, StageId, TaskGraph, TaskId, TaskKind, TaskSpec,
 };

@@ -1,5 +1,6 @@
 //! The `shoal` binary: output formats, batch files, exit codes and one-line errors.
 
+mod cluster;
 mod s3;
 
 use std::path::{Path, PathBuf};

@@ -9,7 +9,9 @@ use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::{StreamExt, TryStreamExt};
-use shoal_planner::{JobId, PartitionKey, ShoalConfig, StageId, TaskGraph, TaskId, WorkerId, encode_plan};
+use shoal_planner::{
+    JobId, PartitionKey, ShoalConfig, StageId, TaskGraph, TaskId, WorkerId, encode_plan,
+};
 use tokio::sync::watch;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
@@ -65,9 +67,9 @@ pub fn connect_error(url: &str, status: &Status) -> DataFusionError {
             "the scheduler at {url} refused the call: {message}"
         )),
         Code::Aborted => DataFusionError::Execution(message.to_string()),
-        Code::Unavailable | Code::Unknown | Code::Cancelled => DataFusionError::Execution(
-            format!("lost the connection to the scheduler at {url}: {message}"),
-        ),
+        Code::Unavailable | Code::Unknown | Code::Cancelled => DataFusionError::Execution(format!(
+            "lost the connection to the scheduler at {url}: {message}"
+        )),
         _ => DataFusionError::Execution(format!("the scheduler at {url}: {message}")),
     }
 }
@@ -171,22 +173,41 @@ impl RemoteCluster {
         let client = self.client.clone();
         let url = self.url.clone();
         let transport = Arc::clone(&self.transport);
+        // The job starts now, not when the stream is first polled; dropping the stream
+        // before the results are ready drops the job's event stream, which ends the job.
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        self.spawn(async move {
+            let follow = async {
+                let request = request?;
+                run_job(client, &url, request, Some(progress_tx)).await
+            };
+            let mut ready_tx = ready_tx;
+            let result = tokio::select! {
+                result = follow => Some(result),
+                _ = ready_tx.closed() => None,
+            };
+            if let Some(result) = result {
+                let _ = ready_tx.send(result);
+            }
+        });
         let outputs = async move {
-            let request = request?;
-            let (events, remote_job, result_stage, outputs) =
-                run_job(client, &url, request, Some(progress_tx)).await?;
-            let fetches = outputs.into_iter().map(move |(partition, worker, address)| {
-                transport.set_address_if_new(worker, address);
-                let key = PartitionKey {
-                    job: remote_job,
-                    task: TaskId {
-                        stage: result_stage,
-                        partition,
-                    },
-                    bucket: 0,
-                };
-                transport.fetch(key, worker)
-            });
+            let (events, remote_job, result_stage, outputs) = ready_rx
+                .await
+                .map_err(|_| DataFusionError::Execution("the client runtime stopped".into()))??;
+            let fetches = outputs
+                .into_iter()
+                .map(move |(partition, worker, address)| {
+                    transport.set_address_if_new(worker, address);
+                    let key = PartitionKey {
+                        job: remote_job,
+                        task: TaskId {
+                            stage: result_stage,
+                            partition,
+                        },
+                        bucket: 0,
+                    };
+                    transport.fetch(key, worker)
+                });
             Ok::<_, DataFusionError>(futures::stream::iter(fetches).try_flatten().map(
                 move |batch| {
                     // The job lives on the cluster while its event stream is open.
@@ -302,7 +323,13 @@ async fn run_job(
                 let outputs = done
                     .outputs
                     .into_iter()
-                    .map(|o| (o.partition as usize, o.worker_id as WorkerId, o.flight_address))
+                    .map(|o| {
+                        (
+                            o.partition as usize,
+                            o.worker_id as WorkerId,
+                            o.flight_address,
+                        )
+                    })
                     .collect();
                 return Ok((events, job, done.stage as StageId, outputs));
             }
@@ -329,7 +356,11 @@ fn submit_request(graph: &TaskGraph, ctx: &TaskContext) -> Result<proto::SubmitJ
         .into_iter()
         .filter_map(|e| Some((e.key, e.value?)))
         .collect();
-    let shoal = options.extensions.get::<ShoalConfig>().cloned().unwrap_or_default();
+    let shoal = options
+        .extensions
+        .get::<ShoalConfig>()
+        .cloned()
+        .unwrap_or_default();
     let resources = graph
         .tasks
         .first()

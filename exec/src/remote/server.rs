@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use datafusion::common::{DataFusionError, Result};
 use futures::Stream;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use shoal_planner::{JobId, StageId, TaskId, WorkerId};
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -50,6 +51,8 @@ impl Default for SchedulerOptions {
 const BATCH: usize = 1024;
 
 struct Service {
+    /// Per-connection tasks; they stop when the server does.
+    tasks: Mutex<JoinSet<()>>,
     events: mpsc::UnboundedSender<Event>,
     addresses: Arc<RwLock<HashMap<WorkerId, String>>>,
     next_job: AtomicU64,
@@ -61,10 +64,10 @@ pub async fn run_scheduler(
     options: SchedulerOptions,
 ) -> Result<()> {
     let (events, rx) = mpsc::unbounded_channel();
-    tokio::spawn(
-        Scheduler::empty(options.prefetch, Some(options.heartbeat_timeout)).run(rx),
-    );
+    let mut tasks = JoinSet::new();
+    tasks.spawn(Scheduler::empty(options.prefetch, Some(options.heartbeat_timeout)).run(rx));
     let service = Service {
+        tasks: Mutex::new(tasks),
         events,
         addresses: Arc::new(RwLock::new(HashMap::new())),
         next_job: AtomicU64::new(1),
@@ -84,6 +87,15 @@ pub async fn run_scheduler(
         .serve_with_incoming(incoming(listener))
         .await
         .map_err(|e| DataFusionError::External(Box::new(e)))
+}
+
+impl Service {
+    fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let mut tasks = self.tasks.lock();
+        // Forget tasks that already ended.
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(task);
+    }
 }
 
 type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -128,7 +140,7 @@ impl proto::scheduler_server::Scheduler for Service {
             .await
             .map_err(|_| Status::unavailable("the scheduler is shutting down"))?;
         self.addresses.write().insert(id, register.flight_address);
-        tokio::spawn(read_worker(id, inbound, self.events.clone()));
+        self.spawn(read_worker(id, inbound, self.events.clone()));
         let (out, out_rx) = mpsc::channel(16);
         let registered = proto::SchedulerMessage {
             kind: Some(scheduler_message::Kind::Registered(proto::Registered {
@@ -136,7 +148,7 @@ impl proto::scheduler_server::Scheduler for Service {
             })),
         };
         let _ = out.send(Ok(registered)).await;
-        tokio::spawn(write_worker(commands, out));
+        self.spawn(write_worker(commands, out));
         Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
     }
 
@@ -160,7 +172,7 @@ impl proto::scheduler_server::Scheduler for Service {
             })
             .map_err(|_| Status::unavailable("the scheduler is shutting down"))?;
         let (out, out_rx) = mpsc::channel(16);
-        tokio::spawn(follow_job(
+        self.spawn(follow_job(
             job,
             total,
             result_stage,

@@ -15,6 +15,7 @@ use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::prelude::SessionConfig;
 use shoal_planner::{JobId, Resources, ShoalConfig, StageId, TaskId, WorkerId, decode_plan};
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::Request;
@@ -55,25 +56,32 @@ pub struct WorkerOptions {
     pub heartbeat_interval: Duration,
 }
 
-/// Runs a worker until its connection to the scheduler ends, which is an error.
-pub async fn run_worker(options: WorkerOptions, base: &RuntimeEnv) -> Result<()> {
+/// Runs a worker until its connection to the scheduler ends, which is an error. `ready`
+/// is called with the worker's id and address once the scheduler has accepted it.
+pub async fn run_worker(
+    options: WorkerOptions,
+    base: &RuntimeEnv,
+    ready: impl FnOnce(WorkerId, &str),
+) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(&options.bind)
         .await
         .map_err(|e| {
             DataFusionError::Configuration(format!("cannot listen on {}: {e}", options.bind))
         })?;
     let bound = listener.local_addr()?;
-    let address = options.advertise.clone().unwrap_or_else(|| bound.to_string());
+    let address = options
+        .advertise
+        .clone()
+        .unwrap_or_else(|| bound.to_string());
     let store = Arc::new(ResultStore::new(
         &options.scratch_dir,
         options.store_memory_target,
     )?);
     let runtime = RuntimeEnvBuilder::from_runtime_env(base)
         .with_memory_pool(Arc::new(FairSpillPool::new(options.memory_limit)))
-        .with_disk_manager_builder(
-            DiskManagerBuilder::default()
-                .with_mode(DiskManagerMode::Directories(vec![store.dir().to_path_buf()])),
-        )
+        .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(
+            DiskManagerMode::Directories(vec![store.dir().to_path_buf()]),
+        ))
         .build_arc()?;
 
     let security = Arc::new(options.security.clone());
@@ -109,6 +117,7 @@ pub async fn run_worker(options: WorkerOptions, base: &RuntimeEnv) -> Result<()>
     };
     let id = registered.worker_id as WorkerId;
     tracing::info!("worker {id} serving outputs at {address}");
+    ready(id, &address);
 
     let transport = Arc::new(FlightTransport::new(
         HashMap::from([(id, Arc::clone(&store))]),
@@ -116,9 +125,11 @@ pub async fn run_worker(options: WorkerOptions, base: &RuntimeEnv) -> Result<()>
         Arc::clone(&security),
         tokio::runtime::Handle::current(),
     ));
+    // The worker's tasks stop when this function returns.
+    let mut tasks = JoinSet::new();
     let service = StoreFlightService::new(Arc::clone(&store), Arc::clone(&security));
     let flight_security = Arc::clone(&security);
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         if let Err(e) = serve(service, listener, &flight_security).await {
             tracing::error!("Flight server stopped: {e}");
         }
@@ -135,10 +146,10 @@ pub async fn run_worker(options: WorkerOptions, base: &RuntimeEnv) -> Result<()>
     let (inbox, inbox_rx) = mpsc::unbounded_channel();
     let (events, events_rx) = mpsc::unbounded_channel();
     let peers = Arc::clone(&transport);
-    tokio::spawn(worker.run(inbox_rx, events.clone(), move |peer, address| {
+    tasks.spawn(worker.run(inbox_rx, events.clone(), move |peer, address| {
         peers.set_address(peer, address)
     }));
-    tokio::spawn(report(
+    tasks.spawn(report(
         events_rx,
         out,
         Arc::clone(&runtime),
@@ -182,7 +193,10 @@ pub async fn run_worker(options: WorkerOptions, base: &RuntimeEnv) -> Result<()>
                         Ok(StagePlan::Noop)
                     } else {
                         decode_stage(&plan.plan, &plan.config, &runtime).map_err(|e| {
-                            format!("stage {} of job {} could not be decoded: {e}", stage.stage, stage.job)
+                            format!(
+                                "stage {} of job {} could not be decoded: {e}",
+                                stage.stage, stage.job
+                            )
                         })
                     };
                     plans.insert((stage.job, stage.stage as StageId), decoded);
@@ -199,7 +213,8 @@ pub async fn run_worker(options: WorkerOptions, base: &RuntimeEnv) -> Result<()>
                                 .inputs
                                 .into_iter()
                                 .map(|l| {
-                                    let workers = l.workers.iter().map(|&w| w as WorkerId).collect();
+                                    let workers =
+                                        l.workers.iter().map(|&w| w as WorkerId).collect();
                                     (l.stage as StageId, workers)
                                 })
                                 .collect();
@@ -214,7 +229,9 @@ pub async fn run_worker(options: WorkerOptions, base: &RuntimeEnv) -> Result<()>
                         other => {
                             let message = match other {
                                 Some(Err(message)) => message.clone(),
-                                _ => format!("no plan for stage {} of job {}", id_of.stage, task.job),
+                                _ => {
+                                    format!("no plan for stage {} of job {}", id_of.stage, task.job)
+                                }
                             };
                             let _ = events.send(Event::TaskEnded {
                                 job: task.job,
@@ -258,7 +275,10 @@ fn decode_stage(
         }
     }
     // Each task reads only its own partition's files (see the engine's session setup).
-    config.options_mut().execution.enable_file_stream_work_stealing = false;
+    config
+        .options_mut()
+        .execution
+        .enable_file_stream_work_stealing = false;
     let state = SessionStateBuilder::new()
         .with_config(config)
         .with_runtime_env(Arc::clone(runtime))
@@ -299,7 +319,10 @@ async fn report(
             memory_used: Worker::memory_used(&runtime, &store) as u64,
         });
         let message = proto::WorkerMessage {
-            kind: Some(worker_message::Kind::Batch(proto::WorkerBatch { ended, heartbeat })),
+            kind: Some(worker_message::Kind::Batch(proto::WorkerBatch {
+                ended,
+                heartbeat,
+            })),
         };
         if out.send(message).is_err() {
             break;

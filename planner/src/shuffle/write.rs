@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, LazyLock};
 
-use datafusion::arrow::array::{RecordBatch, UInt64Array};
+use datafusion::arrow::array::{RecordBatch, RecordBatchOptions, UInt64Array};
 use datafusion::arrow::compute::BatchCoalescer;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -154,6 +154,7 @@ impl ExecutionPlan for ShuffleWriteExec {
                 if batch.num_rows() == 0 {
                     continue;
                 }
+                let batch = conform(batch, &schema)?;
                 match partitioner.as_mut() {
                     None => out[0].push(batch),
                     Some(p) => p.partition(batch, |bucket, b| {
@@ -208,4 +209,18 @@ impl ExecutionPlan for ShuffleWriteExec {
     fn metrics(&self) -> Option<MetricsSet> {
         Some(self.metrics.clone_inner())
     }
+}
+
+/// Some sources ignore an empty projection and still produce their columns; the batch is
+/// cut to the declared (column-less) schema so it crosses process boundaries intact.
+fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    if schema.fields().is_empty() && batch.num_columns() > 0 {
+        let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+        return Ok(RecordBatch::try_new_with_options(
+            Arc::clone(schema),
+            Vec::new(),
+            &options,
+        )?);
+    }
+    Ok(batch)
 }

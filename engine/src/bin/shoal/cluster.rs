@@ -130,12 +130,18 @@ fn input(message: String) -> shoal::Error {
     shoal::Error::input(message)
 }
 
-/// Exits the process once standard input reaches its end: the parent is gone.
-fn exit_with_stdin() {
-    std::thread::spawn(|| {
+/// Resolves once standard input reaches its end (the parent is gone), when asked to;
+/// otherwise never.
+async fn stdin_closed(watch: bool) {
+    if !watch {
+        return std::future::pending().await;
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
         let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
-        std::process::exit(0);
+        let _ = tx.send(());
     });
+    let _ = rx.await;
 }
 
 fn base_runtime() -> shoal::Result<Arc<shoal::datafusion::execution::runtime_env::RuntimeEnv>> {
@@ -146,9 +152,6 @@ fn base_runtime() -> shoal::Result<Arc<shoal::datafusion::execution::runtime_env
 
 /// `shoal scheduler`: prints its URL, then serves until stopped.
 pub async fn scheduler(args: SchedulerArgs) -> shoal::Result<()> {
-    if args.exit_with_stdin {
-        exit_with_stdin();
-    }
     let security = Security::from_files(
         args.token,
         args.tls.tls_cert.as_deref(),
@@ -159,11 +162,19 @@ pub async fn scheduler(args: SchedulerArgs) -> shoal::Result<()> {
         .await
         .map_err(|e| input(format!("cannot listen on {}: {e}", args.bind)))?;
     let address = listener.local_addr()?;
-    let scheme = if security.identity.is_some() { "https" } else { "http" };
+    let scheme = if security.identity.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     println!("shoal scheduler listening on {scheme}://{address}");
     let _ = std::io::stdout().flush();
-    let heartbeat_timeout = Duration::try_from_secs_f64(args.heartbeat_timeout)
-        .map_err(|_| input(format!("--heartbeat-timeout {} is not a duration", args.heartbeat_timeout)))?;
+    let heartbeat_timeout = Duration::try_from_secs_f64(args.heartbeat_timeout).map_err(|_| {
+        input(format!(
+            "--heartbeat-timeout {} is not a duration",
+            args.heartbeat_timeout
+        ))
+    })?;
     let options = SchedulerOptions {
         prefetch: args.prefetch,
         heartbeat_timeout,
@@ -172,6 +183,7 @@ pub async fn scheduler(args: SchedulerArgs) -> shoal::Result<()> {
     tokio::select! {
         result = run_scheduler(listener, options) => Ok(result?),
         _ = tokio::signal::ctrl_c() => Ok(()),
+        _ = stdin_closed(args.exit_with_stdin) => Ok(()),
     }
 }
 
@@ -188,9 +200,6 @@ fn machine_memory() -> usize {
 
 /// `shoal worker`: joins the scheduler and runs tasks until the connection ends.
 pub async fn worker(args: WorkerArgs) -> shoal::Result<()> {
-    if args.exit_with_stdin {
-        exit_with_stdin();
-    }
     let slots = args.threads();
     let security = Security::from_files(
         args.token,
@@ -218,8 +227,12 @@ pub async fn worker(args: WorkerArgs) -> shoal::Result<()> {
     };
     let base = base_runtime()?;
     tokio::select! {
-        result = run_worker(options, &base) => Ok(result?),
+        result = run_worker(options, &base, |id, address| {
+            println!("shoal worker {id} serving task outputs at {address}");
+            let _ = std::io::stdout().flush();
+        }) => Ok(result?),
         _ = tokio::signal::ctrl_c() => Ok(()),
+        _ = stdin_closed(args.exit_with_stdin) => Ok(()),
     }
 }
 
@@ -350,8 +363,15 @@ fn status_table(status: &ClusterStatus, csv: bool) -> String {
     let sep = if csv { "," } else { "  " };
     let mut lines = vec![
         [
-            "worker", "address", "alive", "slots", "resources", "memory_limit", "memory_used",
-            "running", "completed",
+            "worker",
+            "address",
+            "alive",
+            "slots",
+            "resources",
+            "memory_limit",
+            "memory_used",
+            "running",
+            "completed",
         ]
         .join(sep),
     ];
@@ -378,7 +398,11 @@ fn status_table(status: &ClusterStatus, csv: bool) -> String {
             j.id,
             j.tasks_done,
             j.tasks_total,
-            if waiting.is_empty() { "" } else { "; waiting: " }
+            if waiting.is_empty() {
+                ""
+            } else {
+                "; waiting: "
+            }
         ));
     }
     lines.join("\n")

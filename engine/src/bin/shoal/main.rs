@@ -191,8 +191,9 @@ fn main() -> ExitCode {
         .worker_threads(match &cli.command {
             // The scheduler's event loop and its gRPC server.
             Command::Scheduler(_) => 2,
-            // One thread per task slot.
-            Command::Worker(args) => args.threads(),
+            // One thread per task slot, and one that keeps heartbeats and fetches going
+            // while every slot computes.
+            Command::Worker(args) => args.threads() + 1,
             _ => 1,
         })
         .enable_all()

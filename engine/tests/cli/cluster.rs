@@ -1,0 +1,544 @@
+//! The distributed runtime with real processes on 127.0.0.1: a `shoal scheduler`, `shoal
+//! worker`s, and a client (`Session::connect` or `shoal sql --cluster`).
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use shoal::Session;
+
+#[allow(dead_code)]
+#[path = "../../../tests/it/common.rs"]
+mod common;
+
+use common::{answer, assert_rows_eq, rows, tpch_dir};
+
+const TOKEN: &str = "test-token-7f3a";
+
+/// A scheduler and its workers; every process is killed when this is dropped. Each child
+/// also exits when its standard input closes, so none outlives a crashed test.
+struct Cluster {
+    url: String,
+    scheduler: Child,
+    workers: Vec<Child>,
+    token: Option<String>,
+    extra: Vec<String>,
+}
+
+impl Cluster {
+    /// A scheduler with `scheduler_args`, and no workers yet.
+    fn scheduler(token: Option<&str>, scheduler_args: &[&str]) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
+        cmd.args(["scheduler", "--exit-with-stdin", "--bind", "127.0.0.1:0"])
+            .args(["--heartbeat-timeout", "2"])
+            .args(scheduler_args)
+            .env_remove("SHOAL_TOKEN")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        if let Some(token) = token {
+            cmd.args(["--token", token]);
+        }
+        let mut scheduler = cmd.spawn().expect("start the scheduler");
+        let mut line = String::new();
+        BufReader::new(scheduler.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line.trim().rsplit(' ').next().unwrap().to_string();
+        assert!(url.starts_with("http"), "scheduler said {line:?}");
+        Self {
+            url,
+            scheduler,
+            workers: Vec::new(),
+            token: token.map(str::to_string),
+            extra: Vec::new(),
+        }
+    }
+
+    /// A scheduler and `n` workers with one slot each, all with the test token.
+    fn start(n: usize) -> Self {
+        let mut cluster = Self::scheduler(Some(TOKEN), &[]);
+        for _ in 0..n {
+            cluster.add_worker(&[]);
+        }
+        cluster.wait_for_workers(n);
+        cluster
+    }
+
+    fn worker_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
+        cmd.args(["worker", "--exit-with-stdin", "--scheduler", &self.url])
+            .args(["--cpus", "1"])
+            .args(&self.extra)
+            .args(args)
+            .env_remove("SHOAL_TOKEN")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(token) = &self.token {
+            cmd.args(["--token", token]);
+        }
+        if !args.contains(&"--memory") {
+            cmd.args(["--memory", "1GiB"]);
+        }
+        cmd
+    }
+
+    /// Starts a worker and waits until it has joined; `workers[id]` is worker `id`.
+    fn add_worker(&mut self, args: &[&str]) {
+        let mut child = self
+            .worker_command(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start a worker");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let id: usize = line
+            .strip_prefix("shoal worker ")
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|id| id.parse().ok())
+            .unwrap_or_else(|| panic!("the worker said {line:?}"));
+        assert_eq!(id, self.workers.len(), "workers join one at a time");
+        self.workers.push(child);
+    }
+
+    fn session(&self) -> Session {
+        let mut builder = Session::builder().cluster(&self.url);
+        if let Some(token) = &self.token {
+            builder = builder.token(token);
+        }
+        builder.build().expect("connect to the cluster")
+    }
+
+    /// Waits until `n` workers are alive.
+    fn wait_for_workers(&self, n: usize) {
+        let session = self.session();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let status = session.status_blocking().unwrap();
+            if status.workers.iter().filter(|w| w.alive).count() >= n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "workers did not join: {status:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in self.workers.iter_mut().chain([&mut self.scheduler]) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn kill9(child: &mut Child) {
+    // `Child::kill` sends SIGKILL on Unix: the process gets no chance to say goodbye.
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tpch_on_a_scheduler_and_two_worker_processes_matches_the_answers() {
+    let cluster = Cluster::start(2);
+    let session = cluster.session();
+    session.register_dir(tpch_dir().to_str().unwrap()).unwrap();
+    for (query, sql) in shoal::tpch::QUERIES {
+        let results = session
+            .sql_script(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{query}: {e}"));
+        let batches = results.last().unwrap();
+        assert_rows_eq(query, &answer(query), &rows(batches));
+    }
+    let status = session.status().await.unwrap();
+    assert_eq!(status.workers.len(), 2);
+    assert!(
+        status.workers.iter().all(|w| w.tasks_completed > 0),
+        "both workers ran tasks: {status:?}"
+    );
+    assert!(status.jobs.is_empty(), "no job left behind: {status:?}");
+}
+
+/// Rows `1..=n` grouped by `v % 97`, spread over several partitions: a few seconds of work
+/// in two stages.
+fn slow_query(n: u64) -> String {
+    format!(
+        "select count(*) as c, sum(k) as s from \
+         (select value % 97 as k, count(*) as n from generate_series(1, {n}) group by 1)"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_worker_mid_query_still_gives_the_right_answer() {
+    let mut cluster = Cluster::start(2);
+    let session = cluster.session();
+    session
+        .sql("set datafusion.execution.batch_size = 1024")
+        .await
+        .unwrap();
+    let expected = vec![vec!["97".to_string(), (96 * 97 / 2).to_string()]];
+    let n = 6_000_000;
+    // Warm up, and check the answer without failures.
+    let batches = session
+        .sql(&slow_query(n))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_rows_eq("no failure", &expected, &rows(&batches));
+
+    let df = session.sql(&slow_query(n)).await.unwrap();
+    let job = session.execute(df.logical_plan()).await.unwrap();
+    // Kill the worker that is running a task, once some task has finished.
+    let mut progress = job.progress.clone();
+    loop {
+        progress.changed().await.unwrap();
+        if progress.borrow().tasks_done >= 1 {
+            break;
+        }
+    }
+    let status = session.status().await.unwrap();
+    let victim = status
+        .workers
+        .iter()
+        .max_by_key(|w| (w.tasks_running, w.tasks_completed))
+        .unwrap()
+        .id;
+    kill9(&mut cluster.workers[victim]);
+    let batches: Vec<_> = job.stream.try_collect().await.unwrap();
+    assert_rows_eq("after kill -9", &expected, &rows(&batches));
+    let status = session.status().await.unwrap();
+    assert!(!status.workers[victim].alive, "{status:?}");
+
+    // A worker that joins later gets work.
+    cluster.add_worker(&[]);
+    cluster.wait_for_workers(2);
+    let batches = session
+        .sql(&slow_query(n))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_rows_eq("after a new worker joined", &expected, &rows(&batches));
+    let status = session.status().await.unwrap();
+    assert!(status.workers[2].tasks_completed > 0, "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_worker_during_the_shuffle_fetch_recomputes_its_outputs() {
+    let mut cluster = Cluster::start(2);
+    let session = cluster.session();
+    session.register_dir(tpch_dir().to_str().unwrap()).unwrap();
+    // Every scan task writes 64 buckets read by a consumer that is slow per bucket; the
+    // kill lands while consumers fetch from both workers.
+    session
+        .sql("set shoal.execution.partitions = 8")
+        .await
+        .unwrap();
+    let sql = "select l_returnflag, count(*) as n, sum(l_extendedprice * value) as p from \
+               (select l_returnflag, l_extendedprice, value from lineitem \
+                cross join generate_series(1, 40)) group by 1 order by 1";
+    let expected = {
+        let embedded = Session::builder().workers(1).build().unwrap();
+        embedded.register_dir(tpch_dir().to_str().unwrap()).unwrap();
+        rows(&embedded.sql(sql).await.unwrap().collect().await.unwrap())
+    };
+    let df = session.sql(sql).await.unwrap();
+    let job = session.execute(df.logical_plan()).await.unwrap();
+    let mut progress = job.progress.clone();
+    let first_stage = loop {
+        progress.changed().await.unwrap();
+        let p = *progress.borrow();
+        if p.tasks_done >= 2 {
+            break p;
+        }
+    };
+    assert!(first_stage.tasks_done < first_stage.tasks_total);
+    let status = session.status().await.unwrap();
+    let victim = status
+        .workers
+        .iter()
+        .max_by_key(|w| w.tasks_completed)
+        .unwrap()
+        .id;
+    assert!(status.workers[victim].tasks_completed > 0, "{status:?}");
+    kill9(&mut cluster.workers[victim]);
+    let batches: Vec<_> = job.stream.try_collect().await.unwrap();
+    assert_rows_eq(
+        "after kill -9 during the shuffle",
+        &expected,
+        &rows(&batches),
+    );
+    // The outputs the killed worker held were computed again by the survivor.
+    let status = session.status().await.unwrap();
+    let completed: u64 = status.workers.iter().map(|w| w.tasks_completed).sum();
+    assert!(
+        completed > first_stage.tasks_total as u64,
+        "{completed} tasks for a job of {}: {status:?}",
+        first_stage.tasks_total
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_every_worker_fails_the_job_with_a_clear_error() {
+    let mut cluster = Cluster::start(2);
+    let session = cluster.session();
+    let df = session.sql(&slow_query(50_000_000)).await.unwrap();
+    let mut job = session.execute(df.logical_plan()).await.unwrap();
+    let mut progress = job.progress.clone();
+    while progress.borrow().tasks_total == 0 {
+        progress.changed().await.unwrap();
+    }
+    for worker in &mut cluster.workers {
+        kill9(worker);
+    }
+    let started = Instant::now();
+    let error = loop {
+        match job.stream.next().await {
+            Some(Err(e)) => break e.to_string(),
+            Some(Ok(_)) => continue,
+            None => panic!("the job succeeded without workers"),
+        }
+    };
+    assert!(error.contains("every worker was lost"), "{error}");
+    assert!(!error.contains('\n'), "one line: {error}");
+    assert!(started.elapsed() < Duration::from_secs(20), "no hang");
+}
+
+#[test]
+fn a_missing_or_wrong_token_is_refused_for_clients_and_workers() {
+    let cluster = Cluster::scheduler(Some(TOKEN), &[]);
+    for (token, why) in [
+        (None, "missing cluster token"),
+        (Some("nope"), "wrong cluster token"),
+    ] {
+        let mut builder = Session::builder().cluster(&cluster.url);
+        builder = builder.token(token.unwrap_or(""));
+        let error = builder.build().unwrap_err().to_string();
+        assert!(error.contains("refused") && error.contains(why), "{error}");
+
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
+        cmd.args(["worker", "--scheduler", &cluster.url, "--cpus", "1"])
+            .env_remove("SHOAL_TOKEN")
+            .stdin(Stdio::null());
+        if let Some(token) = token {
+            cmd.args(["--token", token]);
+        }
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("refused") && stderr.contains(why),
+            "{stderr}"
+        );
+    }
+    // The CLI client says the same.
+    let out = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["status", "--cluster", &cluster.url, "--token", "nope"])
+        .env_remove("SHOAL_TOKEN")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("wrong cluster token"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_asking_for_a_gpu_run_only_on_the_worker_that_has_one() {
+    let mut cluster = Cluster::scheduler(Some(TOKEN), &[]);
+    cluster.add_worker(&[]);
+    cluster.wait_for_workers(1);
+    cluster.add_worker(&["--resources", "gpu=1"]);
+    cluster.wait_for_workers(2);
+    let session = cluster.session();
+    session.register_dir(tpch_dir().to_str().unwrap()).unwrap();
+    session
+        .sql("set shoal.task.resources = 'gpu=1'")
+        .await
+        .unwrap();
+    let results = session.sql_script(shoal::tpch::QUERIES[2].1).await.unwrap();
+    assert_rows_eq("q03", &answer("q03"), &rows(results.last().unwrap()));
+    let status = session.status().await.unwrap();
+    assert_eq!(status.workers[0].tasks_completed, 0, "{status:?}");
+    assert!(status.workers[1].tasks_completed > 0, "{status:?}");
+
+    // `shoal status --format json` shows the same.
+    let out = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args([
+            "status",
+            "--cluster",
+            &cluster.url,
+            "--token",
+            TOKEN,
+            "--format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let workers = json["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 2);
+    assert_eq!(workers[1]["resources"]["gpu"], 1.0);
+    assert_eq!(workers[0]["tasks_completed"], 0);
+    assert!(workers[1]["tasks_completed"].as_u64().unwrap() > 0);
+    assert_eq!(workers[0]["memory_limit"], 1u64 << 30);
+    assert!(
+        workers[0]["address"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    assert!(json["jobs"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_query_stops_its_tasks_on_every_worker() {
+    let cluster = Cluster::start(2);
+    let session = cluster.session();
+    session
+        .sql("set shoal.execution.partitions = 2")
+        .await
+        .unwrap();
+    // Two scan tasks (one per worker) that would take hours.
+    let sql = "select k, count(*) from (\
+               select value % 7 as k from generate_series(1, 10000000000) union all \
+               select value % 7 as k from generate_series(1, 10000000000)) group by k";
+    let df = session.sql(sql).await.unwrap();
+    let job = session.execute(df.logical_plan()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = session.status().await.unwrap();
+        if status.workers.iter().all(|w| w.tasks_running > 0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "tasks did not start: {status:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(job);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = session.status().await.unwrap();
+        if status.jobs.is_empty() && status.workers.iter().all(|w| w.tasks_running == 0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "tasks still running: {status:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The workers are free again: a new query runs at once.
+    let batches = session
+        .sql("select 41 + 1 as x")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(rows(&batches), vec![vec!["42".to_string()]]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_memory_workers_spill_and_clean_up() {
+    let scratch = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::scheduler(Some(TOKEN), &[]);
+    let dir = scratch.path().to_str().unwrap().to_string();
+    cluster.extra = vec!["--scratch-dir".into(), dir];
+    for _ in 0..2 {
+        cluster.add_worker(&["--memory", "12MiB"]);
+    }
+    cluster.wait_for_workers(2);
+    let session = cluster.session();
+    session.register_dir(tpch_dir().to_str().unwrap()).unwrap();
+    // A join and an aggregation whose hash tables and sort runs exceed 12 MiB per worker.
+    let sql = "select o_orderpriority, count(distinct l_comment) as c, sum(l_quantity) as q \
+               from lineitem join orders on l_orderkey = o_orderkey \
+               group by o_orderpriority order by 1";
+    let expected = {
+        let embedded = Session::builder().workers(1).build().unwrap();
+        embedded.register_dir(tpch_dir().to_str().unwrap()).unwrap();
+        rows(&embedded.sql(sql).await.unwrap().collect().await.unwrap())
+    };
+    let batches = session.sql(sql).await.unwrap().collect().await.unwrap();
+    assert_rows_eq("under 12 MiB", &expected, &rows(&batches));
+    // The job ended: no spill file or stored output is left in the scratch directories.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let left = common::files_under(scratch.path());
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, ca) = write_certificates(dir.path());
+    let mut cluster = Cluster::scheduler(Some(TOKEN), &["--tls-cert", &cert, "--tls-key", &key]);
+    assert!(cluster.url.starts_with("https://"), "{}", cluster.url);
+    cluster.extra = ["--tls-cert", &cert, "--tls-key", &key, "--tls-ca", &ca]
+        .map(String::from)
+        .to_vec();
+    cluster.add_worker(&[]);
+    cluster.add_worker(&[]);
+    let session = Session::builder()
+        .cluster(&cluster.url)
+        .token(TOKEN)
+        .tls_ca(&ca)
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while session.status_blocking().unwrap().workers.len() < 2 {
+        assert!(Instant::now() < deadline, "workers did not join over TLS");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    session.register_dir(tpch_dir().to_str().unwrap()).unwrap();
+    let results = session.sql_script(shoal::tpch::QUERIES[4].1).await.unwrap();
+    assert_rows_eq(
+        "q05 over TLS",
+        &answer("q05"),
+        &rows(results.last().unwrap()),
+    );
+
+    // Without the CA, the client does not trust the scheduler.
+    let error = Session::builder()
+        .cluster(&cluster.url)
+        .token(TOKEN)
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("--tls-ca"), "{error}");
+}
+
+/// A CA, and a certificate for localhost and 127.0.0.1 signed by it; returns the paths
+/// of the certificate, its key and the CA certificate.
+fn write_certificates(dir: &Path) -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let params =
+        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let write = |name: &str, text: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    (
+        write("server.pem", cert.pem()),
+        write("server.key", key.serialize_pem()),
+        write("ca.pem", ca_cert.pem()),
+    )
+}
