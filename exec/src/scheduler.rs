@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 use datafusion::common::DataFusionError;
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::ExecutionPlan;
-use shoal_planner::{JobId, Resources, ShoalConfig, StageId, TaskGraph, TaskId, WorkerId};
+use shoal_planner::{
+    JobId, Locations, Resources, ShoalConfig, StageId, TaskGraph, TaskId, WorkerId,
+};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::cluster::Progress;
@@ -26,6 +28,12 @@ use crate::worker::{Launch, TaskOutcome, WorkerMsg};
 
 /// How many times one task may be started before its job fails.
 pub const MAX_ATTEMPTS: u32 = 4;
+
+/// Tasks shorter than this, launch to report, count as short.
+const SHORT_TASK: f64 = 0.002;
+
+/// Tasks in flight per slot for workers running short tasks.
+const SHORT_TASK_PREFETCH: usize = 64;
 
 /// Where the result stage's tasks left their output, in partition order.
 pub type JobOutputs = Vec<(TaskId, WorkerId)>;
@@ -253,16 +261,30 @@ struct WorkerSlot {
     status: WorkerStatus,
     /// Offered resources not held by running tasks.
     available: Resources,
-    /// What each running task holds, given back when it ends.
-    holding: HashMap<(JobId, TaskId), Resources>,
+    /// What each running task holds, given back when it ends, and when it was sent.
+    holding: HashMap<(JobId, TaskId), (Resources, Instant)>,
     last_heard: Instant,
+    /// Moving average of launch-to-report time, in seconds.
+    mean_task_secs: f64,
 }
 
 impl WorkerSlot {
+    /// Tasks this worker may have in flight.
+    fn capacity(&self, prefetch: usize, short_task_prefetch: usize) -> usize {
+        let per_slot = if self.mean_task_secs < SHORT_TASK {
+            short_task_prefetch
+        } else {
+            prefetch
+        };
+        self.status.slots * per_slot
+    }
+
     fn release(&mut self, job: JobId, task: TaskId) {
         self.status.tasks_running = self.status.tasks_running.saturating_sub(1);
-        if let Some(held) = self.holding.remove(&(job, task)) {
+        if let Some((held, sent)) = self.holding.remove(&(job, task)) {
             self.available.give(&held);
+            let secs = sent.elapsed().as_secs_f64();
+            self.mean_task_secs = 0.8 * self.mean_task_secs + 0.2 * secs;
         }
         if self.holding.is_empty() {
             // Nothing held: the exact offer, free of rounding from fractional amounts.
@@ -307,6 +329,9 @@ struct JobState {
     released: Vec<bool>,
     /// Output bytes per stage per worker, for locality.
     bytes_on: Vec<HashMap<WorkerId, u64>>,
+    /// Where each stage's inputs are, built once per stage and shared by its tasks;
+    /// cleared when an input stage completes (again).
+    input_locations: Vec<Option<Locations>>,
     ready: VecDeque<TaskId>,
     request: Resources,
     placement_timeout: Duration,
@@ -348,6 +373,7 @@ impl JobState {
             stage_done: vec![false; n],
             released: vec![false; n],
             bytes_on: vec![HashMap::new(); n],
+            input_locations: vec![None; n],
             plans: spec.stages.into_iter().map(|s| Some(s.plan)).collect(),
             done: Some(done),
             progress,
@@ -398,6 +424,7 @@ impl JobState {
         }
         for i in 0..self.consumers[stage].len() {
             let consumer = self.consumers[stage][i];
+            self.input_locations[consumer] = None;
             self.inputs_left[consumer] -= 1;
             if self.inputs_left[consumer] == 0 {
                 self.queue_stage(consumer);
@@ -523,20 +550,27 @@ impl JobState {
             .sum()
     }
 
-    fn locations(&self, stage: StageId) -> HashMap<StageId, Vec<WorkerId>> {
-        self.inputs[stage]
-            .iter()
-            .map(|&s| {
-                let workers = self.tasks[s]
-                    .iter()
-                    .map(|t| match t {
-                        TaskState::Done { worker } => *worker,
-                        _ => 0,
-                    })
-                    .collect();
-                (s, workers)
-            })
-            .collect()
+    fn locations(&mut self, stage: StageId) -> Locations {
+        if let Some(cached) = &self.input_locations[stage] {
+            return Arc::clone(cached);
+        }
+        let built: Locations = Arc::new(
+            self.inputs[stage]
+                .iter()
+                .map(|&s| {
+                    let workers = self.tasks[s]
+                        .iter()
+                        .map(|t| match t {
+                            TaskState::Done { worker } => *worker,
+                            _ => 0,
+                        })
+                        .collect();
+                    (s, workers)
+                })
+                .collect(),
+        );
+        self.input_locations[stage] = Some(Arc::clone(&built));
+        built
     }
 }
 
@@ -547,6 +581,9 @@ pub struct Scheduler {
     turn: VecDeque<JobId>,
     /// Tasks in flight per slot: above one, a worker has its next task before it asks.
     prefetch: usize,
+    /// Tasks in flight per slot on a worker whose tasks take under [`SHORT_TASK`]: the
+    /// round trip, not the work, limits such tasks.
+    short_task_prefetch: usize,
     /// Workers silent for longer are lost (workers in this process are never checked).
     heartbeat_timeout: Option<Duration>,
 }
@@ -556,6 +593,8 @@ impl Scheduler {
     /// with `slots` task slots and the resources it offers.
     pub fn new(workers: Vec<(mpsc::UnboundedSender<WorkerMsg>, Resources)>, slots: usize) -> Self {
         let mut scheduler = Self::empty(1, None);
+        // Workers in this process are a channel send away: no round trip to hide.
+        scheduler.short_task_prefetch = 1;
         for (tx, resources) in workers {
             scheduler.join(
                 WorkerStatus {
@@ -577,6 +616,7 @@ impl Scheduler {
             jobs: HashMap::new(),
             turn: VecDeque::new(),
             prefetch: prefetch.max(1),
+            short_task_prefetch: SHORT_TASK_PREFETCH.max(prefetch),
             heartbeat_timeout,
         }
     }
@@ -597,6 +637,7 @@ impl Scheduler {
             holding: HashMap::new(),
             status: info,
             last_heard: Instant::now(),
+            mean_task_secs: 1.0,
         });
         id
     }
@@ -938,11 +979,11 @@ impl Scheduler {
     fn dispatch(&mut self) {
         let mut idle_rounds = 0;
         while idle_rounds < self.turn.len() {
-            let prefetch = self.prefetch;
+            let (prefetch, short) = (self.prefetch, self.short_task_prefetch);
             if !self
                 .workers
                 .iter()
-                .any(|w| w.status.alive && w.status.tasks_running < w.status.slots * prefetch)
+                .any(|w| w.status.alive && w.status.tasks_running < w.capacity(prefetch, short))
             {
                 return;
             }
@@ -971,14 +1012,14 @@ impl Scheduler {
                 .iter()
                 .filter(|w| {
                     w.status.alive
-                        && w.status.tasks_running < w.status.slots * prefetch
+                        && w.status.tasks_running < w.capacity(prefetch, short)
                         && w.available.covers(&state.request)
                 })
                 .max_by_key(|w| {
                     // An idle slot first: prefetching onto a busy worker while another
                     // one idles would serialise the stage.
                     let idle = w.status.tasks_running < w.status.slots;
-                    let free = w.status.slots * prefetch - w.status.tasks_running;
+                    let free = w.capacity(prefetch, short) - w.status.tasks_running;
                     (
                         idle,
                         state.locality(task.stage, w.status.id),
@@ -1024,7 +1065,7 @@ impl Scheduler {
             let slot = &mut self.workers[worker];
             slot.status.tasks_running += 1;
             slot.available.take(&request);
-            slot.holding.insert((job, task), request);
+            slot.holding.insert((job, task), (request, Instant::now()));
             if slot.tx.send(WorkerMsg::Launch(Box::new(launch))).is_err() {
                 self.lose_worker(worker, "its connection closed");
             }

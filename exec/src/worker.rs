@@ -12,7 +12,7 @@ use datafusion::arrow::array::UInt64Array;
 use datafusion::common::{DataFusionError, Result, internal_datafusion_err};
 use datafusion::execution::TaskContext;
 use datafusion::execution::runtime_env::RuntimeEnv;
-use shoal_planner::{JobId, ShuffleEnv, ShuffleIo, StageId, TaskId, WorkerId};
+use shoal_planner::{JobId, Locations, ShuffleEnv, ShuffleIo, StageId, TaskId, WorkerId};
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 
@@ -32,7 +32,7 @@ pub struct Launch {
     /// The stage plan.
     pub plan: StagePlan,
     /// Where each input stage's task outputs are.
-    pub locations: HashMap<StageId, Vec<WorkerId>>,
+    pub locations: Locations,
 }
 
 /// Messages from the scheduler to a worker.

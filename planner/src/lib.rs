@@ -30,6 +30,7 @@ pub use graph::{
 };
 pub use resources::Resources;
 pub use shuffle::{
-    PartitionKey, ReadMode, ShuffleEnv, ShuffleIo, ShuffleReadExec, ShuffleWriteExec, WorkerId,
+    Locations, PartitionKey, ReadMode, ShuffleEnv, ShuffleIo, ShuffleReadExec, ShuffleWriteExec,
+    WorkerId,
 };
 pub use split::split_into_stages;

@@ -317,6 +317,44 @@ async fn killing_every_worker_fails_the_job_with_a_clear_error() {
     assert!(started.elapsed() < Duration::from_secs(20), "no hang");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_the_scheduler_fails_the_query_at_the_client() {
+    let mut cluster = Cluster::start(2);
+    let session = cluster.session();
+    let df = session.sql(&slow_query(200_000_000)).await.unwrap();
+    let mut job = session.execute(df.logical_plan()).await.unwrap();
+    let mut progress = job.progress.clone();
+    while progress.borrow().tasks_total == 0 {
+        progress.changed().await.unwrap();
+    }
+    kill9(&mut cluster.scheduler);
+    let started = Instant::now();
+    let error = match job.stream.next().await {
+        Some(Err(e)) => e.to_string(),
+        other => panic!(
+            "expected an error, got {:?}",
+            other.map(|r| r.map(|b| b.num_rows()))
+        ),
+    };
+    assert!(
+        error.contains("lost the connection to the scheduler"),
+        "{error}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(20), "no hang");
+    // The workers notice too and exit with an error.
+    for worker in &mut cluster.workers {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = worker.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "a worker outlived its scheduler");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_eq!(status.code(), Some(1));
+    }
+}
+
 #[test]
 fn a_missing_or_wrong_token_is_refused_for_clients_and_workers() {
     let cluster = Cluster::scheduler(Some(TOKEN), &[]);

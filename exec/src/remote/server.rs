@@ -10,7 +10,7 @@ use std::time::Duration;
 use datafusion::common::{DataFusionError, Result};
 use futures::Stream;
 use parking_lot::{Mutex, RwLock};
-use shoal_planner::{JobId, StageId, TaskId, WorkerId};
+use shoal_planner::{JobId, Locations, StageId, TaskId, WorkerId};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio_stream::StreamExt;
@@ -361,7 +361,7 @@ async fn write_worker(
     mut commands: mpsc::UnboundedReceiver<WorkerMsg>,
     out: mpsc::Sender<Result<proto::SchedulerMessage, Status>>,
 ) {
-    let mut shipped: HashSet<(JobId, StageId)> = HashSet::new();
+    let mut shipped = Shipped::default();
     let mut batch = Vec::new();
     while let Some(first) = commands.recv().await {
         let mut next = Some(first);
@@ -391,16 +391,27 @@ fn stage_ref(job: JobId, stage: StageId) -> Option<proto::StageRef> {
     })
 }
 
-fn encode_command(
-    msg: WorkerMsg,
-    shipped: &mut HashSet<(JobId, StageId)>,
-    batch: &mut Vec<proto::Command>,
-) {
+/// What one worker already has: stage plans, and the input locations last sent for each
+/// stage (a launch without inputs reuses them).
+#[derive(Default)]
+struct Shipped {
+    plans: HashSet<(JobId, StageId)>,
+    locations: HashMap<(JobId, StageId), Locations>,
+}
+
+impl Shipped {
+    fn forget_job(&mut self, job: JobId) {
+        self.plans.retain(|(j, _)| *j != job);
+        self.locations.retain(|(j, _), _| *j != job);
+    }
+}
+
+fn encode_command(msg: WorkerMsg, shipped: &mut Shipped, batch: &mut Vec<proto::Command>) {
     let mut push = |kind| batch.push(proto::Command { kind: Some(kind) });
     match msg {
         WorkerMsg::Launch(launch) => {
             let stage = launch.task.stage;
-            if shipped.insert((launch.job, stage)) {
+            if shipped.plans.insert((launch.job, stage)) {
                 let plan = match &launch.plan {
                     StagePlan::Encoded(encoded) => proto::StagePlan {
                         stage: stage_ref(launch.job, stage),
@@ -420,14 +431,25 @@ fn encode_command(
                 };
                 push(command::Kind::Plan(plan));
             }
-            let inputs = launch
+            let known = shipped
                 .locations
-                .iter()
-                .map(|(stage, workers)| proto::StageLocations {
-                    stage: *stage as u32,
-                    workers: workers.iter().map(|&w| w as u64).collect(),
-                })
-                .collect();
+                .get(&(launch.job, stage))
+                .is_some_and(|sent| Arc::ptr_eq(sent, &launch.locations));
+            let inputs = if known {
+                Vec::new()
+            } else {
+                shipped
+                    .locations
+                    .insert((launch.job, stage), Arc::clone(&launch.locations));
+                launch
+                    .locations
+                    .iter()
+                    .map(|(stage, workers)| proto::StageLocations {
+                        stage: *stage as u32,
+                        workers: workers.iter().map(|&w| w as u64).collect(),
+                    })
+                    .collect()
+            };
             push(command::Kind::Launch(proto::Launch {
                 task: Some(proto::TaskRef {
                     job: launch.job,
@@ -439,14 +461,17 @@ fn encode_command(
             }));
         }
         WorkerMsg::CancelJob(job) => {
-            shipped.retain(|(j, _)| *j != job);
+            shipped.forget_job(job);
             push(command::Kind::CancelJob(job));
         }
         WorkerMsg::ReleaseJob(job) => {
-            shipped.retain(|(j, _)| *j != job);
+            shipped.forget_job(job);
             push(command::Kind::ReleaseJob(job));
         }
         WorkerMsg::ReleaseStage(job, stage) => {
+            // The worker drops the stage's plan; lineage may need it again.
+            shipped.plans.remove(&(job, stage));
+            shipped.locations.remove(&(job, stage));
             push(command::Kind::ReleaseStage(proto::StageRef {
                 job,
                 stage: stage as u32,

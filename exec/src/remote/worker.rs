@@ -13,7 +13,9 @@ use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::prelude::SessionConfig;
-use shoal_planner::{JobId, Resources, ShoalConfig, StageId, TaskId, WorkerId, decode_plan};
+use shoal_planner::{
+    JobId, Locations, Resources, ShoalConfig, StageId, TaskId, WorkerId, decode_plan,
+};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_stream::StreamExt;
@@ -158,6 +160,7 @@ pub async fn run_worker(
     ));
 
     let mut plans: HashMap<(JobId, StageId), Result<StagePlan, String>> = HashMap::new();
+    let mut locations: HashMap<(JobId, StageId), Locations> = HashMap::new();
     loop {
         let message = match inbound.next().await {
             None => {
@@ -209,21 +212,26 @@ pub async fn run_worker(
                     };
                     match plans.get(&(task.job, id_of.stage)) {
                         Some(Ok(plan)) => {
-                            let locations = launch
-                                .inputs
-                                .into_iter()
-                                .map(|l| {
-                                    let workers =
-                                        l.workers.iter().map(|&w| w as WorkerId).collect();
-                                    (l.stage as StageId, workers)
-                                })
-                                .collect();
+                            // Inputs come with a stage's first launch and when they change.
+                            let key = (task.job, id_of.stage);
+                            if !launch.inputs.is_empty() || !locations.contains_key(&key) {
+                                let fresh = launch
+                                    .inputs
+                                    .into_iter()
+                                    .map(|l| {
+                                        let workers =
+                                            l.workers.iter().map(|&w| w as WorkerId).collect();
+                                        (l.stage as StageId, workers)
+                                    })
+                                    .collect();
+                                locations.insert(key, Arc::new(fresh));
+                            }
                             let _ = inbox.send(WorkerMsg::Launch(Box::new(Launch {
                                 job: task.job,
                                 task: id_of,
                                 attempt: task.attempt,
                                 plan: plan.clone(),
-                                locations,
+                                locations: Arc::clone(&locations[&key]),
                             })));
                         }
                         other => {
@@ -245,15 +253,18 @@ pub async fn run_worker(
                 }
                 command::Kind::CancelJob(job) => {
                     plans.retain(|(j, _), _| *j != job);
+                    locations.retain(|(j, _), _| *j != job);
                     let _ = inbox.send(WorkerMsg::CancelJob(job));
                 }
                 command::Kind::ReleaseJob(job) => {
                     plans.retain(|(j, _), _| *j != job);
+                    locations.retain(|(j, _), _| *j != job);
                     let _ = inbox.send(WorkerMsg::ReleaseJob(job));
                 }
                 command::Kind::ReleaseStage(stage) => {
                     let key = (stage.job, stage.stage as StageId);
                     plans.remove(&key);
+                    locations.remove(&key);
                     let _ = inbox.send(WorkerMsg::ReleaseStage(key.0, key.1));
                 }
             }

@@ -24,6 +24,10 @@ pub struct PartitionKey {
     pub bucket: usize,
 }
 
+/// Where each input stage's task outputs are: worker per task, in partition order.
+/// Shared by every task of a stage.
+pub type Locations = Arc<HashMap<StageId, Vec<WorkerId>>>;
+
 /// Moves task outputs: `put` keeps a bucket on the worker running the task, `fetch`
 /// streams a bucket from the worker that holds it (itself or a peer).
 pub trait ShuffleIo: Debug + Send + Sync {
@@ -42,7 +46,7 @@ pub struct ShuffleEnv {
     /// The running task.
     pub task: TaskId,
     /// Where the outputs of each input stage are: worker per task, in partition order.
-    pub locations: HashMap<StageId, Vec<WorkerId>>,
+    pub locations: Locations,
     /// The worker's transport.
     pub io: Arc<dyn ShuffleIo>,
 }

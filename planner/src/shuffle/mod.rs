@@ -9,6 +9,6 @@ mod env;
 mod read;
 mod write;
 
-pub use env::{PartitionKey, ShuffleEnv, ShuffleIo, WorkerId, shuffle_env};
+pub use env::{Locations, PartitionKey, ShuffleEnv, ShuffleIo, WorkerId, shuffle_env};
 pub use read::{ReadMode, ShuffleReadExec};
 pub use write::{ShuffleWriteExec, summary_schema};

@@ -13,6 +13,100 @@ use crate::EngineArgs;
 pub enum BenchWhat {
     /// The 22 TPC-H queries over generated Parquet data.
     Tpch(TpchArgs),
+    /// Scheduler throughput: graphs of no-op tasks; prints tasks per second.
+    Scheduler(SchedulerArgs),
+}
+
+/// Shapes of no-op task graphs.
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+pub enum GraphShape {
+    /// N independent tasks feeding one.
+    Merge,
+    /// A binary reduction of N leaves.
+    Tree,
+}
+
+/// Arguments of `shoal bench scheduler`.
+#[derive(Args, Debug)]
+pub struct SchedulerArgs {
+    /// Graph shape.
+    #[arg(long, value_enum, default_value_t = GraphShape::Merge)]
+    graph: GraphShape,
+    /// Tasks in the graph's widest layer.
+    #[arg(long, default_value_t = 100_000)]
+    tasks: usize,
+    /// Timed runs (after one warm-up); the median is reported.
+    #[arg(long, default_value_t = 3)]
+    iterations: usize,
+    /// Worker processes to start when no --cluster is given.
+    #[arg(long, default_value_t = 2)]
+    local_workers: usize,
+}
+
+/// The stages of a no-op graph: (input stages, tasks) per stage.
+fn noop_graph(shape: GraphShape, tasks: usize) -> Vec<(Vec<usize>, usize)> {
+    let tasks = tasks.max(1);
+    match shape {
+        GraphShape::Merge => vec![(Vec::new(), tasks), (vec![0], 1)],
+        GraphShape::Tree => {
+            let mut stages = vec![(Vec::new(), tasks)];
+            let mut width = tasks;
+            while width > 1 {
+                width = width.div_ceil(2);
+                stages.push((vec![stages.len() - 1], width));
+            }
+            stages
+        }
+    }
+}
+
+/// `shoal bench scheduler`: no-op graphs through a scheduler and its worker processes.
+async fn scheduler(engine: &EngineArgs, args: SchedulerArgs) -> shoal::Result<()> {
+    let (url, _children) = match &engine.cluster {
+        Some(url) => (url.clone(), None),
+        None => {
+            let (url, children, _) = crate::cluster::spawn_local(
+                args.local_workers,
+                Some(1),
+                None,
+                None,
+                "127.0.0.1:0",
+            )?;
+            (url, Some(children))
+        }
+    };
+    let security = shoal_exec::Security::from_files(
+        engine.token.clone(),
+        None,
+        None,
+        engine.tls_ca.as_deref(),
+    )?;
+    let cluster = shoal_exec::RemoteCluster::connect(&url, security)?;
+    let stages = noop_graph(args.graph, args.tasks);
+    let total: usize = stages.iter().map(|(_, n)| n).sum();
+    let workers = cluster
+        .status()
+        .await?
+        .workers
+        .iter()
+        .filter(|w| w.alive)
+        .count();
+    println!(
+        "# shoal scheduler at {url}: {workers} workers, {:?} graph of {total} tasks",
+        args.graph
+    );
+    let mut rates = Vec::new();
+    for i in 0..=args.iterations.max(1) {
+        let started = Instant::now();
+        cluster.run_noop(&stages).await?;
+        let rate = total as f64 / started.elapsed().as_secs_f64();
+        if i > 0 {
+            rates.push(rate);
+        }
+    }
+    rates.sort_by(f64::total_cmp);
+    println!("{:.0} tasks/s", rates[rates.len() / 2]);
+    Ok(())
 }
 
 /// Arguments of `shoal bench tpch`.
@@ -34,7 +128,10 @@ pub struct TpchArgs {
 
 /// Runs a benchmark.
 pub async fn run(engine: &EngineArgs, what: BenchWhat) -> shoal::Result<()> {
-    let BenchWhat::Tpch(args) = what;
+    let args = match what {
+        BenchWhat::Tpch(args) => args,
+        BenchWhat::Scheduler(args) => return scheduler(engine, args).await,
+    };
     if !shoal::tpch::is_generated(&args.data) {
         let Some(sf) = args.scale_factor else {
             return Err(shoal::Error::input(format!(
@@ -61,13 +158,20 @@ pub async fn run(engine: &EngineArgs, what: BenchWhat) -> shoal::Result<()> {
         )));
     }
     let config = session.config();
-    println!(
-        "# shoal embedded: {} workers x {} slots, {} partitions, data {}",
-        config.workers,
-        config.worker_slots,
-        config.partitions,
-        args.data.display()
-    );
+    match &engine.cluster {
+        Some(url) => println!(
+            "# shoal cluster at {url}: {} partitions, data {}",
+            config.partitions,
+            args.data.display()
+        ),
+        None => println!(
+            "# shoal embedded: {} workers x {} slots, {} partitions, data {}",
+            config.workers,
+            config.worker_slots,
+            config.partitions,
+            args.data.display()
+        ),
+    }
     let bar = crate::progress_bar(selected.len() as u64, "TPC-H");
     let mut total = 0.0;
     let iterations = args.iterations.max(1);

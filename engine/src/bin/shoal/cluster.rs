@@ -237,27 +237,36 @@ pub async fn worker(args: WorkerArgs) -> shoal::Result<()> {
 }
 
 /// Kills the children of `shoal local` when it ends.
-struct Children(Vec<Child>);
+pub struct Children(Vec<Child>);
 
 impl Drop for Children {
     fn drop(&mut self) {
-        for child in &mut self.0 {
+        // Workers first: they would report the scheduler's end as an error.
+        for child in self.0.iter_mut().rev() {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
 }
 
-/// `shoal local`: a scheduler and workers as child processes on this machine.
-pub async fn local(args: LocalArgs) -> shoal::Result<()> {
+/// A scheduler and `workers` worker processes on loopback, children of this process;
+/// returns the scheduler's URL. The children stop when the returned value is dropped or
+/// this process ends.
+pub fn spawn_local(
+    workers: usize,
+    cpus: Option<usize>,
+    memory: Option<&str>,
+    token: Option<&str>,
+    bind: &str,
+) -> shoal::Result<(String, Children, usize)> {
     let exe = std::env::current_exe()?;
     let mut children = Children(Vec::new());
     let mut scheduler = Command::new(&exe);
     scheduler
-        .args(["scheduler", "--exit-with-stdin", "--bind", &args.bind])
+        .args(["scheduler", "--exit-with-stdin", "--bind", bind])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped());
-    if let Some(token) = &args.token {
+    if let Some(token) = token {
         scheduler.env("SHOAL_TOKEN", token);
     }
     let mut child = scheduler.spawn()?;
@@ -275,26 +284,48 @@ pub async fn local(args: LocalArgs) -> shoal::Result<()> {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let cpus = args.cpus.unwrap_or((cores / args.workers.max(1)).max(1));
-    for _ in 0..args.workers.max(1) {
+    let workers = workers.max(1);
+    let cpus = cpus.unwrap_or((cores / workers).max(1));
+    for _ in 0..workers {
         let mut worker = Command::new(&exe);
         worker
             .args(["worker", "--exit-with-stdin", "--scheduler", &url])
             .args(["--cpus", &cpus.to_string()])
-            .stdin(Stdio::piped());
-        if let Some(memory) = &args.memory {
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        if let Some(memory) = memory {
             worker.args(["--memory", memory]);
         }
-        if let Some(token) = &args.token {
+        if let Some(token) = token {
             worker.env("SHOAL_TOKEN", token);
         }
-        children.0.push(worker.spawn()?);
+        let mut child = worker.spawn()?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        children.0.push(child);
+        // The worker prints one line once the scheduler has accepted it.
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
+        if !line.starts_with("shoal worker") {
+            return Err(input("a worker did not start".to_string()));
+        }
     }
+    Ok((url, children, cpus))
+}
+
+/// `shoal local`: a scheduler and workers as child processes on this machine.
+pub async fn local(args: LocalArgs) -> shoal::Result<()> {
+    let workers = args.workers.max(1);
+    let (url, mut children, cpus) = spawn_local(
+        workers,
+        args.cpus,
+        args.memory.as_deref(),
+        args.token.as_deref(),
+        &args.bind,
+    )?;
     println!("{url}");
     let _ = std::io::stdout().flush();
     eprintln!(
-        "shoal local: scheduler at {url} with {} workers ({cpus} slots each); Ctrl-C stops them",
-        args.workers.max(1)
+        "shoal local: scheduler at {url} with {workers} workers ({cpus} slots each); Ctrl-C stops them"
     );
     loop {
         tokio::select! {
