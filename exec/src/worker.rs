@@ -155,10 +155,9 @@ impl Worker {
                 _ = tick.tick(), if !queue.is_empty() => {}
             }
             // Start queued tasks while there are free slots and memory to spare.
-            while running.len() < self.slots.max(1) && !queue.is_empty() {
-                if !running.is_empty()
-                    && Self::memory_used(&self.runtime, &self.store) > self.pause_above
-                {
+            while !queue.is_empty() {
+                let used = Self::memory_used(&self.runtime, &self.store);
+                if !may_start(running.len(), self.slots, used, self.pause_above) {
                     break;
                 }
                 let launch = queue.pop_front().expect("queue is not empty");
@@ -183,6 +182,13 @@ impl Worker {
         }
         running.abort_all();
     }
+}
+
+/// Whether a worker with `running` of `slots` busy and `used` bytes of memory in use may
+/// start another task: it needs a free slot, and memory at or below the pause threshold
+/// unless it is idle (an idle worker always makes progress).
+fn may_start(running: usize, slots: usize, used: usize, pause_above: usize) -> bool {
+    running < slots.max(1) && (running == 0 || used <= pause_above)
 }
 
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
@@ -253,4 +259,24 @@ async fn execute(
         bytes.extend(col.values().iter().copied());
     }
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::may_start;
+
+    #[test]
+    fn tasks_wait_for_a_slot_and_pause_above_the_memory_threshold() {
+        assert!(may_start(0, 2, 0, 100));
+        assert!(may_start(1, 2, 100, 100));
+        assert!(!may_start(2, 2, 0, 100), "no free slot");
+        assert!(
+            !may_start(1, 2, 101, 100),
+            "paused: memory above the threshold"
+        );
+        assert!(
+            may_start(0, 2, 10_000, 100),
+            "an idle worker still runs a task"
+        );
+    }
 }

@@ -318,6 +318,42 @@ async fn killing_every_worker_fails_the_job_with_a_clear_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_worker_is_lost_when_its_heartbeats_stop() {
+    let cluster = Cluster::start(2);
+    let session = cluster.session();
+    // SIGSTOP keeps the connection open but silences the worker.
+    let pid = cluster.workers[1].id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let started = Instant::now();
+    loop {
+        let status = session.status().await.unwrap();
+        if !status.workers[1].alive {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{status:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The heartbeat timeout is 2 s in these tests.
+    assert!(started.elapsed() >= Duration::from_millis(1500));
+    let batches = session
+        .sql(&slow_query(100_000))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let expected = vec![vec!["97".to_string(), (96 * 97 / 2).to_string()]];
+    assert_rows_eq("on the remaining worker", &expected, &rows(&batches));
+    let _ = Command::new("kill").args(["-CONT", &pid]).status();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_the_scheduler_fails_the_query_at_the_client() {
     let mut cluster = Cluster::start(2);
     let session = cluster.session();
