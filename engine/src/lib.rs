@@ -31,7 +31,7 @@ pub mod tpch;
 
 pub use dataframe::{DataFrame, GroupBy, How};
 pub use error::{Error, ErrorKind, Result};
-pub use session::{Session, SessionBuilder};
+pub use session::{Session, SessionBuilder, machine_memory};
 pub use shoal_planner::ShoalConfig;
 
 /// Everything a DataFrame program usually needs.

@@ -187,7 +187,7 @@ impl std::fmt::Debug for Session {
 }
 
 /// Total memory of this machine in bytes, from `/proc/meminfo` (8 GiB if unknown).
-fn machine_memory() -> usize {
+pub fn machine_memory() -> usize {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|text| {

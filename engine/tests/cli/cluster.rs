@@ -318,6 +318,30 @@ async fn killing_every_worker_fails_the_job_with_a_clear_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_joins_mid_job_gets_work() {
+    let mut cluster = Cluster::start(1);
+    let session = cluster.session();
+    // One scan task, then 16 aggregation tasks: the newcomer joins during the scan.
+    session
+        .sql("set shoal.execution.partitions = 16")
+        .await
+        .unwrap();
+    let df = session.sql(&slow_query(20_000_000)).await.unwrap();
+    let job = session.execute(df.logical_plan()).await.unwrap();
+    let mut progress = job.progress.clone();
+    while progress.borrow().tasks_total == 0 {
+        progress.changed().await.unwrap();
+    }
+    assert_eq!(progress.borrow().tasks_done, 0, "the scan is still running");
+    cluster.add_worker(&[]);
+    let batches: Vec<_> = job.stream.try_collect().await.unwrap();
+    let expected = vec![vec!["97".to_string(), (96 * 97 / 2).to_string()]];
+    assert_rows_eq("with a worker joining mid-job", &expected, &rows(&batches));
+    let status = session.status().await.unwrap();
+    assert!(status.workers[1].tasks_completed > 0, "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_worker_is_lost_when_its_heartbeats_stop() {
     let cluster = Cluster::start(2);
     let session = cluster.session();

@@ -275,7 +275,14 @@ async fn follow_job(
                                 outputs,
                             }))
                         }
-                        Ok(Err(error)) => Err(Status::aborted(error.to_string())),
+                        Ok(Err(error)) => {
+                            // A task failure reads "stage 1 task 0 of job 3 failed on worker 1: …".
+                            let message = match &error {
+                                DataFusionError::External(inner) => inner.to_string(),
+                                other => other.to_string(),
+                            };
+                            Err(Status::aborted(message))
+                        }
                         Err(_) => Err(Status::unavailable("the scheduler stopped")),
                     };
                     let _ = out.send(message).await;

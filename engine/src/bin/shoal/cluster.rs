@@ -187,17 +187,6 @@ pub async fn scheduler(args: SchedulerArgs) -> shoal::Result<()> {
     }
 }
 
-fn machine_memory() -> usize {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|text| {
-            let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
-            let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
-            Some(kib * 1024)
-        })
-        .unwrap_or(8 << 30)
-}
-
 /// `shoal worker`: joins the scheduler and runs tasks until the connection ends.
 pub async fn worker(args: WorkerArgs) -> shoal::Result<()> {
     let slots = args.threads();
@@ -209,7 +198,7 @@ pub async fn worker(args: WorkerArgs) -> shoal::Result<()> {
     )?;
     let memory_limit = match &args.memory {
         Some(text) => parse_bytes(text).map_err(|e| input(format!("--memory: {}", e.message())))?,
-        None => machine_memory() / 2,
+        None => shoal::machine_memory() / 2,
     };
     let resources = Resources::parse(&args.resources)
         .map_err(|e| input(format!("--resources: {}", e.message())))?;
