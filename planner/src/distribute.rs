@@ -9,6 +9,10 @@
 //! sides hash-repartitioned on the keys); a null-aware anti join (`NOT IN`), which needs
 //! every probe row in one place, and such a nested-loop join read their probe side as a
 //! single partition instead.
+//!
+//! A generator scan (`generate_series`) whose columns were all projected away is
+//! serialised without its projection by `datafusion-proto`, so the decoded scan would emit
+//! a column its schema lacks. It becomes the unprojected scan under an empty projection.
 
 use std::sync::Arc;
 
@@ -17,6 +21,8 @@ use datafusion::common::{JoinType, Result};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
 use datafusion::physical_plan::joins::{HashJoinExec, NestedLoopJoinExec, PartitionMode};
+use datafusion::physical_plan::memory::LazyMemoryExec;
+use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, Partitioning};
 
@@ -30,6 +36,30 @@ fn emits_left_rows_at_end(join_type: JoinType) -> bool {
             | JoinType::LeftMark
             | JoinType::Full
     )
+}
+
+/// `scan` without its projection: the schema comes from the first batch of a fresh copy
+/// of its first generator (`None` when that copy produces nothing).
+fn unprojected(scan: &LazyMemoryExec) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let Some(first) = scan.generators().first() else {
+        return Ok(None);
+    };
+    let probe = first.read().reset_state();
+    let Some(batch) = probe.write().generate_next_batch()? else {
+        return Ok(None);
+    };
+    if batch.num_columns() == 0 {
+        return Ok(None);
+    }
+    let generators = scan
+        .generators()
+        .iter()
+        .map(|g| g.read().reset_state())
+        .collect();
+    Ok(Some(Arc::new(LazyMemoryExec::try_new(
+        batch.schema(),
+        generators,
+    )?)))
 }
 
 /// `plan` with every join whose partitions depend on each other rewritten as above.
@@ -75,6 +105,15 @@ pub fn independent_partitions(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn Ex
                     .reset_state()
                     .build_exec()?;
                 return Ok(Transformed::yes(rewritten));
+            }
+            if let Some(scan) = node.downcast_ref::<LazyMemoryExec>()
+                && scan.schema().fields().is_empty()
+                && let Some(full) = unprojected(scan)?
+            {
+                let empty: Vec<ProjectionExpr> = Vec::new();
+                return Ok(Transformed::yes(Arc::new(ProjectionExec::try_new(
+                    empty, full,
+                )?)));
             }
             if let Some(join) = node.downcast_ref::<NestedLoopJoinExec>()
                 && emits_left_rows_at_end(*join.join_type())

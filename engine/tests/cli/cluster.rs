@@ -160,6 +160,32 @@ async fn tpch_on_a_scheduler_and_two_worker_processes_matches_the_answers() {
         let batches = results.last().unwrap();
         assert_rows_eq(query, &answer(query), &rows(batches));
     }
+    // Joins whose partitions share state in one process, and a generator scan with every
+    // column projected away, are rewritten for separate processes.
+    for (sql, expected) in [
+        (
+            "select count(*) from region cross join generate_series(1, 3)",
+            "15",
+        ),
+        (
+            "select count(*) from part where p_partkey not in \
+             (select ps_partkey from partsupp where ps_availqty > 9000)",
+            "1307",
+        ),
+        (
+            "select count(*) from (select ps_partkey, min(ps_supplycost) as m from partsupp \
+             group by ps_partkey) x join part on x.ps_partkey = p_partkey",
+            "2000",
+        ),
+        (
+            "select count(*) from customer left join orders on c_custkey = o_custkey \
+             where o_orderkey is null",
+            "500",
+        ),
+    ] {
+        let batches = session.sql(sql).await.unwrap().collect().await.unwrap();
+        assert_eq!(rows(&batches), vec![vec![expected.to_string()]], "{sql}");
+    }
     let status = session.status().await.unwrap();
     assert_eq!(status.workers.len(), 2);
     assert!(
