@@ -680,6 +680,18 @@ impl Session {
         }
     }
 
+    /// Cancels the job with this id (as [`Session::status`] lists it) on a cluster; its
+    /// client gets an error. Returns whether it was running. Embedded jobs are cancelled
+    /// by dropping their stream.
+    pub async fn cancel(&self, job: u64) -> Result<bool> {
+        match &self.inner.cluster {
+            Backend::Remote(c) => Ok(c.cancel(job).await?),
+            Backend::Embedded(_) => Err(crate::Error::input(
+                "cancel by id needs a cluster session; drop the job's stream instead",
+            )),
+        }
+    }
+
     /// [`Session::status`] from synchronous code.
     pub fn status_blocking(&self) -> Result<ClusterStatus> {
         let session = self.clone();

@@ -186,6 +186,9 @@ pub enum Event {
     EndJob(JobId),
     /// Report the cluster's state.
     Status(oneshot::Sender<ClusterStatus>),
+    /// Someone other than the job's client cancels it; the reply says whether it was
+    /// still running.
+    Cancel(JobId, oneshot::Sender<bool>),
     /// A worker process registered; the reply is its id.
     WorkerJoined {
         /// Where it is and what it offers (`id` is ignored).
@@ -785,6 +788,17 @@ impl Scheduler {
             }
             Event::Status(reply) => {
                 let _ = reply.send(self.status());
+            }
+            Event::Cancel(job, reply) => {
+                let running = self
+                    .jobs
+                    .get(&job)
+                    .is_some_and(|j| !j.failed && j.done.is_some());
+                if running {
+                    let error = DataFusionError::Execution(format!("job {job} was cancelled"));
+                    self.fail(job, error);
+                }
+                let _ = reply.send(running);
             }
             Event::WorkerJoined { info, tx, reply } => {
                 let id = self.join(info, tx);

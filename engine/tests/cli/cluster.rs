@@ -574,6 +574,69 @@ async fn a_cancelled_query_stops_its_tasks_on_every_worker() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_client_cancels_a_job_by_id() {
+    let cluster = Cluster::start(2);
+    let session = cluster.session();
+    let df = session.sql(&slow_query(10_000_000_000)).await.unwrap();
+    let mut job = session.execute(df.logical_plan()).await.unwrap();
+    let mut progress = job.progress.clone();
+    while progress.borrow().tasks_total == 0 {
+        progress.changed().await.unwrap();
+    }
+    let id = session.status().await.unwrap().jobs[0].id;
+    let out = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args([
+            "cancel",
+            &id.to_string(),
+            "--cluster",
+            &cluster.url,
+            "--token",
+            TOKEN,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let error = match job.stream.next().await {
+        Some(Err(e)) => e.to_string(),
+        other => panic!(
+            "expected an error, got {:?}",
+            other.map(|r| r.map(|b| b.num_rows()))
+        ),
+    };
+    assert!(
+        error.contains(&format!("job {id} was cancelled")),
+        "{error}"
+    );
+    // Cancelling it again says there is no such running job.
+    let out = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args([
+            "cancel",
+            &id.to_string(),
+            "--cluster",
+            &cluster.url,
+            "--token",
+            TOKEN,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    drop(job);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = session.status().await.unwrap();
+        if status.jobs.is_empty() && status.workers.iter().all(|w| w.tasks_running == 0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "tasks still running: {status:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_memory_workers_spill_and_clean_up() {
     let scratch = tempfile::tempdir().unwrap();
     let mut cluster = Cluster::scheduler(Some(TOKEN), &[]);

@@ -261,6 +261,17 @@ impl RemoteCluster {
             .map_err(|_| DataFusionError::Execution("the client runtime stopped".into()))?
     }
 
+    /// Cancels job `job` (an id from [`Self::status`]); false if it was not running.
+    pub async fn cancel(&self, job: JobId) -> Result<bool> {
+        let reply = self
+            .client
+            .clone()
+            .cancel(proto::CancelRequest { job })
+            .await
+            .map_err(|status| connect_error(&self.url, &status))?;
+        Ok(reply.into_inner().cancelled)
+    }
+
     /// Workers and jobs as the scheduler sees them.
     pub async fn status(&self) -> Result<ClusterStatus> {
         let status = self

@@ -185,6 +185,20 @@ impl proto::scheduler_server::Scheduler for Service {
         Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
     }
 
+    async fn cancel(
+        &self,
+        request: Request<proto::CancelRequest>,
+    ) -> Result<Response<proto::CancelReply>, Status> {
+        let (tx, rx) = oneshot::channel();
+        self.events
+            .send(Event::Cancel(request.into_inner().job, tx))
+            .map_err(|_| Status::unavailable("the scheduler is shutting down"))?;
+        let cancelled = rx
+            .await
+            .map_err(|_| Status::unavailable("the scheduler is shutting down"))?;
+        Ok(Response::new(proto::CancelReply { cancelled }))
+    }
+
     async fn status(
         &self,
         _request: Request<proto::StatusRequest>,

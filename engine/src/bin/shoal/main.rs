@@ -96,6 +96,11 @@ enum Command {
     Local(cluster::LocalArgs),
     /// Show the workers and jobs of a cluster (--cluster URL).
     Status(cluster::StatusArgs),
+    /// Cancel a job of a cluster by the id `shoal status` shows (--cluster URL).
+    Cancel {
+        /// The job's id.
+        job: u64,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -164,6 +169,20 @@ async fn run(cli: Cli) -> shoal::Result<()> {
             }
             let session = cli.engine.session()?;
             cluster::status(&session, args).await
+        }
+        Command::Cancel { job } => {
+            if cli.engine.cluster.is_none() {
+                return Err(shoal::Error::input(
+                    "shoal cancel needs --cluster URL (or SHOAL_CLUSTER)",
+                ));
+            }
+            let session = cli.engine.session()?;
+            if session.cancel(job).await? {
+                println!("job {job} cancelled");
+                Ok(())
+            } else {
+                Err(shoal::Error::input(format!("no running job {job}")))
+            }
         }
     }
 }
