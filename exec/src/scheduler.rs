@@ -29,6 +29,9 @@ use crate::worker::{Launch, TaskOutcome, WorkerMsg};
 /// How many times one task may be started before its job fails.
 pub const MAX_ATTEMPTS: u32 = 4;
 
+/// Failed input fetches one job may see before it fails.
+pub const MAX_FETCH_FAILURES: u32 = 64;
+
 /// Tasks shorter than this, launch to report, count as short.
 const SHORT_TASK: f64 = 0.002;
 
@@ -282,12 +285,15 @@ impl WorkerSlot {
         self.status.slots * per_slot
     }
 
-    fn release(&mut self, job: JobId, task: TaskId) {
+    /// A task ended; only tasks that `finished` count toward the mean task time.
+    fn release(&mut self, job: JobId, task: TaskId, finished: bool) {
         self.status.tasks_running = self.status.tasks_running.saturating_sub(1);
         if let Some((held, sent)) = self.holding.remove(&(job, task)) {
             self.available.give(&held);
-            let secs = sent.elapsed().as_secs_f64();
-            self.mean_task_secs = 0.8 * self.mean_task_secs + 0.2 * secs;
+            if finished {
+                let secs = sent.elapsed().as_secs_f64();
+                self.mean_task_secs = 0.8 * self.mean_task_secs + 0.2 * secs;
+            }
         }
         if self.holding.is_empty() {
             // Nothing held: the exact offer, free of rounding from fractional amounts.
@@ -344,6 +350,8 @@ struct JobState {
     tasks_done: usize,
     /// Stages whose outputs the scheduler must tell workers to drop.
     to_release: Vec<StageId>,
+    /// Inputs that could not be fetched, over the job's life.
+    fetch_failures: u32,
     failed: bool,
 }
 
@@ -387,6 +395,7 @@ impl JobState {
             tasks_total,
             tasks_done: 0,
             to_release: Vec::new(),
+            fetch_failures: 0,
             failed: false,
         };
         for stage in 0..n {
@@ -475,6 +484,7 @@ impl JobState {
         }
         for i in 0..self.consumers[stage].len() {
             let consumer = self.consumers[stage][i];
+            self.input_locations[consumer] = None;
             self.inputs_left[consumer] += 1;
             for state in &mut self.tasks[consumer] {
                 if *state == TaskState::Queued {
@@ -716,6 +726,18 @@ impl Scheduler {
                 job.waiting_since.get_or_insert_with(Instant::now);
             }
         }
+        // A job whose tasks some worker can run is only waiting for a free slot.
+        let feasible: Vec<JobId> = self
+            .jobs
+            .iter()
+            .filter(|(_, job)| job.waiting_since.is_some() && self.feasible_somewhere(&job.request))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in feasible {
+            if let Some(job) = self.jobs.get_mut(&id) {
+                job.waiting_since = None;
+            }
+        }
         let expired: Vec<(JobId, String)> = self
             .jobs
             .iter()
@@ -780,7 +802,7 @@ impl Scheduler {
                             .copied()
                             .collect();
                         for (j, t) in held {
-                            w.release(j, t);
+                            w.release(j, t, false);
                         }
                     }
                     self.turn.retain(|j| *j != job);
@@ -847,12 +869,16 @@ impl Scheduler {
         let Some(state) = self.jobs.get_mut(&job) else {
             return;
         };
-        if state.tasks[task.stage][task.partition] != (TaskState::Running { worker, attempt }) {
+        let current = state
+            .tasks
+            .get(task.stage)
+            .and_then(|stage| stage.get(task.partition));
+        if current != Some(&TaskState::Running { worker, attempt }) {
             // A late report from an attempt that was already given up on.
             return;
         }
         if let Some(slot) = self.workers.get_mut(worker) {
-            slot.release(job, task);
+            slot.release(job, task, matches!(outcome, TaskOutcome::Finished(_)));
         }
         if state.failed {
             return;
@@ -865,21 +891,29 @@ impl Scheduler {
             }
             TaskOutcome::FetchFailed { from, cause } => {
                 // The producer's outputs on `from` are unreachable: recompute them, and
-                // run this task again once they are back.
+                // run this task again once they are back. That is not the task's fault,
+                // so it does not use up an attempt; the job's fetch failures are bounded.
                 tracing::warn!("{task} of job {job} on worker {worker}: {cause}");
                 state.tasks[task.stage][task.partition] = TaskState::Waiting;
-                if state.attempts[task.stage][task.partition] >= MAX_ATTEMPTS {
+                let attempts = &mut state.attempts[task.stage][task.partition];
+                *attempts = attempts.saturating_sub(1);
+                state.fetch_failures += 1;
+                if state.fetch_failures > MAX_FETCH_FAILURES {
                     let failure = TaskFailure {
                         job,
                         task,
                         worker,
-                        cause: attempts_exhausted(cause),
+                        cause: DataFusionError::Execution(format!(
+                            "gave up after {MAX_FETCH_FAILURES} failed fetches in the job: {cause}"
+                        )),
                     };
                     self.fail(job, DataFusionError::External(Box::new(failure)));
                     return;
                 }
+                state.input_locations[task.stage] = None;
                 state.lose_outputs(from);
                 state.requeue_open_stages();
+                self.send_releases(job);
             }
             TaskOutcome::Failed(cause) => {
                 let failure = TaskFailure {
@@ -893,6 +927,7 @@ impl Scheduler {
             TaskOutcome::Cancelled => {
                 state.tasks[task.stage][task.partition] = TaskState::Waiting;
                 state.requeue_open_stages();
+                self.send_releases(job);
             }
         }
     }
@@ -1068,12 +1103,14 @@ impl Scheduler {
             state.attempts[task.stage][task.partition] += 1;
             let attempt = state.attempts[task.stage][task.partition];
             state.tasks[task.stage][task.partition] = TaskState::Running { worker, attempt };
+            let locations = state.locations(task.stage);
+            tracing::debug!(job, %task, attempt, worker, ?locations, "launch");
             let launch = Launch {
                 job,
                 task,
                 attempt,
                 plan,
-                locations: state.locations(task.stage),
+                locations,
             };
             let request = state.request.clone();
             let slot = &mut self.workers[worker];

@@ -432,7 +432,7 @@ fn encode_command(msg: WorkerMsg, shipped: &mut Shipped, batch: &mut Vec<proto::
     match msg {
         WorkerMsg::Launch(launch) => {
             let stage = launch.task.stage;
-            if shipped.plans.insert((launch.job, stage)) {
+            if !shipped.plans.contains(&(launch.job, stage)) {
                 let plan = match &launch.plan {
                     StagePlan::Encoded(encoded) => proto::StagePlan {
                         stage: stage_ref(launch.job, stage),
@@ -450,6 +450,7 @@ fn encode_command(msg: WorkerMsg, shipped: &mut Shipped, batch: &mut Vec<proto::
                         return;
                     }
                 };
+                shipped.plans.insert((launch.job, stage));
                 push(command::Kind::Plan(plan));
             }
             let known = shipped
