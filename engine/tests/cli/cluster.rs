@@ -600,17 +600,15 @@ async fn another_client_cancels_a_job_by_id() {
         progress.changed().await.unwrap();
     }
     let id = session.status().await.unwrap().jobs[0].id;
-    let out = Command::new(env!("CARGO_BIN_EXE_shoal"))
-        .args([
-            "cancel",
-            &id.to_string(),
-            "--cluster",
-            &cluster.url,
-            "--token",
-            TOKEN,
-        ])
-        .output()
-        .unwrap();
+    let cancel = || {
+        let id = id.to_string();
+        let args = ["cancel", &id, "--cluster", &cluster.url, "--token", TOKEN];
+        Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = cancel();
     assert!(
         out.status.success(),
         "{}",
@@ -622,17 +620,7 @@ async fn another_client_cancels_a_job_by_id() {
         "{error}"
     );
     // Cancelling it again says there is no such running job.
-    let out = Command::new(env!("CARGO_BIN_EXE_shoal"))
-        .args([
-            "cancel",
-            &id.to_string(),
-            "--cluster",
-            &cluster.url,
-            "--token",
-            TOKEN,
-        ])
-        .output()
-        .unwrap();
+    let out = cancel();
     assert_eq!(out.status.code(), Some(1));
     drop(job);
     wait_until_idle(&session).await;
