@@ -150,6 +150,17 @@ fn log_output() -> Stdio {
     }
 }
 
+/// Submits `sql` and waits until the scheduler has accepted the job.
+async fn start_job(session: &Session, sql: &str) -> shoal_exec::JobHandle {
+    let df = session.sql(sql).await.unwrap();
+    let job = session.execute(df.logical_plan()).await.unwrap();
+    let mut progress = job.progress.clone();
+    while progress.borrow().tasks_total == 0 {
+        progress.changed().await.unwrap();
+    }
+    job
+}
+
 /// Waits until no job is left and no worker runs a task.
 async fn wait_until_idle(session: &Session) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -357,12 +368,7 @@ async fn killing_a_worker_during_the_shuffle_fetch_recomputes_its_outputs() {
 async fn killing_every_worker_fails_the_job_with_a_clear_error() {
     let mut cluster = Cluster::start(2);
     let session = cluster.session();
-    let df = session.sql(&slow_query(50_000_000)).await.unwrap();
-    let mut job = session.execute(df.logical_plan()).await.unwrap();
-    let mut progress = job.progress.clone();
-    while progress.borrow().tasks_total == 0 {
-        progress.changed().await.unwrap();
-    }
+    let mut job = start_job(&session, &slow_query(50_000_000)).await;
     for worker in &mut cluster.workers {
         kill9(worker);
     }
@@ -382,13 +388,12 @@ async fn a_worker_that_joins_mid_job_gets_work() {
         .sql("set shoal.execution.partitions = 16")
         .await
         .unwrap();
-    let df = session.sql(&slow_query(20_000_000)).await.unwrap();
-    let job = session.execute(df.logical_plan()).await.unwrap();
-    let mut progress = job.progress.clone();
-    while progress.borrow().tasks_total == 0 {
-        progress.changed().await.unwrap();
-    }
-    assert_eq!(progress.borrow().tasks_done, 0, "the scan is still running");
+    let job = start_job(&session, &slow_query(20_000_000)).await;
+    assert_eq!(
+        job.progress.borrow().tasks_done,
+        0,
+        "the scan is still running"
+    );
     cluster.add_worker(&[]);
     let batches: Vec<_> = job.stream.try_collect().await.unwrap();
     let expected = vec![vec!["97".to_string(), (96 * 97 / 2).to_string()]];
@@ -437,12 +442,7 @@ async fn a_frozen_worker_is_lost_when_its_heartbeats_stop() {
 async fn losing_the_scheduler_fails_the_query_at_the_client() {
     let mut cluster = Cluster::start(2);
     let session = cluster.session();
-    let df = session.sql(&slow_query(200_000_000)).await.unwrap();
-    let mut job = session.execute(df.logical_plan()).await.unwrap();
-    let mut progress = job.progress.clone();
-    while progress.borrow().tasks_total == 0 {
-        progress.changed().await.unwrap();
-    }
+    let mut job = start_job(&session, &slow_query(200_000_000)).await;
     kill9(&mut cluster.scheduler);
     let started = Instant::now();
     let error = first_error(&mut job.stream).await;
@@ -593,12 +593,7 @@ async fn a_cancelled_query_stops_its_tasks_on_every_worker() {
 async fn another_client_cancels_a_job_by_id() {
     let cluster = Cluster::start(2);
     let session = cluster.session();
-    let df = session.sql(&slow_query(10_000_000_000)).await.unwrap();
-    let mut job = session.execute(df.logical_plan()).await.unwrap();
-    let mut progress = job.progress.clone();
-    while progress.borrow().tasks_total == 0 {
-        progress.changed().await.unwrap();
-    }
+    let mut job = start_job(&session, &slow_query(10_000_000_000)).await;
     let id = session.status().await.unwrap().jobs[0].id;
     let cancel = || {
         let id = id.to_string();

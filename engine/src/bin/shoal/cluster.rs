@@ -238,6 +238,19 @@ impl Drop for Children {
     }
 }
 
+/// Starts `command` (stdout piped) as one of `children` and returns the first line it
+/// prints: its address once it is ready, or nothing if it failed.
+fn spawn_and_read_line(command: &mut Command, children: &mut Children) -> shoal::Result<String> {
+    let mut child = command.stdout(Stdio::piped()).spawn()?;
+    let stdout = child.stdout.take();
+    children.0.push(child);
+    let mut line = String::new();
+    if let Some(stdout) = stdout {
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
+    }
+    Ok(line)
+}
+
 /// A scheduler and `workers` worker processes on loopback, children of this process;
 /// returns the scheduler's URL. The children stop when the returned value is dropped or
 /// this process ends.
@@ -253,16 +266,11 @@ pub fn spawn_local(
     let mut scheduler = Command::new(&exe);
     scheduler
         .args(["scheduler", "--exit-with-stdin", "--bind", bind])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped());
+        .stdin(Stdio::piped());
     if let Some(token) = token {
         scheduler.env("SHOAL_TOKEN", token);
     }
-    let mut child = scheduler.spawn()?;
-    let stdout = child.stdout.take().expect("piped stdout");
-    children.0.push(child);
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
+    let line = spawn_and_read_line(&mut scheduler, &mut children)?;
     let url = line
         .trim()
         .rsplit(' ')
@@ -280,20 +288,15 @@ pub fn spawn_local(
         worker
             .args(["worker", "--exit-with-stdin", "--scheduler", &url])
             .args(["--cpus", &cpus.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped());
+            .stdin(Stdio::piped());
         if let Some(memory) = memory {
             worker.args(["--memory", memory]);
         }
         if let Some(token) = token {
             worker.env("SHOAL_TOKEN", token);
         }
-        let mut child = worker.spawn()?;
-        let stdout = child.stdout.take().expect("piped stdout");
-        children.0.push(child);
         // The worker prints one line once the scheduler has accepted it.
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
+        let line = spawn_and_read_line(&mut worker, &mut children)?;
         if !line.starts_with("shoal worker") {
             return Err(input("a worker did not start".to_string()));
         }
@@ -303,6 +306,9 @@ pub fn spawn_local(
 
 /// `shoal local`: a scheduler and workers as child processes on this machine.
 pub async fn local(args: LocalArgs) -> shoal::Result<()> {
+    if let Some(text) = &args.memory {
+        parse_bytes(text).map_err(|e| input(format!("--memory: {}", e.message())))?;
+    }
     let workers = args.workers.max(1);
     let (url, mut children, cpus) = spawn_local(
         workers,
