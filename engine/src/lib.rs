@@ -24,15 +24,18 @@
 //! # Ok(()) }
 //! ```
 
+mod array;
 mod dataframe;
 mod error;
 mod session;
 pub mod tpch;
 
+pub use array::{Array, Axes, Element, Operand};
 pub use dataframe::{DataFrame, GroupBy, How};
 pub use error::{Error, ErrorKind, Result};
 pub use session::{Session, SessionBuilder, machine_memory};
 pub use shoal_planner::ShoalConfig;
+pub use shoal_planner::array::{DType, ReduceOp};
 
 /// Everything a DataFrame program usually needs.
 pub mod prelude {

@@ -29,6 +29,8 @@ pub struct ShoalConfig {
     pub placement_timeout_secs: f64,
     /// How task outputs move between workers: `in_process` or `flight`.
     pub data_plane: String,
+    /// Most chunks one task of an array reduction merges.
+    pub array_reduce_fan_in: usize,
     /// Set once the session has started: keys that shape the cluster can no longer change.
     pub started: bool,
 }
@@ -45,6 +47,7 @@ impl Default for ShoalConfig {
             task_resources: String::new(),
             placement_timeout_secs: 60.0,
             data_plane: "in_process".to_string(),
+            array_reduce_fan_in: 16,
             started: false,
         }
     }
@@ -84,6 +87,10 @@ pub const KEYS: &[(&str, &str)] = &[
     (
         "data_plane",
         "How task outputs move between workers: in_process (shared by Arc) or flight (Arrow Flight over loopback gRPC with a session token); read when the session starts.",
+    ),
+    (
+        "array.reduce_fan_in",
+        "Most chunks one task of an array reduction merges; larger means fewer, bigger combine tasks (at least 2).",
     ),
 ];
 
@@ -158,6 +165,7 @@ impl ShoalConfig {
             "task.resources" => self.task_resources.clone(),
             "task.placement_timeout" => self.placement_timeout_secs.to_string(),
             "data_plane" => self.data_plane.clone(),
+            "array.reduce_fan_in" => self.array_reduce_fan_in.to_string(),
             _ => String::new(),
         }
     }
@@ -221,6 +229,7 @@ impl ExtensionOptions for ShoalConfig {
             "store.memory_target" => self.store_memory_target = parse_bytes(value)?,
             "execution.partitions" => self.partitions = parse_count(key, value)?,
             "scratch_dir" => self.scratch_dir = value.to_string(),
+            "array.reduce_fan_in" => self.array_reduce_fan_in = parse_count(key, value)?.max(2),
             "data_plane" => {
                 let v = value.trim().to_ascii_lowercase();
                 if v != "in_process" && v != "flight" {

@@ -13,6 +13,7 @@
 //! crate's business: both operators talk to a [`ShuffleIo`] that the executor puts into
 //! the task's context ([`ShuffleEnv`]). Read [`split::split_into_stages`] first.
 
+pub mod array;
 pub mod codec;
 pub mod config;
 pub mod distribute;

@@ -1,5 +1,6 @@
 //! Cross-crate integration tests, one binary so DataFusion links once.
 
+mod arrays;
 mod codec;
 mod common;
 mod dataframe;

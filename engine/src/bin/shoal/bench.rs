@@ -15,6 +15,8 @@ pub enum BenchWhat {
     Tpch(TpchArgs),
     /// Scheduler throughput: graphs of no-op tasks; prints tasks per second.
     Scheduler(SchedulerArgs),
+    /// Chunked-array workloads on a seeded random matrix; prints `NAME SECONDS` lines.
+    Arrays(crate::bench_arrays::ArraysArgs),
 }
 
 /// Shapes of no-op task graphs.
@@ -131,6 +133,9 @@ pub async fn run(engine: &EngineArgs, what: BenchWhat) -> shoal::Result<()> {
     let args = match what {
         BenchWhat::Tpch(args) => args,
         BenchWhat::Scheduler(args) => return scheduler(engine, args).await,
+        BenchWhat::Arrays(args) => {
+            return crate::bench_arrays::run(&engine.session()?, args).await;
+        }
     };
     if !shoal::tpch::is_generated(&args.data) {
         let Some(sf) = args.scale_factor else {

@@ -1,6 +1,7 @@
 //! The `shoal` command line: SQL shell and batch, TPC-H data generation and benchmarks.
 
 mod bench;
+mod bench_arrays;
 mod cluster;
 mod output;
 mod shell;

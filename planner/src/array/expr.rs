@@ -1,0 +1,528 @@
+//! The user-facing array expression graph: [`ArrayExpr`] nodes, each with its dtype and
+//! chunk grid, built through checked constructors that reject bad shapes, axes and dtypes
+//! with a one-line message.
+
+use std::sync::Arc;
+
+use datafusion::common::{Result, plan_err};
+
+use super::chunk::NdChunk;
+use super::dtype::{DType, Scalar};
+use super::grid::ChunkGrid;
+use super::ops::{BinaryOp, Op, ReduceOp, UnaryOp};
+use super::program::LiteralChunks;
+
+/// One node of an array expression.
+#[derive(Debug)]
+pub struct ArrayNode {
+    /// The operation.
+    pub op: Op<ArrayExpr>,
+    /// Element type.
+    pub dtype: DType,
+    /// Shape and chunking.
+    pub grid: ChunkGrid,
+    /// For `Op::Literal`: the chunks.
+    pub literal: Option<LiteralChunks>,
+}
+
+/// A lazy array: a shared node of the expression graph.
+pub type ArrayExpr = Arc<ArrayNode>;
+
+fn node(op: Op<ArrayExpr>, dtype: DType, grid: ChunkGrid) -> ArrayExpr {
+    Arc::new(ArrayNode {
+        op,
+        dtype,
+        grid,
+        literal: None,
+    })
+}
+
+fn check_chunks(shape: &[usize], chunks: &[usize]) -> Result<()> {
+    if chunks.len() != shape.len() {
+        return plan_err!(
+            "chunks {chunks:?} have {} axes but the shape {shape:?} has {}",
+            chunks.len(),
+            shape.len()
+        );
+    }
+    Ok(())
+}
+
+/// Uniform random `float64` values in `[low, high)`, chunked by `chunks`.
+pub fn random(
+    shape: &[usize],
+    chunks: &[usize],
+    seed: u64,
+    low: f64,
+    high: f64,
+) -> Result<ArrayExpr> {
+    check_chunks(shape, chunks)?;
+    Ok(node(
+        Op::Random { seed, low, high },
+        DType::F64,
+        ChunkGrid::regular(shape, chunks),
+    ))
+}
+
+/// An array of `shape` filled with `value` as `dtype`.
+pub fn full(shape: &[usize], chunks: &[usize], value: Scalar, dtype: DType) -> Result<ArrayExpr> {
+    check_chunks(shape, chunks)?;
+    Ok(node(
+        Op::Full { value },
+        dtype,
+        ChunkGrid::regular(shape, chunks),
+    ))
+}
+
+/// `start, start + step, ...` (`n` values) as `dtype`.
+pub fn arange(n: usize, chunk: usize, start: f64, step: f64, dtype: DType) -> ArrayExpr {
+    node(
+        Op::Arange { start, step },
+        dtype,
+        ChunkGrid::regular(&[n], &[chunk]),
+    )
+}
+
+/// An array from chunks held in memory (numbered in C order of `grid`).
+pub fn literal(grid: ChunkGrid, dtype: DType, chunks: Vec<NdChunk>) -> Result<ArrayExpr> {
+    if chunks.len() != grid.len() {
+        return plan_err!("{} chunks given for a grid of {}", chunks.len(), grid.len());
+    }
+    for (i, c) in chunks.iter().enumerate() {
+        let want: Vec<usize> = grid.region(i).iter().map(|r| r.end - r.start).collect();
+        if c.shape() != want || c.dtype() != dtype {
+            return plan_err!(
+                "chunk {i} is {} {:?}, expected {dtype} {want:?}",
+                c.dtype(),
+                c.shape()
+            );
+        }
+    }
+    Ok(Arc::new(ArrayNode {
+        op: Op::Literal {
+            id: 0,
+            grid: grid.clone(),
+        },
+        dtype,
+        grid,
+        literal: Some(Arc::new(chunks)),
+    }))
+}
+
+/// `op(x)`.
+pub fn unary(op: UnaryOp, x: &ArrayExpr) -> Result<ArrayExpr> {
+    let Some(dtype) = op.result(x.dtype) else {
+        return plan_err!("{} does not apply to {} arrays", op.name(), x.dtype);
+    };
+    Ok(node(Op::Unary { op, x: x.clone() }, dtype, x.grid.clone()))
+}
+
+/// The shape `a` and `b` broadcast to, NumPy style.
+pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
+    let n = a.len().max(b.len());
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let da = if i + a.len() >= n {
+            a[i + a.len() - n]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= n {
+            b[i + b.len() - n]
+        } else {
+            1
+        };
+        out.push(match (da, db) {
+            (x, y) if x == y => x,
+            (1, y) => y,
+            (x, 1) => x,
+            _ => {
+                return plan_err!(
+                    "shapes {a:?} and {b:?} do not broadcast: axis {i} has lengths {da} and {db}"
+                );
+            }
+        });
+    }
+    Ok(out)
+}
+
+/// The chunking of the broadcast result of `inputs` with `shape`: each axis takes the
+/// chunks of the first input that spans it.
+fn broadcast_grid(shape: &[usize], inputs: &[&ArrayExpr]) -> ChunkGrid {
+    let n = shape.len();
+    let chunks = (0..n)
+        .map(|axis| {
+            for x in inputs {
+                let nd = x.grid.ndim();
+                if axis + nd >= n {
+                    let own = axis + nd - n;
+                    if x.grid.shape()[own] == shape[axis] {
+                        return x.grid.axis(own).to_vec();
+                    }
+                }
+            }
+            vec![shape[axis]]
+        })
+        .collect();
+    ChunkGrid::new(chunks)
+}
+
+/// `a op b`, broadcast.
+pub fn binary(op: BinaryOp, a: &ArrayExpr, b: &ArrayExpr) -> Result<ArrayExpr> {
+    let Some(dtype) = op.result(a.dtype, b.dtype) else {
+        return plan_err!(
+            "cannot apply {} to {} and {} arrays",
+            op.name(),
+            a.dtype,
+            b.dtype
+        );
+    };
+    let shape = broadcast_shapes(&a.grid.shape(), &b.grid.shape())?;
+    let grid = broadcast_grid(&shape, &[a, b]);
+    Ok(node(
+        Op::Binary {
+            op,
+            a: a.clone(),
+            b: b.clone(),
+        },
+        dtype,
+        grid,
+    ))
+}
+
+/// `cond ? a : b`, broadcast.
+pub fn select(cond: &ArrayExpr, a: &ArrayExpr, b: &ArrayExpr) -> Result<ArrayExpr> {
+    if cond.dtype != DType::Bool {
+        return plan_err!("where needs a bool condition, not {}", cond.dtype);
+    }
+    let Some(dtype) = a.dtype.promote(b.dtype) else {
+        return plan_err!("where cannot mix {} and {} arrays", a.dtype, b.dtype);
+    };
+    let shape = broadcast_shapes(&cond.grid.shape(), &a.grid.shape())?;
+    let shape = broadcast_shapes(&shape, &b.grid.shape())?;
+    let grid = broadcast_grid(&shape, &[a, b, cond]);
+    Ok(node(
+        Op::Where {
+            cond: cond.clone(),
+            a: a.clone(),
+            b: b.clone(),
+        },
+        dtype,
+        grid,
+    ))
+}
+
+/// `x` converted to `dtype`.
+pub fn cast(x: &ArrayExpr, dtype: DType) -> Result<ArrayExpr> {
+    if x.dtype == dtype {
+        return Ok(x.clone());
+    }
+    if (x.dtype == DType::DateTime) != (dtype == DType::DateTime)
+        && !(x.dtype == DType::I64 || dtype == DType::I64)
+    {
+        return plan_err!("cannot cast {} to {}", x.dtype, dtype);
+    }
+    Ok(node(Op::Cast { x: x.clone() }, dtype, x.grid.clone()))
+}
+
+/// One axis of a slice: `start..stop` by `step`, already clamped to the axis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AxisSlice {
+    /// First position.
+    pub start: usize,
+    /// Number of positions taken.
+    pub len: usize,
+    /// Step (at least 1).
+    pub step: usize,
+}
+
+impl AxisSlice {
+    /// Python's `start:stop:step` on an axis of `n` (negative positions count from the
+    /// end); `None` where omitted. Steps must be positive.
+    pub fn resolve(
+        n: usize,
+        start: Option<isize>,
+        stop: Option<isize>,
+        step: isize,
+        axis: usize,
+    ) -> Result<Self> {
+        if step <= 0 {
+            return plan_err!(
+                "slice step {step} on axis {axis}: only positive steps are supported"
+            );
+        }
+        let clamp = |v: isize| -> usize {
+            if v < 0 {
+                (n as isize + v).max(0) as usize
+            } else {
+                (v as usize).min(n)
+            }
+        };
+        let start = start.map_or(0, clamp);
+        let stop = stop.map_or(n, clamp);
+        let step = step as usize;
+        let len = if stop > start {
+            (stop - start).div_ceil(step)
+        } else {
+            0
+        };
+        Ok(Self { start, len, step })
+    }
+}
+
+/// `x[slices]`, one slice per axis.
+pub fn slice(x: &ArrayExpr, slices: &[AxisSlice]) -> Result<ArrayExpr> {
+    if slices.len() != x.grid.ndim() {
+        return plan_err!(
+            "{} slices given for an array with {} axes",
+            slices.len(),
+            x.grid.ndim()
+        );
+    }
+    if slices
+        .iter()
+        .zip(x.grid.shape())
+        .all(|(s, n)| s.start == 0 && s.step == 1 && s.len == n)
+    {
+        return Ok(x.clone());
+    }
+    let chunks = slices
+        .iter()
+        .enumerate()
+        .map(|(axis, s)| {
+            // Each input chunk gives the output chunk of the positions that fall in it.
+            let mut out = Vec::new();
+            let mut lo = 0;
+            for &len in x.grid.axis(axis) {
+                let hi = lo + len;
+                let first = if s.start >= lo {
+                    0
+                } else {
+                    (lo - s.start).div_ceil(s.step)
+                };
+                let past = if hi <= s.start {
+                    0
+                } else {
+                    (hi - s.start).div_ceil(s.step)
+                };
+                let count = past.min(s.len).saturating_sub(first);
+                if count > 0 {
+                    out.push(count);
+                }
+                lo = hi;
+            }
+            out
+        })
+        .collect();
+    Ok(node(
+        Op::Slice {
+            x: x.clone(),
+            starts: slices.iter().map(|s| s.start).collect(),
+            steps: slices.iter().map(|s| s.step).collect(),
+        },
+        x.dtype,
+        ChunkGrid::new(chunks),
+    ))
+}
+
+fn check_axis(x: &ArrayExpr, axis: usize) -> Result<()> {
+    if axis >= x.grid.ndim() {
+        return plan_err!(
+            "axis {axis} is out of range for an array with {} axes",
+            x.grid.ndim()
+        );
+    }
+    Ok(())
+}
+
+/// The positions `indices` of `x` along `axis`.
+pub fn take(x: &ArrayExpr, axis: usize, indices: Vec<usize>) -> Result<ArrayExpr> {
+    check_axis(x, axis)?;
+    let n = x.grid.shape()[axis];
+    if let Some(bad) = indices.iter().find(|&&i| i >= n) {
+        return plan_err!("index {bad} is out of range for axis {axis} of length {n}");
+    }
+    let size = x.grid.axis(axis).iter().copied().max().unwrap_or(1).max(1);
+    let mut chunks = x.grid.chunks().to_vec();
+    chunks[axis] = super::grid::split_axis(indices.len(), size);
+    Ok(node(
+        Op::Take {
+            x: x.clone(),
+            axis,
+            indices,
+        },
+        x.dtype,
+        ChunkGrid::new(chunks),
+    ))
+}
+
+/// `x` with its axes permuted: axis `i` of the result is axis `perm[i]` of `x`.
+pub fn transpose(x: &ArrayExpr, perm: &[usize]) -> Result<ArrayExpr> {
+    let n = x.grid.ndim();
+    let mut seen = vec![false; n];
+    if perm.len() != n
+        || perm
+            .iter()
+            .any(|&p| p >= n || std::mem::replace(&mut seen[p], true))
+    {
+        return plan_err!("{perm:?} is not a permutation of the {n} axes");
+    }
+    let chunks = perm.iter().map(|&p| x.grid.axis(p).to_vec()).collect();
+    Ok(node(
+        Op::Transpose {
+            x: x.clone(),
+            perm: perm.to_vec(),
+        },
+        x.dtype,
+        ChunkGrid::new(chunks),
+    ))
+}
+
+/// `x` broadcast to `shape`.
+pub fn broadcast_to(x: &ArrayExpr, shape: &[usize]) -> Result<ArrayExpr> {
+    let own = x.grid.shape();
+    if own == shape {
+        return Ok(x.clone());
+    }
+    if broadcast_shapes(&own, shape)? != shape {
+        return plan_err!("cannot broadcast shape {own:?} to {shape:?}");
+    }
+    let grid = broadcast_grid(shape, &[x]);
+    Ok(node(Op::BroadcastTo { x: x.clone() }, x.dtype, grid))
+}
+
+/// The arrays joined along `axis`.
+pub fn concat(xs: &[ArrayExpr], axis: usize) -> Result<ArrayExpr> {
+    let Some(first) = xs.first() else {
+        return plan_err!("concat needs at least one array");
+    };
+    check_axis(first, axis)?;
+    let mut dtype = first.dtype;
+    let shape = first.grid.shape();
+    let mut along = Vec::new();
+    for (i, x) in xs.iter().enumerate() {
+        let s = x.grid.shape();
+        if s.len() != shape.len()
+            || s.iter()
+                .zip(&shape)
+                .enumerate()
+                .any(|(a, (p, q))| a != axis && p != q)
+        {
+            return plan_err!(
+                "concat: array {i} has shape {s:?}, which differs from {shape:?} off axis {axis}"
+            );
+        }
+        dtype = match dtype.promote(x.dtype) {
+            Some(d) => d,
+            None => return plan_err!("concat cannot mix {} and {} arrays", dtype, x.dtype),
+        };
+        along.extend(x.grid.axis(axis).iter().copied().filter(|&n| n > 0));
+    }
+    let xs = xs
+        .iter()
+        .map(|x| cast(x, dtype))
+        .collect::<Result<Vec<_>>>()?;
+    let mut chunks = first.grid.chunks().to_vec();
+    chunks[axis] = along;
+    Ok(node(Op::Concat { xs, axis }, dtype, ChunkGrid::new(chunks)))
+}
+
+/// `x` rechunked to `chunks` (0 keeps the whole axis in one chunk).
+pub fn rechunk(x: &ArrayExpr, chunks: &[usize]) -> Result<ArrayExpr> {
+    let shape = x.grid.shape();
+    check_chunks(&shape, chunks)?;
+    let grid = ChunkGrid::regular(&shape, chunks);
+    if grid == x.grid {
+        return Ok(x.clone());
+    }
+    Ok(node(Op::Rechunk { x: x.clone() }, x.dtype, grid))
+}
+
+/// A reduction of `x` over `axes` (all axes when `None`).
+pub fn reduce(
+    x: &ArrayExpr,
+    op: ReduceOp,
+    axes: Option<&[usize]>,
+    keepdims: bool,
+    skipna: bool,
+) -> Result<ArrayExpr> {
+    let n = x.grid.ndim();
+    let mut axes: Vec<usize> = axes.map_or_else(|| (0..n).collect(), <[usize]>::to_vec);
+    axes.sort_unstable();
+    axes.dedup();
+    for &a in &axes {
+        check_axis(x, a)?;
+    }
+    let Some(dtype) = op.result(x.dtype) else {
+        return plan_err!("{} does not apply to {} arrays", op.name(), x.dtype);
+    };
+    let shape = x.grid.shape();
+    if matches!(
+        op,
+        ReduceOp::Min | ReduceOp::Max | ReduceOp::ArgMin | ReduceOp::ArgMax
+    ) && axes.iter().any(|&a| shape[a] == 0)
+    {
+        return plan_err!("{} of an empty axis has no value", op.name());
+    }
+    let chunks = (0..n)
+        .filter_map(|a| match (axes.contains(&a), keepdims) {
+            (false, _) => Some(x.grid.axis(a).to_vec()),
+            (true, true) => Some(vec![1]),
+            (true, false) => None,
+        })
+        .collect();
+    Ok(node(
+        Op::Reduce {
+            x: x.clone(),
+            op,
+            axes,
+            keepdims,
+            skipna,
+        },
+        dtype,
+        ChunkGrid::new(chunks),
+    ))
+}
+
+/// The matrix product of 2-d `a` and `b`: blockwise products summed over the blocks of the
+/// contracted axis.
+pub fn matmul(a: &ArrayExpr, b: &ArrayExpr) -> Result<ArrayExpr> {
+    let (sa, sb) = (a.grid.shape(), b.grid.shape());
+    if sa.len() != 2 || sb.len() != 2 {
+        return plan_err!("matmul needs 2-d arrays, got shapes {sa:?} and {sb:?}");
+    }
+    if sa[1] != sb[0] {
+        return plan_err!(
+            "matmul: shapes {sa:?} and {sb:?} do not align ({} != {})",
+            sa[1],
+            sb[0]
+        );
+    }
+    let dtype = match a.dtype.promote(b.dtype) {
+        Some(d) if d.is_numeric() => d,
+        _ => {
+            return plan_err!(
+                "matmul does not apply to {} and {} arrays",
+                a.dtype,
+                b.dtype
+            );
+        }
+    };
+    let blocks: Vec<usize> = a.grid.axis(1).to_vec();
+    let grid = ChunkGrid::new(vec![
+        a.grid.axis(0).to_vec(),
+        b.grid.axis(1).to_vec(),
+        vec![1; blocks.len()],
+    ]);
+    let contract = node(
+        Op::Contract {
+            a: cast(a, dtype)?,
+            b: cast(b, dtype)?,
+            blocks,
+        },
+        dtype,
+        grid,
+    );
+    let summed = reduce(&contract, ReduceOp::Sum, Some(&[2]), false, false)?;
+    cast(&summed, dtype)
+}

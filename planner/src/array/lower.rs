@@ -1,0 +1,281 @@
+//! Lowering an array expression to stages: everything between reductions fuses into one
+//! [`ChunkProgram`] per stage, one task per output chunk; each reduction becomes a partial
+//! stage and a tree of combine stages with at most `fan_in` chunks merged per task.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::common::{Result, internal_err};
+
+use super::dtype::DType;
+use super::exec::ChunkExec;
+use super::expr::{ArrayExpr, ArrayNode};
+use super::grid::ChunkGrid;
+use super::ops::{Op, ReduceSpec};
+use super::program::{ChunkProgram, LiteralChunks, ProgramNode};
+use super::reduce::state_fields;
+use crate::graph::{OutputSpec, Stage, StageId, TaskGraph};
+use crate::shuffle::ShuffleWriteExec;
+
+/// How an expression's value is available to later stages.
+#[derive(Debug, Clone)]
+struct Materialized {
+    stage: StageId,
+    grid: ChunkGrid,
+    fields: Vec<DType>,
+}
+
+/// Builds the stages of one job.
+struct Lowering {
+    fan_in: usize,
+    stages: Vec<Stage>,
+    done: HashMap<*const ArrayNode, Materialized>,
+}
+
+/// The task graph computing `expr`: its result stage's task `i` holds chunk `i` of `expr`
+/// (C order of `expr.grid`) in bucket 0. Reductions merge at most `fan_in` chunks per task.
+pub fn lower(expr: &ArrayExpr, fan_in: usize) -> Result<TaskGraph> {
+    let mut lowering = Lowering {
+        fan_in: fan_in.max(2),
+        stages: Vec::new(),
+        done: HashMap::new(),
+    };
+    let out = lowering.materialize(expr)?;
+    if out.stage + 1 != lowering.stages.len() {
+        return internal_err!("the result stage must come last");
+    }
+    Ok(TaskGraph::from_stages(lowering.stages))
+}
+
+/// Builds one program, memoising nodes by identity.
+struct ProgramBuilder<'a> {
+    lowering: &'a mut Lowering,
+    nodes: Vec<ProgramNode>,
+    index: HashMap<*const ArrayNode, usize>,
+    literals: Vec<LiteralChunks>,
+}
+
+impl ProgramBuilder<'_> {
+    fn add(&mut self, expr: &ArrayExpr) -> Result<usize> {
+        let key = Arc::as_ptr(expr);
+        if let Some(&i) = self.index.get(&key) {
+            return Ok(i);
+        }
+        let node = match &expr.op {
+            Op::Reduce { .. } => {
+                let m = self.lowering.materialize(expr)?;
+                ProgramNode {
+                    op: Op::Input {
+                        stage: m.stage,
+                        grid: m.grid.clone(),
+                        fields: m.fields,
+                    },
+                    dtype: expr.dtype,
+                    grid: m.grid,
+                }
+            }
+            Op::Literal { grid, .. } => {
+                let Some(chunks) = &expr.literal else {
+                    return internal_err!("a literal node without chunks");
+                };
+                self.literals.push(Arc::clone(chunks));
+                ProgramNode {
+                    op: Op::Literal {
+                        id: self.literals.len() - 1,
+                        grid: grid.clone(),
+                    },
+                    dtype: expr.dtype,
+                    grid: expr.grid.clone(),
+                }
+            }
+            op => {
+                let mut inputs = HashMap::new();
+                for input in op.inputs() {
+                    let i = self.add(input)?;
+                    inputs.insert(Arc::as_ptr(input), i);
+                }
+                ProgramNode {
+                    op: op.map_inputs(|x| inputs[&Arc::as_ptr(x)]),
+                    dtype: expr.dtype,
+                    grid: expr.grid.clone(),
+                }
+            }
+        };
+        self.nodes.push(node);
+        self.index.insert(key, self.nodes.len() - 1);
+        Ok(self.nodes.len() - 1)
+    }
+
+    fn push(&mut self, node: ProgramNode) -> usize {
+        self.nodes.push(node);
+        self.nodes.len() - 1
+    }
+
+    fn finish(self) -> ChunkProgram {
+        ChunkProgram {
+            nodes: self.nodes,
+            literals: self.literals,
+        }
+    }
+}
+
+impl Lowering {
+    fn builder(&mut self) -> ProgramBuilder<'_> {
+        ProgramBuilder {
+            lowering: self,
+            nodes: Vec::new(),
+            index: HashMap::new(),
+            literals: Vec::new(),
+        }
+    }
+
+    fn add_stage(&mut self, program: ChunkProgram) -> StageId {
+        let id = self.stages.len();
+        let inputs = program.input_stages();
+        let tasks = program.tasks();
+        let exec = Arc::new(ChunkExec::new(Arc::new(program)));
+        self.stages.push(Stage {
+            id,
+            plan: Arc::new(ShuffleWriteExec::new(exec, OutputSpec::Single)),
+            inputs,
+            output: OutputSpec::Single,
+            tasks,
+        });
+        id
+    }
+
+    fn materialize(&mut self, expr: &ArrayExpr) -> Result<Materialized> {
+        let key = Arc::as_ptr(expr);
+        if let Some(m) = self.done.get(&key) {
+            return Ok(m.clone());
+        }
+        let m = match &expr.op {
+            Op::Reduce {
+                x,
+                op,
+                axes,
+                keepdims,
+                skipna,
+            } => {
+                let spec = ReduceSpec {
+                    op: *op,
+                    axes: axes.clone(),
+                    skipna: *skipna,
+                    finalize: false,
+                    keepdims: *keepdims,
+                    input: x.dtype,
+                    input_shape: x.grid.shape(),
+                };
+                self.reduction(x, spec, expr)?
+            }
+            _ => {
+                let mut b = self.builder();
+                b.add(expr)?;
+                let program = b.finish();
+                Materialized {
+                    stage: self.add_stage(program),
+                    grid: expr.grid.clone(),
+                    fields: vec![expr.dtype],
+                }
+            }
+        };
+        self.done.insert(key, m.clone());
+        Ok(m)
+    }
+
+    /// The partial stage and combine tree of a reduction of `x`.
+    fn reduction(
+        &mut self,
+        x: &ArrayExpr,
+        mut spec: ReduceSpec,
+        expr: &ArrayExpr,
+    ) -> Result<Materialized> {
+        let ndim = x.grid.ndim();
+        // States keep every axis; reduced ones hold one cell per chunk.
+        let states_grid = |counts: &[usize]| {
+            ChunkGrid::new(
+                (0..ndim)
+                    .map(|a| {
+                        if spec.axes.contains(&a) {
+                            vec![1; counts[a]]
+                        } else {
+                            x.grid.axis(a).to_vec()
+                        }
+                    })
+                    .collect(),
+            )
+        };
+        let mut counts = x.grid.counts();
+        let state_dtypes: Vec<DType> = state_fields(spec.op, spec.input)
+            .iter()
+            .map(|f| f.1)
+            .collect();
+        let last = |counts: &[usize]| spec.axes.iter().all(|&a| counts[a] == 1);
+
+        spec.finalize = last(&counts);
+        let mut b = self.builder();
+        let xi = b.add(x)?;
+        let grid = states_grid(&counts);
+        b.push(ProgramNode {
+            op: Op::Partial {
+                x: xi,
+                reduce: spec.clone(),
+            },
+            dtype: expr.dtype,
+            grid: grid.clone(),
+        });
+        let program = b.finish();
+        let mut stage = self.add_stage(program);
+        let mut grid_now = grid;
+
+        while !last(&counts) {
+            let wide = spec.axes.iter().filter(|&&a| counts[a] > 1).count() as u32;
+            let per_axis =
+                ((self.fan_in as f64).powf(1.0 / f64::from(wide)).floor() as usize).max(2);
+            let group: Vec<usize> = (0..ndim)
+                .map(|a| {
+                    if spec.axes.contains(&a) && counts[a] > 1 {
+                        per_axis
+                    } else {
+                        1
+                    }
+                })
+                .collect();
+            for a in 0..ndim {
+                counts[a] = counts[a].div_ceil(group[a]);
+            }
+            spec.finalize = last(&counts);
+            let out_grid = states_grid(&counts);
+            let program = ChunkProgram {
+                nodes: vec![
+                    ProgramNode {
+                        op: Op::Input {
+                            stage,
+                            grid: grid_now.clone(),
+                            fields: state_dtypes.clone(),
+                        },
+                        dtype: state_dtypes[0],
+                        grid: grid_now.clone(),
+                    },
+                    ProgramNode {
+                        op: Op::Combine {
+                            x: 0,
+                            reduce: spec.clone(),
+                            group,
+                        },
+                        dtype: expr.dtype,
+                        grid: out_grid.clone(),
+                    },
+                ],
+                literals: Vec::new(),
+            };
+            stage = self.add_stage(program);
+            grid_now = out_grid;
+        }
+        Ok(Materialized {
+            stage,
+            grid: expr.grid.clone(),
+            fields: vec![expr.dtype],
+        })
+    }
+}

@@ -1,0 +1,540 @@
+//! The operations of the array expression graph, with the dtype each one produces.
+//!
+//! [`Op`] is generic over how it names its inputs: user-facing expressions hold
+//! `Arc<ArrayNode>`s, a stage's [`ChunkProgram`](super::ChunkProgram) holds indices.
+
+use serde::{Deserialize, Serialize};
+
+use super::dtype::{DType, Scalar};
+use super::grid::ChunkGrid;
+
+/// Functions of one array, applied cell by cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub enum UnaryOp {
+    Neg,
+    Abs,
+    Sqrt,
+    Square,
+    Exp,
+    Expm1,
+    Log,
+    Log1p,
+    Log2,
+    Log10,
+    Sin,
+    Cos,
+    Tan,
+    Arcsin,
+    Arccos,
+    Arctan,
+    Sinh,
+    Cosh,
+    Tanh,
+    Floor,
+    Ceil,
+    Round,
+    Trunc,
+    Sign,
+    IsNan,
+    IsFinite,
+    IsInf,
+    Not,
+}
+
+impl UnaryOp {
+    /// NumPy's name of the function.
+    pub fn name(self) -> &'static str {
+        use UnaryOp::*;
+        match self {
+            Neg => "negative",
+            Abs => "abs",
+            Sqrt => "sqrt",
+            Square => "square",
+            Exp => "exp",
+            Expm1 => "expm1",
+            Log => "log",
+            Log1p => "log1p",
+            Log2 => "log2",
+            Log10 => "log10",
+            Sin => "sin",
+            Cos => "cos",
+            Tan => "tan",
+            Arcsin => "arcsin",
+            Arccos => "arccos",
+            Arctan => "arctan",
+            Sinh => "sinh",
+            Cosh => "cosh",
+            Tanh => "tanh",
+            Floor => "floor",
+            Ceil => "ceil",
+            Round => "round",
+            Trunc => "trunc",
+            Sign => "sign",
+            IsNan => "isnan",
+            IsFinite => "isfinite",
+            IsInf => "isinf",
+            Not => "logical_not",
+        }
+    }
+
+    /// The result dtype for an input of `dtype`, or `None` when the function does not
+    /// apply to it.
+    pub fn result(self, dtype: DType) -> Option<DType> {
+        use UnaryOp::*;
+        match self {
+            Not => (dtype == DType::Bool).then_some(DType::Bool),
+            IsNan | IsFinite | IsInf => dtype.is_numeric().then_some(DType::Bool),
+            Neg | Abs | Square | Sign => dtype.is_numeric().then_some(dtype),
+            Floor | Ceil | Round | Trunc => dtype.is_numeric().then_some(dtype),
+            _ => dtype.is_numeric().then(|| dtype.float_result()),
+        }
+    }
+}
+
+/// Functions of two arrays, broadcast against each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    FloorDiv,
+    Mod,
+    Pow,
+    Minimum,
+    Maximum,
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    And,
+    Or,
+    Xor,
+}
+
+impl BinaryOp {
+    /// The operator's symbol or NumPy name.
+    pub fn name(self) -> &'static str {
+        use BinaryOp::*;
+        match self {
+            Add => "+",
+            Sub => "-",
+            Mul => "*",
+            Div => "/",
+            FloorDiv => "//",
+            Mod => "%",
+            Pow => "**",
+            Minimum => "minimum",
+            Maximum => "maximum",
+            Eq => "==",
+            Ne => "!=",
+            Lt => "<",
+            Le => "<=",
+            Gt => ">",
+            Ge => ">=",
+            And => "&",
+            Or => "|",
+            Xor => "^",
+        }
+    }
+
+    /// Whether the result is a bool comparison.
+    pub fn is_comparison(self) -> bool {
+        use BinaryOp::*;
+        matches!(self, Eq | Ne | Lt | Le | Gt | Ge)
+    }
+
+    /// The dtype both operands are converted to before the operation.
+    pub fn compute_type(self, a: DType, b: DType) -> Option<DType> {
+        use BinaryOp::*;
+        use DType::*;
+        match self {
+            And | Or | Xor => match a.promote(b)? {
+                t if t == Bool || t.is_integer() => Some(t),
+                _ => None,
+            },
+            _ if self.is_comparison() => a.promote(b).or((a == b).then_some(a)),
+            Sub if a == DateTime && b == DateTime => Some(I64),
+            Add | Sub if a == DateTime && b.is_integer() => Some(I64),
+            Add if b == DateTime && a.is_integer() => Some(I64),
+            _ => {
+                let t = a.promote(b)?;
+                match (self, t) {
+                    (_, Bool) => None,
+                    (Div, t) => Some(t.float_result()),
+                    (_, t) => t.is_numeric().then_some(t),
+                }
+            }
+        }
+    }
+
+    /// The dtype of the result.
+    pub fn result(self, a: DType, b: DType) -> Option<DType> {
+        let compute = self.compute_type(a, b)?;
+        Some(if self.is_comparison() {
+            DType::Bool
+        } else if matches!(self, BinaryOp::Add | BinaryOp::Sub)
+            && (a == DType::DateTime) != (b == DType::DateTime)
+        {
+            DType::DateTime
+        } else {
+            compute
+        })
+    }
+}
+
+/// Reductions over some axes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub enum ReduceOp {
+    Sum,
+    Prod,
+    Mean,
+    Min,
+    Max,
+    /// Variance with `ddof` delta degrees of freedom.
+    Var {
+        ddof: u32,
+    },
+    /// Standard deviation with `ddof` delta degrees of freedom.
+    Std {
+        ddof: u32,
+    },
+    Count,
+    ArgMin,
+    ArgMax,
+    Any,
+    All,
+}
+
+impl ReduceOp {
+    /// NumPy's name.
+    pub fn name(self) -> &'static str {
+        use ReduceOp::*;
+        match self {
+            Sum => "sum",
+            Prod => "prod",
+            Mean => "mean",
+            Min => "min",
+            Max => "max",
+            Var { .. } => "var",
+            Std { .. } => "std",
+            Count => "count",
+            ArgMin => "argmin",
+            ArgMax => "argmax",
+            Any => "any",
+            All => "all",
+        }
+    }
+
+    /// The dtype of the result for an input of `dtype`.
+    pub fn result(self, dtype: DType) -> Option<DType> {
+        use ReduceOp::*;
+        match self {
+            Sum | Prod => Some(match dtype {
+                DType::Bool => DType::I64,
+                t if t.is_signed() => DType::I64,
+                t if t.is_unsigned() => DType::U64,
+                DType::DateTime => return None,
+                t => t,
+            }),
+            Mean | Var { .. } | Std { .. } => dtype.is_numeric().then(|| dtype.float_result()),
+            Min | Max => Some(dtype),
+            Count | ArgMin | ArgMax => Some(DType::I64),
+            Any | All => Some(DType::Bool),
+        }
+    }
+}
+
+/// One operation of the array graph; `I` names an input.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Op<I> {
+    /// Uniform random floats in `[low, high)`, from a counter-based generator: each cell's
+    /// value depends only on `seed` and its position, never on the chunking.
+    Random {
+        /// The seed.
+        seed: u64,
+        /// Lower bound (inclusive).
+        low: f64,
+        /// Upper bound (exclusive).
+        high: f64,
+    },
+    /// Every cell is `value`.
+    Full {
+        /// The value (converted to the node's dtype).
+        value: Scalar,
+    },
+    /// A 1-d array `start + step * i`.
+    Arange {
+        /// First value.
+        start: f64,
+        /// Increment.
+        step: f64,
+    },
+    /// Values the program carries (an array built from memory).
+    Literal {
+        /// Index into the program's literal table.
+        id: usize,
+        /// How the literal is chunked.
+        grid: ChunkGrid,
+    },
+    /// The output of an earlier stage of the job (chunk `i` is task `i`'s bucket 0).
+    Input {
+        /// The stage.
+        stage: usize,
+        /// How that stage's output is chunked.
+        grid: ChunkGrid,
+        /// The dtypes of the batch columns (several for partial reductions).
+        fields: Vec<DType>,
+    },
+    /// `op(x)`.
+    Unary {
+        /// The function.
+        op: UnaryOp,
+        /// Its argument.
+        x: I,
+    },
+    /// `a op b`, broadcast NumPy style (shapes aligned on the right).
+    Binary {
+        /// The operator.
+        op: BinaryOp,
+        /// Left operand.
+        a: I,
+        /// Right operand.
+        b: I,
+    },
+    /// `cond ? a : b`, broadcast.
+    Where {
+        /// Bool selector.
+        cond: I,
+        /// Taken where `cond` is true.
+        a: I,
+        /// Taken elsewhere.
+        b: I,
+    },
+    /// `x` converted to the node's dtype.
+    Cast {
+        /// The array.
+        x: I,
+    },
+    /// `x[start::step]` along each axis (the node's shape gives the lengths).
+    Slice {
+        /// The array.
+        x: I,
+        /// First index per axis.
+        starts: Vec<usize>,
+        /// Step per axis (at least 1).
+        steps: Vec<usize>,
+    },
+    /// `x.take(indices, axis)`.
+    Take {
+        /// The array.
+        x: I,
+        /// The axis indexed.
+        axis: usize,
+        /// Positions along `axis`, in output order.
+        indices: Vec<usize>,
+    },
+    /// Axis `i` of the result is axis `perm[i]` of `x`.
+    Transpose {
+        /// The array.
+        x: I,
+        /// The permutation.
+        perm: Vec<usize>,
+    },
+    /// `x` broadcast to the node's shape (NumPy rules).
+    BroadcastTo {
+        /// The array.
+        x: I,
+    },
+    /// The inputs joined along `axis`.
+    Concat {
+        /// The arrays, same dtype, same shape off `axis`.
+        xs: Vec<I>,
+        /// The axis joined along.
+        axis: usize,
+    },
+    /// `x` with the node's chunking.
+    Rechunk {
+        /// The array.
+        x: I,
+    },
+    /// Blocks of a matrix product: cell `(i, j, k)` is `a[i, block k] @ b[block k, j]`,
+    /// where the blocks are `a`'s chunks along its last axis. Summed over the last axis it
+    /// is `a @ b`.
+    Contract {
+        /// Left matrix `(m, k)`.
+        a: I,
+        /// Right matrix `(k, n)`.
+        b: I,
+        /// The blocks along the contracted axis.
+        blocks: Vec<usize>,
+    },
+    /// A reduction of `x` over `axes` (a stage boundary: planned as a tree of stages).
+    Reduce {
+        /// The array.
+        x: I,
+        /// The reduction.
+        op: ReduceOp,
+        /// The axes reduced.
+        axes: Vec<usize>,
+        /// Keep reduced axes with length 1.
+        keepdims: bool,
+        /// Skip NaN cells.
+        skipna: bool,
+    },
+    /// First step of a reduction inside a stage: per chunk of `x`, partial states with
+    /// the reduced axes cut to length 1 (or the final values when `finalize`).
+    Partial {
+        /// The reduced array.
+        x: I,
+        /// What is being computed.
+        reduce: ReduceSpec,
+    },
+    /// Later steps: merges the partial states of groups of chunks along the reduced axes.
+    Combine {
+        /// An `Input` of partial states.
+        x: I,
+        /// What is being computed.
+        reduce: ReduceSpec,
+        /// How many chunks of `x` merge into one, per axis (1 off the reduced axes).
+        group: Vec<usize>,
+    },
+}
+
+/// The parameters of a reduction carried by its partial and combine steps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReduceSpec {
+    /// The reduction.
+    pub op: ReduceOp,
+    /// Reduced axes of the input.
+    pub axes: Vec<usize>,
+    /// Skip NaN cells.
+    pub skipna: bool,
+    /// Turn states into values (the last step).
+    pub finalize: bool,
+    /// With `finalize`: keep reduced axes as length 1.
+    pub keepdims: bool,
+    /// Dtype of the reduced input.
+    pub input: DType,
+    /// Shape of the reduced input (for arg reductions' positions).
+    pub input_shape: Vec<usize>,
+}
+
+impl<I> Op<I> {
+    /// The inputs, in order.
+    pub fn inputs(&self) -> Vec<&I> {
+        match self {
+            Op::Random { .. }
+            | Op::Full { .. }
+            | Op::Arange { .. }
+            | Op::Literal { .. }
+            | Op::Input { .. } => vec![],
+            Op::Unary { x, .. }
+            | Op::Cast { x }
+            | Op::Slice { x, .. }
+            | Op::Take { x, .. }
+            | Op::Transpose { x, .. }
+            | Op::BroadcastTo { x }
+            | Op::Rechunk { x }
+            | Op::Reduce { x, .. }
+            | Op::Partial { x, .. }
+            | Op::Combine { x, .. } => vec![x],
+            Op::Binary { a, b, .. } | Op::Contract { a, b, .. } => vec![a, b],
+            Op::Where { cond, a, b } => vec![cond, a, b],
+            Op::Concat { xs, .. } => xs.iter().collect(),
+        }
+    }
+
+    /// The same operation with inputs renamed by `f`.
+    pub fn map_inputs<J>(&self, mut f: impl FnMut(&I) -> J) -> Op<J> {
+        match self {
+            Op::Random { seed, low, high } => Op::Random {
+                seed: *seed,
+                low: *low,
+                high: *high,
+            },
+            Op::Full { value } => Op::Full { value: *value },
+            Op::Arange { start, step } => Op::Arange {
+                start: *start,
+                step: *step,
+            },
+            Op::Literal { id, grid } => Op::Literal {
+                id: *id,
+                grid: grid.clone(),
+            },
+            Op::Input {
+                stage,
+                grid,
+                fields,
+            } => Op::Input {
+                stage: *stage,
+                grid: grid.clone(),
+                fields: fields.clone(),
+            },
+            Op::Unary { op, x } => Op::Unary { op: *op, x: f(x) },
+            Op::Binary { op, a, b } => Op::Binary {
+                op: *op,
+                a: f(a),
+                b: f(b),
+            },
+            Op::Where { cond, a, b } => Op::Where {
+                cond: f(cond),
+                a: f(a),
+                b: f(b),
+            },
+            Op::Cast { x } => Op::Cast { x: f(x) },
+            Op::Slice { x, starts, steps } => Op::Slice {
+                x: f(x),
+                starts: starts.clone(),
+                steps: steps.clone(),
+            },
+            Op::Take { x, axis, indices } => Op::Take {
+                x: f(x),
+                axis: *axis,
+                indices: indices.clone(),
+            },
+            Op::Transpose { x, perm } => Op::Transpose {
+                x: f(x),
+                perm: perm.clone(),
+            },
+            Op::BroadcastTo { x } => Op::BroadcastTo { x: f(x) },
+            Op::Concat { xs, axis } => Op::Concat {
+                xs: xs.iter().map(f).collect(),
+                axis: *axis,
+            },
+            Op::Rechunk { x } => Op::Rechunk { x: f(x) },
+            Op::Contract { a, b, blocks } => Op::Contract {
+                a: f(a),
+                b: f(b),
+                blocks: blocks.clone(),
+            },
+            Op::Reduce {
+                x,
+                op,
+                axes,
+                keepdims,
+                skipna,
+            } => Op::Reduce {
+                x: f(x),
+                op: *op,
+                axes: axes.clone(),
+                keepdims: *keepdims,
+                skipna: *skipna,
+            },
+            Op::Partial { x, reduce } => Op::Partial {
+                x: f(x),
+                reduce: reduce.clone(),
+            },
+            Op::Combine { x, reduce, group } => Op::Combine {
+                x: f(x),
+                reduce: reduce.clone(),
+                group: group.clone(),
+            },
+        }
+    }
+}

@@ -1,0 +1,547 @@
+//! Reductions as tree steps: [`partial`] turns one chunk into states (the reduced axes cut
+//! to length 1), [`combine`] merges the states of neighbouring chunks, [`finalize`] turns
+//! states into values. Variance merges with Chan's formula; arg reductions keep the
+//! smallest position among equal values, as NumPy does.
+
+use datafusion::common::{Result, internal_err};
+use num_traits::AsPrimitive;
+
+use super::chunk::NdChunk;
+use super::dtype::{DType, Native};
+use super::kernels::{Arith, cast};
+use super::ops::{ReduceOp, ReduceSpec};
+use crate::with_native;
+
+/// Names and dtypes of the state columns of a reduction of `input`.
+pub fn state_fields(op: ReduceOp, input: DType) -> Vec<(&'static str, DType)> {
+    use ReduceOp::*;
+    match op {
+        Sum | Prod => vec![("acc", accumulator(input))],
+        Mean => vec![("sum", DType::F64), ("count", DType::F64)],
+        Var { .. } | Std { .. } => vec![
+            ("count", DType::F64),
+            ("mean", DType::F64),
+            ("m2", DType::F64),
+        ],
+        Min | Max => vec![("value", input)],
+        Count => vec![("count", DType::I64)],
+        ArgMin | ArgMax => vec![("value", input), ("index", DType::I64)],
+        Any | All => vec![("value", DType::Bool)],
+    }
+}
+
+fn accumulator(input: DType) -> DType {
+    if input.is_float() {
+        DType::F64
+    } else if input.is_unsigned() {
+        DType::U64
+    } else {
+        DType::I64
+    }
+}
+
+/// Calls `f(lane_start, cell, position)` for every lane along the last axis of a
+/// C-ordered array of `shape`: `cell` is the output cell of the lane's first element,
+/// `position` its position among the reduced axes of the whole input (`offsets` place the
+/// chunk in it, `full` is the whole input's shape).
+fn lanes(
+    shape: &[usize],
+    reduced: &[bool],
+    offsets: &[usize],
+    full: &[usize],
+    mut f: impl FnMut(usize, usize, i64),
+) {
+    let ndim = shape.len();
+    if ndim == 0 {
+        f(0, 0, 0);
+        return;
+    }
+    if shape.contains(&0) {
+        return;
+    }
+    // Output strides (reduced axes have length 1) and position strides over the reduced
+    // axes of the whole input.
+    let mut ostride = vec![0usize; ndim];
+    let mut pstride = vec![0i64; ndim];
+    let (mut o, mut p) = (1usize, 1i64);
+    for axis in (0..ndim).rev() {
+        if reduced[axis] {
+            pstride[axis] = p;
+            p *= full[axis] as i64;
+        } else {
+            ostride[axis] = o;
+            o *= shape[axis];
+        }
+    }
+    let len = shape[ndim - 1];
+    let outer: usize = shape[..ndim - 1].iter().product();
+    let mut idx = vec![0usize; ndim.saturating_sub(1)];
+    for lane in 0..outer {
+        let mut cell = 0;
+        let mut pos = 0i64;
+        for (axis, &i) in idx.iter().enumerate() {
+            cell += i * ostride[axis];
+            pos += (offsets[axis] + i) as i64 * pstride[axis];
+        }
+        pos += offsets[ndim - 1] as i64 * pstride[ndim - 1];
+        f(lane * len, cell, pos);
+        for axis in (0..idx.len()).rev() {
+            idx[axis] += 1;
+            if idx[axis] < shape[axis] {
+                break;
+            }
+            idx[axis] = 0;
+        }
+    }
+}
+
+fn out_shape(shape: &[usize], reduced: &[bool]) -> Vec<usize> {
+    shape
+        .iter()
+        .zip(reduced)
+        .map(|(&n, &r)| if r { 1 } else { n })
+        .collect()
+}
+
+fn reduced_mask(ndim: usize, axes: &[usize]) -> Vec<bool> {
+    (0..ndim).map(|a| axes.contains(&a)).collect()
+}
+
+/// Sums a lane into `A` with eight accumulators, so the loop vectorises.
+#[inline]
+fn lane_sum<T: Native + AsPrimitive<A>, A: Arith>(lane: &[T], skipna: bool) -> A {
+    let zero = A::default();
+    let mut acc = [zero; 8];
+    let mut chunks = lane.chunks_exact(8);
+    if skipna {
+        for c in &mut chunks {
+            for i in 0..8 {
+                let v: A = c[i].as_();
+                acc[i] = acc[i].add(if c[i].is_nan() { zero } else { v });
+            }
+        }
+    } else {
+        for c in &mut chunks {
+            for i in 0..8 {
+                acc[i] = acc[i].add(c[i].as_());
+            }
+        }
+    }
+    let mut total = zero;
+    for v in chunks.remainder() {
+        if !(skipna && v.is_nan()) {
+            total = total.add(v.as_());
+        }
+    }
+    acc.iter().fold(total, |t, &a| t.add(a))
+}
+
+struct Lanes<'a> {
+    shape: &'a [usize],
+    reduced: Vec<bool>,
+    offsets: &'a [usize],
+    full: &'a [usize],
+    last_reduced: bool,
+    len: usize,
+}
+
+impl<'a> Lanes<'a> {
+    fn new(shape: &'a [usize], axes: &[usize], offsets: &'a [usize], full: &'a [usize]) -> Self {
+        let reduced = reduced_mask(shape.len(), axes);
+        let last_reduced = reduced.last().copied().unwrap_or(true);
+        Self {
+            shape,
+            last_reduced,
+            len: shape.last().copied().unwrap_or(1),
+            reduced,
+            offsets,
+            full,
+        }
+    }
+
+    fn out_shape(&self) -> Vec<usize> {
+        out_shape(self.shape, &self.reduced)
+    }
+
+    fn out_cells(&self) -> usize {
+        self.out_shape().iter().product()
+    }
+
+    /// Visits every cell: `f(cell, value index, position)`.
+    fn each(&self, mut f: impl FnMut(usize, usize, i64)) {
+        let (len, last_reduced) = (self.len, self.last_reduced);
+        lanes(
+            self.shape,
+            &self.reduced,
+            self.offsets,
+            self.full,
+            |start, cell, pos| {
+                for j in 0..len {
+                    if last_reduced {
+                        f(cell, start + j, pos + j as i64);
+                    } else {
+                        f(cell + j, start + j, pos);
+                    }
+                }
+            },
+        );
+    }
+}
+
+/// Sum (or product) states of `values` into accumulator `A`.
+fn fold_sum<T: Native + AsPrimitive<A>, A: Arith>(
+    values: &[T],
+    l: &Lanes,
+    skipna: bool,
+    prod: bool,
+) -> Vec<A> {
+    let init = if prod { A::ONE } else { A::default() };
+    let mut acc = vec![init; l.out_cells()];
+    if prod {
+        l.each(|cell, i, _| {
+            let v = values[i];
+            if !(skipna && v.is_nan()) {
+                acc[cell] = acc[cell].mul(v.as_());
+            }
+        });
+        return acc;
+    }
+    let len = l.len;
+    let last_reduced = l.last_reduced;
+    lanes(l.shape, &l.reduced, l.offsets, l.full, |start, cell, _| {
+        let lane = &values[start..start + len];
+        if last_reduced {
+            acc[cell] = acc[cell].add(lane_sum::<T, A>(lane, skipna));
+        } else if skipna {
+            for (a, &v) in acc[cell..cell + len].iter_mut().zip(lane) {
+                if !v.is_nan() {
+                    *a = a.add(v.as_());
+                }
+            }
+        } else {
+            for (a, &v) in acc[cell..cell + len].iter_mut().zip(lane) {
+                *a = a.add(v.as_());
+            }
+        }
+    });
+    acc
+}
+
+/// Non-NaN counts per cell (or the number of reduced cells when NaN are not skipped).
+fn fold_count<T: Native>(values: &[T], l: &Lanes, skipna: bool) -> Vec<f64> {
+    let mut counts = vec![0.0; l.out_cells()];
+    if !skipna {
+        let per_cell = values.len() as f64 / counts.len().max(1) as f64;
+        counts.iter_mut().for_each(|c| *c = per_cell);
+        return counts;
+    }
+    l.each(|cell, i, _| {
+        if !values[i].is_nan() {
+            counts[cell] += 1.0;
+        }
+    });
+    counts
+}
+
+/// Whether `v` replaces `acc` in a min (`max == false`) or max reduction.
+#[inline]
+fn better<T: Native>(v: T, acc: T, max: bool, skipna: bool) -> bool {
+    if skipna {
+        if v.is_nan() {
+            return false;
+        }
+        if acc.is_nan() {
+            return true;
+        }
+    } else {
+        if acc.is_nan() {
+            return false;
+        }
+        if v.is_nan() {
+            return true;
+        }
+    }
+    if max { v > acc } else { v < acc }
+}
+
+/// The per-cell extreme value and its position (ties keep the smaller position).
+fn fold_extreme<T: Native>(
+    values: &[T],
+    l: &Lanes,
+    positions: Option<&[i64]>,
+    max: bool,
+    skipna: bool,
+) -> (Vec<T>, Vec<i64>) {
+    let n = l.out_cells();
+    let mut best = vec![T::default(); n];
+    let mut at = vec![i64::MAX; n];
+    let mut seen = vec![false; n];
+    l.each(|cell, i, pos| {
+        let v = values[i];
+        let pos = positions.map_or(pos, |p| p[i]);
+        let replace = !seen[cell]
+            || better(v, best[cell], max, skipna)
+            || (pos < at[cell] && !better(best[cell], v, max, skipna));
+        if replace {
+            best[cell] = v;
+            at[cell] = pos;
+            seen[cell] = true;
+        }
+    });
+    (best, at)
+}
+
+fn chunk_of<T: Native>(dtype: DType, shape: &[usize], values: Vec<T>) -> NdChunk {
+    NdChunk::from_vec(dtype, shape.to_vec(), values)
+}
+
+/// The states of one chunk `x` whose region in the whole input starts at `offsets`.
+pub fn partial(spec: &ReduceSpec, x: &NdChunk, offsets: &[usize]) -> Result<Vec<NdChunk>> {
+    use ReduceOp::*;
+    let x = x.to_standard();
+    let l = Lanes::new(x.shape(), &spec.axes, offsets, &spec.input_shape);
+    let shape = l.out_shape();
+    let skipna = spec.skipna && x.dtype().is_float();
+    let states = with_native!(x.dtype(), T => {
+        let values = x.contiguous_slice::<T>().expect("standard chunk");
+        match spec.op {
+            Sum | Prod => {
+                let prod = spec.op == Prod;
+                match accumulator(x.dtype()) {
+                    DType::F64 => vec![chunk_of(DType::F64, &shape, fold_sum::<T, f64>(values, &l, skipna, prod))],
+                    DType::U64 => vec![chunk_of(DType::U64, &shape, fold_sum::<T, u64>(values, &l, skipna, prod))],
+                    _ => vec![chunk_of(DType::I64, &shape, fold_sum::<T, i64>(values, &l, skipna, prod))],
+                }
+            }
+            Mean | Var { .. } | Std { .. } => {
+                let sums = fold_sum::<T, f64>(values, &l, skipna, false);
+                let counts = fold_count(values, &l, skipna);
+                if spec.op == Mean {
+                    vec![chunk_of(DType::F64, &shape, sums), chunk_of(DType::F64, &shape, counts)]
+                } else {
+                    let means: Vec<f64> = sums.iter().zip(&counts).map(|(s, c)| if *c > 0.0 { s / c } else { 0.0 }).collect();
+                    let mut m2 = vec![0.0f64; means.len()];
+                    l.each(|cell, i, _| {
+                        let v: f64 = values[i].as_();
+                        if !(skipna && v.is_nan()) {
+                            let d = v - means[cell];
+                            m2[cell] += d * d;
+                        }
+                    });
+                    vec![chunk_of(DType::F64, &shape, counts), chunk_of(DType::F64, &shape, means), chunk_of(DType::F64, &shape, m2)]
+                }
+            }
+            Count => {
+                let counts: Vec<i64> = fold_count(values, &l, true).into_iter().map(|c| c as i64).collect();
+                vec![chunk_of(DType::I64, &shape, counts)]
+            }
+            Min | Max | ArgMin | ArgMax => {
+                let max = matches!(spec.op, Max | ArgMax);
+                let (best, at) = fold_extreme(values, &l, None, max, skipna);
+                let mut out = vec![chunk_of(x.dtype(), &shape, best)];
+                if matches!(spec.op, ArgMin | ArgMax) {
+                    out.push(chunk_of(DType::I64, &shape, at));
+                }
+                out
+            }
+            Any | All => {
+                let zero = T::default();
+                let all = spec.op == All;
+                let mut acc = vec![u8::from(all); l.out_cells()];
+                l.each(|cell, i, _| {
+                    let v = u8::from(values[i] != zero);
+                    acc[cell] = if all { acc[cell] & v } else { acc[cell] | v };
+                });
+                vec![chunk_of(DType::Bool, &shape, acc)]
+            }
+        }
+    });
+    if spec.finalize {
+        return Ok(vec![finalize(spec, &states)?]);
+    }
+    Ok(states)
+}
+
+/// Merges the states `states` (one chunk per state column, several cells along the
+/// reduced axes) into one cell along each reduced axis.
+pub fn combine(spec: &ReduceSpec, states: &[NdChunk]) -> Result<Vec<NdChunk>> {
+    use ReduceOp::*;
+    let Some(first) = states.first() else {
+        return internal_err!("combine without states");
+    };
+    let states: Vec<NdChunk> = states.iter().map(NdChunk::to_standard).collect();
+    let zeros = vec![0; first.ndim()];
+    let ones = vec![1; first.ndim()];
+    let l = Lanes::new(first.shape(), &spec.axes, &zeros, &ones);
+    let shape = l.out_shape();
+    let n = l.out_cells();
+    let f64s = |i: usize| states[i].contiguous_slice::<f64>().expect("f64 state");
+    let merged = match spec.op {
+        Sum | Prod | Count => with_native!(states[0].dtype(), A => {
+            let values = states[0].contiguous_slice::<A>().expect("standard state");
+            let prod = spec.op == Prod;
+            let mut acc = vec![if prod { A::ONE } else { A::default() }; n];
+            l.each(|cell, i, _| acc[cell] = if prod { acc[cell].mul(values[i]) } else { acc[cell].add(values[i]) });
+            vec![chunk_of(states[0].dtype(), &shape, acc)]
+        }),
+        Mean => {
+            let (sums, counts) = (f64s(0), f64s(1));
+            let (mut s, mut c) = (vec![0.0; n], vec![0.0; n]);
+            l.each(|cell, i, _| {
+                s[cell] += sums[i];
+                c[cell] += counts[i];
+            });
+            vec![
+                chunk_of(DType::F64, &shape, s),
+                chunk_of(DType::F64, &shape, c),
+            ]
+        }
+        Var { .. } | Std { .. } => {
+            let (counts, means, m2s) = (f64s(0), f64s(1), f64s(2));
+            let (mut c, mut m, mut q) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
+            l.each(|cell, i, _| {
+                let (nb, mb, qb) = (counts[i], means[i], m2s[i]);
+                let na = c[cell];
+                let total = na + nb;
+                if nb == 0.0 {
+                    return;
+                }
+                let delta = mb - m[cell];
+                m[cell] += delta * nb / total;
+                q[cell] += qb + delta * delta * na * nb / total;
+                c[cell] = total;
+            });
+            vec![
+                chunk_of(DType::F64, &shape, c),
+                chunk_of(DType::F64, &shape, m),
+                chunk_of(DType::F64, &shape, q),
+            ]
+        }
+        Min | Max | ArgMin | ArgMax => with_native!(states[0].dtype(), T => {
+            let values = states[0].contiguous_slice::<T>().expect("standard state");
+            let positions = states.get(1).map(|p| p.contiguous_slice::<i64>().expect("positions"));
+            let max = matches!(spec.op, Max | ArgMax);
+            let skipna = spec.skipna && spec.input.is_float();
+            let (best, at) = fold_extreme(values, &l, positions, max, skipna);
+            let mut out = vec![chunk_of(states[0].dtype(), &shape, best)];
+            if positions.is_some() {
+                out.push(chunk_of(DType::I64, &shape, at));
+            }
+            out
+        }),
+        Any | All => {
+            let values = states[0].contiguous_slice::<u8>().expect("bool state");
+            let all = spec.op == All;
+            let mut acc = vec![u8::from(all); n];
+            l.each(|cell, i, _| {
+                acc[cell] = if all {
+                    acc[cell] & values[i]
+                } else {
+                    acc[cell] | values[i]
+                }
+            });
+            vec![chunk_of(DType::Bool, &shape, acc)]
+        }
+    };
+    if spec.finalize {
+        return Ok(vec![finalize(spec, &merged)?]);
+    }
+    Ok(merged)
+}
+
+/// The reduction's values from its merged states (reduced axes dropped unless
+/// `keepdims`).
+pub fn finalize(spec: &ReduceSpec, states: &[NdChunk]) -> Result<NdChunk> {
+    use ReduceOp::*;
+    let Some(out) = spec.op.result(spec.input) else {
+        return internal_err!("{} of {}", spec.op.name(), spec.input);
+    };
+    let first = &states[0];
+    let f64s = |i: usize| states[i].to_vec::<f64>();
+    let value = match spec.op {
+        Sum | Prod | Min | Max | Count | Any | All => cast(first, out),
+        ArgMin | ArgMax => states[1].clone(),
+        Mean => {
+            let v: Vec<f64> = f64s(0)
+                .iter()
+                .zip(f64s(1))
+                .map(|(s, c)| if c > 0.0 { s / c } else { f64::NAN })
+                .collect();
+            cast(&chunk_of(DType::F64, first.shape(), v), out)
+        }
+        Var { ddof } | Std { ddof } => {
+            let std = matches!(spec.op, Std { .. });
+            let v: Vec<f64> = f64s(0)
+                .iter()
+                .zip(f64s(2))
+                .map(|(c, m2)| {
+                    let dof = c - f64::from(ddof);
+                    let var = if dof > 0.0 { m2 / dof } else { f64::NAN };
+                    if std { var.sqrt() } else { var }
+                })
+                .collect();
+            cast(&chunk_of(DType::F64, first.shape(), v), out)
+        }
+    };
+    if spec.keepdims {
+        return Ok(value);
+    }
+    let kept: Vec<usize> = value
+        .shape()
+        .iter()
+        .enumerate()
+        .filter(|(a, _)| !spec.axes.contains(a))
+        .map(|(_, &n)| n)
+        .collect();
+    Ok(value.reshape(kept))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(op: ReduceOp, axes: Vec<usize>, skipna: bool, shape: Vec<usize>) -> ReduceSpec {
+        ReduceSpec {
+            op,
+            axes,
+            skipna,
+            finalize: true,
+            keepdims: false,
+            input: DType::F64,
+            input_shape: shape,
+        }
+    }
+
+    #[test]
+    fn partial_then_combine_matches_whole() {
+        let v: Vec<f64> = vec![1.0, 5.0, f64::NAN, 2.0, 4.0, 3.0, 9.0, 0.0];
+        let whole = NdChunk::from_vec(DType::F64, vec![2, 4], v);
+        // std over axis 1 skipping NaN: rows [1,5,2] and [4,3,9,0].
+        let s = spec(ReduceOp::Std { ddof: 0 }, vec![1], true, vec![2, 4]);
+        let got = partial(&s, &whole, &[0, 0]).unwrap()[0].to_vec::<f64>();
+        let expect = |xs: &[f64]| {
+            let m = xs.iter().sum::<f64>() / xs.len() as f64;
+            (xs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / xs.len() as f64).sqrt()
+        };
+        assert!((got[0] - expect(&[1.0, 5.0, 2.0])).abs() < 1e-12);
+        assert!((got[1] - expect(&[4.0, 3.0, 9.0, 0.0])).abs() < 1e-12);
+        // The same through two halves and a combine.
+        let mut half = s.clone();
+        half.finalize = false;
+        let left = partial(&half, &whole.slice(&[0..2, 0..2]), &[0, 0]).unwrap();
+        let right = partial(&half, &whole.slice(&[0..2, 2..4]), &[0, 2]).unwrap();
+        let joined: Vec<NdChunk> = (0..3)
+            .map(|i| {
+                super::super::kernels::concat(&[left[i].clone(), right[i].clone()], 1).unwrap()
+            })
+            .collect();
+        let merged = combine(&s, &joined).unwrap()[0].to_vec::<f64>();
+        assert!((merged[0] - got[0]).abs() < 1e-12 && (merged[1] - got[1]).abs() < 1e-12);
+        // argmax over everything keeps the first maximum's flat position.
+        let a = spec(ReduceOp::ArgMax, vec![0, 1], true, vec![2, 4]);
+        assert_eq!(
+            partial(&a, &whole, &[0, 0]).unwrap()[0].to_vec::<i64>(),
+            vec![6]
+        );
+    }
+}

@@ -1,0 +1,337 @@
+//! Chunked arrays against the same computation done by `ndarray` on the whole array:
+//! chunks that do not divide the shape, NaN handling, broadcasting, reduction trees.
+
+// `5..-1` is a NumPy-style slice in `s![]`.
+#![allow(clippy::reversed_empty_ranges)]
+
+use ndarray::{ArrayD, Axis, IxDyn, s};
+use shoal::{Array, DType, Session};
+
+fn session() -> Session {
+    Session::builder()
+        .workers(2)
+        .option("shoal.array.reduce_fan_in", "2")
+        .unwrap()
+        .build()
+        .unwrap()
+}
+
+/// A seeded 13x17 array in awkward 4x5 chunks, and its values.
+async fn seeded(s: &Session, seed: u64) -> (Array, ArrayD<f64>) {
+    let x = s.random_uniform(&[13, 17], &[4, 5], seed).unwrap();
+    let whole = s
+        .random_uniform(&[13, 17], &[13, 17], seed)
+        .unwrap()
+        .collect_ndarray::<f64>()
+        .await
+        .unwrap();
+    (x, whole)
+}
+
+fn assert_close(what: &str, got: &ArrayD<f64>, want: &ArrayD<f64>) {
+    assert_eq!(got.shape(), want.shape(), "{what}: shape");
+    for (i, (g, w)) in got.iter().zip(want.iter()).enumerate() {
+        let ok = (g.is_nan() && w.is_nan()) || (g - w).abs() <= 1e-9 * (1.0 + w.abs());
+        assert!(ok, "{what}: cell {i}: got {g}, want {w}");
+    }
+}
+
+async fn values(a: &Array) -> ArrayD<f64> {
+    a.collect_ndarray::<f64>().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunking_does_not_change_random_values() {
+    let s = session();
+    let (x, whole) = seeded(&s, 7).await;
+    assert_eq!(x.chunks(), vec![vec![4, 4, 4, 1], vec![5, 5, 5, 2]]);
+    assert_close("random", &values(&x).await, &whole);
+    assert!(whole.iter().all(|v| (0.0..1.0).contains(v)));
+    let mean = whole.mean().unwrap();
+    assert!((0.3..0.7).contains(&mean), "{mean}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn elementwise_chains_fuse_and_broadcast() {
+    let s = session();
+    let (x, xv) = seeded(&s, 1).await;
+    let (y, yv) = seeded(&s, 2).await;
+    let z = ((&(&x * 2.0).unwrap() + &y.sqrt().unwrap()).unwrap() - 1.0).unwrap();
+    assert_eq!(
+        z.graph_size().unwrap(),
+        (1, 16),
+        "one fused stage, one task per chunk"
+    );
+    let want = &xv * 2.0 + yv.mapv(f64::sqrt) - 1.0;
+    assert_close("x*2+sqrt(y)-1", &values(&z).await, &want);
+
+    // (13, 17) + (17,) + (13, 1): NumPy broadcasting.
+    let row = x.slice(s![0, ..]).unwrap().sum(0).unwrap();
+    let col = x.slice(s![.., 0..1]).unwrap();
+    let b = (&(&x + &row).unwrap() + &col).unwrap();
+    let rowv = xv.index_axis(Axis(0), 0).to_owned();
+    let colv = xv.slice(s![.., 0..1]).to_owned();
+    let want = &xv + &rowv + &colv;
+    assert_close("broadcast", &values(&b).await, &want);
+
+    // Comparisons and where.
+    let w = x.gt(0.5).unwrap().where_(&x, -1.0).unwrap();
+    let want = xv.mapv(|v| if v > 0.5 { v } else { -1.0 });
+    assert_close("where", &values(&w).await, &want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reductions_match_ndarray_with_nan() {
+    let s = session();
+    let (x, mut xv) = seeded(&s, 3).await;
+    // NaN wherever the value is below 0.1.
+    let x = x.lt(0.1).unwrap().where_(f64::NAN, &x).unwrap();
+    xv.mapv_inplace(|v| if v < 0.1 { f64::NAN } else { v });
+    let nanfold = |axis: Option<usize>, f: &dyn Fn(&[f64]) -> f64| -> ArrayD<f64> {
+        match axis {
+            None => ArrayD::from_elem(IxDyn(&[]), f(&xv.iter().copied().collect::<Vec<_>>())),
+            Some(a) => xv.map_axis(Axis(a), |lane| f(&lane.to_vec())),
+        }
+    };
+    let kept = |v: &[f64]| {
+        v.iter()
+            .copied()
+            .filter(|x| !x.is_nan())
+            .collect::<Vec<_>>()
+    };
+    let mean = |v: &[f64]| {
+        let k = kept(v);
+        k.iter().sum::<f64>() / k.len() as f64
+    };
+    let var = |v: &[f64]| {
+        let k = kept(v);
+        let m = k.iter().sum::<f64>() / k.len() as f64;
+        k.iter().map(|x| (x - m).powi(2)).sum::<f64>() / k.len() as f64
+    };
+    for axis in [None, Some(0), Some(1)] {
+        let ax: shoal::Axes = axis.into();
+        let what = |name: &str| format!("{name} over {axis:?}");
+        assert_close(
+            &what("nansum"),
+            &values(&x.nansum(ax.clone()).unwrap()).await,
+            &nanfold(axis, &|v| kept(v).iter().sum()),
+        );
+        assert_close(
+            &what("nanmean"),
+            &values(&x.nanmean(ax.clone()).unwrap()).await,
+            &nanfold(axis, &mean),
+        );
+        assert_close(
+            &what("nanvar"),
+            &values(&x.nanvar(ax.clone()).unwrap()).await,
+            &nanfold(axis, &var),
+        );
+        assert_close(
+            &what("nanstd"),
+            &values(&x.nanstd(ax.clone()).unwrap()).await,
+            &nanfold(axis, &|v| var(v).sqrt()),
+        );
+        assert_close(
+            &what("nanmin"),
+            &values(&x.nanmin(ax.clone()).unwrap()).await,
+            &nanfold(axis, &|v| kept(v).into_iter().fold(f64::INFINITY, f64::min)),
+        );
+        assert_close(
+            &what("nanmax"),
+            &values(&x.nanmax(ax.clone()).unwrap()).await,
+            &nanfold(axis, &|v| {
+                kept(v).into_iter().fold(f64::NEG_INFINITY, f64::max)
+            }),
+        );
+        assert_close(
+            &what("count"),
+            &values(&x.count(ax.clone()).unwrap()).await,
+            &nanfold(axis, &|v| kept(v).len() as f64),
+        );
+        // Without skipping, any NaN makes the sum NaN.
+        assert_close(
+            &what("sum"),
+            &values(&x.sum(ax.clone()).unwrap()).await,
+            &nanfold(axis, &|v| v.iter().sum()),
+        );
+        let argmax = |v: &[f64]| {
+            let mut best = 0;
+            for (i, x) in v.iter().enumerate() {
+                if !x.is_nan() && (v[best].is_nan() || *x > v[best]) {
+                    best = i;
+                }
+            }
+            best as f64
+        };
+        assert_close(
+            &what("nanargmax"),
+            &values(&x.nanargmax(ax.clone()).unwrap()).await,
+            &nanfold(axis, &argmax),
+        );
+    }
+    // A 4x4 chunk grid reduced with fan-in 2 needs a tree of combine stages.
+    let (stages, _) = x.nanmean(None).unwrap().graph_size().unwrap();
+    assert!(
+        stages >= 3,
+        "partial stage plus a combine tree, got {stages} stages"
+    );
+    let any = x
+        .isnan()
+        .unwrap()
+        .any(None)
+        .unwrap()
+        .collect_ndarray::<bool>()
+        .await
+        .unwrap();
+    assert!(any[[]]);
+    let all = x
+        .isnan()
+        .unwrap()
+        .all(0)
+        .unwrap()
+        .collect_ndarray::<bool>()
+        .await
+        .unwrap();
+    assert!(all.iter().all(|v| !v));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slicing_transposing_and_indexing() {
+    let s = session();
+    let (x, xv) = seeded(&s, 4).await;
+    let a = x.slice(s![1..12;3, ..;2]).unwrap();
+    assert_eq!(a.shape(), vec![4, 9]);
+    assert_close(
+        "strided slice",
+        &values(&a).await,
+        &xv.slice(s![1..12;3, ..;2]).to_owned().into_dyn(),
+    );
+    let tail = x.slice(s![-3.., 5..-1]).unwrap();
+    assert_close(
+        "negative bounds",
+        &values(&tail).await,
+        &xv.slice(s![-3.., 5..-1]).to_owned().into_dyn(),
+    );
+
+    let t = &x + &x.slice(s![.., 0..13]).unwrap().t().unwrap();
+    assert!(t.is_err(), "(13,17) + (13,13) must not broadcast");
+
+    let sq = x.slice(s![0..13, 0..13]).unwrap();
+    let sym = (&sq + &sq.t().unwrap()).unwrap().mean(0).unwrap();
+    let sqv = xv.slice(s![0..13, 0..13]).to_owned();
+    let want = (&sqv + &sqv.t()).mean_axis(Axis(0)).unwrap().into_dyn();
+    assert_close("(x + x.T).mean(0)", &values(&sym).await, &want);
+
+    let picked = x.take(&[12, 0, 5, 5], 0).unwrap();
+    assert_close(
+        "take",
+        &values(&picked).await,
+        &xv.select(Axis(0), &[12, 0, 5, 5]),
+    );
+    let mask: Vec<bool> = (0..17).map(|i| i % 3 == 1).collect();
+    let masked = x.compress(&mask, 1).unwrap();
+    let cols: Vec<usize> = (0..17).filter(|i| i % 3 == 1).collect();
+    assert_close(
+        "boolean index",
+        &values(&masked).await,
+        &xv.select(Axis(1), &cols),
+    );
+
+    let err = x.take(&[13], 0).unwrap_err().to_string();
+    assert!(
+        err.contains("index 13 is out of range for axis 0 of length 13"),
+        "{err}"
+    );
+    let err = x.sum(2).unwrap_err().to_string();
+    assert!(err.contains("axis 2 is out of range"), "{err}");
+    let err = x.transpose(&[0, 0]).unwrap_err().to_string();
+    assert!(err.contains("not a permutation"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concat_rechunk_broadcast_and_matmul() {
+    let s = session();
+    let (x, xv) = seeded(&s, 5).await;
+    let (y, yv) = seeded(&s, 6).await;
+    let c = Array::concat(&[&x, &y], 0).unwrap();
+    assert_eq!(c.shape(), vec![26, 17]);
+    let want = ndarray::concatenate(Axis(0), &[xv.view(), yv.view()]).unwrap();
+    assert_close("concat", &values(&c).await, &want);
+    let r = c.rechunk(&[26, 3]).unwrap();
+    assert_eq!(r.chunks()[1], vec![3, 3, 3, 3, 3, 2]);
+    assert_close(
+        "rechunk sum",
+        &values(&r.sum(0).unwrap()).await,
+        &want.sum_axis(Axis(0)),
+    );
+
+    let row = x
+        .slice(s![0..1, ..])
+        .unwrap()
+        .broadcast_to(&[3, 13, 17])
+        .unwrap();
+    let rowv = xv
+        .slice(s![0..1, ..])
+        .broadcast((3, 13, 17))
+        .unwrap()
+        .to_owned()
+        .into_dyn();
+    assert_close("broadcast_to", &values(&row).await, &rowv);
+
+    let m = x.matmul(&y.t().unwrap()).unwrap();
+    let mv = xv.clone().into_dimensionality::<ndarray::Ix2>().unwrap();
+    let yv2 = yv.clone().into_dimensionality::<ndarray::Ix2>().unwrap();
+    assert_close("matmul", &values(&m).await, &mv.dot(&yv2.t()).into_dyn());
+    let err = x.matmul(&y).unwrap_err().to_string();
+    assert!(err.contains("do not align"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn integer_arithmetic_and_dtypes() {
+    let s = session();
+    let n = s.arange(10, 3);
+    let v: Vec<i64> = (0..10).collect();
+    let fd = n.sub(4i64).unwrap().floor_div(3i64).unwrap();
+    let got = fd.collect_ndarray::<i64>().await.unwrap();
+    assert_eq!(
+        got.iter().copied().collect::<Vec<_>>(),
+        v.iter().map(|x| (x - 4).div_euclid(3)).collect::<Vec<_>>()
+    );
+    let m = n.sub(4i64).unwrap().rem(3i64).unwrap();
+    assert_eq!(m.dtype(), DType::I64);
+    let got = m.collect_ndarray::<i64>().await.unwrap();
+    assert_eq!(
+        got.iter().copied().collect::<Vec<_>>(),
+        v.iter().map(|x| (x - 4).rem_euclid(3)).collect::<Vec<_>>()
+    );
+    let half = n.div(2i64).unwrap();
+    assert_eq!(half.dtype(), DType::F64, "true division gives floats");
+    assert_eq!(
+        n.sum(None).unwrap().collect_ndarray::<i64>().await.unwrap()[[]],
+        45
+    );
+    assert_eq!(n.mean(None).unwrap().item().await.unwrap(), 4.5);
+    let f32s = n.astype(DType::F32).unwrap();
+    assert_eq!(f32s.mean(None).unwrap().dtype(), DType::F32);
+    let err = n.gt(1i64).unwrap().add(1i64).map(|_| ()).err();
+    assert!(err.is_none(), "bool + int promotes to int");
+    let err = n.gt(1i64).unwrap().sqrt().unwrap_err().to_string();
+    assert!(err.contains("sqrt does not apply to bool arrays"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persisted_arrays_are_read_not_recomputed() {
+    let s = session();
+    let (x, xv) = seeded(&s, 8).await;
+    let p = (&x * 3.0).unwrap().persist().await.unwrap();
+    assert_eq!(p.chunks(), x.chunks());
+    let total = p.sum(None).unwrap();
+    assert_close(
+        "persisted sum",
+        &values(&total).await,
+        &ArrayD::from_elem(IxDyn(&[]), (&xv * 3.0).sum()),
+    );
+    let from = s.from_ndarray(&xv, &[5, 5]).unwrap();
+    assert_close("from_ndarray", &values(&from).await, &xv);
+    assert_eq!(from.graph_size().unwrap(), (1, 12));
+}
