@@ -8,6 +8,9 @@
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::Schema;
+use datafusion::arrow::ipc::reader::StreamReader;
+use datafusion::arrow::ipc::writer::StreamWriter;
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{Result, internal_datafusion_err, internal_err};
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::{EquivalenceProperties, LexOrdering};
@@ -28,13 +31,15 @@ use datafusion_proto::physical_plan::{
 use datafusion_proto::protobuf;
 use prost::Message;
 
+use crate::array::program::{ChunkProgram, ProgramNode};
+use crate::array::{ChunkExec, NdChunk, Op};
 use crate::graph::OutputSpec;
 use crate::scan::FileScanContextExec;
 use crate::shuffle::{ReadMode, ShuffleReadExec, ShuffleWriteExec};
 
 #[derive(Clone, PartialEq, prost::Message)]
 struct NodeProto {
-    #[prost(oneof = "Kind", tags = "1, 2, 3")]
+    #[prost(oneof = "Kind", tags = "1, 2, 3, 4")]
     kind: Option<Kind>,
 }
 
@@ -46,6 +51,18 @@ enum Kind {
     Read(ReadProto),
     #[prost(message, tag = "3")]
     Scan(ScanProto),
+    #[prost(message, tag = "4")]
+    Chunk(ChunkProto),
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ChunkProto {
+    /// The program's nodes as JSON.
+    #[prost(string, tag = "1")]
+    nodes: String,
+    /// Each literal's chunks as an Arrow IPC stream, one batch per chunk.
+    #[prost(bytes = "vec", repeated, tag = "2")]
+    literals: Vec<Vec<u8>>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -163,6 +180,9 @@ impl PhysicalExtensionCodec for ShoalCodec {
                     Arc::new(properties),
                 )))
             }
+            Some(Kind::Chunk(chunk)) => {
+                Ok(Arc::new(ChunkExec::new(Arc::new(decode_program(&chunk)?))))
+            }
             Some(Kind::Scan(scan)) => {
                 let input = decode_plan(&scan.input, ctx)?;
                 Ok(Arc::new(FileScanContextExec::from_parts(input, scan.files)))
@@ -204,6 +224,8 @@ impl PhysicalExtensionCodec for ShoalCodec {
                 )?),
                 ordering,
             })
+        } else if let Some(chunk) = node.downcast_ref::<ChunkExec>() {
+            Kind::Chunk(encode_program(chunk.program())?)
         } else if let Some(scan) = node.downcast_ref::<FileScanContextExec>() {
             Kind::Scan(ScanProto {
                 files: scan.files().to_vec(),
@@ -216,4 +238,50 @@ impl PhysicalExtensionCodec for ShoalCodec {
             .encode(buf)
             .map_err(|e| internal_datafusion_err!("cannot encode a Shoal plan node: {e}"))
     }
+}
+
+fn encode_program(program: &ChunkProgram) -> Result<ChunkProto> {
+    let nodes = serde_json::to_string(&program.nodes)
+        .map_err(|e| internal_datafusion_err!("cannot encode an array program: {e}"))?;
+    let mut literals = Vec::with_capacity(program.literals.len());
+    for chunks in &program.literals {
+        let mut bytes = Vec::new();
+        if let Some(first) = chunks.first() {
+            let schema = first.to_batch("values")?.schema();
+            let mut writer = StreamWriter::try_new(&mut bytes, &schema)?;
+            for c in chunks.iter() {
+                let batch = c.to_batch("values")?;
+                writer.write(&RecordBatch::try_new(
+                    Arc::clone(&schema),
+                    batch.columns().to_vec(),
+                )?)?;
+            }
+            writer.finish()?;
+        }
+        literals.push(bytes);
+    }
+    Ok(ChunkProto { nodes, literals })
+}
+
+fn decode_program(proto: &ChunkProto) -> Result<ChunkProgram> {
+    let nodes: Vec<ProgramNode> = serde_json::from_str(&proto.nodes)
+        .map_err(|e| internal_datafusion_err!("cannot decode an array program: {e}"))?;
+    let mut literals = vec![Arc::new(Vec::new()); proto.literals.len()];
+    for node in &nodes {
+        let Op::Literal { id, grid } = &node.op else {
+            continue;
+        };
+        let bytes = proto
+            .literals
+            .get(*id)
+            .ok_or_else(|| internal_datafusion_err!("array literal {id} is missing"))?;
+        let reader = StreamReader::try_new(std::io::Cursor::new(bytes.as_slice()), None)?;
+        let mut chunks = Vec::with_capacity(grid.len());
+        for (i, batch) in reader.enumerate() {
+            let shape: Vec<usize> = grid.region(i).iter().map(|r| r.end - r.start).collect();
+            chunks.push(NdChunk::from_batch(&batch?, 0, node.dtype, &shape)?);
+        }
+        literals[*id] = Arc::new(chunks);
+    }
+    Ok(ChunkProgram { nodes, literals })
 }

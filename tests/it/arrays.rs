@@ -331,6 +331,23 @@ async fn persisted_arrays_are_read_not_recomputed() {
         &values(&total).await,
         &ArrayD::from_elem(IxDyn(&[]), (&xv * 3.0).sum()),
     );
+    // Reductions of a rechunked stored array reduce each stored piece in place.
+    let tall = p.rechunk(&[13, 3]).unwrap();
+    let pv = &xv * 3.0;
+    assert_close(
+        "rechunked mean",
+        &values(&tall.mean(0).unwrap()).await,
+        &pv.mean_axis(Axis(0)).unwrap(),
+    );
+    let argmax = pv.map_axis(Axis(0), |lane| {
+        let best = lane.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        lane.iter().position(|&v| v == best).unwrap() as f64
+    });
+    assert_close(
+        "rechunked argmax",
+        &values(&tall.argmax(0).unwrap()).await,
+        &argmax,
+    );
     let from = s.from_ndarray(&xv, &[5, 5]).unwrap();
     assert_close("from_ndarray", &values(&from).await, &xv);
     assert_eq!(from.graph_size().unwrap(), (1, 12));

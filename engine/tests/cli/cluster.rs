@@ -714,3 +714,57 @@ fn write_certificates(dir: &Path) -> (String, String, String) {
         write("ca.pem", ca_cert.pem()),
     )
 }
+
+/// Array stages are ChunkExec plans: they ship to worker processes like SQL stages, their
+/// chunks move over Flight, and the values equal the embedded session's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn array_jobs_on_worker_processes_match_the_embedded_engine() {
+    use ndarray::s;
+    let cluster = Cluster::start(2);
+    let remote = cluster.session();
+    let local = Session::builder().workers(2).build().unwrap();
+    let close = |what: &str, a: &ndarray::ArrayD<f64>, b: &ndarray::ArrayD<f64>| {
+        assert_eq!(a.shape(), b.shape(), "{what}");
+        for (x, y) in a.iter().zip(b) {
+            assert!(
+                (x.is_nan() && y.is_nan()) || (x - y).abs() < 1e-9,
+                "{what}: {x} vs {y}"
+            );
+        }
+    };
+    let values =
+        ndarray::Array2::from_shape_fn((30, 20), |(i, j)| (i * 20 + j) as f64 % 7.0).into_dyn();
+    for session in [&remote, &local] {
+        session
+            .sql("set shoal.array.reduce_fan_in = 2")
+            .await
+            .unwrap();
+    }
+    let mut results = Vec::new();
+    for session in [&remote, &local] {
+        let x = session.random_uniform(&[60, 60], &[16, 16], 11).unwrap();
+        let x = x.lt(0.05).unwrap().where_(f64::NAN, &x).unwrap();
+        let lit = session.from_ndarray(&values, &[7, 6]).unwrap();
+        let mut got = Vec::new();
+        for a in [
+            (&x + &x.t().unwrap()).unwrap().nanmean(0).unwrap(),
+            x.slice(s![..;2, 1..;3]).unwrap().nanstd(None).unwrap(),
+            x.nanmax(1).unwrap(),
+            lit.matmul(&lit.t().unwrap()).unwrap(),
+            lit.rechunk(&[30, 4]).unwrap().sum(0).unwrap(),
+        ] {
+            got.push(a.collect_ndarray::<f64>().await.unwrap());
+        }
+        results.push(got);
+    }
+    for (i, (r, l)) in results[0].iter().zip(&results[1]).enumerate() {
+        close(&format!("workload {i}"), r, l);
+    }
+    let by_hand = values.sum_axis(ndarray::Axis(0));
+    close("rechunked sum", &results[0][4], &by_hand);
+    let status = remote.status().await.unwrap();
+    assert!(
+        status.workers.iter().all(|w| w.tasks_completed > 0),
+        "both workers ran chunk tasks: {status:?}"
+    );
+}

@@ -30,7 +30,8 @@ pub struct NdChunk {
     strides: Vec<usize>,
 }
 
-fn c_strides(shape: &[usize]) -> Vec<usize> {
+/// Strides of a C-ordered block of `shape`.
+pub fn c_strides(shape: &[usize]) -> Vec<usize> {
     let mut strides = vec![1; shape.len()];
     for axis in (0..shape.len().saturating_sub(1)).rev() {
         strides[axis] = strides[axis + 1] * shape[axis + 1].max(1);
@@ -138,7 +139,32 @@ impl NdChunk {
         if let Some(s) = self.contiguous_slice::<T>() {
             return s.to_vec();
         }
-        self.view::<T>().iter().copied().collect()
+        let (values, offset, strides) = self.raw::<T>();
+        let mut out = Vec::with_capacity(self.len());
+        for_each_lane(&self.shape, strides, offset, |start, len, step| {
+            if step == 1 {
+                out.extend_from_slice(&values[start..start + len]);
+            } else {
+                out.extend((0..len).map(|j| values[start + j * step]));
+            }
+        });
+        out
+    }
+
+    /// The whole storage buffer, the chunk's first cell in it and its strides.
+    pub fn raw<T: Native>(&self) -> (&[T], usize, &[usize]) {
+        let values: &[T] = self
+            .data
+            .as_primitive_opt::<T::Arrow>()
+            .expect("NdChunk viewed as a type other than its storage type")
+            .values()
+            .as_ref();
+        (values, self.offset, &self.strides)
+    }
+
+    /// The stride of the last axis (1 when rows are contiguous).
+    pub fn last_stride(&self) -> usize {
+        self.strides.last().copied().unwrap_or(1)
     }
 
     /// The values as one C-ordered slice, when they are stored that way.
@@ -270,6 +296,43 @@ impl NdChunk {
     pub fn to_ndarray<T: Native>(&self) -> ArrayD<T> {
         ArrayD::from_shape_vec(IxDyn(&self.shape), self.to_vec::<T>())
             .expect("shape matches values")
+    }
+}
+
+/// Calls `f(start, len, step)` for every lane along the last axis of a strided block of
+/// `shape` whose first cell is at `offset`, in C order of the lanes.
+pub fn for_each_lane(
+    shape: &[usize],
+    strides: &[usize],
+    offset: usize,
+    mut f: impl FnMut(usize, usize, usize),
+) {
+    if shape.contains(&0) {
+        return;
+    }
+    let Some((&len, outer)) = shape.split_last() else {
+        f(offset, 1, 1);
+        return;
+    };
+    let step = strides[shape.len() - 1];
+    let mut idx = vec![0usize; outer.len()];
+    let mut start = offset;
+    loop {
+        f(start, len, step);
+        let mut axis = outer.len();
+        loop {
+            if axis == 0 {
+                return;
+            }
+            axis -= 1;
+            idx[axis] += 1;
+            start += strides[axis];
+            if idx[axis] < outer[axis] {
+                break;
+            }
+            start -= strides[axis] * outer[axis];
+            idx[axis] = 0;
+        }
     }
 }
 

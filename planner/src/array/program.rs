@@ -153,9 +153,14 @@ impl ChunkProgram {
                 let [(x, region)] = &self.root_regions(task)?[..] else {
                     return internal_err!("a partial reduction has one input");
                 };
-                let chunk = self.eval(*x, region, fetched)?;
-                let offsets: Vec<usize> = region.iter().map(|r| r.start).collect();
-                reduce::partial(reduce, &chunk, &offsets)?
+                match self.partial_by_pieces(*x, region, reduce, fetched)? {
+                    Some(states) => states,
+                    None => {
+                        let chunk = self.eval(*x, region, fetched)?;
+                        let offsets: Vec<usize> = region.iter().map(|r| r.start).collect();
+                        reduce::partial(reduce, &chunk, &offsets)?
+                    }
+                }
             }
             Op::Combine { reduce, .. } => {
                 let [(x, region)] = &self.root_regions(task)?[..] else {
@@ -172,6 +177,58 @@ impl ChunkProgram {
             _ => vec![self.eval(self.root(), &root.grid.region(task), fetched)?],
         };
         Ok(names.into_iter().zip(columns).collect())
+    }
+
+    /// A reduction of a rechunked stored array, where the region spans several stored
+    /// chunks only along reduced axes: each stored piece is reduced where it lies (no
+    /// copy into the new chunking) and the pieces' states are merged in the task.
+    fn partial_by_pieces(
+        &self,
+        x: usize,
+        region: &Region,
+        spec: &super::ops::ReduceSpec,
+        fetched: &Fetched,
+    ) -> Result<Option<Vec<NdChunk>>> {
+        let Op::Rechunk { x: source } = &self.nodes[x].op else {
+            return Ok(None);
+        };
+        let grid = match &self.nodes[*source].op {
+            Op::Literal { grid, .. } => grid,
+            Op::Input { grid, fields, .. } if fields.len() == 1 => grid,
+            _ => return Ok(None),
+        };
+        let parts = pieces(grid, region);
+        let Some(first_reduced) = spec.axes.first().copied() else {
+            return Ok(None);
+        };
+        let kept_whole = parts.iter().all(|(_, _, dst)| {
+            (0..dst.len())
+                .all(|a| spec.axes.contains(&a) || dst[a] == (0..region[a].end - region[a].start))
+        });
+        if parts.len() < 2 || !kept_whole {
+            return Ok(None);
+        }
+        let mut piece_spec = spec.clone();
+        piece_spec.finalize = false;
+        let mut states: Vec<Vec<NdChunk>> = Vec::new();
+        for (_, _, dst) in &parts {
+            let piece: Region = dst
+                .iter()
+                .zip(region)
+                .map(|(d, r)| r.start + d.start..r.start + d.end)
+                .collect();
+            let chunk = self.eval(*source, &piece, fetched)?;
+            let offsets: Vec<usize> = piece.iter().map(|r| r.start).collect();
+            states.push(reduce::partial(&piece_spec, &chunk, &offsets)?);
+        }
+        let fields = states[0].len();
+        let joined = (0..fields)
+            .map(|f| {
+                let column: Vec<NdChunk> = states.iter().map(|s| s[f].clone()).collect();
+                kernels::concat(&column, first_reduced)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(reduce::combine(spec, &joined)?))
     }
 
     /// The regions of its inputs that node `node` needs to produce `region`.
@@ -396,21 +453,30 @@ pub fn read_region(
         return Ok(chunk(grid.index(coords))?.slice(src));
     }
     let shape = region_shape(region);
+    let strides = super::chunk::c_strides(&shape);
     with_native!(dtype, T => {
-        let mut out = ArrayD::<T>::default(IxDyn(&shape));
+        let mut out = vec![T::default(); shape.iter().product()];
         for (coords, src, dst) in &parts {
-            let c = chunk(grid.index(coords))?;
-            let piece = c.slice(src);
-            let mut target = out.view_mut();
-            let mut axis = 0;
-            target.slice_each_axis_inplace(|_| {
-                let r = &dst[axis];
-                axis += 1;
-                Slice::from(r.clone())
+            let piece = chunk(grid.index(coords))?.slice(src);
+            let (values, offset, piece_strides) = piece.raw::<T>();
+            let dst_offset: usize = dst.iter().zip(&strides).map(|(r, s)| r.start * s).sum();
+            // Lanes of the piece and of its place in `out` come in the same order.
+            let mut targets = Vec::new();
+            super::chunk::for_each_lane(piece.shape(), &strides, dst_offset, |start, _, _| targets.push(start));
+            let mut lane = 0;
+            super::chunk::for_each_lane(piece.shape(), piece_strides, offset, |start, len, step| {
+                let to = targets[lane];
+                lane += 1;
+                if step == 1 {
+                    out[to..to + len].copy_from_slice(&values[start..start + len]);
+                } else {
+                    for j in 0..len {
+                        out[to + j] = values[start + j * step];
+                    }
+                }
             });
-            target.assign(&piece.view::<T>());
         }
-        Ok(NdChunk::from_ndarray(dtype, out))
+        Ok(NdChunk::from_vec(dtype, shape, out))
     })
 }
 

@@ -40,12 +40,15 @@ fn accumulator(input: DType) -> DType {
     }
 }
 
-/// Calls `f(lane_start, cell, position)` for every lane along the last axis of a
-/// C-ordered array of `shape`: `cell` is the output cell of the lane's first element,
+/// Calls `f(lane_start, cell, position)` for every lane along the last axis of an array
+/// of `shape` stored with `strides` from `base` (the last stride must be 1): `cell` is the output cell of the lane's first element,
 /// `position` its position among the reduced axes of the whole input (`offsets` place the
 /// chunk in it, `full` is the whole input's shape).
+#[allow(clippy::too_many_arguments)]
 fn lanes(
     shape: &[usize],
+    strides: &[usize],
+    base: usize,
     reduced: &[bool],
     offsets: &[usize],
     full: &[usize],
@@ -53,7 +56,7 @@ fn lanes(
 ) {
     let ndim = shape.len();
     if ndim == 0 {
-        f(0, 0, 0);
+        f(base, 0, 0);
         return;
     }
     if shape.contains(&0) {
@@ -73,18 +76,19 @@ fn lanes(
             o *= shape[axis];
         }
     }
-    let len = shape[ndim - 1];
     let outer: usize = shape[..ndim - 1].iter().product();
     let mut idx = vec![0usize; ndim.saturating_sub(1)];
-    for lane in 0..outer {
+    for _ in 0..outer {
         let mut cell = 0;
         let mut pos = 0i64;
+        let mut start = base;
         for (axis, &i) in idx.iter().enumerate() {
             cell += i * ostride[axis];
             pos += (offsets[axis] + i) as i64 * pstride[axis];
+            start += i * strides[axis];
         }
         pos += offsets[ndim - 1] as i64 * pstride[ndim - 1];
-        f(lane * len, cell, pos);
+        f(start, cell, pos);
         for axis in (0..idx.len()).rev() {
             idx[axis] += 1;
             if idx[axis] < shape[axis] {
@@ -138,6 +142,8 @@ fn lane_sum<T: Native + AsPrimitive<A>, A: Arith>(lane: &[T], skipna: bool) -> A
 
 struct Lanes<'a> {
     shape: &'a [usize],
+    strides: &'a [usize],
+    base: usize,
     reduced: Vec<bool>,
     offsets: &'a [usize],
     full: &'a [usize],
@@ -146,11 +152,20 @@ struct Lanes<'a> {
 }
 
 impl<'a> Lanes<'a> {
-    fn new(shape: &'a [usize], axes: &[usize], offsets: &'a [usize], full: &'a [usize]) -> Self {
+    fn new(
+        shape: &'a [usize],
+        strides: &'a [usize],
+        base: usize,
+        axes: &[usize],
+        offsets: &'a [usize],
+        full: &'a [usize],
+    ) -> Self {
         let reduced = reduced_mask(shape.len(), axes);
         let last_reduced = reduced.last().copied().unwrap_or(true);
         Self {
             shape,
+            strides,
+            base,
             last_reduced,
             len: shape.last().copied().unwrap_or(1),
             reduced,
@@ -172,6 +187,8 @@ impl<'a> Lanes<'a> {
         let (len, last_reduced) = (self.len, self.last_reduced);
         lanes(
             self.shape,
+            self.strides,
+            self.base,
             &self.reduced,
             self.offsets,
             self.full,
@@ -208,22 +225,30 @@ fn fold_sum<T: Native + AsPrimitive<A>, A: Arith>(
     }
     let len = l.len;
     let last_reduced = l.last_reduced;
-    lanes(l.shape, &l.reduced, l.offsets, l.full, |start, cell, _| {
-        let lane = &values[start..start + len];
-        if last_reduced {
-            acc[cell] = acc[cell].add(lane_sum::<T, A>(lane, skipna));
-        } else if skipna {
-            for (a, &v) in acc[cell..cell + len].iter_mut().zip(lane) {
-                if !v.is_nan() {
+    lanes(
+        l.shape,
+        l.strides,
+        l.base,
+        &l.reduced,
+        l.offsets,
+        l.full,
+        |start, cell, _| {
+            let lane = &values[start..start + len];
+            if last_reduced {
+                acc[cell] = acc[cell].add(lane_sum::<T, A>(lane, skipna));
+            } else if skipna {
+                for (a, &v) in acc[cell..cell + len].iter_mut().zip(lane) {
+                    if !v.is_nan() {
+                        *a = a.add(v.as_());
+                    }
+                }
+            } else {
+                for (a, &v) in acc[cell..cell + len].iter_mut().zip(lane) {
                     *a = a.add(v.as_());
                 }
             }
-        } else {
-            for (a, &v) in acc[cell..cell + len].iter_mut().zip(lane) {
-                *a = a.add(v.as_());
-            }
-        }
-    });
+        },
+    );
     acc
 }
 
@@ -231,7 +256,7 @@ fn fold_sum<T: Native + AsPrimitive<A>, A: Arith>(
 fn fold_count<T: Native>(values: &[T], l: &Lanes, skipna: bool) -> Vec<f64> {
     let mut counts = vec![0.0; l.out_cells()];
     if !skipna {
-        let per_cell = values.len() as f64 / counts.len().max(1) as f64;
+        let per_cell = super::grid::cells(l.shape) as f64 / counts.len().max(1) as f64;
         counts.iter_mut().for_each(|c| *c = per_cell);
         return counts;
     }
@@ -298,12 +323,26 @@ fn chunk_of<T: Native>(dtype: DType, shape: &[usize], values: Vec<T>) -> NdChunk
 /// The states of one chunk `x` whose region in the whole input starts at `offsets`.
 pub fn partial(spec: &ReduceSpec, x: &NdChunk, offsets: &[usize]) -> Result<Vec<NdChunk>> {
     use ReduceOp::*;
-    let x = x.to_standard();
-    let l = Lanes::new(x.shape(), &spec.axes, offsets, &spec.input_shape);
+    // Rows must be contiguous; other strides (slices, pieces of bigger chunks) are fine.
+    let x = if x.last_stride() == 1 {
+        x.clone()
+    } else {
+        x.to_standard()
+    };
+    let (strides, base) =
+        with_native!(x.dtype(), T => { let (_, o, s) = x.raw::<T>(); (s.to_vec(), o) });
+    let l = Lanes::new(
+        x.shape(),
+        &strides,
+        base,
+        &spec.axes,
+        offsets,
+        &spec.input_shape,
+    );
     let shape = l.out_shape();
     let skipna = spec.skipna && x.dtype().is_float();
     let states = with_native!(x.dtype(), T => {
-        let values = x.contiguous_slice::<T>().expect("standard chunk");
+        let values = x.raw::<T>().0;
         match spec.op {
             Sum | Prod => {
                 let prod = spec.op == Prod;
@@ -372,7 +411,8 @@ pub fn combine(spec: &ReduceSpec, states: &[NdChunk]) -> Result<Vec<NdChunk>> {
     let states: Vec<NdChunk> = states.iter().map(NdChunk::to_standard).collect();
     let zeros = vec![0; first.ndim()];
     let ones = vec![1; first.ndim()];
-    let l = Lanes::new(first.shape(), &spec.axes, &zeros, &ones);
+    let strides = super::chunk::c_strides(first.shape());
+    let l = Lanes::new(first.shape(), &strides, 0, &spec.axes, &zeros, &ones);
     let shape = l.out_shape();
     let n = l.out_cells();
     let f64s = |i: usize| states[i].contiguous_slice::<f64>().expect("f64 state");

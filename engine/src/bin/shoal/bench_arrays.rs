@@ -50,7 +50,9 @@ async fn compute(a: &Array) -> shoal::Result<()> {
 pub async fn run(session: &Session, args: ArraysArgs) -> shoal::Result<()> {
     let (side, chunk) = (args.side.max(1), args.chunk.max(1));
     let wanted = |name: &str| args.workloads.is_empty() || args.workloads.iter().any(|w| w == name);
-    println!("# x: {side}x{side} float64 in {chunk}x{chunk} chunks, seed 42, persisted before timing");
+    println!(
+        "# x: {side}x{side} float64 in {chunk}x{chunk} chunks, seed 42, persisted before timing"
+    );
     let x = session
         .random_uniform(&[side, side], &[chunk, chunk], 42)?
         .persist()
@@ -71,7 +73,11 @@ pub async fn run(session: &Session, args: ArraysArgs) -> shoal::Result<()> {
     }
     if wanted("matmul") {
         let k = side.min(4000);
-        let a = x.slice(s![..k as isize, ..k as isize])?.rechunk(&[1000, 1000])?.persist().await?;
+        let a = x
+            .slice(s![..k as isize, ..k as isize])?
+            .rechunk(&[1000, 1000])?
+            .persist()
+            .await?;
         let w = a.matmul(&a)?.sum(None)?;
         report("matmul", median(n, || compute(&w)).await?);
     }
