@@ -266,7 +266,9 @@ fn encode_program(program: &ChunkProgram) -> Result<ChunkProto> {
 fn decode_program(proto: &ChunkProto) -> Result<ChunkProgram> {
     let nodes: Vec<ProgramNode> = serde_json::from_str(&proto.nodes)
         .map_err(|e| internal_datafusion_err!("cannot decode an array program: {e}"))?;
-    let mut literals = vec![Arc::new(Vec::new()); proto.literals.len()];
+    let mut literals: Vec<Arc<Vec<NdChunk>>> = (0..proto.literals.len())
+        .map(|_| Arc::new(Vec::new()))
+        .collect();
     for node in &nodes {
         let Op::Literal { id, grid } = &node.op else {
             continue;
