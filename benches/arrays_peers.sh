@@ -3,10 +3,11 @@
 # scheduler, 2 threads, one BLAS thread each), same workloads, same machine, same run.
 # Prints per-workload medians, ratio = dask / shoal, and the geometric mean of the ratios.
 #
-#   bash benches/arrays_peers.sh [SIDE] [CHUNK]          (CUBE=path.zarr to use a store)
+#   bash benches/arrays_peers.sh [SIDE] [CHUNK]
+#   CUBE=data/cube.zarr bash benches/arrays_peers.sh     (adds the Zarr workloads)
 #
-# Builds Shoal in release mode, creates .venv with the peers and, without CUBE, writes
-# data/cube.zarr (~1 GB of float32, see benches/make_cube.py) on first use.
+# Builds Shoal in release mode and creates .venv with the peers. With CUBE set, the store
+# is written first when missing (~1 GB of float32, see benches/make_cube.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIDE="${1:-20000}"
@@ -21,17 +22,17 @@ fi
 if ! .venv/bin/python -c 'import dask.array, xarray, zarr' 2>/dev/null; then
   .venv/bin/pip install --quiet numpy 'dask[array]' xarray zarr pandas
 fi
-if [ -z "${CUBE:-}" ]; then
-  CUBE=data/cube.zarr
+ARGS=(--side "$SIDE" --chunk "$CHUNK")
+if [ -n "${CUBE:-}" ]; then
   if [ ! -e "$CUBE" ]; then
-    mkdir -p data
+    mkdir -p "$(dirname "$CUBE")"
     .venv/bin/python benches/make_cube.py --out "$CUBE"
   fi
+  ARGS+=(--zarr "$CUBE" --var t2m)
 fi
 
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
-ARGS=(--side "$SIDE" --chunk "$CHUNK" --zarr "$CUBE" --var t2m)
 SHOAL_WORKERS=$THREADS "$SHOAL" bench arrays "${ARGS[@]}" > "$OUT/shoal.txt"
 .venv/bin/python benches/arrays_peers.py "${ARGS[@]}" --threads "$THREADS" > "$OUT/dask.txt"
 .venv/bin/python benches/arrays_peers.py --compare "$OUT/shoal.txt" "$OUT/dask.txt"
