@@ -268,8 +268,8 @@ impl Array {
         self.wrap(expr::cast(&self.expr, dtype))
     }
 
-    /// `x[...]` with NumPy slices per axis (`ndarray::s![..;2, 1..]`); integer indices pick
-    /// one position and keep the axis with length 1. Missing trailing axes are whole.
+    /// `x[...]` with NumPy slices per axis (`ndarray::s![..;2, 1..]`); an integer index
+    /// picks one position and drops the axis. Missing trailing axes are whole.
     pub fn slice(&self, info: impl AsRef<[SliceInfoElem]>) -> Result<Array> {
         let shape = self.shape();
         let elems = info.as_ref();
@@ -281,6 +281,7 @@ impl Array {
             )));
         }
         let mut slices = Vec::with_capacity(shape.len());
+        let mut dropped = Vec::new();
         for (axis, &n) in shape.iter().enumerate() {
             let s = match elems.get(axis) {
                 None => AxisSlice::resolve(n, None, None, 1, axis)?,
@@ -288,6 +289,7 @@ impl Array {
                     AxisSlice::resolve(n, Some(*start), *end, *step, axis)?
                 }
                 Some(SliceInfoElem::Index(i)) => {
+                    dropped.push(axis);
                     let pos = if *i < 0 { n as isize + i } else { *i };
                     if pos < 0 || pos as usize >= n {
                         return Err(Error::input(format!(
@@ -302,7 +304,8 @@ impl Array {
             };
             slices.push(s);
         }
-        self.wrap(expr::slice(&self.expr, &slices))
+        let sliced = expr::slice(&self.expr, &slices)?;
+        self.wrap(expr::squeeze(&sliced, &dropped))
     }
 
     /// The positions `indices` along `axis` (NumPy's `take`).
@@ -332,6 +335,41 @@ impl Array {
     /// Axes reordered: axis `i` of the result is axis `perm[i]`.
     pub fn transpose(&self, perm: &[usize]) -> Result<Array> {
         self.wrap(expr::transpose(&self.expr, perm))
+    }
+
+    /// The array with length-1 axes inserted at `axes` (positions in the result).
+    pub fn expand_dims(&self, axes: &[usize]) -> Result<Array> {
+        self.wrap(expr::expand_dims(&self.expr, axes))
+    }
+
+    /// The array without its length-1 axes `axes`.
+    pub fn squeeze(&self, axes: &[usize]) -> Result<Array> {
+        self.wrap(expr::squeeze(&self.expr, axes))
+    }
+
+    /// Arrays stacked along a new axis `axis`.
+    pub fn stack(arrays: &[&Array], axis: usize) -> Result<Array> {
+        let expanded = arrays
+            .iter()
+            .map(|a| a.expand_dims(&[axis]))
+            .collect::<Result<Vec<_>>>()?;
+        let refs: Vec<&Array> = expanded.iter().collect();
+        Array::concat(&refs, axis)
+    }
+
+    /// A reduction per group along `axis`: position `i` belongs to group `labels[i]`
+    /// (`0..groups`); the result's `axis` has one cell per group.
+    pub fn group_reduce(
+        &self,
+        op: ReduceOp,
+        axis: usize,
+        labels: Vec<usize>,
+        groups: usize,
+        skipna: bool,
+    ) -> Result<Array> {
+        self.wrap(expr::group_reduce(
+            &self.expr, op, axis, labels, groups, skipna,
+        ))
     }
 
     /// The array broadcast to `shape`.

@@ -66,7 +66,8 @@ async fn elementwise_chains_fuse_and_broadcast() {
     assert_close("x*2+sqrt(y)-1", &values(&z).await, &want);
 
     // (13, 17) + (17,) + (13, 1): NumPy broadcasting.
-    let row = x.slice(s![0, ..]).unwrap().sum(0).unwrap();
+    let row = x.slice(s![0, ..]).unwrap();
+    assert_eq!(row.shape(), vec![17], "an integer index drops the axis");
     let col = x.slice(s![.., 0..1]).unwrap();
     let b = (&(&x + &row).unwrap() + &col).unwrap();
     let rowv = xv.index_axis(Axis(0), 0).to_owned();
@@ -351,4 +352,88 @@ async fn persisted_arrays_are_read_not_recomputed() {
     let from = s.from_ndarray(&xv, &[5, 5]).unwrap();
     assert_close("from_ndarray", &values(&from).await, &xv);
     assert_eq!(from.graph_size().unwrap(), (1, 12));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_reductions_map_reduce_and_blockwise() {
+    let s = session();
+    let (x, xv) = seeded(&s, 9).await;
+    let x = x.lt(0.1).unwrap().where_(f64::NAN, &x).unwrap();
+    let xv = xv.mapv(|v| if v < 0.1 { f64::NAN } else { v });
+    // Interleaved groups need partial states per chunk merged in a tree; groups in
+    // chunk-aligned runs reduce blockwise.
+    let interleaved: Vec<usize> = (0..13).map(|i| i % 3).collect();
+    let runs: Vec<usize> = (0..13).map(|i| i / 4).collect();
+    for (labels, groups, blockwise) in [(interleaved, 3, false), (runs, 4, true)] {
+        let mean = x
+            .group_reduce(shoal::ReduceOp::Mean, 0, labels.clone(), groups, true)
+            .unwrap();
+        let (stages, _) = mean.graph_size().unwrap();
+        assert_eq!(
+            stages == 1,
+            blockwise,
+            "blockwise groups need no combine stages"
+        );
+        let std = x
+            .group_reduce(
+                shoal::ReduceOp::Std { ddof: 1 },
+                0,
+                labels.clone(),
+                groups,
+                true,
+            )
+            .unwrap();
+        let count = x
+            .group_reduce(shoal::ReduceOp::Count, 0, labels.clone(), groups, true)
+            .unwrap();
+        let mut want_mean = ArrayD::zeros(IxDyn(&[groups, 17]));
+        let mut want_std = ArrayD::zeros(IxDyn(&[groups, 17]));
+        let mut want_count = ArrayD::zeros(IxDyn(&[groups, 17]));
+        for g in 0..groups {
+            for j in 0..17 {
+                let v: Vec<f64> = (0..13)
+                    .filter(|&i| labels[i] == g && !xv[[i, j]].is_nan())
+                    .map(|i| xv[[i, j]])
+                    .collect();
+                let n = v.len() as f64;
+                let m = v.iter().sum::<f64>() / n;
+                want_mean[[g, j]] = m;
+                want_std[[g, j]] = if n > 1.0 {
+                    (v.iter().map(|a| (a - m).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+                } else {
+                    f64::NAN
+                };
+                want_count[[g, j]] = n;
+            }
+        }
+        assert_close("group mean", &values(&mean).await, &want_mean);
+        assert_close("group std", &values(&std).await, &want_std);
+        assert_close("group count", &values(&count).await, &want_count);
+    }
+    let err = x
+        .group_reduce(shoal::ReduceOp::Sum, 0, vec![0; 12], 1, true)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("12 group labels for axis 0 of length 13"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expand_squeeze_and_stack() {
+    let s = session();
+    let (x, xv) = seeded(&s, 10).await;
+    let e = x.expand_dims(&[0, 2]).unwrap();
+    assert_eq!(e.shape(), vec![1, 13, 1, 17]);
+    let back = e.squeeze(&[0, 2]).unwrap();
+    assert_close("expand then squeeze", &values(&back).await, &xv);
+    let col = x.slice(s![.., 3]).unwrap().expand_dims(&[1]).unwrap();
+    let b = (&x - &col).unwrap();
+    let want = &xv - &xv.slice(s![.., 3..4]);
+    assert_close("broadcast an expanded column", &values(&b).await, &want);
+    let st = Array::stack(&[&x, &x], 1).unwrap();
+    assert_eq!(st.shape(), vec![13, 2, 17]);
+    let sv = values(&st).await;
+    assert_close("stack", &sv.index_axis(Axis(1), 1).to_owned(), &xv);
 }

@@ -164,7 +164,10 @@ impl NdChunk {
 
     /// The stride of the last axis (1 when rows are contiguous).
     pub fn last_stride(&self) -> usize {
-        self.strides.last().copied().unwrap_or(1)
+        match (self.shape.last(), self.strides.last()) {
+            (Some(1) | None, _) | (_, None) => 1,
+            (_, Some(&s)) => s,
+        }
     }
 
     /// The values as one C-ordered slice, when they are stored that way.
@@ -172,7 +175,13 @@ impl NdChunk {
         if self.is_empty() {
             return Some(&[]);
         }
-        if self.strides != c_strides(&self.shape) {
+        let c = c_strides(&self.shape);
+        if self
+            .shape
+            .iter()
+            .zip(self.strides.iter().zip(&c))
+            .any(|(&n, (s, c))| n > 1 && s != c)
+        {
             return None;
         }
         let values: &[T] = self.data.as_primitive_opt::<T::Arrow>()?.values().as_ref();
@@ -218,6 +227,29 @@ impl NdChunk {
         out.shape = perm.iter().map(|&a| self.shape[a]).collect();
         out.strides = perm.iter().map(|&a| self.strides[a]).collect();
         out
+    }
+
+    /// The chunk with length-1 axes added or removed so it has `shape` (the other axes
+    /// keep their order and lengths); no copy.
+    pub fn with_shape(&self, shape: Vec<usize>) -> NdChunk {
+        let mut strides = Vec::with_capacity(shape.len());
+        let mut own = self
+            .shape
+            .iter()
+            .zip(&self.strides)
+            .filter(|(n, _)| **n != 1);
+        for &n in &shape {
+            if n == 1 {
+                strides.push(0);
+            } else {
+                strides.push(own.next().map_or(0, |(_, s)| *s));
+            }
+        }
+        NdChunk {
+            shape,
+            strides,
+            ..self.clone()
+        }
     }
 
     /// The same cells under another shape with the same number of cells (C order).

@@ -102,6 +102,8 @@ fn op_name<I>(op: &super::ops::Op<I>) -> &'static str {
         Take { .. } => "take",
         Transpose { .. } => "transpose",
         BroadcastTo { .. } => "broadcast_to",
+        ExpandDims { .. } => "expand_dims",
+        Squeeze { .. } => "squeeze",
         Concat { .. } => "concat",
         Rechunk { .. } => "rechunk",
         Contract { .. } => "contract",

@@ -391,6 +391,61 @@ pub fn broadcast_to(x: &ArrayExpr, shape: &[usize]) -> Result<ArrayExpr> {
     Ok(node(Op::BroadcastTo { x: x.clone() }, x.dtype, grid))
 }
 
+/// `x` with length-1 axes inserted at positions `axes` of the result.
+pub fn expand_dims(x: &ArrayExpr, axes: &[usize]) -> Result<ArrayExpr> {
+    let mut axes = axes.to_vec();
+    axes.sort_unstable();
+    axes.dedup();
+    let n = x.grid.ndim() + axes.len();
+    if let Some(bad) = axes.iter().find(|&&a| a >= n) {
+        return plan_err!("axis {bad} is out of range for a result with {n} axes");
+    }
+    if axes.is_empty() {
+        return Ok(x.clone());
+    }
+    let mut own = x.grid.chunks().iter();
+    let chunks = (0..n)
+        .map(|a| {
+            if axes.contains(&a) {
+                vec![1]
+            } else {
+                own.next().cloned().unwrap_or_default()
+            }
+        })
+        .collect();
+    Ok(node(
+        Op::ExpandDims { x: x.clone(), axes },
+        x.dtype,
+        ChunkGrid::new(chunks),
+    ))
+}
+
+/// `x` without its length-1 axes `axes`.
+pub fn squeeze(x: &ArrayExpr, axes: &[usize]) -> Result<ArrayExpr> {
+    let mut axes = axes.to_vec();
+    axes.sort_unstable();
+    axes.dedup();
+    let shape = x.grid.shape();
+    for &a in &axes {
+        check_axis(x, a)?;
+        if shape[a] != 1 {
+            return plan_err!("cannot squeeze axis {a} of length {}", shape[a]);
+        }
+    }
+    if axes.is_empty() {
+        return Ok(x.clone());
+    }
+    let chunks = (0..shape.len())
+        .filter(|a| !axes.contains(a))
+        .map(|a| x.grid.axis(a).to_vec())
+        .collect();
+    Ok(node(
+        Op::Squeeze { x: x.clone(), axes },
+        x.dtype,
+        ChunkGrid::new(chunks),
+    ))
+}
+
 /// The arrays joined along `axis`.
 pub fn concat(xs: &[ArrayExpr], axis: usize) -> Result<ArrayExpr> {
     let Some(first) = xs.first() else {
@@ -478,6 +533,73 @@ pub fn reduce(
             axes,
             keepdims,
             skipna,
+            group: None,
+        },
+        dtype,
+        ChunkGrid::new(chunks),
+    ))
+}
+
+/// A reduction per group along `axis`: position `i` belongs to group `labels[i]`
+/// (`0..groups`); the axis of the result has one cell per group. Groups that lie inside
+/// single chunks, in order, reduce blockwise; others by partial states per chunk merged
+/// in a tree.
+pub fn group_reduce(
+    x: &ArrayExpr,
+    op: ReduceOp,
+    axis: usize,
+    labels: Vec<usize>,
+    groups: usize,
+    skipna: bool,
+) -> Result<ArrayExpr> {
+    check_axis(x, axis)?;
+    let n = x.grid.shape()[axis];
+    if labels.len() != n {
+        return plan_err!(
+            "{} group labels for axis {axis} of length {n}",
+            labels.len()
+        );
+    }
+    if let Some(bad) = labels.iter().find(|&&l| l >= groups) {
+        return plan_err!("group label {bad} is out of range for {groups} groups");
+    }
+    if matches!(op, ReduceOp::ArgMin | ReduceOp::ArgMax) {
+        return plan_err!("{} is not supported per group", op.name());
+    }
+    let Some(dtype) = op.result(x.dtype) else {
+        return plan_err!("{} does not apply to {} arrays", op.name(), x.dtype);
+    };
+    // Blockwise when groups run in order, each inside one chunk, none missing.
+    let lens = x.grid.axis(axis);
+    let mut blockwise = labels.first().is_none_or(|&l| l == 0)
+        && labels.last().is_none_or(|&l| l + 1 == groups)
+        && labels.windows(2).all(|w| w[1] == w[0] || w[1] == w[0] + 1);
+    let mut per_chunk = Vec::with_capacity(lens.len());
+    let mut start = 0;
+    for &len in lens {
+        if len > 0 {
+            per_chunk.push(labels[start + len - 1] - labels[start] + 1);
+            if start > 0 && labels[start] == labels[start - 1] {
+                blockwise = false;
+            }
+        }
+        start += len;
+    }
+    let mut chunks = x.grid.chunks().to_vec();
+    chunks[axis] = if blockwise { per_chunk } else { vec![groups] };
+    Ok(node(
+        Op::Reduce {
+            x: x.clone(),
+            op,
+            axes: Vec::new(),
+            keepdims: true,
+            skipna,
+            group: Some(super::ops::GroupSpec {
+                axis,
+                labels,
+                groups,
+                blockwise,
+            }),
         },
         dtype,
         ChunkGrid::new(chunks),

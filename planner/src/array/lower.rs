@@ -156,10 +156,12 @@ impl Lowering {
                 axes,
                 keepdims,
                 skipna,
+                group,
             } => {
                 let spec = ReduceSpec {
                     op: *op,
                     axes: axes.clone(),
+                    group: group.clone(),
                     skipna: *skipna,
                     finalize: false,
                     keepdims: *keepdims,
@@ -191,16 +193,18 @@ impl Lowering {
         expr: &ArrayExpr,
     ) -> Result<Materialized> {
         let ndim = x.grid.ndim();
-        // States keep every axis; reduced ones hold one cell per chunk.
+        let group_axis = spec.group.as_ref().map(|g| g.axis);
+        let merged = |a: usize| spec.axes.contains(&a) || group_axis == Some(a);
+        // States keep every axis; reduced ones hold one cell per chunk, a grouped one a
+        // cell per group per chunk (or, blockwise, the chunk's own groups).
         let states_grid = |counts: &[usize]| {
             ChunkGrid::new(
                 (0..ndim)
-                    .map(|a| {
-                        if spec.axes.contains(&a) {
-                            vec![1; counts[a]]
-                        } else {
-                            x.grid.axis(a).to_vec()
-                        }
+                    .map(|a| match &spec.group {
+                        Some(g) if g.axis == a && g.blockwise => expr.grid.axis(a).to_vec(),
+                        Some(g) if g.axis == a => vec![g.groups; counts[a]],
+                        _ if spec.axes.contains(&a) => vec![1; counts[a]],
+                        _ => x.grid.axis(a).to_vec(),
                     })
                     .collect(),
             )
@@ -210,7 +214,8 @@ impl Lowering {
             .iter()
             .map(|f| f.1)
             .collect();
-        let last = |counts: &[usize]| spec.axes.iter().all(|&a| counts[a] == 1);
+        let blockwise = spec.group.as_ref().is_some_and(|g| g.blockwise);
+        let last = |counts: &[usize]| blockwise || (0..ndim).all(|a| !merged(a) || counts[a] == 1);
 
         spec.finalize = last(&counts);
         let mut b = self.builder();
@@ -229,12 +234,12 @@ impl Lowering {
         let mut grid_now = grid;
 
         while !last(&counts) {
-            let wide = spec.axes.iter().filter(|&&a| counts[a] > 1).count() as u32;
+            let wide = (0..ndim).filter(|&a| merged(a) && counts[a] > 1).count() as u32;
             let per_axis =
                 ((self.fan_in as f64).powf(1.0 / f64::from(wide)).floor() as usize).max(2);
             let group: Vec<usize> = (0..ndim)
                 .map(|a| {
-                    if spec.axes.contains(&a) && counts[a] > 1 {
+                    if merged(a) && counts[a] > 1 {
                         per_axis
                     } else {
                         1

@@ -351,6 +351,20 @@ pub enum Op<I> {
         /// The array.
         x: I,
     },
+    /// `x` with length-1 axes inserted at `axes` (positions in the result).
+    ExpandDims {
+        /// The array.
+        x: I,
+        /// Where the new axes go, ascending.
+        axes: Vec<usize>,
+    },
+    /// `x` without its length-1 axes `axes`.
+    Squeeze {
+        /// The array.
+        x: I,
+        /// The axes dropped, ascending.
+        axes: Vec<usize>,
+    },
     /// The inputs joined along `axis`.
     Concat {
         /// The arrays, same dtype, same shape off `axis`.
@@ -386,6 +400,8 @@ pub enum Op<I> {
         keepdims: bool,
         /// Skip NaN cells.
         skipna: bool,
+        /// Reduce per group along one axis instead (its length becomes the group count).
+        group: Option<GroupSpec>,
     },
     /// First step of a reduction inside a stage: per chunk of `x`, partial states with
     /// the reduced axes cut to length 1 (or the final values when `finalize`).
@@ -413,6 +429,8 @@ pub struct ReduceSpec {
     pub op: ReduceOp,
     /// Reduced axes of the input.
     pub axes: Vec<usize>,
+    /// A groupby axis: its positions are reduced per group instead of to one cell.
+    pub group: Option<GroupSpec>,
     /// Skip NaN cells.
     pub skipna: bool,
     /// Turn states into values (the last step).
@@ -423,6 +441,20 @@ pub struct ReduceSpec {
     pub input: DType,
     /// Shape of the reduced input (for arg reductions' positions).
     pub input_shape: Vec<usize>,
+}
+
+/// A groupby along one axis: position `i` belongs to group `labels[i]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupSpec {
+    /// The grouped axis.
+    pub axis: usize,
+    /// Group of each position along the axis (`0..groups`).
+    pub labels: Vec<usize>,
+    /// Number of groups.
+    pub groups: usize,
+    /// Every group lies inside one chunk and groups are in order, so each chunk reduces
+    /// its own groups to final values without a combine tree.
+    pub blockwise: bool,
 }
 
 impl<I> Op<I> {
@@ -440,6 +472,8 @@ impl<I> Op<I> {
             | Op::Take { x, .. }
             | Op::Transpose { x, .. }
             | Op::BroadcastTo { x }
+            | Op::ExpandDims { x, .. }
+            | Op::Squeeze { x, .. }
             | Op::Rechunk { x }
             | Op::Reduce { x, .. }
             | Op::Partial { x, .. }
@@ -503,6 +537,14 @@ impl<I> Op<I> {
                 perm: perm.clone(),
             },
             Op::BroadcastTo { x } => Op::BroadcastTo { x: f(x) },
+            Op::ExpandDims { x, axes } => Op::ExpandDims {
+                x: f(x),
+                axes: axes.clone(),
+            },
+            Op::Squeeze { x, axes } => Op::Squeeze {
+                x: f(x),
+                axes: axes.clone(),
+            },
             Op::Concat { xs, axis } => Op::Concat {
                 xs: xs.iter().map(f).collect(),
                 axis: *axis,
@@ -519,12 +561,14 @@ impl<I> Op<I> {
                 axes,
                 keepdims,
                 skipna,
+                group,
             } => Op::Reduce {
                 x: f(x),
                 op: *op,
                 axes: axes.clone(),
                 keepdims: *keepdims,
                 skipna: *skipna,
+                group: group.clone(),
             },
             Op::Partial { x, reduce } => Op::Partial {
                 x: f(x),

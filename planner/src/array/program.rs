@@ -251,6 +251,27 @@ impl ChunkProgram {
                 .map(|&&i| (i, broadcast_region(region, &shape_of(i))))
                 .collect(),
             Op::BroadcastTo { x } => vec![(*x, broadcast_region(region, &shape_of(*x)))],
+            Op::ExpandDims { x, axes } => vec![(
+                *x,
+                region
+                    .iter()
+                    .enumerate()
+                    .filter(|(a, _)| !axes.contains(a))
+                    .map(|(_, r)| r.clone())
+                    .collect(),
+            )],
+            Op::Squeeze { x, axes } => {
+                let mut r = Vec::with_capacity(region.len() + axes.len());
+                let mut it = region.iter();
+                for a in 0..region.len() + axes.len() {
+                    if axes.contains(&a) {
+                        r.push(0..1);
+                    } else {
+                        r.push(it.next().cloned().unwrap_or(0..0));
+                    }
+                }
+                vec![(*x, r)]
+            }
             Op::Slice { x, starts, steps } => {
                 let r = region
                     .iter()
@@ -379,6 +400,7 @@ impl ChunkProgram {
             }
             Op::Transpose { perm, .. } => children[0].permute(perm),
             Op::BroadcastTo { .. } => broadcast(&children[0], &shape)?,
+            Op::ExpandDims { .. } | Op::Squeeze { .. } => children[0].with_shape(shape),
             Op::Concat { axis, .. } => kernels::concat(&children, *axis)?,
             Op::Contract { .. } => kernels::matmul_block(&children[0], &children[1], n.dtype)?,
             Op::Reduce { .. } | Op::Partial { .. } | Op::Combine { .. } => {

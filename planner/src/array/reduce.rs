@@ -40,77 +40,6 @@ fn accumulator(input: DType) -> DType {
     }
 }
 
-/// Calls `f(lane_start, cell, position)` for every lane along the last axis of an array
-/// of `shape` stored with `strides` from `base` (the last stride must be 1): `cell` is the output cell of the lane's first element,
-/// `position` its position among the reduced axes of the whole input (`offsets` place the
-/// chunk in it, `full` is the whole input's shape).
-#[allow(clippy::too_many_arguments)]
-fn lanes(
-    shape: &[usize],
-    strides: &[usize],
-    base: usize,
-    reduced: &[bool],
-    offsets: &[usize],
-    full: &[usize],
-    mut f: impl FnMut(usize, usize, i64),
-) {
-    let ndim = shape.len();
-    if ndim == 0 {
-        f(base, 0, 0);
-        return;
-    }
-    if shape.contains(&0) {
-        return;
-    }
-    // Output strides (reduced axes have length 1) and position strides over the reduced
-    // axes of the whole input.
-    let mut ostride = vec![0usize; ndim];
-    let mut pstride = vec![0i64; ndim];
-    let (mut o, mut p) = (1usize, 1i64);
-    for axis in (0..ndim).rev() {
-        if reduced[axis] {
-            pstride[axis] = p;
-            p *= full[axis] as i64;
-        } else {
-            ostride[axis] = o;
-            o *= shape[axis];
-        }
-    }
-    let outer: usize = shape[..ndim - 1].iter().product();
-    let mut idx = vec![0usize; ndim.saturating_sub(1)];
-    for _ in 0..outer {
-        let mut cell = 0;
-        let mut pos = 0i64;
-        let mut start = base;
-        for (axis, &i) in idx.iter().enumerate() {
-            cell += i * ostride[axis];
-            pos += (offsets[axis] + i) as i64 * pstride[axis];
-            start += i * strides[axis];
-        }
-        pos += offsets[ndim - 1] as i64 * pstride[ndim - 1];
-        f(start, cell, pos);
-        for axis in (0..idx.len()).rev() {
-            idx[axis] += 1;
-            if idx[axis] < shape[axis] {
-                break;
-            }
-            idx[axis] = 0;
-        }
-    }
-}
-
-fn out_shape(shape: &[usize], reduced: &[bool]) -> Vec<usize> {
-    shape
-        .iter()
-        .zip(reduced)
-        .map(|(&n, &r)| if r { 1 } else { n })
-        .collect()
-}
-
-fn reduced_mask(ndim: usize, axes: &[usize]) -> Vec<bool> {
-    (0..ndim).map(|a| axes.contains(&a)).collect()
-}
-
 /// Sums a lane into `A` with eight accumulators, so the loop vectorises.
 #[inline]
 fn lane_sum<T: Native + AsPrimitive<A>, A: Arith>(lane: &[T], skipna: bool) -> A {
@@ -140,69 +69,191 @@ fn lane_sum<T: Native + AsPrimitive<A>, A: Arith>(lane: &[T], skipna: bool) -> A
     acc.iter().fold(total, |t, &a| t.add(a))
 }
 
-struct Lanes<'a> {
-    shape: &'a [usize],
-    strides: &'a [usize],
-    base: usize,
-    reduced: Vec<bool>,
-    offsets: &'a [usize],
-    full: &'a [usize],
-    last_reduced: bool,
-    len: usize,
+/// How one axis of a reduced chunk maps to its states.
+#[derive(Debug, Clone)]
+enum AxisMap {
+    /// Kept as is.
+    Keep,
+    /// Reduced to length 1.
+    Reduce,
+    /// Position `i` goes to state `labels[i]` of `len` (a groupby axis).
+    Group { labels: Vec<usize>, len: usize },
 }
 
-impl<'a> Lanes<'a> {
+/// Walks a strided block lane by lane (the last stride must be 1) and says which state
+/// cell each value belongs to and, for arg reductions, its position among the reduced
+/// axes of the whole input.
+struct Lanes {
+    shape: Vec<usize>,
+    strides: Vec<usize>,
+    base: usize,
+    maps: Vec<AxisMap>,
+    /// Output strides per axis (0 for reduced axes).
+    ostride: Vec<usize>,
+    /// Position strides over the reduced axes of the whole input.
+    pstride: Vec<i64>,
+    offsets: Vec<usize>,
+    out_shape: Vec<usize>,
+}
+
+impl Lanes {
     fn new(
-        shape: &'a [usize],
-        strides: &'a [usize],
+        shape: &[usize],
+        strides: &[usize],
         base: usize,
-        axes: &[usize],
-        offsets: &'a [usize],
-        full: &'a [usize],
+        maps: Vec<AxisMap>,
+        offsets: &[usize],
+        full: &[usize],
     ) -> Self {
-        let reduced = reduced_mask(shape.len(), axes);
-        let last_reduced = reduced.last().copied().unwrap_or(true);
+        let ndim = shape.len();
+        let out_shape: Vec<usize> = maps
+            .iter()
+            .zip(shape)
+            .map(|(m, &n)| match m {
+                AxisMap::Keep => n,
+                AxisMap::Reduce => 1,
+                AxisMap::Group { len, .. } => *len,
+            })
+            .collect();
+        let mut ostride = vec![0usize; ndim];
+        let mut pstride = vec![0i64; ndim];
+        let (mut o, mut p) = (1usize, 1i64);
+        for axis in (0..ndim).rev() {
+            if matches!(maps[axis], AxisMap::Reduce) {
+                pstride[axis] = p;
+                p *= full[axis] as i64;
+            } else {
+                ostride[axis] = o;
+                o *= out_shape[axis];
+            }
+        }
         Self {
-            shape,
-            strides,
+            shape: shape.to_vec(),
+            strides: strides.to_vec(),
             base,
-            last_reduced,
-            len: shape.last().copied().unwrap_or(1),
-            reduced,
-            offsets,
-            full,
+            maps,
+            ostride,
+            pstride,
+            offsets: offsets.to_vec(),
+            out_shape,
         }
     }
 
     fn out_shape(&self) -> Vec<usize> {
-        out_shape(self.shape, &self.reduced)
+        self.out_shape.clone()
     }
 
     fn out_cells(&self) -> usize {
-        self.out_shape().iter().product()
+        self.out_shape.iter().product()
     }
 
-    /// Visits every cell: `f(cell, value index, position)`.
-    fn each(&self, mut f: impl FnMut(usize, usize, i64)) {
-        let (len, last_reduced) = (self.len, self.last_reduced);
-        lanes(
-            self.shape,
-            self.strides,
-            self.base,
-            &self.reduced,
-            self.offsets,
-            self.full,
-            |start, cell, pos| {
-                for j in 0..len {
-                    if last_reduced {
-                        f(cell, start + j, pos + j as i64);
-                    } else {
-                        f(cell + j, start + j, pos);
-                    }
-                }
-            },
-        );
+    fn last(&self) -> &AxisMap {
+        self.maps.last().unwrap_or(&AxisMap::Reduce)
     }
+
+    fn len(&self) -> usize {
+        self.shape.last().copied().unwrap_or(1)
+    }
+
+    /// Calls `f(lane_start, cell, position)` per lane along the last axis: the cell and
+    /// position of the lane's first value, as if the last axis were at 0.
+    fn lanes(&self, mut f: impl FnMut(usize, usize, i64)) {
+        let ndim = self.shape.len();
+        if ndim == 0 {
+            f(self.base, 0, 0);
+            return;
+        }
+        if self.shape.contains(&0) {
+            return;
+        }
+        let outer: usize = self.shape[..ndim - 1].iter().product();
+        let mut idx = vec![0usize; ndim - 1];
+        let last_pos = self.offsets[ndim - 1] as i64 * self.pstride[ndim - 1];
+        for _ in 0..outer {
+            let mut cell = 0;
+            let mut pos = last_pos;
+            let mut start = self.base;
+            for (axis, &i) in idx.iter().enumerate() {
+                cell += match &self.maps[axis] {
+                    AxisMap::Group { labels, .. } => labels[i] * self.ostride[axis],
+                    _ => i * self.ostride[axis],
+                };
+                pos += (self.offsets[axis] + i) as i64 * self.pstride[axis];
+                start += i * self.strides[axis];
+            }
+            f(start, cell, pos);
+            for axis in (0..idx.len()).rev() {
+                idx[axis] += 1;
+                if idx[axis] < self.shape[axis] {
+                    break;
+                }
+                idx[axis] = 0;
+            }
+        }
+    }
+
+    /// Visits every value: `f(cell, value index, position)`.
+    fn each(&self, mut f: impl FnMut(usize, usize, i64)) {
+        let len = self.len();
+        match self.last() {
+            AxisMap::Reduce => self.lanes(|start, cell, pos| {
+                for j in 0..len {
+                    f(cell, start + j, pos + j as i64);
+                }
+            }),
+            AxisMap::Keep => self.lanes(|start, cell, pos| {
+                for j in 0..len {
+                    f(cell + j, start + j, pos);
+                }
+            }),
+            AxisMap::Group { labels, .. } => self.lanes(|start, cell, pos| {
+                for (j, &l) in labels.iter().enumerate() {
+                    f(cell + l, start + j, pos);
+                }
+            }),
+        }
+    }
+}
+
+/// The axis maps of a partial reduction of a chunk at `offsets` with `shape`.
+fn partial_maps(spec: &ReduceSpec, shape: &[usize], offsets: &[usize]) -> Vec<AxisMap> {
+    (0..shape.len())
+        .map(|a| match &spec.group {
+            Some(g) if g.axis == a => {
+                let mine = &g.labels[offsets[a]..offsets[a] + shape[a]];
+                let base = if g.blockwise {
+                    mine.first().copied().unwrap_or(0)
+                } else {
+                    0
+                };
+                let len = if g.blockwise {
+                    mine.last().map_or(0, |l| l - base + 1)
+                } else {
+                    g.groups
+                };
+                AxisMap::Group {
+                    labels: mine.iter().map(|l| l - base).collect(),
+                    len,
+                }
+            }
+            _ if spec.axes.contains(&a) => AxisMap::Reduce,
+            _ => AxisMap::Keep,
+        })
+        .collect()
+}
+
+/// The axis maps of a combine step over states of `shape`.
+fn combine_maps(spec: &ReduceSpec, shape: &[usize]) -> Vec<AxisMap> {
+    (0..shape.len())
+        .map(|a| match &spec.group {
+            Some(g) if g.axis == a => AxisMap::Group {
+                labels: (0..shape[a]).map(|i| i % g.groups).collect(),
+                len: g.groups,
+            },
+            _ if spec.axes.contains(&a) => AxisMap::Reduce,
+            _ => AxisMap::Keep,
+        })
+        .collect()
 }
 
 /// Sum (or product) states of `values` into accumulator `A`.
@@ -223,32 +274,33 @@ fn fold_sum<T: Native + AsPrimitive<A>, A: Arith>(
         });
         return acc;
     }
-    let len = l.len;
-    let last_reduced = l.last_reduced;
-    lanes(
-        l.shape,
-        l.strides,
-        l.base,
-        &l.reduced,
-        l.offsets,
-        l.full,
-        |start, cell, _| {
-            let lane = &values[start..start + len];
-            if last_reduced {
-                acc[cell] = acc[cell].add(lane_sum::<T, A>(lane, skipna));
-            } else if skipna {
-                for (a, &v) in acc[cell..cell + len].iter_mut().zip(lane) {
-                    if !v.is_nan() {
-                        *a = a.add(v.as_());
-                    }
-                }
-            } else {
-                for (a, &v) in acc[cell..cell + len].iter_mut().zip(lane) {
+    if matches!(l.last(), AxisMap::Group { .. }) {
+        l.each(|cell, i, _| {
+            let v = values[i];
+            if !(skipna && v.is_nan()) {
+                acc[cell] = acc[cell].add(v.as_());
+            }
+        });
+        return acc;
+    }
+    let len = l.len();
+    let last_reduced = matches!(l.last(), AxisMap::Reduce);
+    l.lanes(|start, cell, _| {
+        let lane = &values[start..start + len];
+        if last_reduced {
+            acc[cell] = acc[cell].add(lane_sum::<T, A>(lane, skipna));
+        } else if skipna {
+            for (a, &v) in acc[cell..cell + len].iter_mut().zip(lane) {
+                if !v.is_nan() {
                     *a = a.add(v.as_());
                 }
             }
-        },
-    );
+        } else {
+            for (a, &v) in acc[cell..cell + len].iter_mut().zip(lane) {
+                *a = a.add(v.as_());
+            }
+        }
+    });
     acc
 }
 
@@ -256,8 +308,12 @@ fn fold_sum<T: Native + AsPrimitive<A>, A: Arith>(
 fn fold_count<T: Native>(values: &[T], l: &Lanes, skipna: bool) -> Vec<f64> {
     let mut counts = vec![0.0; l.out_cells()];
     if !skipna {
-        let per_cell = super::grid::cells(l.shape) as f64 / counts.len().max(1) as f64;
-        counts.iter_mut().for_each(|c| *c = per_cell);
+        if l.maps.iter().all(|m| !matches!(m, AxisMap::Group { .. })) {
+            let per_cell = super::grid::cells(&l.shape) as f64 / counts.len().max(1) as f64;
+            counts.iter_mut().for_each(|c| *c = per_cell);
+            return counts;
+        }
+        l.each(|cell, _, _| counts[cell] += 1.0);
         return counts;
     }
     l.each(|cell, i, _| {
@@ -331,14 +387,8 @@ pub fn partial(spec: &ReduceSpec, x: &NdChunk, offsets: &[usize]) -> Result<Vec<
     };
     let (strides, base) =
         with_native!(x.dtype(), T => { let (_, o, s) = x.raw::<T>(); (s.to_vec(), o) });
-    let l = Lanes::new(
-        x.shape(),
-        &strides,
-        base,
-        &spec.axes,
-        offsets,
-        &spec.input_shape,
-    );
+    let maps = partial_maps(spec, x.shape(), offsets);
+    let l = Lanes::new(x.shape(), &strides, base, maps, offsets, &spec.input_shape);
     let shape = l.out_shape();
     let skipna = spec.skipna && x.dtype().is_float();
     let states = with_native!(x.dtype(), T => {
@@ -412,7 +462,8 @@ pub fn combine(spec: &ReduceSpec, states: &[NdChunk]) -> Result<Vec<NdChunk>> {
     let zeros = vec![0; first.ndim()];
     let ones = vec![1; first.ndim()];
     let strides = super::chunk::c_strides(first.shape());
-    let l = Lanes::new(first.shape(), &strides, 0, &spec.axes, &zeros, &ones);
+    let maps = combine_maps(spec, first.shape());
+    let l = Lanes::new(first.shape(), &strides, 0, maps, &zeros, &ones);
     let shape = l.out_shape();
     let n = l.out_cells();
     let f64s = |i: usize| states[i].contiguous_slice::<f64>().expect("f64 state");
@@ -544,6 +595,7 @@ mod tests {
         ReduceSpec {
             op,
             axes,
+            group: None,
             skipna,
             finalize: true,
             keepdims: false,
