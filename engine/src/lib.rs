@@ -27,12 +27,14 @@
 mod array;
 mod dataframe;
 mod error;
+pub mod labeled;
 mod session;
 pub mod tpch;
 
 pub use array::{Array, Axes, Element, Operand};
 pub use dataframe::{DataFrame, GroupBy, How};
 pub use error::{Error, ErrorKind, Result};
+pub use labeled::{DataArray, Dataset, Dims, Index, Label, LabelSel, Sel};
 pub use session::{Session, SessionBuilder, machine_memory};
 pub use shoal_planner::ShoalConfig;
 pub use shoal_planner::array::{DType, ReduceOp};

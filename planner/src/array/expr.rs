@@ -578,7 +578,9 @@ pub fn group_reduce(
     let mut start = 0;
     for &len in lens {
         if len > 0 {
-            per_chunk.push(labels[start + len - 1] - labels[start] + 1);
+            let (first, last) = (labels[start], labels[start + len - 1]);
+            blockwise &= last >= first;
+            per_chunk.push(last.saturating_sub(first) + 1);
             if start > 0 && labels[start] == labels[start - 1] {
                 blockwise = false;
             }

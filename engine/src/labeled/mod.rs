@@ -1,0 +1,13 @@
+//! Labeled arrays in the style of xarray: [`DataArray`] (an [`Array`](crate::Array) with
+//! named dimensions, coordinates and attributes), [`Dataset`] (named variables sharing
+//! dimensions) and grouped reductions ([`GroupBy`]).
+
+mod dataarray;
+mod dataset;
+mod groupby;
+pub mod index;
+
+pub use dataarray::{Attrs, Coord, DataArray, Dims, LabelSel, Other, Sel};
+pub use dataset::Dataset;
+pub use groupby::GroupBy;
+pub use index::{Index, Label};
