@@ -372,6 +372,18 @@ impl Array {
         ))
     }
 
+    /// A moving-window reduction along `axis`: cell `i` reduces the `window` cells ending
+    /// at `i` (NaN skipped), NaN when fewer than `min_periods` values are there.
+    pub fn rolling(
+        &self,
+        axis: usize,
+        window: usize,
+        op: ReduceOp,
+        min_periods: usize,
+    ) -> Result<Array> {
+        self.wrap(expr::rolling(&self.expr, axis, window, op, min_periods))
+    }
+
     /// The array broadcast to `shape`.
     pub fn broadcast_to(&self, shape: &[usize]) -> Result<Array> {
         self.wrap(expr::broadcast_to(&self.expr, shape))

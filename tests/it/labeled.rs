@@ -128,6 +128,31 @@ async fn resample_coarsen_and_nan_skipping() {
         "{err}"
     );
 
+    // Moving windows reach back across chunk boundaries (chunks are 100 days).
+    let rolled = t2m
+        .rolling("time", 5)
+        .unwrap()
+        .min_periods(3)
+        .mean()
+        .unwrap();
+    let got = rolled.to_ndarray::<f64>().await.unwrap();
+    for t in [0usize, 1, 2, 99, 100, 101, 104, 500] {
+        let window: Vec<f64> = (t.saturating_sub(4)..=t)
+            .map(|u| v[[u, 1, 2]])
+            .filter(|x| !x.is_nan())
+            .collect();
+        let want = if window.len() < 3 {
+            f64::NAN
+        } else {
+            window.iter().sum::<f64>() / window.len() as f64
+        };
+        let g = got[[t, 1, 2]];
+        assert!(
+            (g.is_nan() && want.is_nan()) || (g - want).abs() < 1e-12,
+            "rolling at {t}: {g} vs {want}"
+        );
+    }
+
     // Reductions over named dimensions skip NaN by default.
     let mean = t2m.mean(["time", "lon"]).unwrap();
     assert_eq!(mean.dims(), vec!["lat"]);

@@ -324,3 +324,62 @@ impl GroupBy {
 
     binary_methods!(add => Add, sub => Sub, mul => Mul, div => Div);
 }
+
+/// A moving window along one dimension of a `DataArray` (`da.rolling("time", 7)`).
+#[derive(Debug, Clone)]
+pub struct Rolling {
+    array: DataArray,
+    dim: String,
+    window: usize,
+    min_periods: usize,
+}
+
+macro_rules! rolling_methods {
+    ($($name:ident => $op:expr),*) => {$(
+        #[doc = concat!("Moving-window `", stringify!($name), "` (NaN skipped).")]
+        pub fn $name(&self) -> Result<DataArray> {
+            self.reduce($op)
+        }
+    )*};
+}
+
+impl DataArray {
+    /// A window of `window` positions along `dim`, ending at each position; windows with
+    /// fewer than `window` non-NaN values give NaN (see [`Rolling::min_periods`]).
+    pub fn rolling(&self, dim: &str, window: usize) -> Result<Rolling> {
+        self.axis(dim)?;
+        Ok(Rolling {
+            array: self.clone(),
+            dim: dim.to_string(),
+            window,
+            min_periods: window,
+        })
+    }
+}
+
+impl Rolling {
+    /// Fewest non-NaN values a window needs for a result (default: the window length).
+    pub fn min_periods(mut self, n: usize) -> Self {
+        self.min_periods = n;
+        self
+    }
+
+    /// The moving-window reduction `op`.
+    pub fn reduce(&self, op: ReduceOp) -> Result<DataArray> {
+        let axis = self.array.axis(&self.dim)?;
+        let data = self
+            .array
+            .data()
+            .rolling(axis, self.window, op, self.min_periods)?;
+        let dims = self.array.dims().iter().map(|d| d.to_string()).collect();
+        Ok(self
+            .array
+            .replace_data(data, dims, self.array.coords().to_vec()))
+    }
+
+    rolling_methods!(
+        sum => ReduceOp::Sum, mean => ReduceOp::Mean, min => ReduceOp::Min,
+        max => ReduceOp::Max, std => ReduceOp::Std { ddof: 0 }, var => ReduceOp::Var { ddof: 0 },
+        count => ReduceOp::Count
+    );
+}

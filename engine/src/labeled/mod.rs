@@ -9,5 +9,5 @@ pub mod index;
 
 pub use dataarray::{Attrs, Coord, DataArray, Dims, LabelSel, Other, Sel};
 pub use dataset::Dataset;
-pub use groupby::GroupBy;
+pub use groupby::{GroupBy, Rolling};
 pub use index::{Index, Label};

@@ -104,6 +104,7 @@ fn op_name<I>(op: &super::ops::Op<I>) -> &'static str {
         BroadcastTo { .. } => "broadcast_to",
         ExpandDims { .. } => "expand_dims",
         Squeeze { .. } => "squeeze",
+        Rolling { .. } => "rolling",
         Concat { .. } => "concat",
         Rechunk { .. } => "rechunk",
         Contract { .. } => "contract",

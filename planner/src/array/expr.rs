@@ -391,6 +391,45 @@ pub fn broadcast_to(x: &ArrayExpr, shape: &[usize]) -> Result<ArrayExpr> {
     Ok(node(Op::BroadcastTo { x: x.clone() }, x.dtype, grid))
 }
 
+/// A moving-window reduction along `axis` (NaN skipped; fewer than `min_periods` values
+/// give NaN).
+pub fn rolling(
+    x: &ArrayExpr,
+    axis: usize,
+    window: usize,
+    op: ReduceOp,
+    min_periods: usize,
+) -> Result<ArrayExpr> {
+    check_axis(x, axis)?;
+    if window == 0 {
+        return plan_err!("a rolling window needs at least one cell");
+    }
+    if !x.dtype.is_numeric() {
+        return plan_err!("rolling does not apply to {} arrays", x.dtype);
+    }
+    let dtype = match op {
+        ReduceOp::Count => DType::I64,
+        ReduceOp::Sum
+        | ReduceOp::Mean
+        | ReduceOp::Min
+        | ReduceOp::Max
+        | ReduceOp::Var { .. }
+        | ReduceOp::Std { .. } => x.dtype.float_result(),
+        other => return plan_err!("rolling {} is not supported", other.name()),
+    };
+    Ok(node(
+        Op::Rolling {
+            x: x.clone(),
+            axis,
+            window,
+            op,
+            min_periods,
+        },
+        dtype,
+        x.grid.clone(),
+    ))
+}
+
 /// `x` with length-1 axes inserted at positions `axes` of the result.
 pub fn expand_dims(x: &ArrayExpr, axes: &[usize]) -> Result<ArrayExpr> {
     let mut axes = axes.to_vec();

@@ -414,6 +414,81 @@ pub fn matmul_block(a: &NdChunk, b: &NdChunk, out: DType) -> Result<NdChunk> {
     })
 }
 
+/// Moving-window reductions along `axis` of `chunk`, whose first `lead` cells along the
+/// axis only feed windows (they are not outputs). NaN is skipped; a window with fewer
+/// than `min_periods` values gives NaN.
+pub fn rolling(
+    chunk: &NdChunk,
+    axis: usize,
+    window: usize,
+    lead: usize,
+    op: super::ops::ReduceOp,
+    min_periods: usize,
+    out: DType,
+) -> Result<NdChunk> {
+    use super::ops::ReduceOp::*;
+    let ndim = chunk.ndim();
+    // Move the axis last so each lane is one moving window's sequence.
+    let mut perm: Vec<usize> = (0..ndim).filter(|&a| a != axis).collect();
+    perm.push(axis);
+    let values = cast(&chunk.permute(&perm), DType::F64).to_standard();
+    let data = values.to_vec::<f64>();
+    let len = chunk.shape()[axis];
+    let outputs = len - lead;
+    let lanes = if len == 0 { 0 } else { data.len() / len };
+    let mut result = Vec::with_capacity(lanes * outputs);
+    let mut window_values = Vec::with_capacity(window);
+    for lane in data.chunks(len.max(1)).take(lanes) {
+        for k in 0..outputs {
+            let end = lead + k + 1;
+            window_values.clear();
+            window_values.extend(
+                lane[end.saturating_sub(window)..end]
+                    .iter()
+                    .filter(|v| !v.is_nan()),
+            );
+            let n = window_values.len();
+            let v = if n < min_periods.max(1) && op != Count {
+                f64::NAN
+            } else {
+                let sum: f64 = window_values.iter().sum();
+                match op {
+                    Sum => sum,
+                    Mean => sum / n as f64,
+                    Count => n as f64,
+                    Min => window_values.iter().copied().fold(f64::INFINITY, f64::min),
+                    Max => window_values
+                        .iter()
+                        .copied()
+                        .fold(f64::NEG_INFINITY, f64::max),
+                    Var { ddof } | Std { ddof } => {
+                        let m = sum / n as f64;
+                        let m2: f64 = window_values.iter().map(|x| (x - m) * (x - m)).sum();
+                        let dof = n as f64 - f64::from(ddof);
+                        let var = if dof > 0.0 { m2 / dof } else { f64::NAN };
+                        if matches!(op, Std { .. }) {
+                            var.sqrt()
+                        } else {
+                            var
+                        }
+                    }
+                    other => return internal_err!("rolling {} is not supported", other.name()),
+                }
+            };
+            result.push(v);
+        }
+    }
+    let mut shape: Vec<usize> = perm.iter().map(|&a| chunk.shape()[a]).collect();
+    shape[ndim - 1] = outputs;
+    let moved = NdChunk::from_vec(DType::F64, shape, result);
+    // Put the axis back where it was.
+    let mut back = vec![0; ndim];
+    for (i, &p) in perm.iter().enumerate() {
+        back[p] = i;
+    }
+    Ok(cast(&moved.permute(&back), out).to_standard())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

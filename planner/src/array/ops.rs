@@ -365,6 +365,20 @@ pub enum Op<I> {
         /// The axes dropped, ascending.
         axes: Vec<usize>,
     },
+    /// A moving-window reduction along `axis`: cell `i` reduces the `window` cells ending
+    /// at `i`, skipping NaN, and is NaN when fewer than `min_periods` values remain.
+    Rolling {
+        /// The array.
+        x: I,
+        /// The axis the window moves along.
+        axis: usize,
+        /// Cells per window.
+        window: usize,
+        /// The reduction (sum, mean, min, max, std, var or count).
+        op: ReduceOp,
+        /// Fewest non-NaN values that give a result.
+        min_periods: usize,
+    },
     /// The inputs joined along `axis`.
     Concat {
         /// The arrays, same dtype, same shape off `axis`.
@@ -474,6 +488,7 @@ impl<I> Op<I> {
             | Op::BroadcastTo { x }
             | Op::ExpandDims { x, .. }
             | Op::Squeeze { x, .. }
+            | Op::Rolling { x, .. }
             | Op::Rechunk { x }
             | Op::Reduce { x, .. }
             | Op::Partial { x, .. }
@@ -544,6 +559,19 @@ impl<I> Op<I> {
             Op::Squeeze { x, axes } => Op::Squeeze {
                 x: f(x),
                 axes: axes.clone(),
+            },
+            Op::Rolling {
+                x,
+                axis,
+                window,
+                op,
+                min_periods,
+            } => Op::Rolling {
+                x: f(x),
+                axis: *axis,
+                window: *window,
+                op: *op,
+                min_periods: *min_periods,
             },
             Op::Concat { xs, axis } => Op::Concat {
                 xs: xs.iter().map(f).collect(),

@@ -251,6 +251,13 @@ impl ChunkProgram {
                 .map(|&&i| (i, broadcast_region(region, &shape_of(i))))
                 .collect(),
             Op::BroadcastTo { x } => vec![(*x, broadcast_region(region, &shape_of(*x)))],
+            Op::Rolling {
+                x, axis, window, ..
+            } => {
+                let mut r = region.clone();
+                r[*axis] = (region[*axis].start + 1).saturating_sub(*window)..region[*axis].end;
+                vec![(*x, r)]
+            }
             Op::ExpandDims { x, axes } => vec![(
                 *x,
                 region
@@ -401,6 +408,24 @@ impl ChunkProgram {
             Op::Transpose { perm, .. } => children[0].permute(perm),
             Op::BroadcastTo { .. } => broadcast(&children[0], &shape)?,
             Op::ExpandDims { .. } | Op::Squeeze { .. } => children[0].with_shape(shape),
+            Op::Rolling {
+                axis,
+                window,
+                op,
+                min_periods,
+                ..
+            } => {
+                let lead = region[*axis].start - (region[*axis].start + 1).saturating_sub(*window);
+                kernels::rolling(
+                    &children[0],
+                    *axis,
+                    *window,
+                    lead,
+                    *op,
+                    *min_periods,
+                    n.dtype,
+                )?
+            }
             Op::Concat { axis, .. } => kernels::concat(&children, *axis)?,
             Op::Contract { .. } => kernels::matmul_block(&children[0], &children[1], n.dtype)?,
             Op::Reduce { .. } | Op::Partial { .. } | Op::Combine { .. } => {
