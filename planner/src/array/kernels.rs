@@ -435,7 +435,7 @@ pub fn rolling(
     let data = values.to_vec::<f64>();
     let len = chunk.shape()[axis];
     let outputs = len - lead;
-    let lanes = if len == 0 { 0 } else { data.len() / len };
+    let lanes = data.len().checked_div(len).unwrap_or(0);
     let mut result = Vec::with_capacity(lanes * outputs);
     let mut window_values = Vec::with_capacity(window);
     for lane in data.chunks(len.max(1)).take(lanes) {
