@@ -506,6 +506,15 @@ impl Array {
         }
     }
 
+    /// Runs the graph and drops its output (for writes).
+    pub(crate) async fn run_to_end(&self) -> Result<()> {
+        let fan_in = self.session.config().array_reduce_fan_in;
+        let graph = planner_array::lower(&self.expr, fan_in)?;
+        let handle = self.session.execute_graph(graph);
+        handle.stream.try_for_each(|_| async { Ok(()) }).await?;
+        Ok(())
+    }
+
     /// The task graph this array runs as: (stages, tasks).
     pub fn graph_size(&self) -> Result<(usize, usize)> {
         let fan_in = self.session.config().array_reduce_fan_in;

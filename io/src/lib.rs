@@ -17,6 +17,7 @@
 pub mod location;
 pub mod registry;
 pub mod tables;
+pub mod zarr;
 
 pub use location::Location;
 pub use registry::ShoalObjectStoreRegistry;

@@ -11,3 +11,4 @@ mod labeled;
 mod runtime;
 mod slt;
 mod tpch;
+mod zarr;

@@ -6,8 +6,10 @@ mod dataarray;
 mod dataset;
 mod groupby;
 pub mod index;
+mod zarr;
 
 pub use dataarray::{Attrs, Coord, DataArray, Dims, LabelSel, Other, Sel};
 pub use dataset::Dataset;
 pub use groupby::{GroupBy, Rolling};
 pub use index::{Index, Label};
+pub use zarr::{ZarrCodec, ZarrOptions};

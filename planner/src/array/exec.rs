@@ -5,11 +5,14 @@
 
 use std::sync::Arc;
 
+use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::compute::cast;
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Result, internal_datafusion_err, internal_err};
+use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
@@ -18,7 +21,10 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
+
+use super::dtype::DType;
+use super::ops::Op;
 
 use super::chunk::NdChunk;
 use super::program::{ChunkProgram, Fetched};
@@ -94,6 +100,8 @@ fn op_name<I>(op: &super::ops::Op<I>) -> &'static str {
         Arange { .. } => "arange",
         Literal { .. } => "literal",
         Input { .. } => "input",
+        ZarrRead { .. } => "zarr_read",
+        ZarrWrite { .. } => "zarr_write",
         Unary { op, .. } => op.name(),
         Binary { op, .. } => op.name(),
         Where { .. } => "where",
@@ -151,29 +159,32 @@ impl ExecutionPlan for ChunkExec {
     ) -> Result<SendableRecordBatchStream> {
         let program = Arc::clone(&self.program);
         let needs = program.needs(partition)?;
+        let env = context.runtime_env();
         let mut fetches = Vec::with_capacity(needs.len());
-        if !needs.is_empty() {
-            let env = shuffle_env(&context)?;
-            for (node, chunk) in needs {
-                let super::ops::Op::Input { stage, .. } = &program.nodes[node].op else {
-                    return internal_err!("node {node} is not an input");
-                };
-                let from = *env
-                    .locations
-                    .get(stage)
-                    .and_then(|l| l.get(chunk))
-                    .ok_or_else(|| {
-                        internal_datafusion_err!("no location for stage {stage} chunk {chunk}")
-                    })?;
-                let key = PartitionKey {
-                    job: env.job,
-                    task: TaskId {
-                        stage: *stage,
-                        partition: chunk,
-                    },
-                    bucket: 0,
-                };
-                fetches.push(((node, chunk), env.io.fetch(key, from)?));
+        let mut reads = Vec::new();
+        for (node, chunk) in needs {
+            match &program.nodes[node].op {
+                Op::Input { stage, .. } => {
+                    let shuffle = shuffle_env(&context)?;
+                    let from = *shuffle
+                        .locations
+                        .get(stage)
+                        .and_then(|l| l.get(chunk))
+                        .ok_or_else(|| {
+                            internal_datafusion_err!("no location for stage {stage} chunk {chunk}")
+                        })?;
+                    let key = PartitionKey {
+                        job: shuffle.job,
+                        task: TaskId {
+                            stage: *stage,
+                            partition: chunk,
+                        },
+                        bucket: 0,
+                    };
+                    fetches.push(((node, chunk), shuffle.io.fetch(key, from)?));
+                }
+                Op::ZarrRead { .. } => reads.push((node, chunk)),
+                _ => return internal_err!("node {node} is not an input"),
             }
         }
         let baseline = BaselineMetrics::new(&self.metrics, partition);
@@ -190,15 +201,47 @@ impl ExecutionPlan for ChunkExec {
                 };
                 fetched.insert(key, batch);
             }
+            // Store chunks: a few at a time, each decoded as it arrives.
+            let loaded: Vec<((usize, usize), RecordBatch)> = futures::stream::iter(reads)
+                .map(|(node, chunk)| {
+                    let program = Arc::clone(&program);
+                    let env = Arc::clone(&env);
+                    async move {
+                        let batch = read_store_chunk(&program, node, chunk, &env).await?;
+                        Ok::<_, datafusion::common::DataFusionError>(((node, chunk), batch))
+                    }
+                })
+                .buffered(4)
+                .try_collect()
+                .await?;
+            fetched.extend(loaded);
             let timer = baseline.elapsed_compute().timer();
             let columns = program.run(partition, &fetched)?;
-            let batch = NdChunk::fields_to_batch(&columns)?;
             timer.done();
+            if let Op::ZarrWrite {
+                store,
+                path,
+                metadata,
+                ..
+            } = &program.nodes[program.root()].op
+            {
+                let chunk = &columns[0].1;
+                let coords: Vec<u64> = program.nodes[program.root()]
+                    .grid
+                    .coords(partition)
+                    .iter()
+                    .map(|&c| c as u64)
+                    .collect();
+                let values = to_user_type(chunk)?;
+                shoal_io::zarr::write_chunk(&env, store, path, metadata, &coords, &values).await?;
+                return Ok(RecordBatch::new_empty(schema));
+            }
+            let batch = NdChunk::fields_to_batch(&columns)?;
             baseline.record_output(batch.num_rows());
             Ok(batch)
         };
         Ok(Box::pin(RecordBatchStreamAdapter::new(
-            schema,
+            self.schema(),
             futures::stream::once(fut),
         )))
     }
@@ -206,4 +249,76 @@ impl ExecutionPlan for ChunkExec {
     fn metrics(&self) -> Option<MetricsSet> {
         Some(self.metrics.clone_inner())
     }
+}
+
+/// Chunk `chunk` of the store array behind `ZarrRead` node `node`, as a one-column batch
+/// of the dtype's storage type.
+async fn read_store_chunk(
+    program: &ChunkProgram,
+    node: usize,
+    chunk: usize,
+    env: &RuntimeEnv,
+) -> Result<RecordBatch> {
+    let n = &program.nodes[node];
+    let Op::ZarrRead {
+        store,
+        path,
+        metadata,
+        grid,
+    } = &n.op
+    else {
+        return internal_err!("node {node} is not a store read");
+    };
+    let coords: Vec<u64> = grid.coords(chunk).iter().map(|&c| c as u64).collect();
+    let values = shoal_io::zarr::read_chunk(env, store, path, metadata, &coords).await?;
+    let region = grid.region(chunk);
+    let cells: usize = region.iter().map(|r| r.end - r.start).product();
+    // Edge chunks come back at full chunk size: keep the part inside the array.
+    let values = if values.len() == cells {
+        values
+    } else {
+        let full: Vec<usize> = grid.chunks().iter().map(|c| c[0]).collect();
+        crop(
+            &values,
+            &full,
+            &region.iter().map(|r| r.end - r.start).collect::<Vec<_>>(),
+        )?
+    };
+    let values = cast(&values, &n.dtype.storage_type())?;
+    let chunk = NdChunk::from_storage(
+        n.dtype,
+        region.iter().map(|r| r.end - r.start).collect(),
+        values,
+    );
+    chunk.to_batch("values")
+}
+
+/// The leading `shape` corner of a C-ordered block of `full` shape.
+fn crop(values: &ArrayRef, full: &[usize], shape: &[usize]) -> Result<ArrayRef> {
+    let n = shape.len();
+    let mut strides = vec![1usize; n];
+    for a in (0..n.saturating_sub(1)).rev() {
+        strides[a] = strides[a + 1] * full[a + 1];
+    }
+    let mut indices = Vec::with_capacity(shape.iter().product());
+    super::chunk::for_each_lane(shape, &strides, 0, |start, len, step| {
+        indices.extend((0..len).map(|j| (start + j * step) as u64));
+    });
+    let indices = datafusion::arrow::array::UInt64Array::from(indices);
+    Ok(datafusion::arrow::compute::take(
+        values.as_ref(),
+        &indices,
+        None,
+    )?)
+}
+
+/// A chunk's values in the Arrow type users see (bool and datetimes as themselves).
+fn to_user_type(chunk: &NdChunk) -> Result<ArrayRef> {
+    let standard = chunk.to_standard();
+    let batch = standard.to_batch("values")?;
+    let values = batch.column(0);
+    Ok(match chunk.dtype() {
+        DType::Bool | DType::DateTime => cast(values, &chunk.dtype().arrow_type())?,
+        _ => Arc::clone(values),
+    })
 }

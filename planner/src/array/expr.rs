@@ -109,6 +109,51 @@ pub fn literal(grid: ChunkGrid, dtype: DType, chunks: Vec<NdChunk>) -> Result<Ar
     }))
 }
 
+/// An array of a Zarr store, chunked as the store is.
+pub fn zarr_read(
+    store: &str,
+    path: &str,
+    metadata: &str,
+    shape: &[usize],
+    chunks: &[usize],
+    dtype: DType,
+) -> Result<ArrayExpr> {
+    check_chunks(shape, chunks)?;
+    let grid = ChunkGrid::regular(shape, chunks);
+    Ok(node(
+        Op::ZarrRead {
+            store: store.to_string(),
+            path: path.to_string(),
+            metadata: metadata.to_string(),
+            grid: grid.clone(),
+        },
+        dtype,
+        grid,
+    ))
+}
+
+/// Writes `x` into the Zarr array `path` of `store` whose chunks are `chunks` (`x` is
+/// rechunked to them first when needed). Running it returns no values.
+pub fn zarr_write(
+    x: &ArrayExpr,
+    store: &str,
+    path: &str,
+    metadata: &str,
+    chunks: &[usize],
+) -> Result<ArrayExpr> {
+    let x = rechunk(x, chunks)?;
+    Ok(node(
+        Op::ZarrWrite {
+            x: x.clone(),
+            store: store.to_string(),
+            path: path.to_string(),
+            metadata: metadata.to_string(),
+        },
+        x.dtype,
+        x.grid.clone(),
+    ))
+}
+
 /// `op(x)`.
 pub fn unary(op: UnaryOp, x: &ArrayExpr) -> Result<ArrayExpr> {
     let Some(dtype) = op.result(x.dtype) else {

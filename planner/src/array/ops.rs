@@ -282,6 +282,29 @@ pub enum Op<I> {
         /// How the literal is chunked.
         grid: ChunkGrid,
     },
+    /// An array of a Zarr store, read chunk by chunk (`grid` is the store's chunking).
+    ZarrRead {
+        /// Store URL (`file:///abs/cube.zarr`, `s3://bucket/cube.zarr`).
+        store: String,
+        /// Node path of the array (`/t2m`).
+        path: String,
+        /// The array's Zarr metadata as JSON.
+        metadata: String,
+        /// The store's chunking.
+        grid: ChunkGrid,
+    },
+    /// Writes `x` to a Zarr array, one store chunk per task (a stage root only; `x` is
+    /// chunked like the store array).
+    ZarrWrite {
+        /// The values.
+        x: I,
+        /// Store URL.
+        store: String,
+        /// Node path of the array.
+        path: String,
+        /// The array's Zarr metadata as JSON.
+        metadata: String,
+    },
     /// The output of an earlier stage of the job (chunk `i` is task `i`'s bucket 0).
     Input {
         /// The stage.
@@ -479,6 +502,7 @@ impl<I> Op<I> {
             | Op::Full { .. }
             | Op::Arange { .. }
             | Op::Literal { .. }
+            | Op::ZarrRead { .. }
             | Op::Input { .. } => vec![],
             Op::Unary { x, .. }
             | Op::Cast { x }
@@ -489,6 +513,7 @@ impl<I> Op<I> {
             | Op::ExpandDims { x, .. }
             | Op::Squeeze { x, .. }
             | Op::Rolling { x, .. }
+            | Op::ZarrWrite { x, .. }
             | Op::Rechunk { x }
             | Op::Reduce { x, .. }
             | Op::Partial { x, .. }
@@ -515,6 +540,28 @@ impl<I> Op<I> {
             Op::Literal { id, grid } => Op::Literal {
                 id: *id,
                 grid: grid.clone(),
+            },
+            Op::ZarrRead {
+                store,
+                path,
+                metadata,
+                grid,
+            } => Op::ZarrRead {
+                store: store.clone(),
+                path: path.clone(),
+                metadata: metadata.clone(),
+                grid: grid.clone(),
+            },
+            Op::ZarrWrite {
+                x,
+                store,
+                path,
+                metadata,
+            } => Op::ZarrWrite {
+                x: f(x),
+                store: store.clone(),
+                path: path.clone(),
+                metadata: metadata.clone(),
             },
             Op::Input {
                 stage,

@@ -132,7 +132,7 @@ impl ChunkProgram {
         region: &Region,
         out: &mut Vec<(usize, usize)>,
     ) -> Result<()> {
-        if let Op::Input { grid, .. } = &self.nodes[node].op {
+        if let Op::Input { grid, .. } | Op::ZarrRead { grid, .. } = &self.nodes[node].op {
             for (chunk, _, _) in pieces(grid, region) {
                 out.push((node, grid.index(&chunk)));
             }
@@ -195,6 +195,7 @@ impl ChunkProgram {
         let grid = match &self.nodes[*source].op {
             Op::Literal { grid, .. } => grid,
             Op::Input { grid, fields, .. } if fields.len() == 1 => grid,
+            Op::ZarrRead { grid, .. } => grid,
             _ => return Ok(None),
         };
         let parts = pieces(grid, region);
@@ -240,8 +241,11 @@ impl ChunkProgram {
             | Op::Full { .. }
             | Op::Arange { .. }
             | Op::Literal { .. }
+            | Op::ZarrRead { .. }
             | Op::Input { .. } => vec![],
-            Op::Unary { x, .. } | Op::Cast { x } | Op::Rechunk { x } => vec![(*x, region.clone())],
+            Op::Unary { x, .. } | Op::Cast { x } | Op::Rechunk { x } | Op::ZarrWrite { x, .. } => {
+                vec![(*x, region.clone())]
+            }
             Op::Binary { a, b, .. } => vec![
                 (*a, broadcast_region(region, &shape_of(*a))),
                 (*b, broadcast_region(region, &shape_of(*b))),
@@ -379,7 +383,10 @@ impl ChunkProgram {
                         .ok_or_else(|| internal_datafusion_err!("literal {id} lacks chunk {i}"))
                 })?
             }
-            Op::Input { grid, .. } => read_input(node, grid, n.dtype, 0, region, fetched)?,
+            Op::Input { grid, .. } | Op::ZarrRead { grid, .. } => {
+                read_input(node, grid, n.dtype, 0, region, fetched)?
+            }
+            Op::ZarrWrite { .. } => children[0].clone(),
             Op::Unary { op, .. } => kernels::unary(*op, &children[0], n.dtype)?,
             Op::Binary { op, .. } => {
                 kernels::binary(*op, &children[0], &children[1], &shape, n.dtype)?
