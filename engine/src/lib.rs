@@ -6,6 +6,9 @@
 //!        ─► shoal_planner::split_into_stages ─► TaskGraph ─► shoal_exec::LocalCluster
 //! ```
 //!
+//! Arrays: [`Array`] (chunked N-d, like `dask.array`), [`DataArray`] and [`Dataset`]
+//! (named dimensions, like xarray), Zarr through `Session::open_zarr` and `to_zarr`.
+//!
 //! Start with [`Session`]: `Session::new()` starts an embedded scheduler with one worker
 //! per core; `session.read_parquet(..)`, `session.sql(..)` give lazy [`DataFrame`]s.
 //!

@@ -12,6 +12,12 @@
 //! other stages are [`ShuffleReadExec`]s. How batches move between tasks is not this
 //! crate's business: both operators talk to a [`ShuffleIo`] that the executor puts into
 //! the task's context ([`ShuffleEnv`]). Read [`split::split_into_stages`] first.
+//!
+//! Arrays take the same road: [`array::lower`] turns an array expression into stages whose
+//! plans are [`array::ChunkExec`] (a fused chunk program, one task per output chunk) under
+//! the same `ShuffleWriteExec`, so chunk tasks and SQL tasks share one scheduler, result
+//! store, transport and plan codec. (DESIGN.md sketches a separate `TaskKind::Chunk`; a
+//! DataFusion operator gave the same thing without a second task kind.)
 
 pub mod array;
 pub mod codec;

@@ -762,6 +762,41 @@ async fn array_jobs_on_worker_processes_match_the_embedded_engine() {
     }
     let by_hand = values.sum_axis(ndarray::Axis(0));
     close("rechunked sum", &results[0][4], &by_hand);
+
+    // Zarr chunks are written and read by the worker processes; the climatology anomaly
+    // over the store matches the embedded engine's.
+    let dir = tempfile::tempdir().unwrap();
+    let start = shoal::labeled::index::parse_datetime("2001-01-01").unwrap();
+    let days: Vec<i64> = (0..200).map(|d| start + d * 86_400_000_000_000).collect();
+    let mut anomalies = Vec::new();
+    for (i, session) in [&remote, &local].into_iter().enumerate() {
+        let x = session
+            .random_uniform(&[200, 3, 4], &[50, 3, 4], 3)
+            .unwrap();
+        let da = shoal::DataArray::new(x, &["time", "lat", "lon"])
+            .unwrap()
+            .with_name("t2m")
+            .with_coord("time", "time", shoal::Index::DateTime(days.clone()))
+            .unwrap();
+        let path = dir.path().join(format!("cube{i}.zarr"));
+        da.to_zarr(path.to_str().unwrap()).await.unwrap();
+        let t2m = session
+            .open_zarr(path.to_str().unwrap())
+            .unwrap()
+            .var("t2m")
+            .unwrap();
+        let clim = t2m.groupby("time.month").unwrap().mean().unwrap();
+        let anomaly = t2m.groupby("time.month").unwrap().sub(&clim).unwrap();
+        anomalies.push(
+            anomaly
+                .std(["time"])
+                .unwrap()
+                .to_ndarray::<f64>()
+                .await
+                .unwrap(),
+        );
+    }
+    close("zarr anomaly", &anomalies[0], &anomalies[1]);
     let status = remote.status().await.unwrap();
     assert!(
         status.workers.iter().all(|w| w.tasks_completed > 0),

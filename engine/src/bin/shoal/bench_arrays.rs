@@ -19,6 +19,13 @@ pub struct ArraysArgs {
     /// Timed runs per workload (after one warm-up); the median is reported.
     #[arg(long, default_value_t = 3)]
     iterations: usize,
+    /// A Zarr store with a (time, ...) variable: adds `zarr_mean_time` and
+    /// `zarr_anomaly_std` (monthly climatology, anomaly, standard deviation over time).
+    #[arg(long)]
+    zarr: Option<String>,
+    /// The variable of `--zarr` to use.
+    #[arg(long, default_value = "t2m")]
+    var: String,
     /// Only these workloads, e.g. sum,matmul.
     #[arg(long, value_delimiter = ',')]
     workloads: Vec<String>,
@@ -84,6 +91,19 @@ pub async fn run(session: &Session, args: ArraysArgs) -> shoal::Result<()> {
     if wanted("rechunk_sum") {
         let w = x.rechunk(&[side, (chunk / 4).max(1)])?.sum(0)?;
         report("rechunk_sum", median(n, || compute(&w)).await?);
+    }
+    drop(x);
+    if let Some(store) = &args.zarr {
+        let t2m = session.open_zarr(store)?.var(&args.var)?;
+        if wanted("zarr_mean_time") {
+            let w = t2m.mean(["time"])?;
+            report("zarr_mean_time", median(n, || compute(w.data())).await?);
+        }
+        if wanted("zarr_anomaly_std") {
+            let clim = t2m.groupby("time.month")?.mean()?;
+            let w = t2m.groupby("time.month")?.sub(&clim)?.std(["time"])?;
+            report("zarr_anomaly_std", median(n, || compute(w.data())).await?);
+        }
     }
     Ok(())
 }
