@@ -140,6 +140,9 @@ impl NdChunk {
             return s.to_vec();
         }
         let (values, offset, strides) = self.raw::<T>();
+        if let Some(out) = transposed_copy(values, offset, &self.shape, strides) {
+            return out;
+        }
         let mut out = Vec::with_capacity(self.len());
         for_each_lane(&self.shape, strides, offset, |start, len, step| {
             if step == 1 {
@@ -331,6 +334,36 @@ impl NdChunk {
     }
 }
 
+/// A C-ordered copy of a 2-d block stored column-major (a transposed chunk), copied in
+/// tiles so both sides stay in cache.
+fn transposed_copy<T: Native>(
+    values: &[T],
+    offset: usize,
+    shape: &[usize],
+    strides: &[usize],
+) -> Option<Vec<T>> {
+    let ([rows, cols], [rs, cs]) = (shape, strides) else {
+        return None;
+    };
+    let (rows, cols, rs, cs) = (*rows, *cols, *rs, *cs);
+    if rs != 1 || cs < cols.min(2) || rows < 16 || cols < 16 {
+        return None;
+    }
+    const TILE: usize = 32;
+    let mut out = vec![T::default(); rows * cols];
+    for i0 in (0..rows).step_by(TILE) {
+        for j0 in (0..cols).step_by(TILE) {
+            for j in j0..(j0 + TILE).min(cols) {
+                let column = offset + j * cs;
+                for i in i0..(i0 + TILE).min(rows) {
+                    out[i * cols + j] = values[column + i];
+                }
+            }
+        }
+    }
+    Some(out)
+}
+
 /// Calls `f(start, len, step)` for every lane along the last axis of a strided block of
 /// `shape` whose first cell is at `offset`, in C order of the lanes.
 pub fn for_each_lane(
@@ -381,6 +414,10 @@ mod tests {
         let t = c.permute(&[1, 0]);
         assert_eq!(t.shape(), &[4, 3]);
         assert_eq!(t.to_vec::<f64>()[..4], [0.0, 4.0, 8.0, 1.0]);
+        let big = NdChunk::from_vec(DType::I64, vec![40, 37], (0..40 * 37).collect::<Vec<i64>>());
+        let tb = big.permute(&[1, 0]).to_vec::<i64>();
+        assert_eq!(tb.len(), 40 * 37);
+        assert!((0..37).all(|i| (0..40).all(|j| tb[i * 40 + j] == (j * 37 + i) as i64)));
         let b = t.to_batch("v").unwrap();
         let back = NdChunk::from_batch(&b, 0, DType::F64, &[4, 3]).unwrap();
         assert_eq!(back.to_vec::<f64>(), t.to_vec::<f64>());

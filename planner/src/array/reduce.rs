@@ -304,6 +304,44 @@ fn fold_sum<T: Native + AsPrimitive<A>, A: Arith>(
     acc
 }
 
+/// Sums of squared deviations from each cell's mean, lane by lane where the layout lets
+/// the loop vectorise.
+fn fold_m2<T: Native>(values: &[T], l: &Lanes, means: &[f64], skipna: bool) -> Vec<f64> {
+    let mut m2 = vec![0.0f64; means.len()];
+    let len = l.len();
+    let square = |v: T, m: f64| -> f64 {
+        let d = AsPrimitive::<f64>::as_(v) - m;
+        if skipna && d.is_nan() { 0.0 } else { d * d }
+    };
+    match l.last() {
+        AxisMap::Reduce => l.lanes(|start, cell, _| {
+            let m = means[cell];
+            let lane = &values[start..start + len];
+            let mut acc = [0.0f64; 8];
+            let mut chunks = lane.chunks_exact(8);
+            for c in &mut chunks {
+                for i in 0..8 {
+                    acc[i] += square(c[i], m);
+                }
+            }
+            let rest: f64 = chunks.remainder().iter().map(|&v| square(v, m)).sum();
+            m2[cell] += acc.iter().sum::<f64>() + rest;
+        }),
+        AxisMap::Keep => l.lanes(|start, cell, _| {
+            let lane = &values[start..start + len];
+            for ((q, &m), &v) in m2[cell..cell + len]
+                .iter_mut()
+                .zip(&means[cell..cell + len])
+                .zip(lane)
+            {
+                *q += square(v, m);
+            }
+        }),
+        AxisMap::Group { .. } => l.each(|cell, i, _| m2[cell] += square(values[i], means[cell])),
+    }
+    m2
+}
+
 /// Non-NaN counts per cell (or the number of reduced cells when NaN are not skipped).
 fn fold_count<T: Native>(values: &[T], l: &Lanes, skipna: bool) -> Vec<f64> {
     let mut counts = vec![0.0; l.out_cells()];
@@ -409,14 +447,7 @@ pub fn partial(spec: &ReduceSpec, x: &NdChunk, offsets: &[usize]) -> Result<Vec<
                     vec![chunk_of(DType::F64, &shape, sums), chunk_of(DType::F64, &shape, counts)]
                 } else {
                     let means: Vec<f64> = sums.iter().zip(&counts).map(|(s, c)| if *c > 0.0 { s / c } else { 0.0 }).collect();
-                    let mut m2 = vec![0.0f64; means.len()];
-                    l.each(|cell, i, _| {
-                        let v: f64 = values[i].as_();
-                        if !(skipna && v.is_nan()) {
-                            let d = v - means[cell];
-                            m2[cell] += d * d;
-                        }
-                    });
+                    let m2 = fold_m2(values, &l, &means, skipna);
                     vec![chunk_of(DType::F64, &shape, counts), chunk_of(DType::F64, &shape, means), chunk_of(DType::F64, &shape, m2)]
                 }
             }
