@@ -354,11 +354,24 @@ fn fold_count<T: Native>(values: &[T], l: &Lanes, skipna: bool) -> Vec<f64> {
         l.each(|cell, _, _| counts[cell] += 1.0);
         return counts;
     }
-    l.each(|cell, i, _| {
-        if !values[i].is_nan() {
-            counts[cell] += 1.0;
-        }
-    });
+    let len = l.len();
+    match l.last() {
+        AxisMap::Reduce => l.lanes(|start, cell, _| {
+            let lane = &values[start..start + len];
+            counts[cell] += lane.iter().filter(|v| !v.is_nan()).count() as f64;
+        }),
+        AxisMap::Keep => l.lanes(|start, cell, _| {
+            let lane = &values[start..start + len];
+            for (c, v) in counts[cell..cell + len].iter_mut().zip(lane) {
+                *c += f64::from(u8::from(!v.is_nan()));
+            }
+        }),
+        AxisMap::Group { .. } => l.each(|cell, i, _| {
+            if !values[i].is_nan() {
+                counts[cell] += 1.0;
+            }
+        }),
+    }
     counts
 }
 
