@@ -118,12 +118,7 @@ impl NdChunk {
 
     /// The values as an ndarray view; `T` must be the dtype's storage type.
     pub fn view<T: Native>(&self) -> ArrayViewD<'_, T> {
-        let values: &[T] = self
-            .data
-            .as_primitive_opt::<T::Arrow>()
-            .expect("NdChunk viewed as a type other than its storage type")
-            .values()
-            .as_ref();
+        let (values, _, _) = self.raw::<T>();
         if self.is_empty() {
             return ArrayViewD::from_shape(IxDyn(&self.shape), &[]).expect("empty view");
         }
