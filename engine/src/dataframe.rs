@@ -80,6 +80,11 @@ impl DataFrame {
         Self { session, df }
     }
 
+    /// The session the frame runs in.
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
     fn with(&self, df: DfFrame) -> Self {
         Self {
             session: self.session.clone(),

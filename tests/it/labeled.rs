@@ -257,3 +257,108 @@ async fn alignment_by_name_and_selection() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn to_dataframe_and_back() {
+    use datafusion::arrow::array::Array as _;
+    use shoal::prelude::*;
+    let s = session();
+    let (t2m, v, _) = cube(&s).await;
+    let small = t2m
+        .isel(&[("time", Sel::Slice(Some(0), Some(3), 1))])
+        .unwrap()
+        .with_name("t2m");
+    let frame = small.to_dataframe().await.unwrap();
+    let batches = frame.collect().await.unwrap();
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(rows, 3 * 4 * 5, "one row per cell");
+    let b = &batches[0];
+    assert_eq!(
+        b.schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect::<Vec<_>>(),
+        vec!["time", "lat", "lon", "t2m"]
+    );
+    // Row 27 is cell (1, 1, 2) in C order.
+    let lat = b
+        .column(1)
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::Float64Array>()
+        .unwrap();
+    let vals = b
+        .column(3)
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::Float64Array>()
+        .unwrap();
+    assert_eq!(lat.value(27), 20.0);
+    if v[[1, 1, 2]].is_nan() {
+        assert!(vals.is_null(27), "NaN cells are NULL in tables");
+    } else {
+        assert_eq!(vals.value(27), v[[1, 1, 2]]);
+    }
+    assert_eq!(
+        vals.null_count(),
+        (0..3)
+            .flat_map(|t| (0..4).flat_map(move |i| (0..5).map(move |j| (t, i, j))))
+            .filter(|&(t, i, j)| v[[t, i, j]].is_nan())
+            .count()
+    );
+    // Tables and arrays agree: the per-latitude mean from SQL equals the array reduction.
+    let by_lat = frame
+        .groupby(["lat"])
+        .unwrap()
+        .agg([avg(col("t2m")).alias("m")])
+        .unwrap()
+        .sort_values(["lat"], true)
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let want = small
+        .mean(["time", "lon"])
+        .unwrap()
+        .to_ndarray::<f64>()
+        .await
+        .unwrap();
+    let m = by_lat[0]
+        .column(1)
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::Float64Array>()
+        .unwrap();
+    for i in 0..4 {
+        assert!((m.value(i) - want[[i]]).abs() < 1e-12, "lat {i}");
+    }
+
+    let table = s
+        .sql("select * from (values (1, 'a', 2.0), (2, 'a', 3.0), (1, 'b', 5.0)) as t(x, name, v)")
+        .await
+        .unwrap();
+    let ds = Dataset::from_dataframe(&table, &["x", "name"])
+        .await
+        .unwrap();
+    let var = ds.var("v").unwrap();
+    assert_eq!(var.dims(), vec!["x", "name"]);
+    assert_eq!(
+        var.index("name"),
+        Some(&Index::Str(vec!["a".into(), "b".into()]))
+    );
+    let got = var.to_ndarray::<f64>().await.unwrap();
+    assert_eq!(got[[0, 0]], 2.0);
+    assert_eq!(got[[1, 0]], 3.0);
+    assert_eq!(got[[0, 1]], 5.0);
+    assert!(got[[1, 1]].is_nan(), "a cell no row names is NaN");
+    let dup = s
+        .sql("select * from (values (1, 2.0), (1, 3.0)) as t(x, v)")
+        .await
+        .unwrap();
+    let err = Dataset::from_dataframe(&dup, &["x"])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("two rows name the same cell (x) = (1)"),
+        "{err}"
+    );
+}

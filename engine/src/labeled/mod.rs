@@ -4,6 +4,7 @@
 
 mod dataarray;
 mod dataset;
+mod frames;
 mod groupby;
 pub mod index;
 mod zarr;

@@ -1,0 +1,226 @@
+//! Between labeled arrays and tables, as xarray's `to_dataframe` and `from_dataframe`:
+//! one row per cell, a column per dimension coordinate and one for the values; back from
+//! a table whose dimension columns index the cells.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array as _, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, StringArray,
+    TimestampNanosecondArray, UInt64Array,
+};
+use datafusion::arrow::compute::{cast, concat_batches, take};
+use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, TimeUnit};
+use ndarray::{ArrayD, IxDyn};
+use shoal_planner::array::assemble;
+use shoal_planner::with_native;
+
+use super::dataarray::DataArray;
+use super::dataset::Dataset;
+use super::index::Index;
+use crate::dataframe::DataFrame;
+use crate::error::{Error, Result};
+
+fn index_column(index: &Index) -> ArrayRef {
+    match index {
+        Index::F64(v) => Arc::new(Float64Array::from(v.clone())),
+        Index::I64(v) => Arc::new(Int64Array::from(v.clone())),
+        Index::DateTime(v) => Arc::new(TimestampNanosecondArray::from(v.clone())),
+        Index::Str(v) => Arc::new(StringArray::from(v.clone())),
+    }
+}
+
+impl DataArray {
+    /// The values as a table: one row per cell in C order, a column per dimension (its
+    /// coordinate, or positions when it has none) and a column of values named after the
+    /// array (`values` when unnamed); NaN cells are NULL. Computes the array.
+    pub async fn to_dataframe(&self) -> Result<DataFrame> {
+        let data = self.data();
+        let chunks = data.collect_chunks().await?;
+        let dtype = data.dtype();
+        let grid = shoal_planner::array::ChunkGrid::new(data.chunks());
+        let storage: ArrayRef = with_native!(dtype, T => {
+            let values = assemble::<T>(&grid, &chunks)?;
+            let (v, _) = values.into_raw_vec_and_offset();
+            Arc::new(datafusion::arrow::array::PrimitiveArray::<<T as shoal_planner::array::Native>::Arrow>::from(v)) as ArrayRef
+        });
+        let values = cast(&storage, &dtype.arrow_type())?;
+        // NaN marks a missing cell in arrays; tables say that with NULL, so SQL
+        // aggregates skip them as xarray's reductions do.
+        let values: ArrayRef = match values.data_type() {
+            DataType::Float64 => Arc::new(
+                values
+                    .as_primitive::<Float64Type>()
+                    .iter()
+                    .map(|v| v.filter(|x| !x.is_nan()))
+                    .collect::<Float64Array>(),
+            ),
+            DataType::Float32 => Arc::new(
+                values
+                    .as_primitive::<datafusion::arrow::datatypes::Float32Type>()
+                    .iter()
+                    .map(|v| v.filter(|x| !x.is_nan()))
+                    .collect::<datafusion::arrow::array::Float32Array>(),
+            ),
+            _ => values,
+        };
+        let shape = data.shape();
+        let cells: usize = shape.iter().product();
+        let mut fields = Vec::new();
+        let mut columns = Vec::new();
+        let mut stride = cells;
+        for (axis, dim) in self.dims().iter().enumerate() {
+            let n = shape[axis];
+            stride /= n.max(1);
+            let labels = self
+                .index(dim)
+                .map(index_column)
+                .unwrap_or_else(|| Arc::new(Int64Array::from_iter_values(0..n as i64)));
+            let positions = UInt64Array::from_iter_values(
+                (0..cells).map(|i| ((i / stride.max(1)) % n.max(1)) as u64),
+            );
+            let column = take(labels.as_ref(), &positions, None)?;
+            fields.push(Field::new(*dim, column.data_type().clone(), false));
+            columns.push(column);
+        }
+        let name = self.name().unwrap_or("values");
+        fields.push(Field::new(name, values.data_type().clone(), true));
+        columns.push(values);
+        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
+        let session = data.session().clone();
+        let df = session.context().read_batch(batch)?;
+        Ok(DataFrame::new(session, df))
+    }
+}
+
+fn to_index(column: &ArrayRef, name: &str) -> Result<(Index, Vec<usize>)> {
+    // Unique sorted labels and each row's position among them.
+    macro_rules! factor {
+        ($values:expr, $wrap:expr) => {{
+            let values = $values;
+            let mut unique = values.clone();
+            unique.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+            unique.dedup();
+            let at = values
+                .iter()
+                .map(|v| unique.partition_point(|u| u < v))
+                .collect();
+            ($wrap(unique), at)
+        }};
+    }
+    if column.null_count() > 0 {
+        return Err(Error::input(format!("dimension column '{name}' has nulls")));
+    }
+    Ok(match column.data_type() {
+        DataType::Float16 | DataType::Float32 | DataType::Float64 => {
+            let c = cast(column, &DataType::Float64)?;
+            factor!(
+                c.as_primitive::<Float64Type>().values().to_vec(),
+                Index::F64
+            )
+        }
+        DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64 => {
+            let c = cast(column, &DataType::Timestamp(TimeUnit::Nanosecond, None))?;
+            let c = cast(&c, &DataType::Int64)?;
+            factor!(
+                c.as_primitive::<Int64Type>().values().to_vec(),
+                Index::DateTime
+            )
+        }
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+            let c = cast(column, &DataType::Utf8)?;
+            let v: Vec<String> = c
+                .as_string::<i32>()
+                .iter()
+                .map(|s| s.unwrap_or("").to_string())
+                .collect();
+            factor!(v, Index::Str)
+        }
+        t if t.is_integer() => {
+            let c = cast(column, &DataType::Int64)?;
+            factor!(c.as_primitive::<Int64Type>().values().to_vec(), Index::I64)
+        }
+        other => {
+            return Err(Error::input(format!(
+                "dimension column '{name}' has type {other}, which cannot label a dimension"
+            )));
+        }
+    })
+}
+
+impl Dataset {
+    /// A dataset from a table whose `dims` columns index the cells (xarray's
+    /// `from_dataframe`): each dimension gets the column's sorted distinct values as its
+    /// coordinate, every other numeric column becomes a `float64` variable over all the
+    /// dimensions, and cells no row names are NaN. Two rows naming the same cell are an
+    /// error.
+    pub async fn from_dataframe(frame: &DataFrame, dims: &[&str]) -> Result<Dataset> {
+        let batches = frame.collect().await?;
+        let Some(first) = batches.first() else {
+            return Err(Error::input("from_dataframe needs at least one row"));
+        };
+        let schema = first.schema();
+        let batch = concat_batches(&schema, &batches)?;
+        let mut indexes = Vec::new();
+        let mut positions: Vec<Vec<usize>> = Vec::new();
+        for dim in dims {
+            let column = batch
+                .column_by_name(dim)
+                .ok_or_else(|| Error::input(format!("no column '{dim}' to use as a dimension")))?;
+            let (index, at) = to_index(column, dim)?;
+            indexes.push(index);
+            positions.push(at);
+        }
+        let shape: Vec<usize> = indexes.iter().map(Index::len).collect();
+        let cells: usize = shape.iter().product();
+        let mut cell_of_row = Vec::with_capacity(batch.num_rows());
+        let mut seen = vec![false; cells];
+        for row in 0..batch.num_rows() {
+            let cell = positions
+                .iter()
+                .zip(&shape)
+                .fold(0, |acc, (p, &n)| acc * n + p[row]);
+            if std::mem::replace(&mut seen[cell], true) {
+                let labels: Vec<String> = indexes
+                    .iter()
+                    .zip(&positions)
+                    .map(|(ix, p)| ix.describe(p[row]))
+                    .collect();
+                return Err(Error::input(format!(
+                    "two rows name the same cell ({}) = ({})",
+                    dims.join(", "),
+                    labels.join(", ")
+                )));
+            }
+            cell_of_row.push(cell);
+        }
+        let session = frame.session().clone();
+        let chunks: Vec<usize> = shape.clone();
+        let mut ds = Dataset::new();
+        for field in schema.fields() {
+            let name = field.name();
+            if dims.contains(&name.as_str()) || !field.data_type().is_numeric() {
+                continue;
+            }
+            let values = cast(
+                batch.column_by_name(name).expect("schema column"),
+                &DataType::Float64,
+            )?;
+            let values = values.as_primitive::<Float64Type>();
+            let mut dense = vec![f64::NAN; cells];
+            for (row, &cell) in cell_of_row.iter().enumerate() {
+                if values.is_valid(row) {
+                    dense[cell] = values.value(row);
+                }
+            }
+            let dense = ArrayD::from_shape_vec(IxDyn(&shape), dense)
+                .map_err(|e| Error::input(format!("from_dataframe: {e}")))?;
+            let array = session.from_ndarray(&dense, &chunks)?;
+            let mut var = DataArray::new(array, dims)?;
+            for (dim, index) in dims.iter().zip(&indexes) {
+                var = var.with_coord(dim, dim, index.clone())?;
+            }
+            ds = ds.with_var(name, var)?;
+        }
+        Ok(ds)
+    }
+}
