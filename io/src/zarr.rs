@@ -37,6 +37,28 @@ use crate::location::Location;
 
 type ZArray = Array<dyn zarrs::storage::AsyncReadableWritableListableStorageTraits>;
 
+/// Fetches values of Arrow type `$data_type` with `$get!(T)` (a `Vec<T>`) and wraps them
+/// in the matching Arrow array; returns `$unsupported` for other types.
+macro_rules! to_arrow {
+    ($data_type:expr, $get:ident, $unsupported:expr) => {
+        match $data_type {
+            DataType::Boolean => Arc::new(BooleanArray::from($get!(bool))) as ArrayRef,
+            DataType::Int8 => Arc::new(Int8Array::from($get!(i8))),
+            DataType::Int16 => Arc::new(Int16Array::from($get!(i16))),
+            DataType::Int32 => Arc::new(Int32Array::from($get!(i32))),
+            DataType::Int64 => Arc::new(Int64Array::from($get!(i64))),
+            DataType::UInt8 => Arc::new(UInt8Array::from($get!(u8))),
+            DataType::UInt16 => Arc::new(UInt16Array::from($get!(u16))),
+            DataType::UInt32 => Arc::new(UInt32Array::from($get!(u32))),
+            DataType::UInt64 => Arc::new(UInt64Array::from($get!(u64))),
+            DataType::Float32 => Arc::new(Float32Array::from($get!(f32))),
+            DataType::Float64 => Arc::new(Float64Array::from($get!(f64))),
+            DataType::Timestamp(_, _) => Arc::new(TimestampNanosecondArray::from($get!(i64))),
+            _ => return $unsupported,
+        }
+    };
+}
+
 /// What a Zarr array holds and how it is laid out.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ZarrArrayMeta {
@@ -259,36 +281,22 @@ pub async fn read_chunk(
     }
     let what = || format!("array '{}' chunk {coords:?}", path.trim_start_matches('/'));
     macro_rules! get {
-        ($t:ty, $arr:ty) => {{
-            let v = array
+        ($t:ty) => {
+            array
                 .async_retrieve_chunk::<Vec<$t>>(coords)
                 .await
-                .map_err(|e| zerr(store, &what(), e))?;
-            Arc::new(<$arr>::from(v)) as ArrayRef
-        }};
+                .map_err(|e| zerr(store, &what(), e))?
+        };
     }
     let data_type =
         arrow_type(&array).ok_or_else(|| zerr(store, &what(), "unsupported data type"))?;
-    Ok(match data_type {
-        DataType::Boolean => get!(bool, BooleanArray),
-        DataType::Int8 => get!(i8, Int8Array),
-        DataType::Int16 => get!(i16, Int16Array),
-        DataType::Int32 => get!(i32, Int32Array),
-        DataType::Int64 => get!(i64, Int64Array),
-        DataType::UInt8 => get!(u8, UInt8Array),
-        DataType::UInt16 => get!(u16, UInt16Array),
-        DataType::UInt32 => get!(u32, UInt32Array),
-        DataType::UInt64 => get!(u64, UInt64Array),
-        DataType::Float32 => get!(f32, Float32Array),
-        DataType::Float64 => get!(f64, Float64Array),
-        DataType::Timestamp(_, _) => get!(i64, TimestampNanosecondArray),
-        other => {
-            return exec_err!(
-                "zarr store {store}: {}: type {other} is not supported",
-                what()
-            );
-        }
-    })
+    let unsupported = || {
+        exec_err!(
+            "zarr store {store}: {}: type {data_type} is not supported",
+            what()
+        )
+    };
+    Ok(to_arrow!(data_type.clone(), get, unsupported()))
 }
 
 /// Every value of a (small) array, in C order: coordinates are read this way.
@@ -297,29 +305,20 @@ pub async fn read_all(env: &RuntimeEnv, store: &str, meta: &ZarrArrayMeta) -> Re
     let subset = array.subset_all();
     let what = format!("array '{}'", meta.name);
     macro_rules! get {
-        ($t:ty, $arr:ty) => {{
-            let v = array
+        ($t:ty) => {
+            array
                 .async_retrieve_array_subset::<Vec<$t>>(&subset)
                 .await
-                .map_err(|e| zerr(store, &what, e))?;
-            Arc::new(<$arr>::from(v)) as ArrayRef
-        }};
+                .map_err(|e| zerr(store, &what, e))?
+        };
     }
-    Ok(match &meta.data_type {
-        DataType::Boolean => get!(bool, BooleanArray),
-        DataType::Int8 => get!(i8, Int8Array),
-        DataType::Int16 => get!(i16, Int16Array),
-        DataType::Int32 => get!(i32, Int32Array),
-        DataType::Int64 => get!(i64, Int64Array),
-        DataType::UInt8 => get!(u8, UInt8Array),
-        DataType::UInt16 => get!(u16, UInt16Array),
-        DataType::UInt32 => get!(u32, UInt32Array),
-        DataType::UInt64 => get!(u64, UInt64Array),
-        DataType::Float32 => get!(f32, Float32Array),
-        DataType::Float64 => get!(f64, Float64Array),
-        DataType::Timestamp(_, _) => get!(i64, TimestampNanosecondArray),
-        other => return exec_err!("zarr store {store}: {what}: type {other} is not supported"),
-    })
+    let unsupported = || {
+        exec_err!(
+            "zarr store {store}: {what}: type {} is not supported",
+            meta.data_type
+        )
+    };
+    Ok(to_arrow!(&meta.data_type, get, unsupported()))
 }
 
 /// Compression of written chunks.
