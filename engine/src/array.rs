@@ -337,6 +337,11 @@ impl Array {
         self.wrap(expr::transpose(&self.expr, perm))
     }
 
+    /// The same cells in C order under another shape (NumPy's `reshape`).
+    pub fn reshape(&self, shape: &[usize]) -> Result<Array> {
+        self.wrap(expr::reshape(&self.expr, shape))
+    }
+
     /// The array with length-1 axes inserted at `axes` (positions in the result).
     pub fn expand_dims(&self, axes: &[usize]) -> Result<Array> {
         self.wrap(expr::expand_dims(&self.expr, axes))

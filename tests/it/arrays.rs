@@ -432,6 +432,16 @@ async fn expand_squeeze_and_stack() {
     let b = (&x - &col).unwrap();
     let want = &xv - &xv.slice(s![.., 3..4]);
     assert_close("broadcast an expanded column", &values(&b).await, &want);
+    let r = x.reshape(&[17, 13]).unwrap();
+    let rv = xv.clone().into_shape_with_order(IxDyn(&[17, 13])).unwrap();
+    assert_close("reshape", &values(&r).await, &rv);
+    let flat = x.reshape(&[221]).unwrap().reshape(&[13, 17]).unwrap();
+    assert_close("reshape round trip", &values(&flat).await, &xv);
+    let err = x.reshape(&[10, 10]).unwrap_err().to_string();
+    assert!(
+        err.contains("cannot reshape an array of shape [13, 17] (221 cells) to [10, 10]"),
+        "{err}"
+    );
     let st = Array::stack(&[&x, &x], 1).unwrap();
     assert_eq!(st.shape(), vec![13, 2, 17]);
     let sv = values(&st).await;

@@ -113,6 +113,7 @@ fn op_name<I>(op: &super::ops::Op<I>) -> &'static str {
         ExpandDims { .. } => "expand_dims",
         Squeeze { .. } => "squeeze",
         Rolling { .. } => "rolling",
+        Reshape { .. } => "reshape",
         Concat { .. } => "concat",
         Rechunk { .. } => "rechunk",
         Contract { .. } => "contract",

@@ -475,6 +475,33 @@ pub fn rolling(
     ))
 }
 
+/// `x` with shape `shape` (same number of cells, C order); output chunks follow `x`'s
+/// chunk lengths where an axis keeps its length.
+pub fn reshape(x: &ArrayExpr, shape: &[usize]) -> Result<ArrayExpr> {
+    let own = x.grid.shape();
+    if own == shape {
+        return Ok(x.clone());
+    }
+    let (a, b): (usize, usize) = (own.iter().product(), shape.iter().product());
+    if a != b {
+        return plan_err!(
+            "cannot reshape an array of shape {own:?} ({a} cells) to {shape:?} ({b} cells)"
+        );
+    }
+    let size = x.grid.max_chunk_cells().max(1);
+    // Chunk the result by its leading axis, about as many cells per chunk as `x` has.
+    let row: usize = shape.iter().skip(1).product::<usize>().max(1);
+    let mut chunks: Vec<Vec<usize>> = shape.iter().map(|&n| vec![n]).collect();
+    if let Some(first) = shape.first() {
+        chunks[0] = super::grid::split_axis(*first, (size / row).max(1));
+    }
+    Ok(node(
+        Op::Reshape { x: x.clone() },
+        x.dtype,
+        ChunkGrid::new(chunks),
+    ))
+}
+
 /// `x` with length-1 axes inserted at positions `axes` of the result.
 pub fn expand_dims(x: &ArrayExpr, axes: &[usize]) -> Result<ArrayExpr> {
     let mut axes = axes.to_vec();

@@ -388,6 +388,11 @@ pub enum Op<I> {
         /// The axes dropped, ascending.
         axes: Vec<usize>,
     },
+    /// `x` with the node's shape, cells in C order (NumPy's `reshape`).
+    Reshape {
+        /// The array.
+        x: I,
+    },
     /// A moving-window reduction along `axis`: cell `i` reduces the `window` cells ending
     /// at `i`, skipping NaN, and is NaN when fewer than `min_periods` values remain.
     Rolling {
@@ -513,6 +518,7 @@ impl<I> Op<I> {
             | Op::ExpandDims { x, .. }
             | Op::Squeeze { x, .. }
             | Op::Rolling { x, .. }
+            | Op::Reshape { x }
             | Op::ZarrWrite { x, .. }
             | Op::Rechunk { x }
             | Op::Reduce { x, .. }
@@ -607,6 +613,7 @@ impl<I> Op<I> {
                 x: f(x),
                 axes: axes.clone(),
             },
+            Op::Reshape { x } => Op::Reshape { x: f(x) },
             Op::Rolling {
                 x,
                 axis,

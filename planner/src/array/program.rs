@@ -255,6 +255,7 @@ impl ChunkProgram {
                 .map(|&&i| (i, broadcast_region(region, &shape_of(i))))
                 .collect(),
             Op::BroadcastTo { x } => vec![(*x, broadcast_region(region, &shape_of(*x)))],
+            Op::Reshape { x } => vec![(*x, reshape_source(region, &n.grid.shape(), &shape_of(*x)))],
             Op::Rolling {
                 x, axis, window, ..
             } => {
@@ -415,6 +416,16 @@ impl ChunkProgram {
             Op::Transpose { perm, .. } => children[0].permute(perm),
             Op::BroadcastTo { .. } => broadcast(&children[0], &shape)?,
             Op::ExpandDims { .. } | Op::Squeeze { .. } => children[0].with_shape(shape),
+            Op::Reshape { x } => {
+                let source = reshape_source(region, &n.grid.shape(), &self.nodes[*x].grid.shape());
+                reshape_gather(
+                    &children[0],
+                    &source,
+                    region,
+                    &n.grid.shape(),
+                    &self.nodes[*x].grid.shape(),
+                )
+            }
             Op::Rolling {
                 axis,
                 window,
@@ -440,6 +451,66 @@ impl ChunkProgram {
             }
         })
     }
+}
+
+fn flat_index(index: &[usize], shape: &[usize]) -> usize {
+    index.iter().zip(shape).fold(0, |acc, (&i, &n)| acc * n + i)
+}
+
+fn unflatten(mut flat: usize, shape: &[usize]) -> Vec<usize> {
+    let mut out = vec![0; shape.len()];
+    for axis in (0..shape.len()).rev() {
+        let n = shape[axis].max(1);
+        out[axis] = flat % n;
+        flat /= n;
+    }
+    out
+}
+
+/// The rows of the input (all other axes whole) holding the cells of an output region of
+/// a reshape: those between the region's first and last cells in C order.
+fn reshape_source(region: &Region, out_shape: &[usize], in_shape: &[usize]) -> Region {
+    if region.iter().any(|r| r.is_empty()) || in_shape.is_empty() {
+        return in_shape.iter().map(|_| 0..0).collect();
+    }
+    let first: Vec<usize> = region.iter().map(|r| r.start).collect();
+    let last: Vec<usize> = region.iter().map(|r| r.end - 1).collect();
+    let lo = unflatten(flat_index(&first, out_shape), in_shape);
+    let hi = unflatten(flat_index(&last, out_shape), in_shape);
+    let mut source: Region = in_shape.iter().map(|&n| 0..n).collect();
+    source[0] = lo[0]..hi[0] + 1;
+    source
+}
+
+/// The output region of a reshape gathered from its source rows (C order).
+fn reshape_gather(
+    source: &NdChunk,
+    rows: &Region,
+    region: &Region,
+    out_shape: &[usize],
+    in_shape: &[usize],
+) -> NdChunk {
+    let row_cells: usize = in_shape.iter().skip(1).product();
+    let base = rows.first().map_or(0, |r| r.start) * row_cells;
+    let dtype = source.dtype();
+    with_native!(dtype, T => {
+        let values = source.to_vec::<T>();
+        let shape = region_shape(region);
+        let mut out = Vec::with_capacity(shape.iter().product());
+        let mut idx: Vec<usize> = region.iter().map(|r| r.start).collect();
+        let total: usize = shape.iter().product();
+        for _ in 0..total {
+            out.push(values[flat_index(&idx, out_shape) - base]);
+            for axis in (0..idx.len()).rev() {
+                idx[axis] += 1;
+                if idx[axis] < region[axis].end {
+                    break;
+                }
+                idx[axis] = region[axis].start;
+            }
+        }
+        NdChunk::from_vec(dtype, shape, out)
+    })
 }
 
 /// The region of an input of `shape` that a broadcast output region reads (NumPy rules:
