@@ -315,7 +315,12 @@ impl Array {
 
     /// The positions along `axis` where `mask` is true (boolean indexing).
     pub fn compress(&self, mask: &[bool], axis: usize) -> Result<Array> {
-        let n = self.shape().get(axis).copied().unwrap_or(0);
+        let Some(&n) = self.shape().get(axis) else {
+            return Err(Error::input(format!(
+                "axis {axis} is out of range for an array with {} axes",
+                self.ndim()
+            )));
+        };
         if mask.len() != n {
             return Err(Error::input(format!(
                 "a boolean index of length {} does not match axis {axis} of length {n}",

@@ -245,6 +245,8 @@ async fn slicing_transposing_and_indexing() {
     );
     let err = x.sum(2).unwrap_err().to_string();
     assert!(err.contains("axis 2 is out of range"), "{err}");
+    let err = x.compress(&[true], 5).unwrap_err().to_string();
+    assert!(err.contains("axis 5 is out of range"), "{err}");
     let err = x.transpose(&[0, 0]).unwrap_err().to_string();
     assert!(err.contains("not a permutation"), "{err}");
 }

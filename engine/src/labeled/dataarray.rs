@@ -271,6 +271,7 @@ impl DataArray {
         })
     }
 
+    /// `data` labelled with `dims`, keeping the coordinates of the dimensions still there.
     fn with_data(&self, data: Array, dims: Vec<String>) -> DataArray {
         let coords = self
             .coords
@@ -278,13 +279,7 @@ impl DataArray {
             .filter(|(_, c)| dims.contains(&c.dim))
             .cloned()
             .collect();
-        DataArray {
-            name: self.name.clone(),
-            data,
-            dims,
-            coords,
-            attrs: Attrs::new(),
-        }
+        self.replace_data(data, dims, coords)
     }
 
     /// The dimensions reordered.
@@ -566,7 +561,29 @@ impl DataArray {
         Ok(out)
     }
 
-    pub(crate) fn replace_data(
+    /// `data`, where axis `axis` is dimension `dim` now: the old dimension's coordinates
+    /// are dropped and `coord` (if any) labels the new one.
+    pub(crate) fn replace_axis(
+        &self,
+        data: Array,
+        axis: usize,
+        dim: &str,
+        coord: Option<(String, Coord)>,
+    ) -> DataArray {
+        let old = &self.dims[axis];
+        let mut dims = self.dims.clone();
+        dims[axis] = dim.to_string();
+        let mut coords: Vec<(String, Coord)> = self
+            .coords
+            .iter()
+            .filter(|(_, c)| &c.dim != old)
+            .cloned()
+            .collect();
+        coords.extend(coord);
+        self.replace_data(data, dims, coords)
+    }
+
+    fn replace_data(
         &self,
         data: Array,
         dims: Vec<String>,

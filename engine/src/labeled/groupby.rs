@@ -262,22 +262,16 @@ impl GroupBy {
         let data = a
             .data()
             .group_reduce(op, axis, self.labels.clone(), self.groups.len(), true)?;
-        let mut dims: Vec<String> = a.dims().iter().map(|d| d.to_string()).collect();
-        dims[axis] = self.group_dim.clone();
-        let mut coords: Vec<(String, Coord)> = a
-            .coords()
-            .iter()
-            .filter(|(_, c)| c.dim != self.dim)
-            .cloned()
-            .collect();
-        coords.push((
-            self.group_dim.clone(),
-            Coord {
-                dim: self.group_dim.clone(),
-                index: self.groups.clone(),
-            },
-        ));
-        Ok(a.replace_data(data, dims, coords))
+        let coord = Coord {
+            dim: self.group_dim.clone(),
+            index: self.groups.clone(),
+        };
+        Ok(a.replace_axis(
+            data,
+            axis,
+            &self.group_dim,
+            Some((self.group_dim.clone(), coord)),
+        ))
     }
 
     reduce_methods!(
@@ -307,18 +301,11 @@ impl GroupBy {
             )));
         }
         let spread = other.data().take(&self.labels, g_axis)?;
-        let mut dims: Vec<String> = other.dims().iter().map(|d| d.to_string()).collect();
-        dims[g_axis] = self.dim.clone();
-        let mut coords: Vec<(String, Coord)> = other
-            .coords()
-            .iter()
-            .filter(|(_, c)| c.dim != self.group_dim)
-            .cloned()
-            .collect();
-        if let Some(own) = self.array.coord(&self.dim) {
-            coords.push((self.dim.clone(), own.clone()));
-        }
-        let spread = other.replace_data(spread, dims, coords);
+        let own = self
+            .array
+            .coord(&self.dim)
+            .map(|c| (self.dim.clone(), c.clone()));
+        let spread = other.replace_axis(spread, g_axis, &self.dim, own);
         self.array.binary(op, &spread)
     }
 
@@ -371,10 +358,7 @@ impl Rolling {
             .array
             .data()
             .rolling(axis, self.window, op, self.min_periods)?;
-        let dims = self.array.dims().iter().map(|d| d.to_string()).collect();
-        Ok(self
-            .array
-            .replace_data(data, dims, self.array.coords().to_vec()))
+        self.array.map(|_| Ok(data))
     }
 
     rolling_methods!(

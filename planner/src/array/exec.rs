@@ -11,7 +11,7 @@ use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{Result, internal_datafusion_err, internal_err};
+use datafusion::common::{Result, internal_err};
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
@@ -28,8 +28,7 @@ use super::ops::Op;
 
 use super::chunk::NdChunk;
 use super::program::{ChunkProgram, Fetched};
-use crate::graph::TaskId;
-use crate::shuffle::{PartitionKey, shuffle_env};
+use crate::shuffle::shuffle_env;
 
 /// One array stage: partition `i` computes chunk `i` of the program's root.
 #[derive(Debug)]
@@ -167,21 +166,7 @@ impl ExecutionPlan for ChunkExec {
             match &program.nodes[node].op {
                 Op::Input { stage, .. } => {
                     let shuffle = shuffle_env(&context)?;
-                    let from = *shuffle
-                        .locations
-                        .get(stage)
-                        .and_then(|l| l.get(chunk))
-                        .ok_or_else(|| {
-                            internal_datafusion_err!("no location for stage {stage} chunk {chunk}")
-                        })?;
-                    let key = PartitionKey {
-                        job: shuffle.job,
-                        task: TaskId {
-                            stage: *stage,
-                            partition: chunk,
-                        },
-                        bucket: 0,
-                    };
+                    let (key, from) = shuffle.source(*stage, chunk, 0)?;
                     fetches.push(((node, chunk), shuffle.io.fetch(key, from)?));
                 }
                 Op::ZarrRead { .. } => reads.push((node, chunk)),

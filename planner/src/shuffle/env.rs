@@ -51,6 +51,32 @@ pub struct ShuffleEnv {
     pub io: Arc<dyn ShuffleIo>,
 }
 
+impl ShuffleEnv {
+    /// Names bucket `bucket` of task `task` of input stage `stage` of this job, and the
+    /// worker that holds it.
+    pub fn source(
+        &self,
+        stage: StageId,
+        task: usize,
+        bucket: usize,
+    ) -> Result<(PartitionKey, WorkerId)> {
+        let from = *self
+            .locations
+            .get(&stage)
+            .and_then(|l| l.get(task))
+            .ok_or_else(|| internal_datafusion_err!("no location for stage {stage} task {task}"))?;
+        let key = PartitionKey {
+            job: self.job,
+            task: TaskId {
+                stage,
+                partition: task,
+            },
+            bucket,
+        };
+        Ok((key, from))
+    }
+}
+
 /// The [`ShuffleEnv`] of a task context, or an internal error if the plan is being run
 /// outside Shoal's executor.
 pub fn shuffle_env(ctx: &TaskContext) -> Result<Arc<ShuffleEnv>> {

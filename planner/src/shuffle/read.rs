@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{Result, internal_datafusion_err, internal_err};
+use datafusion::common::{Result, internal_err};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::coop::make_cooperative;
@@ -12,8 +12,8 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use futures::{StreamExt, TryStreamExt};
 
-use super::env::{PartitionKey, shuffle_env};
-use crate::graph::{StageId, TaskId};
+use super::env::shuffle_env;
+use crate::graph::StageId;
 
 /// Which buckets an output partition of a [`ShuffleReadExec`] reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,24 +129,11 @@ impl ExecutionPlan for ShuffleReadExec {
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let env = shuffle_env(&context)?;
-        let locations = env.locations.get(&self.stage).ok_or_else(|| {
-            internal_datafusion_err!("no locations for input stage {}", self.stage)
-        })?;
-        let mut fetches = Vec::new();
-        for (task, bucket) in self.sources(partition) {
-            let from = *locations.get(task).ok_or_else(|| {
-                internal_datafusion_err!("no location for stage {} task {task}", self.stage)
-            })?;
-            let key = PartitionKey {
-                job: env.job,
-                task: TaskId {
-                    stage: self.stage,
-                    partition: task,
-                },
-                bucket,
-            };
-            fetches.push((key, from));
-        }
+        let fetches = self
+            .sources(partition)
+            .into_iter()
+            .map(|(task, bucket)| env.source(self.stage, task, bucket))
+            .collect::<Result<Vec<_>>>()?;
         let io = Arc::clone(&env.io);
         let baseline = BaselineMetrics::new(&self.metrics, partition);
         let stream = futures::stream::iter(fetches)
