@@ -38,6 +38,11 @@ impl Error {
         &self.source
     }
 
+    /// The underlying DataFusion error, for code that must return one.
+    pub fn into_datafusion(self) -> DataFusionError {
+        self.source
+    }
+
     /// An input error with `message`.
     pub fn input(message: impl Into<String>) -> Self {
         DataFusionError::Plan(message.into()).into()

@@ -308,6 +308,10 @@ impl Session {
             .with_config(session_config)
             .with_runtime_env(Arc::clone(&runtime))
             .with_default_features()
+            .with_table_factory(
+                "ZARR".to_string(),
+                Arc::new(crate::labeled::ZarrTableFactory),
+            )
             .build();
         let ctx = SessionContext::new_with_state(state);
         let cluster = match remote {
@@ -367,11 +371,52 @@ impl Session {
         rx.recv().expect("the session runtime stopped")
     }
 
-    /// Registers a Parquet or CSV file, directory or object-store prefix as table `name`.
+    /// Registers a Parquet or CSV file, directory or object-store prefix, or a Zarr
+    /// group (a path ending in `.zarr`, or a directory holding Zarr metadata), as table
+    /// `name`.
     pub fn register(&self, name: &str, path: &str) -> Result<()> {
+        if is_zarr_store(path) {
+            return self.register_zarr(name, path);
+        }
         let ctx = self.inner.ctx.clone();
         let (name, path) = (name.to_string(), path.to_string());
         Ok(self.block_on(async move { shoal_io::register_table(&ctx, &name, &path).await })?)
+    }
+
+    /// Registers the Zarr group at `path` as table `name`: one row per cell of its
+    /// dimensions, a column per dimension coordinate and data variable (see
+    /// [`CellTable`](crate::labeled::CellTable)).
+    pub fn register_zarr(&self, name: &str, path: &str) -> Result<()> {
+        let env = self.inner.ctx.runtime_env();
+        let fan_in = self.config().array_reduce_fan_in;
+        let path = path.to_string();
+        let table = self.block_on(async move {
+            crate::labeled::CellTable::open_zarr(&env, &path, fan_in).await
+        })?;
+        self.register_provider(name, Arc::new(table))
+    }
+
+    /// Registers a dataset's variables as table `name` (one row per cell; see
+    /// [`CellTable`](crate::labeled::CellTable)). Variables that need reductions are
+    /// computed when the table is read only if they were persisted first.
+    pub fn register_dataset(&self, name: &str, ds: &crate::labeled::Dataset) -> Result<()> {
+        let fan_in = self.config().array_reduce_fan_in;
+        let table = crate::labeled::CellTable::from_dataset(ds, fan_in)?;
+        self.register_provider(name, Arc::new(table))
+    }
+
+    fn register_provider(
+        &self,
+        name: &str,
+        provider: Arc<dyn datafusion::catalog::TableProvider>,
+    ) -> Result<()> {
+        if self.inner.ctx.table_exist(name)? {
+            return Err(crate::Error::input(format!(
+                "table '{name}' is already registered"
+            )));
+        }
+        self.inner.ctx.register_table(name, provider)?;
+        Ok(())
     }
 
     /// Registers every `*.parquet`, `*.csv` and sub-directory of `dir` as a table named
@@ -741,4 +786,18 @@ fn new_token() -> Result<String> {
     getrandom::fill(&mut bytes)
         .map_err(|e| crate::Error::input(format!("no randomness for a session token: {e}")))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// True when `path` names a Zarr store: it ends in `.zarr`, or is a local directory with
+/// Zarr metadata at its root.
+fn is_zarr_store(path: &str) -> bool {
+    if path.trim_end_matches('/').ends_with(".zarr") {
+        return true;
+    }
+    match shoal_io::Location::parse(path) {
+        Ok(shoal_io::Location::Local(p)) => [".zgroup", ".zarray", "zarr.json"]
+            .iter()
+            .any(|f| p.join(f).is_file()),
+        _ => false,
+    }
 }

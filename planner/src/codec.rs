@@ -32,14 +32,14 @@ use datafusion_proto::protobuf;
 use prost::Message;
 
 use crate::array::program::{ChunkProgram, ProgramNode};
-use crate::array::{ChunkExec, NdChunk, Op};
+use crate::array::{CellDim, CellScanExec, CellVar, ChunkExec, NdChunk, Op};
 use crate::graph::OutputSpec;
 use crate::scan::FileScanContextExec;
 use crate::shuffle::{ReadMode, ShuffleReadExec, ShuffleWriteExec};
 
 #[derive(Clone, PartialEq, prost::Message)]
 struct NodeProto {
-    #[prost(oneof = "Kind", tags = "1, 2, 3, 4")]
+    #[prost(oneof = "Kind", tags = "1, 2, 3, 4, 5")]
     kind: Option<Kind>,
 }
 
@@ -53,6 +53,27 @@ enum Kind {
     Scan(ScanProto),
     #[prost(message, tag = "4")]
     Chunk(ChunkProto),
+    #[prost(message, tag = "5")]
+    Cells(CellsProto),
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct CellsProto {
+    #[prost(string, repeated, tag = "1")]
+    dim_names: Vec<String>,
+    /// Each dimension's labels as an Arrow IPC stream of one one-column batch.
+    #[prost(bytes = "vec", repeated, tag = "2")]
+    dim_labels: Vec<Vec<u8>>,
+    #[prost(string, repeated, tag = "3")]
+    var_names: Vec<String>,
+    #[prost(message, repeated, tag = "4")]
+    var_programs: Vec<ChunkProto>,
+    /// The row grid as JSON.
+    #[prost(string, tag = "5")]
+    grid: String,
+    /// The output columns as JSON.
+    #[prost(string, tag = "6")]
+    columns: String,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -183,6 +204,7 @@ impl PhysicalExtensionCodec for ShoalCodec {
             Some(Kind::Chunk(chunk)) => {
                 Ok(Arc::new(ChunkExec::new(Arc::new(decode_program(&chunk)?))))
             }
+            Some(Kind::Cells(cells)) => Ok(Arc::new(decode_cells(&cells)?)),
             Some(Kind::Scan(scan)) => {
                 let input = decode_plan(&scan.input, ctx)?;
                 Ok(Arc::new(FileScanContextExec::from_parts(input, scan.files)))
@@ -226,6 +248,8 @@ impl PhysicalExtensionCodec for ShoalCodec {
             })
         } else if let Some(chunk) = node.downcast_ref::<ChunkExec>() {
             Kind::Chunk(encode_program(chunk.program())?)
+        } else if let Some(cells) = node.downcast_ref::<CellScanExec>() {
+            Kind::Cells(encode_cells(cells)?)
         } else if let Some(scan) = node.downcast_ref::<FileScanContextExec>() {
             Kind::Scan(ScanProto {
                 files: scan.files().to_vec(),
@@ -286,4 +310,64 @@ fn decode_program(proto: &ChunkProto) -> Result<ChunkProgram> {
         literals[*id] = Arc::new(chunks);
     }
     Ok(ChunkProgram { nodes, literals })
+}
+
+fn json_err(e: serde_json::Error) -> datafusion::common::DataFusionError {
+    internal_datafusion_err!("cannot (de)serialise a cell scan: {e}")
+}
+
+fn encode_cells(cells: &CellScanExec) -> Result<CellsProto> {
+    let mut dim_labels = Vec::with_capacity(cells.dims().len());
+    for dim in cells.dims() {
+        let batch = RecordBatch::try_from_iter([("labels", Arc::clone(&dim.labels))])?;
+        let mut bytes = Vec::new();
+        let mut writer = StreamWriter::try_new(&mut bytes, &batch.schema())?;
+        writer.write(&batch)?;
+        writer.finish()?;
+        drop(writer);
+        dim_labels.push(bytes);
+    }
+    Ok(CellsProto {
+        dim_names: cells.dims().iter().map(|d| d.name.clone()).collect(),
+        dim_labels,
+        var_names: cells.vars().iter().map(|v| v.name.clone()).collect(),
+        var_programs: cells
+            .vars()
+            .iter()
+            .map(|v| encode_program(&v.program))
+            .collect::<Result<_>>()?,
+        grid: serde_json::to_string(cells.grid()).map_err(json_err)?,
+        columns: serde_json::to_string(cells.columns()).map_err(json_err)?,
+    })
+}
+
+fn decode_cells(proto: &CellsProto) -> Result<CellScanExec> {
+    let mut dims = Vec::with_capacity(proto.dim_names.len());
+    for (name, bytes) in proto.dim_names.iter().zip(&proto.dim_labels) {
+        let mut reader = StreamReader::try_new(std::io::Cursor::new(bytes.as_slice()), None)?;
+        let batch = reader.next().ok_or_else(|| {
+            internal_datafusion_err!("labels of dimension '{name}' are missing")
+        })??;
+        dims.push(CellDim {
+            name: name.clone(),
+            labels: Arc::clone(batch.column(0)),
+        });
+    }
+    let vars = proto
+        .var_names
+        .iter()
+        .zip(&proto.var_programs)
+        .map(|(name, program)| {
+            Ok(CellVar {
+                name: name.clone(),
+                program: Arc::new(decode_program(program)?),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    CellScanExec::try_new(
+        dims,
+        vars,
+        serde_json::from_str(&proto.grid).map_err(json_err)?,
+        serde_json::from_str(&proto.columns).map_err(json_err)?,
+    )
 }

@@ -12,3 +12,4 @@ mod runtime;
 mod slt;
 mod tpch;
 mod zarr;
+mod zarr_sql;

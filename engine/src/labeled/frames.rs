@@ -5,22 +5,21 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array as _, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, StringArray,
-    TimestampNanosecondArray, UInt64Array,
+    Array as _, ArrayRef, AsArray, Float64Array, Int64Array, StringArray, TimestampNanosecondArray,
 };
-use datafusion::arrow::compute::{cast, concat_batches, take};
-use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, TimeUnit};
+use datafusion::arrow::compute::{cast, concat_batches};
+use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit};
 use ndarray::{ArrayD, IxDyn};
-use shoal_planner::array::assemble;
-use shoal_planner::with_native;
 
 use super::dataarray::DataArray;
 use super::dataset::Dataset;
 use super::index::Index;
+use super::table::CellTable;
 use crate::dataframe::DataFrame;
 use crate::error::{Error, Result};
 
-fn index_column(index: &Index) -> ArrayRef {
+/// A coordinate as an Arrow array.
+pub(super) fn index_column(index: &Index) -> ArrayRef {
     match index {
         Index::F64(v) => Arc::new(Float64Array::from(v.clone())),
         Index::I64(v) => Arc::new(Int64Array::from(v.clone())),
@@ -30,64 +29,41 @@ fn index_column(index: &Index) -> ArrayRef {
 }
 
 impl DataArray {
-    /// The values as a table: one row per cell in C order, a column per dimension (its
-    /// coordinate, or positions when it has none) and a column of values named after the
-    /// array (`values` when unnamed); NaN cells are NULL. Computes the array.
+    /// The values as a lazy table: one row per cell in C order, a column per dimension
+    /// (its coordinate, or positions) and a column of values named after the array
+    /// (`values` when unnamed); NaN cells are NULL. See [`Dataset::to_dataframe`].
     pub async fn to_dataframe(&self) -> Result<DataFrame> {
-        let data = self.data();
-        let chunks = data.collect_chunks().await?;
-        let dtype = data.dtype();
-        let grid = shoal_planner::array::ChunkGrid::new(data.chunks());
-        let storage: ArrayRef = with_native!(dtype, T => {
-            let values = assemble::<T>(&grid, &chunks)?;
-            let (v, _) = values.into_raw_vec_and_offset();
-            Arc::new(datafusion::arrow::array::PrimitiveArray::<<T as shoal_planner::array::Native>::Arrow>::from(v)) as ArrayRef
-        });
-        let values = cast(&storage, &dtype.arrow_type())?;
-        // NaN marks a missing cell in arrays; tables say that with NULL, so SQL
-        // aggregates skip them as xarray's reductions do.
-        let values: ArrayRef = match values.data_type() {
-            DataType::Float64 => Arc::new(
-                values
-                    .as_primitive::<Float64Type>()
-                    .iter()
-                    .map(|v| v.filter(|x| !x.is_nan()))
-                    .collect::<Float64Array>(),
-            ),
-            DataType::Float32 => Arc::new(
-                values
-                    .as_primitive::<datafusion::arrow::datatypes::Float32Type>()
-                    .iter()
-                    .map(|v| v.filter(|x| !x.is_nan()))
-                    .collect::<datafusion::arrow::array::Float32Array>(),
-            ),
-            _ => values,
+        let name = self.name().unwrap_or("values").to_string();
+        Dataset::new()
+            .with_var(&name, self.clone())?
+            .to_dataframe()
+            .await
+    }
+}
+
+impl Dataset {
+    /// The dataset as a lazy table, as xarray's `to_dataframe`: one row per cell of the
+    /// union of the dimensions in C order, a column per dimension and one per variable
+    /// (broadcast over the dimensions it lacks; NaN as NULL). Store reads and elementwise
+    /// work run as the table is read, slab by slab; variables that need reductions are
+    /// computed and kept in memory first.
+    pub async fn to_dataframe(&self) -> Result<DataFrame> {
+        let Some((_, first)) = self.vars().first() else {
+            return Err(Error::input("to_dataframe needs at least one variable"));
         };
-        let shape = data.shape();
-        let cells: usize = shape.iter().product();
-        let mut fields = Vec::new();
-        let mut columns = Vec::new();
-        let mut stride = cells;
-        for (axis, dim) in self.dims().iter().enumerate() {
-            let n = shape[axis];
-            stride /= n.max(1);
-            let labels = self
-                .index(dim)
-                .map(index_column)
-                .unwrap_or_else(|| Arc::new(Int64Array::from_iter_values(0..n as i64)));
-            let positions = UInt64Array::from_iter_values(
-                (0..cells).map(|i| ((i / stride.max(1)) % n.max(1)) as u64),
-            );
-            let column = take(labels.as_ref(), &positions, None)?;
-            fields.push(Field::new(*dim, column.data_type().clone(), false));
-            columns.push(column);
+        let session = first.data().session().clone();
+        let mut ready = Dataset::new().with_attrs(self.attrs().clone());
+        for (name, var) in self.vars() {
+            let (stages, _) = var.data().graph_size()?;
+            let var = if stages > 1 {
+                var.persist().await?
+            } else {
+                var.clone()
+            };
+            ready = ready.with_var(name, var)?;
         }
-        let name = self.name().unwrap_or("values");
-        fields.push(Field::new(name, values.data_type().clone(), true));
-        columns.push(values);
-        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
-        let session = data.session().clone();
-        let df = session.context().read_batch(batch)?;
+        let table = CellTable::from_dataset(&ready, session.config().array_reduce_fan_in)?;
+        let df = session.context().read_table(Arc::new(table))?;
         Ok(DataFrame::new(session, df))
     }
 }

@@ -7,10 +7,12 @@ mod dataset;
 mod frames;
 mod groupby;
 pub mod index;
+mod table;
 mod zarr;
 
 pub use dataarray::{Attrs, Coord, DataArray, Dims, LabelSel, Other, Sel};
 pub use dataset::Dataset;
 pub use groupby::{GroupBy, Rolling};
 pub use index::{Index, Label};
+pub use table::{CellTable, ZarrTableFactory};
 pub use zarr::{ZarrCodec, ZarrOptions};

@@ -5,10 +5,11 @@
 
 use datafusion::arrow::array::{Array as _, ArrayRef, AsArray};
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
+use datafusion::execution::runtime_env::RuntimeEnv;
 use serde_json::Value;
 pub use shoal_io::zarr::ZarrCodec;
 use shoal_io::zarr::{self as store_io, ZarrArrayMeta, ZarrArraySpec};
-use shoal_planner::array::{BinaryOp, DType, Scalar, expr};
+use shoal_planner::array::{ArrayExpr, BinaryOp, DType, Scalar, expr};
 
 use super::dataarray::{Attrs, DataArray};
 use super::dataset::Dataset;
@@ -125,100 +126,115 @@ fn to_index(values: &ArrayRef, meta: &ZarrArrayMeta) -> Result<Index> {
     })
 }
 
+/// A Zarr group as lazy expressions, before a session wraps them: the data variables
+/// (CF-decoded, with their dimensions and attributes), the dimension coordinates and the
+/// group's attributes.
+pub(crate) struct ZarrContents {
+    /// (name, values, dimensions, attributes) of each data variable.
+    pub vars: Vec<(String, ArrayExpr, Vec<String>, Attrs)>,
+    /// The dimension coordinates read at open time.
+    pub indexes: Vec<(String, Index)>,
+    /// The group's attributes.
+    pub attrs: Attrs,
+}
+
+/// Reads the metadata and dimension coordinates of the store at `path`.
+pub(crate) async fn load_zarr(env: &RuntimeEnv, path: &str) -> Result<ZarrContents> {
+    let location = shoal_io::Location::parse(path)?;
+    location.must_exist()?;
+    let store = store_io::store_url(&location)?;
+    let (arrays, attrs) = store_io::open_group(env, &store).await?;
+    let mut indexes = Vec::new();
+    for meta in &arrays {
+        if meta.shape.len() == 1 && meta.dims[0] == meta.name {
+            let values = store_io::read_all(env, &store, meta).await?;
+            indexes.push((meta.name.clone(), to_index(&values, meta)?));
+        }
+    }
+    let mut vars = Vec::new();
+    for meta in &arrays {
+        if indexes.iter().any(|(n, _)| n == &meta.name) {
+            continue;
+        }
+        let mut var_attrs = meta.attrs.clone();
+        for key in CF_KEYS {
+            var_attrs.remove(*key);
+        }
+        vars.push((
+            meta.name.clone(),
+            decode_variable(&store, meta)?,
+            meta.dims.clone(),
+            var_attrs,
+        ));
+    }
+    Ok(ZarrContents {
+        vars,
+        indexes,
+        attrs,
+    })
+}
+
+/// One store array as an expression, CF-decoded: `_FillValue` cells become NaN, then
+/// `scale_factor` and `add_offset` apply.
+fn decode_variable(store: &str, meta: &ZarrArrayMeta) -> Result<ArrayExpr> {
+    let dtype = DType::from_arrow(&meta.data_type).ok_or_else(|| {
+        Error::input(format!(
+            "zarr store {store}: array '{}' has type {}, which arrays cannot hold",
+            meta.name, meta.data_type
+        ))
+    })?;
+    let mut data = expr::zarr_read(
+        store,
+        &meta.path,
+        &meta.metadata,
+        &meta.shape,
+        &meta.chunks,
+        dtype,
+    )?;
+    let scale = attr_f64(&meta.attrs, "scale_factor");
+    let offset = attr_f64(&meta.attrs, "add_offset");
+    let number = |v: f64, float: DType| expr::full(&[], &[], Scalar::Float(v), float);
+    if let Some(fill) = cf_fill(meta).filter(|f| !f.is_nan()) {
+        let float = if dtype == DType::F32 && scale.is_none() {
+            DType::F32
+        } else {
+            DType::F64
+        };
+        let values = expr::cast(&data, float)?;
+        let missing = expr::binary(BinaryOp::Eq, &values, &number(fill, float)?)?;
+        data = expr::select(&missing, &number(f64::NAN, float)?, &values)?;
+    }
+    if scale.is_some() || offset.is_some() {
+        data = expr::cast(&data, DType::F64)?;
+        if let Some(s) = scale {
+            data = expr::binary(BinaryOp::Mul, &data, &number(s, DType::F64)?)?;
+        }
+        if let Some(o) = offset {
+            data = expr::binary(BinaryOp::Add, &data, &number(o, DType::F64)?)?;
+        }
+    }
+    Ok(data)
+}
+
 impl Session {
     /// Opens a Zarr group (v2 or v3; a path or object-store URL) as a lazy [`Dataset`].
     /// Dimension coordinates are read now; data variables chunk by chunk when computed.
     pub fn open_zarr(&self, path: &str) -> Result<Dataset> {
-        let location = shoal_io::Location::parse(path)?;
-        location.must_exist()?;
-        let store = store_io::store_url(&location)?;
         let env = self.context().runtime_env();
-        let (arrays, attrs, coords) = {
-            let store = store.clone();
-            self.block_on(async move {
-                let (arrays, attrs) = store_io::open_group(&env, &store).await?;
-                let mut coords = Vec::new();
-                for meta in &arrays {
-                    if meta.shape.len() == 1 && meta.dims[0] == meta.name {
-                        coords.push((
-                            meta.name.clone(),
-                            store_io::read_all(&env, &store, meta).await?,
-                        ));
-                    }
-                }
-                Ok::<_, datafusion::common::DataFusionError>((arrays, attrs, coords))
-            })?
-        };
-        let mut indexes = Vec::new();
-        for (name, values) in &coords {
-            let meta = arrays
-                .iter()
-                .find(|m| &m.name == name)
-                .expect("listed coordinate");
-            indexes.push((name.clone(), to_index(values, meta)?));
-        }
-        let mut ds = Dataset::new().with_attrs(attrs);
-        for meta in &arrays {
-            if indexes.iter().any(|(n, _)| n == &meta.name) {
-                continue;
-            }
-            let var = self.zarr_variable(&store, meta)?;
-            let mut var = var;
-            for dim in meta.dims.clone() {
-                if let Some((_, index)) = indexes.iter().find(|(n, _)| n == &dim) {
-                    var = var.with_coord(&dim, &dim, index.clone())?;
+        let path = path.to_string();
+        let contents = self.block_on(async move { load_zarr(&env, &path).await })?;
+        let mut ds = Dataset::new().with_attrs(contents.attrs);
+        for (name, data, dims, attrs) in contents.vars {
+            let dim_names: Vec<&str> = dims.iter().map(String::as_str).collect();
+            let mut var = DataArray::new(self.array(data), &dim_names)?.with_attrs(attrs);
+            for dim in &dims {
+                if let Some((_, index)) = contents.indexes.iter().find(|(n, _)| n == dim) {
+                    var = var.with_coord(dim, dim, index.clone())?;
                 }
             }
-            ds = ds.with_var(&meta.name, var)?;
+            ds = ds.with_var(&name, var)?;
         }
         Ok(ds)
-    }
-
-    /// One store array as a DataArray, CF-decoded.
-    fn zarr_variable(&self, store: &str, meta: &ZarrArrayMeta) -> Result<DataArray> {
-        let dtype = DType::from_arrow(&meta.data_type).ok_or_else(|| {
-            Error::input(format!(
-                "zarr store {store}: array '{}' has type {}, which arrays cannot hold",
-                meta.name, meta.data_type
-            ))
-        })?;
-        let raw = expr::zarr_read(
-            store,
-            &meta.path,
-            &meta.metadata,
-            &meta.shape,
-            &meta.chunks,
-            dtype,
-        )?;
-        let mut data = self.array(raw);
-        let scale = attr_f64(&meta.attrs, "scale_factor");
-        let offset = attr_f64(&meta.attrs, "add_offset");
-        if let Some(fill) = cf_fill(meta).filter(|f| !f.is_nan()) {
-            let float = if dtype == DType::F32 && scale.is_none() {
-                DType::F32
-            } else {
-                DType::F64
-            };
-            let nan = self.array(expr::full(&[], &[], Scalar::Float(f64::NAN), float)?);
-            let fill_value = self.array(expr::full(&[], &[], Scalar::Float(fill), float)?);
-            let values = data.astype(float)?;
-            data = values.eq(&fill_value)?.where_(&nan, &values)?;
-        }
-        if scale.is_some() || offset.is_some() {
-            data = data.astype(DType::F64)?;
-            if let Some(s) = scale {
-                data = data.binary(BinaryOp::Mul, s)?;
-            }
-            if let Some(o) = offset {
-                data = data.binary(BinaryOp::Add, o)?;
-            }
-        }
-        let mut attrs = meta.attrs.clone();
-        for key in CF_KEYS {
-            attrs.remove(*key);
-        }
-        let dims: Vec<&str> = meta.dims.iter().map(String::as_str).collect();
-        Ok(DataArray::new(data, &dims)?.with_attrs(attrs))
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use shoal::Session;
+use shoal::datafusion::arrow::array::AsArray as _;
 
 #[allow(dead_code)]
 #[path = "../../../tests/it/common.rs"]
@@ -797,6 +798,38 @@ async fn array_jobs_on_worker_processes_match_the_embedded_engine() {
         );
     }
     close("zarr anomaly", &anomalies[0], &anomalies[1]);
+
+    // The same store as a SQL table: scan tasks on the worker processes read the chunks.
+    let cube = dir.path().join("cube0.zarr");
+    let mut by_lat = Vec::new();
+    for session in [&remote, &local] {
+        session.register("cube", cube.to_str().unwrap()).unwrap();
+        let batches = session
+            .sql(
+                "select lat, avg(t2m) as m, count(*) as n from cube \
+                 where time >= '2001-03-01' group by lat order by lat",
+            )
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let batch = &batches[0];
+        let m = batch
+            .column(1)
+            .as_primitive::<shoal::datafusion::arrow::datatypes::Float64Type>();
+        let n = batch
+            .column(2)
+            .as_primitive::<shoal::datafusion::arrow::datatypes::Int64Type>();
+        assert_eq!(n.values().to_vec(), vec![(200 - 59) * 4; 3]);
+        by_lat.push(m.values().to_vec());
+    }
+    for (r, l) in by_lat[0].iter().zip(&by_lat[1]) {
+        assert!(
+            (r - l).abs() < 1e-12,
+            "zarr table on the cluster: {r} vs {l}"
+        );
+    }
     let status = remote.status().await.unwrap();
     assert!(
         status.workers.iter().all(|w| w.tasks_completed > 0),

@@ -158,52 +158,12 @@ impl ExecutionPlan for ChunkExec {
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let program = Arc::clone(&self.program);
-        let needs = program.needs(partition)?;
         let env = context.runtime_env();
-        let mut fetches = Vec::with_capacity(needs.len());
-        let mut reads = Vec::new();
-        for (node, chunk) in needs {
-            match &program.nodes[node].op {
-                Op::Input { stage, .. } => {
-                    let shuffle = shuffle_env(&context)?;
-                    let (key, from) = shuffle.source(*stage, chunk, 0)?;
-                    fetches.push(((node, chunk), shuffle.io.fetch(key, from)?));
-                }
-                Op::ZarrRead { .. } => reads.push((node, chunk)),
-                _ => return internal_err!("node {node} is not an input"),
-            }
-        }
         let baseline = BaselineMetrics::new(&self.metrics, partition);
         let schema = self.schema();
+        let columns = run_task(Arc::clone(&program), partition, &context, baseline.clone())?;
         let fut = async move {
-            let mut fetched = Fetched::new();
-            for (key, stream) in fetches {
-                let input_schema = stream.schema();
-                let batches: Vec<RecordBatch> = stream.try_collect().await?;
-                let batch = match batches.len() {
-                    0 => RecordBatch::new_empty(input_schema),
-                    1 => batches.into_iter().next().expect("one batch"),
-                    _ => concat_batches(&batches[0].schema(), &batches)?,
-                };
-                fetched.insert(key, batch);
-            }
-            // Store chunks: a few at a time, each decoded as it arrives.
-            let loaded: Vec<((usize, usize), RecordBatch)> = futures::stream::iter(reads)
-                .map(|(node, chunk)| {
-                    let program = Arc::clone(&program);
-                    let env = Arc::clone(&env);
-                    async move {
-                        let batch = read_store_chunk(&program, node, chunk, &env).await?;
-                        Ok::<_, datafusion::common::DataFusionError>(((node, chunk), batch))
-                    }
-                })
-                .buffered(4)
-                .try_collect()
-                .await?;
-            fetched.extend(loaded);
-            let timer = baseline.elapsed_compute().timer();
-            let columns = program.run(partition, &fetched)?;
-            timer.done();
+            let columns = columns.await?;
             if let Op::ZarrWrite {
                 store,
                 path,
@@ -235,6 +195,64 @@ impl ExecutionPlan for ChunkExec {
     fn metrics(&self) -> Option<MetricsSet> {
         Some(self.metrics.clone_inner())
     }
+}
+
+/// Task `partition` of `program`: fetches the input chunks it needs (earlier stages
+/// through the task's shuffle environment, store chunks a few at a time) and evaluates
+/// the program, timing the evaluation in `baseline`. Returns the output columns.
+pub fn run_task(
+    program: Arc<ChunkProgram>,
+    partition: usize,
+    context: &Arc<TaskContext>,
+    baseline: BaselineMetrics,
+) -> Result<impl std::future::Future<Output = Result<Vec<(&'static str, NdChunk)>>> + Send + use<>>
+{
+    let needs = program.needs(partition)?;
+    let env = context.runtime_env();
+    let mut fetches = Vec::with_capacity(needs.len());
+    let mut reads = Vec::new();
+    for (node, chunk) in needs {
+        match &program.nodes[node].op {
+            Op::Input { stage, .. } => {
+                let shuffle = shuffle_env(context)?;
+                let (key, from) = shuffle.source(*stage, chunk, 0)?;
+                fetches.push(((node, chunk), shuffle.io.fetch(key, from)?));
+            }
+            Op::ZarrRead { .. } => reads.push((node, chunk)),
+            _ => return internal_err!("node {node} is not an input"),
+        }
+    }
+    Ok(async move {
+        let mut fetched = Fetched::new();
+        for (key, stream) in fetches {
+            let input_schema = stream.schema();
+            let batches: Vec<RecordBatch> = stream.try_collect().await?;
+            let batch = match batches.len() {
+                0 => RecordBatch::new_empty(input_schema),
+                1 => batches.into_iter().next().expect("one batch"),
+                _ => concat_batches(&batches[0].schema(), &batches)?,
+            };
+            fetched.insert(key, batch);
+        }
+        // Store chunks: a few at a time, each decoded as it arrives.
+        let loaded: Vec<((usize, usize), RecordBatch)> = futures::stream::iter(reads)
+            .map(|(node, chunk)| {
+                let program = Arc::clone(&program);
+                let env = Arc::clone(&env);
+                async move {
+                    let batch = read_store_chunk(&program, node, chunk, &env).await?;
+                    Ok::<_, datafusion::common::DataFusionError>(((node, chunk), batch))
+                }
+            })
+            .buffered(4)
+            .try_collect()
+            .await?;
+        fetched.extend(loaded);
+        let timer = baseline.elapsed_compute().timer();
+        let columns = program.run(partition, &fetched)?;
+        timer.done();
+        Ok(columns)
+    })
 }
 
 /// Chunk `chunk` of the store array behind `ZarrRead` node `node`, as a one-column batch
@@ -299,7 +317,7 @@ fn crop(values: &ArrayRef, full: &[usize], shape: &[usize]) -> Result<ArrayRef> 
 }
 
 /// A chunk's values in the Arrow type users see (bool and datetimes as themselves).
-fn to_user_type(chunk: &NdChunk) -> Result<ArrayRef> {
+pub fn to_user_type(chunk: &NdChunk) -> Result<ArrayRef> {
     let standard = chunk.to_standard();
     let batch = standard.to_batch("values")?;
     let values = batch.column(0);

@@ -604,6 +604,21 @@ pub fn rechunk(x: &ArrayExpr, chunks: &[usize]) -> Result<ArrayExpr> {
     Ok(node(Op::Rechunk { x: x.clone() }, x.dtype, grid))
 }
 
+/// `x` rechunked to `grid` (irregular chunks allowed; the shape must be `x`'s).
+pub fn rechunk_to(x: &ArrayExpr, grid: ChunkGrid) -> Result<ArrayExpr> {
+    if grid.shape() != x.grid.shape() {
+        return plan_err!(
+            "cannot rechunk shape {:?} to a grid of shape {:?}",
+            x.grid.shape(),
+            grid.shape()
+        );
+    }
+    if grid == x.grid {
+        return Ok(x.clone());
+    }
+    Ok(node(Op::Rechunk { x: x.clone() }, x.dtype, grid))
+}
+
 /// A reduction of `x` over `axes` (all axes when `None`).
 pub fn reduce(
     x: &ArrayExpr,

@@ -23,6 +23,7 @@ pub mod lower;
 pub mod ops;
 pub mod program;
 pub mod reduce;
+pub mod table;
 
 pub use chunk::NdChunk;
 pub use dtype::{DType, Native, Scalar};
@@ -32,3 +33,4 @@ pub use grid::{ChunkGrid, Region};
 pub use lower::lower;
 pub use ops::{BinaryOp, Op, ReduceOp, UnaryOp};
 pub use program::{ChunkProgram, assemble};
+pub use table::{CellColumn, CellDim, CellScanExec, CellVar};
