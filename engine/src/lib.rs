@@ -38,7 +38,8 @@ pub use array::{Array, Axes, Element, Operand};
 pub use dataframe::{DataFrame, GroupBy, How};
 pub use error::{Error, ErrorKind, Result};
 pub use labeled::{DataArray, Dataset, Dims, Index, Label, LabelSel, Sel};
-pub use session::{Session, SessionBuilder, machine_memory};
+pub use session::{ProgressListener, Session, SessionBuilder, machine_memory};
+pub use shoal_exec::Progress;
 pub use shoal_planner::ShoalConfig;
 pub use shoal_planner::array::{DType, ReduceOp};
 

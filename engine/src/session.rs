@@ -19,8 +19,8 @@ use datafusion::sql::parser::Statement;
 use futures::future::BoxFuture;
 use futures::{FutureExt, TryStreamExt};
 use shoal_exec::{
-    ClusterOptions, ClusterStatus, DataPlane, JobHandle, LocalCluster, RemoteCluster, Security,
-    StoreStats,
+    ClusterOptions, ClusterStatus, DataPlane, JobHandle, LocalCluster, Progress, RemoteCluster,
+    Security, StoreStats,
 };
 use shoal_io::ShoalObjectStoreRegistry;
 use shoal_planner::{Resources, ShoalConfig, TaskGraph, split_into_stages};
@@ -169,7 +169,12 @@ struct Inner {
     cluster: Backend,
     /// The token Flight calls between this session's workers carry, if any.
     token: Option<String>,
+    /// Told of every job's task counts as they change.
+    progress: std::sync::Mutex<Option<ProgressListener>>,
 }
+
+/// Receives a job's id and task counts each time they change.
+pub type ProgressListener = Arc<dyn Fn(u64, Progress) + Send + Sync>;
 
 /// A Shoal session: tables, settings and an embedded cluster (one scheduler, one worker
 /// per core by default). Cheap to clone; clones share everything.
@@ -334,6 +339,7 @@ impl Session {
                 ctx,
                 cluster,
                 token,
+                progress: std::sync::Mutex::new(None),
             }),
         })
     }
@@ -602,10 +608,40 @@ impl Session {
     pub fn execute_graph(&self, graph: TaskGraph) -> JobHandle {
         let schema = graph.result_stage().plan.children()[0].schema();
         let task_ctx = self.inner.ctx.state().task_ctx();
-        match &self.inner.cluster {
+        let handle = match &self.inner.cluster {
             Backend::Embedded(c) => c.submit(graph, task_ctx, schema),
             Backend::Remote(c) => c.submit(graph, task_ctx, schema),
+        };
+        let listener = self
+            .inner
+            .progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(listener) = listener {
+            // Ends with the job: its progress channel closes when the job does.
+            let mut progress = handle.progress.clone();
+            let job = handle.job;
+            drop(self.inner.cluster.spawn(async move {
+                loop {
+                    listener(job, *progress.borrow_and_update());
+                    if progress.changed().await.is_err() {
+                        return;
+                    }
+                }
+            }));
         }
+        handle
+    }
+
+    /// Calls `listener` with each later job's id and task counts whenever they change
+    /// (progress bars for batch jobs); replaces an earlier listener.
+    pub fn on_progress(&self, listener: impl Fn(u64, Progress) + Send + Sync + 'static) {
+        *self
+            .inner
+            .progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(listener));
     }
 
     /// Replaces each uncorrelated scalar subquery of the optimized `plan` by its value.

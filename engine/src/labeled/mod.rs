@@ -7,6 +7,7 @@ mod dataset;
 mod frames;
 mod groupby;
 pub mod index;
+pub mod pipeline;
 mod table;
 mod zarr;
 
@@ -14,5 +15,6 @@ pub use dataarray::{Attrs, Coord, DataArray, Dims, LabelSel, Other, Sel};
 pub use dataset::Dataset;
 pub use groupby::{GroupBy, Rolling};
 pub use index::{Index, Label};
+pub use pipeline::apply_pipeline;
 pub use table::{CellTable, ZarrTableFactory};
 pub use zarr::{ZarrCodec, ZarrOptions};

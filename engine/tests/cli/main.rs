@@ -333,3 +333,152 @@ fn sigint_cancels_a_running_query() {
     );
     assert_one_line_error(&out, "cancelled");
 }
+
+/// A Zarr group with `t2m` (time 200 days from 2001-01-01, lat 3, lon 4; NaN in about 5%
+/// of cells; 50-day chunks) written by the library.
+fn zarr_input(dir: &Path) -> (PathBuf, Vec<f64>) {
+    let path = dir.join("in.zarr");
+    let session = shoal::Session::builder().workers(2).build().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let values = runtime.block_on(async {
+        let x = session
+            .random_uniform(&[200, 3, 4], &[50, 3, 4], 21)
+            .unwrap();
+        let x = x.lt(0.05).unwrap().where_(f64::NAN, &x).unwrap();
+        let start = shoal::labeled::index::parse_datetime("2001-01-01").unwrap();
+        let days = (0..200).map(|d| start + d * 86_400_000_000_000).collect();
+        let da = shoal::DataArray::new(x, &["time", "lat", "lon"])
+            .unwrap()
+            .with_name("t2m")
+            .with_coord("time", "time", shoal::Index::DateTime(days))
+            .unwrap()
+            .with_coord("lat", "lat", shoal::Index::F64(vec![-5.0, 0.0, 5.0]))
+            .unwrap();
+        da.to_zarr(path.to_str().unwrap()).await.unwrap();
+        da.data().collect_ndarray::<f64>().await.unwrap()
+    });
+    (path, values.iter().copied().collect())
+}
+
+#[test]
+fn run_writes_zarr_and_parquet_and_sql_reads_zarr() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, values) = zarr_input(dir.path());
+    let input = input.to_str().unwrap();
+    let at = |t: usize, i: usize, j: usize| values[(t * 3 + i) * 4 + j];
+    let in_dir = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+
+    // Zarr -> Zarr: the climatology anomaly's standard deviation over time.
+    let out_zarr = in_dir("anomaly_std.zarr");
+    let out = shoal(&[
+        "run",
+        input,
+        &out_zarr,
+        "--var",
+        "t2m",
+        "-p",
+        "anomaly(time.month) | std(time)",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).starts_with(&format!("wrote t2m (lat: 3, lon: 4) to {out_zarr}")),
+        "{}",
+        stdout(&out)
+    );
+    let session = shoal::Session::builder().workers(1).build().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let got = runtime.block_on(async {
+        let t2m = session.open_zarr(&out_zarr).unwrap().var("t2m").unwrap();
+        t2m.to_ndarray::<f64>().await.unwrap()
+    });
+    // By hand: anomalies from each month's NaN-skipping mean, then their population std.
+    let month_of = |t: usize| {
+        let ends = [31, 59, 90, 120, 151, 181, 212];
+        ends.iter().position(|&e| t < e).unwrap()
+    };
+    for i in 0..3 {
+        for j in 0..4 {
+            let mut anomalies = Vec::new();
+            for m in 0..7 {
+                let cells: Vec<f64> = (0..200)
+                    .filter(|&t| month_of(t) == m)
+                    .map(|t| at(t, i, j))
+                    .filter(|v| !v.is_nan())
+                    .collect();
+                let mean = cells.iter().sum::<f64>() / cells.len() as f64;
+                anomalies.extend(cells.iter().map(|v| v - mean));
+            }
+            let n = anomalies.len() as f64;
+            let mu = anomalies.iter().sum::<f64>() / n;
+            let want = (anomalies.iter().map(|a| (a - mu).powi(2)).sum::<f64>() / n).sqrt();
+            assert!(
+                (got[[i, j]] - want).abs() < 1e-12,
+                "({i}, {j}): {} vs {want}",
+                got[[i, j]]
+            );
+        }
+    }
+
+    // Zarr -> Parquet: monthly means, one row per (month, lat, lon).
+    let out_parquet = in_dir("monthly.parquet");
+    let out = shoal(&["run", input, &out_parquet, "-p", "resample(time=MS, mean)"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let spec = format!("m={out_parquet}");
+    let out = shoal(&[
+        "sql",
+        "--table",
+        &spec,
+        "--format",
+        "csv",
+        "-c",
+        "select count(*) as n, count(distinct time) as months from m; \
+         select t2m from m where time = '2001-02-01' and lat = 5 and lon = 3",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[..2], ["n,months", "84,7"]);
+    let feb: Vec<f64> = (31..59)
+        .map(|t| at(t, 2, 3))
+        .filter(|v| !v.is_nan())
+        .collect();
+    let want = feb.iter().sum::<f64>() / feb.len() as f64;
+    let got: f64 = lines[3].parse().unwrap();
+    assert!((got - want).abs() < 1e-12, "{got} vs {want}");
+
+    // The store itself as a SQL table.
+    let spec = format!("cube={input}");
+    let out = shoal(&[
+        "sql",
+        "--table",
+        &spec,
+        "--format",
+        "csv",
+        "-c",
+        "select lat, count(t2m) as n from cube where time >= '2001-07-01' group by lat order by lat",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut want = String::from("lat,n\n");
+    for (i, lat) in ["-5.0", "0.0", "5.0"].iter().enumerate() {
+        let n = (181..200)
+            .flat_map(|t| (0..4).map(move |j| (t, j)))
+            .filter(|&(t, j)| !at(t, i, j).is_nan())
+            .count();
+        want.push_str(&format!("{lat},{n}\n"));
+    }
+    assert_eq!(stdout(&out), want);
+
+    // Bad input: one line, exit 1, nothing overwritten or left behind.
+    let before = std::fs::read_dir(dir.path()).unwrap().count();
+    let out = shoal(&["run", input, &out_zarr, "-p", "mean(time)"]);
+    assert_one_line_error(&out, "already exists");
+    let out = shoal(&["run", input, &in_dir("x.zarr"), "-p", "mean(height)"]);
+    assert_one_line_error(&out, "variable 't2m': no dimension 'height'");
+    let out = shoal(&["run", input, &in_dir("x.zarr"), "-p", "frobnicate(time)"]);
+    assert_one_line_error(&out, "unknown pipeline step 'frobnicate'");
+    let out = shoal(&["run", input, &in_dir("x.zarr"), "--var", "q"]);
+    assert_one_line_error(&out, "no variable 'q'");
+    let out = shoal(&["run", &in_dir("missing.zarr"), &in_dir("x.zarr")]);
+    assert_one_line_error(&out, "missing.zarr");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), before);
+}

@@ -4,6 +4,7 @@ mod bench;
 mod bench_arrays;
 mod cluster;
 mod output;
+mod run;
 mod shell;
 mod sql;
 
@@ -79,6 +80,9 @@ impl EngineArgs {
 enum Command {
     /// Run SQL: interactively, or the statements of -c / -f in order.
     Sql(sql::SqlArgs),
+    /// Run a batch job over a Zarr group: a pipeline of array steps per variable, written
+    /// to a Zarr group or a Parquet file.
+    Run(run::RunArgs),
     /// Generate benchmark data.
     Gen {
         #[command(subcommand)]
@@ -150,6 +154,7 @@ pub(crate) fn generate_tpch(
 async fn run(cli: Cli) -> shoal::Result<()> {
     match cli.command {
         Command::Sql(args) => sql::run(&cli.engine, args).await,
+        Command::Run(args) => run::run(&cli.engine, args).await,
         Command::Gen {
             what: GenWhat::Tpch(args),
         } => {
