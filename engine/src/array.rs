@@ -418,6 +418,13 @@ impl Array {
         self.wrap(expr::matmul(&self.expr, &other.expr))
     }
 
+    /// NumPy's `tensordot(self, other, axes=(axes, other_axes))`: products summed over
+    /// `axes` of this array paired with `other_axes` of `other`; the result has this
+    /// array's other axes, then `other`'s.
+    pub fn tensordot(&self, other: &Array, axes: &[usize], other_axes: &[usize]) -> Result<Array> {
+        self.wrap(expr::tensordot(&self.expr, &other.expr, axes, other_axes))
+    }
+
     /// A reduction over `axes`.
     pub fn reduce(
         &self,

@@ -449,3 +449,69 @@ async fn expand_squeeze_and_stack() {
     let sv = values(&st).await;
     assert_close("stack", &sv.index_axis(Axis(1), 1).to_owned(), &xv);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tensordot_and_labeled_dot() {
+    let s = session();
+    // a: (3, 4, 5) in (2, 3, 2) chunks, b: (5, 6, 4) in (3, 4, 3) chunks.
+    let a = s.random_uniform(&[3, 4, 5], &[2, 3, 2], 31).unwrap();
+    let b = s.random_uniform(&[5, 6, 4], &[3, 4, 3], 32).unwrap();
+    let (av, bv) = (values(&a).await, values(&b).await);
+    // Contract a's axes (2, 1) with b's (0, 2): result (3, 6).
+    let got = values(&a.tensordot(&b, &[2, 1], &[0, 2]).unwrap()).await;
+    let want = ArrayD::from_shape_fn(IxDyn(&[3, 6]), |ix| {
+        let (i, l) = (ix[0], ix[1]);
+        let mut sum = 0.0;
+        for j in 0..4 {
+            for k in 0..5 {
+                sum += av[[i, j, k]] * bv[[k, l, j]];
+            }
+        }
+        sum
+    });
+    assert_close("tensordot over two axes", &got, &want);
+    // One axis: a's axis 2 with b's axis 0 gives (3, 4, 6, 4).
+    let got = values(&a.tensordot(&b, &[2], &[0]).unwrap()).await;
+    assert_eq!(got.shape(), &[3, 4, 6, 4]);
+    let want = ArrayD::from_shape_fn(IxDyn(&[3, 4, 6, 4]), |ix| {
+        (0..5)
+            .map(|k| av[[ix[0], ix[1], k]] * bv[[k, ix[2], ix[3]]])
+            .sum()
+    });
+    assert_close("tensordot over one axis", &got, &want);
+    // No axes: the outer product.
+    let v = s.arange(3, 2).astype(DType::F64).unwrap();
+    let outer = values(&v.tensordot(&v, &[], &[]).unwrap()).await;
+    assert_eq!(outer[[2, 1]], 2.0);
+    let err = a.tensordot(&b, &[2], &[1]).unwrap_err().to_string();
+    assert!(
+        err.contains(
+            "axis 2 of the first array (length 5) does not match axis 1 of the second (length 6)"
+        ),
+        "{err}"
+    );
+    let err = a.tensordot(&b, &[0, 0], &[0, 1]).unwrap_err().to_string();
+    assert!(err.contains("appears twice"), "{err}");
+
+    // Labeled: contract by dimension name; coordinates of the other dimensions stay.
+    let da = shoal::DataArray::new(a, &["x", "y", "z"]).unwrap();
+    let db = shoal::DataArray::new(b, &["z", "w", "y"])
+        .unwrap()
+        .with_coord("w", "w", shoal::Index::I64((10..16).collect()))
+        .unwrap();
+    let d = da.dot(&db, &["y", "z"]).unwrap();
+    assert_eq!(d.dims(), vec!["x", "w"]);
+    assert_eq!(d.index("w"), Some(&shoal::Index::I64((10..16).collect())));
+    let want = ArrayD::from_shape_fn(IxDyn(&[3, 6]), |ix| {
+        let mut sum = 0.0;
+        for j in 0..4 {
+            for k in 0..5 {
+                sum += av[[ix[0], j, k]] * bv[[k, ix[1], j]];
+            }
+        }
+        sum
+    });
+    assert_close("dot", &d.to_ndarray::<f64>().await.unwrap(), &want);
+    let err = da.dot(&db, &["z"]).unwrap_err().to_string();
+    assert!(err.contains("dimension 'y' is in both arrays"), "{err}");
+}

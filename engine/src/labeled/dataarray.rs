@@ -503,6 +503,49 @@ impl DataArray {
         Ok(self.with_data(data, self.dims.clone()))
     }
 
+    /// The sum of products over the dimensions `dims` both arrays have (xarray's
+    /// `xr.dot(a, b, dim=dims)`): the result has this array's other dimensions, then
+    /// `other`'s, with their coordinates. Contracted dimensions must agree in length and
+    /// coordinates; any other dimension the two share must be contracted too.
+    pub fn dot(&self, other: &DataArray, dims: &[&str]) -> Result<DataArray> {
+        let mut axes = Vec::with_capacity(dims.len());
+        let mut other_axes = Vec::with_capacity(dims.len());
+        for dim in dims {
+            let (a, b) = (self.axis(dim)?, other.axis(dim)?);
+            if self.index(dim) != other.index(dim) && other.index(dim).is_some() {
+                return Err(Error::input(format!(
+                    "dot: the coordinates of dimension '{dim}' differ; select matching labels first"
+                )));
+            }
+            axes.push(a);
+            other_axes.push(b);
+        }
+        if let Some(shared) = self
+            .dims
+            .iter()
+            .find(|d| other.dims.contains(d) && !dims.contains(&d.as_str()))
+        {
+            return Err(Error::input(format!(
+                "dot: dimension '{shared}' is in both arrays; contract it or rename it"
+            )));
+        }
+        let data = self.data.tensordot(&other.data, &axes, &other_axes)?;
+        let out_dims: Vec<String> = self
+            .dims
+            .iter()
+            .chain(&other.dims)
+            .filter(|d| !dims.contains(&d.as_str()))
+            .cloned()
+            .collect();
+        let mut out = self.with_data(data, out_dims.clone());
+        for (name, coord) in &other.coords {
+            if out_dims.contains(&coord.dim) && !dims.contains(&coord.dim.as_str()) {
+                out = out.with_coord(name, &coord.dim, coord.index.clone())?;
+            }
+        }
+        Ok(out)
+    }
+
     fn reduce_axes(&self, dims: Dims) -> Result<Vec<usize>> {
         match dims {
             Dims::All => Ok((0..self.dims.len()).collect()),

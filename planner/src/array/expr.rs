@@ -776,3 +776,62 @@ pub fn matmul(a: &ArrayExpr, b: &ArrayExpr) -> Result<ArrayExpr> {
     let summed = reduce(&contract, ReduceOp::Sum, Some(&[2]), false, false)?;
     cast(&summed, dtype)
 }
+
+/// NumPy's `tensordot`: the sum of products over axes `axes_a` of `a` paired with
+/// `axes_b` of `b`. The result has `a`'s other axes, then `b`'s, in order. Runs as a
+/// matrix product of the two arrays reshaped to (other cells, contracted cells).
+pub fn tensordot(
+    a: &ArrayExpr,
+    b: &ArrayExpr,
+    axes_a: &[usize],
+    axes_b: &[usize],
+) -> Result<ArrayExpr> {
+    let (sa, sb) = (a.grid.shape(), b.grid.shape());
+    if axes_a.len() != axes_b.len() {
+        return plan_err!(
+            "tensordot: {} axes of the first array paired with {} of the second",
+            axes_a.len(),
+            axes_b.len()
+        );
+    }
+    for (axes, shape, which) in [(axes_a, &sa, "first"), (axes_b, &sb, "second")] {
+        for (i, &axis) in axes.iter().enumerate() {
+            if axis >= shape.len() {
+                return plan_err!(
+                    "tensordot: axis {axis} is out of range for the {which} array with {} axes",
+                    shape.len()
+                );
+            }
+            if axes[..i].contains(&axis) {
+                return plan_err!("tensordot: axis {axis} of the {which} array appears twice");
+            }
+        }
+    }
+    for (&x, &y) in axes_a.iter().zip(axes_b) {
+        if sa[x] != sb[y] {
+            return plan_err!(
+                "tensordot: axis {x} of the first array (length {}) does not match axis {y} of the second (length {})",
+                sa[x],
+                sb[y]
+            );
+        }
+    }
+    if sa.len() == 2 && sb.len() == 2 && axes_a == [1] && axes_b == [0] {
+        return matmul(a, b);
+    }
+    let free_a: Vec<usize> = (0..sa.len()).filter(|x| !axes_a.contains(x)).collect();
+    let free_b: Vec<usize> = (0..sb.len()).filter(|x| !axes_b.contains(x)).collect();
+    let cells = |shape: &[usize], axes: &[usize]| axes.iter().map(|&x| shape[x]).product::<usize>();
+    let (m, k, n) = (cells(&sa, &free_a), cells(&sa, axes_a), cells(&sb, &free_b));
+    let perm_a: Vec<usize> = free_a.iter().chain(axes_a).copied().collect();
+    let perm_b: Vec<usize> = axes_b.iter().chain(&free_b).copied().collect();
+    let a2 = reshape(&transpose(a, &perm_a)?, &[m, k])?;
+    let b2 = reshape(&transpose(b, &perm_b)?, &[k, n])?;
+    let product = matmul(&a2, &b2)?;
+    let shape: Vec<usize> = free_a
+        .iter()
+        .map(|&x| sa[x])
+        .chain(free_b.iter().map(|&x| sb[x]))
+        .collect();
+    reshape(&product, &shape)
+}
