@@ -280,6 +280,20 @@ pub async fn read_chunk(
         );
     }
     let what = || format!("array '{}' chunk {coords:?}", path.trim_start_matches('/'));
+    let data_type =
+        arrow_type(&array).ok_or_else(|| zerr(store, &what(), "unsupported data type"))?;
+    if data_type != DataType::Boolean {
+        // Fixed-width numbers: the decoded bytes become the Arrow buffer as they are
+        // (native byte order after the codecs), without a typed copy.
+        let bytes = array
+            .async_retrieve_chunk::<zarrs::array::ArrayBytes<'static>>(coords)
+            .await
+            .map_err(|e| zerr(store, &what(), e))?
+            .into_fixed()
+            .map_err(|e| zerr(store, &what(), e))?
+            .into_owned();
+        return from_native_bytes(bytes, &data_type);
+    }
     macro_rules! get {
         ($t:ty) => {
             array
@@ -288,8 +302,6 @@ pub async fn read_chunk(
                 .map_err(|e| zerr(store, &what(), e))?
         };
     }
-    let data_type =
-        arrow_type(&array).ok_or_else(|| zerr(store, &what(), "unsupported data type"))?;
     let unsupported = || {
         exec_err!(
             "zarr store {store}: {}: type {data_type} is not supported",
@@ -297,6 +309,27 @@ pub async fn read_chunk(
         )
     };
     Ok(to_arrow!(data_type.clone(), get, unsupported()))
+}
+
+/// Values of fixed-width type `data_type` from their native-order bytes, reusing the
+/// allocation when it is aligned for the type (large allocations are) and copying
+/// otherwise.
+fn from_native_bytes(bytes: Vec<u8>, data_type: &DataType) -> Result<ArrayRef> {
+    use datafusion::arrow::array::{ArrayData, make_array};
+    use datafusion::arrow::buffer::Buffer;
+    let width = data_type.primitive_width().unwrap_or(1);
+    let len = bytes.len() / width;
+    let buffer = Buffer::from_vec(bytes);
+    let buffer = if buffer.as_ptr().align_offset(width) == 0 {
+        buffer
+    } else {
+        Buffer::from_slice_ref(buffer.as_slice())
+    };
+    let data = ArrayData::builder(data_type.clone())
+        .len(len)
+        .add_buffer(buffer)
+        .build()?;
+    Ok(make_array(data))
 }
 
 /// Every value of a (small) array, in C order: coordinates are read this way.

@@ -222,6 +222,13 @@ async fn slicing_transposing_and_indexing() {
     let sqv = xv.slice(s![0..13, 0..13]).to_owned();
     let want = (&sqv + &sqv.t()).mean_axis(Axis(0)).unwrap().into_dyn();
     assert_close("(x + x.T).mean(0)", &values(&sym).await, &want);
+    // The same reduction distributed over the operands keeps NaN where NumPy has it.
+    let holed = sq.gt(0.9).unwrap().where_(f64::NAN, &sq).unwrap();
+    let holedv = sqv.mapv(|v| if v > 0.9 { f64::NAN } else { v });
+    let anti = (&holed - &holed.t().unwrap()).unwrap().sum(1).unwrap();
+    let want = (&holedv - &holedv.t()).sum_axis(Axis(1)).into_dyn();
+    assert!(want.iter().any(|v| v.is_nan()) && want.iter().any(|v| !v.is_nan()));
+    assert_close("(x - x.T).sum(1) with NaN", &values(&anti).await, &want);
 
     let picked = x.take(&[12, 0, 5, 5], 0).unwrap();
     assert_close(

@@ -645,6 +645,24 @@ pub fn reduce(
     {
         return plan_err!("{} of an empty axis has no value", op.name());
     }
+    // Sums and means distribute over + and -. When an operand is a transposed view,
+    // reducing each operand where it lies reads both in stored order, instead of adding
+    // a transposed view to a straight one cell by cell (which strides through memory).
+    if let Op::Binary {
+        op: bop @ (BinaryOp::Add | BinaryOp::Sub),
+        a,
+        b,
+    } = &x.op
+        && matches!(op, ReduceOp::Sum | ReduceOp::Mean)
+        && !skipna
+        && x.dtype.is_float()
+        && [a, b].iter().all(|o| o.dtype == x.dtype && o.grid.shape() == shape)
+        && [a, b].iter().any(|o| matches!(o.op, Op::Transpose { .. }))
+    {
+        let ra = reduce(a, op, Some(&axes), keepdims, skipna)?;
+        let rb = reduce(b, op, Some(&axes), keepdims, skipna)?;
+        return binary(*bop, &ra, &rb);
+    }
     let chunks = (0..n)
         .filter_map(|a| match (axes.contains(&a), keepdims) {
             (false, _) => Some(x.grid.axis(a).to_vec()),
@@ -734,8 +752,13 @@ pub fn group_reduce(
     ))
 }
 
-/// The matrix product of 2-d `a` and `b`: blockwise products summed over the blocks of the
-/// contracted axis.
+/// Bytes of the two operand panels one matmul task multiplies at most.
+const PANEL_BYTES: usize = 256 << 20;
+
+/// The matrix product of 2-d `a` and `b`: each task multiplies a row panel of `a` by a
+/// column panel of `b` over a run of `a`'s chunks along the contracted axis, as long as
+/// both panels fit in [`PANEL_BYTES`] (one call into the GEMM kernel, which runs best on
+/// long panels); the runs' products are summed.
 pub fn matmul(a: &ArrayExpr, b: &ArrayExpr) -> Result<ArrayExpr> {
     let (sa, sb) = (a.grid.shape(), b.grid.shape());
     if sa.len() != 2 || sb.len() != 2 {
@@ -758,7 +781,20 @@ pub fn matmul(a: &ArrayExpr, b: &ArrayExpr) -> Result<ArrayExpr> {
             );
         }
     };
-    let blocks: Vec<usize> = a.grid.axis(1).to_vec();
+    let rows = a.grid.axis(0).iter().copied().max().unwrap_or(1);
+    let cols = b.grid.axis(1).iter().copied().max().unwrap_or(1);
+    let mut blocks: Vec<usize> = Vec::new();
+    let mut run = 0;
+    for &k in a.grid.axis(1) {
+        if run > 0 && (rows + cols) * (run + k) * dtype.size() > PANEL_BYTES {
+            blocks.push(run);
+            run = 0;
+        }
+        run += k;
+    }
+    if run > 0 || blocks.is_empty() {
+        blocks.push(run);
+    }
     let grid = ChunkGrid::new(vec![
         a.grid.axis(0).to_vec(),
         b.grid.axis(1).to_vec(),
@@ -773,6 +809,9 @@ pub fn matmul(a: &ArrayExpr, b: &ArrayExpr) -> Result<ArrayExpr> {
         dtype,
         grid,
     );
+    if contract.grid.axis(2).len() == 1 {
+        return squeeze(&contract, &[2]);
+    }
     let summed = reduce(&contract, ReduceOp::Sum, Some(&[2]), false, false)?;
     cast(&summed, dtype)
 }

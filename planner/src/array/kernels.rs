@@ -4,7 +4,7 @@
 
 use datafusion::common::{Result, exec_err, internal_err};
 use ndarray::{ArrayD, Axis, Ix2, IxDyn, Zip};
-use num_traits::AsPrimitive;
+use num_traits::{AsPrimitive, One};
 
 use super::chunk::NdChunk;
 use super::dtype::{DType, Native};
@@ -389,19 +389,25 @@ pub fn concat(chunks: &[NdChunk], axis: usize) -> Result<NdChunk> {
     })
 }
 
-/// `a @ b` for 2-d blocks of dtype `out` (both converted to it), as shape `(m, n, 1)`.
-pub fn matmul_block(a: &NdChunk, b: &NdChunk, out: DType) -> Result<NdChunk> {
-    let (a, b) = (cast(a, out), cast(b, out));
+/// `sum(a_i @ b_i)` over the pieces, as a `(m, n, 1)` chunk of dtype `out`: one output
+/// buffer, each product accumulated into it by the GEMM kernel.
+pub fn matmul_pieces(pieces: &[(NdChunk, NdChunk)], out: DType, (m, n): (usize, usize)) -> Result<NdChunk> {
     macro_rules! dot {
         ($t:ty) => {{
-            let av = a.view::<$t>().into_dimensionality::<Ix2>();
-            let bv = b.view::<$t>().into_dimensionality::<Ix2>();
-            let (Ok(av), Ok(bv)) = (av, bv) else {
-                return internal_err!("matmul blocks must be 2-d");
-            };
-            let product = av.dot(&bv);
-            let (m, n) = product.dim();
-            NdChunk::from_ndarray(out, product.into_dyn()).reshape(vec![m, n, 1])
+            let mut c = ndarray::Array2::<$t>::zeros((m, n));
+            for (a, b) in pieces {
+                let (a, b) = (cast(a, out), cast(b, out));
+                let av = a.view::<$t>().into_dimensionality::<Ix2>();
+                let bv = b.view::<$t>().into_dimensionality::<Ix2>();
+                let (Ok(av), Ok(bv)) = (av, bv) else {
+                    return internal_err!("matmul blocks must be 2-d");
+                };
+                if av.dim() != (m, bv.dim().0) || bv.dim().1 != n {
+                    return internal_err!("matmul pieces {:?} and {:?} do not make ({m}, {n})", av.dim(), bv.dim());
+                }
+                ndarray::linalg::general_mat_mul(<$t>::one(), &av, &bv, <$t>::one(), &mut c);
+            }
+            NdChunk::from_ndarray(out, c.into_dyn()).reshape(vec![m, n, 1])
         }};
     }
     Ok(match out {

@@ -355,6 +355,26 @@ impl ChunkProgram {
     fn eval(&self, node: usize, region: &Region, fetched: &Fetched) -> Result<NdChunk> {
         let n = &self.nodes[node];
         let shape = region_shape(region);
+        if let Op::Contract { a, .. } = &n.op {
+            // Piece by piece along `a`'s chunks of the contracted axis, accumulated in
+            // one output: the pieces are views of stored chunks, never copied together.
+            let [(ca, ra), (cb, rb)] = &self.child_regions(node, region)?[..] else {
+                return internal_err!("a contraction has two operands");
+            };
+            let k = &ra[1];
+            let mut pieces = Vec::new();
+            let mut lo = 0;
+            for &len in self.nodes[*a].grid.axis(1) {
+                let (start, end) = (lo.max(k.start), (lo + len).min(k.end));
+                if start < end {
+                    let left = self.eval(*ca, &vec![ra[0].clone(), start..end], fetched)?;
+                    let right = self.eval(*cb, &vec![start..end, rb[1].clone()], fetched)?;
+                    pieces.push((left, right));
+                }
+                lo += len;
+            }
+            return kernels::matmul_pieces(&pieces, n.dtype, (shape[0], shape[1]));
+        }
         let children = self
             .child_regions(node, region)?
             .into_iter()
@@ -445,7 +465,7 @@ impl ChunkProgram {
                 )?
             }
             Op::Concat { axis, .. } => kernels::concat(&children, *axis)?,
-            Op::Contract { .. } => kernels::matmul_block(&children[0], &children[1], n.dtype)?,
+            Op::Contract { .. } => return internal_err!("contractions evaluate piece by piece"),
             Op::Reduce { .. } | Op::Partial { .. } | Op::Combine { .. } => {
                 return internal_err!("a reduction step can only be a stage's root");
             }

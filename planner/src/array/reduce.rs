@@ -430,6 +430,9 @@ fn chunk_of<T: Native>(dtype: DType, shape: &[usize], values: Vec<T>) -> NdChunk
 /// The states of one chunk `x` whose region in the whole input starts at `offsets`.
 pub fn partial(spec: &ReduceSpec, x: &NdChunk, offsets: &[usize]) -> Result<Vec<NdChunk>> {
     use ReduceOp::*;
+    if let Some(states) = partial_permuted(spec, x, offsets)? {
+        return Ok(states);
+    }
     // Rows must be contiguous; other strides (slices, pieces of bigger chunks) are fine.
     let x = if x.last_stride() == 1 {
         x.clone()
@@ -493,6 +496,46 @@ pub fn partial(spec: &ReduceSpec, x: &NdChunk, offsets: &[usize]) -> Result<Vec<
         return Ok(vec![finalize(spec, &states)?]);
     }
     Ok(states)
+}
+
+/// A transposed view (its contiguous axis is not the last) reduces in stored order: the
+/// contiguous axis moves last, the reduction runs on that view, and the states move back.
+/// `None` when the view's rows are contiguous already, or for groupings and arg
+/// reductions (whose positions depend on the axis order).
+fn partial_permuted(
+    spec: &ReduceSpec,
+    x: &NdChunk,
+    offsets: &[usize],
+) -> Result<Option<Vec<NdChunk>>> {
+    if x.last_stride() == 1
+        || spec.group.is_some()
+        || matches!(spec.op, ReduceOp::ArgMin | ReduceOp::ArgMax)
+    {
+        return Ok(None);
+    }
+    let strides = with_native!(x.dtype(), T => x.raw::<T>().2.to_vec());
+    let Some(inner) = (0..x.ndim()).find(|&a| strides[a] == 1 && x.shape()[a] > 1) else {
+        return Ok(None);
+    };
+    let perm: Vec<usize> = (0..x.ndim())
+        .filter(|&a| a != inner)
+        .chain([inner])
+        .collect();
+    let position = |a: usize| perm.iter().position(|&p| p == a).unwrap_or(a);
+    let moved = ReduceSpec {
+        axes: spec.axes.iter().map(|&a| position(a)).collect(),
+        input_shape: perm.iter().map(|&a| spec.input_shape[a]).collect(),
+        finalize: false,
+        ..spec.clone()
+    };
+    let offsets: Vec<usize> = perm.iter().map(|&a| offsets[a]).collect();
+    let states = partial(&moved, &x.permute(&perm), &offsets)?;
+    let back: Vec<usize> = (0..perm.len()).map(position).collect();
+    let states: Vec<NdChunk> = states.iter().map(|s| s.permute(&back).to_standard()).collect();
+    if spec.finalize {
+        return Ok(Some(vec![finalize(spec, &states)?]));
+    }
+    Ok(Some(states))
 }
 
 /// Merges the states `states` (one chunk per state column, several cells along the
