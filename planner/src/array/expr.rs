@@ -656,7 +656,9 @@ pub fn reduce(
         && matches!(op, ReduceOp::Sum | ReduceOp::Mean)
         && !skipna
         && x.dtype.is_float()
-        && [a, b].iter().all(|o| o.dtype == x.dtype && o.grid.shape() == shape)
+        && [a, b]
+            .iter()
+            .all(|o| o.dtype == x.dtype && o.grid.shape() == shape)
         && [a, b].iter().any(|o| matches!(o.op, Op::Transpose { .. }))
     {
         let ra = reduce(a, op, Some(&axes), keepdims, skipna)?;

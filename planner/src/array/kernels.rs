@@ -391,7 +391,11 @@ pub fn concat(chunks: &[NdChunk], axis: usize) -> Result<NdChunk> {
 
 /// `sum(a_i @ b_i)` over the pieces, as a `(m, n, 1)` chunk of dtype `out`: one output
 /// buffer, each product accumulated into it by the GEMM kernel.
-pub fn matmul_pieces(pieces: &[(NdChunk, NdChunk)], out: DType, (m, n): (usize, usize)) -> Result<NdChunk> {
+pub fn matmul_pieces(
+    pieces: &[(NdChunk, NdChunk)],
+    out: DType,
+    (m, n): (usize, usize),
+) -> Result<NdChunk> {
     macro_rules! dot {
         ($t:ty) => {{
             let mut c = ndarray::Array2::<$t>::zeros((m, n));
@@ -403,7 +407,11 @@ pub fn matmul_pieces(pieces: &[(NdChunk, NdChunk)], out: DType, (m, n): (usize, 
                     return internal_err!("matmul blocks must be 2-d");
                 };
                 if av.dim() != (m, bv.dim().0) || bv.dim().1 != n {
-                    return internal_err!("matmul pieces {:?} and {:?} do not make ({m}, {n})", av.dim(), bv.dim());
+                    return internal_err!(
+                        "matmul pieces {:?} and {:?} do not make ({m}, {n})",
+                        av.dim(),
+                        bv.dim()
+                    );
                 }
                 ndarray::linalg::general_mat_mul(<$t>::one(), &av, &bv, <$t>::one(), &mut c);
             }

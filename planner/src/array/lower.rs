@@ -2,7 +2,7 @@
 //! [`ChunkProgram`] per stage, one task per output chunk; each reduction becomes a partial
 //! stage and a tree of combine stages with at most `fan_in` chunks merged per task.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use datafusion::common::{Result, internal_err};
@@ -30,6 +30,48 @@ struct Lowering {
     fan_in: usize,
     stages: Vec<Stage>,
     done: HashMap<*const ArrayNode, Materialized>,
+    /// Store reads more than one stage needs (see [`shared_reads`]).
+    shared: HashSet<*const ArrayNode>,
+}
+
+/// Largest store array (bytes) whose decoded chunks are kept for a second stage rather
+/// than read and decoded again.
+const SHARED_READ_BYTES: usize = 2 << 30;
+
+/// The store reads of `root` that more than one stage would evaluate (a climatology and
+/// the anomaly against it both read the store): each becomes a stage of its own whose
+/// chunks, decoded once, the other stages fetch. Arrays above [`SHARED_READ_BYTES`] are
+/// read again instead, so memory stays bounded.
+fn shared_reads(root: &ArrayExpr) -> HashSet<*const ArrayNode> {
+    let mut uses: HashMap<*const ArrayNode, (usize, usize)> = HashMap::new();
+    let mut roots = vec![root.clone()];
+    let mut stage_roots = HashSet::new();
+    while let Some(stage_root) = roots.pop() {
+        if !stage_roots.insert(Arc::as_ptr(&stage_root)) {
+            continue;
+        }
+        // The nodes one stage evaluates: everything up to reductions, whose inputs are
+        // the roots of stages of their own.
+        let mut stack = vec![stage_root];
+        let mut seen = HashSet::new();
+        while let Some(n) = stack.pop() {
+            if !seen.insert(Arc::as_ptr(&n)) {
+                continue;
+            }
+            match &n.op {
+                Op::Reduce { x, .. } => roots.push(x.clone()),
+                Op::ZarrRead { .. } => {
+                    let bytes = n.grid.shape().iter().product::<usize>() * n.dtype.size();
+                    uses.entry(Arc::as_ptr(&n)).or_insert((0, bytes)).0 += 1;
+                }
+                op => stack.extend(op.inputs().into_iter().cloned()),
+            }
+        }
+    }
+    uses.into_iter()
+        .filter(|(_, (stages, bytes))| *stages > 1 && *bytes <= SHARED_READ_BYTES)
+        .map(|(node, _)| node)
+        .collect()
 }
 
 /// The task graph computing `expr`: its result stage's task `i` holds chunk `i` of `expr`
@@ -39,6 +81,7 @@ pub fn lower(expr: &ArrayExpr, fan_in: usize) -> Result<TaskGraph> {
         fan_in: fan_in.max(2),
         stages: Vec::new(),
         done: HashMap::new(),
+        shared: shared_reads(expr),
     };
     let out = lowering.materialize(expr)?;
     if out.stage + 1 != lowering.stages.len() {
@@ -64,6 +107,22 @@ impl ProgramBuilder<'_> {
         let node = match &expr.op {
             Op::Reduce { .. } => {
                 let m = self.lowering.materialize(expr)?;
+                ProgramNode {
+                    op: Op::Input {
+                        stage: m.stage,
+                        grid: m.grid.clone(),
+                        fields: m.fields,
+                    },
+                    dtype: expr.dtype,
+                    grid: m.grid,
+                }
+            }
+            Op::ZarrRead { .. } if self.lowering.shared.contains(&key) => {
+                // Its own stage, built with the read inline; consumers fetch its chunks.
+                self.lowering.shared.remove(&key);
+                let m = self.lowering.materialize(expr);
+                self.lowering.shared.insert(key);
+                let m = m?;
                 ProgramNode {
                     op: Op::Input {
                         stage: m.stage,

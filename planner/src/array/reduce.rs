@@ -531,7 +531,10 @@ fn partial_permuted(
     let offsets: Vec<usize> = perm.iter().map(|&a| offsets[a]).collect();
     let states = partial(&moved, &x.permute(&perm), &offsets)?;
     let back: Vec<usize> = (0..perm.len()).map(position).collect();
-    let states: Vec<NdChunk> = states.iter().map(|s| s.permute(&back).to_standard()).collect();
+    let states: Vec<NdChunk> = states
+        .iter()
+        .map(|s| s.permute(&back).to_standard())
+        .collect();
     if spec.finalize {
         return Ok(Some(vec![finalize(spec, &states)?]));
     }

@@ -205,7 +205,28 @@ fn init_logging(server: bool) {
         .try_init();
 }
 
+/// Keeps freed chunk buffers for reuse. Array chunks are tens of megabytes; glibc maps
+/// each such block fresh and unmaps it on free, so the kernel faults in and zeroes every
+/// page again for each chunk (a third of the time of a Zarr reduction). One heap that
+/// never maps blocks of its own and keeps up to 1 GiB of free memory at its top makes
+/// those buffers reusable. Runs before any thread starts, as the arena limit requires.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn reuse_large_allocations() {
+    // SAFETY: `mallopt` only changes allocator parameters; it is called before any other
+    // thread exists, with parameters and values glibc documents.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+        libc::mallopt(libc::M_MMAP_MAX, 0);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn reuse_large_allocations() {}
+
 fn main() -> ExitCode {
+    reuse_large_allocations();
     let cli = Cli::parse();
     let verbose = cli.verbose;
     init_logging(matches!(
