@@ -19,6 +19,47 @@
 //! store, transport and plan codec. (DESIGN.md sketches a separate `TaskKind::Chunk`; a
 //! DataFusion operator gave the same thing without a second task kind.)
 
+/// The `ExecutionPlan` methods every leaf operator of Shoal's spells the same way:
+/// `name`, `properties` (from a `properties` field), no children, no expressions, and a
+/// `with_new_children` that accepts only none.
+macro_rules! leaf_plan_methods {
+    ($name:literal) => {
+        fn name(&self) -> &str {
+            $name
+        }
+
+        fn properties(&self) -> &std::sync::Arc<datafusion::physical_plan::PlanProperties> {
+            &self.properties
+        }
+
+        fn children(&self) -> Vec<&std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+            vec![]
+        }
+
+        fn apply_expressions(
+            &self,
+            _f: &mut dyn FnMut(
+                &std::sync::Arc<dyn datafusion::physical_expr::PhysicalExpr>,
+            ) -> datafusion::common::Result<
+                datafusion::common::tree_node::TreeNodeRecursion,
+            >,
+        ) -> datafusion::common::Result<datafusion::common::tree_node::TreeNodeRecursion> {
+            Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+        }
+
+        fn with_new_children(
+            self: std::sync::Arc<Self>,
+            children: Vec<std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>>,
+        ) -> datafusion::common::Result<std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>>
+        {
+            if !children.is_empty() {
+                return datafusion::common::internal_err!(concat!($name, " is a leaf"));
+            }
+            Ok(self)
+        }
+    };
+}
+
 pub mod array;
 pub mod codec;
 pub mod config;

@@ -395,7 +395,7 @@ impl TableProviderFactory for ZarrTableFactory {
                 cmd.locations.len()
             );
         };
-        let table = CellTable::open_zarr(&state.runtime_env(), location, fan_in)
+        let table = CellTable::open_zarr(state.runtime_env(), location, fan_in)
             .await
             .map_err(|e| {
                 e.into_datafusion()

@@ -360,6 +360,11 @@ fn zarr_input(dir: &Path) -> (PathBuf, Vec<f64>) {
     (path, values.iter().copied().collect())
 }
 
+/// `shoal sql --table SPEC --format csv -c SQL`.
+fn csv_query(spec: &str, sql: &str) -> Output {
+    shoal(&["sql", "--table", spec, "--format", "csv", "-c", sql])
+}
+
 #[test]
 fn run_writes_zarr_and_parquet_and_sql_reads_zarr() {
     let dir = tempfile::tempdir().unwrap();
@@ -423,17 +428,11 @@ fn run_writes_zarr_and_parquet_and_sql_reads_zarr() {
     let out_parquet = in_dir("monthly.parquet");
     let out = shoal(&["run", input, &out_parquet, "-p", "resample(time=MS, mean)"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let spec = format!("m={out_parquet}");
-    let out = shoal(&[
-        "sql",
-        "--table",
-        &spec,
-        "--format",
-        "csv",
-        "-c",
+    let out = csv_query(
+        &format!("m={out_parquet}"),
         "select count(*) as n, count(distinct time) as months from m; \
          select t2m from m where time = '2001-02-01' and lat = 5 and lon = 3",
-    ]);
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     let lines: Vec<&str> = text.lines().collect();
@@ -447,16 +446,10 @@ fn run_writes_zarr_and_parquet_and_sql_reads_zarr() {
     assert!((got - want).abs() < 1e-12, "{got} vs {want}");
 
     // The store itself as a SQL table.
-    let spec = format!("cube={input}");
-    let out = shoal(&[
-        "sql",
-        "--table",
-        &spec,
-        "--format",
-        "csv",
-        "-c",
+    let out = csv_query(
+        &format!("cube={input}"),
         "select lat, count(t2m) as n from cube where time >= '2001-07-01' group by lat order by lat",
-    ]);
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let mut want = String::from("lat,n\n");
     for (i, lat) in ["-5.0", "0.0", "5.0"].iter().enumerate() {

@@ -98,6 +98,19 @@ struct ProgramBuilder<'a> {
     literals: Vec<LiteralChunks>,
 }
 
+/// A node reading the chunks of a materialized stage.
+fn input_node(m: Materialized, dtype: DType) -> ProgramNode {
+    ProgramNode {
+        op: Op::Input {
+            stage: m.stage,
+            grid: m.grid.clone(),
+            fields: m.fields,
+        },
+        dtype,
+        grid: m.grid,
+    }
+}
+
 impl ProgramBuilder<'_> {
     fn add(&mut self, expr: &ArrayExpr) -> Result<usize> {
         let key = Arc::as_ptr(expr);
@@ -105,33 +118,13 @@ impl ProgramBuilder<'_> {
             return Ok(i);
         }
         let node = match &expr.op {
-            Op::Reduce { .. } => {
-                let m = self.lowering.materialize(expr)?;
-                ProgramNode {
-                    op: Op::Input {
-                        stage: m.stage,
-                        grid: m.grid.clone(),
-                        fields: m.fields,
-                    },
-                    dtype: expr.dtype,
-                    grid: m.grid,
-                }
-            }
+            Op::Reduce { .. } => input_node(self.lowering.materialize(expr)?, expr.dtype),
             Op::ZarrRead { .. } if self.lowering.shared.contains(&key) => {
                 // Its own stage, built with the read inline; consumers fetch its chunks.
                 self.lowering.shared.remove(&key);
                 let m = self.lowering.materialize(expr);
                 self.lowering.shared.insert(key);
-                let m = m?;
-                ProgramNode {
-                    op: Op::Input {
-                        stage: m.stage,
-                        grid: m.grid.clone(),
-                        fields: m.fields,
-                    },
-                    dtype: expr.dtype,
-                    grid: m.grid,
-                }
+                input_node(m?, expr.dtype)
             }
             Op::Literal { grid, .. } => {
                 let Some(chunks) = &expr.literal else {
