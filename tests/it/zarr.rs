@@ -231,6 +231,27 @@ async fn climatology_anomaly_from_store_to_store() {
         .unwrap();
     let clim = t2m.groupby("time.month").unwrap().mean().unwrap();
     let anomaly = t2m.groupby("time.month").unwrap().sub(&clim).unwrap();
+    // The climatology and the anomaly both need the store: one stage reads it, the others
+    // fetch its decoded chunks.
+    let graph = shoal_planner::array::lower(anomaly.std(["time"]).unwrap().data().expr(), 16)
+        .unwrap();
+    let reading: Vec<usize> = graph
+        .stages
+        .iter()
+        .filter(|stage| {
+            let exec = stage.plan.children()[0];
+            let program = exec
+                .downcast_ref::<shoal_planner::array::ChunkExec>()
+                .unwrap()
+                .program();
+            program
+                .nodes
+                .iter()
+                .any(|n| matches!(n.op, shoal_planner::array::Op::ZarrRead { .. }))
+        })
+        .map(|stage| stage.id)
+        .collect();
+    assert_eq!(reading.len(), 1, "one stage reads the store: {reading:?}");
     let output = dir.path().join("anomaly_std.zarr");
     anomaly
         .std(["time"])
