@@ -7,7 +7,9 @@
 #   CUBE=data/cube.zarr bash benches/arrays_peers.sh     (adds the Zarr workloads)
 #
 # Builds Shoal in release mode and creates .venv with the peers. With CUBE set, the store
-# is written first when missing (~1 GB of float32, see benches/make_cube.py).
+# is written first when missing (~1 GB of float32, see benches/make_cube.py). Shoal's
+# matrix products use the system OpenBLAS when it is installed (`apt install
+# libopenblas0-pthread`); its bench output says which kernel ran.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIDE="${1:-20000}"

@@ -390,14 +390,15 @@ pub fn concat(chunks: &[NdChunk], axis: usize) -> Result<NdChunk> {
 }
 
 /// `sum(a_i @ b_i)` over the pieces, as a `(m, n, 1)` chunk of dtype `out`: one output
-/// buffer, each product accumulated into it by the GEMM kernel.
+/// buffer, each product accumulated into it by the system BLAS when one is installed
+/// (floats; see [`super::blas`]), else by `ndarray`'s kernel.
 pub fn matmul_pieces(
     pieces: &[(NdChunk, NdChunk)],
     out: DType,
     (m, n): (usize, usize),
 ) -> Result<NdChunk> {
     macro_rules! dot {
-        ($t:ty) => {{
+        ($t:ty $(, $blas:ident)?) => {{
             let mut c = ndarray::Array2::<$t>::zeros((m, n));
             for (a, b) in pieces {
                 let (a, b) = (cast(a, out), cast(b, out));
@@ -413,14 +414,21 @@ pub fn matmul_pieces(
                         bv.dim()
                     );
                 }
-                ndarray::linalg::general_mat_mul(<$t>::one(), &av, &bv, <$t>::one(), &mut c);
+                #[allow(unused_mut)]
+                let mut done = false;
+                $(if let Some(blas) = super::blas::blas() {
+                    done = blas.$blas(&av, &bv, &mut c);
+                })?
+                if !done {
+                    ndarray::linalg::general_mat_mul(<$t>::one(), &av, &bv, <$t>::one(), &mut c);
+                }
             }
             NdChunk::from_ndarray(out, c.into_dyn()).reshape(vec![m, n, 1])
         }};
     }
     Ok(match out {
-        DType::F64 => dot!(f64),
-        DType::F32 => dot!(f32),
+        DType::F64 => dot!(f64, dgemm_add),
+        DType::F32 => dot!(f32, sgemm_add),
         DType::I64 => dot!(i64),
         DType::I32 => dot!(i32),
         DType::U64 => dot!(u64),

@@ -13,6 +13,7 @@
 //! A chunk is an [`NdChunk`]: a strided view over an Arrow buffer, so it moves between
 //! tasks as a batch (shape in the schema metadata) and slices without copying.
 
+pub mod blas;
 pub mod chunk;
 pub mod dtype;
 pub mod exec;
