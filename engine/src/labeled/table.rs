@@ -169,10 +169,11 @@ impl CellTable {
         Self::try_new(vars, &contents.indexes, fan_in)
     }
 
-    /// The one dimension a filter reads, if it reads exactly one.
+    /// The one dimension a filter reads, if it reads exactly one (and gives the same
+    /// answer each time it is evaluated, so planning may evaluate it ahead).
     fn filter_dim(&self, filter: &Expr) -> Option<usize> {
         let columns = filter.column_refs();
-        if columns.len() != 1 {
+        if columns.len() != 1 || filter.is_volatile() {
             return None;
         }
         let column = columns.into_iter().next()?;
