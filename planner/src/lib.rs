@@ -17,7 +17,10 @@
 //! plans are [`array::ChunkExec`] (a fused chunk program, one task per output chunk) under
 //! the same `ShuffleWriteExec`, so chunk tasks and SQL tasks share one scheduler, result
 //! store, transport and plan codec. (DESIGN.md sketches a separate `TaskKind::Chunk`; a
-//! DataFusion operator gave the same thing without a second task kind.)
+//! DataFusion operator gave the same thing without a second task kind.) Labeled arrays
+//! read as SQL tables through [`array::CellScanExec`], whose per-variable chunk programs
+//! read store chunks through `shoal-io` like any array stage; the table provider over a
+//! Zarr group lives in the engine, next to the CF decoding it shares with `open_zarr`.
 
 /// The `ExecutionPlan` methods every leaf operator of Shoal's spells the same way:
 /// `name`, `properties` (from a `properties` field), no children, no expressions, and a

@@ -67,8 +67,12 @@ fn f64s(batches: &[datafusion::arrow::array::RecordBatch], column: usize) -> Vec
 
 /// The physical plan of `sql`, as text.
 async fn plan_text(s: &Session, sql: &str) -> String {
-    let df = s.sql(sql).await.unwrap();
-    let plan = s.physical_plan(df.logical_plan()).await.unwrap();
+    frame_plan_text(s, &s.sql(sql).await.unwrap()).await
+}
+
+/// The physical plan of a frame, as text.
+async fn frame_plan_text(s: &Session, frame: &shoal::DataFrame) -> String {
+    let plan = s.physical_plan(frame.logical_plan()).await.unwrap();
     displayable(plan.as_ref()).indent(true).to_string()
 }
 
@@ -138,6 +142,7 @@ async fn sql_over_a_zarr_group() {
     )
     .await;
     let means = f64s(&by_lat, 1);
+    assert_eq!(means.len(), 3, "one row per latitude");
     for (i, got) in means.iter().enumerate() {
         let cells: Vec<f64> = (151..400)
             .flat_map(|t| (0..5).map(move |j| (t, j)))
@@ -225,6 +230,18 @@ async fn sql_over_a_zarr_group() {
         err.contains("CREATE EXTERNAL TABLE b") && err.contains("broken.zarr"),
         "{err}"
     );
+    let empty = dir.path().join("empty.zarr");
+    std::fs::create_dir(&empty).unwrap();
+    std::fs::write(
+        empty.join("zarr.json"),
+        r#"{"zarr_format": 3, "node_type": "group", "attributes": {}}"#,
+    )
+    .unwrap();
+    let err = s
+        .register("empty", empty.to_str().unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("empty.zarr has no data variables"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -238,8 +255,7 @@ async fn to_dataframe_is_lazy_and_computes_reductions_first() {
     // A store variable reads lazily: the plan is a cell scan of its chunks.
     let t2m = ds.var("t2m").unwrap();
     let frame = t2m.to_dataframe().await.unwrap();
-    let plan = s.physical_plan(frame.logical_plan()).await.unwrap();
-    let text = displayable(plan.as_ref()).indent(true).to_string();
+    let text = frame_plan_text(&s, &frame).await;
     assert!(text.contains("vars=[t2m] chunks=5"), "{text}");
     // A reduction is computed first; its table has the remaining dimensions.
     let mean = t2m.mean(["time"]).unwrap();

@@ -148,10 +148,15 @@ impl DataArray {
         let digits = freq
             .find(|c: char| !c.is_ascii_digit())
             .unwrap_or(freq.len());
-        let step: i64 = if digits == 0 {
-            1
-        } else {
-            freq[..digits].parse().unwrap_or(1).max(1)
+        // Up to a million units per bin keeps every bin boundary within i64 nanoseconds.
+        let step: i64 = match freq[..digits].parse::<i64>() {
+            _ if digits == 0 => 1,
+            Ok(n) if (1..=1_000_000).contains(&n) => n,
+            _ => {
+                return Err(Error::input(format!(
+                    "resample frequency '{freq}': the count must be 1 to 1000000"
+                )));
+            }
         };
         let unit = &freq[digits..];
         // Bin number of a time, counted from the bin holding the first time.

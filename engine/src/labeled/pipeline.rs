@@ -190,8 +190,12 @@ impl Step {
             "sel" => {
                 let mut sels = Vec::new();
                 for (dim, value) in self.keyed()? {
-                    // Dates hold ':' in their times; a range splits at the last ':'
-                    // whose left part is a whole label.
+                    if value.is_empty() || value.starts_with(':') || value.ends_with(':') {
+                        return Err(Error::input(format!(
+                            "{} {dim}: '{value}' is not a label or a LO:HI range with both ends",
+                            self.what()
+                        )));
+                    }
                     let sel = match split_range(value) {
                         Some((lo, hi)) => LabelSel::Range(label(lo), label(hi)),
                         None => LabelSel::Exact(label(value)),
@@ -238,17 +242,27 @@ impl Step {
     }
 }
 
-/// `lo:hi` where neither side is empty; dates with times (`2020-01-01T06:00:00`) keep
-/// their colons: the split is at the colon that leaves two labels of the same shape.
+/// `lo:hi` where neither side is empty. Dates with times (`2020-01-01T06:00`) hold colons
+/// of their own: the split is at the first colon with two numbers or two dates around it
+/// (`2020-01-01T06:00:2020-01-02`); other text splits at the middle colon of an odd count.
 fn split_range(value: &str) -> Option<(&str, &str)> {
+    let dated = |t: &str| {
+        let b = t.as_bytes();
+        b.len() >= 5 && b[..4].iter().all(u8::is_ascii_digit) && b[4] == b'-'
+    };
+    let number = |t: &str| t.parse::<f64>().is_ok();
     let colons: Vec<usize> = value.match_indices(':').map(|(i, _)| i).collect();
-    if colons.is_empty() {
-        return None;
+    let sides = |at: usize| (&value[..at], &value[at + 1..]);
+    if let Some((lo, hi)) = colons
+        .iter()
+        .map(|&at| sides(at))
+        .find(|(lo, hi)| (number(lo) && number(hi)) || (dated(lo) && dated(hi)))
+    {
+        return Some((lo, hi));
     }
-    // An odd number of colons splits in the middle one (each side holds the same count).
-    if colons.len() % 2 == 1 {
-        let at = colons[colons.len() / 2];
-        let (lo, hi) = (&value[..at], &value[at + 1..]);
+    // A date with no date after a colon is one label (`2020-01-01T06:00`).
+    if !dated(value) && colons.len() % 2 == 1 {
+        let (lo, hi) = sides(colons[colons.len() / 2]);
         if !lo.is_empty() && !hi.is_empty() {
             return Some((lo, hi));
         }
@@ -290,6 +304,18 @@ mod tests {
             Some(("2020-01-01T06:00", "2020-01-02T06:00"))
         );
         assert_eq!(split_range("12"), None);
+        assert_eq!(
+            split_range("2020-01-01:2020-01-02T06:00"),
+            Some(("2020-01-01", "2020-01-02T06:00"))
+        );
+        assert_eq!(
+            split_range("2020-01-01T06:00:00:2020-01-02"),
+            Some(("2020-01-01T06:00:00", "2020-01-02"))
+        );
+        assert_eq!(split_range("-5.5:10"), Some(("-5.5", "10")));
+        assert_eq!(split_range("a:b"), Some(("a", "b")));
+        assert_eq!(split_range("2020-01-01T06:00"), None);
+        assert_eq!(split_range("2020-01-01T06:00:00"), None);
         let err = parse("mean(time | std").unwrap_err().to_string();
         assert!(
             err.contains("pipeline step 1 'mean(time': missing ')'"),

@@ -137,6 +137,11 @@ impl CellTable {
 
     /// A table over a dataset's variables and their dimension coordinates.
     pub fn from_dataset(ds: &Dataset, fan_in: usize) -> crate::Result<Self> {
+        if ds.vars().is_empty() {
+            return Err(crate::Error::input(
+                "a dataset without variables has no cells to read as a table",
+            ));
+        }
         let mut indexes: Vec<(String, Index)> = Vec::new();
         let mut vars = Vec::new();
         for (name, var) in ds.vars() {
@@ -161,6 +166,11 @@ impl CellTable {
         fan_in: usize,
     ) -> crate::Result<Self> {
         let contents = load_zarr(env, path).await?;
+        if contents.vars.is_empty() {
+            return Err(crate::Error::input(format!(
+                "zarr store {path} has no data variables to read as a table"
+            )));
+        }
         let vars = contents
             .vars
             .into_iter()

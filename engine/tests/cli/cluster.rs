@@ -801,6 +801,14 @@ async fn array_jobs_on_worker_processes_match_the_embedded_engine() {
 
     // The same store as a SQL table: scan tasks on the worker processes read the chunks.
     let cube = dir.path().join("cube0.zarr");
+    let done_before: u64 = remote
+        .status()
+        .await
+        .unwrap()
+        .workers
+        .iter()
+        .map(|w| w.tasks_completed)
+        .sum();
     let mut by_lat = Vec::new();
     for session in [&remote, &local] {
         session.register("cube", cube.to_str().unwrap()).unwrap();
@@ -830,6 +838,19 @@ async fn array_jobs_on_worker_processes_match_the_embedded_engine() {
             "zarr table on the cluster: {r} vs {l}"
         );
     }
+    let done_after: u64 = remote
+        .status()
+        .await
+        .unwrap()
+        .workers
+        .iter()
+        .map(|w| w.tasks_completed)
+        .sum();
+    // Three 50-day slabs from March on, plus the aggregation stages.
+    assert!(
+        done_after >= done_before + 4,
+        "the scan ran as tasks on the workers: {done_before} -> {done_after}"
+    );
     let status = remote.status().await.unwrap();
     assert!(
         status.workers.iter().all(|w| w.tasks_completed > 0),

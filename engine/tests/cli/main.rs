@@ -469,6 +469,22 @@ fn run_writes_zarr_and_parquet_and_sql_reads_zarr() {
     assert_one_line_error(&out, "variable 't2m': no dimension 'height'");
     let out = shoal(&["run", input, &in_dir("x.zarr"), "-p", "frobnicate(time)"]);
     assert_one_line_error(&out, "unknown pipeline step 'frobnicate'");
+    let out = shoal(&[
+        "run",
+        input,
+        &in_dir("x.zarr"),
+        "-p",
+        "resample(time=0MS, mean)",
+    ]);
+    assert_one_line_error(&out, "the count must be 1 to 1000000");
+    let out = shoal(&[
+        "run",
+        input,
+        &in_dir("x.zarr"),
+        "-p",
+        "sel(time=:2001-02-01)",
+    ]);
+    assert_one_line_error(&out, "is not a label or a LO:HI range with both ends");
     let out = shoal(&["run", input, &in_dir("x.zarr"), "--var", "q"]);
     assert_one_line_error(&out, "no variable 'q'");
     let out = shoal(&["run", &in_dir("missing.zarr"), &in_dir("x.zarr")]);

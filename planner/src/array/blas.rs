@@ -12,38 +12,19 @@ const ROW_MAJOR: c_int = 101;
 const NO_TRANS: c_int = 111;
 const TRANS: c_int = 112;
 
-type Dgemm = unsafe extern "C" fn(
-    c_int,
-    c_int,
-    c_int,
-    c_int,
-    c_int,
-    c_int,
-    f64,
-    *const f64,
-    c_int,
-    *const f64,
-    c_int,
-    f64,
-    *mut f64,
-    c_int,
-);
-type Sgemm = unsafe extern "C" fn(
-    c_int,
-    c_int,
-    c_int,
-    c_int,
-    c_int,
-    c_int,
-    f32,
-    *const f32,
-    c_int,
-    *const f32,
-    c_int,
-    f32,
-    *mut f32,
-    c_int,
-);
+/// The CBLAS `?gemm` signature for element type `$t`: order, transposes, m, n, k, alpha,
+/// a, lda, b, ldb, beta, c, ldc.
+macro_rules! gemm_signature {
+    ($t:ty) => {
+        unsafe extern "C" fn(
+            c_int, c_int, c_int, c_int, c_int, c_int,
+            $t, *const $t, c_int, *const $t, c_int, $t, *mut $t, c_int,
+        )
+    };
+}
+
+type Dgemm = gemm_signature!(f64);
+type Sgemm = gemm_signature!(f32);
 
 /// The loaded library's entry points (the library stays loaded for the process).
 #[derive(Debug, Clone, Copy)]
@@ -182,6 +163,19 @@ mod tests {
     use ndarray::{Array2, s};
 
     #[test]
+    fn layouts_map_to_cblas_transposes() {
+        // Rows contiguous: no transpose, leading dimension the row stride.
+        assert_eq!(layout(3, 4, &[4, 1]), Some((NO_TRANS, 4)));
+        assert_eq!(layout(3, 4, &[10, 1]), Some((NO_TRANS, 10)));
+        // Columns contiguous: the transpose of a row-major matrix.
+        assert_eq!(layout(3, 4, &[1, 3]), Some((TRANS, 3)));
+        // Overlapping rows, steps and negative strides have no CBLAS layout.
+        assert_eq!(layout(3, 4, &[2, 1]), None);
+        assert_eq!(layout(3, 4, &[8, 2]), None);
+        assert_eq!(layout(3, 4, &[-4, 1]), None);
+    }
+
+    #[test]
     fn products_match_ndarray_in_every_layout() {
         let Some(blas) = blas() else {
             assert!(
@@ -207,6 +201,11 @@ mod tests {
                 assert!((g - w).abs() < 1e-9, "{name}: {g} vs {w}");
             }
         }
+        // A transposed left operand.
+        let at = a.t().to_owned();
+        let mut c = Array2::<f64>::zeros((7, 5));
+        assert!(blas.dgemm_add(&at.t(), &b.view(), &mut c));
+        assert!((c[[6, 4]] - a.dot(&b)[[6, 4]]).abs() < 1e-9);
         let af = a.mapv(|v| v as f32);
         let bf = b.mapv(|v| v as f32);
         let mut cf = Array2::<f32>::zeros((7, 5));

@@ -64,6 +64,14 @@ pub async fn run(engine: &EngineArgs, args: RunArgs) -> shoal::Result<()> {
         )));
     }
     let codec = ZarrCodec::parse(&args.codec)?;
+    // Before any work: the writers refuse an existing output too, but only once the
+    // results are computed.
+    if shoal_io::Location::parse(&args.output)?.exists_locally() {
+        return Err(Error::input(format!(
+            "{} already exists; remove it or write elsewhere",
+            args.output
+        )));
+    }
     let session = engine.session()?;
     let input = session.open_zarr(&args.input)?;
     let names = if args.vars.is_empty() {
@@ -111,7 +119,7 @@ pub async fn run(engine: &EngineArgs, args: RunArgs) -> shoal::Result<()> {
     };
     let result = tokio::select! {
         r = write => r,
-        _ = tokio::signal::ctrl_c() => Err(Error::input("job cancelled")),
+        Ok(()) = tokio::signal::ctrl_c() => Err(Error::input("job cancelled")),
     };
     bar.finish_and_clear();
     result?;
