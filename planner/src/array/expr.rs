@@ -759,7 +759,7 @@ const PANEL_BYTES: usize = 256 << 20;
 
 /// The matrix product of 2-d `a` and `b`: each task multiplies a row panel of `a` by a
 /// column panel of `b` over a run of `a`'s chunks along the contracted axis, as long as
-/// both panels fit in [`PANEL_BYTES`] (one call into the GEMM kernel, which runs best on
+/// both panels fit in 256 MiB (one call into the GEMM kernel, which runs best on
 /// long panels); the runs' products are summed.
 pub fn matmul(a: &ArrayExpr, b: &ArrayExpr) -> Result<ArrayExpr> {
     let (sa, sb) = (a.grid.shape(), b.grid.shape());
