@@ -718,6 +718,12 @@ fn write_certificates(dir: &Path) -> (String, String, String) {
 
 /// Array stages are ChunkExec plans: they ship to worker processes like SQL stages, their
 /// chunks move over Flight, and the values equal the embedded session's.
+/// Tasks the cluster's workers have completed, all together.
+async fn tasks_completed(session: &Session) -> u64 {
+    let status = session.status().await.unwrap();
+    status.workers.iter().map(|w| w.tasks_completed).sum()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn array_jobs_on_worker_processes_match_the_embedded_engine() {
     use ndarray::s;
@@ -801,14 +807,7 @@ async fn array_jobs_on_worker_processes_match_the_embedded_engine() {
 
     // The same store as a SQL table: scan tasks on the worker processes read the chunks.
     let cube = dir.path().join("cube0.zarr");
-    let done_before: u64 = remote
-        .status()
-        .await
-        .unwrap()
-        .workers
-        .iter()
-        .map(|w| w.tasks_completed)
-        .sum();
+    let done_before = tasks_completed(&remote).await;
     let mut by_lat = Vec::new();
     for session in [&remote, &local] {
         session.register("cube", cube.to_str().unwrap()).unwrap();
@@ -838,14 +837,7 @@ async fn array_jobs_on_worker_processes_match_the_embedded_engine() {
             "zarr table on the cluster: {r} vs {l}"
         );
     }
-    let done_after: u64 = remote
-        .status()
-        .await
-        .unwrap()
-        .workers
-        .iter()
-        .map(|w| w.tasks_completed)
-        .sum();
+    let done_after = tasks_completed(&remote).await;
     // Three 50-day slabs from March on, plus the aggregation stages.
     assert!(
         done_after >= done_before + 4,
