@@ -536,7 +536,7 @@ impl Array {
     pub fn graph_size(&self) -> Result<(usize, usize)> {
         let fan_in = self.session.config().array_reduce_fan_in;
         let graph = planner_array::lower(&self.expr, fan_in)?;
-        Ok((graph.stages.len(), graph.tasks.len()))
+        Ok((graph.stages.len(), graph.task_count()))
     }
 }
 

@@ -17,11 +17,12 @@ use shoal_planner::{JobId, PartitionKey, Resources, TaskGraph};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::flight::{FlightTransport, StoreFlightService, serve};
-use crate::scheduler::{ClusterStatus, Event, JobSpec, Scheduler};
+use crate::protocol::{ClusterStatus, Event, JobSpec, Progress};
+use crate::scheduler::Scheduler;
 use crate::security::Security;
 use crate::store::{ResultStore, StoreStats};
 use crate::transport::{InProcessTransport, Transport, WorkerIo};
-use crate::worker::Worker;
+use crate::worker::{Worker, pause_threshold};
 
 /// How an embedded cluster is shaped.
 #[derive(Debug, Clone)]
@@ -56,15 +57,6 @@ pub enum DataPlane {
     },
 }
 
-/// How far a job has come.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Progress {
-    /// Tasks in the job.
-    pub tasks_total: usize,
-    /// Tasks finished.
-    pub tasks_done: usize,
-}
-
 /// A running job: its result stream and its progress. Dropping the stream before it ends
 /// cancels the job.
 pub struct JobHandle {
@@ -86,11 +78,6 @@ impl Drop for JobGuard {
     fn drop(&mut self) {
         let _ = self.events.send(Event::EndJob(self.job));
     }
-}
-
-/// Memory in use above which a worker starts no new task: 80 % of its limit.
-pub fn pause_threshold(memory_limit: usize) -> usize {
-    memory_limit / 5 * 4
 }
 
 /// An in-process scheduler and its workers.

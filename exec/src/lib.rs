@@ -16,6 +16,7 @@
 
 pub mod cluster;
 pub mod flight;
+pub mod protocol;
 pub mod remote;
 pub mod scheduler;
 pub mod security;
@@ -23,9 +24,9 @@ pub mod store;
 pub mod transport;
 pub mod worker;
 
-pub use cluster::{ClusterOptions, DataPlane, JobHandle, LocalCluster, Progress};
+pub use cluster::{ClusterOptions, DataPlane, JobHandle, LocalCluster};
+pub use protocol::{ClusterStatus, JobStatus, Progress, TaskFailure, WorkerStatus};
 pub use remote::RemoteCluster;
-pub use scheduler::{ClusterStatus, JobStatus, TaskFailure, WorkerStatus};
 pub use security::Security;
 pub use store::{ResultStore, StoreStats};
 pub use transport::{InProcessTransport, Transport};

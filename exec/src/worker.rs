@@ -9,63 +9,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::arrow::array::UInt64Array;
-use datafusion::common::{DataFusionError, Result, internal_datafusion_err};
+use datafusion::common::{Result, internal_datafusion_err};
 use datafusion::execution::TaskContext;
 use datafusion::execution::runtime_env::RuntimeEnv;
-use shoal_planner::{JobId, Locations, ShuffleEnv, ShuffleIo, StageId, TaskId, WorkerId};
+use shoal_planner::{JobId, ShuffleEnv, ShuffleIo, TaskId, WorkerId};
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 
-use crate::scheduler::{Event, StagePlan};
+use crate::protocol::{Event, Launch, StagePlan, TaskOutcome, WorkerMsg};
 use crate::store::ResultStore;
 use crate::transport::fetch_failure;
 
-/// Everything a worker needs to run one task.
-#[derive(Debug)]
-pub struct Launch {
-    /// The job.
-    pub job: JobId,
-    /// The task.
-    pub task: TaskId,
-    /// Which start of this task it is (from 1).
-    pub attempt: u32,
-    /// The stage plan.
-    pub plan: StagePlan,
-    /// Where each input stage's task outputs are.
-    pub locations: Locations,
-}
-
-/// Messages from the scheduler to a worker.
-#[derive(Debug)]
-pub enum WorkerMsg {
-    /// Run a task.
-    Launch(Box<Launch>),
-    /// Stop the job's running tasks and drop its outputs.
-    CancelJob(JobId),
-    /// Drop the job's outputs (it finished and its results were read).
-    ReleaseJob(JobId),
-    /// Drop one stage's outputs: every stage reading them has finished.
-    ReleaseStage(JobId, StageId),
-    /// Worker `id` serves its outputs at this address.
-    Peer(WorkerId, String),
-}
-
-/// How a launched task ended.
-#[derive(Debug)]
-pub enum TaskOutcome {
-    /// Output stored; bytes per bucket.
-    Finished(Vec<u64>),
-    /// The task could not fetch an input from worker `from`.
-    FetchFailed {
-        /// The worker that should have served the input.
-        from: WorkerId,
-        /// The error.
-        cause: DataFusionError,
-    },
-    /// The task returned an error or panicked.
-    Failed(DataFusionError),
-    /// The task was aborted by a cancel.
-    Cancelled,
+/// Memory in use above which a worker starts no new task: 80 % of its limit.
+pub fn pause_threshold(memory_limit: usize) -> usize {
+    memory_limit / 5 * 4
 }
 
 /// The state a worker's loop owns.

@@ -1,4 +1,4 @@
-//! The task graph: stages, the tasks they expand to, and what each task reads and writes.
+//! The task graph: stages cut at exchanges, each run as one task per output partition.
 
 use std::fmt;
 use std::sync::Arc;
@@ -72,100 +72,35 @@ pub struct Stage {
     pub tasks: usize,
 }
 
-/// A dependency of a task: every task output of an earlier stage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct InputRef {
-    /// The producing stage.
-    pub stage: StageId,
-}
-
-/// What a task runs.
+/// A job's whole graph: stages in topological order, the last one the result stage,
+/// and what every task asks for.
 #[derive(Debug, Clone)]
-pub enum TaskKind {
-    /// One partition of a DataFusion plan fragment, written out per `output`.
-    Stage {
-        /// The stage's plan (shared by all tasks of the stage).
-        plan: Arc<dyn ExecutionPlan>,
-        /// The partition to execute.
-        partition: usize,
-        /// How the output is bucketed.
-        output: OutputSpec,
-    },
-}
-
-/// One schedulable unit of work.
-#[derive(Debug, Clone)]
-pub struct TaskSpec {
-    /// Which task this is.
-    pub id: TaskId,
-    /// Outputs the task needs before it can start.
-    pub inputs: Vec<InputRef>,
-    /// What to run.
-    pub kind: TaskKind,
-    /// Named resources the task holds while it runs (only workers offering them run it).
+pub struct TaskGraph {
+    /// Stages, producers before consumers; the last one is the result stage, whose tasks'
+    /// bucket 0, in partition order, is the job's answer.
+    pub stages: Vec<Stage>,
+    /// Named resources each task holds while it runs (only workers offering them run it).
     pub resources: Resources,
 }
 
-/// A job's whole graph: stages in topological order, their tasks, and the final outputs.
-#[derive(Debug, Clone)]
-pub struct TaskGraph {
-    /// Stages, producers before consumers; the last one is the result stage.
-    pub stages: Vec<Stage>,
-    /// Every task, in stage order.
-    pub tasks: Vec<TaskSpec>,
-    /// The result stage's tasks, in partition order: their bucket 0 is the job's answer.
-    pub outputs: Vec<TaskId>,
-}
-
 impl TaskGraph {
-    /// Builds the graph from stages given in topological order.
+    /// The graph of stages given in topological order, asking for no resources.
     pub fn from_stages(stages: Vec<Stage>) -> Self {
-        let mut tasks = Vec::new();
-        for stage in &stages {
-            for partition in 0..stage.tasks {
-                tasks.push(TaskSpec {
-                    id: TaskId {
-                        stage: stage.id,
-                        partition,
-                    },
-                    inputs: stage
-                        .inputs
-                        .iter()
-                        .map(|&stage| InputRef { stage })
-                        .collect(),
-                    kind: TaskKind::Stage {
-                        plan: Arc::clone(&stage.plan),
-                        partition,
-                        output: stage.output.clone(),
-                    },
-                    resources: Resources::default(),
-                });
-            }
-        }
-        let outputs = stages
-            .last()
-            .map(|s| {
-                (0..s.tasks)
-                    .map(|partition| TaskId {
-                        stage: s.id,
-                        partition,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
         Self {
             stages,
-            tasks,
-            outputs,
+            resources: Resources::default(),
         }
     }
 
     /// Every task asks for `resources`.
     pub fn with_resources(mut self, resources: &Resources) -> Self {
-        for task in &mut self.tasks {
-            task.resources = resources.clone();
-        }
+        self.resources = resources.clone();
         self
+    }
+
+    /// Tasks in the graph: one per partition of each stage.
+    pub fn task_count(&self) -> usize {
+        self.stages.iter().map(|s| s.tasks).sum()
     }
 
     /// The stages that read `stage`'s output.

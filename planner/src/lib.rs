@@ -5,7 +5,7 @@
 //!  physical plan ──split::split_into_stages──► stages (cut at exchanges)
 //!                                                 │  one task per output partition
 //!                                                 ▼
-//!                     TaskGraph { stages, tasks: Vec<TaskSpec>, outputs }
+//!                     TaskGraph { stages, resources }
 //! ```
 //!
 //! Each stage is a plan fragment rooted at a [`ShuffleWriteExec`], whose leaves that read
@@ -16,8 +16,7 @@
 //! Arrays take the same road: [`array::lower`] turns an array expression into stages whose
 //! plans are [`array::ChunkExec`] (a fused chunk program, one task per output chunk) under
 //! the same `ShuffleWriteExec`, so chunk tasks and SQL tasks share one scheduler, result
-//! store, transport and plan codec. (DESIGN.md sketches a separate `TaskKind::Chunk`; a
-//! DataFusion operator gave the same thing without a second task kind.) Labeled arrays
+//! store, transport and plan codec (a DataFusion operator, not a second kind of task). Labeled arrays
 //! read as SQL tables through [`array::CellScanExec`], whose per-variable chunk programs
 //! read store chunks through `shoal-io` like any array stage; the table provider over a
 //! Zarr group lives in the engine, next to the CF decoding it shares with `open_zarr`.
@@ -76,9 +75,7 @@ pub mod split;
 pub use codec::{ShoalCodec, decode_plan, encode_plan};
 pub use config::ShoalConfig;
 pub use distribute::independent_partitions;
-pub use graph::{
-    InputRef, JobId, OutputSpec, Stage, StageId, TaskGraph, TaskId, TaskKind, TaskSpec,
-};
+pub use graph::{JobId, OutputSpec, Stage, StageId, TaskGraph, TaskId};
 pub use resources::Resources;
 pub use shuffle::{
     Locations, PartitionKey, ReadMode, ShuffleEnv, ShuffleIo, ShuffleReadExec, ShuffleWriteExec,

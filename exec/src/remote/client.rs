@@ -21,9 +21,9 @@ use tonic::{Code, Request, Status};
 use super::proto::{self, job_event, scheduler_client::SchedulerClient};
 use super::resources_to_proto;
 use super::server::status_from_proto;
-use crate::cluster::{JobHandle, Progress};
+use crate::cluster::JobHandle;
 use crate::flight::FlightTransport;
-use crate::scheduler::ClusterStatus;
+use crate::protocol::{ClusterStatus, Progress};
 use crate::security::Security;
 use crate::transport::Transport;
 
@@ -372,11 +372,7 @@ fn submit_request(graph: &TaskGraph, ctx: &TaskContext) -> Result<proto::SubmitJ
         .get::<ShoalConfig>()
         .cloned()
         .unwrap_or_default();
-    let resources = graph
-        .tasks
-        .first()
-        .map(|t| resources_to_proto(&t.resources))
-        .unwrap_or_default();
+    let resources = resources_to_proto(&graph.resources);
     Ok(proto::SubmitJob {
         stages,
         config,

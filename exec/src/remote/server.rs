@@ -19,12 +19,12 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::proto::{self, command, job_event, scheduler_message, worker_message};
 use super::{PROTOCOL_VERSION, resources_from_proto, resources_to_proto};
-use crate::cluster::Progress;
-use crate::scheduler::{
-    ClusterStatus, EncodedStage, Event, JobSpec, Scheduler, StagePlan, StageSpec, WorkerStatus,
+use crate::protocol::{
+    ClusterStatus, EncodedStage, Event, JobSpec, Progress, StagePlan, StageSpec, TaskOutcome,
+    WorkerMsg, WorkerStatus,
 };
+use crate::scheduler::Scheduler;
 use crate::security::{Security, incoming};
-use crate::worker::{TaskOutcome, WorkerMsg};
 
 /// How a scheduler process behaves.
 #[derive(Debug, Clone)]
@@ -64,8 +64,15 @@ pub async fn run_scheduler(
     options: SchedulerOptions,
 ) -> Result<()> {
     let (events, rx) = mpsc::unbounded_channel();
+    let (probe, probes) = mpsc::unbounded_channel();
     let mut tasks = JoinSet::new();
-    tasks.spawn(Scheduler::empty(options.prefetch, Some(options.heartbeat_timeout)).run(rx));
+    let scheduler = Scheduler::empty(options.prefetch, Some(options.heartbeat_timeout));
+    tasks.spawn(scheduler.with_probe(probe).run(rx));
+    tasks.spawn(probe_suspects(
+        probes,
+        events.clone(),
+        options.heartbeat_timeout,
+    ));
     let service = Service {
         tasks: Mutex::new(tasks),
         events,
@@ -320,6 +327,46 @@ async fn follow_job(
     let _ = events.send(Event::EndJob(job));
 }
 
+/// Confirms or clears the scheduler's suspicion of workers that a peer could not fetch
+/// from: a data port that refuses connections means the worker is gone; one that accepts
+/// leaves the verdict to its heartbeats (a stopped process still has its port accepted by
+/// the kernel, and falls silent).
+async fn probe_suspects(
+    mut probes: mpsc::UnboundedReceiver<(WorkerId, String)>,
+    events: mpsc::UnboundedSender<Event>,
+    timeout: Duration,
+) {
+    let mut running = JoinSet::new();
+    loop {
+        tokio::select! {
+            probe = probes.recv() => {
+                let Some((worker, address)) = probe else { break };
+                let events = events.clone();
+                running.spawn(async move {
+                    let bare = address
+                        .trim_start_matches("http://")
+                        .trim_start_matches("https://")
+                        .trim_end_matches('/')
+                        .to_string();
+                    let connect = tokio::net::TcpStream::connect(bare);
+                    let event = match tokio::time::timeout(timeout, connect).await {
+                        Ok(Ok(_)) => Event::Reachable(worker),
+                        Ok(Err(e)) => Event::WorkerLost {
+                            worker,
+                            cause: format!("a peer could not fetch from it and its data port \
+                                            {address} refuses connections ({e})"),
+                        },
+                        // Silence: the heartbeat timeout decides.
+                        Err(_) => return,
+                    };
+                    let _ = events.send(event);
+                });
+            }
+            Some(_) = running.join_next(), if !running.is_empty() => {}
+        }
+    }
+}
+
 /// Reads a worker's outcomes and heartbeats; the worker is lost when the stream ends.
 async fn read_worker(
     id: WorkerId,
@@ -557,7 +604,7 @@ pub fn status_from_proto(status: proto::ClusterStatus) -> ClusterStatus {
         jobs: status
             .jobs
             .into_iter()
-            .map(|j| crate::scheduler::JobStatus {
+            .map(|j| crate::protocol::JobStatus {
                 id: j.id,
                 tasks_total: j.tasks_total as usize,
                 tasks_done: j.tasks_done as usize,

@@ -25,13 +25,12 @@ use tonic::Request;
 use super::client::{connect_error, control_client};
 use super::proto::{self, command, scheduler_message, worker_message};
 use super::{PROTOCOL_VERSION, resources_to_proto};
-use crate::cluster::pause_threshold;
 use crate::flight::{FlightTransport, StoreFlightService, serve};
-use crate::scheduler::{Event, StagePlan};
+use crate::protocol::{Event, Launch, StagePlan, TaskOutcome, WorkerMsg};
 use crate::security::Security;
 use crate::store::ResultStore;
 use crate::transport::WorkerIo;
-use crate::worker::{Launch, TaskOutcome, Worker, WorkerMsg};
+use crate::worker::{Worker, pause_threshold};
 
 /// How a worker process is shaped and where it reports.
 #[derive(Debug, Clone)]

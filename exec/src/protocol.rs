@@ -1,0 +1,295 @@
+//! The messages between the scheduler, its workers and its clients, and the status they
+//! report. The scheduler, the workers and both cluster clients read these types; none of
+//! them imports another's internals.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::common::DataFusionError;
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::ExecutionPlan;
+use shoal_planner::{
+    JobId, Locations, Resources, ShoalConfig, StageId, TaskGraph, TaskId, WorkerId,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Where the result stage's tasks left their output, in partition order.
+pub type JobOutputs = Vec<(TaskId, WorkerId)>;
+
+/// A task's failure, naming the task and the worker; the cause is kept as the source.
+#[derive(Debug)]
+pub struct TaskFailure {
+    /// The job.
+    pub job: JobId,
+    /// The failed task.
+    pub task: TaskId,
+    /// The worker it ran on.
+    pub worker: WorkerId,
+    /// What went wrong.
+    pub cause: DataFusionError,
+}
+
+impl std::fmt::Display for TaskFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} of job {} failed on worker {}: {}",
+            self.task, self.job, self.worker, self.cause
+        )
+    }
+}
+
+impl std::error::Error for TaskFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.cause)
+    }
+}
+
+/// A stage's plan, in the form the workers that run it need.
+#[derive(Debug, Clone)]
+pub enum StagePlan {
+    /// A physical plan and the session's task context, for workers in this process.
+    Local {
+        /// The stage plan, rooted at `ShuffleWriteExec`.
+        plan: Arc<dyn ExecutionPlan>,
+        /// Session configuration and functions.
+        ctx: Arc<TaskContext>,
+    },
+    /// The plan as `datafusion-proto` bytes with the session's settings, for worker
+    /// processes (the scheduler process never decodes it).
+    Encoded(Arc<EncodedStage>),
+    /// Tasks that do nothing (scheduler benchmarks).
+    Noop,
+}
+
+/// A serialised stage plan.
+#[derive(Debug)]
+pub struct EncodedStage {
+    /// `datafusion-proto` bytes with Shoal's extension codec.
+    pub plan: Vec<u8>,
+    /// The session's settings.
+    pub config: Arc<HashMap<String, String>>,
+}
+
+/// One stage of a submitted job.
+#[derive(Debug, Clone)]
+pub struct StageSpec {
+    /// Stages whose every task output this stage reads.
+    pub inputs: Vec<StageId>,
+    /// Number of tasks.
+    pub tasks: usize,
+    /// What each task runs.
+    pub plan: StagePlan,
+}
+
+/// A job as the scheduler runs it: stages in topological order, the last is the result.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    /// The stages.
+    pub stages: Vec<StageSpec>,
+    /// What every task asks for.
+    pub request: Resources,
+    /// How long the job may wait for a worker that can run its tasks.
+    pub placement_timeout: Duration,
+}
+
+impl JobSpec {
+    /// The job for a task graph planned in this process.
+    pub fn local(graph: TaskGraph, ctx: Arc<TaskContext>) -> Self {
+        let request = graph.resources.clone();
+        let placement_timeout = ctx
+            .session_config()
+            .options()
+            .extensions
+            .get::<ShoalConfig>()
+            .map(|c| c.placement_timeout())
+            .unwrap_or(Duration::from_secs(60));
+        let stages = graph
+            .stages
+            .into_iter()
+            .map(|s| StageSpec {
+                inputs: s.inputs,
+                tasks: s.tasks,
+                plan: StagePlan::Local {
+                    plan: s.plan,
+                    ctx: Arc::clone(&ctx),
+                },
+            })
+            .collect();
+        Self {
+            stages,
+            request,
+            placement_timeout,
+        }
+    }
+
+    /// Tasks in the job.
+    pub fn tasks_total(&self) -> usize {
+        self.stages.iter().map(|s| s.tasks).sum()
+    }
+}
+
+/// Events the scheduler reacts to.
+#[derive(Debug)]
+pub enum Event {
+    /// A client submitted a job.
+    Submit {
+        /// Its id.
+        job: JobId,
+        /// What to run.
+        spec: JobSpec,
+        /// Answered once: the result locations, or the first failure.
+        done: oneshot::Sender<Result<JobOutputs, DataFusionError>>,
+        /// Task counts as the job advances.
+        progress: watch::Sender<Progress>,
+    },
+    /// A worker reports how a task ended.
+    TaskEnded {
+        /// The job.
+        job: JobId,
+        /// The task.
+        task: TaskId,
+        /// Which start of the task this was.
+        attempt: u32,
+        /// The worker that ran it.
+        worker: WorkerId,
+        /// The outcome.
+        outcome: TaskOutcome,
+    },
+    /// The client is done with a job: cancel it if still running, then free its outputs.
+    EndJob(JobId),
+    /// Report the cluster's state.
+    Status(oneshot::Sender<ClusterStatus>),
+    /// Someone other than the job's client cancels it; the reply says whether it was
+    /// still running.
+    Cancel(JobId, oneshot::Sender<bool>),
+    /// A worker process registered; the reply is its id.
+    WorkerJoined {
+        /// Where it is and what it offers (`id` is ignored).
+        info: WorkerStatus,
+        /// Commands for it.
+        tx: mpsc::UnboundedSender<WorkerMsg>,
+        /// Its id.
+        reply: oneshot::Sender<WorkerId>,
+    },
+    /// A worker is gone (its connection closed or its heartbeats stopped).
+    WorkerLost {
+        /// Which.
+        worker: WorkerId,
+        /// Why the scheduler thinks so.
+        cause: String,
+    },
+    /// A suspect worker's data port accepted a connection: the suspicion is cleared at
+    /// its next heartbeat.
+    Reachable(WorkerId),
+    /// A worker is alive and uses this much memory.
+    Heartbeat {
+        /// Which.
+        worker: WorkerId,
+        /// Operator memory plus in-memory task outputs, in bytes.
+        memory_used: u64,
+    },
+}
+
+/// One worker as the scheduler sees it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WorkerStatus {
+    /// Worker id.
+    pub id: WorkerId,
+    /// Where it serves task outputs (empty inside one process).
+    pub address: String,
+    /// Task slots.
+    pub slots: usize,
+    /// Named resources the worker offers.
+    pub resources: Resources,
+    /// Memory limit, in bytes.
+    pub memory_limit: u64,
+    /// Memory in use at the last heartbeat, in bytes.
+    pub memory_used: u64,
+    /// Tasks running now.
+    pub tasks_running: usize,
+    /// Tasks finished since start.
+    pub tasks_completed: u64,
+    /// False once the worker is lost.
+    pub alive: bool,
+}
+
+/// One job as the scheduler sees it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobStatus {
+    /// Job id.
+    pub id: JobId,
+    /// Tasks in the job.
+    pub tasks_total: usize,
+    /// Tasks finished.
+    pub tasks_done: usize,
+    /// Why the job cannot progress, when no worker can run its tasks.
+    pub waiting: Option<String>,
+}
+
+/// A snapshot of the cluster.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClusterStatus {
+    /// Every worker that ever joined.
+    pub workers: Vec<WorkerStatus>,
+    /// Jobs not yet ended.
+    pub jobs: Vec<JobStatus>,
+}
+
+/// How far a job has come.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Tasks in the job.
+    pub tasks_total: usize,
+    /// Tasks finished.
+    pub tasks_done: usize,
+}
+
+/// Everything a worker needs to run one task.
+#[derive(Debug)]
+pub struct Launch {
+    /// The job.
+    pub job: JobId,
+    /// The task.
+    pub task: TaskId,
+    /// Which start of this task it is (from 1).
+    pub attempt: u32,
+    /// The stage plan.
+    pub plan: StagePlan,
+    /// Where each input stage's task outputs are.
+    pub locations: Locations,
+}
+
+/// Messages from the scheduler to a worker.
+#[derive(Debug)]
+pub enum WorkerMsg {
+    /// Run a task.
+    Launch(Box<Launch>),
+    /// Stop the job's running tasks and drop its outputs.
+    CancelJob(JobId),
+    /// Drop the job's outputs (it finished and its results were read).
+    ReleaseJob(JobId),
+    /// Drop one stage's outputs: every stage reading them has finished.
+    ReleaseStage(JobId, StageId),
+    /// Worker `id` serves its outputs at this address.
+    Peer(WorkerId, String),
+}
+
+/// How a launched task ended.
+#[derive(Debug)]
+pub enum TaskOutcome {
+    /// Output stored; bytes per bucket.
+    Finished(Vec<u64>),
+    /// The task could not fetch an input from worker `from`.
+    FetchFailed {
+        /// The worker that should have served the input.
+        from: WorkerId,
+        /// The error.
+        cause: DataFusionError,
+    },
+    /// The task returned an error or panicked.
+    Failed(DataFusionError),
+    /// The task was aborted by a cancel.
+    Cancelled,
+}

@@ -1,0 +1,140 @@
+//! Failures: suspect and lost workers, whose outputs every job recomputes from lineage,
+//! and failed jobs.
+
+use datafusion::common::DataFusionError;
+use shoal_planner::{JobId, TaskId, WorkerId};
+use tokio::sync::mpsc;
+
+use super::job::TaskState;
+use super::placement::Suspicion;
+use super::{MAX_ATTEMPTS, Scheduler};
+use crate::protocol::{TaskFailure, WorkerMsg};
+
+impl Scheduler {
+    pub(super) fn lose_silent_workers(&mut self) {
+        let Some(timeout) = self.heartbeat_timeout else {
+            return;
+        };
+        let silent: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|w| w.status.alive && w.last_heard.elapsed() > timeout)
+            .map(|w| w.status.id)
+            .collect();
+        for worker in silent {
+            let cause = format!("no heartbeat for {:.1} s", timeout.as_secs_f64());
+            self.lose_worker(worker, &cause);
+        }
+    }
+
+    /// A peer could not fetch from `worker`: every job recomputes the outputs it held and
+    /// no task goes to it until its loss is confirmed or it is heard from again.
+    pub(super) fn suspect(&mut self, worker: WorkerId, cause: &DataFusionError) {
+        let Some(slot) = self.workers.get_mut(worker) else {
+            return;
+        };
+        if !slot.usable() {
+            return;
+        }
+        tracing::warn!(
+            "worker {worker} ({}) is suspect: {cause}",
+            slot.status.address
+        );
+        if let Some(probe) = &self.probe {
+            slot.suspect = Some(Suspicion::Probing);
+            let _ = probe.send((worker, slot.status.address.clone()));
+        }
+        let ids: Vec<JobId> = self.jobs.keys().copied().collect();
+        for job in ids {
+            if let Some(state) = self.jobs.get_mut(&job)
+                && !state.failed
+            {
+                state.lose_outputs(worker);
+                self.send_releases(job);
+            }
+        }
+    }
+
+    /// `worker` is gone: its running tasks run elsewhere and its outputs are recomputed.
+    pub(super) fn lose_worker(&mut self, worker: WorkerId, cause: &str) {
+        let Some(slot) = self.workers.get_mut(worker) else {
+            return;
+        };
+        if !slot.status.alive {
+            return;
+        }
+        tracing::warn!("worker {worker} ({}) lost: {cause}", slot.status.address);
+        slot.status.alive = false;
+        slot.status.tasks_running = 0;
+        slot.holding.clear();
+        // Dropping its command channel closes a worker process's connection, so a worker
+        // that was only silent learns that it left the cluster.
+        slot.tx = mpsc::unbounded_channel().0;
+        let address = slot.status.address.clone();
+        let any_alive = self.workers.iter().any(|w| w.status.alive);
+        let ids: Vec<JobId> = self.jobs.keys().copied().collect();
+        for job in ids {
+            let state = self.jobs.get_mut(&job).expect("job exists");
+            if state.failed {
+                continue;
+            }
+            if !any_alive {
+                let error = DataFusionError::Execution(format!(
+                    "job {job} failed: every worker was lost (the last, worker {worker} at \
+                     {address}: {cause})"
+                ));
+                self.fail(job, error);
+                continue;
+            }
+            let mut exhausted = None;
+            for stage in 0..state.tasks.len() {
+                for partition in 0..state.tasks[stage].len() {
+                    if let TaskState::Running { worker: w, .. } = state.tasks[stage][partition]
+                        && w == worker
+                    {
+                        state.tasks[stage][partition] = TaskState::Waiting;
+                        if state.attempts[stage][partition] >= MAX_ATTEMPTS {
+                            exhausted = Some(TaskId { stage, partition });
+                        }
+                    }
+                }
+            }
+            if let Some(task) = exhausted {
+                let failure = TaskFailure {
+                    job,
+                    task,
+                    worker,
+                    cause: attempts_exhausted(DataFusionError::Execution(format!(
+                        "worker {worker} at {address} was lost: {cause}"
+                    ))),
+                };
+                self.fail(job, DataFusionError::External(Box::new(failure)));
+                continue;
+            }
+            state.lose_outputs(worker);
+            self.send_releases(job);
+        }
+    }
+
+    /// Fails a job: the client gets `error`, other tasks of the job are stopped.
+    pub(super) fn fail(&mut self, job: JobId, error: DataFusionError) {
+        let Some(state) = self.jobs.get_mut(&job) else {
+            return;
+        };
+        if state.failed {
+            return;
+        }
+        state.failed = true;
+        state.ready.clear();
+        if let Some(done) = state.done.take() {
+            let _ = done.send(Err(error));
+        }
+        for w in self.workers.iter().filter(|w| w.status.alive) {
+            let _ = w.tx.send(WorkerMsg::CancelJob(job));
+        }
+    }
+}
+
+fn attempts_exhausted(cause: DataFusionError) -> DataFusionError {
+    DataFusionError::Execution(format!("gave up after {MAX_ATTEMPTS} attempts: {cause}"))
+}

@@ -1,0 +1,297 @@
+//! One job's lineage state: which tasks are waiting, queued, running or done, which
+//! stages are complete, and what must run again when outputs are lost.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::common::DataFusionError;
+use shoal_planner::{Locations, Resources, StageId, TaskId, WorkerId};
+use tokio::sync::{oneshot, watch};
+
+use crate::protocol::{JobOutputs, JobSpec, Progress, StagePlan};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum TaskState {
+    /// Its stage's inputs are not all there.
+    Waiting,
+    /// In the job's ready queue.
+    Queued,
+    Running {
+        worker: WorkerId,
+        attempt: u32,
+    },
+    Done {
+        worker: WorkerId,
+    },
+}
+
+pub(super) struct JobState {
+    pub(super) inputs: Vec<Vec<StageId>>,
+    pub(super) consumers: Vec<Vec<StageId>>,
+    /// Each stage's plan while it may still run; dropped once the stage's outputs are
+    /// no longer needed, which frees state the plan holds (a broadcast hash table).
+    pub(super) plans: Vec<Option<StagePlan>>,
+    pub(super) done: Option<oneshot::Sender<Result<JobOutputs, DataFusionError>>>,
+    pub(super) progress: watch::Sender<Progress>,
+    pub(super) tasks: Vec<Vec<TaskState>>,
+    pub(super) attempts: Vec<Vec<u32>>,
+    /// Unfinished tasks per stage.
+    pub(super) tasks_left: Vec<usize>,
+    /// Unfinished input stages per stage.
+    pub(super) inputs_left: Vec<usize>,
+    /// Unfinished consumer stages per stage; at zero its outputs are released.
+    pub(super) consumers_left: Vec<usize>,
+    pub(super) stage_done: Vec<bool>,
+    /// Outputs dropped on the workers (nobody needed them any more).
+    pub(super) released: Vec<bool>,
+    /// Output bytes per stage per worker, for locality.
+    pub(super) bytes_on: Vec<HashMap<WorkerId, u64>>,
+    /// Where each stage's inputs are, built once per stage and shared by its tasks;
+    /// cleared when an input stage completes (again).
+    pub(super) input_locations: Vec<Option<Locations>>,
+    pub(super) ready: VecDeque<TaskId>,
+    pub(super) request: Resources,
+    pub(super) placement_timeout: Duration,
+    /// Since when no worker offers `request`.
+    pub(super) waiting_since: Option<Instant>,
+    pub(super) tasks_total: usize,
+    pub(super) tasks_done: usize,
+    /// Stages whose outputs the scheduler must tell workers to drop.
+    pub(super) to_release: Vec<StageId>,
+    /// Inputs that could not be fetched, over the job's life.
+    pub(super) fetch_failures: u32,
+    pub(super) failed: bool,
+}
+
+impl JobState {
+    pub(super) fn new(
+        spec: JobSpec,
+        done: oneshot::Sender<Result<JobOutputs, DataFusionError>>,
+        progress: watch::Sender<Progress>,
+    ) -> Self {
+        let n = spec.stages.len();
+        let tasks_total = spec.tasks_total();
+        let mut consumers = vec![Vec::new(); n];
+        for (id, stage) in spec.stages.iter().enumerate() {
+            for &input in &stage.inputs {
+                consumers[input].push(id);
+            }
+        }
+        let mut job = Self {
+            inputs: spec.stages.iter().map(|s| s.inputs.clone()).collect(),
+            consumers_left: consumers.iter().map(Vec::len).collect(),
+            consumers,
+            tasks: spec
+                .stages
+                .iter()
+                .map(|s| vec![TaskState::Waiting; s.tasks])
+                .collect(),
+            attempts: spec.stages.iter().map(|s| vec![0; s.tasks]).collect(),
+            tasks_left: spec.stages.iter().map(|s| s.tasks).collect(),
+            inputs_left: spec.stages.iter().map(|s| s.inputs.len()).collect(),
+            stage_done: vec![false; n],
+            released: vec![false; n],
+            bytes_on: vec![HashMap::new(); n],
+            input_locations: vec![None; n],
+            plans: spec.stages.into_iter().map(|s| Some(s.plan)).collect(),
+            done: Some(done),
+            progress,
+            ready: VecDeque::new(),
+            request: spec.request,
+            placement_timeout: spec.placement_timeout,
+            waiting_since: None,
+            tasks_total,
+            tasks_done: 0,
+            to_release: Vec::new(),
+            fetch_failures: 0,
+            failed: false,
+        };
+        for stage in 0..n {
+            if job.inputs_left[stage] == 0 {
+                job.queue_stage(stage);
+            }
+        }
+        job
+    }
+
+    pub(super) fn result_stage(&self) -> StageId {
+        self.tasks.len() - 1
+    }
+
+    /// Queues the stage's waiting tasks (its inputs are all there).
+    pub(super) fn queue_stage(&mut self, stage: StageId) {
+        for partition in 0..self.tasks[stage].len() {
+            if self.tasks[stage][partition] == TaskState::Waiting {
+                self.tasks[stage][partition] = TaskState::Queued;
+                self.ready.push_back(TaskId { stage, partition });
+            }
+        }
+        if self.tasks_left[stage] == 0 && !self.stage_done[stage] {
+            // Empty, or every task finished while an input was being recomputed.
+            self.complete(stage);
+        }
+    }
+
+    /// Every task of `stage` has finished.
+    pub(super) fn complete(&mut self, stage: StageId) {
+        self.stage_done[stage] = true;
+        for i in 0..self.inputs[stage].len() {
+            let input = self.inputs[stage][i];
+            self.consumers_left[input] -= 1;
+            if self.consumers_left[input] == 0 {
+                self.release(input);
+            }
+        }
+        for i in 0..self.consumers[stage].len() {
+            let consumer = self.consumers[stage][i];
+            self.input_locations[consumer] = None;
+            self.inputs_left[consumer] -= 1;
+            if self.inputs_left[consumer] == 0 {
+                self.queue_stage(consumer);
+            }
+        }
+        if stage == self.result_stage() {
+            let outputs = (0..self.tasks[stage].len())
+                .map(|partition| {
+                    let worker = match self.tasks[stage][partition] {
+                        TaskState::Done { worker } => worker,
+                        _ => 0,
+                    };
+                    (TaskId { stage, partition }, worker)
+                })
+                .collect();
+            if let Some(done) = self.done.take() {
+                let _ = done.send(Ok(outputs));
+            }
+        }
+    }
+
+    pub(super) fn release(&mut self, stage: StageId) {
+        self.released[stage] = true;
+        self.to_release.push(stage);
+        if let Some(StagePlan::Local { .. }) = self.plans[stage] {
+            // Plans held in this process can be large; encoded ones are kept for lineage.
+            self.plans[stage] = None;
+        }
+    }
+
+    /// `stage` must run again: some of its outputs are lost.
+    pub(super) fn reopen(&mut self, stage: StageId) {
+        if !self.stage_done[stage] {
+            return;
+        }
+        self.stage_done[stage] = false;
+        for i in 0..self.inputs[stage].len() {
+            let input = self.inputs[stage][i];
+            self.consumers_left[input] += 1;
+            if self.released[input] {
+                // Its outputs were dropped everywhere: all of it runs again.
+                self.released[input] = false;
+                self.reset_stage(input);
+            }
+        }
+        for i in 0..self.consumers[stage].len() {
+            let consumer = self.consumers[stage][i];
+            self.input_locations[consumer] = None;
+            self.inputs_left[consumer] += 1;
+            for state in &mut self.tasks[consumer] {
+                if *state == TaskState::Queued {
+                    // Its entry in `ready` is skipped when popped.
+                    *state = TaskState::Waiting;
+                }
+            }
+        }
+    }
+
+    /// Every task of `stage` runs again.
+    pub(super) fn reset_stage(&mut self, stage: StageId) {
+        for partition in 0..self.tasks[stage].len() {
+            if let TaskState::Done { .. } = self.tasks[stage][partition] {
+                self.unfinish(TaskId { stage, partition });
+            }
+        }
+        self.bytes_on[stage].clear();
+        self.reopen(stage);
+    }
+
+    /// A finished task's output is gone.
+    pub(super) fn unfinish(&mut self, task: TaskId) {
+        self.tasks[task.stage][task.partition] = TaskState::Waiting;
+        self.tasks_left[task.stage] += 1;
+        self.tasks_done -= 1;
+        self.progress.send_modify(|p| p.tasks_done -= 1);
+    }
+
+    /// Outputs held by `worker` are lost; returns tasks that were running there.
+    pub(super) fn lose_outputs(&mut self, worker: WorkerId) {
+        for stage in 0..self.tasks.len() {
+            let delivered = stage == self.result_stage() && self.done.is_none();
+            if self.released[stage] || delivered {
+                continue;
+            }
+            let mut lost = false;
+            for partition in 0..self.tasks[stage].len() {
+                if self.tasks[stage][partition] == (TaskState::Done { worker }) {
+                    self.unfinish(TaskId { stage, partition });
+                    lost = true;
+                }
+            }
+            if lost {
+                self.bytes_on[stage].remove(&worker);
+                self.reopen(stage);
+            }
+        }
+        self.requeue_open_stages();
+    }
+
+    pub(super) fn requeue_open_stages(&mut self) {
+        for stage in 0..self.tasks.len() {
+            if !self.stage_done[stage] && self.inputs_left[stage] == 0 {
+                self.queue_stage(stage);
+            }
+        }
+    }
+
+    pub(super) fn finished(&mut self, task: TaskId, worker: WorkerId, bytes: &[u64]) {
+        self.tasks[task.stage][task.partition] = TaskState::Done { worker };
+        *self.bytes_on[task.stage].entry(worker).or_default() += bytes.iter().sum::<u64>();
+        self.tasks_left[task.stage] -= 1;
+        self.tasks_done += 1;
+        self.progress.send_modify(|p| p.tasks_done += 1);
+        if self.tasks_left[task.stage] == 0 && self.inputs_left[task.stage] == 0 {
+            self.complete(task.stage);
+        }
+    }
+
+    /// Bytes of `stage`'s inputs held by `worker`.
+    pub(super) fn locality(&self, stage: StageId, worker: WorkerId) -> u64 {
+        self.inputs[stage]
+            .iter()
+            .map(|&s| self.bytes_on[s].get(&worker).copied().unwrap_or(0))
+            .sum()
+    }
+
+    pub(super) fn locations(&mut self, stage: StageId) -> Locations {
+        if let Some(cached) = &self.input_locations[stage] {
+            return Arc::clone(cached);
+        }
+        let built: Locations = Arc::new(
+            self.inputs[stage]
+                .iter()
+                .map(|&s| {
+                    let workers = self.tasks[s]
+                        .iter()
+                        .map(|t| match t {
+                            TaskState::Done { worker } => *worker,
+                            _ => 0,
+                        })
+                        .collect();
+                    (s, workers)
+                })
+                .collect(),
+        );
+        self.input_locations[stage] = Some(Arc::clone(&built));
+        built
+    }
+}

@@ -1,0 +1,334 @@
+//! The scheduler: one task that owns every job's state and reacts to events.
+//!
+//! A stage's tasks become ready when all of its input stages have finished. Ready tasks
+//! go to workers with room, preferring the worker that already holds most of the task's
+//! input bytes, then the least loaded one. Jobs take turns (round robin), so a large job
+//! does not starve a small one.
+//!
+//! Workers may join and leave at any time. When one is lost, its running tasks are run
+//! again elsewhere and the outputs it held are recomputed from lineage: the stages that
+//! produced them are reopened, and so are their inputs if those were already released.
+//! A task that fails because it could not fetch an input makes the worker it fetched
+//! from a suspect, for every job at once: nothing more is placed on it, the outputs it
+//! held are recomputed elsewhere, and tasks that read them wait for the recompute. The
+//! scheduler then confirms the loss (a probe of the suspect's data port; silence past the
+//! heartbeat timeout) or clears the suspicion once the worker is heard from again. A job
+//! may see [`MAX_FETCH_FAILURES`] such losses; reports about a peer already known to be
+//! suspect or lost do not count. Each task runs at most [`MAX_ATTEMPTS`] times.
+
+mod failure;
+mod job;
+mod placement;
+mod status;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use datafusion::common::DataFusionError;
+use shoal_planner::{JobId, Resources, TaskId, WorkerId};
+use tokio::sync::mpsc;
+
+use crate::protocol::{Event, TaskFailure, TaskOutcome, WorkerMsg, WorkerStatus};
+use job::{JobState, TaskState};
+use placement::{Suspicion, WorkerSlot};
+
+/// How many times one task may be started before its job fails.
+pub const MAX_ATTEMPTS: u32 = 4;
+
+/// Distinct peer losses revealed by failed fetches that one job may see before it fails.
+pub const MAX_FETCH_FAILURES: u32 = 64;
+
+/// Tasks shorter than this, launch to report, count as short.
+const SHORT_TASK: f64 = 0.002;
+
+/// Tasks in flight per slot for workers running short tasks.
+const SHORT_TASK_PREFETCH: usize = 64;
+
+/// The scheduler's state; [`Scheduler::run`] is its event loop.
+pub struct Scheduler {
+    workers: Vec<WorkerSlot>,
+    jobs: HashMap<JobId, JobState>,
+    turn: VecDeque<JobId>,
+    /// Tasks in flight per slot: above one, a worker has its next task before it asks.
+    prefetch: usize,
+    /// Tasks in flight per slot on a worker whose tasks take under [`SHORT_TASK`]: the
+    /// round trip, not the work, limits such tasks.
+    short_task_prefetch: usize,
+    /// Workers silent for longer are lost (workers in this process are never checked).
+    heartbeat_timeout: Option<Duration>,
+    /// Where suspect workers are sent to have their data port probed; without it (workers
+    /// in this process) a failed fetch loses the outputs but no worker is suspected.
+    probe: Option<mpsc::UnboundedSender<(WorkerId, String)>>,
+}
+
+impl Scheduler {
+    /// A scheduler over workers reachable through `workers` (index = worker id), each
+    /// with `slots` task slots and the resources it offers.
+    pub fn new(workers: Vec<(mpsc::UnboundedSender<WorkerMsg>, Resources)>, slots: usize) -> Self {
+        let mut scheduler = Self::empty(1, None);
+        // Workers in this process are a channel send away: no round trip to hide.
+        scheduler.short_task_prefetch = 1;
+        for (tx, resources) in workers {
+            scheduler.join(
+                WorkerStatus {
+                    slots,
+                    resources,
+                    ..Default::default()
+                },
+                tx,
+            );
+        }
+        scheduler
+    }
+
+    /// A scheduler that starts with no workers; worker processes join with
+    /// [`Event::WorkerJoined`] and must be heard from within `heartbeat_timeout`.
+    pub fn empty(prefetch: usize, heartbeat_timeout: Option<Duration>) -> Self {
+        Self {
+            workers: Vec::new(),
+            jobs: HashMap::new(),
+            turn: VecDeque::new(),
+            prefetch: prefetch.max(1),
+            short_task_prefetch: SHORT_TASK_PREFETCH.max(prefetch),
+            heartbeat_timeout,
+            probe: None,
+        }
+    }
+
+    /// Suspect workers' addresses go to `probe`, whose owner answers with
+    /// [`Event::Reachable`] or [`Event::WorkerLost`].
+    pub fn with_probe(mut self, probe: mpsc::UnboundedSender<(WorkerId, String)>) -> Self {
+        self.probe = Some(probe);
+        self
+    }
+
+    fn join(&mut self, mut info: WorkerStatus, tx: mpsc::UnboundedSender<WorkerMsg>) -> WorkerId {
+        let id = self.workers.len();
+        info.id = id;
+        info.alive = true;
+        info.tasks_running = 0;
+        for w in self.workers.iter().filter(|w| w.status.alive) {
+            let _ = w.tx.send(WorkerMsg::Peer(id, info.address.clone()));
+            let _ = tx.send(WorkerMsg::Peer(w.status.id, w.status.address.clone()));
+        }
+        let _ = tx.send(WorkerMsg::Peer(id, info.address.clone()));
+        self.workers.push(WorkerSlot {
+            tx,
+            available: info.resources.clone(),
+            holding: HashMap::new(),
+            status: info,
+            last_heard: Instant::now(),
+            mean_task_secs: 1.0,
+            suspect: None,
+        });
+        id
+    }
+
+    /// Handles events until every sender is gone; checks waiting jobs on a tick.
+    pub async fn run(mut self, mut events: mpsc::UnboundedReceiver<Event>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                event = events.recv() => {
+                    let Some(event) = event else { break };
+                    self.handle(event);
+                    while let Ok(event) = events.try_recv() {
+                        self.handle(event);
+                    }
+                }
+                _ = tick.tick() => {
+                    self.lose_silent_workers();
+                    self.fail_jobs_waiting_too_long();
+                }
+            }
+            self.dispatch();
+        }
+    }
+
+    pub(super) fn handle(&mut self, event: Event) {
+        match event {
+            Event::Submit {
+                job,
+                spec,
+                done,
+                progress,
+            } => {
+                let total = spec.tasks_total();
+                progress.send_modify(|p| p.tasks_total = total);
+                if spec.stages.is_empty() {
+                    let _ = done.send(Ok(Vec::new()));
+                    return;
+                }
+                let state = JobState::new(spec, done, progress);
+                self.jobs.insert(job, state);
+                self.turn.push_back(job);
+            }
+            Event::TaskEnded {
+                job,
+                task,
+                attempt,
+                worker,
+                outcome,
+            } => self.task_ended(job, task, attempt, worker, outcome),
+            Event::EndJob(job) => {
+                if let Some(state) = self.jobs.remove(&job) {
+                    let running = state.done.is_some() || state.failed;
+                    for w in self.workers.iter().filter(|w| w.status.alive) {
+                        let msg = if running {
+                            WorkerMsg::CancelJob(job)
+                        } else {
+                            WorkerMsg::ReleaseJob(job)
+                        };
+                        let _ = w.tx.send(msg);
+                    }
+                    for w in &mut self.workers {
+                        let held: Vec<_> = w
+                            .holding
+                            .keys()
+                            .filter(|(j, _)| *j == job)
+                            .copied()
+                            .collect();
+                        for (j, t) in held {
+                            w.release(j, t, false);
+                        }
+                    }
+                    self.turn.retain(|j| *j != job);
+                }
+            }
+            Event::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+            Event::Cancel(job, reply) => {
+                let running = self
+                    .jobs
+                    .get(&job)
+                    .is_some_and(|j| !j.failed && j.done.is_some());
+                if running {
+                    let error = DataFusionError::Execution(format!("job {job} was cancelled"));
+                    self.fail(job, error);
+                }
+                let _ = reply.send(running);
+            }
+            Event::WorkerJoined { info, tx, reply } => {
+                let id = self.join(info, tx);
+                tracing::info!("worker {id} joined");
+                let _ = reply.send(id);
+            }
+            Event::WorkerLost { worker, cause } => self.lose_worker(worker, &cause),
+            Event::Heartbeat {
+                worker,
+                memory_used,
+            } => {
+                if let Some(w) = self.workers.get_mut(worker) {
+                    w.last_heard = Instant::now();
+                    w.status.memory_used = memory_used;
+                    if w.suspect == Some(Suspicion::Reachable) {
+                        tracing::info!("worker {worker} is reachable again");
+                        w.suspect = None;
+                    }
+                }
+            }
+            Event::Reachable(worker) => {
+                if let Some(w) = self.workers.get_mut(worker)
+                    && w.suspect.is_some()
+                {
+                    w.suspect = Some(Suspicion::Reachable);
+                }
+            }
+        }
+    }
+
+    fn task_ended(
+        &mut self,
+        job: JobId,
+        task: TaskId,
+        attempt: u32,
+        worker: WorkerId,
+        outcome: TaskOutcome,
+    ) {
+        let Some(state) = self.jobs.get_mut(&job) else {
+            return;
+        };
+        let current = state
+            .tasks
+            .get(task.stage)
+            .and_then(|stage| stage.get(task.partition));
+        if current != Some(&TaskState::Running { worker, attempt }) {
+            // A late report from an attempt that was already given up on.
+            return;
+        }
+        if let Some(slot) = self.workers.get_mut(worker) {
+            slot.release(job, task, matches!(outcome, TaskOutcome::Finished(_)));
+        }
+        if state.failed {
+            return;
+        }
+        match outcome {
+            TaskOutcome::Finished(bytes) => {
+                self.workers[worker].status.tasks_completed += 1;
+                state.finished(task, worker, &bytes);
+                self.send_releases(job);
+            }
+            TaskOutcome::FetchFailed { from, cause } => {
+                // The producer's outputs on `from` are unreachable: recompute them, and
+                // run this task again once they are back. That is not the task's fault,
+                // so it does not use up an attempt. Only a report that reveals a new loss
+                // counts toward the job's bound: tasks that were already running against
+                // a peer now known to be suspect or lost fail the same way.
+                tracing::warn!("{task} of job {job} on worker {worker}: {cause}");
+                state.tasks[task.stage][task.partition] = TaskState::Waiting;
+                let attempts = &mut state.attempts[task.stage][task.partition];
+                *attempts = attempts.saturating_sub(1);
+                state.input_locations[task.stage] = None;
+                let new_loss = self.workers.get(from).is_some_and(WorkerSlot::usable);
+                if new_loss {
+                    state.fetch_failures += 1;
+                    if state.fetch_failures > MAX_FETCH_FAILURES {
+                        let failure = TaskFailure {
+                            job,
+                            task,
+                            worker,
+                            cause: DataFusionError::Execution(format!(
+                                "gave up after {MAX_FETCH_FAILURES} peers were lost during \
+                                 the job: {cause}"
+                            )),
+                        };
+                        self.fail(job, DataFusionError::External(Box::new(failure)));
+                        return;
+                    }
+                    self.suspect(from, &cause);
+                } else {
+                    state.requeue_open_stages();
+                }
+            }
+            TaskOutcome::Failed(cause) => {
+                let failure = TaskFailure {
+                    job,
+                    task,
+                    worker,
+                    cause,
+                };
+                self.fail(job, DataFusionError::External(Box::new(failure)));
+            }
+            TaskOutcome::Cancelled => {
+                state.tasks[task.stage][task.partition] = TaskState::Waiting;
+                state.requeue_open_stages();
+                self.send_releases(job);
+            }
+        }
+    }
+
+    fn send_releases(&mut self, job: JobId) {
+        let Some(state) = self.jobs.get_mut(&job) else {
+            return;
+        };
+        for stage in std::mem::take(&mut state.to_release) {
+            for w in self.workers.iter().filter(|w| w.status.alive) {
+                let _ = w.tx.send(WorkerMsg::ReleaseStage(job, stage));
+            }
+        }
+    }
+}

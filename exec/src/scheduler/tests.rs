@@ -1,0 +1,410 @@
+//! Deterministic tests of the scheduler: events in, commands out; no threads, sockets
+//! or sleeps.
+
+use std::time::Duration;
+
+use datafusion::common::DataFusionError;
+use shoal_planner::{JobId, Locations, Resources, StageId, TaskId, WorkerId};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::{MAX_ATTEMPTS, MAX_FETCH_FAILURES, Scheduler};
+use crate::protocol::{
+    Event, JobOutputs, JobSpec, Progress, StagePlan, StageSpec, TaskOutcome, WorkerMsg,
+    WorkerStatus,
+};
+
+type Done = oneshot::Receiver<Result<JobOutputs, DataFusionError>>;
+
+/// A scheduler over `n` one-slot workers that reads its commands back, with no threads.
+struct Harness {
+    scheduler: Scheduler,
+    inboxes: Vec<mpsc::UnboundedReceiver<WorkerMsg>>,
+    /// Commands other than launches, per worker, in the order sent.
+    other: Vec<Vec<WorkerMsg>>,
+    probes: mpsc::UnboundedReceiver<(WorkerId, String)>,
+}
+
+impl Harness {
+    fn new(n: usize, prefetch: usize) -> Self {
+        let (probe, probes) = mpsc::unbounded_channel();
+        let mut scheduler = Scheduler::empty(prefetch, Some(Duration::from_secs(3600)));
+        scheduler = scheduler.with_probe(probe);
+        let mut inboxes = Vec::new();
+        for i in 0..n {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let info = WorkerStatus {
+                address: format!("127.0.0.1:{}", 9000 + i),
+                slots: 1,
+                ..Default::default()
+            };
+            scheduler.join(info, tx);
+            inboxes.push(rx);
+        }
+        Self {
+            scheduler,
+            other: (0..n).map(|_| Vec::new()).collect(),
+            inboxes,
+            probes,
+        }
+    }
+
+    /// Submits a job of no-op stages (`inputs`, `tasks`) and dispatches.
+    fn submit(&mut self, job: JobId, stages: &[(&[StageId], usize)]) -> Done {
+        self.submit_asking(job, stages, Resources::default(), Duration::from_secs(60))
+    }
+
+    /// Like [`Self::submit`], for tasks that ask for `request` and may wait `timeout`.
+    fn submit_asking(
+        &mut self,
+        job: JobId,
+        stages: &[(&[StageId], usize)],
+        request: Resources,
+        timeout: Duration,
+    ) -> Done {
+        let spec = JobSpec {
+            stages: stages
+                .iter()
+                .map(|(inputs, tasks)| StageSpec {
+                    inputs: inputs.to_vec(),
+                    tasks: *tasks,
+                    plan: StagePlan::Noop,
+                })
+                .collect(),
+            request,
+            placement_timeout: timeout,
+        };
+        let (done, rx) = oneshot::channel();
+        let progress = watch::channel(Progress::default()).0;
+        self.event(Event::Submit {
+            job,
+            spec,
+            done,
+            progress,
+        });
+        rx
+    }
+
+    fn event(&mut self, event: Event) {
+        self.scheduler.handle(event);
+        self.scheduler.dispatch();
+    }
+
+    /// Tasks launched on `worker` since the last call, with their input locations.
+    fn launched(&mut self, worker: WorkerId) -> Vec<(TaskId, u32, Locations)> {
+        let mut out = Vec::new();
+        while let Ok(msg) = self.inboxes[worker].try_recv() {
+            match msg {
+                WorkerMsg::Launch(l) => out.push((l.task, l.attempt, l.locations)),
+                other => self.other[worker].push(other),
+            }
+        }
+        out
+    }
+
+    /// Whether `worker` was told to cancel `job` (reads its commands first).
+    fn cancelled(&mut self, worker: WorkerId, job: JobId) -> bool {
+        self.launched(worker);
+        self.other[worker]
+            .iter()
+            .any(|m| matches!(m, WorkerMsg::CancelJob(j) if *j == job))
+    }
+
+    /// A worker process joins; returns its id.
+    fn join(&mut self, address: &str) -> WorkerId {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (reply, mut id) = oneshot::channel();
+        let info = WorkerStatus {
+            address: address.to_string(),
+            slots: 1,
+            ..Default::default()
+        };
+        self.event(Event::WorkerJoined { info, tx, reply });
+        self.inboxes.push(rx);
+        self.other.push(Vec::new());
+        id.try_recv().expect("the scheduler answers at once")
+    }
+
+    fn end(
+        &mut self,
+        job: JobId,
+        worker: WorkerId,
+        task: TaskId,
+        attempt: u32,
+        outcome: TaskOutcome,
+    ) {
+        self.event(Event::TaskEnded {
+            job,
+            task,
+            attempt,
+            worker,
+            outcome,
+        });
+    }
+
+    fn finish(&mut self, job: JobId, worker: WorkerId, task: TaskId, attempt: u32) {
+        self.end(job, worker, task, attempt, TaskOutcome::Finished(vec![1]));
+    }
+}
+
+fn fetch_failed(from: WorkerId) -> TaskOutcome {
+    TaskOutcome::FetchFailed {
+        from,
+        cause: DataFusionError::Execution(format!("fetching from worker {from} failed")),
+    }
+}
+
+/// Finishes every task launched so far, then returns the launches that followed.
+fn finish_launched(h: &mut Harness, job: JobId) -> Vec<(WorkerId, TaskId, u32)> {
+    let launched: Vec<_> = (0..h.inboxes.len())
+        .flat_map(|w| h.launched(w).into_iter().map(move |(t, a, _)| (w, t, a)))
+        .collect();
+    for &(w, task, attempt) in &launched {
+        h.finish(job, w, task, attempt);
+    }
+    (0..h.inboxes.len())
+        .flat_map(|w| h.launched(w).into_iter().map(move |(t, a, _)| (w, t, a)))
+        .collect()
+}
+
+#[test]
+fn reports_about_a_peer_already_suspect_do_not_use_up_the_fetch_budget() {
+    let mut h = Harness::new(2, 1000);
+    // Stage 0 has one task per worker; stage 1 has many tasks that read both, all in
+    // flight at once.
+    let mut done = h.submit(1, &[(&[], 2), (&[0], 400)]);
+    let consumers = finish_launched(&mut h, 1);
+    let on_1: Vec<_> = consumers.iter().filter(|(w, ..)| *w == 1).collect();
+    assert!(
+        on_1.len() > MAX_FETCH_FAILURES as usize + 1,
+        "{}",
+        on_1.len()
+    );
+    // Worker 0 dies: every consumer on worker 1 fails to fetch from it.
+    for &&(w, task, attempt) in &on_1 {
+        h.end(1, w, task, attempt, fetch_failed(0));
+    }
+    assert!(done.try_recv().is_err(), "the job is still running");
+    assert_eq!(h.scheduler.jobs[&1].fetch_failures, 1, "one loss");
+    // Worker 0 is probed once and gets no more work while it is suspect; its lost
+    // producer output is computed again on worker 1, and the consumers wait for it.
+    assert_eq!(h.probes.try_recv().unwrap().0, 0);
+    assert!(h.probes.try_recv().is_err(), "one probe per suspicion");
+    assert!(h.launched(0).is_empty(), "nothing new on the suspect");
+    let relaunched: Vec<_> = h.launched(1).into_iter().map(|(t, ..)| t).collect();
+    assert_eq!(
+        relaunched,
+        vec![TaskId {
+            stage: 0,
+            partition: 0
+        }]
+    );
+}
+
+#[test]
+fn a_suspect_whose_port_answers_is_cleared_and_one_that_refuses_is_lost() {
+    let mut h = Harness::new(2, 1);
+    let _done = h.submit(1, &[(&[], 2), (&[0], 2)]);
+    let consumers = finish_launched(&mut h, 1);
+    let &(_, task, attempt) = consumers.iter().find(|(w, ..)| *w == 1).unwrap();
+    h.end(1, 1, task, attempt, fetch_failed(0));
+    assert_eq!(h.probes.try_recv().unwrap().0, 0);
+    assert!(!h.scheduler.workers[0].usable());
+    // A heartbeat alone does not clear it; an answering port and then a heartbeat do.
+    let heartbeat = || Event::Heartbeat {
+        worker: 0,
+        memory_used: 0,
+    };
+    h.event(heartbeat());
+    assert!(!h.scheduler.workers[0].usable());
+    h.event(Event::Reachable(0));
+    h.event(heartbeat());
+    assert!(h.scheduler.workers[0].usable());
+    // Worker 0 is suspected again, and this time its port refuses: it is lost.
+    let (task, attempt, _) = h.launched(1).pop().unwrap();
+    h.finish(1, 1, task, attempt);
+    let consumers: Vec<_> = (0..2)
+        .flat_map(|w| h.launched(w).into_iter().map(move |(t, a, _)| (w, t, a)))
+        .collect();
+    let &(w, task, attempt) = consumers.iter().find(|(_, t, _)| t.stage == 1).unwrap();
+    h.end(1, w, task, attempt, fetch_failed(1 - w));
+    assert_eq!(h.probes.try_recv().unwrap().0, 1 - w);
+    assert_eq!(
+        h.scheduler.jobs[&1].fetch_failures, 2,
+        "two distinct losses"
+    );
+    h.event(Event::WorkerLost {
+        worker: 1 - w,
+        cause: "its data port refuses connections".into(),
+    });
+    let status = h.scheduler.status();
+    assert!(!status.workers[1 - w].alive);
+    assert!(status.workers[w].alive);
+}
+
+fn error_text(done: &mut Done) -> String {
+    match done.try_recv() {
+        Ok(Err(e)) => match e {
+            DataFusionError::External(inner) => inner.to_string(),
+            other => other.to_string(),
+        },
+        other => panic!("the job has not failed: {other:?}"),
+    }
+}
+
+#[test]
+fn a_lost_worker_s_outputs_are_recomputed_and_consumers_read_the_new_copies() {
+    let mut h = Harness::new(2, 1);
+    let mut done = h.submit(1, &[(&[], 2), (&[0], 2)]);
+    let consumers = finish_launched(&mut h, 1);
+    assert_eq!(consumers.len(), 2);
+    // Launches carry where the producers' outputs are: one on each worker.
+    h.event(Event::WorkerLost {
+        worker: 0,
+        cause: "killed".into(),
+    });
+    // The consumer on worker 1 was still running with the old locations; it fails to
+    // fetch from the lost worker. Then the producer output held on worker 0 is computed
+    // again on worker 1, before any consumer.
+    let &(_, running, running_attempt) = consumers.iter().find(|(w, ..)| *w == 1).unwrap();
+    assert!(h.launched(1).is_empty(), "worker 1's slot is busy");
+    h.end(1, 1, running, running_attempt, fetch_failed(0));
+    let relaunched = h.launched(1);
+    assert_eq!(
+        relaunched.iter().map(|(t, ..)| *t).collect::<Vec<_>>(),
+        vec![TaskId {
+            stage: 0,
+            partition: 0
+        }]
+    );
+    let (task, attempt, _) = relaunched[0].clone();
+    h.finish(1, 1, task, attempt);
+    // Both consumers run again on worker 1, reading only from worker 1.
+    let mut left = 2;
+    while left > 0 {
+        let launched = h.launched(1);
+        assert!(!launched.is_empty(), "the consumers run on worker 1");
+        for (task, attempt, locations) in launched {
+            assert_eq!(task.stage, 1);
+            assert_eq!(locations[&0], vec![1, 1], "{task}");
+            h.finish(1, 1, task, attempt);
+            left -= 1;
+        }
+    }
+    let outputs = done.try_recv().unwrap().unwrap();
+    assert_eq!(outputs.len(), 2);
+    assert!(outputs.iter().all(|(_, w)| *w == 1), "{outputs:?}");
+    assert_eq!(
+        h.scheduler.jobs[&1].fetch_failures, 0,
+        "the loss was already known"
+    );
+}
+
+#[test]
+fn a_task_whose_workers_keep_dying_gives_up_after_its_attempt_limit() {
+    let mut h = Harness::new(6, 1);
+    let mut done = h.submit(7, &[(&[], 1)]);
+    let mut last = None;
+    for _ in 0..MAX_ATTEMPTS {
+        let (worker, (task, attempt, _)) = (0..h.inboxes.len())
+            .find_map(|w| h.launched(w).pop().map(|l| (w, l)))
+            .expect("the task is launched again");
+        assert_eq!(
+            task,
+            TaskId {
+                stage: 0,
+                partition: 0
+            }
+        );
+        last = Some((worker, attempt));
+        h.event(Event::WorkerLost {
+            worker,
+            cause: "out of memory".into(),
+        });
+    }
+    let (worker, attempt) = last.unwrap();
+    assert_eq!(attempt, MAX_ATTEMPTS);
+    let error = error_text(&mut done);
+    assert!(error.contains("stage 0 task 0 of job 7"), "{error}");
+    assert!(error.contains(&format!("worker {worker}")), "{error}");
+    assert!(
+        error.contains(&format!("gave up after {MAX_ATTEMPTS} attempts")),
+        "{error}"
+    );
+    assert!(error.contains("out of memory"), "{error}");
+}
+
+#[test]
+fn a_failed_task_fails_its_job_naming_task_worker_and_cause() {
+    let mut h = Harness::new(2, 1);
+    let mut done = h.submit(3, &[(&[], 2)]);
+    let (task, attempt, _) = h.launched(1).pop().unwrap();
+    let cause = DataFusionError::Execution("division by zero".into());
+    h.end(3, 1, task, attempt, TaskOutcome::Failed(cause));
+    let error = error_text(&mut done);
+    assert_eq!(
+        error,
+        "stage 0 task 1 of job 3 failed on worker 1: Execution error: division by zero"
+    );
+    assert!(h.cancelled(0, 3), "the job's other task is stopped");
+}
+
+#[test]
+fn cancelling_a_job_stops_it_on_every_worker_once() {
+    let mut h = Harness::new(2, 1);
+    let mut done = h.submit(4, &[(&[], 4)]);
+    let (reply, mut answer) = oneshot::channel();
+    h.event(Event::Cancel(4, reply));
+    assert_eq!(answer.try_recv(), Ok(true));
+    assert_eq!(
+        error_text(&mut done),
+        "Execution error: job 4 was cancelled"
+    );
+    assert!(h.cancelled(0, 4) && h.cancelled(1, 4));
+    let (reply, mut answer) = oneshot::channel();
+    h.event(Event::Cancel(4, reply));
+    assert_eq!(answer.try_recv(), Ok(false), "no longer running");
+}
+
+#[test]
+fn a_job_asking_for_a_resource_no_worker_offers_waits_then_fails() {
+    let mut h = Harness::new(1, 1);
+    let gpu = Resources::parse("gpu=1").unwrap();
+    let mut done = h.submit_asking(5, &[(&[], 1)], gpu, Duration::ZERO);
+    assert!(h.launched(0).is_empty());
+    let waiting = h.scheduler.status().jobs[0].waiting.clone().unwrap();
+    assert!(waiting.contains("no worker offers gpu=1"), "{waiting}");
+    h.scheduler.fail_jobs_waiting_too_long();
+    let error = error_text(&mut done);
+    assert!(error.contains("no worker offers gpu=1"), "{error}");
+    assert!(error.contains("shoal.task.placement_timeout"), "{error}");
+}
+
+#[test]
+fn a_worker_joining_mid_job_gets_work_and_learns_its_peers() {
+    let mut h = Harness::new(1, 1);
+    let _done = h.submit(2, &[(&[], 4)]);
+    assert_eq!(h.launched(0).len(), 1, "one slot, no prefetch");
+    let id = h.join("127.0.0.1:9100");
+    assert_eq!(id, 1);
+    assert_eq!(h.launched(id).len(), 1, "the newcomer runs a task at once");
+    let peers: Vec<_> = h.other[id]
+        .iter()
+        .filter_map(|m| match m {
+            WorkerMsg::Peer(w, address) => Some((*w, address.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        peers,
+        vec![
+            (0, "127.0.0.1:9000".to_string()),
+            (1, "127.0.0.1:9100".to_string())
+        ]
+    );
+    h.launched(0);
+    assert!(
+        h.other[0]
+            .iter()
+            .any(|m| matches!(m, WorkerMsg::Peer(1, a) if a == "127.0.0.1:9100"))
+    );
+}
