@@ -606,7 +606,7 @@ impl Session {
 
     /// Starts a prepared graph on the cluster.
     pub fn execute_graph(&self, graph: TaskGraph) -> JobHandle {
-        let schema = graph.result_stage().plan.children()[0].schema();
+        let schema = graph.result_stage().output_schema();
         let task_ctx = self.inner.ctx.state().task_ctx();
         let handle = match &self.inner.cluster {
             Backend::Embedded(c) => c.submit(graph, task_ctx, schema),

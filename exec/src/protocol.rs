@@ -124,6 +124,19 @@ impl JobSpec {
         }
     }
 
+    /// Whether the stages form a graph the scheduler can run: each reads only stages
+    /// before it.
+    pub fn check(&self) -> Result<(), DataFusionError> {
+        for (id, stage) in self.stages.iter().enumerate() {
+            if let Some(bad) = stage.inputs.iter().find(|&&i| i >= id) {
+                return Err(DataFusionError::Internal(format!(
+                    "stage {id} reads stage {bad}: stages must come after their inputs"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Tasks in the job.
     pub fn tasks_total(&self) -> usize {
         self.stages.iter().map(|s| s.tasks).sum()
@@ -190,6 +203,17 @@ pub enum Event {
         /// Operator memory plus in-memory task outputs, in bytes.
         memory_used: u64,
     },
+}
+
+impl Event {
+    /// The job the event concerns, if it concerns one.
+    pub fn job(&self) -> Option<JobId> {
+        match self {
+            Event::Submit { job, .. } | Event::TaskEnded { job, .. } => Some(*job),
+            Event::EndJob(job) | Event::Cancel(job, _) => Some(*job),
+            _ => None,
+        }
+    }
 }
 
 /// One worker as the scheduler sees it.

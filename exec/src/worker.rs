@@ -8,11 +8,10 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use datafusion::arrow::array::UInt64Array;
 use datafusion::common::{Result, internal_datafusion_err};
 use datafusion::execution::TaskContext;
 use datafusion::execution::runtime_env::RuntimeEnv;
-use shoal_planner::{JobId, ShuffleEnv, ShuffleIo, TaskId, WorkerId};
+use shoal_planner::{JobId, ShuffleEnv, ShuffleIo, TaskId, WorkerId, bucket_bytes};
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 
@@ -96,7 +95,7 @@ impl Worker {
                         Err(e) => {
                             let id = e.id();
                             if e.is_panic() {
-                                let text = panic_message(e.into_panic());
+                                let text = crate::panic_message(e.into_panic());
                                 (id, TaskOutcome::Failed(internal_datafusion_err!("task panicked: {text}")))
                             } else {
                                 (id, TaskOutcome::Cancelled)
@@ -146,14 +145,6 @@ impl Worker {
 /// unless it is idle (an idle worker always makes progress).
 fn may_start(running: usize, slots: usize, used: usize, pause_above: usize) -> bool {
     running < slots.max(1) && (running == 0 || used <= pause_above)
-}
-
-fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".to_string())
 }
 
 async fn run_task(launch: Launch, runtime: Arc<RuntimeEnv>, io: Arc<dyn ShuffleIo>) -> TaskOutcome {
@@ -206,16 +197,7 @@ async fn execute(
     );
     let stream = plan.execute(task.partition, Arc::new(task_ctx))?;
     let summary = datafusion::physical_plan::common::collect(stream).await?;
-    let mut bytes = Vec::new();
-    for batch in summary {
-        let col = batch
-            .column(2)
-            .as_any()
-            .downcast_ref::<UInt64Array>()
-            .ok_or_else(|| internal_datafusion_err!("bad shuffle write summary"))?;
-        bytes.extend(col.values().iter().copied());
-    }
-    Ok(bytes)
+    bucket_bytes(&summary)
 }
 
 #[cfg(test)]

@@ -3,9 +3,11 @@
 use std::fmt;
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::physical_plan::{ExecutionPlan, Partitioning};
 
 use crate::resources::Resources;
+use crate::shuffle::ShuffleWriteExec;
 
 /// Identifies one submitted job within a cluster.
 pub type JobId = u64;
@@ -70,6 +72,17 @@ pub struct Stage {
     pub output: OutputSpec,
     /// Number of tasks (the fragment's output partition count).
     pub tasks: usize,
+}
+
+impl Stage {
+    /// The schema of the batches the stage's tasks store (the input of the
+    /// `ShuffleWriteExec` at its root).
+    pub fn output_schema(&self) -> SchemaRef {
+        match self.plan.downcast_ref::<ShuffleWriteExec>() {
+            Some(write) => write.input().schema(),
+            None => self.plan.schema(),
+        }
+    }
 }
 
 /// A job's whole graph: stages in topological order, the last one the result stage,

@@ -79,6 +79,6 @@ pub use graph::{JobId, OutputSpec, Stage, StageId, TaskGraph, TaskId};
 pub use resources::Resources;
 pub use shuffle::{
     Locations, PartitionKey, ReadMode, ShuffleEnv, ShuffleIo, ShuffleReadExec, ShuffleWriteExec,
-    WorkerId,
+    WorkerId, bucket_bytes,
 };
 pub use split::split_into_stages;

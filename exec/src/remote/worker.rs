@@ -86,37 +86,8 @@ pub async fn run_worker(
         .build_arc()?;
 
     let security = Arc::new(options.security.clone());
-    let mut client = control_client(&options.scheduler, &security).await?;
     let (out, out_rx) = mpsc::unbounded_channel();
-    let register = proto::WorkerMessage {
-        kind: Some(worker_message::Kind::Register(proto::Register {
-            protocol_version: PROTOCOL_VERSION,
-            flight_address: address.clone(),
-            slots: options.slots as u32,
-            memory_limit: options.memory_limit as u64,
-            resources: resources_to_proto(&options.resources),
-        })),
-    };
-    let _ = out.send(register);
-    let mut inbound = client
-        .join(Request::new(UnboundedReceiverStream::new(out_rx)))
-        .await
-        .map_err(|status| connect_error(&options.scheduler, &status))?
-        .into_inner();
-    let first = inbound
-        .message()
-        .await
-        .map_err(|status| connect_error(&options.scheduler, &status))?;
-    let Some(proto::SchedulerMessage {
-        kind: Some(scheduler_message::Kind::Registered(registered)),
-    }) = first
-    else {
-        return Err(DataFusionError::Execution(format!(
-            "the scheduler at {} did not accept the worker",
-            options.scheduler
-        )));
-    };
-    let id = registered.worker_id as WorkerId;
+    let (id, mut inbound) = register(&options, &address, &security, &out, out_rx).await?;
     tracing::info!("worker {id} serving outputs at {address}");
     ready(id, &address);
 
@@ -158,8 +129,14 @@ pub async fn run_worker(
         options.heartbeat_interval,
     ));
 
-    let mut plans: HashMap<(JobId, StageId), Result<StagePlan, String>> = HashMap::new();
-    let mut locations: HashMap<(JobId, StageId), Locations> = HashMap::new();
+    let mut commands = Commands {
+        worker: id,
+        runtime,
+        inbox,
+        events,
+        plans: HashMap::new(),
+        locations: HashMap::new(),
+    };
     loop {
         let message = match inbound.next().await {
             None => {
@@ -181,93 +158,155 @@ pub async fn run_worker(
             continue;
         };
         for command in batch.commands {
-            let Some(kind) = command.kind else { continue };
-            match kind {
-                command::Kind::Peer(peer) => {
-                    let _ = inbox.send(WorkerMsg::Peer(
-                        peer.worker_id as WorkerId,
-                        peer.flight_address,
-                    ));
-                }
-                command::Kind::Plan(plan) => {
-                    let Some(stage) = plan.stage else { continue };
-                    let decoded = if plan.noop {
-                        Ok(StagePlan::Noop)
-                    } else {
-                        decode_stage(&plan.plan, &plan.config, &runtime).map_err(|e| {
-                            format!(
-                                "stage {} of job {} could not be decoded: {e}",
-                                stage.stage, stage.job
-                            )
-                        })
-                    };
-                    plans.insert((stage.job, stage.stage as StageId), decoded);
-                }
-                command::Kind::Launch(launch) => {
-                    let Some(task) = launch.task else { continue };
-                    let id_of = TaskId {
-                        stage: task.stage as StageId,
-                        partition: task.partition as usize,
-                    };
-                    match plans.get(&(task.job, id_of.stage)) {
-                        Some(Ok(plan)) => {
-                            // Inputs come with a stage's first launch and when they change.
-                            let key = (task.job, id_of.stage);
-                            if !launch.inputs.is_empty() || !locations.contains_key(&key) {
-                                let fresh = launch
-                                    .inputs
-                                    .into_iter()
-                                    .map(|l| {
-                                        let workers =
-                                            l.workers.iter().map(|&w| w as WorkerId).collect();
-                                        (l.stage as StageId, workers)
-                                    })
-                                    .collect();
-                                locations.insert(key, Arc::new(fresh));
-                            }
-                            let _ = inbox.send(WorkerMsg::Launch(Box::new(Launch {
-                                job: task.job,
-                                task: id_of,
-                                attempt: task.attempt,
-                                plan: plan.clone(),
-                                locations: Arc::clone(&locations[&key]),
-                            })));
-                        }
-                        other => {
-                            let message = match other {
-                                Some(Err(message)) => message.clone(),
-                                _ => {
-                                    format!("no plan for stage {} of job {}", id_of.stage, task.job)
-                                }
-                            };
-                            let _ = events.send(Event::TaskEnded {
-                                job: task.job,
-                                task: id_of,
-                                attempt: task.attempt,
-                                worker: id,
-                                outcome: TaskOutcome::Failed(DataFusionError::Execution(message)),
-                            });
-                        }
-                    }
-                }
-                command::Kind::CancelJob(job) => {
-                    plans.retain(|(j, _), _| *j != job);
-                    locations.retain(|(j, _), _| *j != job);
-                    let _ = inbox.send(WorkerMsg::CancelJob(job));
-                }
-                command::Kind::ReleaseJob(job) => {
-                    plans.retain(|(j, _), _| *j != job);
-                    locations.retain(|(j, _), _| *j != job);
-                    let _ = inbox.send(WorkerMsg::ReleaseJob(job));
-                }
-                command::Kind::ReleaseStage(stage) => {
-                    let key = (stage.job, stage.stage as StageId);
-                    plans.remove(&key);
-                    locations.remove(&key);
-                    let _ = inbox.send(WorkerMsg::ReleaseStage(key.0, key.1));
-                }
+            if let Some(kind) = command.kind {
+                commands.apply(kind);
             }
         }
+    }
+}
+
+/// Registers with the scheduler over a `Join` stream fed by `out_rx`; returns the id the
+/// scheduler gave this worker and the stream of its commands.
+async fn register(
+    options: &WorkerOptions,
+    address: &str,
+    security: &Arc<Security>,
+    out: &mpsc::UnboundedSender<proto::WorkerMessage>,
+    out_rx: mpsc::UnboundedReceiver<proto::WorkerMessage>,
+) -> Result<(WorkerId, tonic::Streaming<proto::SchedulerMessage>)> {
+    let mut client = control_client(&options.scheduler, security).await?;
+    let register = proto::WorkerMessage {
+        kind: Some(worker_message::Kind::Register(proto::Register {
+            protocol_version: PROTOCOL_VERSION,
+            flight_address: address.to_string(),
+            slots: options.slots as u32,
+            memory_limit: options.memory_limit as u64,
+            resources: resources_to_proto(&options.resources),
+        })),
+    };
+    let _ = out.send(register);
+    let mut inbound = client
+        .join(Request::new(UnboundedReceiverStream::new(out_rx)))
+        .await
+        .map_err(|status| connect_error(&options.scheduler, &status))?
+        .into_inner();
+    let first = inbound
+        .message()
+        .await
+        .map_err(|status| connect_error(&options.scheduler, &status))?;
+    let Some(proto::SchedulerMessage {
+        kind: Some(scheduler_message::Kind::Registered(registered)),
+    }) = first
+    else {
+        return Err(DataFusionError::Execution(format!(
+            "the scheduler at {} did not accept the worker",
+            options.scheduler
+        )));
+    };
+    Ok((registered.worker_id as WorkerId, inbound))
+}
+
+/// Turns the scheduler's commands into messages for the worker's loop: decodes each stage
+/// plan once, and keeps each stage's input locations (a launch without inputs reuses them).
+struct Commands {
+    worker: WorkerId,
+    runtime: Arc<RuntimeEnv>,
+    inbox: mpsc::UnboundedSender<WorkerMsg>,
+    events: mpsc::UnboundedSender<Event>,
+    plans: HashMap<(JobId, StageId), Result<StagePlan, String>>,
+    locations: HashMap<(JobId, StageId), Locations>,
+}
+
+impl Commands {
+    fn apply(&mut self, kind: command::Kind) {
+        match kind {
+            command::Kind::Peer(peer) => {
+                let _ = self.inbox.send(WorkerMsg::Peer(
+                    peer.worker_id as WorkerId,
+                    peer.flight_address,
+                ));
+            }
+            command::Kind::Plan(plan) => {
+                let Some(stage) = plan.stage else { return };
+                let decoded = if plan.noop {
+                    Ok(StagePlan::Noop)
+                } else {
+                    decode_stage(&plan.plan, &plan.config, &self.runtime).map_err(|e| {
+                        format!(
+                            "stage {} of job {} could not be decoded: {e}",
+                            stage.stage, stage.job
+                        )
+                    })
+                };
+                self.plans
+                    .insert((stage.job, stage.stage as StageId), decoded);
+            }
+            command::Kind::Launch(launch) => self.launch(launch),
+            command::Kind::CancelJob(job) => {
+                self.forget_job(job);
+                let _ = self.inbox.send(WorkerMsg::CancelJob(job));
+            }
+            command::Kind::ReleaseJob(job) => {
+                self.forget_job(job);
+                let _ = self.inbox.send(WorkerMsg::ReleaseJob(job));
+            }
+            command::Kind::ReleaseStage(stage) => {
+                let key = (stage.job, stage.stage as StageId);
+                self.plans.remove(&key);
+                self.locations.remove(&key);
+                let _ = self.inbox.send(WorkerMsg::ReleaseStage(key.0, key.1));
+            }
+        }
+    }
+
+    fn forget_job(&mut self, job: JobId) {
+        self.plans.retain(|(j, _), _| *j != job);
+        self.locations.retain(|(j, _), _| *j != job);
+    }
+
+    fn launch(&mut self, launch: proto::Launch) {
+        let Some(task) = launch.task else { return };
+        let id_of = TaskId {
+            stage: task.stage as StageId,
+            partition: task.partition as usize,
+        };
+        let key = (task.job, id_of.stage);
+        let plan = match self.plans.get(&key) {
+            Some(Ok(plan)) => plan.clone(),
+            other => {
+                let message = match other {
+                    Some(Err(message)) => message.clone(),
+                    _ => format!("no plan for stage {} of job {}", id_of.stage, task.job),
+                };
+                let _ = self.events.send(Event::TaskEnded {
+                    job: task.job,
+                    task: id_of,
+                    attempt: task.attempt,
+                    worker: self.worker,
+                    outcome: TaskOutcome::Failed(DataFusionError::Execution(message)),
+                });
+                return;
+            }
+        };
+        // Inputs come with a stage's first launch and when they change.
+        if !launch.inputs.is_empty() || !self.locations.contains_key(&key) {
+            let fresh = launch
+                .inputs
+                .into_iter()
+                .map(|l| {
+                    let workers = l.workers.iter().map(|&w| w as WorkerId).collect();
+                    (l.stage as StageId, workers)
+                })
+                .collect();
+            self.locations.insert(key, Arc::new(fresh));
+        }
+        let _ = self.inbox.send(WorkerMsg::Launch(Box::new(Launch {
+            job: task.job,
+            task: id_of,
+            attempt: task.attempt,
+            plan,
+            locations: Arc::clone(&self.locations[&key]),
+        })));
     }
 }
 

@@ -61,6 +61,8 @@ pub struct Scheduler {
     /// Where suspect workers are sent to have their data port probed; without it (workers
     /// in this process) a failed fetch loses the outputs but no worker is suspected.
     probe: Option<mpsc::UnboundedSender<(WorkerId, String)>>,
+    /// The job being handled or dispatched, which a panic fails.
+    current: Option<JobId>,
 }
 
 impl Scheduler {
@@ -94,6 +96,7 @@ impl Scheduler {
             short_task_prefetch: SHORT_TASK_PREFETCH.max(prefetch),
             heartbeat_timeout,
             probe: None,
+            current: None,
         }
     }
 
@@ -134,17 +137,42 @@ impl Scheduler {
             tokio::select! {
                 event = events.recv() => {
                     let Some(event) = event else { break };
-                    self.handle(event);
+                    self.step(event);
                     while let Ok(event) = events.try_recv() {
-                        self.handle(event);
+                        self.step(event);
                     }
                 }
-                _ = tick.tick() => {
-                    self.lose_silent_workers();
-                    self.fail_jobs_waiting_too_long();
-                }
+                _ = tick.tick() => self.guarded(None, |s| {
+                    s.lose_silent_workers();
+                    s.fail_jobs_waiting_too_long();
+                }),
             }
-            self.dispatch();
+            self.guarded(None, Self::dispatch);
+        }
+    }
+
+    /// Handles one event; a bug that panics while handling it fails the job it concerns,
+    /// not the scheduler.
+    pub(super) fn step(&mut self, event: Event) {
+        let job = event.job();
+        self.guarded(job, |s| s.handle(event));
+    }
+
+    /// Runs `f`; if it panics, the job it was working on (`job`, or the one being
+    /// dispatched) fails with an internal error and the loop goes on.
+    fn guarded(&mut self, job: Option<JobId>, f: impl FnOnce(&mut Self)) {
+        self.current = job;
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self)));
+        let current = self.current.take();
+        if let Err(payload) = result {
+            let text = crate::panic_message(payload);
+            tracing::error!("the scheduler panicked: {text}");
+            if let Some(job) = current {
+                let error = DataFusionError::Internal(format!(
+                    "the scheduler hit a bug while running job {job}: {text}"
+                ));
+                self.fail(job, error);
+            }
         }
     }
 
@@ -160,6 +188,10 @@ impl Scheduler {
                 progress.send_modify(|p| p.tasks_total = total);
                 if spec.stages.is_empty() {
                     let _ = done.send(Ok(Vec::new()));
+                    return;
+                }
+                if let Err(e) = spec.check() {
+                    let _ = done.send(Err(e));
                     return;
                 }
                 let state = JobState::new(spec, done, progress);

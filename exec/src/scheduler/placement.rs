@@ -153,6 +153,7 @@ impl Scheduler {
             let Some(job) = self.turn.pop_front() else {
                 return;
             };
+            self.current = Some(job);
             self.turn.push_back(job);
             let Some(state) = self.jobs.get_mut(&job) else {
                 continue;

@@ -84,9 +84,10 @@ impl Harness {
         rx
     }
 
+    /// Feeds one event and dispatches, as one turn of the event loop does.
     fn event(&mut self, event: Event) {
-        self.scheduler.handle(event);
-        self.scheduler.dispatch();
+        self.scheduler.step(event);
+        self.scheduler.guarded(None, Scheduler::dispatch);
     }
 
     /// Tasks launched on `worker` since the last call, with their input locations.
@@ -101,7 +102,8 @@ impl Harness {
         out
     }
 
-    /// Whether `worker` was told to cancel `job` (reads its commands first).
+    /// Whether `worker` was told to cancel `job` (reads its commands first, dropping
+    /// launches).
     fn cancelled(&mut self, worker: WorkerId, job: JobId) -> bool {
         self.launched(worker);
         self.other[worker]
@@ -407,4 +409,34 @@ fn a_worker_joining_mid_job_gets_work_and_learns_its_peers() {
             .iter()
             .any(|m| matches!(m, WorkerMsg::Peer(1, a) if a == "127.0.0.1:9100"))
     );
+}
+
+#[test]
+fn a_panic_while_handling_one_job_fails_that_job_and_others_finish() {
+    let mut h = Harness::new(1, 1);
+    let mut broken = h.submit(1, &[(&[], 1)]);
+    let mut healthy = h.submit(2, &[(&[], 1)]);
+    // A bug: job 1's bookkeeping says its stage has no task left, so finishing its task
+    // underflows.
+    h.scheduler.jobs.get_mut(&1).unwrap().tasks_left[0] = 0;
+    let (task, attempt, _) = h.launched(0).pop().unwrap();
+    h.finish(1, 0, task, attempt);
+    let error = error_text(&mut broken);
+    assert!(
+        error.starts_with("Internal error: the scheduler hit a bug while running job 1"),
+        "{error}"
+    );
+    let (task, attempt, _) = h.launched(0).pop().expect("job 2 still runs");
+    assert!(h.cancelled(0, 1));
+    h.finish(2, 0, task, attempt);
+    assert_eq!(healthy.try_recv().unwrap().unwrap().len(), 1);
+}
+
+#[test]
+fn a_job_whose_stages_read_later_ones_is_refused() {
+    let mut h = Harness::new(1, 1);
+    let mut done = h.submit(1, &[(&[1], 1), (&[], 1)]);
+    let error = error_text(&mut done);
+    assert!(error.contains("stage 0 reads stage 1"), "{error}");
+    assert!(h.launched(0).is_empty());
 }

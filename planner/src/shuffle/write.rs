@@ -6,7 +6,7 @@ use datafusion::arrow::array::{RecordBatch, RecordBatchOptions, UInt64Array};
 use datafusion::arrow::compute::BatchCoalescer;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{Result, internal_err};
+use datafusion::common::{Result, internal_datafusion_err, internal_err};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
@@ -34,6 +34,22 @@ static SUMMARY_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
 /// byte counts, which the scheduler uses for placement.
 pub fn summary_schema() -> SchemaRef {
     Arc::clone(&SUMMARY_SCHEMA)
+}
+
+/// The bytes a task stored per bucket, in bucket order, read from the summary batches a
+/// `ShuffleWriteExec` partition returns.
+pub fn bucket_bytes(summary: &[RecordBatch]) -> Result<Vec<u64>> {
+    let mut bytes = Vec::new();
+    for batch in summary {
+        let column = batch
+            .column_by_name("bytes")
+            .and_then(|c| c.as_any().downcast_ref::<UInt64Array>())
+            .ok_or_else(|| {
+                internal_datafusion_err!("a shuffle write summary has no UInt64 'bytes' column")
+            })?;
+        bytes.extend(column.values().iter().copied());
+    }
+    Ok(bytes)
 }
 
 /// Runs one partition of its input, buckets the batches per [`OutputSpec`] and stores
