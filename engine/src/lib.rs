@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  Session::sql / DataFrame verbs ─► DataFusion logical plan ─► physical plan
-//!        ─► shoal_planner::split_into_stages ─► TaskGraph ─► shoal_exec::LocalCluster
+//!        ─► shoal_planner::split_into_stages ─► TaskGraph ─► shoal_exec::EmbeddedCluster
 //! ```
 //!
 //! Arrays: [`Array`] (chunked N-d, like `dask.array`), [`DataArray`] and [`Dataset`]

@@ -19,8 +19,8 @@ use datafusion::sql::parser::Statement;
 use futures::future::BoxFuture;
 use futures::{FutureExt, TryStreamExt};
 use shoal_exec::{
-    ClusterOptions, ClusterStatus, DataPlane, JobHandle, LocalCluster, Progress, RemoteCluster,
-    Security, StoreStats,
+    Cluster, ClusterStatus, DataPlane, EmbeddedCluster, EmbeddedOptions, JobHandle, Placement,
+    Progress, RemoteCluster, Security, StoreStats,
 };
 use shoal_io::ShoalObjectStoreRegistry;
 use shoal_planner::{Resources, ShoalConfig, TaskGraph, split_into_stages};
@@ -134,39 +134,10 @@ impl SessionBuilder {
     }
 }
 
-/// Where a session's jobs run.
-enum Backend {
-    /// Scheduler and workers in this process.
-    Embedded(LocalCluster),
-    /// A cluster of scheduler and worker processes.
-    Remote(RemoteCluster),
-}
-
-impl std::fmt::Debug for Backend {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Embedded(c) => c.fmt(f),
-            Self::Remote(c) => c.fmt(f),
-        }
-    }
-}
-
-impl Backend {
-    fn spawn<F>(&self, future: F) -> tokio::task::JoinHandle<F::Output>
-    where
-        F: Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        match self {
-            Self::Embedded(c) => c.spawn(future),
-            Self::Remote(c) => c.spawn(future),
-        }
-    }
-}
-
 struct Inner {
     ctx: SessionContext,
-    cluster: Backend,
+    /// Where jobs run: the embedded cluster or a remote one.
+    cluster: Box<dyn Cluster>,
     /// The token Flight calls between this session's workers carry, if any.
     token: Option<String>,
     /// Told of every job's task counts as they change.
@@ -319,10 +290,10 @@ impl Session {
             )
             .build();
         let ctx = SessionContext::new_with_state(state);
-        let cluster = match remote {
-            Some(remote) => Backend::Remote(remote),
-            None => Backend::Embedded(LocalCluster::start(
-                ClusterOptions {
+        let cluster: Box<dyn Cluster> = match remote {
+            Some(remote) => Box::new(remote),
+            None => Box::new(EmbeddedCluster::start(
+                EmbeddedOptions {
                     workers: config.workers,
                     slots: config.worker_slots,
                     memory_limit: config.worker_memory_limit,
@@ -370,7 +341,7 @@ impl Session {
         F::Output: Send + 'static,
     {
         let (tx, rx) = std::sync::mpsc::channel();
-        let handle = self.inner.cluster.spawn(async move {
+        let handle = self.inner.cluster.runtime().spawn(async move {
             let _ = tx.send(future.await);
         });
         drop(handle);
@@ -598,9 +569,9 @@ impl Session {
     /// Tasks on a cluster run in separate processes: partitions must not share state.
     /// In this process they may, which keeps broadcast joins cheap.
     fn for_backend(&self, physical: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
-        match &self.inner.cluster {
-            Backend::Remote(_) => Ok(shoal_planner::independent_partitions(physical)?),
-            Backend::Embedded(_) => Ok(physical),
+        match self.inner.cluster.placement() {
+            Placement::Processes => Ok(shoal_planner::independent_partitions(physical)?),
+            Placement::InProcess => Ok(physical),
         }
     }
 
@@ -608,10 +579,7 @@ impl Session {
     pub fn execute_graph(&self, graph: TaskGraph) -> JobHandle {
         let schema = graph.result_stage().output_schema();
         let task_ctx = self.inner.ctx.state().task_ctx();
-        let handle = match &self.inner.cluster {
-            Backend::Embedded(c) => c.submit(graph, task_ctx, schema),
-            Backend::Remote(c) => c.submit(graph, task_ctx, schema),
-        };
+        let handle = self.inner.cluster.submit(graph, task_ctx, schema);
         let listener = self
             .inner
             .progress
@@ -622,7 +590,7 @@ impl Session {
             // Ends with the job: its progress channel closes when the job does.
             let mut progress = handle.progress.clone();
             let job = handle.job;
-            drop(self.inner.cluster.spawn(async move {
+            drop(self.inner.cluster.runtime().spawn(async move {
                 loop {
                     listener(job, *progress.borrow_and_update());
                     if progress.changed().await.is_err() {
@@ -755,22 +723,13 @@ impl Session {
 
     /// Scheduler's view of workers and jobs.
     pub async fn status(&self) -> Result<ClusterStatus> {
-        match &self.inner.cluster {
-            Backend::Embedded(c) => Ok(c.status().await?),
-            Backend::Remote(c) => Ok(c.status().await?),
-        }
+        Ok(self.inner.cluster.status().await?)
     }
 
-    /// Cancels the job with this id (as [`Session::status`] lists it) on a cluster; its
-    /// client gets an error. Returns whether it was running. Embedded jobs are cancelled
-    /// by dropping their stream.
+    /// Cancels the job with this id (as [`Session::status`] lists it); its client gets
+    /// an error. Returns whether it was running. Dropping a job's stream cancels it too.
     pub async fn cancel(&self, job: u64) -> Result<bool> {
-        match &self.inner.cluster {
-            Backend::Remote(c) => Ok(c.cancel(job).await?),
-            Backend::Embedded(_) => Err(crate::Error::input(
-                "cancel by id needs a cluster session; drop the job's stream instead",
-            )),
-        }
+        Ok(self.inner.cluster.cancel(job).await?)
     }
 
     /// [`Session::status`] from synchronous code.
@@ -783,18 +742,12 @@ impl Session {
     /// token calls must carry.
     pub fn flight_endpoints(&self) -> Option<(Vec<std::net::SocketAddr>, String)> {
         let token = self.inner.token.clone()?;
-        match &self.inner.cluster {
-            Backend::Embedded(c) => Some((c.flight_addresses().to_vec(), token)),
-            Backend::Remote(_) => None,
-        }
+        Some((self.inner.cluster.flight_addresses(), token))
     }
 
     /// Result-store counters per worker.
     pub fn store_stats(&self) -> Vec<StoreStats> {
-        match &self.inner.cluster {
-            Backend::Embedded(c) => c.store_stats(),
-            Backend::Remote(_) => Vec::new(),
-        }
+        self.inner.cluster.store_stats()
     }
 
     /// Names of the registered tables, sorted.

@@ -1,61 +1,19 @@
-//! An embedded cluster: one scheduler and N workers on a runtime of their own.
+//! The one interface every front end runs jobs through: a [`Cluster`] takes task graphs
+//! and reports on them. [`EmbeddedCluster`](crate::EmbeddedCluster) runs the scheduler and
+//! workers in this process; [`RemoteCluster`](crate::RemoteCluster) is a client of a
+//! `shoal scheduler` process. Callers hold a `dyn Cluster` and never ask which.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::common::{DataFusionError, Result};
-use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
-use datafusion::execution::memory_pool::FairSpillPool;
-use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::common::Result;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use futures::{StreamExt, TryStreamExt};
-use shoal_planner::{JobId, PartitionKey, Resources, TaskGraph};
-use tokio::sync::{mpsc, oneshot, watch};
+use futures::future::BoxFuture;
+use shoal_planner::{JobId, TaskGraph};
+use tokio::sync::watch;
 
-use crate::flight::{FlightTransport, StoreFlightService, serve};
-use crate::protocol::{ClusterStatus, Event, JobSpec, Progress};
-use crate::scheduler::Scheduler;
-use crate::security::Security;
-use crate::store::{ResultStore, StoreStats};
-use crate::transport::{InProcessTransport, Transport, WorkerIo};
-use crate::worker::{Worker, pause_threshold};
-
-/// How an embedded cluster is shaped.
-#[derive(Debug, Clone)]
-pub struct ClusterOptions {
-    /// Number of workers.
-    pub workers: usize,
-    /// Task slots per worker.
-    pub slots: usize,
-    /// Operator memory limit per worker, in bytes.
-    pub memory_limit: usize,
-    /// In-memory task output per worker before the store spills, in bytes.
-    pub store_memory_target: usize,
-    /// Where workers put spill files.
-    pub scratch_dir: PathBuf,
-    /// Named resources each worker offers, by worker id (missing: none).
-    pub worker_resources: Vec<Resources>,
-    /// How task outputs move between workers.
-    pub data_plane: DataPlane,
-}
-
-/// How task outputs move between the workers of a cluster.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum DataPlane {
-    /// Batches handed over by `Arc` inside the process.
-    #[default]
-    InProcess,
-    /// Each worker serves its outputs with Arrow Flight on 127.0.0.1 and every fetch goes
-    /// over gRPC with this token, as between the processes of a cluster.
-    Flight {
-        /// The cluster token every call must carry.
-        token: String,
-    },
-}
+use crate::protocol::{ClusterStatus, Progress};
+use crate::store::StoreStats;
 
 /// A running job: its result stream and its progress. Dropping the stream before it ends
 /// cancels the job.
@@ -68,226 +26,44 @@ pub struct JobHandle {
     pub progress: watch::Receiver<Progress>,
 }
 
-/// Sends `EndJob` when the client lets go of the job's stream.
-struct JobGuard {
-    job: JobId,
-    events: mpsc::UnboundedSender<Event>,
+/// Where a cluster runs tasks, which decides how the planner may cut a plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Every task runs in this process: partitions may share state (a broadcast join's
+    /// hash table is built once).
+    InProcess,
+    /// Tasks run in other processes: each partition must be self-contained.
+    Processes,
 }
 
-impl Drop for JobGuard {
-    fn drop(&mut self) {
-        let _ = self.events.send(Event::EndJob(self.job));
-    }
-}
+/// A scheduler and its workers, as a client sees them.
+pub trait Cluster: Send + Sync + std::fmt::Debug {
+    /// Submits `graph`, planned with the settings and functions of `ctx`; the stream of the
+    /// returned handle yields the result stage's output with `schema`. Dropping the stream
+    /// ends the job on the cluster.
+    fn submit(&self, graph: TaskGraph, ctx: Arc<TaskContext>, schema: SchemaRef) -> JobHandle;
 
-/// An in-process scheduler and its workers.
-pub struct LocalCluster {
-    runtime: Option<tokio::runtime::Runtime>,
-    events: mpsc::UnboundedSender<Event>,
-    transport: Arc<dyn Transport>,
-    stores: Vec<Arc<ResultStore>>,
-    flight_addresses: Vec<SocketAddr>,
-    next_job: AtomicU64,
-    options: ClusterOptions,
-}
+    /// Workers and jobs as the scheduler sees them.
+    fn status(&self) -> BoxFuture<'_, Result<ClusterStatus>>;
 
-impl std::fmt::Debug for LocalCluster {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalCluster")
-            .field("options", &self.options)
-            .finish()
-    }
-}
+    /// Cancels job `job` (an id from [`Cluster::status`]): its client gets an error.
+    /// Returns whether it was still running.
+    fn cancel(&self, job: JobId) -> BoxFuture<'_, Result<bool>>;
 
-impl LocalCluster {
-    /// Starts the scheduler and `options.workers` workers. Worker runtimes share `base`'s
-    /// object stores and caches but each gets its own memory pool and spill directory.
-    pub fn start(options: ClusterOptions, base: &RuntimeEnv) -> Result<Self> {
-        let workers = options.workers.max(1);
-        let slots = options.slots.max(1);
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(workers * slots)
-            .thread_name("shoal-worker")
-            .enable_all()
-            .build()?;
-        let mut stores = Vec::with_capacity(workers);
-        for _ in 0..workers {
-            stores.push(Arc::new(ResultStore::new(
-                &options.scratch_dir,
-                options.store_memory_target,
-            )?));
-        }
-        let mut flight_addresses = Vec::new();
-        let transport: Arc<dyn Transport> = match &options.data_plane {
-            DataPlane::InProcess => Arc::new(InProcessTransport::new(stores.clone())),
-            DataPlane::Flight { token } => {
-                let _entered = runtime.enter();
-                let security = Arc::new(Security::with_token(token));
-                let flight = FlightTransport::new(
-                    stores.iter().cloned().enumerate().collect(),
-                    false,
-                    Arc::clone(&security),
-                    runtime.handle().clone(),
-                );
-                for (id, store) in stores.iter().enumerate() {
-                    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-                    listener.set_nonblocking(true)?;
-                    let address = listener.local_addr()?;
-                    flight_addresses.push(address);
-                    flight.set_address(id, address.to_string());
-                    let listener = tokio::net::TcpListener::from_std(listener)?;
-                    let service = StoreFlightService::new(Arc::clone(store), Arc::clone(&security));
-                    let security = Arc::clone(&security);
-                    runtime.spawn(async move {
-                        if let Err(e) = serve(service, listener, &security).await {
-                            tracing::error!("Flight server stopped: {e}");
-                        }
-                    });
-                }
-                Arc::new(flight)
-            }
-        };
-        let stores_for_stats = stores.clone();
-        let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let mut inboxes = Vec::with_capacity(workers);
-        for (id, store) in stores.into_iter().enumerate() {
-            let worker_runtime = RuntimeEnvBuilder::from_runtime_env(base)
-                .with_memory_pool(Arc::new(FairSpillPool::new(options.memory_limit)))
-                .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(
-                    DiskManagerMode::Directories(vec![store.dir().to_path_buf()]),
-                ))
-                .build_arc()?;
-            let worker = Worker {
-                id,
-                slots,
-                pause_above: pause_threshold(options.memory_limit),
-                runtime: worker_runtime,
-                store,
-                io: Arc::new(WorkerIo::new(id, Arc::clone(&transport))),
-            };
-            let (tx, rx) = mpsc::unbounded_channel();
-            inboxes.push((
-                tx,
-                options
-                    .worker_resources
-                    .get(id)
-                    .cloned()
-                    .unwrap_or_default(),
-            ));
-            runtime.spawn(worker.run(rx, events_tx.clone(), |_, _| {}));
-        }
-        runtime.spawn(Scheduler::new(inboxes, slots).run(events_rx));
-        Ok(Self {
-            runtime: Some(runtime),
-            events: events_tx,
-            transport,
-            stores: stores_for_stats,
-            flight_addresses,
-            next_job: AtomicU64::new(1),
-            options,
-        })
+    /// Where tasks run.
+    fn placement(&self) -> Placement;
+
+    /// The runtime the cluster's client work runs on; callers spawn helpers here.
+    fn runtime(&self) -> &tokio::runtime::Handle;
+
+    /// Result-store counters of the workers this process can see (none for a remote
+    /// cluster, whose workers report through [`Cluster::status`]).
+    fn store_stats(&self) -> Vec<StoreStats> {
+        Vec::new()
     }
 
-    /// The cluster's shape.
-    pub fn options(&self) -> &ClusterOptions {
-        &self.options
-    }
-
-    /// Total task slots.
-    pub fn total_slots(&self) -> usize {
-        self.options.workers.max(1) * self.options.slots.max(1)
-    }
-
-    /// Submits `graph`; `ctx` carries the session's configuration and functions. The
-    /// returned stream yields the result stage's output with `schema`.
-    pub fn submit(&self, graph: TaskGraph, ctx: Arc<TaskContext>, schema: SchemaRef) -> JobHandle {
-        let job = self.next_job.fetch_add(1, Ordering::Relaxed);
-        let (done_tx, done_rx) = oneshot::channel();
-        let (progress_tx, progress_rx) = watch::channel(Progress::default());
-        let sent = self.events.send(Event::Submit {
-            job,
-            spec: JobSpec::local(graph, ctx),
-            done: done_tx,
-            progress: progress_tx,
-        });
-        let guard = JobGuard {
-            job,
-            events: self.events.clone(),
-        };
-        let transport = Arc::clone(&self.transport);
-        let outputs = async move {
-            if sent.is_err() {
-                return Err(DataFusionError::Execution(
-                    "the scheduler has stopped".into(),
-                ));
-            }
-            let outputs = done_rx.await.map_err(|_| {
-                DataFusionError::Execution("the scheduler stopped before the job finished".into())
-            })??;
-            let fetches = outputs.into_iter().map(move |(task, worker)| {
-                transport.fetch(
-                    PartitionKey {
-                        job,
-                        task,
-                        bucket: 0,
-                    },
-                    worker,
-                )
-            });
-            Ok(futures::stream::iter(fetches).try_flatten())
-        };
-        let stream = futures::stream::once(outputs)
-            .try_flatten()
-            .map(move |batch| {
-                let _keep_until_stream_drops = &guard;
-                batch
-            });
-        JobHandle {
-            job,
-            stream: Box::pin(RecordBatchStreamAdapter::new(schema, stream)),
-            progress: progress_rx,
-        }
-    }
-
-    /// Where each worker serves its outputs, when the data plane is Flight.
-    pub fn flight_addresses(&self) -> &[SocketAddr] {
-        &self.flight_addresses
-    }
-
-    /// A snapshot of workers and jobs.
-    pub async fn status(&self) -> Result<ClusterStatus> {
-        let (tx, rx) = oneshot::channel();
-        self.events
-            .send(Event::Status(tx))
-            .map_err(|_| DataFusionError::Execution("the scheduler has stopped".into()))?;
-        rx.await
-            .map_err(|_| DataFusionError::Execution("the scheduler has stopped".into()))
-    }
-
-    /// Result store counters per worker.
-    pub fn store_stats(&self) -> Vec<StoreStats> {
-        self.stores.iter().map(|s| s.stats()).collect()
-    }
-}
-
-impl Drop for LocalCluster {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
-    }
-}
-
-impl LocalCluster {
-    /// Spawns `future` on the cluster's runtime.
-    pub fn spawn<F>(&self, future: F) -> tokio::task::JoinHandle<F::Output>
-    where
-        F: std::future::Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        self.runtime
-            .as_ref()
-            .expect("cluster runtime is running")
-            .spawn(future)
+    /// Where this process's workers serve their outputs over Arrow Flight, if they do.
+    fn flight_addresses(&self) -> Vec<std::net::SocketAddr> {
+        Vec::new()
     }
 }

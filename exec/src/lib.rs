@@ -10,11 +10,15 @@
 //!                            Transport (in-process: batches shared by Arc, no copy)
 //! ```
 //!
-//! Start with [`LocalCluster`]: it starts the scheduler and workers on a runtime of their
-//! own and hands back a [`JobHandle`] whose stream yields the job's batches. Dropping the
-//! stream cancels the job on every worker.
+//! Start with the [`Cluster`] trait, the one interface front ends run jobs through:
+//! [`EmbeddedCluster`] starts the scheduler and workers in this process, [`RemoteCluster`]
+//! talks to a `shoal scheduler` process. `submit` hands back a [`JobHandle`] whose stream
+//! yields the job's batches; dropping the stream cancels the job on every worker. The
+//! scheduler (`scheduler/`) is a state machine fed events; the messages between it, its
+//! workers and its clients live in [`protocol`].
 
 pub mod cluster;
+pub mod embedded;
 pub mod flight;
 pub mod protocol;
 pub mod remote;
@@ -24,7 +28,8 @@ pub mod store;
 pub mod transport;
 pub mod worker;
 
-pub use cluster::{ClusterOptions, DataPlane, JobHandle, LocalCluster};
+pub use cluster::{Cluster, JobHandle, Placement};
+pub use embedded::{DataPlane, EmbeddedCluster, EmbeddedOptions};
 pub use protocol::{ClusterStatus, JobStatus, Progress, TaskFailure, WorkerStatus};
 pub use remote::RemoteCluster;
 pub use security::Security;

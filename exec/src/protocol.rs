@@ -50,7 +50,7 @@ impl std::error::Error for TaskFailure {
 #[derive(Debug, Clone)]
 pub enum StagePlan {
     /// A physical plan and the session's task context, for workers in this process.
-    Local {
+    Decoded {
         /// The stage plan, rooted at `ShuffleWriteExec`.
         plan: Arc<dyn ExecutionPlan>,
         /// Session configuration and functions.
@@ -111,7 +111,7 @@ impl JobSpec {
             .map(|s| StageSpec {
                 inputs: s.inputs,
                 tasks: s.tasks,
-                plan: StagePlan::Local {
+                plan: StagePlan::Decoded {
                     plan: s.plan,
                     ctx: Arc::clone(&ctx),
                 },

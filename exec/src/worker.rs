@@ -170,7 +170,7 @@ async fn execute(
         ..
     } = launch;
     let (plan, ctx) = match plan {
-        StagePlan::Local { plan, ctx } => (plan, ctx),
+        StagePlan::Decoded { plan, ctx } => (plan, ctx),
         StagePlan::Noop => return Ok(Vec::new()),
         StagePlan::Encoded(_) => {
             return Err(internal_datafusion_err!(

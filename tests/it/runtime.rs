@@ -204,6 +204,34 @@ async fn dropping_the_stream_cancels_the_job() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_job_is_cancelled_by_its_id() {
+    let session = tpch_session(2, 2);
+    let df = session
+        .sql("select sum(a.l_quantity * b.l_quantity) from lineitem a cross join lineitem b")
+        .await
+        .unwrap();
+    let job = session.execute(df.logical_plan()).await.unwrap();
+    let listed = session.status().await.unwrap().jobs;
+    assert_eq!(
+        listed.iter().map(|j| j.id).collect::<Vec<_>>(),
+        vec![job.job]
+    );
+    assert!(session.cancel(job.job).await.unwrap(), "it was running");
+    let mut stream = job.stream;
+    let error = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("the stream ends soon after the cancel")
+        .expect("with an error")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains(&format!("job {} was cancelled", job.job)),
+        "{error}"
+    );
+    assert!(!session.cancel(job.job).await.unwrap(), "no longer running");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explain_shows_the_stage_graph() {
     let session = tpch_session(2, 4);
     let batches = session

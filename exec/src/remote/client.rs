@@ -8,7 +8,8 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use futures::{StreamExt, TryStreamExt};
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use shoal_planner::{
     JobId, PartitionKey, ShoalConfig, StageId, TaskGraph, TaskId, WorkerId, encode_plan,
 };
@@ -21,7 +22,7 @@ use tonic::{Code, Request, Status};
 use super::proto::{self, job_event, scheduler_client::SchedulerClient};
 use super::resources_to_proto;
 use super::server::status_from_proto;
-use crate::cluster::JobHandle;
+use crate::cluster::{Cluster, JobHandle, Placement};
 use crate::flight::FlightTransport;
 use crate::protocol::{ClusterStatus, Progress};
 use crate::security::Security;
@@ -153,7 +154,7 @@ impl RemoteCluster {
     }
 
     /// Spawns `future` on the client's runtime.
-    pub fn spawn<F>(&self, future: F) -> tokio::task::JoinHandle<F::Output>
+    fn spawn<F>(&self, future: F) -> tokio::task::JoinHandle<F::Output>
     where
         F: std::future::Future + Send + 'static,
         F::Output: Send + 'static,
@@ -164,9 +165,48 @@ impl RemoteCluster {
             .spawn(future)
     }
 
+    /// Runs a graph of no-op tasks: `stages[i]` is (inputs, tasks) of stage `i`.
+    pub async fn run_noop(&self, stages: &[(Vec<StageId>, usize)]) -> Result<()> {
+        let request = proto::SubmitJob {
+            stages: stages
+                .iter()
+                .map(|(inputs, tasks)| proto::StageDef {
+                    inputs: inputs.iter().map(|&i| i as u32).collect(),
+                    tasks: *tasks as u32,
+                    noop: true,
+                    ..Default::default()
+                })
+                .collect(),
+            placement_timeout_secs: 60.0,
+            ..Default::default()
+        };
+        run_job(self.client.clone(), &self.url, request, None).await?;
+        Ok(())
+    }
+
+    /// [`Self::status`] from synchronous code outside any runtime.
+    pub fn block_on_status(&self) -> Result<ClusterStatus> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let client = self.client.clone();
+        let url = self.url.clone();
+        self.spawn(async move {
+            let status = client
+                .clone()
+                .status(proto::StatusRequest {})
+                .await
+                .map(|s| status_from_proto(s.into_inner()))
+                .map_err(|status| connect_error(&url, &status));
+            let _ = tx.send(status);
+        });
+        rx.recv()
+            .map_err(|_| DataFusionError::Execution("the client runtime stopped".into()))?
+    }
+}
+
+impl Cluster for RemoteCluster {
     /// Submits `graph` with the settings of `ctx`; the stream yields the result stage's
     /// output with `schema`. Dropping the stream ends the job on the cluster.
-    pub fn submit(&self, graph: TaskGraph, ctx: Arc<TaskContext>, schema: SchemaRef) -> JobHandle {
+    fn submit(&self, graph: TaskGraph, ctx: Arc<TaskContext>, schema: SchemaRef) -> JobHandle {
         let job = self.next_job.fetch_add(1, Ordering::Relaxed);
         let (progress_tx, progress_rx) = watch::channel(Progress::default());
         let request = submit_request(&graph, &ctx);
@@ -224,63 +264,41 @@ impl RemoteCluster {
         }
     }
 
-    /// Runs a graph of no-op tasks: `stages[i]` is (inputs, tasks) of stage `i`.
-    pub async fn run_noop(&self, stages: &[(Vec<StageId>, usize)]) -> Result<()> {
-        let request = proto::SubmitJob {
-            stages: stages
-                .iter()
-                .map(|(inputs, tasks)| proto::StageDef {
-                    inputs: inputs.iter().map(|&i| i as u32).collect(),
-                    tasks: *tasks as u32,
-                    noop: true,
-                    ..Default::default()
-                })
-                .collect(),
-            placement_timeout_secs: 60.0,
-            ..Default::default()
-        };
-        run_job(self.client.clone(), &self.url, request, None).await?;
-        Ok(())
-    }
-
-    /// [`Self::status`] from synchronous code outside any runtime.
-    pub fn block_on_status(&self) -> Result<ClusterStatus> {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let client = self.client.clone();
-        let url = self.url.clone();
-        self.spawn(async move {
-            let status = client
+    fn status(&self) -> BoxFuture<'_, Result<ClusterStatus>> {
+        async move {
+            let status = self
+                .client
                 .clone()
                 .status(proto::StatusRequest {})
                 .await
-                .map(|s| status_from_proto(s.into_inner()))
-                .map_err(|status| connect_error(&url, &status));
-            let _ = tx.send(status);
-        });
-        rx.recv()
-            .map_err(|_| DataFusionError::Execution("the client runtime stopped".into()))?
+                .map_err(|status| connect_error(&self.url, &status))?;
+            Ok(status_from_proto(status.into_inner()))
+        }
+        .boxed()
     }
 
-    /// Cancels job `job` (an id from [`Self::status`]); false if it was not running.
-    pub async fn cancel(&self, job: JobId) -> Result<bool> {
-        let reply = self
-            .client
-            .clone()
-            .cancel(proto::CancelRequest { job })
-            .await
-            .map_err(|status| connect_error(&self.url, &status))?;
-        Ok(reply.into_inner().cancelled)
+    fn cancel(&self, job: JobId) -> BoxFuture<'_, Result<bool>> {
+        async move {
+            let reply = self
+                .client
+                .clone()
+                .cancel(proto::CancelRequest { job })
+                .await
+                .map_err(|status| connect_error(&self.url, &status))?;
+            Ok(reply.into_inner().cancelled)
+        }
+        .boxed()
     }
 
-    /// Workers and jobs as the scheduler sees them.
-    pub async fn status(&self) -> Result<ClusterStatus> {
-        let status = self
-            .client
-            .clone()
-            .status(proto::StatusRequest {})
-            .await
-            .map_err(|status| connect_error(&self.url, &status))?;
-        Ok(status_from_proto(status.into_inner()))
+    fn placement(&self) -> Placement {
+        Placement::Processes
+    }
+
+    fn runtime(&self) -> &tokio::runtime::Handle {
+        self.runtime
+            .as_ref()
+            .expect("the client runtime runs until the client is dropped")
+            .handle()
     }
 }
 

@@ -492,7 +492,7 @@ fn encode_command(msg: WorkerMsg, shipped: &mut Shipped, batch: &mut Vec<proto::
                         noop: true,
                         ..Default::default()
                     },
-                    StagePlan::Local { .. } => {
+                    StagePlan::Decoded { .. } => {
                         tracing::error!("a stage plan of this process cannot be sent to a worker");
                         return;
                     }

@@ -335,7 +335,7 @@ fn decode_stage(
         .build();
     let ctx: Arc<TaskContext> = state.task_ctx();
     let plan = decode_plan(bytes, &ctx)?;
-    Ok(StagePlan::Local { plan, ctx })
+    Ok(StagePlan::Decoded { plan, ctx })
 }
 
 /// Sends task outcomes as they come, batched, and a heartbeat at every interval.

@@ -170,7 +170,7 @@ impl JobState {
     pub(super) fn release(&mut self, stage: StageId) {
         self.released[stage] = true;
         self.to_release.push(stage);
-        if let Some(StagePlan::Local { .. }) = self.plans[stage] {
+        if let Some(StagePlan::Decoded { .. }) = self.plans[stage] {
             // Plans held in this process can be large; encoded ones are kept for lineage.
             self.plans[stage] = None;
         }

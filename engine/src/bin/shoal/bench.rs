@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use clap::{Args, Subcommand};
 use futures::TryStreamExt;
+use shoal_exec::Cluster as _;
 
 use crate::EngineArgs;
 

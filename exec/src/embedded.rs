@@ -1,0 +1,291 @@
+//! The embedded cluster: one scheduler and N workers in this process, on a runtime of
+//! their own.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::{DataFusionError, Result};
+use datafusion::execution::TaskContext;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt, TryStreamExt};
+use shoal_planner::{JobId, PartitionKey, Resources, TaskGraph};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::cluster::{Cluster, JobHandle, Placement};
+use crate::flight::{FlightTransport, StoreFlightService, serve};
+use crate::protocol::{ClusterStatus, Event, JobSpec, Progress};
+use crate::scheduler::Scheduler;
+use crate::security::Security;
+use crate::store::{ResultStore, StoreStats};
+use crate::transport::{InProcessTransport, Transport, WorkerIo};
+use crate::worker::{Worker, pause_threshold};
+
+/// How an embedded cluster is shaped.
+#[derive(Debug, Clone)]
+pub struct EmbeddedOptions {
+    /// Number of workers.
+    pub workers: usize,
+    /// Task slots per worker.
+    pub slots: usize,
+    /// Operator memory limit per worker, in bytes.
+    pub memory_limit: usize,
+    /// In-memory task output per worker before the store spills, in bytes.
+    pub store_memory_target: usize,
+    /// Where workers put spill files.
+    pub scratch_dir: PathBuf,
+    /// Named resources each worker offers, by worker id (missing: none).
+    pub worker_resources: Vec<Resources>,
+    /// How task outputs move between workers.
+    pub data_plane: DataPlane,
+}
+
+/// How task outputs move between the workers of a cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum DataPlane {
+    /// Batches handed over by `Arc` inside the process.
+    #[default]
+    InProcess,
+    /// Each worker serves its outputs with Arrow Flight on 127.0.0.1 and every fetch goes
+    /// over gRPC with this token, as between the processes of a cluster.
+    Flight {
+        /// The cluster token every call must carry.
+        token: String,
+    },
+}
+
+/// Sends `EndJob` when the client lets go of the job's stream.
+struct JobGuard {
+    job: JobId,
+    events: mpsc::UnboundedSender<Event>,
+}
+
+impl Drop for JobGuard {
+    fn drop(&mut self) {
+        let _ = self.events.send(Event::EndJob(self.job));
+    }
+}
+
+/// An in-process scheduler and its workers.
+pub struct EmbeddedCluster {
+    runtime: Option<tokio::runtime::Runtime>,
+    events: mpsc::UnboundedSender<Event>,
+    transport: Arc<dyn Transport>,
+    stores: Vec<Arc<ResultStore>>,
+    flight_addresses: Vec<SocketAddr>,
+    next_job: AtomicU64,
+    options: EmbeddedOptions,
+}
+
+impl std::fmt::Debug for EmbeddedCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedCluster")
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+impl EmbeddedCluster {
+    /// Starts the scheduler and `options.workers` workers. Worker runtimes share `base`'s
+    /// object stores and caches but each gets its own memory pool and spill directory.
+    pub fn start(options: EmbeddedOptions, base: &RuntimeEnv) -> Result<Self> {
+        let workers = options.workers.max(1);
+        let slots = options.slots.max(1);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers * slots)
+            .thread_name("shoal-worker")
+            .enable_all()
+            .build()?;
+        let mut stores = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            stores.push(Arc::new(ResultStore::new(
+                &options.scratch_dir,
+                options.store_memory_target,
+            )?));
+        }
+        let mut flight_addresses = Vec::new();
+        let transport: Arc<dyn Transport> = match &options.data_plane {
+            DataPlane::InProcess => Arc::new(InProcessTransport::new(stores.clone())),
+            DataPlane::Flight { token } => {
+                let _entered = runtime.enter();
+                let security = Arc::new(Security::with_token(token));
+                let flight = FlightTransport::new(
+                    stores.iter().cloned().enumerate().collect(),
+                    false,
+                    Arc::clone(&security),
+                    runtime.handle().clone(),
+                );
+                for (id, store) in stores.iter().enumerate() {
+                    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+                    listener.set_nonblocking(true)?;
+                    let address = listener.local_addr()?;
+                    flight_addresses.push(address);
+                    flight.set_address(id, address.to_string());
+                    let listener = tokio::net::TcpListener::from_std(listener)?;
+                    let service = StoreFlightService::new(Arc::clone(store), Arc::clone(&security));
+                    let security = Arc::clone(&security);
+                    runtime.spawn(async move {
+                        if let Err(e) = serve(service, listener, &security).await {
+                            tracing::error!("Flight server stopped: {e}");
+                        }
+                    });
+                }
+                Arc::new(flight)
+            }
+        };
+        let stores_for_stats = stores.clone();
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let mut inboxes = Vec::with_capacity(workers);
+        for (id, store) in stores.into_iter().enumerate() {
+            let worker_runtime = RuntimeEnvBuilder::from_runtime_env(base)
+                .with_memory_pool(Arc::new(FairSpillPool::new(options.memory_limit)))
+                .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(
+                    DiskManagerMode::Directories(vec![store.dir().to_path_buf()]),
+                ))
+                .build_arc()?;
+            let worker = Worker {
+                id,
+                slots,
+                pause_above: pause_threshold(options.memory_limit),
+                runtime: worker_runtime,
+                store,
+                io: Arc::new(WorkerIo::new(id, Arc::clone(&transport))),
+            };
+            let (tx, rx) = mpsc::unbounded_channel();
+            inboxes.push((
+                tx,
+                options
+                    .worker_resources
+                    .get(id)
+                    .cloned()
+                    .unwrap_or_default(),
+            ));
+            runtime.spawn(worker.run(rx, events_tx.clone(), |_, _| {}));
+        }
+        runtime.spawn(Scheduler::new(inboxes, slots).run(events_rx));
+        Ok(Self {
+            runtime: Some(runtime),
+            events: events_tx,
+            transport,
+            stores: stores_for_stats,
+            flight_addresses,
+            next_job: AtomicU64::new(1),
+            options,
+        })
+    }
+
+    /// The cluster's shape.
+    pub fn options(&self) -> &EmbeddedOptions {
+        &self.options
+    }
+
+    /// Total task slots.
+    pub fn total_slots(&self) -> usize {
+        self.options.workers.max(1) * self.options.slots.max(1)
+    }
+}
+
+impl Drop for EmbeddedCluster {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl EmbeddedCluster {
+    async fn ask<T>(&self, question: impl FnOnce(oneshot::Sender<T>) -> Event) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        self.events
+            .send(question(tx))
+            .map_err(|_| DataFusionError::Execution("the scheduler has stopped".into()))?;
+        rx.await
+            .map_err(|_| DataFusionError::Execution("the scheduler has stopped".into()))
+    }
+}
+
+impl Cluster for EmbeddedCluster {
+    /// Submits `graph`; `ctx` carries the session's configuration and functions. The
+    /// returned stream yields the result stage's output with `schema`.
+    fn submit(&self, graph: TaskGraph, ctx: Arc<TaskContext>, schema: SchemaRef) -> JobHandle {
+        let job = self.next_job.fetch_add(1, Ordering::Relaxed);
+        let (done_tx, done_rx) = oneshot::channel();
+        let (progress_tx, progress_rx) = watch::channel(Progress::default());
+        let sent = self.events.send(Event::Submit {
+            job,
+            spec: JobSpec::local(graph, ctx),
+            done: done_tx,
+            progress: progress_tx,
+        });
+        let guard = JobGuard {
+            job,
+            events: self.events.clone(),
+        };
+        let transport = Arc::clone(&self.transport);
+        let outputs = async move {
+            if sent.is_err() {
+                return Err(DataFusionError::Execution(
+                    "the scheduler has stopped".into(),
+                ));
+            }
+            let outputs = done_rx.await.map_err(|_| {
+                DataFusionError::Execution("the scheduler stopped before the job finished".into())
+            })??;
+            let fetches = outputs.into_iter().map(move |(task, worker)| {
+                transport.fetch(
+                    PartitionKey {
+                        job,
+                        task,
+                        bucket: 0,
+                    },
+                    worker,
+                )
+            });
+            Ok(futures::stream::iter(fetches).try_flatten())
+        };
+        let stream = futures::stream::once(outputs)
+            .try_flatten()
+            .map(move |batch| {
+                let _keep_until_stream_drops = &guard;
+                batch
+            });
+        JobHandle {
+            job,
+            stream: Box::pin(RecordBatchStreamAdapter::new(schema, stream)),
+            progress: progress_rx,
+        }
+    }
+
+    fn status(&self) -> BoxFuture<'_, Result<ClusterStatus>> {
+        self.ask(Event::Status).boxed()
+    }
+
+    fn cancel(&self, job: JobId) -> BoxFuture<'_, Result<bool>> {
+        self.ask(move |reply| Event::Cancel(job, reply)).boxed()
+    }
+
+    fn placement(&self) -> Placement {
+        Placement::InProcess
+    }
+
+    fn runtime(&self) -> &tokio::runtime::Handle {
+        self.runtime
+            .as_ref()
+            .expect("the cluster runtime runs until the cluster is dropped")
+            .handle()
+    }
+
+    fn store_stats(&self) -> Vec<StoreStats> {
+        self.stores.iter().map(|s| s.stats()).collect()
+    }
+
+    fn flight_addresses(&self) -> Vec<SocketAddr> {
+        self.flight_addresses.clone()
+    }
+}
