@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  Session::sql / DataFrame verbs ─► DataFusion logical plan ─► physical plan
-//!        ─► shoal_planner::split_into_stages ─► TaskGraph ─► shoal_exec::EmbeddedCluster
+//!        ─► shoal_planner::split_into_stages ─► TaskGraph ─► shoal_exec::Cluster
 //! ```
 //!
 //! Arrays: [`Array`] (chunked N-d, like `dask.array`), [`DataArray`] and [`Dataset`]
@@ -39,7 +39,7 @@ pub use dataframe::{DataFrame, GroupBy, How};
 pub use error::{Error, ErrorKind, Result};
 pub use labeled::{DataArray, Dataset, Dims, Index, Label, LabelSel, Sel};
 pub use session::{ProgressListener, Session, SessionBuilder, machine_memory};
-pub use shoal_exec::Progress;
+pub use shoal_exec::{JobEvent, JobEventKind, Progress};
 pub use shoal_planner::ShoalConfig;
 pub use shoal_planner::array::{DType, ReduceOp};
 

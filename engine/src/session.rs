@@ -17,10 +17,11 @@ use datafusion::physical_plan::scalar_subquery::ScalarSubqueryExec;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement;
 use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 use futures::{FutureExt, TryStreamExt};
 use shoal_exec::{
-    Cluster, ClusterStatus, DataPlane, EmbeddedCluster, EmbeddedOptions, JobHandle, Placement,
-    Progress, RemoteCluster, Security, StoreStats,
+    Cluster, ClusterStatus, DataPlane, EmbeddedCluster, EmbeddedOptions, JobEvent, JobHandle,
+    Placement, Progress, RemoteCluster, Security, StoreStats,
 };
 use shoal_io::ShoalObjectStoreRegistry;
 use shoal_planner::{Resources, ShoalConfig, TaskGraph, split_into_stages};
@@ -719,6 +720,13 @@ impl Session {
     pub async fn collect(&self, plan: &LogicalPlan) -> Result<Vec<RecordBatch>> {
         let job = self.execute(plan).await?;
         Ok(job.stream.try_collect().await?)
+    }
+
+    /// Every job's events from the moment the returned stream exists: submitted, stages
+    /// and tasks started and finished, done, failed, cancelled; each with the job's task
+    /// counts. Progress bars and monitors read this.
+    pub async fn events(&self) -> Result<BoxStream<'static, JobEvent>> {
+        Ok(self.inner.cluster.events().await?)
     }
 
     /// Scheduler's view of workers and jobs.

@@ -8,11 +8,13 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::Result;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use futures::StreamExt;
 use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 use shoal_planner::{JobId, TaskGraph};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
-use crate::protocol::{ClusterStatus, Progress};
+use crate::protocol::{ClusterStatus, JobEvent, Progress};
 use crate::store::StoreStats;
 
 /// A running job: its result stream and its progress. Dropping the stream before it ends
@@ -50,6 +52,10 @@ pub trait Cluster: Send + Sync + std::fmt::Debug {
     /// Returns whether it was still running.
     fn cancel(&self, job: JobId) -> BoxFuture<'_, Result<bool>>;
 
+    /// Every job's events from now on, once the returned future resolves. A reader that
+    /// falls far behind misses some events; the task counts each event carries stay exact.
+    fn events(&self) -> BoxFuture<'_, Result<BoxStream<'static, JobEvent>>>;
+
     /// Where tasks run.
     fn placement(&self) -> Placement;
 
@@ -66,4 +72,42 @@ pub trait Cluster: Send + Sync + std::fmt::Debug {
     fn flight_addresses(&self) -> Vec<std::net::SocketAddr> {
         Vec::new()
     }
+}
+
+/// The events of a broadcast subscription as a stream; it skips over events the reader
+/// fell too far behind to see, and ends when the scheduler stops.
+pub fn event_stream(updates: broadcast::Receiver<JobEvent>) -> BoxStream<'static, JobEvent> {
+    futures::stream::unfold(updates, |mut updates| async move {
+        loop {
+            match updates.recv().await {
+                Ok(event) => return Some((event, updates)),
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+    .boxed()
+}
+
+/// Keeps `progress` at job `job`'s task counts until the job ends, then holds it until its
+/// readers are gone (they see the last counts, not a closed channel).
+pub async fn follow_progress(
+    job: u64,
+    mut events: BoxStream<'static, JobEvent>,
+    progress: watch::Sender<Progress>,
+) {
+    while let Some(event) = events.next().await {
+        if event.job != job {
+            continue;
+        }
+        progress.send_if_modified(|p| {
+            let changed = *p != event.progress;
+            *p = event.progress;
+            changed
+        });
+        if event.kind.is_final() {
+            break;
+        }
+    }
+    progress.closed().await;
 }

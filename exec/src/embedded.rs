@@ -14,13 +14,14 @@ use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use shoal_planner::{JobId, PartitionKey, Resources, TaskGraph};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use crate::cluster::{Cluster, JobHandle, Placement};
+use crate::cluster::{Cluster, JobHandle, Placement, event_stream, follow_progress};
 use crate::flight::{FlightTransport, StoreFlightService, serve};
-use crate::protocol::{ClusterStatus, Event, JobSpec, Progress};
+use crate::protocol::{ClusterStatus, Event, JobEvent, JobSpec, Progress};
 use crate::scheduler::Scheduler;
 use crate::security::Security;
 use crate::store::{ResultStore, StoreStats};
@@ -76,6 +77,7 @@ impl Drop for JobGuard {
 pub struct EmbeddedCluster {
     runtime: Option<tokio::runtime::Runtime>,
     events: mpsc::UnboundedSender<Event>,
+    job_events: broadcast::Sender<JobEvent>,
     transport: Arc<dyn Transport>,
     stores: Vec<Arc<ResultStore>>,
     flight_addresses: Vec<SocketAddr>,
@@ -168,10 +170,13 @@ impl EmbeddedCluster {
             ));
             runtime.spawn(worker.run(rx, events_tx.clone(), |_, _| {}));
         }
-        runtime.spawn(Scheduler::new(inboxes, slots).run(events_rx));
+        let scheduler = Scheduler::new(inboxes, slots);
+        let job_events = scheduler.events();
+        runtime.spawn(scheduler.run(events_rx));
         Ok(Self {
             runtime: Some(runtime),
             events: events_tx,
+            job_events,
             transport,
             stores: stores_for_stats,
             flight_addresses,
@@ -217,11 +222,14 @@ impl Cluster for EmbeddedCluster {
         let job = self.next_job.fetch_add(1, Ordering::Relaxed);
         let (done_tx, done_rx) = oneshot::channel();
         let (progress_tx, progress_rx) = watch::channel(Progress::default());
+        // The handle's progress is the job's events, folded.
+        let updates = event_stream(self.job_events.subscribe());
+        self.runtime()
+            .spawn(follow_progress(job, updates, progress_tx));
         let sent = self.events.send(Event::Submit {
             job,
             spec: JobSpec::local(graph, ctx),
             done: done_tx,
-            progress: progress_tx,
         });
         let guard = JobGuard {
             job,
@@ -268,6 +276,11 @@ impl Cluster for EmbeddedCluster {
 
     fn cancel(&self, job: JobId) -> BoxFuture<'_, Result<bool>> {
         self.ask(move |reply| Event::Cancel(job, reply)).boxed()
+    }
+
+    fn events(&self) -> BoxFuture<'_, Result<BoxStream<'static, JobEvent>>> {
+        let stream = event_stream(self.job_events.subscribe());
+        async move { Ok(stream) }.boxed()
     }
 
     fn placement(&self) -> Placement {

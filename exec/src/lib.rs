@@ -30,7 +30,10 @@ pub mod worker;
 
 pub use cluster::{Cluster, JobHandle, Placement};
 pub use embedded::{DataPlane, EmbeddedCluster, EmbeddedOptions};
-pub use protocol::{ClusterStatus, JobStatus, Progress, TaskFailure, WorkerStatus};
+pub use protocol::{
+    ClusterStatus, JobEvent, JobEventKind, JobStatus, Progress, TaskFailure, TaskReport,
+    WorkerStatus,
+};
 pub use remote::RemoteCluster;
 pub use security::Security;
 pub use store::{ResultStore, StoreStats};

@@ -12,7 +12,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use shoal_planner::{
     JobId, Locations, Resources, ShoalConfig, StageId, TaskGraph, TaskId, WorkerId,
 };
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 
 /// Where the result stage's tasks left their output, in partition order.
 pub type JobOutputs = Vec<(TaskId, WorkerId)>;
@@ -154,8 +154,6 @@ pub enum Event {
         spec: JobSpec,
         /// Answered once: the result locations, or the first failure.
         done: oneshot::Sender<Result<JobOutputs, DataFusionError>>,
-        /// Task counts as the job advances.
-        progress: watch::Sender<Progress>,
     },
     /// A worker reports how a task ended.
     TaskEnded {
@@ -270,6 +268,92 @@ pub struct Progress {
     pub tasks_done: usize,
 }
 
+/// Something that happened to a job, with the job's task counts right after it. Every
+/// front end that shows progress or history (CLI bars, `shoal run`, the dashboard)
+/// reads these and nothing else; the counts make a reader that missed events exact again
+/// at the next one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobEvent {
+    /// The job.
+    pub job: JobId,
+    /// Its task counts after the event.
+    pub progress: Progress,
+    /// What happened.
+    pub kind: JobEventKind,
+}
+
+/// What happened to a job.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobEventKind {
+    /// The scheduler accepted the job.
+    Submitted {
+        /// Stages in its graph.
+        stages: usize,
+    },
+    /// A stage's inputs are all there and its tasks are ready to run (again, after a lost
+    /// output reopened it).
+    StageStarted {
+        /// The stage.
+        stage: StageId,
+    },
+    /// Every task of a stage has finished.
+    StageFinished {
+        /// The stage.
+        stage: StageId,
+    },
+    /// A task was sent to a worker.
+    TaskStarted {
+        /// The task.
+        task: TaskId,
+        /// The worker running it.
+        worker: WorkerId,
+        /// Which start of the task this is, from 1.
+        attempt: u32,
+    },
+    /// A task finished and stored its output.
+    TaskFinished {
+        /// The task.
+        task: TaskId,
+        /// The worker that ran it.
+        worker: WorkerId,
+        /// Which start of the task this was.
+        attempt: u32,
+        /// The worker's slot it ran in.
+        slot: usize,
+        /// How long it ran on the worker.
+        duration: Duration,
+        /// Bytes of output it stored.
+        output_bytes: u64,
+    },
+    /// The job's results are ready.
+    Done,
+    /// The job failed; no more events follow for it.
+    Failed {
+        /// The error, one line.
+        message: String,
+    },
+    /// The job was cancelled (by a call, or because its client let go before it finished).
+    Cancelled,
+}
+
+impl JobEventKind {
+    /// Whether the job is over after this event.
+    pub fn is_final(&self) -> bool {
+        matches!(self, Self::Done | Self::Failed { .. } | Self::Cancelled)
+    }
+}
+
+/// What a worker reports about a task that finished.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskReport {
+    /// Bytes stored per output bucket.
+    pub bucket_bytes: Vec<u64>,
+    /// The worker's slot the task ran in, from 0.
+    pub slot: usize,
+    /// How long it ran.
+    pub duration: Duration,
+}
+
 /// Everything a worker needs to run one task.
 #[derive(Debug)]
 pub struct Launch {
@@ -303,8 +387,8 @@ pub enum WorkerMsg {
 /// How a launched task ended.
 #[derive(Debug)]
 pub enum TaskOutcome {
-    /// Output stored; bytes per bucket.
-    Finished(Vec<u64>),
+    /// Output stored.
+    Finished(TaskReport),
     /// The task could not fetch an input from worker `from`.
     FetchFailed {
         /// The worker that should have served the input.

@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use datafusion::common::{Result, internal_datafusion_err};
 use datafusion::execution::TaskContext;
@@ -15,7 +15,7 @@ use shoal_planner::{JobId, ShuffleEnv, ShuffleIo, TaskId, WorkerId, bucket_bytes
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 
-use crate::protocol::{Event, Launch, StagePlan, TaskOutcome, WorkerMsg};
+use crate::protocol::{Event, Launch, StagePlan, TaskOutcome, TaskReport, WorkerMsg};
 use crate::store::ResultStore;
 use crate::transport::fetch_failure;
 
@@ -58,7 +58,9 @@ impl Worker {
     ) {
         let mut running: JoinSet<TaskOutcome> = JoinSet::new();
         let mut queue: VecDeque<Launch> = VecDeque::new();
-        let mut by_id: HashMap<tokio::task::Id, Key> = HashMap::new();
+        // Each running task's key, slot and start.
+        let mut by_id: HashMap<tokio::task::Id, (Key, usize, Instant)> = HashMap::new();
+        let mut busy = vec![false; self.slots.max(1)];
         let mut handles: HashMap<Key, AbortHandle> = HashMap::new();
         let mut tick = tokio::time::interval(Duration::from_millis(50));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -102,8 +104,14 @@ impl Worker {
                             }
                         }
                     };
-                    if let Some(key) = by_id.remove(&id) {
+                    if let Some((key, slot, started)) = by_id.remove(&id) {
                         handles.remove(&key);
+                        busy[slot] = false;
+                        let mut outcome = outcome;
+                        if let TaskOutcome::Finished(report) = &mut outcome {
+                            report.slot = slot;
+                            report.duration = started.elapsed();
+                        }
                         let (job, task, attempt) = key;
                         let _ = events.send(Event::TaskEnded { job, task, attempt, worker: self.id, outcome });
                     }
@@ -120,7 +128,7 @@ impl Worker {
                 let key = (launch.job, launch.task, launch.attempt);
                 if let StagePlan::Noop = launch.plan {
                     let (job, task, attempt) = key;
-                    let outcome = TaskOutcome::Finished(Vec::new());
+                    let outcome = TaskOutcome::Finished(TaskReport::default());
                     let _ = events.send(Event::TaskEnded {
                         job,
                         task,
@@ -132,7 +140,10 @@ impl Worker {
                 }
                 tracing::debug!(worker = self.id, job = key.0, task = %key.1, attempt = key.2, "task starts");
                 let handle = running.spawn(run_task(launch, self.runtime.clone(), self.io.clone()));
-                by_id.insert(handle.id(), key);
+                // A free slot exists: fewer tasks run than there are slots.
+                let slot = busy.iter().position(|b| !b).unwrap_or(0);
+                busy[slot] = true;
+                by_id.insert(handle.id(), (key, slot, Instant::now()));
                 handles.insert(key, handle);
             }
         }
@@ -149,7 +160,10 @@ fn may_start(running: usize, slots: usize, used: usize, pause_above: usize) -> b
 
 async fn run_task(launch: Launch, runtime: Arc<RuntimeEnv>, io: Arc<dyn ShuffleIo>) -> TaskOutcome {
     match execute(launch, runtime, io).await {
-        Ok(bytes) => TaskOutcome::Finished(bytes),
+        Ok(bucket_bytes) => TaskOutcome::Finished(TaskReport {
+            bucket_bytes,
+            ..TaskReport::default()
+        }),
         Err(e) => match fetch_failure(&e) {
             Some(from) => TaskOutcome::FetchFailed { from, cause: e },
             None => TaskOutcome::Failed(e),

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use shoal::Session;
+use shoal::{JobEventKind, Session};
 use shoal_planner::{OutputSpec, ReadMode, split::shuffle_reads};
 
 use crate::common::{answer, assert_rows_eq, files_under, rows, tpch_dir, tpch_session};
@@ -229,6 +229,62 @@ async fn an_embedded_job_is_cancelled_by_its_id() {
         "{error}"
     );
     assert!(!session.cancel(job.job).await.unwrap(), "no longer running");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_stream_follows_a_job_from_submit_to_done() {
+    let session = tpch_session(2, 3);
+    let mut events = session.events().await.unwrap();
+    let df = session
+        .sql("select l_returnflag, count(*) from lineitem group by 1 order by 1")
+        .await
+        .unwrap();
+    let job = session.execute(df.logical_plan()).await.unwrap();
+    let id = job.job;
+    let batches: Vec<_> = job.stream.collect::<Vec<_>>().await;
+    assert!(batches.iter().all(Result::is_ok));
+    let mut seen = Vec::new();
+    while let Some(event) = events.next().await {
+        assert_eq!(event.job, id);
+        let last = event.kind == JobEventKind::Done;
+        seen.push(event);
+        if last {
+            break;
+        }
+    }
+    let total = seen[0].progress.tasks_total;
+    assert!(matches!(seen[0].kind, JobEventKind::Submitted { stages } if stages >= 2));
+    let finished: Vec<_> = seen
+        .iter()
+        .filter_map(|e| match &e.kind {
+            JobEventKind::TaskFinished { worker, slot, .. } => Some((*worker, *slot)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(finished.len(), total, "one TaskFinished per task");
+    let slots = session.config().worker_slots;
+    assert!(
+        finished.iter().all(|&(w, s)| w < 2 && s < slots),
+        "{finished:?}"
+    );
+    let started = seen
+        .iter()
+        .filter(|e| matches!(e.kind, JobEventKind::TaskStarted { .. }))
+        .count();
+    assert_eq!(started, total);
+    let stages_done = seen
+        .iter()
+        .filter(|e| matches!(e.kind, JobEventKind::StageFinished { .. }))
+        .count();
+    assert_eq!(
+        Some(stages_done),
+        match seen[0].kind {
+            JobEventKind::Submitted { stages } => Some(stages),
+            _ => None,
+        }
+    );
+    let last = seen.last().unwrap().progress;
+    assert_eq!((last.tasks_done, last.tasks_total), (total, total));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

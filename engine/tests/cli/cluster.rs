@@ -7,8 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
-use shoal::Session;
 use shoal::datafusion::arrow::array::AsArray as _;
+use shoal::{JobEventKind, Session};
 
 #[allow(dead_code)]
 #[path = "../../../tests/it/common.rs"]
@@ -192,6 +192,57 @@ fn kill9(child: &mut Child) {
     // `Child::kill` sends SIGKILL on Unix: the process gets no chance to say goodbye.
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_client_sees_a_job_s_events_over_the_wire() {
+    let cluster = Cluster::start(2);
+    let submitter = cluster.session();
+    let watcher = cluster.session();
+    let mut events = watcher.events().await.unwrap();
+    submitter
+        .sql("set shoal.execution.partitions = 4")
+        .await
+        .unwrap();
+    let batches = submitter
+        .sql(&slow_query(2_000_000))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(rows(&batches).len(), 1);
+    let mut seen = Vec::new();
+    while let Some(event) = events.next().await {
+        let done = event.kind == JobEventKind::Done;
+        seen.push(event);
+        if done {
+            break;
+        }
+    }
+    let job = seen[0].job;
+    assert!(seen.iter().all(|e| e.job == job));
+    assert!(
+        matches!(seen[0].kind, JobEventKind::Submitted { .. }),
+        "{seen:?}"
+    );
+    let total = seen[0].progress.tasks_total;
+    let finished: Vec<_> = seen
+        .iter()
+        .filter_map(|e| match &e.kind {
+            JobEventKind::TaskFinished {
+                worker, duration, ..
+            } => Some((*worker, *duration)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(finished.len(), total, "{seen:?}");
+    assert!(finished.iter().all(|(w, _)| *w < 2));
+    assert!(
+        finished.iter().any(|(_, d)| !d.is_zero()),
+        "workers report how long tasks ran"
+    );
+    assert_eq!(seen.last().unwrap().progress.tasks_done, total);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

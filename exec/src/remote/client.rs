@@ -9,6 +9,7 @@ use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use shoal_planner::{
     JobId, PartitionKey, ShoalConfig, StageId, TaskGraph, TaskId, WorkerId, encode_plan,
@@ -19,12 +20,13 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
+use super::events::event_from_proto;
 use super::proto::{self, job_event, scheduler_client::SchedulerClient};
 use super::resources_to_proto;
 use super::server::status_from_proto;
 use crate::cluster::{Cluster, JobHandle, Placement};
 use crate::flight::FlightTransport;
-use crate::protocol::{ClusterStatus, Progress};
+use crate::protocol::{ClusterStatus, JobEvent, Progress};
 use crate::security::Security;
 use crate::transport::Transport;
 
@@ -286,6 +288,29 @@ impl Cluster for RemoteCluster {
                 .await
                 .map_err(|status| connect_error(&self.url, &status))?;
             Ok(reply.into_inner().cancelled)
+        }
+        .boxed()
+    }
+
+    fn events(&self) -> BoxFuture<'_, Result<BoxStream<'static, JobEvent>>> {
+        let mut client = self.client.clone();
+        let url = self.url.clone();
+        // The call runs on the client's runtime, whose connections it uses.
+        let opened = self.spawn(async move {
+            client
+                .events(proto::EventsRequest {})
+                .await
+                .map_err(|status| connect_error(&url, &status))
+        });
+        async move {
+            let events = opened
+                .await
+                .map_err(|_| DataFusionError::Execution("the client runtime stopped".into()))??
+                .into_inner();
+            let stream = events
+                .take_while(|e| futures::future::ready(e.is_ok()))
+                .filter_map(|e| futures::future::ready(e.ok().and_then(event_from_proto)));
+            Ok(stream.boxed())
         }
         .boxed()
     }

@@ -3,6 +3,7 @@
 //! Arrow Flight (see [`crate::flight`]).
 
 pub mod client;
+pub mod events;
 pub mod server;
 pub mod worker;
 

@@ -11,17 +11,18 @@ use datafusion::common::{DataFusionError, Result};
 use futures::Stream;
 use parking_lot::{Mutex, RwLock};
 use shoal_planner::{JobId, Locations, StageId, TaskId, WorkerId};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::events::event_to_proto;
 use super::proto::{self, command, job_event, scheduler_message, worker_message};
 use super::{PROTOCOL_VERSION, resources_from_proto, resources_to_proto};
 use crate::protocol::{
-    ClusterStatus, EncodedStage, Event, JobSpec, Progress, StagePlan, StageSpec, TaskOutcome,
-    WorkerMsg, WorkerStatus,
+    ClusterStatus, EncodedStage, Event, JobEvent, JobSpec, Progress, StagePlan, StageSpec,
+    TaskOutcome, TaskReport, WorkerMsg, WorkerStatus,
 };
 use crate::scheduler::Scheduler;
 use crate::security::{Security, incoming};
@@ -54,6 +55,8 @@ struct Service {
     /// Per-connection tasks; they stop when the server does.
     tasks: Mutex<JoinSet<()>>,
     events: mpsc::UnboundedSender<Event>,
+    /// Every job's events, as the scheduler publishes them.
+    job_events: broadcast::Sender<JobEvent>,
     addresses: Arc<RwLock<HashMap<WorkerId, String>>>,
     next_job: AtomicU64,
 }
@@ -67,6 +70,7 @@ pub async fn run_scheduler(
     let (probe, probes) = mpsc::unbounded_channel();
     let mut tasks = JoinSet::new();
     let scheduler = Scheduler::empty(options.prefetch, Some(options.heartbeat_timeout));
+    let job_events = scheduler.events();
     tasks.spawn(scheduler.with_probe(probe).run(rx));
     tasks.spawn(probe_suspects(
         probes,
@@ -76,6 +80,7 @@ pub async fn run_scheduler(
     let service = Service {
         tasks: Mutex::new(tasks),
         events,
+        job_events,
         addresses: Arc::new(RwLock::new(HashMap::new())),
         next_job: AtomicU64::new(1),
     };
@@ -111,6 +116,7 @@ type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'sta
 impl proto::scheduler_server::Scheduler for Service {
     type JoinStream = EventStream<proto::SchedulerMessage>;
     type SubmitStream = EventStream<proto::JobEvent>;
+    type EventsStream = EventStream<proto::ClusterEvent>;
 
     async fn join(
         &self,
@@ -169,14 +175,10 @@ impl proto::scheduler_server::Scheduler for Service {
         let total = spec.tasks_total();
         let result_stage = spec.stages.len() - 1;
         let (done, done_rx) = oneshot::channel();
-        let (progress, progress_rx) = watch::channel(Progress::default());
+        // Subscribed before the job exists: none of its events is missed.
+        let updates = self.job_events.subscribe();
         self.events
-            .send(Event::Submit {
-                job,
-                spec,
-                done,
-                progress,
-            })
+            .send(Event::Submit { job, spec, done })
             .map_err(|_| Status::unavailable("the scheduler is shutting down"))?;
         let (out, out_rx) = mpsc::channel(16);
         self.spawn(follow_job(
@@ -184,7 +186,7 @@ impl proto::scheduler_server::Scheduler for Service {
             total,
             result_stage,
             done_rx,
-            progress_rx,
+            updates,
             out,
             self.events.clone(),
             Arc::clone(&self.addresses),
@@ -204,6 +206,30 @@ impl proto::scheduler_server::Scheduler for Service {
             .await
             .map_err(|_| Status::unavailable("the scheduler is shutting down"))?;
         Ok(Response::new(proto::CancelReply { cancelled }))
+    }
+
+    async fn events(
+        &self,
+        _request: Request<proto::EventsRequest>,
+    ) -> Result<Response<Self::EventsStream>, Status> {
+        let mut updates = self.job_events.subscribe();
+        let (out, out_rx) = mpsc::channel(1024);
+        self.spawn(async move {
+            loop {
+                let event = match updates.recv().await {
+                    Ok(event) => event,
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::debug!("an event reader fell behind by {missed} events");
+                        continue;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                };
+                if out.send(Ok(event_to_proto(&event))).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
     }
 
     async fn status(
@@ -266,7 +292,7 @@ async fn follow_job(
     total: usize,
     result_stage: StageId,
     mut done: oneshot::Receiver<Result<Vec<(TaskId, WorkerId)>, DataFusionError>>,
-    mut progress: watch::Receiver<Progress>,
+    mut updates: broadcast::Receiver<JobEvent>,
     out: mpsc::Sender<Result<proto::JobEvent, Status>>,
     events: mpsc::UnboundedSender<Event>,
     addresses: Arc<RwLock<HashMap<WorkerId, String>>>,
@@ -276,6 +302,7 @@ async fn follow_job(
         job,
         tasks_total: total as u32,
     });
+    let (mut open, mut sent) = (true, 0);
     if out.send(event(accepted)).await.is_ok() {
         loop {
             tokio::select! {
@@ -309,11 +336,16 @@ async fn follow_job(
                     let _ = out.send(message).await;
                     break;
                 }
-                changed = progress.changed() => {
-                    if changed.is_err() {
+                update = updates.recv(), if open => {
+                    // Only the latest count goes out: read whatever else is queued first.
+                    let (latest, still_open) = latest_progress(job, update, &mut updates);
+                    open = still_open;
+                    let Some(progress) = latest else { continue };
+                    if progress.tasks_done == sent {
                         continue;
                     }
-                    let done = progress.borrow_and_update().tasks_done as u32;
+                    sent = progress.tasks_done;
+                    let done = sent as u32;
                     if out.send(event(job_event::Kind::TasksDone(done))).await.is_err() {
                         break;
                     }
@@ -325,6 +357,35 @@ async fn follow_job(
         out.closed().await;
     }
     let _ = events.send(Event::EndJob(job));
+}
+
+/// The latest task counts of `job` among `first` and the events already queued behind
+/// it, and whether the scheduler still publishes.
+fn latest_progress(
+    job: JobId,
+    first: Result<JobEvent, broadcast::error::RecvError>,
+    updates: &mut broadcast::Receiver<JobEvent>,
+) -> (Option<Progress>, bool) {
+    use broadcast::error::{RecvError, TryRecvError};
+    let mut latest = None;
+    let mut take = |event: JobEvent| {
+        if event.job == job {
+            latest = Some(event.progress);
+        }
+    };
+    match first {
+        Ok(event) => take(event),
+        Err(RecvError::Lagged(_)) => {}
+        Err(RecvError::Closed) => return (None, false),
+    }
+    loop {
+        match updates.try_recv() {
+            Ok(event) => take(event),
+            Err(TryRecvError::Lagged(_)) => continue,
+            Err(TryRecvError::Empty) => return (latest, true),
+            Err(TryRecvError::Closed) => return (latest, false),
+        }
+    }
 }
 
 /// Confirms or clears the scheduler's suspicion of workers that a peer could not fetch
@@ -391,7 +452,12 @@ async fn read_worker(
                     let Some(task) = ended.task else { continue };
                     let outcome = match ended.outcome {
                         Some(proto::task_ended::Outcome::Finished(f)) => {
-                            TaskOutcome::Finished(f.bucket_bytes)
+                            TaskOutcome::Finished(TaskReport {
+                                bucket_bytes: f.bucket_bytes,
+                                slot: f.slot as usize,
+                                duration: Duration::try_from_secs_f64(f.duration_secs)
+                                    .unwrap_or_default(),
+                            })
                         }
                         Some(proto::task_ended::Outcome::Failed(f)) if f.fetch_failed => {
                             TaskOutcome::FetchFailed {

@@ -389,8 +389,10 @@ fn task_ended(job: JobId, task: TaskId, attempt: u32, outcome: TaskOutcome) -> p
         })
     };
     let outcome = match outcome {
-        TaskOutcome::Finished(bytes) => Outcome::Finished(proto::Finished {
-            bucket_bytes: bytes,
+        TaskOutcome::Finished(report) => Outcome::Finished(proto::Finished {
+            bucket_bytes: report.bucket_bytes,
+            slot: report.slot as u32,
+            duration_secs: report.duration.as_secs_f64(),
         }),
         TaskOutcome::FetchFailed { from, cause } => failed(&cause, Some(from)),
         TaskOutcome::Failed(error) => failed(&error, None),

@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 use super::job::TaskState;
 use super::placement::Suspicion;
 use super::{MAX_ATTEMPTS, Scheduler};
-use crate::protocol::{TaskFailure, WorkerMsg};
+use crate::protocol::{JobEventKind, TaskFailure, WorkerMsg};
 
 impl Scheduler {
     pub(super) fn lose_silent_workers(&mut self) {
@@ -118,6 +118,20 @@ impl Scheduler {
 
     /// Fails a job: the client gets `error`, other tasks of the job are stopped.
     pub(super) fn fail(&mut self, job: JobId, error: DataFusionError) {
+        let message = match &error {
+            DataFusionError::External(inner) => inner.to_string(),
+            other => other.to_string(),
+        };
+        self.stop(job, error, JobEventKind::Failed { message });
+    }
+
+    /// Cancels a running job: its client gets an error saying so.
+    pub(super) fn cancel(&mut self, job: JobId) {
+        let error = DataFusionError::Execution(format!("job {job} was cancelled"));
+        self.stop(job, error, JobEventKind::Cancelled);
+    }
+
+    fn stop(&mut self, job: JobId, error: DataFusionError, event: JobEventKind) {
         let Some(state) = self.jobs.get_mut(&job) else {
             return;
         };
@@ -127,6 +141,7 @@ impl Scheduler {
         state.failed = true;
         state.ready.clear();
         if let Some(done) = state.done.take() {
+            state.emit(event);
             let _ = done.send(Err(error));
         }
         for w in self.workers.iter().filter(|w| w.status.alive) {

@@ -6,10 +6,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use datafusion::common::DataFusionError;
-use shoal_planner::{Locations, Resources, StageId, TaskId, WorkerId};
-use tokio::sync::{oneshot, watch};
+use shoal_planner::{JobId, Locations, Resources, StageId, TaskId, WorkerId};
+use tokio::sync::{broadcast, oneshot};
 
-use crate::protocol::{JobOutputs, JobSpec, Progress, StagePlan};
+use crate::protocol::{
+    JobEvent, JobEventKind, JobOutputs, JobSpec, Progress, StagePlan, TaskReport,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum TaskState {
@@ -27,13 +29,17 @@ pub(super) enum TaskState {
 }
 
 pub(super) struct JobState {
+    pub(super) job: JobId,
+    /// Where the job's events go.
+    pub(super) events: broadcast::Sender<JobEvent>,
     pub(super) inputs: Vec<Vec<StageId>>,
     pub(super) consumers: Vec<Vec<StageId>>,
     /// Each stage's plan while it may still run; dropped once the stage's outputs are
     /// no longer needed, which frees state the plan holds (a broadcast hash table).
     pub(super) plans: Vec<Option<StagePlan>>,
     pub(super) done: Option<oneshot::Sender<Result<JobOutputs, DataFusionError>>>,
-    pub(super) progress: watch::Sender<Progress>,
+    /// Stages whose tasks were queued since they last (re)opened.
+    pub(super) stage_started: Vec<bool>,
     pub(super) tasks: Vec<Vec<TaskState>>,
     pub(super) attempts: Vec<Vec<u32>>,
     /// Unfinished tasks per stage.
@@ -66,9 +72,10 @@ pub(super) struct JobState {
 
 impl JobState {
     pub(super) fn new(
+        job: JobId,
         spec: JobSpec,
         done: oneshot::Sender<Result<JobOutputs, DataFusionError>>,
-        progress: watch::Sender<Progress>,
+        events: broadcast::Sender<JobEvent>,
     ) -> Self {
         let n = spec.stages.len();
         let tasks_total = spec.tasks_total();
@@ -78,7 +85,10 @@ impl JobState {
                 consumers[input].push(id);
             }
         }
-        let mut job = Self {
+        let mut state = Self {
+            job,
+            events,
+            stage_started: vec![false; n],
             inputs: spec.stages.iter().map(|s| s.inputs.clone()).collect(),
             consumers_left: consumers.iter().map(Vec::len).collect(),
             consumers,
@@ -96,7 +106,6 @@ impl JobState {
             input_locations: vec![None; n],
             plans: spec.stages.into_iter().map(|s| Some(s.plan)).collect(),
             done: Some(done),
-            progress,
             ready: VecDeque::new(),
             request: spec.request,
             placement_timeout: spec.placement_timeout,
@@ -107,12 +116,26 @@ impl JobState {
             fetch_failures: 0,
             failed: false,
         };
+        state.emit(JobEventKind::Submitted { stages: n });
         for stage in 0..n {
-            if job.inputs_left[stage] == 0 {
-                job.queue_stage(stage);
+            if state.inputs_left[stage] == 0 {
+                state.queue_stage(stage);
             }
         }
-        job
+        state
+    }
+
+    /// Publishes `kind` with the job's task counts now.
+    pub(super) fn emit(&self, kind: JobEventKind) {
+        // No subscriber is not an error: nobody is watching.
+        let _ = self.events.send(JobEvent {
+            job: self.job,
+            progress: Progress {
+                tasks_total: self.tasks_total,
+                tasks_done: self.tasks_done,
+            },
+            kind,
+        });
     }
 
     pub(super) fn result_stage(&self) -> StageId {
@@ -121,11 +144,17 @@ impl JobState {
 
     /// Queues the stage's waiting tasks (its inputs are all there).
     pub(super) fn queue_stage(&mut self, stage: StageId) {
+        let mut queued = false;
         for partition in 0..self.tasks[stage].len() {
             if self.tasks[stage][partition] == TaskState::Waiting {
                 self.tasks[stage][partition] = TaskState::Queued;
                 self.ready.push_back(TaskId { stage, partition });
+                queued = true;
             }
+        }
+        if queued && !self.stage_started[stage] {
+            self.stage_started[stage] = true;
+            self.emit(JobEventKind::StageStarted { stage });
         }
         if self.tasks_left[stage] == 0 && !self.stage_done[stage] {
             // Empty, or every task finished while an input was being recomputed.
@@ -136,6 +165,7 @@ impl JobState {
     /// Every task of `stage` has finished.
     pub(super) fn complete(&mut self, stage: StageId) {
         self.stage_done[stage] = true;
+        self.emit(JobEventKind::StageFinished { stage });
         for i in 0..self.inputs[stage].len() {
             let input = self.inputs[stage][i];
             self.consumers_left[input] -= 1;
@@ -162,6 +192,7 @@ impl JobState {
                 })
                 .collect();
             if let Some(done) = self.done.take() {
+                self.emit(JobEventKind::Done);
                 let _ = done.send(Ok(outputs));
             }
         }
@@ -182,6 +213,7 @@ impl JobState {
             return;
         }
         self.stage_done[stage] = false;
+        self.stage_started[stage] = false;
         for i in 0..self.inputs[stage].len() {
             let input = self.inputs[stage][i];
             self.consumers_left[input] += 1;
@@ -220,7 +252,6 @@ impl JobState {
         self.tasks[task.stage][task.partition] = TaskState::Waiting;
         self.tasks_left[task.stage] += 1;
         self.tasks_done -= 1;
-        self.progress.send_modify(|p| p.tasks_done -= 1);
     }
 
     /// Outputs held by `worker` are lost; returns tasks that were running there.
@@ -253,12 +284,26 @@ impl JobState {
         }
     }
 
-    pub(super) fn finished(&mut self, task: TaskId, worker: WorkerId, bytes: &[u64]) {
+    pub(super) fn finished(
+        &mut self,
+        task: TaskId,
+        worker: WorkerId,
+        attempt: u32,
+        report: &TaskReport,
+    ) {
         self.tasks[task.stage][task.partition] = TaskState::Done { worker };
-        *self.bytes_on[task.stage].entry(worker).or_default() += bytes.iter().sum::<u64>();
+        let output_bytes = report.bucket_bytes.iter().sum::<u64>();
+        *self.bytes_on[task.stage].entry(worker).or_default() += output_bytes;
         self.tasks_left[task.stage] -= 1;
         self.tasks_done += 1;
-        self.progress.send_modify(|p| p.tasks_done += 1);
+        self.emit(JobEventKind::TaskFinished {
+            task,
+            worker,
+            attempt,
+            slot: report.slot,
+            duration: report.duration,
+            output_bytes,
+        });
         if self.tasks_left[task.stage] == 0 && self.inputs_left[task.stage] == 0 {
             self.complete(task.stage);
         }

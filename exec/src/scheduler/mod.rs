@@ -28,9 +28,11 @@ use std::time::{Duration, Instant};
 
 use datafusion::common::DataFusionError;
 use shoal_planner::{JobId, Resources, TaskId, WorkerId};
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 
-use crate::protocol::{Event, TaskFailure, TaskOutcome, WorkerMsg, WorkerStatus};
+use crate::protocol::{
+    Event, JobEvent, JobEventKind, Progress, TaskFailure, TaskOutcome, WorkerMsg, WorkerStatus,
+};
 use job::{JobState, TaskState};
 use placement::{Suspicion, WorkerSlot};
 
@@ -45,6 +47,10 @@ const SHORT_TASK: f64 = 0.002;
 
 /// Tasks in flight per slot for workers running short tasks.
 const SHORT_TASK_PREFETCH: usize = 64;
+
+/// Job events kept for readers that fall behind; a reader that falls further misses
+/// some, and the task counts every event carries make it exact again at the next.
+const EVENT_BACKLOG: usize = 16 * 1024;
 
 /// The scheduler's state; [`Scheduler::run`] is its event loop.
 pub struct Scheduler {
@@ -63,6 +69,8 @@ pub struct Scheduler {
     probe: Option<mpsc::UnboundedSender<(WorkerId, String)>>,
     /// The job being handled or dispatched, which a panic fails.
     current: Option<JobId>,
+    /// Every job's events, for whoever subscribes.
+    events: broadcast::Sender<JobEvent>,
 }
 
 impl Scheduler {
@@ -97,7 +105,23 @@ impl Scheduler {
             heartbeat_timeout,
             probe: None,
             current: None,
+            events: broadcast::channel(EVENT_BACKLOG).0,
         }
+    }
+
+    /// A sender of every job's events, from which readers subscribe; take it before
+    /// [`Scheduler::run`] consumes the scheduler.
+    pub fn events(&self) -> broadcast::Sender<JobEvent> {
+        self.events.clone()
+    }
+
+    /// Publishes an event of a job the scheduler keeps no state for.
+    fn emit(&self, job: JobId, kind: JobEventKind) {
+        let _ = self.events.send(JobEvent {
+            job,
+            progress: Progress::default(),
+            kind,
+        });
     }
 
     /// Suspect workers' addresses go to `probe`, whose owner answers with
@@ -178,23 +202,20 @@ impl Scheduler {
 
     pub(super) fn handle(&mut self, event: Event) {
         match event {
-            Event::Submit {
-                job,
-                spec,
-                done,
-                progress,
-            } => {
-                let total = spec.tasks_total();
-                progress.send_modify(|p| p.tasks_total = total);
+            Event::Submit { job, spec, done } => {
                 if spec.stages.is_empty() {
+                    self.emit(job, JobEventKind::Submitted { stages: 0 });
+                    self.emit(job, JobEventKind::Done);
                     let _ = done.send(Ok(Vec::new()));
                     return;
                 }
                 if let Err(e) = spec.check() {
+                    let message = e.to_string();
+                    self.emit(job, JobEventKind::Failed { message });
                     let _ = done.send(Err(e));
                     return;
                 }
-                let state = JobState::new(spec, done, progress);
+                let state = JobState::new(job, spec, done, self.events.clone());
                 self.jobs.insert(job, state);
                 self.turn.push_back(job);
             }
@@ -207,6 +228,10 @@ impl Scheduler {
             } => self.task_ended(job, task, attempt, worker, outcome),
             Event::EndJob(job) => {
                 if let Some(state) = self.jobs.remove(&job) {
+                    if state.done.is_some() && !state.failed {
+                        // The client let go before the results were ready.
+                        state.emit(JobEventKind::Cancelled);
+                    }
                     let running = state.done.is_some() || state.failed;
                     for w in self.workers.iter().filter(|w| w.status.alive) {
                         let msg = if running {
@@ -239,8 +264,7 @@ impl Scheduler {
                     .get(&job)
                     .is_some_and(|j| !j.failed && j.done.is_some());
                 if running {
-                    let error = DataFusionError::Execution(format!("job {job} was cancelled"));
-                    self.fail(job, error);
+                    self.cancel(job);
                 }
                 let _ = reply.send(running);
             }
@@ -299,9 +323,9 @@ impl Scheduler {
             return;
         }
         match outcome {
-            TaskOutcome::Finished(bytes) => {
+            TaskOutcome::Finished(report) => {
                 self.workers[worker].status.tasks_completed += 1;
-                state.finished(task, worker, &bytes);
+                state.finished(task, worker, attempt, &report);
                 self.send_releases(job);
             }
             TaskOutcome::FetchFailed { from, cause } => {

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use super::job::TaskState;
 use super::{SHORT_TASK, Scheduler};
-use crate::protocol::{Launch, WorkerMsg, WorkerStatus};
+use crate::protocol::{JobEventKind, Launch, WorkerMsg, WorkerStatus};
 
 pub(super) struct WorkerSlot {
     pub(super) tx: mpsc::UnboundedSender<WorkerMsg>,
@@ -220,6 +220,11 @@ impl Scheduler {
             state.tasks[task.stage][task.partition] = TaskState::Running { worker, attempt };
             let locations = state.locations(task.stage);
             tracing::debug!(job, %task, attempt, worker, ?locations, "launch");
+            state.emit(JobEventKind::TaskStarted {
+                task,
+                worker,
+                attempt,
+            });
             let launch = Launch {
                 job,
                 task,

@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use datafusion::common::DataFusionError;
 use shoal_planner::{JobId, Locations, Resources, StageId, TaskId, WorkerId};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::{MAX_ATTEMPTS, MAX_FETCH_FAILURES, Scheduler};
 use crate::protocol::{
-    Event, JobOutputs, JobSpec, Progress, StagePlan, StageSpec, TaskOutcome, WorkerMsg,
-    WorkerStatus,
+    Event, JobEvent, JobEventKind, JobOutputs, JobSpec, Progress, StagePlan, StageSpec,
+    TaskOutcome, TaskReport, WorkerMsg, WorkerStatus,
 };
 
 type Done = oneshot::Receiver<Result<JobOutputs, DataFusionError>>;
@@ -74,13 +74,7 @@ impl Harness {
             placement_timeout: timeout,
         };
         let (done, rx) = oneshot::channel();
-        let progress = watch::channel(Progress::default()).0;
-        self.event(Event::Submit {
-            job,
-            spec,
-            done,
-            progress,
-        });
+        self.event(Event::Submit { job, spec, done });
         rx
     }
 
@@ -144,7 +138,11 @@ impl Harness {
     }
 
     fn finish(&mut self, job: JobId, worker: WorkerId, task: TaskId, attempt: u32) {
-        self.end(job, worker, task, attempt, TaskOutcome::Finished(vec![1]));
+        let report = TaskReport {
+            bucket_bytes: vec![1],
+            ..TaskReport::default()
+        };
+        self.end(job, worker, task, attempt, TaskOutcome::Finished(report));
     }
 }
 
@@ -439,4 +437,124 @@ fn a_job_whose_stages_read_later_ones_is_refused() {
     let error = error_text(&mut done);
     assert!(error.contains("stage 0 reads stage 1"), "{error}");
     assert!(h.launched(0).is_empty());
+}
+
+/// The events published so far.
+fn drain(events: &mut broadcast::Receiver<JobEvent>) -> Vec<JobEvent> {
+    std::iter::from_fn(|| events.try_recv().ok()).collect()
+}
+
+#[test]
+fn a_job_publishes_every_step_with_its_task_counts() {
+    let mut h = Harness::new(1, 1);
+    let mut events = h.scheduler.events().subscribe();
+    let _done = h.submit(1, &[(&[], 1), (&[0], 1)]);
+    let (task, attempt, _) = h.launched(0).pop().unwrap();
+    let report = TaskReport {
+        bucket_bytes: vec![10, 20],
+        slot: 0,
+        duration: Duration::from_millis(30),
+    };
+    h.end(1, 0, task, attempt, TaskOutcome::Finished(report));
+    let (consumer, attempt, _) = h.launched(0).pop().unwrap();
+    h.finish(1, 0, consumer, attempt);
+    let progress = |done| Progress {
+        tasks_total: 2,
+        tasks_done: done,
+    };
+    let kinds: Vec<(Progress, JobEventKind)> = drain(&mut events)
+        .into_iter()
+        .map(|e| {
+            assert_eq!(e.job, 1);
+            (e.progress, e.kind)
+        })
+        .collect();
+    let producer = TaskId {
+        stage: 0,
+        partition: 0,
+    };
+    assert_eq!(
+        kinds,
+        vec![
+            (progress(0), JobEventKind::Submitted { stages: 2 }),
+            (progress(0), JobEventKind::StageStarted { stage: 0 }),
+            (
+                progress(0),
+                JobEventKind::TaskStarted {
+                    task: producer,
+                    worker: 0,
+                    attempt: 1
+                }
+            ),
+            (
+                progress(1),
+                JobEventKind::TaskFinished {
+                    task: producer,
+                    worker: 0,
+                    attempt: 1,
+                    slot: 0,
+                    duration: Duration::from_millis(30),
+                    output_bytes: 30,
+                }
+            ),
+            (progress(1), JobEventKind::StageFinished { stage: 0 }),
+            (progress(1), JobEventKind::StageStarted { stage: 1 }),
+            (
+                progress(1),
+                JobEventKind::TaskStarted {
+                    task: consumer,
+                    worker: 0,
+                    attempt: 1
+                }
+            ),
+            (
+                progress(2),
+                JobEventKind::TaskFinished {
+                    task: consumer,
+                    worker: 0,
+                    attempt: 1,
+                    slot: 0,
+                    duration: Duration::ZERO,
+                    output_bytes: 1,
+                }
+            ),
+            (progress(2), JobEventKind::StageFinished { stage: 1 }),
+            (progress(2), JobEventKind::Done),
+        ]
+    );
+}
+
+#[test]
+fn failed_cancelled_and_abandoned_jobs_end_their_event_streams() {
+    let mut h = Harness::new(1, 4);
+    let mut events = h.scheduler.events().subscribe();
+    let _failed = h.submit(1, &[(&[], 1)]);
+    let _cancelled = h.submit(2, &[(&[], 1)]);
+    let _abandoned = h.submit(3, &[(&[], 1)]);
+    let launched = h.launched(0);
+    let (task, attempt, _) = launched[0].clone();
+    let cause = DataFusionError::Execution("boom".into());
+    h.end(1, 0, task, attempt, TaskOutcome::Failed(cause));
+    let (reply, _) = oneshot::channel();
+    h.event(Event::Cancel(2, reply));
+    h.event(Event::EndJob(3));
+    let last: Vec<(u64, JobEventKind)> = drain(&mut events)
+        .into_iter()
+        .filter(|e| e.kind.is_final())
+        .map(|e| (e.job, e.kind))
+        .collect();
+    assert_eq!(
+        last,
+        vec![
+            (
+                1,
+                JobEventKind::Failed {
+                    message: "stage 0 task 0 of job 1 failed on worker 0: Execution error: boom"
+                        .into()
+                }
+            ),
+            (2, JobEventKind::Cancelled),
+            (3, JobEventKind::Cancelled),
+        ]
+    );
 }
