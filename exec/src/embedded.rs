@@ -25,7 +25,7 @@ use crate::protocol::{ClusterStatus, Event, JobEvent, JobSpec, Progress};
 use crate::scheduler::Scheduler;
 use crate::security::Security;
 use crate::store::{ResultStore, StoreStats};
-use crate::transport::{InProcessTransport, Transport, WorkerIo};
+use crate::transport::{FetchLog, InProcessTransport, Transport, WorkerIo};
 use crate::worker::{Worker, pause_threshold};
 
 /// How an embedded cluster is shaped.
@@ -151,13 +151,19 @@ impl EmbeddedCluster {
                     DiskManagerMode::Directories(vec![store.dir().to_path_buf()]),
                 ))
                 .build_arc()?;
+            let fetched = Arc::new(FetchLog::default());
             let worker = Worker {
                 id,
                 slots,
                 pause_above: pause_threshold(options.memory_limit),
                 runtime: worker_runtime,
                 store,
-                io: Arc::new(WorkerIo::new(id, Arc::clone(&transport))),
+                io: Arc::new(WorkerIo::new(
+                    id,
+                    Arc::clone(&transport),
+                    Arc::clone(&fetched),
+                )),
+                fetched,
             };
             let (tx, rx) = mpsc::unbounded_channel();
             inboxes.push((

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use datafusion::common::DataFusionError;
 use datafusion::execution::TaskContext;
@@ -200,6 +200,28 @@ pub enum Event {
         worker: WorkerId,
         /// Operator memory plus in-memory task outputs, in bytes.
         memory_used: u64,
+        /// Task output bytes it ever spilled to disk.
+        spilled_bytes: u64,
+    },
+    /// Tasks of `job` on worker `to` fetched `bytes` of outputs from worker `from`.
+    Fetched {
+        /// The job.
+        job: JobId,
+        /// The worker that served them.
+        from: WorkerId,
+        /// The worker that fetched them.
+        to: WorkerId,
+        /// How many (in-memory size).
+        bytes: u64,
+    },
+    /// Worker `worker` spilled `bytes` of `job`'s task outputs to disk.
+    Spilled {
+        /// The job.
+        job: JobId,
+        /// The worker.
+        worker: WorkerId,
+        /// How many (in-memory size).
+        bytes: u64,
     },
 }
 
@@ -209,6 +231,7 @@ impl Event {
         match self {
             Event::Submit { job, .. } | Event::TaskEnded { job, .. } => Some(*job),
             Event::EndJob(job) | Event::Cancel(job, _) => Some(*job),
+            Event::Fetched { job, .. } | Event::Spilled { job, .. } => Some(*job),
             _ => None,
         }
     }
@@ -229,6 +252,8 @@ pub struct WorkerStatus {
     pub memory_limit: u64,
     /// Memory in use at the last heartbeat, in bytes.
     pub memory_used: u64,
+    /// Task output bytes it ever spilled to disk, as of the last heartbeat.
+    pub spilled_bytes: u64,
     /// Tasks running now.
     pub tasks_running: usize,
     /// Tasks finished since start.
@@ -257,6 +282,9 @@ pub struct ClusterStatus {
     pub workers: Vec<WorkerStatus>,
     /// Jobs not yet ended.
     pub jobs: Vec<JobStatus>,
+    /// When a job last was submitted, ran a task or ended (the scheduler's start if none
+    /// has): what an idle check reads.
+    pub last_activity: Option<SystemTime>,
 }
 
 /// How far a job has come.
@@ -334,6 +362,22 @@ pub enum JobEventKind {
     },
     /// The job was cancelled (by a call, or because its client let go before it finished).
     Cancelled,
+    /// Tasks on worker `to` fetched outputs from worker `from` (reported as tasks end).
+    Fetch {
+        /// The worker that served them.
+        from: WorkerId,
+        /// The worker that fetched them.
+        to: WorkerId,
+        /// In-memory size of the batches.
+        bytes: u64,
+    },
+    /// A worker spilled some of the job's task outputs to disk (reported as tasks end).
+    Spill {
+        /// The worker.
+        worker: WorkerId,
+        /// In-memory size of the spilled batches.
+        bytes: u64,
+    },
 }
 
 impl JobEventKind {

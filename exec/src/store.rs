@@ -31,6 +31,9 @@ struct Inner {
     ended: HashSet<JobId>,
     memory_bytes: usize,
     spilled_total: usize,
+    spilled_bytes: u64,
+    /// Bytes spilled per job since [`ResultStore::take_spills`] last ran.
+    unreported_spills: HashMap<JobId, u64>,
     flight_reads: usize,
     next_file: u64,
 }
@@ -46,6 +49,8 @@ pub struct StoreStats {
     pub spilled_entries: usize,
     /// Buckets ever spilled.
     pub spilled_total: usize,
+    /// Bytes ever spilled (in-memory size of the spilled batches).
+    pub spilled_bytes: u64,
     /// Buckets served to a peer or client over Arrow Flight.
     pub flight_reads: usize,
 }
@@ -84,6 +89,11 @@ impl ResultStore {
     /// The directory spill files go to.
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Bytes spilled per job since the last call.
+    pub fn take_spills(&self) -> Vec<(JobId, u64)> {
+        self.inner.lock().unreported_spills.drain().collect()
     }
 
     /// Keeps a finished bucket, spilling the largest in-memory buckets if over target.
@@ -137,6 +147,8 @@ impl ResultStore {
         }
         inner.memory_bytes -= bytes;
         inner.spilled_total += 1;
+        inner.spilled_bytes += bytes as u64;
+        *inner.unreported_spills.entry(key.job).or_default() += bytes as u64;
         inner.entries.insert(key, Entry::Disk { path });
         Ok(())
     }
@@ -219,6 +231,7 @@ impl ResultStore {
                 .filter(|e| matches!(e, Entry::Disk { .. }))
                 .count(),
             spilled_total: inner.spilled_total,
+            spilled_bytes: inner.spilled_bytes,
             flight_reads: inner.flight_reads,
         }
     }
@@ -260,6 +273,12 @@ mod tests {
         let stats = store.stats();
         assert!(stats.spilled_entries >= 1, "{stats:?}");
         assert!(stats.memory_bytes <= 10_000, "{stats:?}");
+        // Only job 1's outputs are large enough to be spilled; the log is read once.
+        let spills = store.take_spills();
+        assert_eq!(spills.len(), 1, "{spills:?}");
+        assert_eq!(spills[0], (1, stats.spilled_bytes));
+        assert!(stats.spilled_bytes >= 8000, "{stats:?}");
+        assert!(store.take_spills().is_empty());
         let back = store.get(&key(1, 1)).unwrap();
         let rows: usize = back.iter().map(|b| b.num_rows()).sum();
         assert_eq!(rows, 1005);

@@ -1,5 +1,6 @@
 //! Moving task outputs between workers. The in-process transport shares batches by `Arc`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::Schema;
@@ -7,7 +8,9 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use shoal_planner::{PartitionKey, ShuffleIo, WorkerId};
+use futures::TryStreamExt;
+use parking_lot::Mutex;
+use shoal_planner::{JobId, PartitionKey, ShuffleIo, WorkerId};
 
 use crate::store::ResultStore;
 
@@ -102,17 +105,42 @@ pub fn fetch_failure(error: &DataFusionError) -> Option<WorkerId> {
     None
 }
 
-/// The [`ShuffleIo`] a task running on `local` uses.
+/// Bytes a worker's tasks fetched from each peer, per job, not yet reported.
+#[derive(Debug, Default)]
+pub struct FetchLog(Mutex<HashMap<(JobId, WorkerId), u64>>);
+
+impl FetchLog {
+    /// Tasks of `job` fetched `bytes` from worker `from`.
+    pub fn record(&self, job: JobId, from: WorkerId, bytes: u64) {
+        *self.0.lock().entry((job, from)).or_default() += bytes;
+    }
+
+    /// (job, peer, bytes) fetched since the last call.
+    pub fn take(&self) -> Vec<(JobId, WorkerId, u64)> {
+        self.0
+            .lock()
+            .drain()
+            .map(|((job, from), bytes)| (job, from, bytes))
+            .collect()
+    }
+}
+
+/// The [`ShuffleIo`] a task running on `local` uses; it counts what it fetches from peers.
 #[derive(Debug)]
 pub struct WorkerIo {
     local: WorkerId,
     transport: Arc<dyn Transport>,
+    fetched: Arc<FetchLog>,
 }
 
 impl WorkerIo {
-    /// I/O for tasks on worker `local`.
-    pub fn new(local: WorkerId, transport: Arc<dyn Transport>) -> Self {
-        Self { local, transport }
+    /// I/O for tasks on worker `local`, counting bytes fetched from peers into `fetched`.
+    pub fn new(local: WorkerId, transport: Arc<dyn Transport>, fetched: Arc<FetchLog>) -> Self {
+        Self {
+            local,
+            transport,
+            fetched,
+        }
     }
 }
 
@@ -122,6 +150,15 @@ impl ShuffleIo for WorkerIo {
     }
 
     fn fetch(&self, key: PartitionKey, from: WorkerId) -> Result<SendableRecordBatchStream> {
-        self.transport.fetch(key, from)
+        let stream = self.transport.fetch(key, from)?;
+        if from == self.local {
+            return Ok(stream);
+        }
+        let (log, job) = (Arc::clone(&self.fetched), key.job);
+        let schema = stream.schema();
+        let counted = stream.inspect_ok(move |batch| {
+            log.record(job, from, batch.get_array_memory_size() as u64);
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, counted)))
     }
 }

@@ -17,7 +17,7 @@ use tokio::task::{AbortHandle, JoinSet};
 
 use crate::protocol::{Event, Launch, StagePlan, TaskOutcome, TaskReport, WorkerMsg};
 use crate::store::ResultStore;
-use crate::transport::fetch_failure;
+use crate::transport::{FetchLog, fetch_failure};
 
 /// Memory in use above which a worker starts no new task: 80 % of its limit.
 pub fn pause_threshold(memory_limit: usize) -> usize {
@@ -38,6 +38,8 @@ pub struct Worker {
     pub store: Arc<ResultStore>,
     /// Its transport endpoint.
     pub io: Arc<dyn ShuffleIo>,
+    /// What `io` fetched from peers, reported as tasks end.
+    pub fetched: Arc<FetchLog>,
 }
 
 type Key = (JobId, TaskId, u32);
@@ -113,6 +115,7 @@ impl Worker {
                             report.duration = started.elapsed();
                         }
                         let (job, task, attempt) = key;
+                        self.report_transfers(&events);
                         let _ = events.send(Event::TaskEnded { job, task, attempt, worker: self.id, outcome });
                     }
                 }
@@ -148,6 +151,25 @@ impl Worker {
             }
         }
         running.abort_all();
+    }
+}
+
+impl Worker {
+    /// Sends what tasks fetched from peers and spilled since the last report.
+    fn report_transfers(&self, events: &mpsc::UnboundedSender<Event>) {
+        for (job, from, bytes) in self.fetched.take() {
+            let to = self.id;
+            let _ = events.send(Event::Fetched {
+                job,
+                from,
+                to,
+                bytes,
+            });
+        }
+        for (job, bytes) in self.store.take_spills() {
+            let worker = self.id;
+            let _ = events.send(Event::Spilled { job, worker, bytes });
+        }
     }
 }
 

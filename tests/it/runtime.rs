@@ -123,6 +123,7 @@ async fn small_memory_limit_spills_and_still_answers() {
         .build()
         .unwrap();
     session.register_dir(tpch_dir().to_str().unwrap()).unwrap();
+    let mut events = session.events().await.unwrap();
     for query in ["q18", "q09", "q13"] {
         let sql = shoal::tpch::QUERIES
             .iter()
@@ -138,6 +139,22 @@ async fn small_memory_limit_spills_and_still_answers() {
         "the result store spilled: {:?}",
         session.store_stats()
     );
+    // The spills were job events, and the scheduler's status counts them per worker.
+    let stored: u64 = session.store_stats().iter().map(|s| s.spilled_bytes).sum();
+    let mut reported = 0;
+    while reported < stored {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("every spill is reported as its task ends")
+            .unwrap();
+        if let JobEventKind::Spill { bytes, .. } = event.kind {
+            reported += bytes;
+        }
+    }
+    assert_eq!(reported, stored);
+    let status = session.status().await.unwrap();
+    let counted: u64 = status.workers.iter().map(|w| w.spilled_bytes).sum();
+    assert_eq!(counted, stored);
     // Releasing outputs is asynchronous: wait (bounded) for the workers to drop them.
     let started = Instant::now();
     while session
@@ -285,6 +302,20 @@ async fn the_event_stream_follows_a_job_from_submit_to_done() {
     );
     let last = seen.last().unwrap().progress;
     assert_eq!((last.tasks_done, last.tasks_total), (total, total));
+    // The hash exchange moves rows between the two workers.
+    let moved: Vec<_> = seen
+        .iter()
+        .filter_map(|e| match e.kind {
+            JobEventKind::Fetch { from, to, bytes } => Some((from, to, bytes)),
+            _ => None,
+        })
+        .collect();
+    assert!(!moved.is_empty(), "{seen:?}");
+    assert!(
+        moved
+            .iter()
+            .all(|&(from, to, bytes)| from != to && from < 2 && to < 2 && bytes > 0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -596,6 +596,14 @@ async fn tasks_asking_for_a_gpu_run_only_on_the_worker_that_has_one() {
     assert_eq!(workers[0]["tasks_completed"], 0);
     assert!(workers[1]["tasks_completed"].as_u64().unwrap() > 0);
     assert_eq!(workers[0]["memory_limit"], 1u64 << 30);
+    assert_eq!(workers[0]["spilled_bytes"], 0);
+    // The last activity is the query above: within the last minute, by the Unix clock.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let last = json["last_activity"].as_f64().unwrap();
+    assert!(last <= now + 1.0 && last > now - 60.0, "{last} vs {now}");
     assert!(
         workers[0]["address"]
             .as_str()

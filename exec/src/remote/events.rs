@@ -57,6 +57,15 @@ pub fn event_to_proto(event: &JobEvent) -> proto::ClusterEvent {
         JobEventKind::Done => Kind::Done(true),
         JobEventKind::Failed { message } => Kind::Failed(message.clone()),
         JobEventKind::Cancelled => Kind::Cancelled(true),
+        JobEventKind::Fetch { from, to, bytes } => Kind::Fetch(proto::TransferEvent {
+            from_worker: *from as u64,
+            to_worker: *to as u64,
+            bytes: *bytes,
+        }),
+        JobEventKind::Spill { worker, bytes } => Kind::Spill(proto::SpillEvent {
+            worker: *worker as u64,
+            bytes: *bytes,
+        }),
     };
     proto::ClusterEvent {
         job,
@@ -101,6 +110,15 @@ pub fn event_from_proto(event: proto::ClusterEvent) -> Option<JobEvent> {
         Kind::Done(_) => JobEventKind::Done,
         Kind::Failed(message) => JobEventKind::Failed { message },
         Kind::Cancelled(_) => JobEventKind::Cancelled,
+        Kind::Fetch(fetch) => JobEventKind::Fetch {
+            from: fetch.from_worker as WorkerId,
+            to: fetch.to_worker as WorkerId,
+            bytes: fetch.bytes,
+        },
+        Kind::Spill(spill) => JobEventKind::Spill {
+            worker: spill.worker as WorkerId,
+            bytes: spill.bytes,
+        },
     };
     Some(JobEvent {
         job: event.job,
@@ -144,6 +162,15 @@ mod tests {
                 message: "stage 0 task 1 of job 9 failed on worker 0: boom".into(),
             },
             JobEventKind::Cancelled,
+            JobEventKind::Fetch {
+                from: 1,
+                to: 3,
+                bytes: 4096,
+            },
+            JobEventKind::Spill {
+                worker: 2,
+                bytes: 1 << 33,
+            },
         ];
         for kind in kinds {
             let event = JobEvent {

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
 use datafusion::common::{DataFusionError, Result};
 use futures::Stream;
@@ -446,6 +446,22 @@ async fn read_worker(
                     let _ = events.send(Event::Heartbeat {
                         worker: id,
                         memory_used: heartbeat.memory_used,
+                        spilled_bytes: heartbeat.spilled_bytes,
+                    });
+                }
+                for fetched in batch.fetched {
+                    let _ = events.send(Event::Fetched {
+                        job: fetched.job,
+                        from: fetched.from_worker as WorkerId,
+                        to: id,
+                        bytes: fetched.bytes,
+                    });
+                }
+                for spilled in batch.spilled {
+                    let _ = events.send(Event::Spilled {
+                        job: spilled.job,
+                        worker: id,
+                        bytes: spilled.bytes,
                     });
                 }
                 for ended in batch.ended {
@@ -634,6 +650,7 @@ fn status_to_proto(status: &ClusterStatus) -> proto::ClusterStatus {
                 tasks_running: w.tasks_running as u32,
                 tasks_completed: w.tasks_completed,
                 alive: w.alive,
+                spilled_bytes: w.spilled_bytes,
             })
             .collect(),
         jobs: status
@@ -646,6 +663,10 @@ fn status_to_proto(status: &ClusterStatus) -> proto::ClusterStatus {
                 waiting: j.waiting.clone().unwrap_or_default(),
             })
             .collect(),
+        last_activity_unix_secs: status
+            .last_activity
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0.0, |d| d.as_secs_f64()),
     }
 }
 
@@ -665,6 +686,7 @@ pub fn status_from_proto(status: proto::ClusterStatus) -> ClusterStatus {
                 tasks_running: w.tasks_running as usize,
                 tasks_completed: w.tasks_completed,
                 alive: w.alive,
+                spilled_bytes: w.spilled_bytes,
             })
             .collect(),
         jobs: status
@@ -677,5 +699,9 @@ pub fn status_from_proto(status: proto::ClusterStatus) -> ClusterStatus {
                 waiting: (!j.waiting.is_empty()).then_some(j.waiting),
             })
             .collect(),
+        last_activity: (status.last_activity_unix_secs > 0.0)
+            .then(|| Duration::try_from_secs_f64(status.last_activity_unix_secs).ok())
+            .flatten()
+            .map(|since| UNIX_EPOCH + since),
     }
 }

@@ -29,7 +29,7 @@ use crate::flight::{FlightTransport, StoreFlightService, serve};
 use crate::protocol::{Event, Launch, StagePlan, TaskOutcome, WorkerMsg};
 use crate::security::Security;
 use crate::store::ResultStore;
-use crate::transport::WorkerIo;
+use crate::transport::{FetchLog, WorkerIo};
 use crate::worker::{Worker, pause_threshold};
 
 /// How a worker process is shaped and where it reports.
@@ -107,13 +107,15 @@ pub async fn run_worker(
         }
     });
 
+    let fetched = Arc::new(FetchLog::default());
     let worker = Worker {
         id,
         slots: options.slots.max(1),
         pause_above: pause_threshold(options.memory_limit),
         runtime: Arc::clone(&runtime),
         store: Arc::clone(&store),
-        io: Arc::new(WorkerIo::new(id, transport.clone())),
+        io: Arc::new(WorkerIo::new(id, transport.clone(), Arc::clone(&fetched))),
+        fetched,
     };
     let (inbox, inbox_rx) = mpsc::unbounded_channel();
     let (events, events_rx) = mpsc::unbounded_channel();
@@ -349,29 +351,40 @@ async fn report(
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let mut ended = Vec::new();
+        let mut batch = proto::WorkerBatch::default();
         let mut heartbeat = false;
         tokio::select! {
             event = events.recv() => {
                 let Some(event) = event else { break };
                 let mut next = Some(event);
                 while let Some(event) = next {
-                    if let Event::TaskEnded { job, task, attempt, outcome, .. } = event {
-                        ended.push(task_ended(job, task, attempt, outcome));
+                    match event {
+                        Event::TaskEnded { job, task, attempt, outcome, .. } => {
+                            batch.ended.push(task_ended(job, task, attempt, outcome));
+                        }
+                        Event::Fetched { job, from, bytes, .. } => {
+                            batch.fetched.push(proto::Fetched {
+                                job,
+                                from_worker: from as u64,
+                                bytes,
+                            });
+                        }
+                        Event::Spilled { job, bytes, .. } => {
+                            batch.spilled.push(proto::Spilled { job, bytes });
+                        }
+                        _ => {}
                     }
                     next = events.try_recv().ok();
                 }
             }
             _ = tick.tick() => heartbeat = true,
         }
-        let heartbeat = heartbeat.then(|| proto::Heartbeat {
+        batch.heartbeat = heartbeat.then(|| proto::Heartbeat {
             memory_used: Worker::memory_used(&runtime, &store) as u64,
+            spilled_bytes: store.stats().spilled_bytes,
         });
         let message = proto::WorkerMessage {
-            kind: Some(worker_message::Kind::Batch(proto::WorkerBatch {
-                ended,
-                heartbeat,
-            })),
+            kind: Some(worker_message::Kind::Batch(batch)),
         };
         if out.send(message).is_err() {
             break;

@@ -24,7 +24,7 @@ mod status;
 mod tests;
 
 use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use datafusion::common::DataFusionError;
 use shoal_planner::{JobId, Resources, TaskId, WorkerId};
@@ -71,6 +71,8 @@ pub struct Scheduler {
     current: Option<JobId>,
     /// Every job's events, for whoever subscribes.
     events: broadcast::Sender<JobEvent>,
+    /// When a job last was submitted, ended or ran a task.
+    last_activity: SystemTime,
 }
 
 impl Scheduler {
@@ -106,6 +108,7 @@ impl Scheduler {
             probe: None,
             current: None,
             events: broadcast::channel(EVENT_BACKLOG).0,
+            last_activity: SystemTime::now(),
         }
     }
 
@@ -201,6 +204,12 @@ impl Scheduler {
     }
 
     pub(super) fn handle(&mut self, event: Event) {
+        if matches!(
+            event,
+            Event::Submit { .. } | Event::TaskEnded { .. } | Event::EndJob(_)
+        ) {
+            self.last_activity = SystemTime::now();
+        }
         match event {
             Event::Submit { job, spec, done } => {
                 if spec.stages.is_empty() {
@@ -277,14 +286,35 @@ impl Scheduler {
             Event::Heartbeat {
                 worker,
                 memory_used,
+                spilled_bytes,
             } => {
                 if let Some(w) = self.workers.get_mut(worker) {
                     w.last_heard = Instant::now();
                     w.status.memory_used = memory_used;
+                    w.status.spilled_bytes = spilled_bytes;
                     if w.suspect == Some(Suspicion::Reachable) {
                         tracing::info!("worker {worker} is reachable again");
                         w.suspect = None;
                     }
+                }
+            }
+            Event::Fetched {
+                job,
+                from,
+                to,
+                bytes,
+            } => {
+                if let Some(state) = self.jobs.get(&job) {
+                    state.emit(JobEventKind::Fetch { from, to, bytes });
+                }
+            }
+            Event::Spilled { job, worker, bytes } => {
+                // Heartbeats, where there are any, then set the worker's exact total.
+                if let Some(w) = self.workers.get_mut(worker) {
+                    w.status.spilled_bytes += bytes;
+                }
+                if let Some(state) = self.jobs.get(&job) {
+                    state.emit(JobEventKind::Spill { worker, bytes });
                 }
             }
             Event::Reachable(worker) => {

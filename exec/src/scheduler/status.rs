@@ -19,6 +19,7 @@ impl Scheduler {
         ClusterStatus {
             workers: self.workers.iter().map(|w| w.status.clone()).collect(),
             jobs,
+            last_activity: Some(self.last_activity),
         }
     }
 }

@@ -213,6 +213,7 @@ fn a_suspect_whose_port_answers_is_cleared_and_one_that_refuses_is_lost() {
     let heartbeat = || Event::Heartbeat {
         worker: 0,
         memory_used: 0,
+        spilled_bytes: 0,
     };
     h.event(heartbeat());
     assert!(!h.scheduler.workers[0].usable());
@@ -557,4 +558,77 @@ fn failed_cancelled_and_abandoned_jobs_end_their_event_streams() {
             (3, JobEventKind::Cancelled),
         ]
     );
+}
+
+#[test]
+fn fetches_and_spills_become_job_events_and_count_in_status() {
+    let mut h = Harness::new(2, 1);
+    let mut events = h.scheduler.events().subscribe();
+    let _done = h.submit(1, &[(&[], 2)]);
+    let before = h.scheduler.status().last_activity.unwrap();
+    h.event(Event::Fetched {
+        job: 1,
+        from: 0,
+        to: 1,
+        bytes: 300,
+    });
+    h.event(Event::Spilled {
+        job: 1,
+        worker: 1,
+        bytes: 5000,
+    });
+    h.event(Event::Spilled {
+        job: 1,
+        worker: 1,
+        bytes: 1000,
+    });
+    let kinds: Vec<_> = drain(&mut events)
+        .into_iter()
+        .map(|e| e.kind)
+        .filter(|k| matches!(k, JobEventKind::Fetch { .. } | JobEventKind::Spill { .. }))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            JobEventKind::Fetch {
+                from: 0,
+                to: 1,
+                bytes: 300
+            },
+            JobEventKind::Spill {
+                worker: 1,
+                bytes: 5000
+            },
+            JobEventKind::Spill {
+                worker: 1,
+                bytes: 1000
+            },
+        ]
+    );
+    assert_eq!(h.scheduler.status().workers[1].spilled_bytes, 6000);
+    // A heartbeat carries the worker's own total, which wins.
+    h.event(Event::Heartbeat {
+        worker: 1,
+        memory_used: 7,
+        spilled_bytes: 6500,
+    });
+    let status = h.scheduler.status();
+    assert_eq!(
+        (
+            status.workers[1].memory_used,
+            status.workers[1].spilled_bytes
+        ),
+        (7, 6500)
+    );
+    // Task reports are activity; heartbeats are not.
+    let (task, attempt, _) = h.launched(0).pop().unwrap();
+    h.finish(1, 0, task, attempt);
+    let after = h.scheduler.status().last_activity.unwrap();
+    assert!(after >= before);
+    h.event(Event::Heartbeat {
+        worker: 0,
+        memory_used: 0,
+        spilled_bytes: 0,
+    });
+    assert_eq!(h.scheduler.status().last_activity.unwrap(), after);
 }

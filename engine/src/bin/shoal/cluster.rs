@@ -367,6 +367,7 @@ fn status_json(status: &ClusterStatus) -> serde_json::Value {
                 "memory_used": w.memory_used,
                 "tasks_running": w.tasks_running,
                 "tasks_completed": w.tasks_completed,
+                "spilled_bytes": w.spilled_bytes,
             })
         })
         .collect();
@@ -382,7 +383,11 @@ fn status_json(status: &ClusterStatus) -> serde_json::Value {
             })
         })
         .collect();
-    serde_json::json!({ "workers": workers, "jobs": jobs })
+    let last_activity = status
+        .last_activity
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs_f64());
+    serde_json::json!({ "workers": workers, "jobs": jobs, "last_activity": last_activity })
 }
 
 fn status_table(status: &ClusterStatus, csv: bool) -> String {
