@@ -5,7 +5,9 @@ use std::sync::OnceLock;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-use shoal::Session;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use shoal::{JobEvent, JobEventKind, Session};
 
 /// The TPC-H tables at scale factor 0.01, generated once per build directory.
 pub fn tpch_dir() -> &'static Path {
@@ -138,4 +140,17 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// The events read from `events` up to and including the first job's `Done`.
+pub async fn events_until_done(events: &mut BoxStream<'static, JobEvent>) -> Vec<JobEvent> {
+    let mut seen = Vec::new();
+    while let Some(event) = events.next().await {
+        let done = event.kind == JobEventKind::Done;
+        seen.push(event);
+        if done {
+            break;
+        }
+    }
+    seen
 }

@@ -6,7 +6,9 @@ use futures::StreamExt;
 use shoal::{JobEventKind, Session};
 use shoal_planner::{OutputSpec, ReadMode, split::shuffle_reads};
 
-use crate::common::{answer, assert_rows_eq, files_under, rows, tpch_dir, tpch_session};
+use crate::common::{
+    answer, assert_rows_eq, events_until_done, files_under, rows, tpch_dir, tpch_session,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aggregation_splits_at_the_hash_exchange() {
@@ -260,15 +262,8 @@ async fn the_event_stream_follows_a_job_from_submit_to_done() {
     let id = job.job;
     let batches: Vec<_> = job.stream.collect::<Vec<_>>().await;
     assert!(batches.iter().all(Result::is_ok));
-    let mut seen = Vec::new();
-    while let Some(event) = events.next().await {
-        assert_eq!(event.job, id);
-        let last = event.kind == JobEventKind::Done;
-        seen.push(event);
-        if last {
-            break;
-        }
-    }
+    let seen = events_until_done(&mut events).await;
+    assert!(seen.iter().all(|e| e.job == id));
     let total = seen[0].progress.tasks_total;
     assert!(matches!(seen[0].kind, JobEventKind::Submitted { stages } if stages >= 2));
     let finished: Vec<_> = seen

@@ -14,7 +14,7 @@ use shoal::{JobEventKind, Session};
 #[path = "../../../tests/it/common.rs"]
 mod common;
 
-use common::{answer, assert_rows_eq, rows, tpch_dir};
+use common::{answer, assert_rows_eq, events_until_done, rows, tpch_dir};
 
 const TOKEN: &str = "test-token-7f3a";
 
@@ -212,14 +212,7 @@ async fn another_client_sees_a_job_s_events_over_the_wire() {
         .await
         .unwrap();
     assert_eq!(rows(&batches).len(), 1);
-    let mut seen = Vec::new();
-    while let Some(event) = events.next().await {
-        let done = event.kind == JobEventKind::Done;
-        seen.push(event);
-        if done {
-            break;
-        }
-    }
+    let seen = events_until_done(&mut events).await;
     let job = seen[0].job;
     assert!(seen.iter().all(|e| e.job == job));
     assert!(
