@@ -235,35 +235,7 @@ impl Scheduler {
                 worker,
                 outcome,
             } => self.task_ended(job, task, attempt, worker, outcome),
-            Event::EndJob(job) => {
-                if let Some(state) = self.jobs.remove(&job) {
-                    if state.done.is_some() && !state.failed {
-                        // The client let go before the results were ready.
-                        state.emit(JobEventKind::Cancelled);
-                    }
-                    let running = state.done.is_some() || state.failed;
-                    for w in self.workers.iter().filter(|w| w.status.alive) {
-                        let msg = if running {
-                            WorkerMsg::CancelJob(job)
-                        } else {
-                            WorkerMsg::ReleaseJob(job)
-                        };
-                        let _ = w.tx.send(msg);
-                    }
-                    for w in &mut self.workers {
-                        let held: Vec<_> = w
-                            .holding
-                            .keys()
-                            .filter(|(j, _)| *j == job)
-                            .copied()
-                            .collect();
-                        for (j, t) in held {
-                            w.release(j, t, false);
-                        }
-                    }
-                    self.turn.retain(|j| *j != job);
-                }
-            }
+            Event::EndJob(job) => self.end_job(job),
             Event::Status(reply) => {
                 let _ = reply.send(self.status());
             }
@@ -287,17 +259,7 @@ impl Scheduler {
                 worker,
                 memory_used,
                 spilled_bytes,
-            } => {
-                if let Some(w) = self.workers.get_mut(worker) {
-                    w.last_heard = Instant::now();
-                    w.status.memory_used = memory_used;
-                    w.status.spilled_bytes = spilled_bytes;
-                    if w.suspect == Some(Suspicion::Reachable) {
-                        tracing::info!("worker {worker} is reachable again");
-                        w.suspect = None;
-                    }
-                }
-            }
+            } => self.heard_from(worker, memory_used, spilled_bytes),
             Event::Fetched {
                 job,
                 from,
@@ -323,6 +285,50 @@ impl Scheduler {
                 {
                     w.suspect = Some(Suspicion::Reachable);
                 }
+            }
+        }
+    }
+
+    /// The client is done with `job`: cancel it if it still runs, then drop its outputs.
+    fn end_job(&mut self, job: JobId) {
+        if let Some(state) = self.jobs.remove(&job) {
+            if state.done.is_some() && !state.failed {
+                // The client let go before the results were ready.
+                state.emit(JobEventKind::Cancelled);
+            }
+            let running = state.done.is_some() || state.failed;
+            for w in self.workers.iter().filter(|w| w.status.alive) {
+                let msg = if running {
+                    WorkerMsg::CancelJob(job)
+                } else {
+                    WorkerMsg::ReleaseJob(job)
+                };
+                let _ = w.tx.send(msg);
+            }
+            for w in &mut self.workers {
+                let held: Vec<_> = w
+                    .holding
+                    .keys()
+                    .filter(|(j, _)| *j == job)
+                    .copied()
+                    .collect();
+                for (j, t) in held {
+                    w.release(j, t, false);
+                }
+            }
+            self.turn.retain(|j| *j != job);
+        }
+    }
+
+    /// A heartbeat from `worker`: it is alive, and uses and spilled this much.
+    fn heard_from(&mut self, worker: WorkerId, memory_used: u64, spilled_bytes: u64) {
+        if let Some(w) = self.workers.get_mut(worker) {
+            w.last_heard = Instant::now();
+            w.status.memory_used = memory_used;
+            w.status.spilled_bytes = spilled_bytes;
+            if w.suspect == Some(Suspicion::Reachable) {
+                tracing::info!("worker {worker} is reachable again");
+                w.suspect = None;
             }
         }
     }
