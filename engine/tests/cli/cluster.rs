@@ -71,7 +71,6 @@ impl Cluster {
     fn worker_command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
         cmd.args(["worker", "--exit-with-stdin", "--scheduler", &self.url])
-            .args(["--cpus", "1"])
             .args(&self.extra)
             .args(args)
             .env_remove("SHOAL_TOKEN")
@@ -81,7 +80,13 @@ impl Cluster {
         if let Some(token) = &self.token {
             cmd.args(["--token", token]);
         }
-        if !args.contains(&"--memory") {
+        if !args.iter().any(|a| ["--cpus", "--nthreads"].contains(a)) {
+            cmd.args(["--cpus", "1"]);
+        }
+        if !args
+            .iter()
+            .any(|a| ["--memory", "--memory-limit"].contains(a))
+        {
             cmd.args(["--memory", "1GiB"]);
         }
         cmd
@@ -547,6 +552,15 @@ fn a_missing_or_wrong_token_is_refused_for_clients_and_workers() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr.contains("wrong cluster token"), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_accepts_dask_s_name_for_its_threads() {
+    let mut cluster = Cluster::scheduler(Some(TOKEN), &[]);
+    cluster.add_worker(&["--nthreads", "3", "--memory", "300MiB"]);
+    let status = cluster.session().status().await.unwrap();
+    assert_eq!(status.workers[0].slots, 3);
+    assert_eq!(status.workers[0].memory_limit, 300 << 20);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -57,8 +57,8 @@ pub struct WorkerArgs {
     /// Cluster token.
     #[arg(long, env = "SHOAL_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// Task slots (default: the number of cores).
-    #[arg(long)]
+    /// Task slots (default: the number of cores); `--nthreads` as in Dask.
+    #[arg(long, visible_alias = "nthreads")]
     cpus: Option<usize>,
     /// Memory limit for operators, e.g. 8GiB (default: half of this machine's memory).
     #[arg(long)]
@@ -104,8 +104,9 @@ pub struct LocalArgs {
     /// Worker processes to start.
     #[arg(long, default_value_t = 2)]
     workers: usize,
-    /// Task slots per worker (default: cores divided among the workers).
-    #[arg(long)]
+    /// Task slots per worker (default: cores divided among the workers); `--nthreads` as
+    /// in Dask.
+    #[arg(long, visible_alias = "nthreads")]
     cpus: Option<usize>,
     /// Memory limit per worker, e.g. 4GiB.
     #[arg(long)]
