@@ -393,7 +393,10 @@ impl Scheduler {
                     }
                     self.suspect(from, &cause);
                 } else {
-                    state.requeue_open_stages();
+                    // Outputs the suspect reported after it fell under suspicion are just
+                    // as unreachable.
+                    state.lose_outputs(from);
+                    self.send_releases(job);
                 }
             }
             TaskOutcome::Failed(cause) => {

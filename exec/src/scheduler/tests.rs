@@ -632,3 +632,37 @@ fn fetches_and_spills_become_job_events_and_count_in_status() {
     });
     assert_eq!(h.scheduler.status().last_activity.unwrap(), after);
 }
+
+#[test]
+fn an_output_a_suspect_reports_after_the_suspicion_is_computed_again_elsewhere() {
+    let mut h = Harness::new(2, 2);
+    let _done = h.submit(1, &[(&[], 4), (&[0], 1)]);
+    let on_0 = h.launched(0);
+    let on_1 = h.launched(1);
+    assert_eq!((on_0.len(), on_1.len()), (2, 2));
+    let (first, first_attempt, _) = on_0[0].clone();
+    let (late, late_attempt, _) = on_0[1].clone();
+    h.finish(1, 0, first, first_attempt);
+    for (task, attempt, _) in on_1 {
+        h.finish(1, 1, task, attempt);
+    }
+    // Another job's task could not fetch from worker 0: its finished output is computed
+    // again on worker 1.
+    let cause = DataFusionError::Execution("fetching from worker 0 failed".into());
+    h.scheduler.suspect(0, &cause);
+    h.scheduler.dispatch();
+    let (again, again_attempt, _) = h.launched(1).pop().unwrap();
+    assert_eq!(again, first);
+    // A task that was already running on the suspect still finishes there...
+    h.finish(1, 0, late, late_attempt);
+    h.finish(1, 1, again, again_attempt);
+    let (consumer, consumer_attempt, locations) = h.launched(1).pop().unwrap();
+    assert_eq!(locations[&0][late.partition], 0);
+    // ...and when the consumer cannot fetch it, that costs the job nothing, and it is
+    // computed again on worker 1.
+    h.end(1, 1, consumer, consumer_attempt, fetch_failed(0));
+    assert_eq!(h.scheduler.jobs[&1].fetch_failures, 0);
+    let relaunched: Vec<_> = h.launched(1).into_iter().map(|(t, ..)| t).collect();
+    assert_eq!(relaunched, vec![late]);
+    assert!(h.launched(0).is_empty());
+}
