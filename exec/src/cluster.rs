@@ -12,7 +12,7 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use shoal_planner::{JobId, TaskGraph};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, oneshot, watch};
 
 use crate::protocol::{ClusterStatus, JobEvent, Progress};
 use crate::store::StoreStats;
@@ -89,12 +89,14 @@ pub fn event_stream(updates: broadcast::Receiver<JobEvent>) -> BoxStream<'static
     .boxed()
 }
 
-/// Keeps `progress` at job `job`'s task counts until the job ends, then holds it until its
-/// readers are gone (they see the last counts, not a closed channel).
+/// Keeps `progress` at job `job`'s task counts until the job ends, then holds it until
+/// `released` resolves (the client let go of the job), so readers see the last counts
+/// rather than a closed channel while the results are read.
 pub async fn follow_progress(
     job: u64,
     mut events: BoxStream<'static, JobEvent>,
     progress: watch::Sender<Progress>,
+    released: oneshot::Receiver<()>,
 ) {
     while let Some(event) = events.next().await {
         if event.job != job {
@@ -109,5 +111,62 @@ pub async fn follow_progress(
             break;
         }
     }
-    progress.closed().await;
+    // Resolves (with an error) when the client's job guard is dropped.
+    let _ = released.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::JobEventKind;
+
+    fn event(job: u64, done: usize, kind: JobEventKind) -> JobEvent {
+        JobEvent {
+            job,
+            progress: Progress {
+                tasks_total: 2,
+                tasks_done: done,
+            },
+            kind,
+        }
+    }
+
+    #[tokio::test]
+    async fn progress_follows_its_job_and_lives_until_the_client_lets_go() {
+        let stage = |stage| JobEventKind::StageFinished { stage };
+        let events = futures::stream::iter(vec![
+            event(1, 1, stage(0)),
+            event(2, 2, stage(0)),
+            event(1, 2, JobEventKind::Done),
+            event(1, 0, stage(9)),
+        ])
+        .chain(futures::stream::pending())
+        .boxed();
+        let (tx, mut rx) = watch::channel(Progress::default());
+        let (release, released) = oneshot::channel();
+        let mut follower = tokio::task::JoinSet::new();
+        follower.spawn(follow_progress(1, events, tx, released));
+        rx.changed().await.unwrap();
+        while rx.borrow_and_update().tasks_done != 2 {
+            rx.changed().await.unwrap();
+        }
+        // Job 2's counts and events after Done are not job 1's.
+        assert_eq!(
+            *rx.borrow(),
+            Progress {
+                tasks_total: 2,
+                tasks_done: 2
+            }
+        );
+        tokio::task::yield_now().await;
+        assert!(
+            follower.try_join_next().is_none(),
+            "held while the client holds the job"
+        );
+        drop(release);
+        // Without the release the follower would wait for ever: bound the wait.
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(10), follower.join_next());
+        ended.await.expect("the follower ends").unwrap().unwrap();
+        assert!(rx.changed().await.is_err(), "then the channel closes");
+    }
 }

@@ -65,6 +65,8 @@ pub enum DataPlane {
 struct JobGuard {
     job: JobId,
     events: mpsc::UnboundedSender<Event>,
+    /// Dropped with the guard: tells the job's progress follower that the client let go.
+    _released: oneshot::Sender<()>,
 }
 
 impl Drop for JobGuard {
@@ -230,8 +232,9 @@ impl Cluster for EmbeddedCluster {
         let (progress_tx, progress_rx) = watch::channel(Progress::default());
         // The handle's progress is the job's events, folded.
         let updates = event_stream(self.job_events.subscribe());
+        let (released_tx, released) = oneshot::channel();
         self.runtime()
-            .spawn(follow_progress(job, updates, progress_tx));
+            .spawn(follow_progress(job, updates, progress_tx, released));
         let sent = self.events.send(Event::Submit {
             job,
             spec: JobSpec::local(graph, ctx),
@@ -240,6 +243,7 @@ impl Cluster for EmbeddedCluster {
         let guard = JobGuard {
             job,
             events: self.events.clone(),
+            _released: released_tx,
         };
         let transport = Arc::clone(&self.transport);
         let outputs = async move {

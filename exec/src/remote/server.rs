@@ -254,13 +254,8 @@ fn job_spec(submit: proto::SubmitJob) -> Result<JobSpec, Status> {
     }
     let config = Arc::new(submit.config);
     let mut stages = Vec::with_capacity(submit.stages.len());
-    for (id, stage) in submit.stages.into_iter().enumerate() {
+    for stage in submit.stages {
         let inputs: Vec<StageId> = stage.inputs.iter().map(|&i| i as StageId).collect();
-        if let Some(bad) = inputs.iter().find(|&&i| i >= id) {
-            return Err(Status::invalid_argument(format!(
-                "stage {id} reads stage {bad}: stages must come after their inputs"
-            )));
-        }
         let plan = if stage.noop {
             StagePlan::Noop
         } else {
@@ -277,11 +272,14 @@ fn job_spec(submit: proto::SubmitJob) -> Result<JobSpec, Status> {
     }
     let placement_timeout = Duration::try_from_secs_f64(submit.placement_timeout_secs)
         .unwrap_or(Duration::from_secs(60));
-    Ok(JobSpec {
+    let spec = JobSpec {
         stages,
         request: resources_from_proto(&submit.resources),
         placement_timeout,
-    })
+    };
+    spec.check()
+        .map_err(|e| Status::invalid_argument(e.message().to_string()))?;
+    Ok(spec)
 }
 
 /// Streams a job's progress and result locations to its client, and ends the job when
