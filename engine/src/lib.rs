@@ -2,8 +2,8 @@
 //! DataFusion. This crate is the public API and the `shoal` binary.
 //!
 //! ```text
-//!  Session::sql / DataFrame verbs ─► DataFusion logical plan ─► physical plan
-//!        ─► shoal_planner::split_into_stages ─► TaskGraph ─► shoal_exec::Cluster
+//!  Session::sql / DataFrame verbs ─► DataFusion logical plan
+//!        ─► shoal_planner::JobPlanner ─► TaskGraph ─► shoal_exec::Cluster
 //! ```
 //!
 //! Arrays: [`Array`] (chunked N-d, like `dask.array`), [`DataArray`] and [`Dataset`]

@@ -5,15 +5,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{RecordBatch, StringArray};
-use datafusion::common::ScalarValue;
-use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::logical_expr::expr_rewriter::NamePreserver;
-use datafusion::logical_expr::{Expr, LogicalPlan, Subquery, lit};
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
-use datafusion::physical_plan::scalar_subquery::ScalarSubqueryExec;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement;
 use futures::future::BoxFuture;
@@ -21,10 +16,12 @@ use futures::stream::BoxStream;
 use futures::{FutureExt, TryStreamExt};
 use shoal_exec::{
     Cluster, ClusterStatus, DataPlane, EmbeddedCluster, EmbeddedOptions, JobEvent, JobHandle,
-    Placement, Progress, RemoteCluster, Security, StoreStats,
+    Progress, RemoteCluster, Security, StoreStats,
 };
 use shoal_io::ShoalObjectStoreRegistry;
-use shoal_planner::{Resources, ShoalConfig, TaskGraph, split_into_stages};
+use shoal_planner::{
+    JobPlanner, Resources, RunGraph, ShoalConfig, TaskGraph, apply_session_policy,
+};
 use shoal_sql::{Planned, SHOAL_PLAN_TYPE};
 
 use crate::dataframe::DataFrame;
@@ -175,6 +172,16 @@ pub fn machine_memory() -> usize {
         .unwrap_or(8 << 30)
 }
 
+impl RunGraph for Session {
+    fn run_graph(
+        &self,
+        graph: TaskGraph,
+    ) -> BoxFuture<'_, datafusion::common::Result<Vec<RecordBatch>>> {
+        let job = self.execute_graph(graph);
+        job.stream.try_collect().boxed()
+    }
+}
+
 impl Default for Session {
     fn default() -> Self {
         Self::new()
@@ -275,12 +282,7 @@ impl Session {
             .with_information_schema(true)
             .with_target_partitions(config.partitions)
             .with_option_extension(config.clone());
-        let options = session_config.options_mut();
-        options.optimizer.enable_join_dynamic_filter_pushdown = false;
-        options.optimizer.enable_aggregate_dynamic_filter_pushdown = false;
-        // A task runs one partition of a scan, possibly in another process: it must read
-        // its own files only, not steal its siblings'.
-        options.execution.enable_file_stream_work_stealing = false;
+        apply_session_policy(session_config.options_mut());
         let state = SessionStateBuilder::new()
             .with_config(session_config)
             .with_runtime_env(Arc::clone(&runtime))
@@ -519,34 +521,19 @@ impl Session {
         Ok(batches)
     }
 
-    /// The physical plan DataFusion makes for `plan` with this session's settings.
-    pub async fn physical_plan(&self, plan: &LogicalPlan) -> Result<Arc<dyn ExecutionPlan>> {
-        let mut state = self.inner.ctx.state();
-        let options = state.config_mut().options_mut();
-        // A partitioned hash join with dynamic filters waits until every partition has
-        // built its side; stage tasks run a few at a time, so that wait could last
-        // forever. `SET` cannot turn them back on.
-        options.optimizer.enable_join_dynamic_filter_pushdown = false;
-        options.optimizer.enable_aggregate_dynamic_filter_pushdown = false;
-        // A task runs one partition of a scan, possibly in another process: it must read
-        // its own files only, not steal its siblings'.
-        options.execution.enable_file_stream_work_stealing = false;
-        // `SET shoal.execution.partitions` takes effect for the next query.
-        let partitions = options
-            .extensions
-            .get::<ShoalConfig>()
-            .map(|c| c.partitions)
-            .unwrap_or(0);
-        if partitions > 0 {
-            options.execution.target_partitions = partitions;
-        }
-        Ok(state.create_physical_plan(plan).await?)
+    /// The planner for this session's jobs, over its current catalog and settings.
+    fn planner(&self) -> JobPlanner<'_> {
+        JobPlanner::new(self.inner.ctx.state(), self.inner.cluster.placement(), self)
     }
 
-    /// The stage/task graph Shoal runs for `plan`.
+    /// The physical plan DataFusion makes for `plan` with this session's settings.
+    pub async fn physical_plan(&self, plan: &LogicalPlan) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self.planner().physical_plan(plan).await?)
+    }
+
+    /// The stage graph of `plan` as `EXPLAIN` shows it (subqueries not yet computed).
     pub async fn task_graph(&self, plan: &LogicalPlan) -> Result<TaskGraph> {
-        let physical = self.physical_plan(plan).await?;
-        Ok(split_into_stages(physical)?)
+        Ok(self.planner().stage_graph(plan).await?)
     }
 
     /// Plans `plan` and starts it on the cluster.
@@ -555,25 +542,9 @@ impl Session {
         Ok(self.execute_graph(graph))
     }
 
-    /// The task graph a job for `plan` runs: uncorrelated scalar subqueries are computed
-    /// first (each as a job of its own) and their values put into the plan as literals,
-    /// so every stage is self-contained and can be serialised.
+    /// The task graph a job for `plan` runs (see [`JobPlanner::task_graph`]).
     pub async fn prepare(&self, plan: &LogicalPlan) -> Result<TaskGraph> {
-        let plan = self.inline_scalar_subqueries(plan).await?;
-        let physical = self.physical_plan(&plan).await?;
-        let physical = self.resolve_scalar_subqueries(physical).await?;
-        let physical = self.for_backend(physical)?;
-        let resources = self.config().task_resources();
-        Ok(split_into_stages(physical)?.with_resources(&resources))
-    }
-
-    /// Tasks on a cluster run in separate processes: partitions must not share state.
-    /// In this process they may, which keeps broadcast joins cheap.
-    fn for_backend(&self, physical: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
-        match self.inner.cluster.placement() {
-            Placement::Processes => Ok(shoal_planner::independent_partitions(physical)?),
-            Placement::InProcess => Ok(physical),
-        }
+        Ok(self.planner().task_graph(plan).await?)
     }
 
     /// Starts a prepared graph on the cluster.
@@ -613,107 +584,9 @@ impl Session {
             .unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(listener));
     }
 
-    /// Replaces each uncorrelated scalar subquery of the optimized `plan` by its value.
-    fn inline_scalar_subqueries<'a>(
-        &'a self,
-        plan: &'a LogicalPlan,
-    ) -> BoxFuture<'a, Result<LogicalPlan>> {
-        async move {
-            let optimized = self.inner.ctx.state().optimize(plan)?;
-            let mut found: Vec<Subquery> = Vec::new();
-            optimized.apply(|node| {
-                node.apply_expressions(|expr| {
-                    expr.apply(|e| {
-                        if let Expr::ScalarSubquery(sq) = e
-                            && sq.outer_ref_columns.is_empty()
-                            && !found.contains(sq)
-                        {
-                            found.push(sq.clone());
-                        }
-                        Ok(TreeNodeRecursion::Continue)
-                    })
-                })
-            })?;
-            if found.is_empty() {
-                return Ok(optimized);
-            }
-            let mut values = Vec::with_capacity(found.len());
-            for sq in &found {
-                let inner = self.inline_scalar_subqueries(&sq.subquery).await?;
-                let physical = self.physical_plan(&inner).await?;
-                values.push(self.scalar_value(physical).await?);
-            }
-            let rewritten = optimized
-                .transform_up(|node| {
-                    // A projection's output is named after its expression: keep the name
-                    // the subquery gave it, not the literal's.
-                    let names = NamePreserver::new(&node);
-                    node.map_expressions(|expr| {
-                        let saved = names.save(&expr);
-                        let rewritten = expr.transform_up(|e| match &e {
-                            Expr::ScalarSubquery(sq) => match found.iter().position(|f| f == sq) {
-                                Some(i) => Ok(Transformed::yes(lit(values[i].clone()))),
-                                None => Ok(Transformed::no(e)),
-                            },
-                            _ => Ok(Transformed::no(e)),
-                        })?;
-                        Ok(rewritten.update_data(|e| saved.restore(e)))
-                    })
-                })?
-                .data;
-            Ok(rewritten)
-        }
-        .boxed()
-    }
-
-    /// Runs each uncorrelated scalar subquery as a job of its own, stores its value where
-    /// the plan's expressions read it, and removes the `ScalarSubqueryExec` nodes, so no
-    /// stage reads a value that another stage has yet to compute.
-    fn resolve_scalar_subqueries(
-        &self,
-        plan: Arc<dyn ExecutionPlan>,
-    ) -> BoxFuture<'_, Result<Arc<dyn ExecutionPlan>>> {
-        async move {
-            let mut children = Vec::new();
-            for child in plan.children() {
-                children.push(self.resolve_scalar_subqueries(Arc::clone(child)).await?);
-            }
-            if let Some(node) = plan.downcast_ref::<ScalarSubqueryExec>() {
-                for (link, subquery) in node.subqueries().iter().zip(&children[1..]) {
-                    let value = self.scalar_value(Arc::clone(subquery)).await?;
-                    node.results().set(link.index, value)?;
-                }
-                return Ok(Arc::clone(&children[0]));
-            }
-            Ok(replace_children_if_necessary(plan, children)?)
-        }
-        .boxed()
-    }
-
-    /// The single value a scalar subquery gives: NULL for no rows, an error for several.
-    async fn scalar_value(&self, plan: Arc<dyn ExecutionPlan>) -> Result<ScalarValue> {
-        let field_type = plan.schema().field(0).data_type().clone();
-        let batches: Vec<RecordBatch> = self.execute_physical(plan)?.stream.try_collect().await?;
-        let mut value = None;
-        for batch in batches.iter().filter(|b| b.num_rows() > 0) {
-            if value.is_some() || batch.num_rows() > 1 {
-                return Err(crate::Error::input(
-                    "scalar subquery returned more than one row",
-                ));
-            }
-            value = Some(ScalarValue::try_from_array(batch.column(0), 0)?);
-        }
-        match value {
-            Some(v) => Ok(v),
-            None => Ok(ScalarValue::try_from(&field_type)?),
-        }
-    }
-
     /// Starts an already planned physical plan on the cluster.
     pub fn execute_physical(&self, physical: Arc<dyn ExecutionPlan>) -> Result<JobHandle> {
-        let physical = self.for_backend(physical)?;
-        let resources = self.config().task_resources();
-        Ok(self.execute_graph(split_into_stages(physical)?.with_resources(&resources)))
+        Ok(self.execute_graph(self.planner().graph_of(physical)?))
     }
 
     /// Runs `plan` and collects its rows.

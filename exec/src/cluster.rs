@@ -11,7 +11,7 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
-use shoal_planner::{JobId, TaskGraph};
+use shoal_planner::{JobId, Placement, TaskGraph};
 use tokio::sync::{broadcast, oneshot, watch};
 
 use crate::protocol::{ClusterStatus, JobEvent, Progress};
@@ -26,16 +26,6 @@ pub struct JobHandle {
     pub stream: SendableRecordBatchStream,
     /// Task counts, updated as tasks finish.
     pub progress: watch::Receiver<Progress>,
-}
-
-/// Where a cluster runs tasks, which decides how the planner may cut a plan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Placement {
-    /// Every task runs in this process: partitions may share state (a broadcast join's
-    /// hash table is built once).
-    InProcess,
-    /// Tasks run in other processes: each partition must be self-contained.
-    Processes,
 }
 
 /// A scheduler and its workers, as a client sees them.

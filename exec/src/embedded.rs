@@ -16,10 +16,10 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt, TryStreamExt};
-use shoal_planner::{JobId, PartitionKey, Resources, TaskGraph};
+use shoal_planner::{JobId, PartitionKey, Placement, Resources, TaskGraph};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use crate::cluster::{Cluster, JobHandle, Placement, event_stream, follow_progress};
+use crate::cluster::{Cluster, JobHandle, event_stream, follow_progress};
 use crate::flight::{FlightTransport, StoreFlightService, serve};
 use crate::protocol::{ClusterStatus, Event, JobEvent, JobSpec, Progress};
 use crate::scheduler::Scheduler;

@@ -28,7 +28,7 @@ pub mod store;
 pub mod transport;
 pub mod worker;
 
-pub use cluster::{Cluster, JobHandle, Placement};
+pub use cluster::{Cluster, JobHandle};
 pub use embedded::{DataPlane, EmbeddedCluster, EmbeddedOptions};
 pub use protocol::{
     ClusterStatus, JobEvent, JobEventKind, JobStatus, Progress, TaskFailure, TaskReport,
@@ -36,6 +36,7 @@ pub use protocol::{
 };
 pub use remote::RemoteCluster;
 pub use security::Security;
+pub use shoal_planner::Placement;
 pub use store::{ResultStore, StoreStats};
 pub use transport::{InProcessTransport, Transport};
 

@@ -1,6 +1,11 @@
 //! `shoal-planner` turns a DataFusion physical plan into Shoal's unit of work, the
 //! [`TaskGraph`].
 //!
+//! Front ends call [`JobPlanner`] (in [`planning`]): it computes scalar subqueries, makes
+//! the physical plan under Shoal's session policy (which workers decode stages with too),
+//! makes partitions independent when tasks run in other processes, and splits the plan.
+//! Errors carry an [`ErrorKind`] set where they arise ([`error`]).
+//!
 //! ```text
 //!  physical plan ──split::split_into_stages──► stages (cut at exchanges)
 //!                                                 │  one task per output partition
@@ -66,7 +71,9 @@ pub mod array;
 pub mod codec;
 pub mod config;
 pub mod distribute;
+pub mod error;
 pub mod graph;
+pub mod planning;
 pub mod resources;
 pub mod scan;
 pub mod shuffle;
@@ -75,7 +82,9 @@ pub mod split;
 pub use codec::{ShoalCodec, decode_plan, encode_plan};
 pub use config::ShoalConfig;
 pub use distribute::independent_partitions;
+pub use error::{ErrorKind, ShoalError, kind_of, shoal_err};
 pub use graph::{JobId, OutputSpec, Stage, StageId, TaskGraph, TaskId};
+pub use planning::{JobPlanner, Placement, RunGraph, apply_session_policy, task_session_config};
 pub use resources::Resources;
 pub use shuffle::{
     Locations, PartitionKey, ReadMode, ShuffleEnv, ShuffleIo, ShuffleReadExec, ShuffleWriteExec,

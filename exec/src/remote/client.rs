@@ -12,7 +12,7 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use shoal_planner::{
-    JobId, PartitionKey, ShoalConfig, StageId, TaskGraph, TaskId, WorkerId, encode_plan,
+    JobId, PartitionKey, Placement, ShoalConfig, StageId, TaskGraph, TaskId, WorkerId, encode_plan,
 };
 use tokio::sync::watch;
 use tonic::service::Interceptor;
@@ -24,7 +24,7 @@ use super::events::event_from_proto;
 use super::proto::{self, job_event, scheduler_client::SchedulerClient};
 use super::resources_to_proto;
 use super::server::status_from_proto;
-use crate::cluster::{Cluster, JobHandle, Placement};
+use crate::cluster::{Cluster, JobHandle};
 use crate::flight::FlightTransport;
 use crate::protocol::{ClusterStatus, JobEvent, Progress};
 use crate::security::Security;

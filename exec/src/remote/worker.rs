@@ -12,9 +12,8 @@ use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::session_state::SessionStateBuilder;
-use datafusion::prelude::SessionConfig;
 use shoal_planner::{
-    JobId, Locations, Resources, ShoalConfig, StageId, TaskId, WorkerId, decode_plan,
+    JobId, Locations, Resources, StageId, TaskId, WorkerId, decode_plan, task_session_config,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -318,18 +317,7 @@ fn decode_stage(
     settings: &HashMap<String, String>,
     runtime: &Arc<RuntimeEnv>,
 ) -> Result<StagePlan> {
-    let mut config = SessionConfig::new().with_option_extension(ShoalConfig::default());
-    for (key, value) in settings {
-        // Keys that only shape the client's cluster are refused once a session started.
-        if let Err(e) = config.options_mut().set(key, value) {
-            tracing::debug!("setting {key} = {value} skipped: {e}");
-        }
-    }
-    // Each task reads only its own partition's files (see the engine's session setup).
-    config
-        .options_mut()
-        .execution
-        .enable_file_stream_work_stealing = false;
+    let config = task_session_config(settings);
     let state = SessionStateBuilder::new()
         .with_config(config)
         .with_runtime_env(Arc::clone(runtime))

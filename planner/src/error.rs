@@ -1,0 +1,298 @@
+//! Error kinds: whose fault an error is and what to do about it, set where the error
+//! arises and read by every front end (the CLI's exit code, the Python exception class).
+//!
+//! Shoal's own errors travel inside DataFusion's as a [`ShoalError`] (an
+//! `External` cause), so they keep their kind through DataFusion's operators, task
+//! failures and the wire; [`kind_of`] finds it. Errors DataFusion makes by itself are
+//! classified by their variant.
+
+use std::sync::Arc;
+
+use datafusion::arrow::error::ArrowError;
+use datafusion::common::DataFusionError;
+
+/// Whose fault an error is, and whether trying again can help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The query, data, a path or an argument is wrong: the user fixes it.
+    Input,
+    /// The query is valid but Shoal cannot plan it (an unsupported plan shape).
+    Planning,
+    /// No worker can run it: missing resources, or memory ran out.
+    Resources,
+    /// The workers that ran the job were lost, more often than retries allow.
+    WorkerLost,
+    /// Task inputs could not be fetched from a worker, more often than retries allow.
+    FetchFailed,
+    /// The job was cancelled.
+    Cancelled,
+    /// Reading or writing files, object stores or the network failed.
+    Io,
+    /// A bug in Shoal or DataFusion.
+    Internal,
+}
+
+impl ErrorKind {
+    /// Every kind, in the order the README's table lists them.
+    pub const ALL: [ErrorKind; 8] = [
+        ErrorKind::Input,
+        ErrorKind::Planning,
+        ErrorKind::Resources,
+        ErrorKind::WorkerLost,
+        ErrorKind::FetchFailed,
+        ErrorKind::Cancelled,
+        ErrorKind::Io,
+        ErrorKind::Internal,
+    ];
+
+    /// The kind's name on the wire and in messages: `input`, `worker_lost`, ….
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::Input => "input",
+            ErrorKind::Planning => "planning",
+            ErrorKind::Resources => "resources",
+            ErrorKind::WorkerLost => "worker_lost",
+            ErrorKind::FetchFailed => "fetch_failed",
+            ErrorKind::Cancelled => "cancelled",
+            ErrorKind::Io => "io",
+            ErrorKind::Internal => "internal",
+        }
+    }
+
+    /// The kind named `name` (see [`ErrorKind::name`]).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// Whether running the same job again may succeed without the user changing
+    /// anything: lost workers, failed fetches, I/O and memory pressure may pass.
+    pub fn retryable(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::WorkerLost | ErrorKind::FetchFailed | ErrorKind::Io | ErrorKind::Resources
+        )
+    }
+
+    /// The `shoal` command's exit code for an error of this kind (bad input and usage
+    /// errors share 1; 130 is left to Ctrl-C).
+    pub fn exit_code(self) -> u8 {
+        match self {
+            ErrorKind::Input => 1,
+            ErrorKind::Planning => 3,
+            ErrorKind::Resources => 4,
+            ErrorKind::WorkerLost => 5,
+            ErrorKind::FetchFailed => 6,
+            ErrorKind::Cancelled => 7,
+            ErrorKind::Io => 8,
+            ErrorKind::Internal => 70,
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name().replace('_', " "))
+    }
+}
+
+/// An error Shoal made, with its kind; its message is one line, its source (if any) the
+/// cause underneath.
+#[derive(Debug, Clone)]
+pub struct ShoalError {
+    kind: ErrorKind,
+    message: String,
+    source: Option<Arc<DataFusionError>>,
+}
+
+impl ShoalError {
+    /// An error of `kind` saying `message`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// The same error with `source` as its cause.
+    pub fn caused_by(mut self, source: DataFusionError) -> Self {
+        self.source = Some(Arc::new(source));
+        self
+    }
+
+    /// Its kind.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// Its own message, without the cause.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The cause underneath, if there is one.
+    pub fn cause(&self) -> Option<&DataFusionError> {
+        self.source.as_deref()
+    }
+}
+
+impl std::fmt::Display for ShoalError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ShoalError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<ShoalError> for DataFusionError {
+    fn from(e: ShoalError) -> Self {
+        DataFusionError::External(Box::new(e))
+    }
+}
+
+/// A [`ShoalError`] of `kind` as a DataFusion error, for code that returns those.
+pub fn shoal_err(kind: ErrorKind, message: impl Into<String>) -> DataFusionError {
+    ShoalError::new(kind, message).into()
+}
+
+/// The outermost [`ShoalError`] in `e`'s chain, if any.
+pub fn find_shoal_error(e: &DataFusionError) -> Option<&ShoalError> {
+    let mut current: &(dyn std::error::Error + 'static) = e;
+    loop {
+        if let Some(found) = current.downcast_ref::<ShoalError>() {
+            return Some(found);
+        }
+        current = next_cause(current)?;
+    }
+}
+
+/// The error's kind: that of the outermost [`ShoalError`] in its chain, or else what
+/// DataFusion's own variant says.
+pub fn kind_of(e: &DataFusionError) -> ErrorKind {
+    if let Some(found) = find_shoal_error(e) {
+        return found.kind();
+    }
+    let mut current: &(dyn std::error::Error + 'static) = e;
+    let mut kind = ErrorKind::Input;
+    loop {
+        if let Some(df) = current.downcast_ref::<DataFusionError>()
+            && let Some(known) = variant_kind(df)
+        {
+            kind = known;
+        }
+        if current.downcast_ref::<std::io::Error>().is_some() {
+            kind = ErrorKind::Io;
+        }
+        match next_cause(current) {
+            Some(next) => current = next,
+            None => return kind,
+        }
+    }
+}
+
+/// What a DataFusion error's own variant says, where it says something.
+fn variant_kind(e: &DataFusionError) -> Option<ErrorKind> {
+    Some(match e {
+        DataFusionError::Plan(_)
+        | DataFusionError::SchemaError(..)
+        | DataFusionError::SQL(..)
+        | DataFusionError::Configuration(_)
+        | DataFusionError::ParquetError(_)
+        | DataFusionError::Execution(_) => ErrorKind::Input,
+        DataFusionError::NotImplemented(_) => ErrorKind::Planning,
+        DataFusionError::ResourcesExhausted(_) => ErrorKind::Resources,
+        DataFusionError::IoError(_) | DataFusionError::ObjectStore(_) => ErrorKind::Io,
+        DataFusionError::Internal(_) => ErrorKind::Internal,
+        _ => return None,
+    })
+}
+
+/// The next error down `e`'s chain, looking through DataFusion's and Arrow's wrappers.
+fn next_cause<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a (dyn std::error::Error + 'static)> {
+    if let Some(df) = e.downcast_ref::<DataFusionError>() {
+        return match df {
+            DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
+                Some(inner.as_ref())
+            }
+            DataFusionError::External(inner) => Some(inner.as_ref()),
+            DataFusionError::Shared(inner) => Some(inner.as_ref()),
+            DataFusionError::ArrowError(inner, _) => Some(inner.as_ref()),
+            DataFusionError::Collection(errors) => errors.first().map(|f| f as _),
+            _ => None,
+        };
+    }
+    if let Some(ArrowError::ExternalError(inner)) = e.downcast_ref::<ArrowError>() {
+        return Some(inner.as_ref());
+    }
+    e.source()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shoal_error_keeps_its_kind_through_wrappers() {
+        let lost = shoal_err(ErrorKind::WorkerLost, "every worker was lost");
+        let wrapped = DataFusionError::Context(
+            "running the query".into(),
+            Box::new(DataFusionError::ArrowError(
+                Box::new(ArrowError::ExternalError(Box::new(lost))),
+                None,
+            )),
+        );
+        assert_eq!(kind_of(&wrapped), ErrorKind::WorkerLost);
+        assert_eq!(
+            find_shoal_error(&wrapped).map(|e| e.message()),
+            Some("every worker was lost")
+        );
+    }
+
+    #[test]
+    fn datafusion_variants_map_to_kinds() {
+        let cases = [
+            (
+                DataFusionError::Plan("no such column".into()),
+                ErrorKind::Input,
+            ),
+            (
+                DataFusionError::NotImplemented("x".into()),
+                ErrorKind::Planning,
+            ),
+            (
+                DataFusionError::ResourcesExhausted("pool".into()),
+                ErrorKind::Resources,
+            ),
+            (
+                DataFusionError::IoError(std::io::Error::other("disk")),
+                ErrorKind::Io,
+            ),
+            (DataFusionError::Internal("bug".into()), ErrorKind::Internal),
+        ];
+        for (error, kind) in cases {
+            assert_eq!(kind_of(&error), kind, "{error}");
+        }
+    }
+
+    #[test]
+    fn names_round_trip_and_exit_codes_differ() {
+        let mut codes = std::collections::HashSet::new();
+        for kind in ErrorKind::ALL {
+            assert_eq!(ErrorKind::from_name(kind.name()), Some(kind));
+            assert!(
+                codes.insert(kind.exit_code()),
+                "{kind} shares its exit code"
+            );
+        }
+        assert!(ErrorKind::WorkerLost.retryable());
+        assert!(!ErrorKind::Input.retryable());
+    }
+}

@@ -1,0 +1,237 @@
+//! The planner's entry point: a logical plan and where its tasks run in, a [`TaskGraph`]
+//! out. Front ends ask [`JobPlanner`] for a graph and hand it to a cluster; none of them
+//! assembles one.
+//!
+//! ```text
+//!  LogicalPlan ─► optimize ─► scalar subqueries computed, inlined as literals
+//!              ─► physical plan (Shoal's session policy) ─► independent partitions
+//!                 (when tasks run in other processes) ─► split_into_stages ─► TaskGraph
+//! ```
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{Result, ScalarValue};
+use datafusion::execution::SessionState;
+use datafusion::logical_expr::expr_rewriter::NamePreserver;
+use datafusion::logical_expr::{Expr, LogicalPlan, Subquery, lit};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
+use datafusion::physical_plan::scalar_subquery::ScalarSubqueryExec;
+use datafusion::prelude::SessionConfig;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+
+use crate::config::ShoalConfig;
+use crate::error::{ErrorKind, shoal_err};
+use crate::graph::TaskGraph;
+
+/// Where a graph's tasks run, which decides whether partitions may share state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Every task in this process: partitions may share state (a broadcast join's
+    /// build side is built once).
+    InProcess,
+    /// Tasks in separate worker processes: every partition must stand alone.
+    Processes,
+}
+
+/// The settings every Shoal plan is made and decoded with, whatever the user `SET`.
+///
+/// - A partitioned hash join's dynamic filter waits until every partition built its
+///   side; stage tasks run a few at a time, so that wait could last forever.
+/// - A task runs one partition of a scan, possibly in another process: it reads its own
+///   files only, never its siblings'.
+/// - `shoal.execution.partitions`, when set, is the partition count.
+pub fn apply_session_policy(options: &mut ConfigOptions) {
+    options.optimizer.enable_join_dynamic_filter_pushdown = false;
+    options.optimizer.enable_aggregate_dynamic_filter_pushdown = false;
+    options.execution.enable_file_stream_work_stealing = false;
+    let partitions = options
+        .extensions
+        .get::<ShoalConfig>()
+        .map(|c| c.partitions)
+        .unwrap_or(0);
+    if partitions > 0 {
+        options.execution.target_partitions = partitions;
+    }
+}
+
+/// The session config a worker decodes and runs a stage with: the submitting session's
+/// settings, under the same policy. Settings a worker cannot take (those that shape only
+/// the client's cluster) are skipped.
+pub fn task_session_config(settings: &HashMap<String, String>) -> SessionConfig {
+    let mut config = SessionConfig::new().with_option_extension(ShoalConfig::default());
+    for (key, value) in settings {
+        if let Err(e) = config.options_mut().set(key, value) {
+            tracing::debug!("setting {key} = {value} skipped: {e}");
+        }
+    }
+    apply_session_policy(config.options_mut());
+    config
+}
+
+/// Runs a graph the planner made and returns its rows: how the planner computes a
+/// scalar subquery's value before it plans the query that reads it.
+pub trait RunGraph: Send + Sync {
+    /// Runs `graph` to completion.
+    fn run_graph(&self, graph: TaskGraph) -> BoxFuture<'_, Result<Vec<RecordBatch>>>;
+}
+
+/// Plans jobs for one session: its state (catalog, settings), where tasks run and how a
+/// subquery's graph is run.
+pub struct JobPlanner<'a> {
+    state: SessionState,
+    placement: Placement,
+    runner: &'a dyn RunGraph,
+}
+
+impl<'a> JobPlanner<'a> {
+    /// A planner over `state` (Shoal's session policy is applied to a copy).
+    pub fn new(mut state: SessionState, placement: Placement, runner: &'a dyn RunGraph) -> Self {
+        apply_session_policy(state.config_mut().options_mut());
+        Self {
+            state,
+            placement,
+            runner,
+        }
+    }
+
+    /// The physical plan DataFusion makes for `plan` under Shoal's policy.
+    pub async fn physical_plan(&self, plan: &LogicalPlan) -> Result<Arc<dyn ExecutionPlan>> {
+        self.state.create_physical_plan(plan).await
+    }
+
+    /// The stages of `plan` as planned, without computing its subqueries first: what
+    /// `EXPLAIN` shows.
+    pub async fn stage_graph(&self, plan: &LogicalPlan) -> Result<TaskGraph> {
+        crate::split::split_into_stages(self.physical_plan(plan).await?)
+    }
+
+    /// The graph a job for `plan` runs: uncorrelated scalar subqueries are computed first
+    /// (each as a job of its own) and their values put into the plan as literals, so
+    /// every stage is self-contained and can be serialised.
+    pub async fn task_graph(&self, plan: &LogicalPlan) -> Result<TaskGraph> {
+        let plan = self.inline_scalar_subqueries(plan).await?;
+        let physical = self.physical_plan(&plan).await?;
+        let physical = self.resolve_scalar_subqueries(physical).await?;
+        self.graph_of(physical)
+    }
+
+    /// The graph for an already planned physical plan.
+    pub fn graph_of(&self, physical: Arc<dyn ExecutionPlan>) -> Result<TaskGraph> {
+        let physical = match self.placement {
+            Placement::Processes => crate::distribute::independent_partitions(physical)?,
+            Placement::InProcess => physical,
+        };
+        let resources = self
+            .state
+            .config_options()
+            .extensions
+            .get::<ShoalConfig>()
+            .map(ShoalConfig::task_resources)
+            .unwrap_or_default();
+        Ok(crate::split::split_into_stages(physical)?.with_resources(&resources))
+    }
+
+    /// Replaces each uncorrelated scalar subquery of the optimized `plan` by its value.
+    fn inline_scalar_subqueries<'p>(
+        &'p self,
+        plan: &'p LogicalPlan,
+    ) -> BoxFuture<'p, Result<LogicalPlan>> {
+        async move {
+            let optimized = self.state.optimize(plan)?;
+            let mut found: Vec<Subquery> = Vec::new();
+            optimized.apply(|node| {
+                node.apply_expressions(|expr| {
+                    expr.apply(|e| {
+                        if let Expr::ScalarSubquery(sq) = e
+                            && sq.outer_ref_columns.is_empty()
+                            && !found.contains(sq)
+                        {
+                            found.push(sq.clone());
+                        }
+                        Ok(TreeNodeRecursion::Continue)
+                    })
+                })
+            })?;
+            if found.is_empty() {
+                return Ok(optimized);
+            }
+            let mut values = Vec::with_capacity(found.len());
+            for sq in &found {
+                let inner = self.inline_scalar_subqueries(&sq.subquery).await?;
+                let physical = self.physical_plan(&inner).await?;
+                values.push(self.scalar_value(physical).await?);
+            }
+            let rewritten = optimized
+                .transform_up(|node| {
+                    // A projection's output is named after its expression: keep the name
+                    // the subquery gave it, not the literal's.
+                    let names = NamePreserver::new(&node);
+                    node.map_expressions(|expr| {
+                        let saved = names.save(&expr);
+                        let rewritten = expr.transform_up(|e| match &e {
+                            Expr::ScalarSubquery(sq) => match found.iter().position(|f| f == sq) {
+                                Some(i) => Ok(Transformed::yes(lit(values[i].clone()))),
+                                None => Ok(Transformed::no(e)),
+                            },
+                            _ => Ok(Transformed::no(e)),
+                        })?;
+                        Ok(rewritten.update_data(|e| saved.restore(e)))
+                    })
+                })?
+                .data;
+            Ok(rewritten)
+        }
+        .boxed()
+    }
+
+    /// Runs each uncorrelated scalar subquery left in the physical plan as a job of its
+    /// own, stores its value where the plan's expressions read it, and removes the
+    /// `ScalarSubqueryExec` nodes, so no stage reads a value another stage has yet to
+    /// compute.
+    fn resolve_scalar_subqueries(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+    ) -> BoxFuture<'_, Result<Arc<dyn ExecutionPlan>>> {
+        async move {
+            let mut children = Vec::new();
+            for child in plan.children() {
+                children.push(self.resolve_scalar_subqueries(Arc::clone(child)).await?);
+            }
+            if let Some(node) = plan.downcast_ref::<ScalarSubqueryExec>() {
+                for (link, subquery) in node.subqueries().iter().zip(&children[1..]) {
+                    let value = self.scalar_value(Arc::clone(subquery)).await?;
+                    node.results().set(link.index, value)?;
+                }
+                return Ok(Arc::clone(&children[0]));
+            }
+            replace_children_if_necessary(plan, children)
+        }
+        .boxed()
+    }
+
+    /// The single value a scalar subquery gives: NULL for no rows, an error for several.
+    async fn scalar_value(&self, plan: Arc<dyn ExecutionPlan>) -> Result<ScalarValue> {
+        let field_type = plan.schema().field(0).data_type().clone();
+        let batches = self.runner.run_graph(self.graph_of(plan)?).await?;
+        let mut value = None;
+        for batch in batches.iter().filter(|b| b.num_rows() > 0) {
+            if value.is_some() || batch.num_rows() > 1 {
+                return Err(shoal_err(
+                    ErrorKind::Input,
+                    "scalar subquery returned more than one row",
+                ));
+            }
+            value = Some(ScalarValue::try_from_array(batch.column(0), 0)?);
+        }
+        match value {
+            Some(v) => Ok(v),
+            None => ScalarValue::try_from(&field_type),
+        }
+    }
+}
