@@ -4,17 +4,8 @@ use datafusion::arrow::error::ArrowError;
 use datafusion::common::DataFusionError;
 use datafusion::sql::sqlparser::parser::ParserError;
 use shoal_exec::TaskFailure;
-
-/// Whose fault an error is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// The query, a path, a file's contents or a setting is wrong; the user can fix it.
-    Input,
-    /// Reading or writing files or object stores failed.
-    Io,
-    /// A bug in Shoal or DataFusion.
-    Internal,
-}
+pub use shoal_planner::ErrorKind;
+use shoal_planner::{ShoalError, kind_of, shoal_err};
 
 /// A Shoal error: a kind and the full cause chain. `Display` is one line; `{:#}` shows
 /// the whole chain, one cause per line.
@@ -33,6 +24,21 @@ impl Error {
         self.kind
     }
 
+    /// Whether running the same thing again may succeed (see [`ErrorKind::retryable`]).
+    pub fn retryable(&self) -> bool {
+        self.kind.retryable()
+    }
+
+    /// The `shoal` command's exit code for it.
+    pub fn exit_code(&self) -> u8 {
+        self.kind.exit_code()
+    }
+
+    /// An error of `kind` with `message`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        shoal_err(kind, message).into()
+    }
+
     /// The underlying DataFusion error.
     pub fn source_error(&self) -> &DataFusionError {
         &self.source
@@ -45,7 +51,7 @@ impl Error {
 
     /// An input error with `message`.
     pub fn input(message: impl Into<String>) -> Self {
-        DataFusionError::Plan(message.into()).into()
+        Self::new(ErrorKind::Input, message)
     }
 
     /// The chain of messages from outermost to innermost, without the task location
@@ -112,6 +118,16 @@ impl Error {
                     }
                 }
             }
+            if let Some(shoal) = current.downcast_ref::<ShoalError>() {
+                out.push(shoal.message().to_string());
+                match shoal.cause() {
+                    Some(cause) if verbose => {
+                        current = cause;
+                        continue;
+                    }
+                    _ => break,
+                }
+            }
             if let Some(failure) = current.downcast_ref::<TaskFailure>() {
                 if verbose {
                     out.push(format!(
@@ -141,26 +157,10 @@ impl Error {
     }
 }
 
-fn classify(e: &DataFusionError) -> ErrorKind {
-    match e.find_root() {
-        DataFusionError::Plan(_)
-        | DataFusionError::SchemaError(..)
-        | DataFusionError::SQL(..)
-        | DataFusionError::NotImplemented(_)
-        | DataFusionError::Configuration(_)
-        | DataFusionError::ParquetError(_)
-        | DataFusionError::ArrowError(..)
-        | DataFusionError::Execution(_) => ErrorKind::Input,
-        DataFusionError::IoError(_) | DataFusionError::ObjectStore(_) => ErrorKind::Io,
-        DataFusionError::Internal(_) => ErrorKind::Internal,
-        _ => ErrorKind::Input,
-    }
-}
-
 impl From<DataFusionError> for Error {
     fn from(source: DataFusionError) -> Self {
         Self {
-            kind: classify(&source),
+            kind: kind_of(&source),
             source,
         }
     }

@@ -538,6 +538,13 @@ impl Session {
 
     /// Plans `plan` and starts it on the cluster.
     pub async fn execute(&self, plan: &LogicalPlan) -> Result<JobHandle> {
+        if let LogicalPlan::EmptyRelation(empty) = plan
+            && !empty.produce_one_row
+        {
+            // DDL and `SET` leave this behind: no task would do anything, and tasks could
+            // wait for resources (`shoal.task.resources`) that no worker offers.
+            return Ok(JobHandle::nothing_to_run(Arc::clone(empty.schema.inner())));
+        }
         let graph = self.prepare(plan).await?;
         Ok(self.execute_graph(graph))
     }

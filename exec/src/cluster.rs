@@ -8,6 +8,7 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::Result;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
@@ -26,6 +27,21 @@ pub struct JobHandle {
     pub stream: SendableRecordBatchStream,
     /// Task counts, updated as tasks finish.
     pub progress: watch::Receiver<Progress>,
+}
+
+impl JobHandle {
+    /// A job with nothing to run (a statement such as `SET` that has done its work while
+    /// planning): no rows of `schema`, and job id 0, which no cluster gives out.
+    pub fn nothing_to_run(schema: SchemaRef) -> Self {
+        Self {
+            job: 0,
+            stream: Box::pin(RecordBatchStreamAdapter::new(
+                schema,
+                futures::stream::empty(),
+            )),
+            progress: watch::channel(Progress::default()).1,
+        }
+    }
 }
 
 /// A scheduler and its workers, as a client sees them.

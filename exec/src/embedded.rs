@@ -16,7 +16,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt, TryStreamExt};
-use shoal_planner::{JobId, PartitionKey, Placement, Resources, TaskGraph};
+use shoal_planner::{ErrorKind, JobId, PartitionKey, Placement, Resources, TaskGraph, shoal_err};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::cluster::{Cluster, JobHandle, event_stream, follow_progress};
@@ -212,14 +212,19 @@ impl Drop for EmbeddedCluster {
     }
 }
 
+/// The in-process scheduler's loop ended: it only does when the session is dropped or
+/// after a bug.
+fn scheduler_stopped() -> DataFusionError {
+    shoal_err(ErrorKind::Internal, "the scheduler has stopped")
+}
+
 impl EmbeddedCluster {
     async fn ask<T>(&self, question: impl FnOnce(oneshot::Sender<T>) -> Event) -> Result<T> {
         let (tx, rx) = oneshot::channel();
         self.events
             .send(question(tx))
-            .map_err(|_| DataFusionError::Execution("the scheduler has stopped".into()))?;
-        rx.await
-            .map_err(|_| DataFusionError::Execution("the scheduler has stopped".into()))
+            .map_err(|_| scheduler_stopped())?;
+        rx.await.map_err(|_| scheduler_stopped())
     }
 }
 
@@ -248,13 +253,9 @@ impl Cluster for EmbeddedCluster {
         let transport = Arc::clone(&self.transport);
         let outputs = async move {
             if sent.is_err() {
-                return Err(DataFusionError::Execution(
-                    "the scheduler has stopped".into(),
-                ));
+                return Err(scheduler_stopped());
             }
-            let outputs = done_rx.await.map_err(|_| {
-                DataFusionError::Execution("the scheduler stopped before the job finished".into())
-            })??;
+            let outputs = done_rx.await.map_err(|_| scheduler_stopped())??;
             let fetches = outputs.into_iter().map(move |(task, worker)| {
                 transport.fetch(
                     PartitionKey {

@@ -28,7 +28,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::security::{Security, incoming};
 use crate::store::ResultStore;
-use crate::transport::{FetchError, Transport, batches_stream};
+use crate::transport::{Transport, batches_stream, fetch_error};
 
 /// Encodes a bucket's key as a Flight ticket.
 pub fn ticket_for(key: PartitionKey) -> Ticket {
@@ -277,12 +277,12 @@ impl FlightTransport {
         if let Some(channel) = channels.get(&worker) {
             return Ok(channel.clone());
         }
-        let address = self.addresses.read().get(&worker).cloned().ok_or_else(|| {
-            DataFusionError::External(Box::new(FetchError {
-                worker,
-                message: "its address is unknown".to_string(),
-            }))
-        })?;
+        let address = self
+            .addresses
+            .read()
+            .get(&worker)
+            .cloned()
+            .ok_or_else(|| fetch_error(worker, "its address is unknown"))?;
         let _entered = self.runtime.enter();
         let channel = self.security.endpoint(&address)?.connect_lazy();
         channels.insert(worker, channel.clone());
@@ -291,10 +291,23 @@ impl FlightTransport {
 }
 
 fn flight_error(from: WorkerId, e: FlightError) -> DataFusionError {
-    DataFusionError::External(Box::new(FetchError {
-        worker: from,
-        message: e.to_string(),
-    }))
+    match &e {
+        // Tonic's own text repeats its whole source chain in debug form: say what the
+        // call said, then the innermost cause ("connection refused").
+        FlightError::Tonic(status) => {
+            let mut innermost: Option<&dyn std::error::Error> = None;
+            let mut next = std::error::Error::source(status.as_ref());
+            while let Some(cause) = next {
+                innermost = Some(cause);
+                next = cause.source();
+            }
+            match innermost {
+                Some(cause) => fetch_error(from, format!("{}: {cause}", status.message())),
+                None => fetch_error(from, status.message()),
+            }
+        }
+        _ => fetch_error(from, e),
+    }
 }
 
 impl Transport for FlightTransport {

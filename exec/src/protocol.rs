@@ -10,7 +10,7 @@ use datafusion::common::DataFusionError;
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::ExecutionPlan;
 use shoal_planner::{
-    JobId, Locations, Resources, ShoalConfig, StageId, TaskGraph, TaskId, WorkerId,
+    ErrorKind, JobId, Locations, Resources, ShoalConfig, StageId, TaskGraph, TaskId, WorkerId,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -43,6 +43,15 @@ impl std::fmt::Display for TaskFailure {
 impl std::error::Error for TaskFailure {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&self.cause)
+    }
+}
+
+/// A job failure's one-line message: a task failure reads "stage 1 task 0 of job 3
+/// failed on worker 1: …", without DataFusion's "External error" prefix.
+pub fn failure_message(error: &DataFusionError) -> String {
+    match error {
+        DataFusionError::External(inner) => inner.to_string(),
+        other => other.to_string(),
     }
 }
 
@@ -357,6 +366,8 @@ pub enum JobEventKind {
     Done,
     /// The job failed; no more events follow for it.
     Failed {
+        /// Whose fault it is; [`ErrorKind::retryable`] says whether a retry can help.
+        kind: ErrorKind,
         /// The error, one line.
         message: String,
     },

@@ -10,7 +10,8 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::TryStreamExt;
 use parking_lot::Mutex;
-use shoal_planner::{JobId, PartitionKey, ShuffleIo, WorkerId};
+use shoal_planner::error::causes;
+use shoal_planner::{ErrorKind, JobId, PartitionKey, ShoalError, ShuffleIo, WorkerId};
 
 use crate::store::ResultStore;
 
@@ -72,37 +73,22 @@ pub fn batches_stream(batches: Vec<RecordBatch>) -> SendableRecordBatchStream {
     ))
 }
 
-/// Fetching a bucket from a peer failed: the scheduler recomputes what that peer held.
-#[derive(Debug)]
-pub struct FetchError {
-    /// The worker that should have served the bucket.
-    pub worker: WorkerId,
-    /// What went wrong.
-    pub message: String,
+/// Fetching a bucket from `worker` failed: the scheduler recomputes what that peer held.
+pub fn fetch_error(worker: WorkerId, message: impl std::fmt::Display) -> DataFusionError {
+    ShoalError::new(
+        ErrorKind::FetchFailed,
+        format!("fetching from worker {worker} failed: {message}"),
+    )
+    .on_worker(worker)
+    .into()
 }
-
-impl std::fmt::Display for FetchError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "fetching from worker {} failed: {}",
-            self.worker, self.message
-        )
-    }
-}
-
-impl std::error::Error for FetchError {}
 
 /// The worker a failed fetch named, if `error` was caused by one.
 pub fn fetch_failure(error: &DataFusionError) -> Option<WorkerId> {
-    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = current {
-        if let Some(fetch) = e.downcast_ref::<FetchError>() {
-            return Some(fetch.worker);
-        }
-        current = e.source();
-    }
-    None
+    causes(error)
+        .filter_map(|e| e.downcast_ref::<ShoalError>())
+        .find(|e| e.kind() == ErrorKind::FetchFailed)
+        .and_then(ShoalError::worker)
 }
 
 /// Bytes a worker's tasks fetched from each peer, per job, not yet reported.

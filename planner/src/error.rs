@@ -11,6 +11,8 @@ use std::sync::Arc;
 use datafusion::arrow::error::ArrowError;
 use datafusion::common::DataFusionError;
 
+use crate::shuffle::WorkerId;
+
 /// Whose fault an error is, and whether trying again can help.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorKind {
@@ -73,8 +75,9 @@ impl ErrorKind {
         )
     }
 
-    /// The `shoal` command's exit code for an error of this kind (bad input and usage
-    /// errors share 1; 130 is left to Ctrl-C).
+    /// The `shoal` command's exit code for an error of this kind: bad input shares 1 with
+    /// usage errors, a cancelled job (Ctrl-C or a cancel call) gives 130 like an
+    /// interrupted command.
     pub fn exit_code(self) -> u8 {
         match self {
             ErrorKind::Input => 1,
@@ -82,8 +85,8 @@ impl ErrorKind {
             ErrorKind::Resources => 4,
             ErrorKind::WorkerLost => 5,
             ErrorKind::FetchFailed => 6,
-            ErrorKind::Cancelled => 7,
-            ErrorKind::Io => 8,
+            ErrorKind::Cancelled => 130,
+            ErrorKind::Io => 7,
             ErrorKind::Internal => 70,
         }
     }
@@ -101,6 +104,7 @@ impl std::fmt::Display for ErrorKind {
 pub struct ShoalError {
     kind: ErrorKind,
     message: String,
+    worker: Option<WorkerId>,
     source: Option<Arc<DataFusionError>>,
 }
 
@@ -110,8 +114,20 @@ impl ShoalError {
         Self {
             kind,
             message: message.into(),
+            worker: None,
             source: None,
         }
+    }
+
+    /// The same error, naming the worker it concerns (the peer a fetch failed from).
+    pub fn on_worker(mut self, worker: WorkerId) -> Self {
+        self.worker = Some(worker);
+        self
+    }
+
+    /// The worker it concerns, if it names one.
+    pub fn worker(&self) -> Option<WorkerId> {
+        self.worker
     }
 
     /// The same error with `source` as its cause.
@@ -161,15 +177,17 @@ pub fn shoal_err(kind: ErrorKind, message: impl Into<String>) -> DataFusionError
     ShoalError::new(kind, message).into()
 }
 
+/// `e` and its causes, outermost first, looking through DataFusion's and Arrow's
+/// wrappers.
+pub fn causes(e: &DataFusionError) -> impl Iterator<Item = &(dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(e as &(dyn std::error::Error + 'static)), |e| {
+        next_cause(*e)
+    })
+}
+
 /// The outermost [`ShoalError`] in `e`'s chain, if any.
 pub fn find_shoal_error(e: &DataFusionError) -> Option<&ShoalError> {
-    let mut current: &(dyn std::error::Error + 'static) = e;
-    loop {
-        if let Some(found) = current.downcast_ref::<ShoalError>() {
-            return Some(found);
-        }
-        current = next_cause(current)?;
-    }
+    causes(e).find_map(|e| e.downcast_ref::<ShoalError>())
 }
 
 /// The error's kind: that of the outermost [`ShoalError`] in its chain, or else what
@@ -178,22 +196,20 @@ pub fn kind_of(e: &DataFusionError) -> ErrorKind {
     if let Some(found) = find_shoal_error(e) {
         return found.kind();
     }
-    let mut current: &(dyn std::error::Error + 'static) = e;
+    // The innermost error that says something decides.
     let mut kind = ErrorKind::Input;
-    loop {
-        if let Some(df) = current.downcast_ref::<DataFusionError>()
-            && let Some(known) = variant_kind(df)
+    for cause in causes(e) {
+        if let Some(known) = cause
+            .downcast_ref::<DataFusionError>()
+            .and_then(variant_kind)
         {
             kind = known;
         }
-        if current.downcast_ref::<std::io::Error>().is_some() {
+        if cause.downcast_ref::<std::io::Error>().is_some() {
             kind = ErrorKind::Io;
         }
-        match next_cause(current) {
-            Some(next) => current = next,
-            None => return kind,
-        }
     }
+    kind
 }
 
 /// What a DataFusion error's own variant says, where it says something.

@@ -554,6 +554,70 @@ fn a_missing_or_wrong_token_is_refused_for_clients_and_workers() {
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 }
 
+/// `shoal sql --cluster` against `cluster`, running `sql`.
+fn cluster_sql(cluster: &Cluster, sql: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
+    cmd.args([
+        "sql",
+        "--cluster",
+        &cluster.url,
+        "--token",
+        TOKEN,
+        "-c",
+        sql,
+    ])
+    .env_remove("SHOAL_TOKEN")
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    cmd
+}
+
+/// The command failed with one line naming `needle` and the exit code of `kind`.
+fn assert_failed_as(out: &std::process::Output, kind: shoal::ErrorKind, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(i32::from(kind.exit_code())),
+        "{kind}: {stderr}"
+    );
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains(needle), "{needle} in {stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_whose_only_worker_is_killed_fails_as_worker_lost() {
+    let mut cluster = Cluster::start(1);
+    let session = cluster.session();
+    let client = cluster_sql(&cluster, &slow_query(50_000_000))
+        .spawn()
+        .unwrap();
+    // Kill the worker once it runs a task of the query.
+    loop {
+        let status = session.status().await.unwrap();
+        if status.workers[0].tasks_running > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    kill9(&mut cluster.workers[0]);
+    let out = client.wait_with_output().unwrap();
+    assert_failed_as(&out, shoal::ErrorKind::WorkerLost, "every worker was lost");
+}
+
+#[test]
+fn results_on_a_worker_clients_cannot_reach_fail_as_a_fetch_naming_it() {
+    let mut cluster = Cluster::scheduler(Some(TOKEN), &[]);
+    // Nothing listens on port 1: the client cannot fetch the results the worker keeps.
+    cluster.add_worker(&["--advertise", "127.0.0.1:1"]);
+    cluster.wait_for_workers(1);
+    let out = cluster_sql(&cluster, "select 1").output().unwrap();
+    assert_failed_as(
+        &out,
+        shoal::ErrorKind::FetchFailed,
+        "fetching from worker 0 failed: tcp connect error",
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_accepts_dask_s_name_for_its_threads() {
     let mut cluster = Cluster::scheduler(Some(TOKEN), &[]);

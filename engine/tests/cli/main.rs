@@ -110,10 +110,15 @@ fn table_format_prints_a_grid() {
 }
 
 fn assert_one_line_error(out: &Output, needle: &str) {
+    assert_error_of_kind(out, shoal::ErrorKind::Input, needle);
+}
+
+/// The command failed with an error of `kind`: its exit code, one line naming `needle`.
+fn assert_error_of_kind(out: &Output, kind: shoal::ErrorKind, needle: &str) {
     assert_eq!(
         out.status.code(),
-        Some(1),
-        "exit code; stderr: {}",
+        Some(i32::from(kind.exit_code())),
+        "exit code for {kind}; stderr: {}",
         stderr(out)
     );
     let err = stderr(out);
@@ -171,6 +176,47 @@ fn bad_input_exits_1_with_one_line() {
     assert_one_line_error(
         &shoal(&["sql", "--table", &spec, "-c", "select * from r"]),
         "ragged.csv",
+    );
+}
+
+/// Each kind of error reachable without a cluster prints one line and exits with its own
+/// code (cancel: `sigint_cancels_a_running_query`; lost workers and failed fetches: the
+/// cluster tests).
+#[test]
+fn errors_exit_with_the_code_of_their_kind() {
+    use shoal::ErrorKind;
+    assert_error_of_kind(
+        &shoal(&["sql", "-c", "select * from unnest([1, 2]) with ordinality"]),
+        ErrorKind::Planning,
+        "not supported",
+    );
+    assert_error_of_kind(
+        &shoal(&[
+            "sql",
+            "-c",
+            "set shoal.task.resources = 'gpu=1'; \
+             set shoal.task.placement_timeout = 0; \
+             select count(*) from generate_series(1, 10)",
+        ]),
+        ErrorKind::Resources,
+        "no worker offers gpu=1",
+    );
+    assert_error_of_kind(
+        &shoal(&["sql", "--cluster", "http://127.0.0.1:1", "-c", "select 1"]),
+        ErrorKind::Io,
+        "cannot reach the scheduler at http://127.0.0.1:1",
+    );
+    // An aggregate that cannot spill, over a worker memory limit it cannot fit in.
+    assert_error_of_kind(
+        &shoal(&[
+            "sql",
+            "--memory-limit",
+            "1MiB",
+            "-c",
+            "select string_agg(repeat('x', 100), ',') from generate_series(1, 100000)",
+        ]),
+        ErrorKind::Resources,
+        "memory pool",
     );
 }
 
@@ -331,7 +377,7 @@ fn sigint_cancels_a_running_query() {
         started.elapsed() < std::time::Duration::from_secs(10),
         "exits promptly after Ctrl-C"
     );
-    assert_one_line_error(&out, "cancelled");
+    assert_error_of_kind(&out, shoal::ErrorKind::Cancelled, "cancelled");
 }
 
 /// A Zarr group with `t2m` (time 200 days from 2001-01-01, lat 3, lon 4; NaN in about 5%

@@ -12,7 +12,8 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use shoal_planner::{
-    JobId, PartitionKey, Placement, ShoalConfig, StageId, TaskGraph, TaskId, WorkerId, encode_plan,
+    ErrorKind, JobId, PartitionKey, Placement, ShoalConfig, StageId, TaskGraph, TaskId, WorkerId,
+    encode_plan, shoal_err,
 };
 use tokio::sync::watch;
 use tonic::service::Interceptor;
@@ -20,7 +21,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
-use super::events::event_from_proto;
+use super::events::{event_from_proto, failure_from_proto};
 use super::proto::{self, job_event, scheduler_client::SchedulerClient};
 use super::resources_to_proto;
 use super::server::status_from_proto;
@@ -53,7 +54,10 @@ pub async fn control_client(url: &str, security: &Arc<Security>) -> Result<Contr
             cause = s.to_string();
             source = s.source();
         }
-        DataFusionError::Execution(format!("cannot reach the scheduler at {url}: {cause}"))
+        shoal_err(
+            ErrorKind::Io,
+            format!("cannot reach the scheduler at {url}: {cause}"),
+        )
     })?;
     Ok(
         SchedulerClient::with_interceptor(channel, Auth(Arc::clone(security)))
@@ -62,18 +66,31 @@ pub async fn control_client(url: &str, security: &Arc<Security>) -> Result<Contr
     )
 }
 
+/// The client's own runtime ended under a call: a bug, not the user's doing.
+fn runtime_stopped() -> DataFusionError {
+    shoal_err(ErrorKind::Internal, "the client runtime stopped")
+}
+
 /// A one-line error for a control-plane call to the scheduler at `url` that failed.
 pub fn connect_error(url: &str, status: &Status) -> DataFusionError {
     let message = status.message();
     match status.code() {
-        Code::Unauthenticated => DataFusionError::Execution(format!(
-            "the scheduler at {url} refused the call: {message}"
-        )),
-        Code::Aborted => DataFusionError::Execution(message.to_string()),
-        Code::Unavailable | Code::Unknown | Code::Cancelled => DataFusionError::Execution(format!(
-            "lost the connection to the scheduler at {url}: {message}"
-        )),
-        _ => DataFusionError::Execution(format!("the scheduler at {url}: {message}")),
+        Code::Unauthenticated => shoal_err(
+            ErrorKind::Input,
+            format!("the scheduler at {url} refused the call: {message}"),
+        ),
+        Code::Unavailable | Code::Unknown | Code::Cancelled => shoal_err(
+            ErrorKind::Io,
+            format!("lost the connection to the scheduler at {url}: {message}"),
+        ),
+        Code::InvalidArgument | Code::FailedPrecondition => shoal_err(
+            ErrorKind::Input,
+            format!("the scheduler at {url}: {message}"),
+        ),
+        _ => shoal_err(
+            ErrorKind::Internal,
+            format!("the scheduler at {url}: {message}"),
+        ),
     }
 }
 
@@ -125,7 +142,7 @@ impl RemoteCluster {
                 runtime.shutdown_background();
                 return Err(match failed {
                     Ok(Err(e)) => e,
-                    _ => DataFusionError::Execution("the client runtime stopped".into()),
+                    _ => runtime_stopped(),
                 });
             }
         };
@@ -200,8 +217,7 @@ impl RemoteCluster {
                 .map_err(|status| connect_error(&url, &status));
             let _ = tx.send(status);
         });
-        rx.recv()
-            .map_err(|_| DataFusionError::Execution("the client runtime stopped".into()))?
+        rx.recv().map_err(|_| runtime_stopped())?
     }
 }
 
@@ -233,9 +249,8 @@ impl Cluster for RemoteCluster {
             }
         });
         let outputs = async move {
-            let (events, remote_job, result_stage, outputs) = ready_rx
-                .await
-                .map_err(|_| DataFusionError::Execution("the client runtime stopped".into()))??;
+            let (events, remote_job, result_stage, outputs) =
+                ready_rx.await.map_err(|_| runtime_stopped())??;
             let fetches = outputs
                 .into_iter()
                 .map(move |(partition, worker, address)| {
@@ -303,10 +318,7 @@ impl Cluster for RemoteCluster {
                 .map_err(|status| connect_error(&url, &status))
         });
         async move {
-            let events = opened
-                .await
-                .map_err(|_| DataFusionError::Execution("the client runtime stopped".into()))??
-                .into_inner();
+            let events = opened.await.map_err(|_| runtime_stopped())??.into_inner();
             let stream = events
                 .take_while(|e| futures::future::ready(e.is_ok()))
                 .filter_map(|e| futures::future::ready(e.ok().and_then(event_from_proto)));
@@ -357,9 +369,10 @@ async fn run_job(
             .await
             .map_err(|status| connect_error(url, &status))?
             .ok_or_else(|| {
-                DataFusionError::Execution(format!(
-                    "lost the connection to the scheduler at {url}: the job stream ended"
-                ))
+                shoal_err(
+                    ErrorKind::Io,
+                    format!("lost the connection to the scheduler at {url}: the job stream ended"),
+                )
             })?;
         match event.kind {
             Some(job_event::Kind::Accepted(accepted)) => {
@@ -386,6 +399,10 @@ async fn run_job(
                     })
                     .collect();
                 return Ok((events, job, done.stage as StageId, outputs));
+            }
+            Some(job_event::Kind::Failed(failed)) => {
+                let (kind, message) = failure_from_proto(&failed);
+                return Err(shoal_err(kind, message));
             }
             None => {}
         }

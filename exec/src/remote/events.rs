@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use shoal_planner::{JobId, StageId, TaskId, WorkerId};
+use shoal_planner::{ErrorKind, JobId, StageId, TaskId, WorkerId};
 
 use super::proto::{self, cluster_event::Kind};
 use crate::protocol::{JobEvent, JobEventKind, Progress};
@@ -23,6 +23,23 @@ fn task_of(task: Option<proto::TaskRef>) -> (TaskId, u32) {
         partition: task.partition as usize,
     };
     (id, task.attempt)
+}
+
+/// A failure's wire form (a task's or a job's).
+pub fn failure_to_proto(kind: ErrorKind, message: &str) -> proto::Failed {
+    proto::Failed {
+        message: message.to_string(),
+        kind: kind.name().to_string(),
+        retryable: kind.retryable(),
+        ..Default::default()
+    }
+}
+
+/// A failure's kind and message from the wire; a kind this build does not know reads as
+/// internal.
+pub fn failure_from_proto(failed: &proto::Failed) -> (ErrorKind, String) {
+    let kind = ErrorKind::from_name(&failed.kind).unwrap_or(ErrorKind::Internal);
+    (kind, failed.message.clone())
 }
 
 /// The wire form of `event`.
@@ -55,7 +72,7 @@ pub fn event_to_proto(event: &JobEvent) -> proto::ClusterEvent {
             output_bytes: *output_bytes,
         }),
         JobEventKind::Done => Kind::Done(true),
-        JobEventKind::Failed { message } => Kind::Failed(message.clone()),
+        JobEventKind::Failed { kind, message } => Kind::Failed(failure_to_proto(*kind, message)),
         JobEventKind::Cancelled => Kind::Cancelled(true),
         JobEventKind::Fetch { from, to, bytes } => Kind::Fetch(proto::TransferEvent {
             from_worker: *from as u64,
@@ -108,7 +125,10 @@ pub fn event_from_proto(event: proto::ClusterEvent) -> Option<JobEvent> {
             }
         }
         Kind::Done(_) => JobEventKind::Done,
-        Kind::Failed(message) => JobEventKind::Failed { message },
+        Kind::Failed(failed) => {
+            let (kind, message) = failure_from_proto(&failed);
+            JobEventKind::Failed { kind, message }
+        }
         Kind::Cancelled(_) => JobEventKind::Cancelled,
         Kind::Fetch(fetch) => JobEventKind::Fetch {
             from: fetch.from_worker as WorkerId,
@@ -159,6 +179,7 @@ mod tests {
             },
             JobEventKind::Done,
             JobEventKind::Failed {
+                kind: ErrorKind::WorkerLost,
                 message: "stage 0 task 1 of job 9 failed on worker 0: boom".into(),
             },
             JobEventKind::Cancelled,

@@ -10,19 +10,19 @@ use std::time::{Duration, UNIX_EPOCH};
 use datafusion::common::{DataFusionError, Result};
 use futures::Stream;
 use parking_lot::{Mutex, RwLock};
-use shoal_planner::{JobId, Locations, StageId, TaskId, WorkerId};
+use shoal_planner::{JobId, Locations, StageId, TaskId, WorkerId, kind_of, shoal_err};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::events::event_to_proto;
+use super::events::{event_to_proto, failure_from_proto, failure_to_proto};
 use super::proto::{self, command, job_event, scheduler_message, worker_message};
 use super::{PROTOCOL_VERSION, resources_from_proto, resources_to_proto};
 use crate::protocol::{
     ClusterStatus, EncodedStage, Event, JobEvent, JobSpec, Progress, StagePlan, StageSpec,
-    TaskOutcome, TaskReport, WorkerMsg, WorkerStatus,
+    TaskOutcome, TaskReport, WorkerMsg, WorkerStatus, failure_message,
 };
 use crate::scheduler::Scheduler;
 use crate::security::{Security, incoming};
@@ -321,14 +321,10 @@ async fn follow_job(
                                 outputs,
                             }))
                         }
-                        Ok(Err(error)) => {
-                            // A task failure reads "stage 1 task 0 of job 3 failed on worker 1: …".
-                            let message = match &error {
-                                DataFusionError::External(inner) => inner.to_string(),
-                                other => other.to_string(),
-                            };
-                            Err(Status::aborted(message))
-                        }
+                        Ok(Err(error)) => event(job_event::Kind::Failed(failure_to_proto(
+                            kind_of(&error),
+                            &failure_message(&error),
+                        ))),
                         Err(_) => Err(Status::unavailable("the scheduler stopped")),
                     };
                     let _ = out.send(message).await;
@@ -473,14 +469,17 @@ async fn read_worker(
                                     .unwrap_or_default(),
                             })
                         }
-                        Some(proto::task_ended::Outcome::Failed(f)) if f.fetch_failed => {
-                            TaskOutcome::FetchFailed {
-                                from: f.fetch_worker as WorkerId,
-                                cause: DataFusionError::Execution(f.message),
-                            }
-                        }
                         Some(proto::task_ended::Outcome::Failed(f)) => {
-                            TaskOutcome::Failed(DataFusionError::Execution(f.message))
+                            let (kind, message) = failure_from_proto(&f);
+                            let cause = shoal_err(kind, message);
+                            if f.fetch_failed {
+                                TaskOutcome::FetchFailed {
+                                    from: f.fetch_worker as WorkerId,
+                                    cause,
+                                }
+                            } else {
+                                TaskOutcome::Failed(cause)
+                            }
                         }
                         Some(proto::task_ended::Outcome::Cancelled(_)) | None => {
                             TaskOutcome::Cancelled

@@ -13,7 +13,8 @@ use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::session_state::SessionStateBuilder;
 use shoal_planner::{
-    JobId, Locations, Resources, StageId, TaskId, WorkerId, decode_plan, task_session_config,
+    JobId, Locations, Resources, StageId, TaskId, WorkerId, decode_plan, kind_of,
+    task_session_config,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -22,6 +23,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::Request;
 
 use super::client::{connect_error, control_client};
+use super::events::failure_to_proto;
 use super::proto::{self, command, scheduler_message, worker_message};
 use super::{PROTOCOL_VERSION, resources_to_proto};
 use crate::flight::{FlightTransport, StoreFlightService, serve};
@@ -384,9 +386,9 @@ fn task_ended(job: JobId, task: TaskId, attempt: u32, outcome: TaskOutcome) -> p
     use proto::task_ended::Outcome;
     let failed = |error: &DataFusionError, from: Option<WorkerId>| {
         Outcome::Failed(proto::Failed {
-            message: error.to_string(),
             fetch_failed: from.is_some(),
             fetch_worker: from.unwrap_or_default() as u64,
+            ..failure_to_proto(kind_of(error), &error.to_string())
         })
     };
     let outcome = match outcome {

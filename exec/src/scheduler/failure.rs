@@ -2,13 +2,13 @@
 //! and failed jobs.
 
 use datafusion::common::DataFusionError;
-use shoal_planner::{JobId, TaskId, WorkerId};
+use shoal_planner::{ErrorKind, JobId, TaskId, WorkerId, kind_of, shoal_err};
 use tokio::sync::mpsc;
 
 use super::job::TaskState;
 use super::placement::Suspicion;
 use super::{MAX_ATTEMPTS, Scheduler};
-use crate::protocol::{JobEventKind, TaskFailure, WorkerMsg};
+use crate::protocol::{JobEventKind, TaskFailure, WorkerMsg, failure_message};
 
 impl Scheduler {
     pub(super) fn lose_silent_workers(&mut self) {
@@ -79,10 +79,13 @@ impl Scheduler {
                 continue;
             }
             if !any_alive {
-                let error = DataFusionError::Execution(format!(
-                    "job {job} failed: every worker was lost (the last, worker {worker} at \
-                     {address}: {cause})"
-                ));
+                let error = shoal_err(
+                    ErrorKind::WorkerLost,
+                    format!(
+                        "job {job} failed: every worker was lost (the last, worker {worker} \
+                         at {address}: {cause})"
+                    ),
+                );
                 self.fail(job, error);
                 continue;
             }
@@ -104,9 +107,13 @@ impl Scheduler {
                     job,
                     task,
                     worker,
-                    cause: attempts_exhausted(DataFusionError::Execution(format!(
-                        "worker {worker} at {address} was lost: {cause}"
-                    ))),
+                    cause: shoal_err(
+                        ErrorKind::WorkerLost,
+                        format!(
+                            "gave up after {MAX_ATTEMPTS} attempts: worker {worker} at \
+                             {address} was lost: {cause}"
+                        ),
+                    ),
                 };
                 self.fail(job, DataFusionError::External(Box::new(failure)));
                 continue;
@@ -118,16 +125,13 @@ impl Scheduler {
 
     /// Fails a job: the client gets `error`, other tasks of the job are stopped.
     pub(super) fn fail(&mut self, job: JobId, error: DataFusionError) {
-        let message = match &error {
-            DataFusionError::External(inner) => inner.to_string(),
-            other => other.to_string(),
-        };
-        self.stop(job, error, JobEventKind::Failed { message });
+        let (kind, message) = (kind_of(&error), failure_message(&error));
+        self.stop(job, error, JobEventKind::Failed { kind, message });
     }
 
     /// Cancels a running job: its client gets an error saying so.
     pub(super) fn cancel(&mut self, job: JobId) {
-        let error = DataFusionError::Execution(format!("job {job} was cancelled"));
+        let error = shoal_err(ErrorKind::Cancelled, format!("job {job} was cancelled"));
         self.stop(job, error, JobEventKind::Cancelled);
     }
 
@@ -148,8 +152,4 @@ impl Scheduler {
             let _ = w.tx.send(WorkerMsg::CancelJob(job));
         }
     }
-}
-
-fn attempts_exhausted(cause: DataFusionError) -> DataFusionError {
-    DataFusionError::Execution(format!("gave up after {MAX_ATTEMPTS} attempts: {cause}"))
 }

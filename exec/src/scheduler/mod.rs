@@ -27,7 +27,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime};
 
 use datafusion::common::DataFusionError;
-use shoal_planner::{JobId, Resources, TaskId, WorkerId};
+use shoal_planner::{ErrorKind, JobId, Resources, TaskId, WorkerId, kind_of, shoal_err};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::protocol::{
@@ -195,9 +195,10 @@ impl Scheduler {
             let text = crate::panic_message(payload);
             tracing::error!("the scheduler panicked: {text}");
             if let Some(job) = current {
-                let error = DataFusionError::Internal(format!(
-                    "the scheduler hit a bug while running job {job}: {text}"
-                ));
+                let error = shoal_err(
+                    ErrorKind::Internal,
+                    format!("the scheduler hit a bug while running job {job}: {text}"),
+                );
                 self.fail(job, error);
             }
         }
@@ -219,8 +220,8 @@ impl Scheduler {
                     return;
                 }
                 if let Err(e) = spec.check() {
-                    let message = e.to_string();
-                    self.emit(job, JobEventKind::Failed { message });
+                    let (kind, message) = (kind_of(&e), e.to_string());
+                    self.emit(job, JobEventKind::Failed { kind, message });
                     let _ = done.send(Err(e));
                     return;
                 }
@@ -383,10 +384,13 @@ impl Scheduler {
                             job,
                             task,
                             worker,
-                            cause: DataFusionError::Execution(format!(
-                                "gave up after {MAX_FETCH_FAILURES} peers were lost during \
-                                 the job: {cause}"
-                            )),
+                            cause: shoal_err(
+                                ErrorKind::FetchFailed,
+                                format!(
+                                    "gave up after {MAX_FETCH_FAILURES} peers were lost \
+                                     during the job: {cause}"
+                                ),
+                            ),
                         };
                         self.fail(job, DataFusionError::External(Box::new(failure)));
                         return;

@@ -5,8 +5,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use datafusion::common::DataFusionError;
-use shoal_planner::{JobId, Resources, TaskId};
+use shoal_planner::{ErrorKind, JobId, Resources, TaskId, shoal_err};
 use tokio::sync::mpsc;
 
 use super::job::TaskState;
@@ -132,7 +131,7 @@ impl Scheduler {
             })
             .collect();
         for (job, why) in expired {
-            self.fail(job, DataFusionError::Plan(why));
+            self.fail(job, shoal_err(ErrorKind::Resources, why));
         }
     }
 
@@ -209,9 +208,11 @@ impl Scheduler {
             state.ready.pop_front();
             state.waiting_since = None;
             let Some(plan) = state.plans[task.stage].clone() else {
-                let error = DataFusionError::Execution(format!(
-                    "{task} of job {job} must run again but its plan was already dropped"
-                ));
+                // An output was lost after its stage's plan was let go of.
+                let error = shoal_err(
+                    ErrorKind::WorkerLost,
+                    format!("{task} of job {job} must run again but its plan was already dropped"),
+                );
                 self.fail(job, error);
                 continue;
             };

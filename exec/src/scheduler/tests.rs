@@ -4,13 +4,13 @@
 use std::time::Duration;
 
 use datafusion::common::DataFusionError;
-use shoal_planner::{JobId, Locations, Resources, StageId, TaskId, WorkerId};
+use shoal_planner::{ErrorKind, JobId, Locations, Resources, StageId, TaskId, WorkerId, kind_of};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::{MAX_ATTEMPTS, MAX_FETCH_FAILURES, Scheduler};
 use crate::protocol::{
     Event, JobEvent, JobEventKind, JobOutputs, JobSpec, Progress, StagePlan, StageSpec,
-    TaskOutcome, TaskReport, WorkerMsg, WorkerStatus,
+    TaskOutcome, TaskReport, WorkerMsg, WorkerStatus, failure_message,
 };
 
 type Done = oneshot::Receiver<Result<JobOutputs, DataFusionError>>;
@@ -242,12 +242,10 @@ fn a_suspect_whose_port_answers_is_cleared_and_one_that_refuses_is_lost() {
     assert!(status.workers[w].alive);
 }
 
-fn error_text(done: &mut Done) -> String {
+/// The job's failure: its kind and one-line message.
+fn failure(done: &mut Done) -> (ErrorKind, String) {
     match done.try_recv() {
-        Ok(Err(e)) => match e {
-            DataFusionError::External(inner) => inner.to_string(),
-            other => other.to_string(),
-        },
+        Ok(Err(e)) => (kind_of(&e), failure_message(&e)),
         other => panic!("the job has not failed: {other:?}"),
     }
 }
@@ -324,7 +322,8 @@ fn a_task_whose_workers_keep_dying_gives_up_after_its_attempt_limit() {
     }
     let (worker, attempt) = last.unwrap();
     assert_eq!(attempt, MAX_ATTEMPTS);
-    let error = error_text(&mut done);
+    let (kind, error) = failure(&mut done);
+    assert_eq!(kind, ErrorKind::WorkerLost, "{error}");
     assert!(error.contains("stage 0 task 0 of job 7"), "{error}");
     assert!(error.contains(&format!("worker {worker}")), "{error}");
     assert!(
@@ -341,7 +340,8 @@ fn a_failed_task_fails_its_job_naming_task_worker_and_cause() {
     let (task, attempt, _) = h.launched(1).pop().unwrap();
     let cause = DataFusionError::Execution("division by zero".into());
     h.end(3, 1, task, attempt, TaskOutcome::Failed(cause));
-    let error = error_text(&mut done);
+    let (kind, error) = failure(&mut done);
+    assert_eq!(kind, ErrorKind::Input, "the cause's kind");
     assert_eq!(
         error,
         "stage 0 task 1 of job 3 failed on worker 1: Execution error: division by zero"
@@ -357,8 +357,8 @@ fn cancelling_a_job_stops_it_on_every_worker_once() {
     h.event(Event::Cancel(4, reply));
     assert_eq!(answer.try_recv(), Ok(true));
     assert_eq!(
-        error_text(&mut done),
-        "Execution error: job 4 was cancelled"
+        failure(&mut done),
+        (ErrorKind::Cancelled, "job 4 was cancelled".to_string())
     );
     assert!(h.cancelled(0, 4) && h.cancelled(1, 4));
     let (reply, mut answer) = oneshot::channel();
@@ -375,7 +375,8 @@ fn a_job_asking_for_a_resource_no_worker_offers_waits_then_fails() {
     let waiting = h.scheduler.status().jobs[0].waiting.clone().unwrap();
     assert!(waiting.contains("no worker offers gpu=1"), "{waiting}");
     h.scheduler.fail_jobs_waiting_too_long();
-    let error = error_text(&mut done);
+    let (kind, error) = failure(&mut done);
+    assert_eq!(kind, ErrorKind::Resources, "{error}");
     assert!(error.contains("no worker offers gpu=1"), "{error}");
     assert!(error.contains("shoal.task.placement_timeout"), "{error}");
 }
@@ -420,9 +421,10 @@ fn a_panic_while_handling_one_job_fails_that_job_and_others_finish() {
     h.scheduler.jobs.get_mut(&1).unwrap().tasks_left[0] = 0;
     let (task, attempt, _) = h.launched(0).pop().unwrap();
     h.finish(1, 0, task, attempt);
-    let error = error_text(&mut broken);
+    let (kind, error) = failure(&mut broken);
+    assert_eq!(kind, ErrorKind::Internal);
     assert!(
-        error.starts_with("Internal error: the scheduler hit a bug while running job 1"),
+        error.starts_with("the scheduler hit a bug while running job 1"),
         "{error}"
     );
     let (task, attempt, _) = h.launched(0).pop().expect("job 2 still runs");
@@ -435,7 +437,8 @@ fn a_panic_while_handling_one_job_fails_that_job_and_others_finish() {
 fn a_job_whose_stages_read_later_ones_is_refused() {
     let mut h = Harness::new(1, 1);
     let mut done = h.submit(1, &[(&[1], 1), (&[], 1)]);
-    let error = error_text(&mut done);
+    let (kind, error) = failure(&mut done);
+    assert_eq!(kind, ErrorKind::Internal, "a planner bug, not the user's");
     assert!(error.contains("stage 0 reads stage 1"), "{error}");
     assert!(h.launched(0).is_empty());
 }
@@ -550,6 +553,7 @@ fn failed_cancelled_and_abandoned_jobs_end_their_event_streams() {
             (
                 1,
                 JobEventKind::Failed {
+                    kind: ErrorKind::Input,
                     message: "stage 0 task 0 of job 1 failed on worker 0: Execution error: boom"
                         .into()
                 }

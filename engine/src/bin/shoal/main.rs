@@ -261,7 +261,7 @@ fn main() -> ExitCode {
             } else {
                 eprintln!("Error: {e}");
             }
-            ExitCode::FAILURE
+            ExitCode::from(e.exit_code())
         }
     }
 }

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use clap::{Args, ValueEnum};
 use shoal::labeled::{ZarrCodec, ZarrOptions, apply_pipeline};
-use shoal::{Dataset, Error};
+use shoal::{Dataset, Error, ErrorKind};
 
 use crate::EngineArgs;
 
@@ -119,7 +119,7 @@ pub async fn run(engine: &EngineArgs, args: RunArgs) -> shoal::Result<()> {
     };
     let result = tokio::select! {
         r = write => r,
-        Ok(()) = tokio::signal::ctrl_c() => Err(Error::input("job cancelled")),
+        Ok(()) = tokio::signal::ctrl_c() => Err(Error::new(ErrorKind::Cancelled, "job cancelled")),
     };
     bar.finish_and_clear();
     result?;

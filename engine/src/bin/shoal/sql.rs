@@ -81,7 +81,7 @@ pub async fn run_statement(
     let collect = job.stream.try_collect::<Vec<RecordBatch>>();
     tokio::select! {
         rows = collect => Ok((schema, rows?)),
-        _ = tokio::signal::ctrl_c() => Err(shoal::Error::input("query cancelled")),
+        _ = tokio::signal::ctrl_c() => Err(shoal::Error::new(shoal::ErrorKind::Cancelled, "query cancelled")),
         _ = watcher => unreachable!("the progress watcher never finishes"),
     }
 }
