@@ -7,11 +7,11 @@ use std::sync::Arc;
 use datafusion::common::DataFusionError;
 use futures::TryStreamExt;
 use ndarray::{ArrayD, SliceInfoElem};
+use shoal_array::with_native;
 use shoal_planner::array::{
     self as planner_array, ArrayExpr, AxisSlice, BinaryOp, ChunkGrid, DType, Native, NdChunk,
     ReduceOp, Scalar, UnaryOp, expr,
 };
-use shoal_planner::with_native;
 
 use crate::error::{Error, Result};
 use crate::session::Session;

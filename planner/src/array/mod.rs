@@ -11,27 +11,20 @@
 //! ```
 //!
 //! A chunk is an [`NdChunk`]: a strided view over an Arrow buffer, so it moves between
-//! tasks as a batch (shape in the schema metadata) and slices without copying.
+//! tasks as a batch (shape in the schema metadata) and slices without copying. Chunks,
+//! their kernels and the evaluation of a chunk program live in `shoal-array`; this
+//! module builds the programs and runs them as operators.
 
-pub mod blas;
-pub mod chunk;
-pub mod dtype;
 pub mod exec;
 pub mod expr;
-pub mod grid;
-pub mod kernels;
 pub mod lower;
-pub mod ops;
-pub mod program;
-pub mod reduce;
 pub mod table;
 
-pub use chunk::NdChunk;
-pub use dtype::{DType, Native, Scalar};
 pub use exec::ChunkExec;
 pub use expr::{ArrayExpr, ArrayNode, AxisSlice};
-pub use grid::{ChunkGrid, Region};
 pub use lower::lower;
-pub use ops::{BinaryOp, Op, ReduceOp, UnaryOp};
-pub use program::{ChunkProgram, assemble};
+pub use shoal_array::{
+    BinaryOp, ChunkGrid, ChunkProgram, DType, Native, NdChunk, Op, ReduceOp, Region, Scalar,
+    UnaryOp, assemble, blas, chunk, dtype, grid, kernels, ops, program, reduce,
+};
 pub use table::{CellColumn, CellDim, CellScanExec, CellVar};

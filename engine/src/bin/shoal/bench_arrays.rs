@@ -60,7 +60,7 @@ pub async fn run(session: &Session, args: ArraysArgs) -> shoal::Result<()> {
     println!(
         "# x: {side}x{side} float64 in {chunk}x{chunk} chunks, seed 42, persisted before timing"
     );
-    match shoal_planner::array::blas::blas() {
+    match shoal_array::blas::blas() {
         Some(blas) => println!("# matrix products: {} (system BLAS)", blas.name),
         None => println!("# matrix products: ndarray's kernel (no system BLAS, or SHOAL_BLAS=off)"),
     }

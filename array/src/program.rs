@@ -7,17 +7,17 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 
-use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::common::{Result, exec_err, internal_datafusion_err, internal_err};
+use datafusion_common::arrow::record_batch::RecordBatch;
+use datafusion_common::{Result, exec_err, internal_datafusion_err, internal_err};
 use ndarray::{ArrayD, IxDyn, Slice};
 use serde::{Deserialize, Serialize};
 
-use super::chunk::NdChunk;
-use super::dtype::{DType, Native};
-use super::grid::{ChunkGrid, Region, region_shape};
-use super::kernels;
-use super::ops::Op;
-use super::reduce::{self, state_fields};
+use crate::chunk::NdChunk;
+use crate::dtype::{DType, Native};
+use crate::grid::{ChunkGrid, Region, region_shape};
+use crate::kernels;
+use crate::ops::Op;
+use crate::reduce::{self, state_fields};
 use crate::with_native;
 
 /// One node of a program: an operation whose inputs are earlier nodes.
@@ -186,7 +186,7 @@ impl ChunkProgram {
         &self,
         x: usize,
         region: &Region,
-        spec: &super::ops::ReduceSpec,
+        spec: &crate::ops::ReduceSpec,
         fetched: &Fetched,
     ) -> Result<Option<Vec<NdChunk>>> {
         let Op::Rechunk { x: source } = &self.nodes[x].op else {
@@ -598,7 +598,7 @@ pub fn read_region(
         return Ok(chunk(grid.index(coords))?.slice(src));
     }
     let shape = region_shape(region);
-    let strides = super::chunk::c_strides(&shape);
+    let strides = crate::chunk::c_strides(&shape);
     with_native!(dtype, T => {
         let mut out = vec![T::default(); shape.iter().product()];
         for (coords, src, dst) in &parts {
@@ -607,9 +607,9 @@ pub fn read_region(
             let dst_offset: usize = dst.iter().zip(&strides).map(|(r, s)| r.start * s).sum();
             // Lanes of the piece and of its place in `out` come in the same order.
             let mut targets = Vec::new();
-            super::chunk::for_each_lane(piece.shape(), &strides, dst_offset, |start, _, _| targets.push(start));
+            crate::chunk::for_each_lane(piece.shape(), &strides, dst_offset, |start, _, _| targets.push(start));
             let mut lane = 0;
-            super::chunk::for_each_lane(piece.shape(), piece_strides, offset, |start, len, step| {
+            crate::chunk::for_each_lane(piece.shape(), piece_strides, offset, |start, len, step| {
                 let to = targets[lane];
                 lane += 1;
                 if step == 1 {

@@ -1,12 +1,12 @@
 //! The operations of the array expression graph, with the dtype each one produces.
 //!
 //! [`Op`] is generic over how it names its inputs: user-facing expressions hold
-//! `Arc<ArrayNode>`s, a stage's [`ChunkProgram`](super::ChunkProgram) holds indices.
+//! `Arc<ArrayNode>`s, a stage's [`ChunkProgram`](crate::ChunkProgram) holds indices.
 
 use serde::{Deserialize, Serialize};
 
-use super::dtype::{DType, Scalar};
-use super::grid::ChunkGrid;
+use crate::dtype::{DType, Scalar};
+use crate::grid::ChunkGrid;
 
 /// Functions of one array, applied cell by cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use datafusion::arrow::datatypes::{
+use datafusion_common::arrow::datatypes::{
     ArrowNativeType, ArrowPrimitiveType, DataType, Float32Type, Float64Type, Int8Type, Int16Type,
     Int32Type, Int64Type, TimeUnit, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
 };
@@ -298,7 +298,7 @@ native!(f64, Float64Type, float);
 #[macro_export]
 macro_rules! with_native {
     ($dtype:expr, $t:ident => $body:expr) => {{
-        use $crate::array::DType as __D;
+        use $crate::DType as __D;
         match $dtype {
             __D::Bool | __D::U8 => {
                 type $t = u8;

@@ -2,13 +2,13 @@
 //! `where`, gathers, joins and matrix blocks. Integer arithmetic wraps as NumPy's does;
 //! integer division by zero gives 0.
 
-use datafusion::common::{Result, exec_err, internal_err};
+use datafusion_common::{Result, exec_err, internal_err};
 use ndarray::{ArrayD, Axis, Ix2, IxDyn, Zip};
 use num_traits::{AsPrimitive, One};
 
-use super::chunk::NdChunk;
-use super::dtype::{DType, Native};
-use super::ops::{BinaryOp, UnaryOp};
+use crate::chunk::NdChunk;
+use crate::dtype::{DType, Native};
+use crate::ops::{BinaryOp, UnaryOp};
 use crate::with_native;
 
 /// The values of an owned ndarray in C order.
@@ -384,14 +384,14 @@ pub fn concat(chunks: &[NdChunk], axis: usize) -> Result<NdChunk> {
     with_native!(first.dtype(), T => {
         let views: Vec<_> = chunks.iter().map(|c| c.view::<T>()).collect();
         let joined = ndarray::concatenate(Axis(axis), &views)
-            .map_err(|e| datafusion::common::DataFusionError::Execution(format!("concat: {e}")))?;
+            .map_err(|e| datafusion_common::DataFusionError::Execution(format!("concat: {e}")))?;
         Ok(NdChunk::from_ndarray(first.dtype(), joined))
     })
 }
 
 /// `sum(a_i @ b_i)` over the pieces, as a `(m, n, 1)` chunk of dtype `out`: one output
 /// buffer, each product accumulated into it by the system BLAS when one is installed
-/// (floats; see [`super::blas`]), else by `ndarray`'s kernel.
+/// (floats; see [`crate::blas`]), else by `ndarray`'s kernel.
 pub fn matmul_pieces(
     pieces: &[(NdChunk, NdChunk)],
     out: DType,
@@ -416,7 +416,7 @@ pub fn matmul_pieces(
                 }
                 #[allow(unused_mut)]
                 let mut done = false;
-                $(if let Some(blas) = super::blas::blas() {
+                $(if let Some(blas) = crate::blas::blas() {
                     done = blas.$blas(&av, &bv, &mut c);
                 })?
                 if !done {
@@ -444,11 +444,11 @@ pub fn rolling(
     axis: usize,
     window: usize,
     lead: usize,
-    op: super::ops::ReduceOp,
+    op: crate::ops::ReduceOp,
     min_periods: usize,
     out: DType,
 ) -> Result<NdChunk> {
-    use super::ops::ReduceOp::*;
+    use crate::ops::ReduceOp::*;
     let ndim = chunk.ndim();
     // Move the axis last so each lane is one moving window's sequence.
     let mut perm: Vec<usize> = (0..ndim).filter(|&a| a != axis).collect();

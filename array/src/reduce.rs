@@ -3,13 +3,13 @@
 //! states into values. Variance merges with Chan's formula; arg reductions keep the
 //! smallest position among equal values, as NumPy does.
 
-use datafusion::common::{Result, internal_err};
+use datafusion_common::{Result, internal_err};
 use num_traits::AsPrimitive;
 
-use super::chunk::NdChunk;
-use super::dtype::{DType, Native};
-use super::kernels::{Arith, cast};
-use super::ops::{ReduceOp, ReduceSpec};
+use crate::chunk::NdChunk;
+use crate::dtype::{DType, Native};
+use crate::kernels::{Arith, cast};
+use crate::ops::{ReduceOp, ReduceSpec};
 use crate::with_native;
 
 /// Names and dtypes of the state columns of a reduction of `input`.
@@ -347,7 +347,7 @@ fn fold_count<T: Native>(values: &[T], l: &Lanes, skipna: bool) -> Vec<f64> {
     let mut counts = vec![0.0; l.out_cells()];
     if !skipna {
         if l.maps.iter().all(|m| !matches!(m, AxisMap::Group { .. })) {
-            let per_cell = super::grid::cells(&l.shape) as f64 / counts.len().max(1) as f64;
+            let per_cell = crate::grid::cells(&l.shape) as f64 / counts.len().max(1) as f64;
             counts.iter_mut().for_each(|c| *c = per_cell);
             return counts;
         }
@@ -551,7 +551,7 @@ pub fn combine(spec: &ReduceSpec, states: &[NdChunk]) -> Result<Vec<NdChunk>> {
     let states: Vec<NdChunk> = states.iter().map(NdChunk::to_standard).collect();
     let zeros = vec![0; first.ndim()];
     let ones = vec![1; first.ndim()];
-    let strides = super::chunk::c_strides(first.shape());
+    let strides = crate::chunk::c_strides(first.shape());
     let maps = combine_maps(spec, first.shape());
     let l = Lanes::new(first.shape(), &strides, 0, maps, &zeros, &ones);
     let shape = l.out_shape();
@@ -713,9 +713,7 @@ mod tests {
         let left = partial(&half, &whole.slice(&[0..2, 0..2]), &[0, 0]).unwrap();
         let right = partial(&half, &whole.slice(&[0..2, 2..4]), &[0, 2]).unwrap();
         let joined: Vec<NdChunk> = (0..3)
-            .map(|i| {
-                super::super::kernels::concat(&[left[i].clone(), right[i].clone()], 1).unwrap()
-            })
+            .map(|i| crate::kernels::concat(&[left[i].clone(), right[i].clone()], 1).unwrap())
             .collect();
         let merged = combine(&s, &joined).unwrap()[0].to_vec::<f64>();
         assert!((merged[0] - got[0]).abs() < 1e-12 && (merged[1] - got[1]).abs() < 1e-12);

@@ -6,14 +6,14 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, PrimitiveArray, RecordBatch};
-use datafusion::arrow::buffer::ScalarBuffer;
-use datafusion::arrow::datatypes::{Field, Schema};
-use datafusion::common::{Result, internal_datafusion_err, internal_err};
+use datafusion_common::arrow::array::{Array, ArrayRef, AsArray, PrimitiveArray, RecordBatch};
+use datafusion_common::arrow::buffer::ScalarBuffer;
+use datafusion_common::arrow::datatypes::{Field, Schema};
+use datafusion_common::{Result, internal_datafusion_err, internal_err};
 use ndarray::{ArrayD, ArrayViewD, IxDyn, ShapeBuilder};
 
-use super::dtype::{DType, Native};
-use super::grid::cells;
+use crate::dtype::{DType, Native};
+use crate::grid::cells;
 use crate::with_native;
 
 /// Schema metadata key holding a chunk's shape (`"3,4"`) in a batch.
