@@ -42,6 +42,7 @@ pub use session::{ProgressListener, Session, SessionBuilder, machine_memory};
 pub use shoal_exec::{JobEvent, JobEventKind, Progress};
 pub use shoal_planner::ShoalConfig;
 pub use shoal_planner::array::{DType, ReduceOp};
+pub use shoal_planner::config::ShoalSettings;
 
 /// Everything a DataFrame program usually needs.
 pub mod prelude {

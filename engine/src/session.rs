@@ -21,6 +21,7 @@ use shoal_exec::{
 use shoal_io::ShoalObjectStoreRegistry;
 use shoal_planner::{
     JobPlanner, Resources, RunGraph, ShoalConfig, TaskGraph, apply_session_policy,
+    config::{ByteSize, ShoalSettings},
 };
 use shoal_sql::{Planned, SHOAL_PLAN_TYPE};
 
@@ -43,31 +44,31 @@ pub struct SessionBuilder {
 impl SessionBuilder {
     /// Number of in-process workers (default: one per core).
     pub fn workers(mut self, n: usize) -> Self {
-        self.config.workers = n;
+        self.config.settings.workers = n;
         self
     }
 
     /// Operator memory limit per worker in bytes (default: a share of the machine).
     pub fn memory_limit(mut self, bytes: usize) -> Self {
-        self.config.worker_memory_limit = bytes;
+        self.config.settings.worker.memory_limit = ByteSize(bytes);
         self
     }
 
     /// Task output kept in memory per worker before spilling (default: half the limit).
     pub fn store_memory_target(mut self, bytes: usize) -> Self {
-        self.config.store_memory_target = bytes;
+        self.config.settings.store.memory_target = ByteSize(bytes);
         self
     }
 
     /// Partitions per exchange (default: total worker slots).
     pub fn partitions(mut self, n: usize) -> Self {
-        self.config.partitions = n;
+        self.config.settings.execution.partitions = n;
         self
     }
 
     /// Directory for spill files (default: the system temporary directory).
     pub fn scratch_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.config.scratch_dir = dir.into().to_string_lossy().into_owned();
+        self.config.settings.scratch_dir = dir.into().to_string_lossy().into_owned();
         self
     }
 
@@ -96,9 +97,15 @@ impl SessionBuilder {
         self
     }
 
-    /// Sets a `shoal.*` key by name, as `SET` would.
+    /// Sets a `shoal.*` key by name, as `SET` would. DataFusion's runtime settings that
+    /// Shoal's workers own (`datafusion.runtime.memory_limit`,
+    /// `datafusion.runtime.temp_directory`) set the Shoal setting they mean.
     pub fn option(mut self, key: &str, value: &str) -> Result<Self> {
         use datafusion::common::config::ExtensionOptions;
+        let key = match shoal_sql::shoal_setting_for(key) {
+            Some((setting, _)) => setting,
+            None => key,
+        };
         self.config.set(key.trim_start_matches("shoal."), value)?;
         Ok(self)
     }
@@ -233,8 +240,9 @@ impl Session {
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
+        let settings = &mut config.settings;
         if let Some(remote) = &remote
-            && config.partitions == 0
+            && settings.execution.partitions == 0
         {
             // One partition per task slot of the workers there now.
             let status = remote.block_on_status()?;
@@ -244,31 +252,31 @@ impl Session {
                 .filter(|w| w.alive)
                 .map(|w| w.slots)
                 .sum();
-            config.partitions = slots.max(1);
+            settings.execution.partitions = slots.max(1);
         }
-        if config.workers == 0 {
-            config.workers = cores;
+        // The defaults that depend on the machine, resolved here and nowhere else.
+        if settings.workers == 0 {
+            settings.workers = cores;
         }
-        if config.worker_memory_limit == 0 {
-            config.worker_memory_limit = machine_memory() / 2 / config.workers;
+        if settings.worker.memory_limit.bytes() == 0 {
+            settings.worker.memory_limit = ByteSize(machine_memory() / 2 / settings.workers);
         }
-        if config.store_memory_target == 0 {
-            config.store_memory_target = config.worker_memory_limit / 2;
+        if settings.store.memory_target.bytes() == 0 {
+            settings.store.memory_target = ByteSize(settings.worker.memory_limit.bytes() / 2);
         }
-        let slots = config.workers * config.worker_slots;
-        if config.partitions == 0 {
-            config.partitions = slots;
+        if settings.execution.partitions == 0 {
+            settings.execution.partitions = settings.workers * settings.worker.slots;
         }
-        let scratch = if config.scratch_dir.is_empty() {
+        let scratch = if settings.scratch_dir.is_empty() {
             std::env::temp_dir()
         } else {
-            PathBuf::from(&config.scratch_dir)
+            PathBuf::from(&settings.scratch_dir)
         };
-        let data_plane = match config.data_plane.as_str() {
-            "flight" => DataPlane::Flight {
+        let data_plane = match settings.data_plane {
+            shoal_planner::config::DataPlane::Flight => DataPlane::Flight {
                 token: new_token()?,
             },
-            _ => DataPlane::InProcess,
+            shoal_planner::config::DataPlane::InProcess => DataPlane::InProcess,
         };
         let token = match &data_plane {
             DataPlane::Flight { token } => Some(token.clone()),
@@ -280,7 +288,7 @@ impl Session {
         config.started = true;
         let mut session_config = SessionConfig::new()
             .with_information_schema(true)
-            .with_target_partitions(config.partitions)
+            .with_target_partitions(config.settings.execution.partitions)
             .with_option_extension(config.clone());
         apply_session_policy(session_config.options_mut());
         let state = SessionStateBuilder::new()
@@ -297,10 +305,10 @@ impl Session {
             Some(remote) => Box::new(remote),
             None => Box::new(EmbeddedCluster::start(
                 EmbeddedOptions {
-                    workers: config.workers,
-                    slots: config.worker_slots,
-                    memory_limit: config.worker_memory_limit,
-                    store_memory_target: config.store_memory_target,
+                    workers: config.settings.workers,
+                    slots: config.settings.worker.slots,
+                    memory_limit: config.settings.worker.memory_limit.bytes(),
+                    store_memory_target: config.settings.store.memory_target.bytes(),
                     scratch_dir: scratch,
                     worker_resources,
                     data_plane: data_plane.clone(),
@@ -324,7 +332,7 @@ impl Session {
     }
 
     /// The effective Shoal settings.
-    pub fn config(&self) -> ShoalConfig {
+    pub fn config(&self) -> ShoalSettings {
         self.inner
             .ctx
             .state()
@@ -332,7 +340,7 @@ impl Session {
             .options()
             .extensions
             .get::<ShoalConfig>()
-            .cloned()
+            .map(|c| c.settings.clone())
             .unwrap_or_default()
     }
 
@@ -368,7 +376,7 @@ impl Session {
     /// [`CellTable`](crate::labeled::CellTable)).
     pub fn register_zarr(&self, name: &str, path: &str) -> Result<()> {
         let env = self.inner.ctx.runtime_env();
-        let fan_in = self.config().array_reduce_fan_in;
+        let fan_in = self.config().array.reduce_fan_in;
         let path = path.to_string();
         let table = self.block_on(async move {
             crate::labeled::CellTable::open_zarr(&env, &path, fan_in).await
@@ -380,7 +388,7 @@ impl Session {
     /// [`CellTable`](crate::labeled::CellTable)). Variables that need reductions are
     /// computed when the table is read only if they were persisted first.
     pub fn register_dataset(&self, name: &str, ds: &crate::labeled::Dataset) -> Result<()> {
-        let fan_in = self.config().array_reduce_fan_in;
+        let fan_in = self.config().array.reduce_fan_in;
         let table = crate::labeled::CellTable::from_dataset(ds, fan_in)?;
         self.register_provider(name, Arc::new(table))
     }

@@ -1,98 +1,136 @@
-//! Shoal's settings: one typed struct with dotted keys, settable with `SET shoal.…`, CLI
-//! flags and `SHOAL_*` environment variables.
+//! Shoal's settings, declared once: typed structs in DataFusion's `config_namespace!`
+//! form (each field's doc is its description, its default is beside it), held in the
+//! session's `ConfigOptions` as the `shoal` extension. `SET shoal.…` in SQL,
+//! `Session::builder().option(..)`, the `SHOAL_*` environment variables (the key,
+//! upper-cased, dots as underscores) and the README's settings table all read these
+//! declarations; the CLI's flags are checked against them by a test.
+//!
+//! Process-level variables that are not settings of a session (the cluster URL, token,
+//! TLS authority, log filter and BLAS library) are listed once, in [`ENVIRONMENT`].
 
 use std::any::Any;
+use std::fmt;
 
-use datafusion::common::config::{ConfigEntry, ConfigExtension, ExtensionOptions};
-use datafusion::common::{Result, plan_err};
+use datafusion::common::config::{
+    ConfigEntry, ConfigExtension, ConfigField, ExtensionOptions, Visit,
+};
+use datafusion::common::{Result, config_field, config_namespace, plan_err};
 
-/// Every Shoal setting, with its default. Lives in DataFusion's `ConfigOptions` as the
-/// `shoal` extension, so `SET shoal.execution.partitions = 8` works in SQL.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ShoalConfig {
-    /// Number of in-process workers an embedded session starts (0: one per core).
-    pub workers: usize,
-    /// Task slots per worker.
-    pub worker_slots: usize,
-    /// Memory limit of each worker's operator pool in bytes (0: a share of the machine).
-    pub worker_memory_limit: usize,
-    /// Bytes of task output a worker keeps in memory before spilling to disk (0: half the
-    /// worker's memory limit).
-    pub store_memory_target: usize,
-    /// Partitions per exchange (0: total worker slots).
-    pub partitions: usize,
-    /// Directory for spill files (empty: the system temporary directory).
-    pub scratch_dir: String,
-    /// Resources every task of a query asks for, e.g. `gpu=1` (empty: none).
-    pub task_resources: String,
-    /// Seconds a job waits for a worker that can run its tasks before it fails.
-    pub placement_timeout_secs: f64,
-    /// How task outputs move between workers: `in_process` or `flight`.
-    pub data_plane: String,
-    /// Most chunks one task of an array reduction merges.
-    pub array_reduce_fan_in: usize,
-    /// Set once the session has started: keys that shape the cluster can no longer change.
-    pub started: bool,
+/// A size in bytes, written with an optional unit: `123`, `64MiB`, `2GiB`, `1.5GB`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ByteSize(pub usize);
+
+impl ByteSize {
+    /// The size in bytes.
+    pub fn bytes(self) -> usize {
+        self.0
+    }
 }
 
-impl Default for ShoalConfig {
-    fn default() -> Self {
-        Self {
-            workers: 0,
-            worker_slots: 1,
-            worker_memory_limit: 0,
-            store_memory_target: 0,
-            partitions: 0,
-            scratch_dir: String::new(),
-            task_resources: String::new(),
-            placement_timeout_secs: 60.0,
-            data_plane: "in_process".to_string(),
-            array_reduce_fan_in: 16,
-            started: false,
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+config_field!(ByteSize, value => ByteSize(parse_bytes(value)?));
+
+/// How task outputs move between the workers of an embedded session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DataPlane {
+    /// Batches shared by `Arc` in this process.
+    #[default]
+    InProcess,
+    /// Arrow Flight over loopback gRPC with a session token, as between processes.
+    Flight,
+}
+
+impl fmt::Display for DataPlane {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DataPlane::InProcess => "in_process",
+            DataPlane::Flight => "flight",
+        })
+    }
+}
+
+impl DataPlane {
+    fn parse(value: &str) -> Result<Self> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "in_process" => Ok(DataPlane::InProcess),
+            "flight" => Ok(DataPlane::Flight),
+            _ => plan_err!("expected in_process or flight"),
         }
     }
 }
 
-/// (key, description) of every setting, in the order the reference lists them.
-pub const KEYS: &[(&str, &str)] = &[
-    (
-        "workers",
-        "Number of in-process workers an embedded session starts (0: one per core).",
-    ),
-    ("worker.slots", "Task slots per worker."),
-    (
-        "worker.memory_limit",
-        "Memory limit of each worker's operator pool, e.g. 512MiB (0: a share of the machine).",
-    ),
-    (
-        "store.memory_target",
-        "Task output a worker keeps in memory before spilling to disk, e.g. 64MiB (0: half the worker limit).",
-    ),
-    (
-        "execution.partitions",
-        "Partitions per exchange (0: total worker slots).",
-    ),
-    (
-        "scratch_dir",
-        "Directory for spill files (empty: the system temporary directory).",
-    ),
-    (
-        "task.resources",
-        "Resources every task of a query asks for, e.g. gpu=1,ssd=1; only workers offering them run it (empty: none).",
-    ),
-    (
-        "task.placement_timeout",
-        "Seconds a job waits for a worker that can run its tasks before it fails.",
-    ),
-    (
-        "data_plane",
-        "How task outputs move between workers: in_process (shared by Arc) or flight (Arrow Flight over loopback gRPC with a session token); read when the session starts.",
-    ),
-    (
-        "array.reduce_fan_in",
-        "Most chunks one task of an array reduction merges; larger means fewer, bigger combine tasks (at least 2).",
-    ),
-];
+config_field!(DataPlane, value => DataPlane::parse(value)?);
+
+config_namespace! {
+    /// The shape of each worker.
+    pub struct WorkerSettings {
+        /// Task slots per worker (the CLI's --nthreads, Dask's name, and --cpus).
+        pub slots: usize, default = 1
+        /// Memory limit of each worker's operator pool, e.g. 512MiB (0: a share of the machine).
+        pub memory_limit: ByteSize, default = ByteSize(0)
+    }
+}
+
+config_namespace! {
+    /// Each worker's store of task outputs.
+    pub struct StoreSettings {
+        /// Task output a worker keeps in memory before spilling to disk, e.g. 64MiB (0: half the worker limit).
+        pub memory_target: ByteSize, default = ByteSize(0)
+    }
+}
+
+config_namespace! {
+    /// How queries are cut into tasks.
+    pub struct ExecutionSettings {
+        /// Partitions per exchange (0: total worker slots).
+        pub partitions: usize, default = 0
+    }
+}
+
+config_namespace! {
+    /// What each task of a query asks of the worker that runs it.
+    pub struct TaskSettings {
+        /// Resources every task of a query asks for, e.g. gpu=1,ssd=1; only workers offering them run it (empty: none).
+        pub resources: String, default = String::new()
+        /// Seconds a job waits for a worker that can run its tasks before it fails.
+        pub placement_timeout: f64, default = 60.0
+    }
+}
+
+config_namespace! {
+    /// Array jobs.
+    pub struct ArraySettings {
+        /// Most chunks one task of an array reduction merges; larger means fewer, bigger combine tasks (at least 2).
+        pub reduce_fan_in: usize, default = 16
+    }
+}
+
+config_namespace! {
+    /// Every Shoal setting, with its default; the `shoal.` keys are the field paths.
+    pub struct ShoalSettings {
+        /// Number of in-process workers an embedded session starts (0: one per core).
+        pub workers: usize, default = 0
+        /// `shoal.worker.*`.
+        pub worker: WorkerSettings, default = WorkerSettings::default()
+        /// `shoal.store.*`.
+        pub store: StoreSettings, default = StoreSettings::default()
+        /// `shoal.execution.*`.
+        pub execution: ExecutionSettings, default = ExecutionSettings::default()
+        /// Directory for spill files (empty: the system temporary directory).
+        pub scratch_dir: String, default = String::new()
+        /// `shoal.task.*`.
+        pub task: TaskSettings, default = TaskSettings::default()
+        /// How task outputs move between workers: in_process (shared by Arc) or flight (Arrow Flight over loopback gRPC with a session token); read when the session starts.
+        pub data_plane: DataPlane, default = DataPlane::InProcess
+        /// `shoal.array.*`.
+        pub array: ArraySettings, default = ArraySettings::default()
+    }
+}
 
 /// Keys that shape the cluster and so only take effect when a session starts.
 pub const FIXED_AT_START: &[&str] = &[
@@ -102,6 +140,32 @@ pub const FIXED_AT_START: &[&str] = &[
     "store.memory_target",
     "scratch_dir",
     "data_plane",
+];
+
+/// Environment variables read by the `shoal` processes that are not session settings
+/// (secrets and process-wide switches stay out of `SHOW ALL` and out of the settings
+/// sent with every job): (variable, what it sets).
+pub const ENVIRONMENT: &[(&str, &str)] = &[
+    (
+        "SHOAL_CLUSTER",
+        "The scheduler URL a client connects to (`--cluster`).",
+    ),
+    (
+        "SHOAL_TOKEN",
+        "The cluster token schedulers, workers and clients present (`--token`).",
+    ),
+    (
+        "SHOAL_TLS_CA",
+        "PEM certificate of the authority a client trusts for a TLS cluster (`--tls-ca`).",
+    ),
+    (
+        "SHOAL_LOG",
+        "Log filter for scheduler and worker processes, e.g. `info` or `shoal_exec=debug`.",
+    ),
+    (
+        "SHOAL_BLAS",
+        "The BLAS library matrix products load (`off`: none; default: the system OpenBLAS).",
+    ),
 ];
 
 /// Parses `123`, `64MiB`, `2GiB`, `1.5GB`, `512k` into bytes.
@@ -131,22 +195,49 @@ pub fn parse_bytes(text: &str) -> Result<usize> {
     Ok((value * scale) as usize)
 }
 
-fn parse_count(key: &str, value: &str) -> Result<usize> {
-    value
-        .trim()
-        .parse()
-        .or_else(|_| plan_err!("invalid value '{value}' for shoal.{key}: expected a whole number"))
+/// The session's settings as DataFusion holds them: [`ShoalSettings`], and whether the
+/// session has started (then keys that shape its cluster can no longer change).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ShoalConfig {
+    /// The settings.
+    pub settings: ShoalSettings,
+    /// Set once the session has started.
+    pub started: bool,
+}
+
+/// (key, value, description) of each setting, in declaration order.
+struct Entries(Vec<(String, String, &'static str)>);
+
+impl Visit for Entries {
+    fn some<V: fmt::Display>(&mut self, key: &str, value: V, description: &'static str) {
+        self.0
+            .push((key.to_string(), value.to_string(), description));
+    }
+
+    fn none(&mut self, key: &str, description: &'static str) {
+        self.0.push((key.to_string(), String::new(), description));
+    }
 }
 
 impl ShoalConfig {
-    /// Reads `SHOAL_*` environment variables over the defaults (`SHOAL_WORKER_MEMORY_LIMIT`
-    /// sets `shoal.worker.memory_limit`).
+    /// Every key, without the `shoal.` prefix, in declaration order.
+    pub fn keys() -> Vec<String> {
+        let settings = ShoalSettings::default();
+        entries(&settings).into_iter().map(|(k, _, _)| k).collect()
+    }
+
+    /// The `SHOAL_*` variable of `key`: `worker.memory_limit` ↔ `SHOAL_WORKER_MEMORY_LIMIT`.
+    pub fn env_var(key: &str) -> String {
+        format!("SHOAL_{}", key.replace('.', "_").to_ascii_uppercase())
+    }
+
+    /// Reads `SHOAL_*` environment variables over the defaults.
     pub fn from_env() -> Result<Self> {
         let mut config = Self::default();
-        for (key, _) in KEYS {
-            let var = format!("SHOAL_{}", key.replace('.', "_").to_ascii_uppercase());
+        for key in Self::keys() {
+            let var = Self::env_var(&key);
             if let Ok(value) = std::env::var(&var)
-                && let Err(e) = config.set(key, &value)
+                && let Err(e) = config.set(&key, &value)
             {
                 return plan_err!("{var}: {}", e.message());
             }
@@ -154,39 +245,21 @@ impl ShoalConfig {
         Ok(config)
     }
 
-    fn value_of(&self, key: &str) -> String {
-        match key {
-            "workers" => self.workers.to_string(),
-            "worker.slots" => self.worker_slots.to_string(),
-            "worker.memory_limit" => self.worker_memory_limit.to_string(),
-            "store.memory_target" => self.store_memory_target.to_string(),
-            "execution.partitions" => self.partitions.to_string(),
-            "scratch_dir" => self.scratch_dir.clone(),
-            "task.resources" => self.task_resources.clone(),
-            "task.placement_timeout" => self.placement_timeout_secs.to_string(),
-            "data_plane" => self.data_plane.clone(),
-            "array.reduce_fan_in" => self.array_reduce_fan_in.to_string(),
-            _ => String::new(),
-        }
-    }
-
     /// The parsed `shoal.task.resources`.
     pub fn task_resources(&self) -> crate::resources::Resources {
-        crate::resources::Resources::parse(&self.task_resources).unwrap_or_default()
+        crate::resources::Resources::parse(&self.settings.task.resources).unwrap_or_default()
     }
 
     /// `shoal.task.placement_timeout` as a duration.
     pub fn placement_timeout(&self) -> std::time::Duration {
-        std::time::Duration::try_from_secs_f64(self.placement_timeout_secs)
+        std::time::Duration::try_from_secs_f64(self.settings.task.placement_timeout)
             .unwrap_or(std::time::Duration::MAX)
     }
 
-    /// Markdown reference of every key, generated from [`KEYS`].
+    /// Markdown reference of every key with its default and description.
     pub fn reference_markdown() -> String {
         let mut out = String::from("| key | default | description |\n|---|---|---|\n");
-        let defaults = Self::default();
-        for (key, doc) in KEYS {
-            let value = defaults.value_of(key);
+        for (key, value, doc) in entries(&ShoalSettings::default()) {
             let value = if value.is_empty() {
                 "(none)".to_string()
             } else {
@@ -194,8 +267,45 @@ impl ShoalConfig {
             };
             out.push_str(&format!("| `shoal.{key}` | {value} | {doc} |\n"));
         }
+        out.push_str(
+            "\nOther variables, not session settings:\n\n| variable | sets |\n|---|---|\n",
+        );
+        for (var, doc) in ENVIRONMENT {
+            out.push_str(&format!("| `{var}` | {doc} |\n"));
+        }
         out
     }
+
+    /// Checks what `set` cannot: ranges and formats that span a field's type.
+    fn check(settings: &ShoalSettings) -> Result<()> {
+        if let Err(e) = crate::resources::Resources::parse(&settings.task.resources) {
+            return plan_err!("shoal.task.resources: {}", e.message());
+        }
+        let timeout = settings.task.placement_timeout;
+        if !(0.0..=1e9).contains(&timeout) {
+            return plan_err!(
+                "invalid value '{timeout}' for shoal.task.placement_timeout: expected seconds from 0 to 1e9"
+            );
+        }
+        if settings.worker.slots == 0 {
+            return plan_err!("shoal.worker.slots must be at least 1");
+        }
+        if settings.array.reduce_fan_in < 2 {
+            return plan_err!("shoal.array.reduce_fan_in must be at least 2");
+        }
+        Ok(())
+    }
+}
+
+/// (key, value, description) of every setting of `settings`.
+fn entries(settings: &ShoalSettings) -> Vec<(String, String, &'static str)> {
+    let mut visitor = Entries(Vec::new());
+    settings.visit(&mut visitor, "", "");
+    visitor
+        .0
+        .into_iter()
+        .map(|(key, value, doc)| (key.trim_start_matches('.').to_string(), value, doc))
+        .collect()
 }
 
 impl ConfigExtension for ShoalConfig {
@@ -216,64 +326,47 @@ impl ExtensionOptions for ShoalConfig {
     }
 
     fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        let keys = Self::keys();
+        if !keys.iter().any(|k| k == key) {
+            let known: Vec<String> = keys.iter().map(|k| format!("shoal.{k}")).collect();
+            return plan_err!("unknown setting 'shoal.{key}'; known: {}", known.join(", "));
+        }
         if self.started && FIXED_AT_START.contains(&key) {
-            let var = format!("SHOAL_{}", key.replace('.', "_").to_ascii_uppercase());
+            let var = Self::env_var(key);
             return plan_err!(
                 "shoal.{key} is fixed when the session starts; set it with Session::builder, a CLI flag or {var}"
             );
         }
-        match key {
-            "workers" => self.workers = parse_count(key, value)?,
-            "worker.slots" => self.worker_slots = parse_count(key, value)?.max(1),
-            "worker.memory_limit" => self.worker_memory_limit = parse_bytes(value)?,
-            "store.memory_target" => self.store_memory_target = parse_bytes(value)?,
-            "execution.partitions" => self.partitions = parse_count(key, value)?,
-            "scratch_dir" => self.scratch_dir = value.to_string(),
-            "array.reduce_fan_in" => self.array_reduce_fan_in = parse_count(key, value)?.max(2),
-            "data_plane" => {
-                let v = value.trim().to_ascii_lowercase();
-                if v != "in_process" && v != "flight" {
-                    return plan_err!(
-                        "invalid value '{value}' for shoal.data_plane: expected in_process or flight"
-                    );
-                }
-                self.data_plane = v;
-            }
-            "task.resources" => {
-                crate::resources::Resources::parse(value)?;
-                self.task_resources = value.trim().to_string();
-            }
-            "task.placement_timeout" => {
-                self.placement_timeout_secs = match value
-                    .trim()
-                    .trim_end_matches('s')
-                    .parse::<f64>()
-                {
-                    Ok(v) if (0.0..=1e9).contains(&v) => v,
-                    _ => {
-                        return plan_err!(
-                            "invalid value '{value}' for shoal.task.placement_timeout: expected seconds from 0 to 1e9"
-                        );
-                    }
-                }
-            }
-            other => {
-                let known: Vec<String> = KEYS.iter().map(|(k, _)| format!("shoal.{k}")).collect();
-                return plan_err!(
-                    "unknown setting 'shoal.{other}'; known: {}",
-                    known.join(", ")
-                );
-            }
+        let mut changed = self.settings.clone();
+        let mut value = value.trim();
+        if key == "task.placement_timeout" {
+            // Seconds, with or without the unit.
+            value = value.trim_end_matches('s');
         }
+        if let Err(e) = changed.set(key, value) {
+            let message = e.message();
+            // DataFusion's parse errors chain their cause on the same line.
+            let why = message.split(" caused by").next().unwrap_or_default();
+            return if why.contains(&format!("'{value}'")) {
+                plan_err!("shoal.{key}: {why}")
+            } else {
+                plan_err!("invalid value '{value}' for shoal.{key}: {why}")
+            };
+        }
+        Self::check(&changed)?;
+        self.settings = changed;
         Ok(())
     }
 
     fn entries(&self) -> Vec<ConfigEntry> {
-        KEYS.iter()
-            .map(|(key, doc)| ConfigEntry {
+        // DataFusion lists an extension's entries under the keys it gives: with the
+        // prefix, so `SHOW shoal.…` and `information_schema.df_settings` find them.
+        entries(&self.settings)
+            .into_iter()
+            .map(|(key, value, description)| ConfigEntry {
                 key: format!("shoal.{key}"),
-                value: Some(self.value_of(key)),
-                description: doc,
+                value: Some(value),
+                description,
             })
             .collect()
     }
@@ -291,9 +384,48 @@ mod tests {
         assert!(parse_bytes("lots").is_err());
         let mut c = ShoalConfig::default();
         c.set("worker.memory_limit", "32MiB").unwrap();
-        assert_eq!(c.worker_memory_limit, 32 << 20);
+        assert_eq!(c.settings.worker.memory_limit.bytes(), 32 << 20);
         let err = c.set("worker.cpus", "2").unwrap_err().to_string();
         assert!(err.contains("unknown setting 'shoal.worker.cpus'"), "{err}");
         assert!(ShoalConfig::reference_markdown().contains("shoal.execution.partitions"));
+    }
+
+    #[test]
+    fn defaults_come_from_the_declarations_and_bad_values_change_nothing() {
+        let c = ShoalConfig::default();
+        assert_eq!(c.settings.worker.slots, 1);
+        assert_eq!(c.settings.task.placement_timeout, 60.0);
+        assert_eq!(c.settings.array.reduce_fan_in, 16);
+        assert_eq!(
+            ShoalConfig::keys(),
+            [
+                "workers",
+                "worker.slots",
+                "worker.memory_limit",
+                "store.memory_target",
+                "execution.partitions",
+                "scratch_dir",
+                "task.resources",
+                "task.placement_timeout",
+                "data_plane",
+                "array.reduce_fan_in",
+            ]
+        );
+        let mut c = ShoalConfig::default();
+        for (key, value) in [
+            ("data_plane", "carrier-pigeon"),
+            ("array.reduce_fan_in", "1"),
+            ("task.placement_timeout", "-1"),
+            ("task.resources", "gpu"),
+            ("worker.memory_limit", "lots"),
+        ] {
+            let err = c.set(key, value).unwrap_err().to_string();
+            assert!(err.contains(&format!("shoal.{key}")), "{err}");
+        }
+        assert_eq!(c, ShoalConfig::default());
+        c.set("task.placement_timeout", "2.5s").unwrap();
+        assert_eq!(c.settings.task.placement_timeout, 2.5);
+        c.set("data_plane", "FLIGHT").unwrap();
+        assert_eq!(c.settings.data_plane, DataPlane::Flight);
     }
 }

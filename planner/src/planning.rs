@@ -53,7 +53,7 @@ pub fn apply_session_policy(options: &mut ConfigOptions) {
     let partitions = options
         .extensions
         .get::<ShoalConfig>()
-        .map(|c| c.partitions)
+        .map(|c| c.settings.execution.partitions)
         .unwrap_or(0);
     if partitions > 0 {
         options.execution.target_partitions = partitions;

@@ -14,4 +14,4 @@ mod explain;
 mod statement;
 
 pub use explain::{SHOAL_PLAN_TYPE, render_task_graph};
-pub use statement::{Planned, parse_sql, plan_statement};
+pub use statement::{Planned, parse_sql, plan_statement, shoal_setting_for};

@@ -9,6 +9,7 @@ use datafusion::sql::parser::{CopyToStatement, DFParserBuilder, Statement};
 use datafusion::sql::sqlparser::ast::Value;
 use datafusion::sql::sqlparser::dialect::dialect_from_str;
 use shoal_io::Location;
+use shoal_planner::ShoalConfig;
 
 /// What a statement asks the engine to do.
 #[derive(Debug)]
@@ -60,9 +61,31 @@ pub async fn plan_statement(ctx: &SessionContext, statement: Statement) -> Resul
             }
             Planned::Command(LogicalPlan::Ddl(DdlStatement::CreateExternalTable(cmd)))
         }
+        LogicalPlan::Statement(datafusion::logical_expr::Statement::SetVariable(set))
+            if shoal_setting_for(&set.variable).is_some() =>
+        {
+            let (setting, flag) = shoal_setting_for(&set.variable).unwrap_or_default();
+            return plan_err!(
+                "{} does not apply to Shoal's workers; use {setting} (fixed when the session \
+                 starts: Session::builder().option, {flag} or {})",
+                set.variable,
+                ShoalConfig::env_var(setting.trim_start_matches("shoal."))
+            );
+        }
         plan @ (LogicalPlan::Ddl(_) | LogicalPlan::Statement(_)) => Planned::Command(plan),
         plan => Planned::Query(plan),
     })
+}
+
+/// The Shoal setting (and its CLI flag) that does what DataFusion's runtime setting
+/// `variable` would: the workers' memory pools and spill files are Shoal's, so DataFusion's
+/// own runtime settings would change nothing.
+pub fn shoal_setting_for(variable: &str) -> Option<(&'static str, &'static str)> {
+    match variable.to_ascii_lowercase().as_str() {
+        "datafusion.runtime.memory_limit" => Some(("shoal.worker.memory_limit", "--memory-limit")),
+        "datafusion.runtime.temp_directory" => Some(("shoal.scratch_dir", "--scratch-dir")),
+        _ => None,
+    }
 }
 
 /// Refuses to write over an existing local path unless the statement carries

@@ -274,7 +274,7 @@ async fn the_event_stream_follows_a_job_from_submit_to_done() {
         })
         .collect();
     assert_eq!(finished.len(), total, "one TaskFinished per task");
-    let slots = session.config().worker_slots;
+    let slots = session.config().worker.slots;
     assert!(
         finished.iter().all(|&(w, s)| w < 2 && s < slots),
         "{finished:?}"
@@ -497,4 +497,34 @@ async fn inlined_scalar_subqueries_keep_their_column_names() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("expected seconds"), "{err}");
+}
+
+/// DataFusion's runtime memory limit and spill directory would change nothing in Shoal,
+/// whose workers own their pools: `SET` refuses them naming the Shoal setting, the builder
+/// sets that setting.
+#[tokio::test]
+async fn datafusion_runtime_settings_name_or_set_the_shoal_setting() {
+    let session = Session::builder()
+        .workers(1)
+        .option("datafusion.runtime.memory_limit", "64MiB")
+        .unwrap()
+        .build()
+        .unwrap();
+    assert_eq!(session.config().worker.memory_limit.bytes(), 64 << 20);
+    let error = session
+        .sql("set datafusion.runtime.memory_limit = '100M'")
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), shoal::ErrorKind::Input);
+    let text = error.to_string();
+    assert!(
+        text.contains("use shoal.worker.memory_limit")
+            && text.contains("SHOAL_WORKER_MEMORY_LIMIT"),
+        "{text}"
+    );
+    // Other runtime settings still go to DataFusion.
+    session
+        .sql("set datafusion.execution.batch_size = 1024")
+        .await
+        .unwrap();
 }

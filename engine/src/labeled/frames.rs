@@ -62,7 +62,7 @@ impl Dataset {
             };
             ready = ready.with_var(name, var)?;
         }
-        let table = CellTable::from_dataset(&ready, session.config().array_reduce_fan_in)?;
+        let table = CellTable::from_dataset(&ready, session.config().array.reduce_fan_in)?;
         let df = session.context().read_table(Arc::new(table))?;
         Ok(DataFrame::new(session, df))
     }

@@ -23,6 +23,7 @@ use shoal_planner::ShuffleWriteExec;
 use shoal_planner::array::{
     ArrayExpr, AxisSlice, CellColumn, CellDim, CellScanExec, CellVar, ChunkExec, ChunkGrid, expr,
 };
+use shoal_planner::config::ShoalSettings;
 
 use super::dataset::Dataset;
 use super::frames::index_column;
@@ -398,7 +399,8 @@ impl TableProviderFactory for ZarrTableFactory {
             .config_options()
             .extensions
             .get::<shoal_planner::ShoalConfig>()
-            .map_or(16, |c| c.array_reduce_fan_in);
+            .map(|c| c.settings.array.reduce_fan_in)
+            .unwrap_or_else(|| ShoalSettings::default().array.reduce_fan_in);
         let [location] = &cmd.locations[..] else {
             return plan_err!(
                 "CREATE EXTERNAL TABLE {}: a Zarr table takes one LOCATION, got {}",

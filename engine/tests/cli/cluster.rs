@@ -619,12 +619,16 @@ fn results_on_a_worker_clients_cannot_reach_fail_as_a_fetch_naming_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_accepts_dask_s_name_for_its_threads() {
+async fn a_worker_accepts_dask_s_names_for_its_threads_and_memory_limit() {
     let mut cluster = Cluster::scheduler(Some(TOKEN), &[]);
     cluster.add_worker(&["--nthreads", "3", "--memory", "300MiB"]);
+    // Dask's --memory-limit, the name the embedded engine uses too.
+    cluster.add_worker(&["--memory-limit", "200MiB"]);
+    cluster.wait_for_workers(2);
     let status = cluster.session().status().await.unwrap();
     assert_eq!(status.workers[0].slots, 3);
     assert_eq!(status.workers[0].memory_limit, 300 << 20);
+    assert_eq!(status.workers[1].memory_limit, 200 << 20);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

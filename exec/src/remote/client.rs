@@ -437,6 +437,6 @@ fn submit_request(graph: &TaskGraph, ctx: &TaskContext) -> Result<proto::SubmitJ
         stages,
         config,
         resources,
-        placement_timeout_secs: shoal.placement_timeout_secs,
+        placement_timeout_secs: shoal.settings.task.placement_timeout,
     })
 }

@@ -167,14 +167,14 @@ pub async fn run(engine: &EngineArgs, what: BenchWhat) -> shoal::Result<()> {
     match &engine.cluster {
         Some(url) => println!(
             "# shoal cluster at {url}: {} partitions, data {}",
-            config.partitions,
+            config.execution.partitions,
             args.data.display()
         ),
         None => println!(
             "# shoal embedded: {} workers x {} slots, {} partitions, data {}",
             config.workers,
-            config.worker_slots,
-            config.partitions,
+            config.worker.slots,
+            config.execution.partitions,
             args.data.display()
         ),
     }

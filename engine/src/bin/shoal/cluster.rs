@@ -60,7 +60,7 @@ pub struct WorkerArgs {
     /// Task slots (default: the number of cores); `--nthreads` as in Dask.
     #[arg(long, visible_alias = "nthreads")]
     cpus: Option<usize>,
-    /// Memory limit for operators, e.g. 8GiB (default: half of this machine's memory).
+    /// The old spelling of --memory-limit (default: half of this machine's memory).
     #[arg(long)]
     memory: Option<String>,
     /// Named resources offered, e.g. gpu=1,ssd=1.
@@ -108,7 +108,7 @@ pub struct LocalArgs {
     /// in Dask.
     #[arg(long, visible_alias = "nthreads")]
     cpus: Option<usize>,
-    /// Memory limit per worker, e.g. 4GiB.
+    /// The old spelling of --memory-limit.
     #[arg(long)]
     memory: Option<String>,
     /// Scheduler address; port 0 picks a free one.
@@ -189,7 +189,7 @@ pub async fn scheduler(args: SchedulerArgs) -> shoal::Result<()> {
 }
 
 /// `shoal worker`: joins the scheduler and runs tasks until the connection ends.
-pub async fn worker(args: WorkerArgs) -> shoal::Result<()> {
+pub async fn worker(args: WorkerArgs, memory_limit: Option<String>) -> shoal::Result<()> {
     let slots = args.threads();
     let security = Security::from_files(
         args.token,
@@ -197,8 +197,10 @@ pub async fn worker(args: WorkerArgs) -> shoal::Result<()> {
         args.tls.tls_key.as_deref(),
         args.tls_ca.as_deref(),
     )?;
-    let memory_limit = match &args.memory {
-        Some(text) => parse_bytes(text).map_err(|e| input(format!("--memory: {}", e.message())))?,
+    let memory_limit = match args.memory.or(memory_limit) {
+        Some(text) => {
+            parse_bytes(&text).map_err(|e| input(format!("--memory-limit: {}", e.message())))?
+        }
         None => shoal::machine_memory() / 2,
     };
     let resources = Resources::parse(&args.resources)
@@ -306,9 +308,10 @@ pub fn spawn_local(
 }
 
 /// `shoal local`: a scheduler and workers as child processes on this machine.
-pub async fn local(args: LocalArgs) -> shoal::Result<()> {
+pub async fn local(mut args: LocalArgs, memory_limit: Option<String>) -> shoal::Result<()> {
+    args.memory = args.memory.or(memory_limit);
     if let Some(text) = &args.memory {
-        parse_bytes(text).map_err(|e| input(format!("--memory: {}", e.message())))?;
+        parse_bytes(text).map_err(|e| input(format!("--memory-limit: {}", e.message())))?;
     }
     let workers = args.workers.max(1);
     let (url, mut children, cpus) = spawn_local(

@@ -34,7 +34,8 @@ struct EngineArgs {
     /// In-process workers (default: one per core).
     #[arg(long, global = true, env = "SHOAL_WORKERS")]
     workers: Option<usize>,
-    /// Operator memory limit per worker, e.g. 2GiB.
+    /// Memory limit per worker, e.g. 2GiB (embedded workers, and those of `shoal worker`
+    /// and `shoal local`).
     #[arg(long, global = true, env = "SHOAL_WORKER_MEMORY_LIMIT")]
     memory_limit: Option<String>,
     /// Partitions per exchange (default: total worker slots).
@@ -165,8 +166,8 @@ async fn run(cli: Cli) -> shoal::Result<()> {
         }
         Command::Bench { what } => bench::run(&cli.engine, what).await,
         Command::Scheduler(args) => cluster::scheduler(args).await,
-        Command::Worker(args) => cluster::worker(args).await,
-        Command::Local(args) => cluster::local(args).await,
+        Command::Worker(args) => cluster::worker(args, cli.engine.memory_limit).await,
+        Command::Local(args) => cluster::local(args, cli.engine.memory_limit).await,
         Command::Status(args) => {
             if cli.engine.cluster.is_none() {
                 return Err(shoal::Error::input(
@@ -262,6 +263,52 @@ fn main() -> ExitCode {
                 eprintln!("Error: {e}");
             }
             ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+    use shoal::ShoalConfig;
+
+    /// Every `SHOAL_*` variable a flag reads is a setting's variable or one of the few
+    /// process-level ones, each declared once in the settings module.
+    #[test]
+    fn every_variable_a_flag_reads_is_declared_with_the_settings() {
+        let declared: Vec<String> = ShoalConfig::keys()
+            .iter()
+            .map(|k| ShoalConfig::env_var(k))
+            .chain(
+                shoal_planner::config::ENVIRONMENT
+                    .iter()
+                    .map(|(v, _)| v.to_string()),
+            )
+            .collect();
+        let mut seen = Vec::new();
+        let mut stack = vec![super::Cli::command()];
+        while let Some(command) = stack.pop() {
+            for arg in command.get_arguments() {
+                if let Some(var) = arg.get_env() {
+                    let var = var.to_string_lossy().into_owned();
+                    assert!(
+                        declared.contains(&var),
+                        "{var} (shoal {} --{}) is not declared",
+                        command.get_name(),
+                        arg.get_long().unwrap_or_default()
+                    );
+                    seen.push(var);
+                }
+            }
+            stack.extend(command.get_subcommands().cloned());
+        }
+        for var in [
+            "SHOAL_WORKER_MEMORY_LIMIT",
+            "SHOAL_WORKERS",
+            "SHOAL_CLUSTER",
+            "SHOAL_TOKEN",
+        ] {
+            assert!(seen.iter().any(|s| s == var), "{var} has a flag");
         }
     }
 }
