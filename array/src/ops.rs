@@ -530,9 +530,10 @@ impl<I> Op<I> {
         }
     }
 
-    /// The same operation with inputs renamed by `f`.
-    pub fn map_inputs<J>(&self, mut f: impl FnMut(&I) -> J) -> Op<J> {
-        match self {
+    /// An operation with no inputs, as an operation over any input type; `None` for one
+    /// that has inputs.
+    fn without_inputs<J>(&self) -> Option<Op<J>> {
+        Some(match self {
             Op::Random { seed, low, high } => Op::Random {
                 seed: *seed,
                 low: *low,
@@ -558,6 +559,25 @@ impl<I> Op<I> {
                 metadata: metadata.clone(),
                 grid: grid.clone(),
             },
+            Op::Input {
+                stage,
+                grid,
+                fields,
+            } => Op::Input {
+                stage: *stage,
+                grid: grid.clone(),
+                fields: fields.clone(),
+            },
+            _ => return None,
+        })
+    }
+
+    /// The same operation with inputs renamed by `f`.
+    pub fn map_inputs<J>(&self, mut f: impl FnMut(&I) -> J) -> Op<J> {
+        if let Some(leaf) = self.without_inputs() {
+            return leaf;
+        }
+        match self {
             Op::ZarrWrite {
                 x,
                 store,
@@ -568,15 +588,6 @@ impl<I> Op<I> {
                 store: store.clone(),
                 path: path.clone(),
                 metadata: metadata.clone(),
-            },
-            Op::Input {
-                stage,
-                grid,
-                fields,
-            } => Op::Input {
-                stage: *stage,
-                grid: grid.clone(),
-                fields: fields.clone(),
             },
             Op::Unary { op, x } => Op::Unary { op: *op, x: f(x) },
             Op::Binary { op, a, b } => Op::Binary {
@@ -661,6 +672,12 @@ impl<I> Op<I> {
                 reduce: reduce.clone(),
                 group: group.clone(),
             },
+            Op::Random { .. }
+            | Op::Full { .. }
+            | Op::Arange { .. }
+            | Op::Literal { .. }
+            | Op::ZarrRead { .. }
+            | Op::Input { .. } => unreachable!("operations without inputs returned above"),
         }
     }
 }

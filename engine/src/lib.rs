@@ -31,6 +31,7 @@ mod array;
 mod dataframe;
 mod error;
 pub mod labeled;
+mod queries;
 mod session;
 pub mod tpch;
 

@@ -23,9 +23,8 @@ use shoal_planner::{
     JobPlanner, Resources, RunGraph, ShoalConfig, TaskGraph, apply_session_policy,
     config::{ByteSize, ShoalSettings},
 };
-use shoal_sql::{Planned, SHOAL_PLAN_TYPE};
+use shoal_sql::SHOAL_PLAN_TYPE;
 
-use crate::dataframe::DataFrame;
 use crate::error::Result;
 
 /// Options for a new [`Session`]; start from [`Session::builder`].
@@ -418,42 +417,6 @@ impl Session {
         Ok(names)
     }
 
-    fn read(&self, path: &str) -> Result<DataFrame> {
-        let ctx = self.inner.ctx.clone();
-        let location = shoal_io::Location::parse(path)?;
-        let provider =
-            self.block_on(async move { shoal_io::table_provider(&ctx.state(), &location).await })?;
-        let df = self.inner.ctx.read_table(provider)?;
-        Ok(DataFrame::new(self.clone(), df))
-    }
-
-    /// A lazy DataFrame over a Parquet file, directory or prefix.
-    pub fn read_parquet(&self, path: &str) -> Result<DataFrame> {
-        self.read_with_format(path, shoal_io::FileFormatKind::Parquet)
-    }
-
-    /// A lazy DataFrame over a CSV file (header row, inferred types), directory or prefix.
-    pub fn read_csv(&self, path: &str) -> Result<DataFrame> {
-        self.read_with_format(path, shoal_io::FileFormatKind::Csv)
-    }
-
-    fn read_with_format(&self, path: &str, kind: shoal_io::FileFormatKind) -> Result<DataFrame> {
-        if let Some(found) = shoal_io::FileFormatKind::from_name(path)
-            && found != kind
-        {
-            return Err(crate::Error::input(format!(
-                "'{path}' looks like {found:?}, not {kind:?}"
-            )));
-        }
-        self.read(path)
-    }
-
-    /// A DataFrame over a registered table.
-    pub async fn table(&self, name: &str) -> Result<DataFrame> {
-        let df = self.inner.ctx.table(name).await?;
-        Ok(DataFrame::new(self.clone(), df))
-    }
-
     /// Parses `sql` into statements with the session's dialect.
     pub fn parse(&self, sql: &str) -> Result<Vec<Statement>> {
         let dialect = self
@@ -466,42 +429,6 @@ impl Session {
             .dialect
             .to_string();
         Ok(shoal_sql::parse_sql(sql, &dialect)?)
-    }
-
-    /// Plans one SQL statement. Commands (DDL, `SET`) run now and give an empty frame;
-    /// queries stay lazy until collected.
-    pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
-        let mut statements = self.parse(sql)?;
-        if statements.len() != 1 {
-            return Err(crate::Error::input(format!(
-                "expected one SQL statement, found {}; use Session::sql_script for several",
-                statements.len()
-            )));
-        }
-        self.statement(statements.remove(0)).await
-    }
-
-    /// Runs every statement of `sql` in order and returns each one's rows.
-    pub async fn sql_script(&self, sql: &str) -> Result<Vec<Vec<RecordBatch>>> {
-        let mut results = Vec::new();
-        for statement in self.parse(sql)? {
-            results.push(self.statement(statement).await?.collect().await?);
-        }
-        Ok(results)
-    }
-
-    /// Plans one parsed statement (see [`Session::sql`]).
-    pub async fn statement(&self, statement: Statement) -> Result<DataFrame> {
-        let ctx = &self.inner.ctx;
-        let df = match shoal_sql::plan_statement(ctx, statement).await? {
-            Planned::Query(plan) => ctx.execute_logical_plan(plan).await?,
-            Planned::Command(plan) => ctx.execute_logical_plan(plan).await?,
-            Planned::Explain { explain, inner } => {
-                let batches = self.explain_batches(explain, &inner).await?;
-                ctx.read_batches(batches)?
-            }
-        };
-        Ok(DataFrame::new(self.clone(), df))
     }
 
     /// DataFusion's EXPLAIN rows plus a row with Shoal's stage graph of `inner`.

@@ -4,9 +4,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    Array as _, ArrayRef, AsArray, Float64Array, Int64Array, StringArray, TimestampNanosecondArray,
-};
+use datafusion::arrow::array::{Array as _, ArrayRef, AsArray};
 use datafusion::arrow::compute::{cast, concat_batches};
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit};
 use ndarray::{ArrayD, IxDyn};
@@ -17,16 +15,6 @@ use super::index::Index;
 use super::table::CellTable;
 use crate::dataframe::DataFrame;
 use crate::error::{Error, Result};
-
-/// A coordinate as an Arrow array.
-pub(super) fn index_column(index: &Index) -> ArrayRef {
-    match index {
-        Index::F64(v) => Arc::new(Float64Array::from(v.clone())),
-        Index::I64(v) => Arc::new(Int64Array::from(v.clone())),
-        Index::DateTime(v) => Arc::new(TimestampNanosecondArray::from(v.clone())),
-        Index::Str(v) => Arc::new(StringArray::from(v.clone())),
-    }
-}
 
 impl DataArray {
     /// The values as a lazy table: one row per cell in C order, a column per dimension

@@ -2,6 +2,11 @@
 //! coordinates), label lookup for `sel`, and calendar arithmetic on `datetime64[ns]`.
 
 use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    ArrayRef, Float64Array, Int64Array, StringArray, TimestampNanosecondArray,
+};
 
 use crate::error::{Error, Result};
 
@@ -268,6 +273,16 @@ pub fn decode_cf_time(value: f64, units: &str) -> Option<i64> {
     };
     let since = since.trim().trim_end_matches(" UTC").trim_end_matches('Z');
     Some(parse_datetime(since)? + (value * scale).round() as i64)
+}
+
+/// A coordinate as an Arrow array.
+pub(super) fn index_column(index: &Index) -> ArrayRef {
+    match index {
+        Index::F64(v) => Arc::new(Float64Array::from(v.clone())),
+        Index::I64(v) => Arc::new(Int64Array::from(v.clone())),
+        Index::DateTime(v) => Arc::new(TimestampNanosecondArray::from(v.clone())),
+        Index::Str(v) => Arc::new(StringArray::from(v.clone())),
+    }
 }
 
 #[cfg(test)]

@@ -26,8 +26,7 @@ use shoal_planner::array::{
 use shoal_planner::config::ShoalSettings;
 
 use super::dataset::Dataset;
-use super::frames::index_column;
-use super::index::Index;
+use super::index::{Index, index_column};
 use super::zarr::load_zarr;
 
 type DfResult<T> = datafusion::common::Result<T>;

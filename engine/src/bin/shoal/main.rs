@@ -7,6 +7,7 @@ mod output;
 mod run;
 mod shell;
 mod sql;
+mod statement;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;

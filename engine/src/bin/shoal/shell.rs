@@ -5,9 +5,10 @@ use std::time::Instant;
 use rustyline::DefaultEditor;
 use rustyline::error::ReadlineError;
 use shoal::Session;
+use shoal::datafusion::arrow::array::RecordBatch;
 
 use crate::output::{self, Format};
-use crate::sql::{run_statement, summary};
+use crate::statement::run_statement;
 
 const HELP: &str = "Statements end with ';'. \\d lists tables, \\d NAME describes one, \\q quits, Ctrl-C cancels a running query.";
 
@@ -102,4 +103,11 @@ pub async fn run(session: &Session, format: Format) -> shoal::Result<()> {
         let _ = editor.save_history(path);
     }
     Ok(())
+}
+
+/// "N rows in 0.123 s" for the shell.
+fn summary(batches: &[RecordBatch], started: Instant) -> String {
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    let noun = if rows == 1 { "row" } else { "rows" };
+    format!("{rows} {noun} in {:.3} s", started.elapsed().as_secs_f64())
 }

@@ -1,17 +1,14 @@
 //! `shoal sql`: tables from the command line, then batch statements or the shell.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
 use clap::Args;
-use futures::TryStreamExt;
 use shoal::Session;
-use shoal::datafusion::arrow::array::RecordBatch;
-use shoal::datafusion::sql::parser::Statement;
 
 use crate::EngineArgs;
 use crate::output::{self, Format};
+use crate::statement::run_statement;
 
 /// Arguments of `shoal sql`.
 #[derive(Args, Debug)]
@@ -49,43 +46,6 @@ pub fn register_tables(session: &Session, dirs: &[String], tables: &[String]) ->
     Ok(())
 }
 
-/// Runs one statement to completion, cancelling it on Ctrl-C. Returns its schema and rows.
-pub async fn run_statement(
-    session: &Session,
-    statement: Statement,
-) -> shoal::Result<(
-    shoal::datafusion::arrow::datatypes::SchemaRef,
-    Vec<RecordBatch>,
-)> {
-    let df = session.statement(statement).await?;
-    let schema = df.schema();
-    let job = session.execute(df.logical_plan()).await?;
-    let mut progress = job.progress.clone();
-    let show_progress = std::io::stderr().is_terminal();
-    let watcher = async move {
-        if !show_progress {
-            return std::future::pending::<()>().await;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let bar = crate::progress_bar(0, "running");
-        loop {
-            let p = *progress.borrow_and_update();
-            bar.set_length(p.tasks_total as u64);
-            bar.set_position(p.tasks_done as u64);
-            if progress.changed().await.is_err() {
-                bar.finish_and_clear();
-                return std::future::pending::<()>().await;
-            }
-        }
-    };
-    let collect = job.stream.try_collect::<Vec<RecordBatch>>();
-    tokio::select! {
-        rows = collect => Ok((schema, rows?)),
-        _ = tokio::signal::ctrl_c() => Err(shoal::Error::new(shoal::ErrorKind::Cancelled, "query cancelled")),
-        _ = watcher => unreachable!("the progress watcher never finishes"),
-    }
-}
-
 /// Runs `shoal sql`.
 pub async fn run(engine: &EngineArgs, args: SqlArgs) -> shoal::Result<()> {
     let session = engine.session()?;
@@ -109,11 +69,4 @@ pub async fn run(engine: &EngineArgs, args: SqlArgs) -> shoal::Result<()> {
         }
     }
     Ok(())
-}
-
-/// "N rows in 0.123 s" for the shell.
-pub fn summary(batches: &[RecordBatch], started: Instant) -> String {
-    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-    let noun = if rows == 1 { "row" } else { "rows" };
-    format!("{rows} {noun} in {:.3} s", started.elapsed().as_secs_f64())
 }

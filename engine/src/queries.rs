@@ -1,0 +1,83 @@
+//! The `Session` methods that give DataFrames: reading files and tables, and SQL.
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::sql::parser::Statement;
+use shoal_sql::Planned;
+
+use crate::dataframe::DataFrame;
+use crate::error::Result;
+use crate::session::Session;
+
+impl Session {
+    fn read(&self, path: &str) -> Result<DataFrame> {
+        let ctx = self.context().clone();
+        let location = shoal_io::Location::parse(path)?;
+        let provider =
+            self.block_on(async move { shoal_io::table_provider(&ctx.state(), &location).await })?;
+        let df = self.context().read_table(provider)?;
+        Ok(DataFrame::new(self.clone(), df))
+    }
+
+    /// A lazy DataFrame over a Parquet file, directory or prefix.
+    pub fn read_parquet(&self, path: &str) -> Result<DataFrame> {
+        self.read_with_format(path, shoal_io::FileFormatKind::Parquet)
+    }
+
+    /// A lazy DataFrame over a CSV file (header row, inferred types), directory or prefix.
+    pub fn read_csv(&self, path: &str) -> Result<DataFrame> {
+        self.read_with_format(path, shoal_io::FileFormatKind::Csv)
+    }
+
+    fn read_with_format(&self, path: &str, kind: shoal_io::FileFormatKind) -> Result<DataFrame> {
+        if let Some(found) = shoal_io::FileFormatKind::from_name(path)
+            && found != kind
+        {
+            return Err(crate::Error::input(format!(
+                "'{path}' looks like {found:?}, not {kind:?}"
+            )));
+        }
+        self.read(path)
+    }
+
+    /// A DataFrame over a registered table.
+    pub async fn table(&self, name: &str) -> Result<DataFrame> {
+        let df = self.context().table(name).await?;
+        Ok(DataFrame::new(self.clone(), df))
+    }
+
+    /// Plans one SQL statement. Commands (DDL, `SET`) run now and give an empty frame;
+    /// queries stay lazy until collected.
+    pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
+        let mut statements = self.parse(sql)?;
+        if statements.len() != 1 {
+            return Err(crate::Error::input(format!(
+                "expected one SQL statement, found {}; use Session::sql_script for several",
+                statements.len()
+            )));
+        }
+        self.statement(statements.remove(0)).await
+    }
+
+    /// Runs every statement of `sql` in order and returns each one's rows.
+    pub async fn sql_script(&self, sql: &str) -> Result<Vec<Vec<RecordBatch>>> {
+        let mut results = Vec::new();
+        for statement in self.parse(sql)? {
+            results.push(self.statement(statement).await?.collect().await?);
+        }
+        Ok(results)
+    }
+
+    /// Plans one parsed statement (see [`Session::sql`]).
+    pub async fn statement(&self, statement: Statement) -> Result<DataFrame> {
+        let ctx = self.context();
+        let df = match shoal_sql::plan_statement(ctx, statement).await? {
+            Planned::Query(plan) => ctx.execute_logical_plan(plan).await?,
+            Planned::Command(plan) => ctx.execute_logical_plan(plan).await?,
+            Planned::Explain { explain, inner } => {
+                let batches = self.explain_batches(explain, &inner).await?;
+                ctx.read_batches(batches)?
+            }
+        };
+        Ok(DataFrame::new(self.clone(), df))
+    }
+}
