@@ -377,9 +377,8 @@ impl Session {
         let env = self.inner.ctx.runtime_env();
         let fan_in = self.config().array.reduce_fan_in;
         let path = path.to_string();
-        let table = self.block_on(async move {
-            crate::labeled::CellTable::open_zarr(&env, &path, fan_in).await
-        })?;
+        let table =
+            self.block_on(async move { crate::labeled::zarr_table(&env, &path, fan_in).await })?;
         self.register_provider(name, Arc::new(table))
     }
 
@@ -388,7 +387,7 @@ impl Session {
     /// computed when the table is read only if they were persisted first.
     pub fn register_dataset(&self, name: &str, ds: &crate::labeled::Dataset) -> Result<()> {
         let fan_in = self.config().array.reduce_fan_in;
-        let table = crate::labeled::CellTable::from_dataset(ds, fan_in)?;
+        let table = crate::labeled::dataset_table(ds, fan_in)?;
         self.register_provider(name, Arc::new(table))
     }
 

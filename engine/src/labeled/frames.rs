@@ -12,7 +12,7 @@ use ndarray::{ArrayD, IxDyn};
 use super::dataarray::DataArray;
 use super::dataset::Dataset;
 use super::index::Index;
-use super::table::CellTable;
+use super::table::dataset_table;
 use crate::dataframe::DataFrame;
 use crate::error::{Error, Result};
 
@@ -50,7 +50,7 @@ impl Dataset {
             };
             ready = ready.with_var(name, var)?;
         }
-        let table = CellTable::from_dataset(&ready, session.config().array.reduce_fan_in)?;
+        let table = dataset_table(&ready, session.config().array.reduce_fan_in)?;
         let df = session.context().read_table(Arc::new(table))?;
         Ok(DataFrame::new(session, df))
     }

@@ -16,5 +16,7 @@ pub use dataset::Dataset;
 pub use groupby::{GroupBy, Rolling};
 pub use index::{Index, Label};
 pub use pipeline::apply_pipeline;
-pub use table::{CellTable, ZarrTableFactory};
+pub use shoal_planner::array::CellTable;
+pub use table::ZarrTableFactory;
+pub(crate) use table::{dataset_table, zarr_table};
 pub use zarr::{ZarrCodec, ZarrOptions};

@@ -18,11 +18,13 @@
 pub mod exec;
 pub mod expr;
 pub mod lower;
+pub mod provider;
 pub mod table;
 
 pub use exec::ChunkExec;
 pub use expr::{ArrayExpr, ArrayNode, AxisSlice};
 pub use lower::lower;
+pub use provider::CellTable;
 pub use shoal_array::{
     BinaryOp, ChunkGrid, ChunkProgram, DType, Native, NdChunk, Op, ReduceOp, Region, Scalar,
     UnaryOp, assemble, blas, chunk, dtype, grid, kernels, ops, program, reduce,
