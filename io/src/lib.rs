@@ -14,6 +14,7 @@
 //! behave the same everywhere. Scans, pruning and file splitting are DataFusion's
 //! `ListingTable`; this crate only decides which store and which format.
 
+pub mod cf;
 pub mod location;
 pub mod registry;
 pub mod tables;

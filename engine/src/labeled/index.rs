@@ -10,7 +10,10 @@ use datafusion::arrow::array::{
 
 use crate::error::{Error, Result};
 
-const NS_PER_DAY: i64 = 86_400 * 1_000_000_000;
+pub use shoal_io::cf::{
+    NS_PER_DAY, civil_from_days, datetime_field, days_from_civil, decode_cf_time, format_datetime,
+    parse_datetime,
+};
 
 /// The values of a 1-d coordinate.
 #[derive(Debug, Clone, PartialEq)]
@@ -171,110 +174,6 @@ impl Index {
     }
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date.
-pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The proleptic Gregorian date (year, month, day) of a day count since 1970-01-01.
-pub fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
-/// Parses `YYYY-MM-DD`, optionally followed by `THH:MM[:SS]` (or a space), into
-/// nanoseconds since the epoch.
-pub fn parse_datetime(text: &str) -> Option<i64> {
-    let t = text.trim();
-    let (date, time) = match t.find(['T', ' ']) {
-        Some(i) => (&t[..i], &t[i + 1..]),
-        None => (t, ""),
-    };
-    let mut parts = date.split('-');
-    let y: i64 = parts.next()?.parse().ok()?;
-    let m: i64 = parts.next().map_or(Some(1), |p| p.parse().ok())?;
-    let d: i64 = parts.next().map_or(Some(1), |p| p.parse().ok())?;
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || parts.next().is_some() {
-        return None;
-    }
-    let mut seconds = 0i64;
-    if !time.is_empty() {
-        let mut hms = time.split(':');
-        let h: i64 = hms.next()?.parse().ok()?;
-        let mi: i64 = hms.next().map_or(Some(0), |p| p.parse().ok())?;
-        let s: f64 = hms.next().map_or(Some(0.0), |p| p.parse().ok())?;
-        seconds = h * 3600 + mi * 60;
-        return Some(
-            days_from_civil(y, m, d) * NS_PER_DAY + seconds * 1_000_000_000 + (s * 1e9) as i64,
-        );
-    }
-    Some(days_from_civil(y, m, d) * NS_PER_DAY + seconds)
-}
-
-/// `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SS` of nanoseconds since the epoch.
-pub fn format_datetime(ns: i64) -> String {
-    let days = ns.div_euclid(NS_PER_DAY);
-    let rest = ns.rem_euclid(NS_PER_DAY) / 1_000_000_000;
-    let (y, m, d) = civil_from_days(days);
-    if rest == 0 {
-        format!("{y:04}-{m:02}-{d:02}")
-    } else {
-        format!(
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
-            rest / 3600,
-            rest / 60 % 60,
-            rest % 60
-        )
-    }
-}
-
-/// A calendar field of a datetime (xarray's `.dt` accessors).
-pub fn datetime_field(ns: i64, field: &str) -> Option<i64> {
-    let days = ns.div_euclid(NS_PER_DAY);
-    let (y, m, d) = civil_from_days(days);
-    Some(match field {
-        "year" => y,
-        "month" => m,
-        "day" => d,
-        "hour" => ns.rem_euclid(NS_PER_DAY) / 3_600_000_000_000,
-        "dayofyear" => days - days_from_civil(y, 1, 1) + 1,
-        "dayofweek" => (days + 3).rem_euclid(7),
-        "season" => [0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 0][(m - 1) as usize],
-        _ => return None,
-    })
-}
-
-/// Nanoseconds since the epoch of `value` counted in `units` (CF `"days since
-/// 2000-01-01"`, `"hours since 1900-01-01 00:00:00"` ...).
-pub fn decode_cf_time(value: f64, units: &str) -> Option<i64> {
-    let (unit, since) = units.split_once(" since ")?;
-    let scale = match unit.trim() {
-        "days" | "day" | "d" => NS_PER_DAY as f64,
-        "hours" | "hour" | "h" => 3.6e12,
-        "minutes" | "minute" | "min" => 6e10,
-        "seconds" | "second" | "s" => 1e9,
-        "milliseconds" | "ms" => 1e6,
-        "microseconds" | "us" => 1e3,
-        "nanoseconds" | "ns" => 1.0,
-        _ => return None,
-    };
-    let since = since.trim().trim_end_matches(" UTC").trim_end_matches('Z');
-    Some(parse_datetime(since)? + (value * scale).round() as i64)
-}
-
 /// A coordinate as an Arrow array.
 pub(super) fn index_column(index: &Index) -> ArrayRef {
     match index {
@@ -282,31 +181,5 @@ pub(super) fn index_column(index: &Index) -> ArrayRef {
         Index::I64(v) => Arc::new(Int64Array::from(v.clone())),
         Index::DateTime(v) => Arc::new(TimestampNanosecondArray::from(v.clone())),
         Index::Str(v) => Arc::new(StringArray::from(v.clone())),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn calendar_round_trips() {
-        for days in [-800_000, -1, 0, 59, 365 * 30 + 7, 2_932_896] {
-            let (y, m, d) = civil_from_days(days);
-            assert_eq!(days_from_civil(y, m, d), days);
-        }
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        let t = parse_datetime("2020-02-29T06:30:00").unwrap();
-        assert_eq!(format_datetime(t), "2020-02-29T06:30:00");
-        assert_eq!(datetime_field(t, "month"), Some(2));
-        assert_eq!(datetime_field(t, "dayofyear"), Some(60));
-        assert_eq!(
-            decode_cf_time(31.0, "days since 2000-01-01"),
-            parse_datetime("2000-02-01")
-        );
-        assert_eq!(
-            decode_cf_time(6.0, "hours since 2000-01-01 00:00:00"),
-            parse_datetime("2000-01-01T06:00")
-        );
     }
 }

@@ -7,6 +7,7 @@ use datafusion::arrow::array::{Array as _, ArrayRef, AsArray};
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
 use datafusion::execution::runtime_env::RuntimeEnv;
 use serde_json::Value;
+use shoal_io::cf::{CF_KEYS, CfEncoding};
 pub use shoal_io::zarr::ZarrCodec;
 use shoal_io::zarr::{self as store_io, ZarrArrayMeta, ZarrArraySpec};
 use shoal_planner::array::{ArrayExpr, BinaryOp, DType, Scalar, expr};
@@ -34,63 +35,6 @@ impl Default for ZarrOptions {
             codec: ZarrCodec::Zstd(3),
         }
     }
-}
-
-const CF_KEYS: &[&str] = &["_FillValue", "missing_value", "scale_factor", "add_offset"];
-
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let value = |c: u8| -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            _ => return None,
-        } as u32)
-    };
-    let bytes: Vec<u8> = text.bytes().filter(|&c| c != b'=').collect();
-    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
-    for group in bytes.chunks(4) {
-        let mut n = 0u32;
-        for (i, &c) in group.iter().enumerate() {
-            n |= value(c)? << (18 - 6 * i);
-        }
-        let take = group.len().saturating_sub(1);
-        for i in 0..take {
-            out.push((n >> (16 - 8 * i)) as u8);
-        }
-    }
-    Some(out)
-}
-
-/// The CF fill value of an array: `_FillValue` (a number, `"NaN"`, or base64 bytes as
-/// xarray writes floats in Zarr v3), else `missing_value`, else (Zarr v2) the array's own
-/// fill value.
-fn cf_fill(meta: &ZarrArrayMeta) -> Option<f64> {
-    let attr = meta
-        .attrs
-        .get("_FillValue")
-        .or_else(|| meta.attrs.get("missing_value"));
-    match attr {
-        Some(Value::Number(n)) => n.as_f64(),
-        Some(Value::String(s)) if s.eq_ignore_ascii_case("nan") => Some(f64::NAN),
-        Some(Value::String(s)) => {
-            let b = base64_decode(s)?;
-            match (&meta.data_type, b.len()) {
-                (DataType::Float64, 8) => Some(f64::from_le_bytes(b.try_into().ok()?)),
-                (DataType::Float32, 4) => Some(f64::from(f32::from_le_bytes(b.try_into().ok()?))),
-                _ => None,
-            }
-        }
-        Some(_) => None,
-        None if meta.format == 2 => meta.fill_value,
-        None => None,
-    }
-}
-
-fn attr_f64(attrs: &Attrs, key: &str) -> Option<f64> {
-    attrs.get(key).and_then(Value::as_f64)
 }
 
 fn to_index(values: &ArrayRef, meta: &ZarrArrayMeta) -> Result<Index> {
@@ -191,10 +135,13 @@ fn decode_variable(store: &str, meta: &ZarrArrayMeta) -> Result<ArrayExpr> {
         &meta.chunks,
         dtype,
     )?;
-    let scale = attr_f64(&meta.attrs, "scale_factor");
-    let offset = attr_f64(&meta.attrs, "add_offset");
+    let CfEncoding {
+        fill,
+        scale,
+        offset,
+    } = CfEncoding::of(meta);
     let number = |v: f64, float: DType| expr::full(&[], &[], Scalar::Float(v), float);
-    if let Some(fill) = cf_fill(meta).filter(|f| !f.is_nan()) {
+    if let Some(fill) = fill.filter(|f| !f.is_nan()) {
         let float = if dtype == DType::F32 && scale.is_none() {
             DType::F32
         } else {
