@@ -10,6 +10,9 @@
 //!        tables::register_table / tables_in_dir     (Parquet and CSV as DataFusion ListingTables)
 //! ```
 //!
+//! Zarr stores are read and written by [`zarr`] (metadata, chunks, atomic writes) and decoded
+//! by the CF conventions in [`cf`] (fill values, scale and offset, times since a date).
+//!
 //! Start with [`Location`]: every path a user types goes through it, so local paths and URLs
 //! behave the same everywhere. Scans, pruning and file splitting are DataFusion's
 //! `ListingTable`; this crate only decides which store and which format.

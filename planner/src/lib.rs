@@ -21,10 +21,12 @@
 //! Arrays take the same road: [`array::lower`] turns an array expression into stages whose
 //! plans are [`array::ChunkExec`] (a fused chunk program, one task per output chunk) under
 //! the same `ShuffleWriteExec`, so chunk tasks and SQL tasks share one scheduler, result
-//! store, transport and plan codec (a DataFusion operator, not a second kind of task). Labeled arrays
-//! read as SQL tables through [`array::CellScanExec`], whose per-variable chunk programs
-//! read store chunks through `shoal-io` like any array stage; the table provider over a
-//! Zarr group lives in the engine, next to the CF decoding it shares with `open_zarr`.
+//! store, transport and plan codec (a DataFusion operator, not a second kind of task). The
+//! chunk compute itself (kernels, reductions, BLAS, chunk-program evaluation) is
+//! `shoal-array`'s. Labeled arrays read as SQL tables through [`array::CellTable`] (the
+//! table provider, pruning on coordinates) and its scan operator [`array::CellScanExec`],
+//! whose per-variable chunk programs read store chunks through `shoal-io` like any array
+//! stage. The settings of every front end are declared once, in [`config`].
 
 /// The `ExecutionPlan` methods every leaf operator of Shoal's spells the same way:
 /// `name`, `properties` (from a `properties` field), no children, no expressions, and a

@@ -243,6 +243,35 @@ async fn another_client_sees_a_job_s_events_over_the_wire() {
     assert_eq!(seen.last().unwrap().progress.tasks_done, total);
 }
 
+/// A remote job's handle carries the scheduler's number for it, not the client's count:
+/// with another client's job first, this client's first job is the cluster's second, and
+/// cancelling by the handle's number cancels it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_job_handle_carries_the_scheduler_s_job_number() {
+    let cluster = Cluster::start(1);
+    let first = cluster.session();
+    first
+        .sql("select 1")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let second = cluster.session();
+    let df = second.sql(&slow_query(50_000_000)).await.unwrap();
+    let job = second.execute(df.logical_plan()).await.unwrap();
+    let status = second.status().await.unwrap();
+    let running: Vec<u64> = status.jobs.iter().map(|j| j.id).collect();
+    assert_eq!(running, vec![job.job], "{status:?}");
+    assert!(job.job > 1, "the first client's job came first");
+    assert!(second.cancel(job.job).await.unwrap());
+    let error = job.stream.collect::<Vec<_>>().await;
+    assert!(
+        error.iter().any(|b| b.is_err()),
+        "the cancelled job's stream ends with an error"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tpch_on_a_scheduler_and_two_worker_processes_matches_the_answers() {
     let cluster = Cluster::start(2);

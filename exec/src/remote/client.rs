@@ -2,7 +2,6 @@
 //! workers over Arrow Flight, and asks for the cluster's status.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::{DataFusionError, Result};
@@ -100,7 +99,6 @@ pub struct RemoteCluster {
     security: Arc<Security>,
     client: ControlClient,
     transport: Arc<FlightTransport>,
-    next_job: AtomicU64,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -157,7 +155,6 @@ impl RemoteCluster {
             security,
             client,
             transport,
-            next_job: AtomicU64::new(1),
             runtime: Some(runtime),
         })
     }
@@ -199,7 +196,7 @@ impl RemoteCluster {
             placement_timeout_secs: 60.0,
             ..Default::default()
         };
-        run_job(self.client.clone(), &self.url, request, None).await?;
+        run_job(self.client.clone(), &self.url, request, None, None).await?;
         Ok(())
     }
 
@@ -225,8 +222,10 @@ impl Cluster for RemoteCluster {
     /// Submits `graph` with the settings of `ctx`; the stream yields the result stage's
     /// output with `schema`. Dropping the stream ends the job on the cluster.
     fn submit(&self, graph: TaskGraph, ctx: Arc<TaskContext>, schema: SchemaRef) -> JobHandle {
-        let job = self.next_job.fetch_add(1, Ordering::Relaxed);
         let (progress_tx, progress_rx) = watch::channel(Progress::default());
+        // The scheduler numbers jobs: the handle carries its number once it accepted the
+        // job (one round trip).
+        let (accepted_tx, accepted_rx) = std::sync::mpsc::channel();
         let request = submit_request(&graph, &ctx);
         let client = self.client.clone();
         let url = self.url.clone();
@@ -237,7 +236,7 @@ impl Cluster for RemoteCluster {
         self.spawn(async move {
             let follow = async {
                 let request = request?;
-                run_job(client, &url, request, Some(progress_tx)).await
+                run_job(client, &url, request, Some(progress_tx), Some(accepted_tx)).await
             };
             let mut ready_tx = ready_tx;
             let result = tokio::select! {
@@ -274,6 +273,8 @@ impl Cluster for RemoteCluster {
             ))
         };
         let stream = futures::stream::once(outputs).try_flatten();
+        // A job refused before it was accepted has no number; its stream says why.
+        let job = accepted_rx.recv().unwrap_or(0);
         JobHandle {
             job,
             stream: Box::pin(RecordBatchStreamAdapter::new(schema, stream)),
@@ -356,6 +357,7 @@ async fn run_job(
     url: &str,
     request: proto::SubmitJob,
     progress: Option<watch::Sender<Progress>>,
+    on_accepted: Option<std::sync::mpsc::Sender<JobId>>,
 ) -> Result<(tonic::Streaming<proto::JobEvent>, JobId, StageId, Outputs)> {
     let mut events = client
         .submit(request)
@@ -377,6 +379,9 @@ async fn run_job(
         match event.kind {
             Some(job_event::Kind::Accepted(accepted)) => {
                 job = accepted.job;
+                if let Some(tx) = &on_accepted {
+                    let _ = tx.send(job);
+                }
                 if let Some(p) = &progress {
                     p.send_modify(|p| p.tasks_total = accepted.tasks_total as usize);
                 }

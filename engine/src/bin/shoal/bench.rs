@@ -68,7 +68,7 @@ async fn scheduler(engine: &EngineArgs, args: SchedulerArgs) -> shoal::Result<()
     let (url, _children) = match &engine.cluster {
         Some(url) => (url.clone(), None),
         None => {
-            let (url, children, _) = crate::cluster::spawn_local(
+            let (url, children, _) = crate::processes::spawn_local(
                 args.local_workers,
                 Some(1),
                 None,

@@ -2,8 +2,8 @@
 
 mod bench;
 mod bench_arrays;
-mod cluster;
 mod output;
+mod processes;
 mod run;
 mod shell;
 mod sql;
@@ -96,13 +96,13 @@ enum Command {
         what: bench::BenchWhat,
     },
     /// Run a cluster's scheduler; prints its URL.
-    Scheduler(cluster::SchedulerArgs),
+    Scheduler(processes::SchedulerArgs),
     /// Run a worker that joins a scheduler.
-    Worker(cluster::WorkerArgs),
+    Worker(processes::WorkerArgs),
     /// Run a scheduler and workers as processes on this machine; prints the URL.
-    Local(cluster::LocalArgs),
+    Local(processes::LocalArgs),
     /// Show the workers and jobs of a cluster (--cluster URL).
-    Status(cluster::StatusArgs),
+    Status(processes::StatusArgs),
     /// Cancel a job of a cluster by the id `shoal status` shows (--cluster URL).
     Cancel {
         /// The job's id.
@@ -166,9 +166,9 @@ async fn run(cli: Cli) -> shoal::Result<()> {
                 .map_err(|e| shoal::Error::input(format!("generator failed: {e}")))?
         }
         Command::Bench { what } => bench::run(&cli.engine, what).await,
-        Command::Scheduler(args) => cluster::scheduler(args).await,
-        Command::Worker(args) => cluster::worker(args, cli.engine.memory_limit).await,
-        Command::Local(args) => cluster::local(args, cli.engine.memory_limit).await,
+        Command::Scheduler(args) => processes::scheduler(args).await,
+        Command::Worker(args) => processes::worker(args, cli.engine.memory_limit).await,
+        Command::Local(args) => processes::local(args, cli.engine.memory_limit).await,
         Command::Status(args) => {
             if cli.engine.cluster.is_none() {
                 return Err(shoal::Error::input(
@@ -176,7 +176,7 @@ async fn run(cli: Cli) -> shoal::Result<()> {
                 ));
             }
             let session = cli.engine.session()?;
-            cluster::status(&session, args).await
+            processes::status(&session, args).await
         }
         Command::Cancel { job } => {
             if cli.engine.cluster.is_none() {
@@ -241,7 +241,7 @@ fn main() -> ExitCode {
             Command::Scheduler(_) => 2,
             // One thread per task slot, and one that keeps heartbeats and fetches going
             // while every slot computes.
-            Command::Worker(args) => args.threads() + 1,
+            Command::Worker(args) => args.slots() + 1,
             _ => 1,
         })
         .enable_all()

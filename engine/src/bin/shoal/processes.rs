@@ -87,7 +87,7 @@ pub struct WorkerArgs {
 
 impl WorkerArgs {
     /// Task slots: `--cpus`, or the number of cores.
-    pub fn threads(&self) -> usize {
+    pub fn slots(&self) -> usize {
         self.cpus
             .unwrap_or_else(|| {
                 std::thread::available_parallelism()
@@ -190,7 +190,7 @@ pub async fn scheduler(args: SchedulerArgs) -> shoal::Result<()> {
 
 /// `shoal worker`: joins the scheduler and runs tasks until the connection ends.
 pub async fn worker(args: WorkerArgs, memory_limit: Option<String>) -> shoal::Result<()> {
-    let slots = args.threads();
+    let slots = args.slots();
     let security = Security::from_files(
         args.token,
         args.tls.tls_cert.as_deref(),
