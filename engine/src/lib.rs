@@ -39,11 +39,12 @@ pub use array::{Array, Axes, Element, Operand};
 pub use dataframe::{DataFrame, GroupBy, How};
 pub use error::{Error, ErrorKind, Result};
 pub use labeled::{DataArray, Dataset, Dims, Index, Label, LabelSel, Sel};
-pub use session::{ProgressListener, Session, SessionBuilder, machine_memory};
+pub use session::{ProgressListener, Session, SessionBuilder};
 pub use shoal_exec::{JobEvent, JobEventKind, Progress};
 pub use shoal_planner::ShoalConfig;
 pub use shoal_planner::array::{DType, ReduceOp};
 pub use shoal_planner::config::ShoalSettings;
+pub use shoal_planner::config::machine_memory;
 
 /// Everything a DataFrame program usually needs.
 pub mod prelude {

@@ -166,18 +166,6 @@ impl std::fmt::Debug for Session {
     }
 }
 
-/// Total memory of this machine in bytes, from `/proc/meminfo` (8 GiB if unknown).
-pub fn machine_memory() -> usize {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|text| {
-            let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
-            let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
-            Some(kib * 1024)
-        })
-        .unwrap_or(8 << 30)
-}
-
 impl RunGraph for Session {
     fn run_graph(
         &self,
@@ -240,32 +228,22 @@ impl Session {
             .map(|n| n.get())
             .unwrap_or(1);
         let settings = &mut config.settings;
-        if let Some(remote) = &remote
-            && settings.execution.partitions == 0
-        {
+        let cluster_slots = match &remote {
             // One partition per task slot of the workers there now.
-            let status = remote.block_on_status()?;
-            let slots: usize = status
-                .workers
-                .iter()
-                .filter(|w| w.alive)
-                .map(|w| w.slots)
-                .sum();
-            settings.execution.partitions = slots.max(1);
-        }
-        // The defaults that depend on the machine, resolved here and nowhere else.
-        if settings.workers == 0 {
-            settings.workers = cores;
-        }
-        if settings.worker.memory_limit.bytes() == 0 {
-            settings.worker.memory_limit = ByteSize(machine_memory() / 2 / settings.workers);
-        }
-        if settings.store.memory_target.bytes() == 0 {
-            settings.store.memory_target = ByteSize(settings.worker.memory_limit.bytes() / 2);
-        }
-        if settings.execution.partitions == 0 {
-            settings.execution.partitions = settings.workers * settings.worker.slots;
-        }
+            Some(remote) if settings.execution.partitions == 0 => {
+                let status = remote.block_on_status()?;
+                Some(
+                    status
+                        .workers
+                        .iter()
+                        .filter(|w| w.alive)
+                        .map(|w| w.slots)
+                        .sum(),
+                )
+            }
+            _ => None,
+        };
+        settings.resolve(cores, cluster_slots);
         let scratch = if settings.scratch_dir.is_empty() {
             std::env::temp_dir()
         } else {

@@ -132,6 +132,52 @@ config_namespace! {
     }
 }
 
+impl ShoalSettings {
+    /// Fills the defaults that depend on the machine and the cluster; this is the only
+    /// place they are computed. `cores` is this machine's; `cluster_slots` the task slots
+    /// of a remote cluster's workers, when the session has one.
+    pub fn resolve(&mut self, cores: usize, cluster_slots: Option<usize>) {
+        if self.workers == 0 {
+            self.workers = cores.max(1);
+        }
+        if self.worker.memory_limit.bytes() == 0 {
+            self.worker.memory_limit = ByteSize(default_memory_limit(self.workers));
+        }
+        if self.store.memory_target.bytes() == 0 {
+            self.store.memory_target =
+                ByteSize(default_store_target(self.worker.memory_limit.bytes()));
+        }
+        if self.execution.partitions == 0 {
+            self.execution.partitions = cluster_slots
+                .unwrap_or(self.workers * self.worker.slots)
+                .max(1);
+        }
+    }
+}
+
+/// Total memory of this machine in bytes, from `/proc/meminfo` (8 GiB if unknown).
+pub fn machine_memory() -> usize {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib * 1024)
+        })
+        .unwrap_or(8 << 30)
+}
+
+/// A worker's memory limit when none is set: half this machine's memory, shared by the
+/// `workers` that run on it (in one process or as `shoal local`'s processes).
+pub fn default_memory_limit(workers: usize) -> usize {
+    machine_memory() / 2 / workers.max(1)
+}
+
+/// The result-store target of a worker whose limit is `memory_limit`, when none is set.
+pub fn default_store_target(memory_limit: usize) -> usize {
+    memory_limit / 2
+}
+
 /// Keys that shape the cluster and so only take effect when a session starts.
 pub const FIXED_AT_START: &[&str] = &[
     "workers",

@@ -601,18 +601,6 @@ fn cluster_sql(cluster: &Cluster, sql: &str) -> Command {
     cmd
 }
 
-/// The command failed with one line naming `needle` and the exit code of `kind`.
-fn assert_failed_as(out: &std::process::Output, kind: shoal::ErrorKind, needle: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(i32::from(kind.exit_code())),
-        "{kind}: {stderr}"
-    );
-    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
-    assert!(stderr.contains(needle), "{needle} in {stderr}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_whose_only_worker_is_killed_fails_as_worker_lost() {
     let mut cluster = Cluster::start(1);
@@ -630,7 +618,7 @@ async fn a_query_whose_only_worker_is_killed_fails_as_worker_lost() {
     }
     kill9(&mut cluster.workers[0]);
     let out = client.wait_with_output().unwrap();
-    assert_failed_as(&out, shoal::ErrorKind::WorkerLost, "every worker was lost");
+    super::assert_error_of_kind(&out, shoal::ErrorKind::WorkerLost, "every worker was lost");
 }
 
 #[test]
@@ -640,7 +628,7 @@ fn results_on_a_worker_clients_cannot_reach_fail_as_a_fetch_naming_it() {
     cluster.add_worker(&["--advertise", "127.0.0.1:1"]);
     cluster.wait_for_workers(1);
     let out = cluster_sql(&cluster, "select 1").output().unwrap();
-    assert_failed_as(
+    super::assert_error_of_kind(
         &out,
         shoal::ErrorKind::FetchFailed,
         "fetching from worker 0 failed: tcp connect error",

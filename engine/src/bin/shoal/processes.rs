@@ -11,7 +11,7 @@ use shoal::datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use shoal_exec::remote::{SchedulerOptions, WorkerOptions, run_scheduler, run_worker};
 use shoal_exec::{ClusterStatus, Security};
 use shoal_planner::Resources;
-use shoal_planner::config::parse_bytes;
+use shoal_planner::config::{default_memory_limit, default_store_target, parse_bytes};
 
 use crate::output::Format;
 
@@ -201,7 +201,7 @@ pub async fn worker(args: WorkerArgs, memory_limit: Option<String>) -> shoal::Re
         Some(text) => {
             parse_bytes(&text).map_err(|e| input(format!("--memory-limit: {}", e.message())))?
         }
-        None => shoal::machine_memory() / 2,
+        None => default_memory_limit(1),
     };
     let resources = Resources::parse(&args.resources)
         .map_err(|e| input(format!("--resources: {}", e.message())))?;
@@ -211,7 +211,7 @@ pub async fn worker(args: WorkerArgs, memory_limit: Option<String>) -> shoal::Re
         advertise: args.advertise,
         slots: slots.max(1),
         memory_limit,
-        store_memory_target: memory_limit / 2,
+        store_memory_target: default_store_target(memory_limit),
         scratch_dir: args.scratch_dir.unwrap_or_else(std::env::temp_dir),
         resources,
         security,
@@ -313,6 +313,12 @@ pub async fn local(mut args: LocalArgs, memory_limit: Option<String>) -> shoal::
     if let Some(text) = &args.memory {
         parse_bytes(text).map_err(|e| input(format!("--memory-limit: {}", e.message())))?;
     }
+    // The workers share this machine, as an embedded session's do.
+    let memory = args
+        .memory
+        .clone()
+        .unwrap_or_else(|| default_memory_limit(args.workers.max(1)).to_string());
+    args.memory = Some(memory);
     let workers = args.workers.max(1);
     let (url, mut children, cpus) = spawn_local(
         workers,
