@@ -437,6 +437,33 @@ mod tests {
     }
 
     #[test]
+    fn machine_dependent_defaults_resolve_once_and_keep_what_was_set() {
+        let mut s = ShoalSettings::default();
+        s.resolve(4, None);
+        assert_eq!(s.workers, 4);
+        assert_eq!(s.worker.memory_limit.bytes(), machine_memory() / 2 / 4);
+        assert_eq!(
+            s.store.memory_target.bytes(),
+            s.worker.memory_limit.bytes() / 2
+        );
+        assert_eq!(s.execution.partitions, 4);
+        let mut s = ShoalSettings {
+            workers: 2,
+            worker: WorkerSettings {
+                slots: 3,
+                memory_limit: ByteSize(1 << 30),
+            },
+            ..Default::default()
+        };
+        s.resolve(16, None);
+        assert_eq!((s.workers, s.execution.partitions), (2, 6));
+        assert_eq!(s.store.memory_target.bytes(), 512 << 20);
+        let mut s = ShoalSettings::default();
+        s.resolve(16, Some(5));
+        assert_eq!(s.execution.partitions, 5, "a cluster's slots decide");
+    }
+
+    #[test]
     fn defaults_come_from_the_declarations_and_bad_values_change_nothing() {
         let c = ShoalConfig::default();
         assert_eq!(c.settings.worker.slots, 1);
