@@ -62,9 +62,8 @@ pub async fn plan_statement(ctx: &SessionContext, statement: Statement) -> Resul
             Planned::Command(LogicalPlan::Ddl(DdlStatement::CreateExternalTable(cmd)))
         }
         LogicalPlan::Statement(datafusion::logical_expr::Statement::SetVariable(set))
-            if shoal_setting_for(&set.variable).is_some() =>
+            if let Some((setting, flag)) = shoal_setting_for(&set.variable) =>
         {
-            let (setting, flag) = shoal_setting_for(&set.variable).unwrap_or_default();
             return plan_err!(
                 "{} does not apply to Shoal's workers; use {setting} (fixed when the session \
                  starts: Session::builder().option, {flag} or {})",

@@ -309,17 +309,16 @@ pub fn spawn_local(
 
 /// `shoal local`: a scheduler and workers as child processes on this machine.
 pub async fn local(mut args: LocalArgs, memory_limit: Option<String>) -> shoal::Result<()> {
-    args.memory = args.memory.or(memory_limit);
-    if let Some(text) = &args.memory {
-        parse_bytes(text).map_err(|e| input(format!("--memory-limit: {}", e.message())))?;
-    }
-    // The workers share this machine, as an embedded session's do.
-    let memory = args
-        .memory
-        .clone()
-        .unwrap_or_else(|| default_memory_limit(args.workers.max(1)).to_string());
-    args.memory = Some(memory);
     let workers = args.workers.max(1);
+    // The workers share this machine, as an embedded session's do.
+    let memory = match args.memory.take().or(memory_limit) {
+        Some(text) => {
+            parse_bytes(&text).map_err(|e| input(format!("--memory-limit: {}", e.message())))?;
+            text
+        }
+        None => default_memory_limit(workers).to_string(),
+    };
+    args.memory = Some(memory);
     let (url, mut children, cpus) = spawn_local(
         workers,
         args.cpus,
