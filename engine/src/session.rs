@@ -19,6 +19,7 @@ use shoal_exec::{
     Progress, RemoteCluster, Security, StoreStats,
 };
 use shoal_io::ShoalObjectStoreRegistry;
+use shoal_planner::array::{ZarrGroup, ZarrTableFactory};
 use shoal_planner::{
     JobPlanner, Resources, RunGraph, ShoalConfig, TaskGraph, apply_session_policy,
     config::{ByteSize, ShoalSettings},
@@ -244,11 +245,6 @@ impl Session {
             _ => None,
         };
         settings.resolve(cores, cluster_slots);
-        let scratch = if settings.scratch_dir.is_empty() {
-            std::env::temp_dir()
-        } else {
-            PathBuf::from(&settings.scratch_dir)
-        };
         let data_plane = match settings.data_plane {
             shoal_planner::config::DataPlane::Flight => DataPlane::Flight {
                 token: new_token()?,
@@ -272,24 +268,13 @@ impl Session {
             .with_config(session_config)
             .with_runtime_env(Arc::clone(&runtime))
             .with_default_features()
-            .with_table_factory(
-                "ZARR".to_string(),
-                Arc::new(crate::labeled::ZarrTableFactory),
-            )
+            .with_table_factory("ZARR".to_string(), Arc::new(ZarrTableFactory))
             .build();
         let ctx = SessionContext::new_with_state(state);
         let cluster: Box<dyn Cluster> = match remote {
             Some(remote) => Box::new(remote),
             None => Box::new(EmbeddedCluster::start(
-                EmbeddedOptions {
-                    workers: config.settings.workers,
-                    slots: config.settings.worker.slots,
-                    memory_limit: config.settings.worker.memory_limit.bytes(),
-                    store_memory_target: config.settings.store.memory_target.bytes(),
-                    scratch_dir: scratch,
-                    worker_resources,
-                    data_plane: data_plane.clone(),
-                },
+                EmbeddedOptions::new(&config.settings, data_plane.clone(), worker_resources),
                 &runtime,
             )?),
         };
@@ -355,8 +340,11 @@ impl Session {
         let env = self.inner.ctx.runtime_env();
         let fan_in = self.config().array.reduce_fan_in;
         let path = path.to_string();
-        let table =
-            self.block_on(async move { crate::labeled::zarr_table(&env, &path, fan_in).await })?;
+        let table = self.block_on(async move {
+            ZarrGroup::open(&env, &path)
+                .await?
+                .into_table(&path, fan_in)
+        })?;
         self.register_provider(name, Arc::new(table))
     }
 

@@ -15,7 +15,7 @@ use futures::stream::BoxStream;
 use shoal_planner::{JobId, Placement, TaskGraph};
 use tokio::sync::{broadcast, oneshot, watch};
 
-use crate::protocol::{ClusterStatus, JobEvent, Progress};
+use crate::protocol::{ClusterStatus, EventBatch, JobEvent, Progress, job_progress};
 use crate::store::StoreStats;
 
 /// A running job: its result stream and its progress. Dropping the stream before it ends
@@ -80,18 +80,27 @@ pub trait Cluster: Send + Sync + std::fmt::Debug {
     }
 }
 
-/// The events of a broadcast subscription as a stream; it skips over events the reader
-/// fell too far behind to see, and ends when the scheduler stops.
-pub fn event_stream(updates: broadcast::Receiver<JobEvent>) -> BoxStream<'static, JobEvent> {
-    futures::stream::unfold(updates, |mut updates| async move {
-        loop {
-            match updates.recv().await {
-                Ok(event) => return Some((event, updates)),
-                Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(broadcast::error::RecvError::Closed) => return None,
+/// The next batch of a subscription to the scheduler's events, skipping over batches the
+/// reader fell too far behind to see; `None` once the scheduler stops.
+pub async fn next_batch(updates: &mut broadcast::Receiver<EventBatch>) -> Option<EventBatch> {
+    loop {
+        match updates.recv().await {
+            Ok(batch) => return Some(batch),
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::debug!("an event reader fell behind by {missed} batches");
             }
+            Err(broadcast::error::RecvError::Closed) => return None,
         }
+    }
+}
+
+/// The events of a subscription, one by one; ends when the scheduler stops.
+pub fn event_stream(updates: broadcast::Receiver<EventBatch>) -> BoxStream<'static, JobEvent> {
+    futures::stream::unfold(updates, |mut updates| async move {
+        let batch = next_batch(&mut updates).await?;
+        Some((batch, updates))
     })
+    .flat_map(|batch| futures::stream::iter((0..batch.len()).map(move |i| batch[i].clone())))
     .boxed()
 }
 
@@ -99,21 +108,21 @@ pub fn event_stream(updates: broadcast::Receiver<JobEvent>) -> BoxStream<'static
 /// `released` resolves (the client let go of the job), so readers see the last counts
 /// rather than a closed channel while the results are read.
 pub async fn follow_progress(
-    job: u64,
-    mut events: BoxStream<'static, JobEvent>,
+    job: JobId,
+    mut updates: broadcast::Receiver<EventBatch>,
     progress: watch::Sender<Progress>,
     released: oneshot::Receiver<()>,
 ) {
-    while let Some(event) = events.next().await {
-        if event.job != job {
+    while let Some(batch) = next_batch(&mut updates).await {
+        let Some((latest, ended)) = job_progress(&batch, job) else {
             continue;
-        }
+        };
         progress.send_if_modified(|p| {
-            let changed = *p != event.progress;
-            *p = event.progress;
+            let changed = *p != latest;
+            *p = latest;
             changed
         });
-        if event.kind.is_final() {
+        if ended {
             break;
         }
     }
@@ -140,18 +149,20 @@ mod tests {
     #[tokio::test]
     async fn progress_follows_its_job_and_lives_until_the_client_lets_go() {
         let stage = |stage| JobEventKind::StageFinished { stage };
-        let events = futures::stream::iter(vec![
-            event(1, 1, stage(0)),
-            event(2, 2, stage(0)),
-            event(1, 2, JobEventKind::Done),
-            event(1, 0, stage(9)),
-        ])
-        .chain(futures::stream::pending())
-        .boxed();
+        let (events, updates) = broadcast::channel(4);
+        events
+            .send(Arc::new(vec![event(1, 1, stage(0)), event(2, 2, stage(0))]))
+            .unwrap();
+        events
+            .send(Arc::new(vec![
+                event(1, 2, JobEventKind::Done),
+                event(1, 0, stage(9)),
+            ]))
+            .unwrap();
         let (tx, mut rx) = watch::channel(Progress::default());
         let (release, released) = oneshot::channel();
         let mut follower = tokio::task::JoinSet::new();
-        follower.spawn(follow_progress(1, events, tx, released));
+        follower.spawn(follow_progress(1, updates, tx, released));
         rx.changed().await.unwrap();
         while rx.borrow_and_update().tasks_done != 2 {
             rx.changed().await.unwrap();

@@ -16,12 +16,13 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt, TryStreamExt};
+use shoal_planner::config::ShoalSettings;
 use shoal_planner::{ErrorKind, JobId, PartitionKey, Placement, Resources, TaskGraph, shoal_err};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::cluster::{Cluster, JobHandle, event_stream, follow_progress};
 use crate::flight::{FlightTransport, StoreFlightService, serve};
-use crate::protocol::{ClusterStatus, Event, JobEvent, JobSpec, Progress};
+use crate::protocol::{ClusterStatus, Event, EventBatch, JobEvent, JobSpec, Progress};
 use crate::scheduler::Scheduler;
 use crate::security::Security;
 use crate::store::{ResultStore, StoreStats};
@@ -45,6 +46,26 @@ pub struct EmbeddedOptions {
     pub worker_resources: Vec<Resources>,
     /// How task outputs move between workers.
     pub data_plane: DataPlane,
+}
+
+impl EmbeddedOptions {
+    /// The cluster `settings` describe (resolved with [`ShoalSettings::resolve`]): its
+    /// workers, their slots, memory limits, store targets and scratch directory.
+    pub fn new(
+        settings: &ShoalSettings,
+        data_plane: DataPlane,
+        worker_resources: Vec<Resources>,
+    ) -> Self {
+        Self {
+            workers: settings.workers,
+            slots: settings.worker.slots,
+            memory_limit: settings.worker.memory_limit.bytes(),
+            store_memory_target: settings.store.memory_target.bytes(),
+            scratch_dir: settings.scratch_path(),
+            worker_resources,
+            data_plane,
+        }
+    }
 }
 
 /// How task outputs move between the workers of a cluster.
@@ -79,7 +100,7 @@ impl Drop for JobGuard {
 pub struct EmbeddedCluster {
     runtime: Option<tokio::runtime::Runtime>,
     events: mpsc::UnboundedSender<Event>,
-    job_events: broadcast::Sender<JobEvent>,
+    job_events: broadcast::Sender<EventBatch>,
     transport: Arc<dyn Transport>,
     stores: Vec<Arc<ResultStore>>,
     flight_addresses: Vec<SocketAddr>,
@@ -236,7 +257,7 @@ impl Cluster for EmbeddedCluster {
         let (done_tx, done_rx) = oneshot::channel();
         let (progress_tx, progress_rx) = watch::channel(Progress::default());
         // The handle's progress is the job's events, folded.
-        let updates = event_stream(self.job_events.subscribe());
+        let updates = self.job_events.subscribe();
         let (released_tx, released) = oneshot::channel();
         self.runtime()
             .spawn(follow_progress(job, updates, progress_tx, released));

@@ -319,6 +319,25 @@ pub struct JobEvent {
     pub kind: JobEventKind,
 }
 
+/// The job events of one turn of the scheduler's loop, in the order they happened; the
+/// scheduler publishes one batch per turn rather than one message per event.
+pub type EventBatch = Arc<Vec<JobEvent>>;
+
+/// Job `job`'s task counts after its last event in `batch`, and whether that event ended
+/// the job (nothing after a job's end is its own); `None` when the batch has none of its
+/// events.
+pub fn job_progress(batch: &[JobEvent], job: JobId) -> Option<(Progress, bool)> {
+    let mut latest = None;
+    for event in batch.iter().filter(|e| e.job == job) {
+        let ended = event.kind.is_final();
+        latest = Some((event.progress, ended));
+        if ended {
+            break;
+        }
+    }
+    latest
+}
+
 /// What happened to a job.
 #[derive(Debug, Clone, PartialEq)]
 pub enum JobEventKind {

@@ -2,7 +2,12 @@
 //! are encoded (fill values, scale and offset) and times counted in `units` since a date,
 //! with the proleptic Gregorian calendar arithmetic on `datetime64[ns]` they need.
 
-use datafusion::arrow::datatypes::DataType;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, AsArray, TimestampNanosecondArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Float64Type, TimeUnit};
+use datafusion::common::{Result, plan_err};
 use serde_json::Value;
 
 use crate::zarr::ZarrArrayMeta;
@@ -193,6 +198,37 @@ pub fn decode_cf_time(value: f64, units: &str) -> Option<i64> {
     };
     let since = since.trim().trim_end_matches(" UTC").trim_end_matches('Z');
     Some(parse_datetime(since)? + (value * scale).round() as i64)
+}
+
+/// A 1-d coordinate read from a store, as the column its values mean: numbers counted in
+/// CF time units (`"days since 2000-01-01"`) and Arrow timestamps become nanosecond
+/// timestamps, floats `Float64`, other numbers `Int64`.
+pub fn decode_coordinate(values: &ArrayRef, meta: &ZarrArrayMeta) -> Result<ArrayRef> {
+    let nanos = DataType::Timestamp(TimeUnit::Nanosecond, None);
+    if let Some(units) = meta.attrs.get("units").and_then(Value::as_str)
+        && units.contains(" since ")
+    {
+        let counts = cast(values, &DataType::Float64)?;
+        let times = counts
+            .as_primitive::<Float64Type>()
+            .values()
+            .iter()
+            .map(|&v| decode_cf_time(v, units))
+            .collect::<Option<Vec<_>>>();
+        let Some(times) = times else {
+            return plan_err!(
+                "coordinate '{}': cannot decode times in units '{units}'",
+                meta.name
+            );
+        };
+        return Ok(Arc::new(TimestampNanosecondArray::from(times)));
+    }
+    let to = match values.data_type() {
+        DataType::Float16 | DataType::Float32 | DataType::Float64 => DataType::Float64,
+        DataType::Timestamp(_, _) => nanos,
+        _ => DataType::Int64,
+    };
+    Ok(cast(values, &to)?)
 }
 
 #[cfg(test)]

@@ -69,7 +69,7 @@ config_field!(DataPlane, value => DataPlane::parse(value)?);
 config_namespace! {
     /// The shape of each worker.
     pub struct WorkerSettings {
-        /// Task slots per worker (the CLI's --nthreads, Dask's name, and --cpus).
+        /// Task slots per worker (Dask's name for the flag; --cpus spells it too).
         pub slots: usize, default = 1
         /// Memory limit of each worker's operator pool, e.g. 512MiB (0: a share of the machine).
         pub memory_limit: ByteSize, default = ByteSize(0)
@@ -103,6 +103,16 @@ config_namespace! {
 }
 
 config_namespace! {
+    /// A scheduler process (`shoal scheduler`, and the one `shoal local` starts).
+    pub struct SchedulerSettings {
+        /// Seconds without a heartbeat after which the scheduler counts a worker as lost.
+        pub heartbeat_timeout: f64, default = 5.0
+        /// Tasks in flight per worker slot, so a worker has its next task before it asks.
+        pub prefetch: usize, default = 2
+    }
+}
+
+config_namespace! {
     /// Array jobs.
     pub struct ArraySettings {
         /// Most chunks one task of an array reduction merges; larger means fewer, bigger combine tasks (at least 2).
@@ -127,6 +137,8 @@ config_namespace! {
         pub task: TaskSettings, default = TaskSettings::default()
         /// How task outputs move between workers: in_process (shared by Arc) or flight (Arrow Flight over loopback gRPC with a session token); read when the session starts.
         pub data_plane: DataPlane, default = DataPlane::InProcess
+        /// `shoal.scheduler.*`.
+        pub scheduler: SchedulerSettings, default = SchedulerSettings::default()
         /// `shoal.array.*`.
         pub array: ArraySettings, default = ArraySettings::default()
     }
@@ -151,6 +163,17 @@ impl ShoalSettings {
             self.execution.partitions = cluster_slots
                 .unwrap_or(self.workers * self.worker.slots)
                 .max(1);
+        }
+    }
+}
+
+impl ShoalSettings {
+    /// Where spill files go: `scratch_dir`, or the system temporary directory.
+    pub fn scratch_path(&self) -> std::path::PathBuf {
+        if self.scratch_dir.is_empty() {
+            std::env::temp_dir()
+        } else {
+            std::path::PathBuf::from(&self.scratch_dir)
         }
     }
 }
@@ -186,6 +209,20 @@ pub const FIXED_AT_START: &[&str] = &[
     "store.memory_target",
     "scratch_dir",
     "data_plane",
+    "scheduler.heartbeat_timeout",
+    "scheduler.prefetch",
+];
+
+/// The settings `shoal` commands also take as flags, with the flag's name (the same on
+/// every command that takes it; it reads the setting's `SHOAL_*` variable too).
+pub const FLAGS: &[(&str, &str)] = &[
+    ("workers", "--workers"),
+    ("worker.slots", "--nthreads"),
+    ("worker.memory_limit", "--memory-limit"),
+    ("execution.partitions", "--partitions"),
+    ("scratch_dir", "--scratch-dir"),
+    ("scheduler.heartbeat_timeout", "--heartbeat-timeout"),
+    ("scheduler.prefetch", "--prefetch"),
 ];
 
 /// Environment variables read by the `shoal` processes that are not session settings
@@ -304,14 +341,19 @@ impl ShoalConfig {
 
     /// Markdown reference of every key with its default and description.
     pub fn reference_markdown() -> String {
-        let mut out = String::from("| key | default | description |\n|---|---|---|\n");
+        let mut out = String::from("| key | default | flag | description |\n|---|---|---|---|\n");
         for (key, value, doc) in entries(&ShoalSettings::default()) {
             let value = if value.is_empty() {
                 "(none)".to_string()
             } else {
                 format!("`{value}`")
             };
-            out.push_str(&format!("| `shoal.{key}` | {value} | {doc} |\n"));
+            let flag = FLAGS
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, flag)| format!("`{flag}`"))
+                .unwrap_or_default();
+            out.push_str(&format!("| `shoal.{key}` | {value} | {flag} | {doc} |\n"));
         }
         out.push_str(
             "\nOther variables, not session settings:\n\n| variable | sets |\n|---|---|\n",
@@ -335,6 +377,12 @@ impl ShoalConfig {
         }
         if settings.worker.slots == 0 {
             return plan_err!("shoal.worker.slots must be at least 1");
+        }
+        let heartbeat = settings.scheduler.heartbeat_timeout;
+        if !(heartbeat > 0.0 && heartbeat <= 1e9) {
+            return plan_err!(
+                "invalid value '{heartbeat}' for shoal.scheduler.heartbeat_timeout: expected seconds above 0, at most 1e9"
+            );
         }
         if settings.array.reduce_fan_in < 2 {
             return plan_err!("shoal.array.reduce_fan_in must be at least 2");
@@ -385,7 +433,7 @@ impl ExtensionOptions for ShoalConfig {
         }
         let mut changed = self.settings.clone();
         let mut value = value.trim();
-        if key == "task.placement_timeout" {
+        if key == "task.placement_timeout" || key == "scheduler.heartbeat_timeout" {
             // Seconds, with or without the unit.
             value = value.trim_end_matches('s');
         }
@@ -481,6 +529,8 @@ mod tests {
                 "task.resources",
                 "task.placement_timeout",
                 "data_plane",
+                "scheduler.heartbeat_timeout",
+                "scheduler.prefetch",
                 "array.reduce_fan_in",
             ]
         );
@@ -491,6 +541,8 @@ mod tests {
             ("task.placement_timeout", "-1"),
             ("task.resources", "gpu"),
             ("worker.memory_limit", "lots"),
+            ("scheduler.heartbeat_timeout", "0"),
+            ("scheduler.prefetch", "-2"),
         ] {
             let err = c.set(key, value).unwrap_err().to_string();
             assert!(err.contains(&format!("shoal.{key}")), "{err}");
@@ -500,5 +552,7 @@ mod tests {
         assert_eq!(c.settings.task.placement_timeout, 2.5);
         c.set("data_plane", "FLIGHT").unwrap();
         assert_eq!(c.settings.data_plane, DataPlane::Flight);
+        c.set("scheduler.heartbeat_timeout", "0.5s").unwrap();
+        assert_eq!(c.settings.scheduler.heartbeat_timeout, 0.5);
     }
 }

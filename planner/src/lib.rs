@@ -26,7 +26,10 @@
 //! `shoal-array`'s. Labeled arrays read as SQL tables through [`array::CellTable`] (the
 //! table provider, pruning on coordinates) and its scan operator [`array::CellScanExec`],
 //! whose per-variable chunk programs read store chunks through `shoal-io` like any array
-//! stage. The settings of every front end are declared once, in [`config`].
+//! stage; a Zarr group opens as an [`array::ZarrGroup`] (variables as expressions, CF
+//! decoding applied) and becomes such a table, also through `CREATE EXTERNAL TABLE … STORED
+//! AS ZARR` ([`array::ZarrTableFactory`]). The settings of every front end and process are
+//! declared once, in [`config`].
 
 /// The `ExecutionPlan` methods every leaf operator of Shoal's spells the same way:
 /// `name`, `properties` (from a `properties` field), no children, no expressions, and a

@@ -5,7 +5,10 @@ use std::fmt;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, Float64Array, Int64Array, StringArray, TimestampNanosecondArray,
+    ArrayRef, AsArray, Float64Array, Int64Array, StringArray, TimestampNanosecondArray,
+};
+use datafusion::arrow::datatypes::{
+    DataType, Float64Type, Int64Type, TimeUnit, TimestampNanosecondType,
 };
 
 use crate::error::{Error, Result};
@@ -171,6 +174,35 @@ impl Index {
             Index::DateTime(v) => format_datetime(v[i]),
             Index::Str(v) => v[i].clone(),
         }
+    }
+}
+
+impl Index {
+    /// The index a coordinate column holds (the inverse of [`index_column`]): `Float64`,
+    /// `Int64`, nanosecond timestamps or strings.
+    pub(super) fn from_column(column: &ArrayRef, name: &str) -> Result<Index> {
+        Ok(match column.data_type() {
+            DataType::Float64 => Index::F64(column.as_primitive::<Float64Type>().values().to_vec()),
+            DataType::Int64 => Index::I64(column.as_primitive::<Int64Type>().values().to_vec()),
+            DataType::Timestamp(TimeUnit::Nanosecond, _) => Index::DateTime(
+                column
+                    .as_primitive::<TimestampNanosecondType>()
+                    .values()
+                    .to_vec(),
+            ),
+            DataType::Utf8 => Index::Str(
+                column
+                    .as_string::<i32>()
+                    .iter()
+                    .map(|s| s.unwrap_or_default().to_string())
+                    .collect(),
+            ),
+            other => {
+                return Err(Error::input(format!(
+                    "coordinate '{name}' has type {other}, which an index cannot hold"
+                )));
+            }
+        })
     }
 }
 

@@ -1,20 +1,17 @@
-//! Zarr stores as Datasets, with xarray's conventions: dimension names from
-//! `dimension_names` or `_ARRAY_DIMENSIONS`, dimension coordinates read eagerly, CF
-//! decoding (`units: "days since ..."` times, `scale_factor`/`add_offset`, `_FillValue`
-//! to NaN). Writes go to a temporary name and are moved into place only once complete.
+//! Zarr stores as Datasets, with xarray's conventions: the group opens as the planner's
+//! [`ZarrGroup`] (dimension names from `dimension_names` or `_ARRAY_DIMENSIONS`,
+//! dimension coordinates read eagerly, CF decoding of `units: "days since ..."` times,
+//! `scale_factor`/`add_offset` and `_FillValue` to NaN). Writes go to a temporary name
+//! and are moved into place only once complete.
 
-use datafusion::arrow::array::{Array as _, ArrayRef, AsArray};
-use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
-use datafusion::execution::runtime_env::RuntimeEnv;
-use serde_json::Value;
-use shoal_io::cf::{CF_KEYS, CfEncoding};
+use datafusion::arrow::array::{Array as _, ArrayRef};
 pub use shoal_io::zarr::ZarrCodec;
-use shoal_io::zarr::{self as store_io, ZarrArrayMeta, ZarrArraySpec};
-use shoal_planner::array::{ArrayExpr, BinaryOp, DType, Scalar, expr};
+use shoal_io::zarr::{self as store_io, ZarrArraySpec};
+use shoal_planner::array::{DType, ZarrGroup, expr};
 
 use super::dataarray::{Attrs, DataArray};
 use super::dataset::Dataset;
-use super::index::{Index, decode_cf_time};
+use super::index::Index;
 use crate::array::Array;
 use crate::error::{Error, Result};
 use crate::session::Session;
@@ -37,149 +34,28 @@ impl Default for ZarrOptions {
     }
 }
 
-fn to_index(values: &ArrayRef, meta: &ZarrArrayMeta) -> Result<Index> {
-    let as_f64 = || -> Result<Vec<f64>> {
-        let v = datafusion::arrow::compute::cast(values, &DataType::Float64)?;
-        Ok(v.as_primitive::<Float64Type>().values().to_vec())
-    };
-    if let Some(units) = meta.attrs.get("units").and_then(Value::as_str)
-        && units.contains(" since ")
-    {
-        let times = as_f64()?
-            .into_iter()
-            .map(|v| decode_cf_time(v, units))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| {
-                Error::input(format!(
-                    "coordinate '{}': cannot decode times in units '{units}'",
-                    meta.name
-                ))
-            })?;
-        return Ok(Index::DateTime(times));
-    }
-    Ok(match values.data_type() {
-        DataType::Float32 | DataType::Float64 => Index::F64(as_f64()?),
-        DataType::Timestamp(_, _) => {
-            let v = datafusion::arrow::compute::cast(values, &DataType::Int64)?;
-            Index::DateTime(v.as_primitive::<Int64Type>().values().to_vec())
-        }
-        _ => {
-            let v = datafusion::arrow::compute::cast(values, &DataType::Int64)?;
-            Index::I64(v.as_primitive::<Int64Type>().values().to_vec())
-        }
-    })
-}
-
-/// A Zarr group as lazy expressions, before a session wraps them: the data variables
-/// (CF-decoded, with their dimensions and attributes), the dimension coordinates and the
-/// group's attributes.
-pub(crate) struct ZarrContents {
-    /// (name, values, dimensions, attributes) of each data variable.
-    pub vars: Vec<(String, ArrayExpr, Vec<String>, Attrs)>,
-    /// The dimension coordinates read at open time.
-    pub indexes: Vec<(String, Index)>,
-    /// The group's attributes.
-    pub attrs: Attrs,
-}
-
-/// Reads the metadata and dimension coordinates of the store at `path`.
-pub(crate) async fn load_zarr(env: &RuntimeEnv, path: &str) -> Result<ZarrContents> {
-    let location = shoal_io::Location::parse(path)?;
-    location.must_exist()?;
-    let store = store_io::store_url(&location)?;
-    let (arrays, attrs) = store_io::open_group(env, &store).await?;
-    let mut indexes = Vec::new();
-    for meta in &arrays {
-        if meta.shape.len() == 1 && meta.dims[0] == meta.name {
-            let values = store_io::read_all(env, &store, meta).await?;
-            indexes.push((meta.name.clone(), to_index(&values, meta)?));
-        }
-    }
-    let mut vars = Vec::new();
-    for meta in &arrays {
-        if indexes.iter().any(|(n, _)| n == &meta.name) {
-            continue;
-        }
-        let mut var_attrs = meta.attrs.clone();
-        for key in CF_KEYS {
-            var_attrs.remove(*key);
-        }
-        vars.push((
-            meta.name.clone(),
-            decode_variable(&store, meta)?,
-            meta.dims.clone(),
-            var_attrs,
-        ));
-    }
-    Ok(ZarrContents {
-        vars,
-        indexes,
-        attrs,
-    })
-}
-
-/// One store array as an expression, CF-decoded: `_FillValue` cells become NaN, then
-/// `scale_factor` and `add_offset` apply.
-fn decode_variable(store: &str, meta: &ZarrArrayMeta) -> Result<ArrayExpr> {
-    let dtype = DType::from_arrow(&meta.data_type).ok_or_else(|| {
-        Error::input(format!(
-            "zarr store {store}: array '{}' has type {}, which arrays cannot hold",
-            meta.name, meta.data_type
-        ))
-    })?;
-    let mut data = expr::zarr_read(
-        store,
-        &meta.path,
-        &meta.metadata,
-        &meta.shape,
-        &meta.chunks,
-        dtype,
-    )?;
-    let CfEncoding {
-        fill,
-        scale,
-        offset,
-    } = CfEncoding::of(meta);
-    let number = |v: f64, float: DType| expr::full(&[], &[], Scalar::Float(v), float);
-    if let Some(fill) = fill.filter(|f| !f.is_nan()) {
-        let float = if dtype == DType::F32 && scale.is_none() {
-            DType::F32
-        } else {
-            DType::F64
-        };
-        let values = expr::cast(&data, float)?;
-        let missing = expr::binary(BinaryOp::Eq, &values, &number(fill, float)?)?;
-        data = expr::select(&missing, &number(f64::NAN, float)?, &values)?;
-    }
-    if scale.is_some() || offset.is_some() {
-        data = expr::cast(&data, DType::F64)?;
-        if let Some(s) = scale {
-            data = expr::binary(BinaryOp::Mul, &data, &number(s, DType::F64)?)?;
-        }
-        if let Some(o) = offset {
-            data = expr::binary(BinaryOp::Add, &data, &number(o, DType::F64)?)?;
-        }
-    }
-    Ok(data)
-}
-
 impl Session {
     /// Opens a Zarr group (v2 or v3; a path or object-store URL) as a lazy [`Dataset`].
     /// Dimension coordinates are read now; data variables chunk by chunk when computed.
     pub fn open_zarr(&self, path: &str) -> Result<Dataset> {
         let env = self.context().runtime_env();
         let path = path.to_string();
-        let contents = self.block_on(async move { load_zarr(&env, &path).await })?;
-        let mut ds = Dataset::new().with_attrs(contents.attrs);
-        for (name, data, dims, attrs) in contents.vars {
-            let dim_names: Vec<&str> = dims.iter().map(String::as_str).collect();
-            let mut var = DataArray::new(self.array(data), &dim_names)?.with_attrs(attrs);
-            for dim in &dims {
-                if let Some((_, index)) = contents.indexes.iter().find(|(n, _)| n == dim) {
+        let group = self.block_on(async move { ZarrGroup::open(&env, &path).await })?;
+        let indexes = group
+            .coords
+            .iter()
+            .map(|(dim, column)| Ok((dim.as_str(), Index::from_column(column, dim)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let mut ds = Dataset::new().with_attrs(group.attrs);
+        for v in group.vars {
+            let dim_names: Vec<&str> = v.dims.iter().map(String::as_str).collect();
+            let mut var = DataArray::new(self.array(v.values), &dim_names)?.with_attrs(v.attrs);
+            for dim in &v.dims {
+                if let Some((_, index)) = indexes.iter().find(|(n, _)| n == dim) {
                     var = var.with_coord(dim, dim, index.clone())?;
                 }
             }
-            ds = ds.with_var(&name, var)?;
+            ds = ds.with_var(&v.name, var)?;
         }
         Ok(ds)
     }

@@ -220,6 +220,38 @@ fn errors_exit_with_the_code_of_their_kind() {
     );
 }
 
+/// The flags of scheduler and worker processes are settings: parsed and checked as the
+/// settings are (the error names the flag and the setting), and their `SHOAL_*` variables
+/// are read too.
+#[test]
+fn process_flags_are_checked_as_the_settings_they_set() {
+    assert_one_line_error(
+        &shoal(&[
+            "scheduler",
+            "--bind",
+            "127.0.0.1:0",
+            "--heartbeat-timeout",
+            "0",
+        ]),
+        "--heartbeat-timeout: invalid value '0' for shoal.scheduler.heartbeat_timeout",
+    );
+    let worker = shoal(&[
+        "worker",
+        "--scheduler",
+        "http://127.0.0.1:1",
+        "--memory-limit",
+        "lots",
+    ]);
+    assert_one_line_error(&worker, "--memory-limit");
+    assert_one_line_error(&worker, "'lots'");
+    let out = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["scheduler", "--bind", "127.0.0.1:0"])
+        .env("SHOAL_SCHEDULER_PREFETCH", "many")
+        .output()
+        .expect("run shoal");
+    assert_one_line_error(&out, "SHOAL_SCHEDULER_PREFETCH");
+}
+
 #[test]
 fn gen_refuses_to_overwrite() {
     let dir = tempfile::tempdir().unwrap();

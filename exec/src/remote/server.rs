@@ -1,7 +1,7 @@
 //! The scheduler process: the in-process [`Scheduler`] state machine behind the gRPC
 //! control plane. Worker processes join over `Join` streams, clients submit over `Submit`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,6 +10,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use datafusion::common::{DataFusionError, Result};
 use futures::Stream;
 use parking_lot::{Mutex, RwLock};
+use rustc_hash::{FxHashMap, FxHashSet};
+use shoal_planner::config::ShoalSettings;
 use shoal_planner::{JobId, Locations, StageId, TaskId, WorkerId, kind_of, shoal_err};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinSet;
@@ -20,9 +22,10 @@ use tonic::{Request, Response, Status, Streaming};
 use super::events::{event_to_proto, failure_from_proto, failure_to_proto};
 use super::proto::{self, command, job_event, scheduler_message, worker_message};
 use super::{PROTOCOL_VERSION, resources_from_proto, resources_to_proto};
+use crate::cluster::next_batch;
 use crate::protocol::{
-    ClusterStatus, EncodedStage, Event, JobEvent, JobSpec, Progress, StagePlan, StageSpec,
-    TaskOutcome, TaskReport, WorkerMsg, WorkerStatus, failure_message,
+    ClusterStatus, EncodedStage, Event, EventBatch, JobSpec, StagePlan, StageSpec, TaskOutcome,
+    TaskReport, WorkerMsg, WorkerStatus, failure_message, job_progress,
 };
 use crate::scheduler::Scheduler;
 use crate::security::{Security, incoming};
@@ -38,13 +41,21 @@ pub struct SchedulerOptions {
     pub security: Security,
 }
 
+impl SchedulerOptions {
+    /// A scheduler shaped by `settings.scheduler`, with `security`.
+    pub fn new(settings: &ShoalSettings, security: Security) -> Self {
+        let seconds = settings.scheduler.heartbeat_timeout;
+        Self {
+            prefetch: settings.scheduler.prefetch,
+            heartbeat_timeout: Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX),
+            security,
+        }
+    }
+}
+
 impl Default for SchedulerOptions {
     fn default() -> Self {
-        Self {
-            prefetch: 2,
-            heartbeat_timeout: Duration::from_secs(5),
-            security: Security::default(),
-        }
+        Self::new(&ShoalSettings::default(), Security::default())
     }
 }
 
@@ -56,7 +67,7 @@ struct Service {
     tasks: Mutex<JoinSet<()>>,
     events: mpsc::UnboundedSender<Event>,
     /// Every job's events, as the scheduler publishes them.
-    job_events: broadcast::Sender<JobEvent>,
+    job_events: broadcast::Sender<EventBatch>,
     addresses: Arc<RwLock<HashMap<WorkerId, String>>>,
     next_job: AtomicU64,
 }
@@ -215,17 +226,11 @@ impl proto::scheduler_server::Scheduler for Service {
         let mut updates = self.job_events.subscribe();
         let (out, out_rx) = mpsc::channel(1024);
         self.spawn(async move {
-            loop {
-                let event = match updates.recv().await {
-                    Ok(event) => event,
-                    Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        tracing::debug!("an event reader fell behind by {missed} events");
-                        continue;
+            while let Some(batch) = next_batch(&mut updates).await {
+                for event in batch.iter() {
+                    if out.send(Ok(event_to_proto(event))).await.is_err() {
+                        return;
                     }
-                    Err(broadcast::error::RecvError::Closed) => break,
-                };
-                if out.send(Ok(event_to_proto(&event))).await.is_err() {
-                    break;
                 }
             }
         });
@@ -290,7 +295,7 @@ async fn follow_job(
     total: usize,
     result_stage: StageId,
     mut done: oneshot::Receiver<Result<Vec<(TaskId, WorkerId)>, DataFusionError>>,
-    mut updates: broadcast::Receiver<JobEvent>,
+    mut updates: broadcast::Receiver<EventBatch>,
     out: mpsc::Sender<Result<proto::JobEvent, Status>>,
     events: mpsc::UnboundedSender<Event>,
     addresses: Arc<RwLock<HashMap<WorkerId, String>>>,
@@ -330,11 +335,13 @@ async fn follow_job(
                     let _ = out.send(message).await;
                     break;
                 }
-                update = updates.recv(), if open => {
-                    // Only the latest count goes out: read whatever else is queued first.
-                    let (latest, still_open) = latest_progress(job, update, &mut updates);
-                    open = still_open;
-                    let Some(progress) = latest else { continue };
+                batch = next_batch(&mut updates), if open => {
+                    let Some(batch) = batch else {
+                        open = false;
+                        continue;
+                    };
+                    // Only the latest count goes out.
+                    let Some((progress, _)) = job_progress(&batch, job) else { continue };
                     if progress.tasks_done == sent {
                         continue;
                     }
@@ -351,35 +358,6 @@ async fn follow_job(
         out.closed().await;
     }
     let _ = events.send(Event::EndJob(job));
-}
-
-/// The latest task counts of `job` among `first` and the events already queued behind
-/// it, and whether the scheduler still publishes.
-fn latest_progress(
-    job: JobId,
-    first: Result<JobEvent, broadcast::error::RecvError>,
-    updates: &mut broadcast::Receiver<JobEvent>,
-) -> (Option<Progress>, bool) {
-    use broadcast::error::{RecvError, TryRecvError};
-    let mut latest = None;
-    let mut take = |event: JobEvent| {
-        if event.job == job {
-            latest = Some(event.progress);
-        }
-    };
-    match first {
-        Ok(event) => take(event),
-        Err(RecvError::Lagged(_)) => {}
-        Err(RecvError::Closed) => return (None, false),
-    }
-    loop {
-        match updates.try_recv() {
-            Ok(event) => take(event),
-            Err(TryRecvError::Lagged(_)) => continue,
-            Err(TryRecvError::Empty) => return (latest, true),
-            Err(TryRecvError::Closed) => return (latest, false),
-        }
-    }
 }
 
 /// Confirms or clears the scheduler's suspicion of workers that a peer could not fetch
@@ -542,8 +520,8 @@ fn stage_ref(job: JobId, stage: StageId) -> Option<proto::StageRef> {
 /// stage (a launch without inputs reuses them).
 #[derive(Default)]
 struct Shipped {
-    plans: HashSet<(JobId, StageId)>,
-    locations: HashMap<(JobId, StageId), Locations>,
+    plans: FxHashSet<(JobId, StageId)>,
+    locations: FxHashMap<(JobId, StageId), Locations>,
 }
 
 impl Shipped {

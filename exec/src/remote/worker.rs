@@ -12,6 +12,7 @@ use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::session_state::SessionStateBuilder;
+use shoal_planner::config::ShoalSettings;
 use shoal_planner::{
     JobId, Locations, Resources, StageId, TaskId, WorkerId, decode_plan, kind_of,
     task_session_config,
@@ -56,6 +57,26 @@ pub struct WorkerOptions {
     pub security: Security,
     /// How often to send a heartbeat.
     pub heartbeat_interval: Duration,
+}
+
+impl WorkerOptions {
+    /// A worker of the scheduler at `scheduler`, shaped by `settings` (resolved with
+    /// [`ShoalSettings::resolve`]: slots, memory limit, store target, scratch directory),
+    /// serving outputs on a free port of 127.0.0.1 and offering no named resources.
+    pub fn new(scheduler: String, settings: &ShoalSettings, security: Security) -> Self {
+        Self {
+            scheduler,
+            bind: "127.0.0.1:0".into(),
+            advertise: None,
+            slots: settings.worker.slots,
+            memory_limit: settings.worker.memory_limit.bytes(),
+            store_memory_target: settings.store.memory_target.bytes(),
+            scratch_dir: settings.scratch_path(),
+            resources: Resources::default(),
+            security,
+            heartbeat_interval: Duration::from_millis(500),
+        }
+    }
 }
 
 /// Runs a worker until its connection to the scheduler ends, which is an error. `ready`

@@ -1,14 +1,16 @@
 //! One job's lineage state: which tasks are waiting, queued, running or done, which
 //! stages are complete, and what must run again when outputs are lost.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use datafusion::common::DataFusionError;
+use rustc_hash::FxHashMap;
 use shoal_planner::{JobId, Locations, Resources, StageId, TaskId, WorkerId};
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::oneshot;
 
+use super::Outbox;
 use crate::protocol::{
     JobEvent, JobEventKind, JobOutputs, JobSpec, Progress, StagePlan, TaskReport,
 };
@@ -30,8 +32,8 @@ pub(super) enum TaskState {
 
 pub(super) struct JobState {
     pub(super) job: JobId,
-    /// Where the job's events go.
-    pub(super) events: broadcast::Sender<JobEvent>,
+    /// Where the job's events go until the scheduler publishes them.
+    pub(super) events: Outbox,
     pub(super) inputs: Vec<Vec<StageId>>,
     pub(super) consumers: Vec<Vec<StageId>>,
     /// Each stage's plan while it may still run; dropped once the stage's outputs are
@@ -52,7 +54,7 @@ pub(super) struct JobState {
     /// Outputs dropped on the workers (nobody needed them any more).
     pub(super) released: Vec<bool>,
     /// Output bytes per stage per worker, for locality.
-    pub(super) bytes_on: Vec<HashMap<WorkerId, u64>>,
+    pub(super) bytes_on: Vec<FxHashMap<WorkerId, u64>>,
     /// Where each stage's inputs are, built once per stage and shared by its tasks;
     /// cleared when an input stage completes (again).
     pub(super) input_locations: Vec<Option<Locations>>,
@@ -75,7 +77,7 @@ impl JobState {
         job: JobId,
         spec: JobSpec,
         done: oneshot::Sender<Result<JobOutputs, DataFusionError>>,
-        events: broadcast::Sender<JobEvent>,
+        events: Outbox,
     ) -> Self {
         let n = spec.stages.len();
         let tasks_total = spec.tasks_total();
@@ -102,7 +104,7 @@ impl JobState {
             inputs_left: spec.stages.iter().map(|s| s.inputs.len()).collect(),
             stage_done: vec![false; n],
             released: vec![false; n],
-            bytes_on: vec![HashMap::new(); n],
+            bytes_on: vec![FxHashMap::default(); n],
             input_locations: vec![None; n],
             plans: spec.stages.into_iter().map(|s| Some(s.plan)).collect(),
             done: Some(done),
@@ -125,10 +127,9 @@ impl JobState {
         state
     }
 
-    /// Publishes `kind` with the job's task counts now.
+    /// Records `kind` with the job's task counts now, to be published.
     pub(super) fn emit(&self, kind: JobEventKind) {
-        // No subscriber is not an error: nobody is watching.
-        let _ = self.events.send(JobEvent {
+        self.events.push(JobEvent {
             job: self.job,
             progress: Progress {
                 tasks_total: self.tasks_total,

@@ -23,15 +23,19 @@ mod status;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use datafusion::common::DataFusionError;
+use parking_lot::Mutex;
+use rustc_hash::FxHashMap;
 use shoal_planner::{ErrorKind, JobId, Resources, TaskId, WorkerId, kind_of, shoal_err};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::protocol::{
-    Event, JobEvent, JobEventKind, Progress, TaskFailure, TaskOutcome, WorkerMsg, WorkerStatus,
+    Event, EventBatch, JobEvent, JobEventKind, Progress, TaskFailure, TaskOutcome, WorkerMsg,
+    WorkerStatus,
 };
 use job::{JobState, TaskState};
 use placement::{Suspicion, WorkerSlot};
@@ -48,14 +52,30 @@ const SHORT_TASK: f64 = 0.002;
 /// Tasks in flight per slot for workers running short tasks.
 const SHORT_TASK_PREFETCH: usize = 64;
 
-/// Job events kept for readers that fall behind; a reader that falls further misses
-/// some, and the task counts every event carries make it exact again at the next.
-const EVENT_BACKLOG: usize = 16 * 1024;
+/// Batches of job events kept for readers that fall behind; a reader that falls further
+/// misses some, and the task counts every event carries make it exact again at the next.
+const EVENT_BACKLOG: usize = 1024;
+
+/// Job events produced during one turn of the scheduler's loop. [`Scheduler::publish`]
+/// sends them as one batch at the end of the turn, so readers wake once per turn rather
+/// than once per event.
+#[derive(Clone, Default)]
+pub(super) struct Outbox(Arc<Mutex<Vec<JobEvent>>>);
+
+impl Outbox {
+    pub(super) fn push(&self, event: JobEvent) {
+        self.0.lock().push(event);
+    }
+
+    fn take(&self) -> Vec<JobEvent> {
+        std::mem::take(&mut *self.0.lock())
+    }
+}
 
 /// The scheduler's state; [`Scheduler::run`] is its event loop.
 pub struct Scheduler {
     workers: Vec<WorkerSlot>,
-    jobs: HashMap<JobId, JobState>,
+    jobs: FxHashMap<JobId, JobState>,
     turn: VecDeque<JobId>,
     /// Tasks in flight per slot: above one, a worker has its next task before it asks.
     prefetch: usize,
@@ -70,7 +90,9 @@ pub struct Scheduler {
     /// The job being handled or dispatched, which a panic fails.
     current: Option<JobId>,
     /// Every job's events, for whoever subscribes.
-    events: broadcast::Sender<JobEvent>,
+    events: broadcast::Sender<EventBatch>,
+    /// Events of this turn, not yet published.
+    outbox: Outbox,
     /// When a job last was submitted, ended or ran a task.
     last_activity: SystemTime,
 }
@@ -100,7 +122,7 @@ impl Scheduler {
     pub fn empty(prefetch: usize, heartbeat_timeout: Option<Duration>) -> Self {
         Self {
             workers: Vec::new(),
-            jobs: HashMap::new(),
+            jobs: FxHashMap::default(),
             turn: VecDeque::new(),
             prefetch: prefetch.max(1),
             short_task_prefetch: SHORT_TASK_PREFETCH.max(prefetch),
@@ -108,19 +130,29 @@ impl Scheduler {
             probe: None,
             current: None,
             events: broadcast::channel(EVENT_BACKLOG).0,
+            outbox: Outbox::default(),
             last_activity: SystemTime::now(),
         }
     }
 
     /// A sender of every job's events, from which readers subscribe; take it before
     /// [`Scheduler::run`] consumes the scheduler.
-    pub fn events(&self) -> broadcast::Sender<JobEvent> {
+    pub fn events(&self) -> broadcast::Sender<EventBatch> {
         self.events.clone()
     }
 
-    /// Publishes an event of a job the scheduler keeps no state for.
+    /// Sends the events of this turn to every reader, in the order they happened.
+    pub(super) fn publish(&self) {
+        let batch = self.outbox.take();
+        if !batch.is_empty() {
+            // No reader is not an error: nobody is watching.
+            let _ = self.events.send(Arc::new(batch));
+        }
+    }
+
+    /// Records an event of a job the scheduler keeps no state for.
     fn emit(&self, job: JobId, kind: JobEventKind) {
-        let _ = self.events.send(JobEvent {
+        self.outbox.push(JobEvent {
             job,
             progress: Progress::default(),
             kind,
@@ -147,7 +179,7 @@ impl Scheduler {
         self.workers.push(WorkerSlot {
             tx,
             available: info.resources.clone(),
-            holding: HashMap::new(),
+            holding: FxHashMap::default(),
             status: info,
             last_heard: Instant::now(),
             mean_task_secs: 1.0,
@@ -175,6 +207,7 @@ impl Scheduler {
                 }),
             }
             self.guarded(None, Self::dispatch);
+            self.publish();
         }
     }
 
@@ -225,7 +258,7 @@ impl Scheduler {
                     let _ = done.send(Err(e));
                     return;
                 }
-                let state = JobState::new(job, spec, done, self.events.clone());
+                let state = JobState::new(job, spec, done, self.outbox.clone());
                 self.jobs.insert(job, state);
                 self.turn.push_back(job);
             }

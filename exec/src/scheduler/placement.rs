@@ -2,9 +2,9 @@
 //! has room and offers the resources it asks for; among those, the one holding most of its
 //! input bytes, then the least loaded. Jobs take turns.
 
-use std::collections::HashMap;
 use std::time::Instant;
 
+use rustc_hash::FxHashMap;
 use shoal_planner::{ErrorKind, JobId, Resources, TaskId, shoal_err};
 use tokio::sync::mpsc;
 
@@ -18,7 +18,7 @@ pub(super) struct WorkerSlot {
     /// Offered resources not held by running tasks.
     pub(super) available: Resources,
     /// What each running task holds, given back when it ends, and when it was sent.
-    pub(super) holding: HashMap<(JobId, TaskId), (Resources, Instant)>,
+    pub(super) holding: FxHashMap<(JobId, TaskId), (Resources, Instant)>,
     pub(super) last_heard: Instant,
     /// Moving average of launch-to-report time, in seconds.
     pub(super) mean_task_secs: f64,

@@ -9,7 +9,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::{MAX_ATTEMPTS, MAX_FETCH_FAILURES, Scheduler};
 use crate::protocol::{
-    Event, JobEvent, JobEventKind, JobOutputs, JobSpec, Progress, StagePlan, StageSpec,
+    Event, EventBatch, JobEvent, JobEventKind, JobOutputs, JobSpec, Progress, StagePlan, StageSpec,
     TaskOutcome, TaskReport, WorkerMsg, WorkerStatus, failure_message,
 };
 
@@ -82,6 +82,7 @@ impl Harness {
     fn event(&mut self, event: Event) {
         self.scheduler.step(event);
         self.scheduler.guarded(None, Scheduler::dispatch);
+        self.scheduler.publish();
     }
 
     /// Tasks launched on `worker` since the last call, with their input locations.
@@ -444,8 +445,10 @@ fn a_job_whose_stages_read_later_ones_is_refused() {
 }
 
 /// The events published so far.
-fn drain(events: &mut broadcast::Receiver<JobEvent>) -> Vec<JobEvent> {
-    std::iter::from_fn(|| events.try_recv().ok()).collect()
+fn drain(events: &mut broadcast::Receiver<EventBatch>) -> Vec<JobEvent> {
+    std::iter::from_fn(|| events.try_recv().ok())
+        .flat_map(|batch| batch.to_vec())
+        .collect()
 }
 
 #[test]

@@ -20,6 +20,7 @@ pub mod expr;
 pub mod lower;
 pub mod provider;
 pub mod table;
+pub mod zarr;
 
 pub use exec::ChunkExec;
 pub use expr::{ArrayExpr, ArrayNode, AxisSlice};
@@ -30,3 +31,4 @@ pub use shoal_array::{
     UnaryOp, assemble, blas, chunk, dtype, grid, kernels, ops, program, reduce,
 };
 pub use table::{CellColumn, CellDim, CellScanExec, CellVar};
+pub use zarr::{ZarrGroup, ZarrTableFactory, ZarrVariable};

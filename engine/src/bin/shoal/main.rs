@@ -274,42 +274,65 @@ mod tests {
     use shoal::ShoalConfig;
 
     /// Every `SHOAL_*` variable a flag reads is a setting's variable or one of the few
-    /// process-level ones, each declared once in the settings module.
+    /// process-level ones, each declared once in the settings module; a setting's flag
+    /// has the one name the settings give it, on every command, and reads the setting's
+    /// variable.
     #[test]
-    fn every_variable_a_flag_reads_is_declared_with_the_settings() {
+    fn flags_and_variables_are_the_ones_the_settings_declare() {
+        use shoal_planner::config::{ENVIRONMENT, FLAGS};
         let declared: Vec<String> = ShoalConfig::keys()
             .iter()
             .map(|k| ShoalConfig::env_var(k))
-            .chain(
-                shoal_planner::config::ENVIRONMENT
-                    .iter()
-                    .map(|(v, _)| v.to_string()),
-            )
+            .chain(ENVIRONMENT.iter().map(|(v, _)| v.to_string()))
             .collect();
-        let mut seen = Vec::new();
+        let mut seen_vars = Vec::new();
+        let mut seen_flags = Vec::new();
         let mut stack = vec![super::Cli::command()];
         while let Some(command) = stack.pop() {
             for arg in command.get_arguments() {
-                if let Some(var) = arg.get_env() {
-                    let var = var.to_string_lossy().into_owned();
+                let long = format!("--{}", arg.get_long().unwrap_or_default());
+                let var = arg.get_env().map(|v| v.to_string_lossy().into_owned());
+                if let Some(var) = &var {
                     assert!(
-                        declared.contains(&var),
-                        "{var} (shoal {} --{}) is not declared",
-                        command.get_name(),
-                        arg.get_long().unwrap_or_default()
+                        declared.contains(var),
+                        "{var} (shoal {} {long}) is not declared",
+                        command.get_name()
                     );
-                    seen.push(var);
+                    seen_vars.push(var.clone());
+                }
+                let names: Vec<String> = std::iter::once(long.clone())
+                    .chain(
+                        arg.get_all_aliases()
+                            .unwrap_or_default()
+                            .iter()
+                            .map(|a| format!("--{a}")),
+                    )
+                    .collect();
+                for (key, flag) in FLAGS {
+                    if names.iter().any(|n| n == flag) {
+                        assert_eq!(
+                            &long,
+                            flag,
+                            "shoal {}: {key} has one name",
+                            command.get_name()
+                        );
+                        assert_eq!(
+                            var.as_deref(),
+                            Some(ShoalConfig::env_var(key).as_str()),
+                            "shoal {} {flag} reads the variable of {key}",
+                            command.get_name()
+                        );
+                        seen_flags.push(*flag);
+                    }
                 }
             }
             stack.extend(command.get_subcommands().cloned());
         }
-        for var in [
-            "SHOAL_WORKER_MEMORY_LIMIT",
-            "SHOAL_WORKERS",
-            "SHOAL_CLUSTER",
-            "SHOAL_TOKEN",
-        ] {
-            assert!(seen.iter().any(|s| s == var), "{var} has a flag");
+        for (key, flag) in FLAGS {
+            assert!(seen_flags.contains(flag), "{key}: no command takes {flag}");
+        }
+        for var in ["SHOAL_CLUSTER", "SHOAL_TOKEN", "SHOAL_TLS_CA"] {
+            assert!(seen_vars.iter().any(|s| s == var), "{var} has a flag");
         }
     }
 }

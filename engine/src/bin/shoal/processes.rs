@@ -1,17 +1,17 @@
 //! Cluster processes: `shoal scheduler`, `shoal worker`, `shoal local` and `shoal status`.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
+use shoal::datafusion::common::config::ExtensionOptions;
 use shoal::datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use shoal_exec::remote::{SchedulerOptions, WorkerOptions, run_scheduler, run_worker};
 use shoal_exec::{ClusterStatus, Security};
 use shoal_planner::Resources;
-use shoal_planner::config::{default_memory_limit, default_store_target, parse_bytes};
+use shoal_planner::config::{FLAGS, ShoalConfig, ShoalSettings};
 
 use crate::output::Format;
 
@@ -37,12 +37,12 @@ pub struct SchedulerArgs {
     token: Option<String>,
     #[command(flatten)]
     tls: TlsArgs,
-    /// Seconds without a heartbeat after which a worker is considered lost.
-    #[arg(long, default_value_t = 5.0)]
-    heartbeat_timeout: f64,
-    /// Tasks in flight per worker slot.
-    #[arg(long, default_value_t = 2)]
-    prefetch: usize,
+    /// Seconds without a heartbeat after which a worker is considered lost (default 5).
+    #[arg(long, env = "SHOAL_SCHEDULER_HEARTBEAT_TIMEOUT")]
+    heartbeat_timeout: Option<String>,
+    /// Tasks in flight per worker slot (default 2).
+    #[arg(long, env = "SHOAL_SCHEDULER_PREFETCH")]
+    prefetch: Option<String>,
     /// Exit when standard input closes (used by `shoal local` for its children).
     #[arg(long, hide = true)]
     exit_with_stdin: bool,
@@ -57,9 +57,9 @@ pub struct WorkerArgs {
     /// Cluster token.
     #[arg(long, env = "SHOAL_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// Task slots (default: the number of cores); `--nthreads` as in Dask.
-    #[arg(long, visible_alias = "nthreads")]
-    cpus: Option<usize>,
+    /// Task slots (default: the number of cores); Dask's name, also spelled --cpus.
+    #[arg(long, visible_alias = "cpus", env = "SHOAL_WORKER_SLOTS")]
+    nthreads: Option<usize>,
     /// The old spelling of --memory-limit (default: half of this machine's memory).
     #[arg(long)]
     memory: Option<String>,
@@ -73,8 +73,8 @@ pub struct WorkerArgs {
     #[arg(long)]
     advertise: Option<String>,
     /// Directory for spill files (default: the system temporary directory).
-    #[arg(long)]
-    scratch_dir: Option<PathBuf>,
+    #[arg(long, env = "SHOAL_SCRATCH_DIR")]
+    scratch_dir: Option<String>,
     #[command(flatten)]
     tls: TlsArgs,
     /// PEM certificate of the CA that signed the scheduler's and peers' certificates.
@@ -86,28 +86,61 @@ pub struct WorkerArgs {
 }
 
 impl WorkerArgs {
-    /// Task slots: `--cpus`, or the number of cores.
+    /// Task slots: `--nthreads`, or the number of cores.
     pub fn slots(&self) -> usize {
-        self.cpus
-            .unwrap_or_else(|| {
-                std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(1)
-            })
-            .max(1)
+        self.nthreads.unwrap_or_else(cores).max(1)
     }
+
+    /// The worker's settings: `SHOAL_*` variables, then its flags (parsed and checked as
+    /// the settings are), resolved for one worker on this machine.
+    fn settings(&self, memory_limit: Option<String>) -> shoal::Result<ShoalSettings> {
+        let mut settings = settings_with([
+            ("worker.slots", Some(self.slots().to_string())),
+            ("worker.memory_limit", self.memory.clone().or(memory_limit)),
+            ("scratch_dir", self.scratch_dir.clone()),
+        ])?;
+        settings.workers = 1;
+        settings.resolve(cores(), None);
+        Ok(settings)
+    }
+}
+
+/// The settings of a process: `SHOAL_*` variables, then the flags given as (key, value),
+/// each parsed and checked as its setting is; an error names the flag.
+fn settings_with<const N: usize>(
+    flags: [(&str, Option<String>); N],
+) -> shoal::Result<ShoalSettings> {
+    let mut config = ShoalConfig::from_env()?;
+    for (key, value) in flags {
+        let Some(value) = value else { continue };
+        if let Err(e) = config.set(key, &value) {
+            let flag = FLAGS
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map_or(key, |(_, f)| *f);
+            return Err(input(format!("{flag}: {}", e.message())));
+        }
+    }
+    Ok(config.settings)
+}
+
+/// Cores of this machine.
+fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 /// Arguments of `shoal local`.
 #[derive(Args, Debug)]
 pub struct LocalArgs {
     /// Worker processes to start.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, env = "SHOAL_WORKERS")]
     workers: usize,
-    /// Task slots per worker (default: cores divided among the workers); `--nthreads` as
-    /// in Dask.
-    #[arg(long, visible_alias = "nthreads")]
-    cpus: Option<usize>,
+    /// Task slots per worker (default: cores divided among the workers); Dask's name,
+    /// also spelled --cpus.
+    #[arg(long, visible_alias = "cpus", env = "SHOAL_WORKER_SLOTS")]
+    nthreads: Option<usize>,
     /// The old spelling of --memory-limit.
     #[arg(long)]
     memory: Option<String>,
@@ -153,6 +186,10 @@ fn base_runtime() -> shoal::Result<Arc<shoal::datafusion::execution::runtime_env
 
 /// `shoal scheduler`: prints its URL, then serves until stopped.
 pub async fn scheduler(args: SchedulerArgs) -> shoal::Result<()> {
+    let settings = settings_with([
+        ("scheduler.heartbeat_timeout", args.heartbeat_timeout),
+        ("scheduler.prefetch", args.prefetch),
+    ])?;
     let security = Security::from_files(
         args.token,
         args.tls.tls_cert.as_deref(),
@@ -170,17 +207,7 @@ pub async fn scheduler(args: SchedulerArgs) -> shoal::Result<()> {
     };
     println!("shoal scheduler listening on {scheme}://{address}");
     let _ = std::io::stdout().flush();
-    let heartbeat_timeout = Duration::try_from_secs_f64(args.heartbeat_timeout).map_err(|_| {
-        input(format!(
-            "--heartbeat-timeout {} is not a duration",
-            args.heartbeat_timeout
-        ))
-    })?;
-    let options = SchedulerOptions {
-        prefetch: args.prefetch,
-        heartbeat_timeout,
-        security,
-    };
+    let options = SchedulerOptions::new(&settings, security);
     tokio::select! {
         result = run_scheduler(listener, options) => Ok(result?),
         _ = tokio::signal::ctrl_c() => Ok(()),
@@ -190,33 +217,19 @@ pub async fn scheduler(args: SchedulerArgs) -> shoal::Result<()> {
 
 /// `shoal worker`: joins the scheduler and runs tasks until the connection ends.
 pub async fn worker(args: WorkerArgs, memory_limit: Option<String>) -> shoal::Result<()> {
-    let slots = args.slots();
+    let settings = args.settings(memory_limit)?;
     let security = Security::from_files(
         args.token,
         args.tls.tls_cert.as_deref(),
         args.tls.tls_key.as_deref(),
         args.tls_ca.as_deref(),
     )?;
-    let memory_limit = match args.memory.or(memory_limit) {
-        Some(text) => {
-            parse_bytes(&text).map_err(|e| input(format!("--memory-limit: {}", e.message())))?
-        }
-        None => default_memory_limit(1),
-    };
     let resources = Resources::parse(&args.resources)
         .map_err(|e| input(format!("--resources: {}", e.message())))?;
-    let options = WorkerOptions {
-        scheduler: args.scheduler,
-        bind: args.bind,
-        advertise: args.advertise,
-        slots: slots.max(1),
-        memory_limit,
-        store_memory_target: default_store_target(memory_limit),
-        scratch_dir: args.scratch_dir.unwrap_or_else(std::env::temp_dir),
-        resources,
-        security,
-        heartbeat_interval: Duration::from_millis(500),
-    };
+    let mut options = WorkerOptions::new(args.scheduler, &settings, security);
+    options.bind = args.bind;
+    options.advertise = args.advertise;
+    options.resources = resources;
     let base = base_runtime()?;
     tokio::select! {
         result = run_worker(options, &base, |id, address| {
@@ -259,8 +272,8 @@ fn spawn_and_read_line(command: &mut Command, children: &mut Children) -> shoal:
 /// this process ends.
 pub fn spawn_local(
     workers: usize,
-    cpus: Option<usize>,
-    memory: Option<&str>,
+    nthreads: Option<usize>,
+    memory_limit: Option<&str>,
     token: Option<&str>,
     bind: &str,
 ) -> shoal::Result<(String, Children, usize)> {
@@ -281,19 +294,16 @@ pub fn spawn_local(
         .filter(|u| u.starts_with("http"))
         .ok_or_else(|| input("the scheduler did not start".to_string()))?
         .to_string();
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
     let workers = workers.max(1);
-    let cpus = cpus.unwrap_or((cores / workers).max(1));
+    let slots = nthreads.unwrap_or((cores() / workers).max(1));
     for _ in 0..workers {
         let mut worker = Command::new(&exe);
         worker
             .args(["worker", "--exit-with-stdin", "--scheduler", &url])
-            .args(["--cpus", &cpus.to_string()])
+            .args(["--nthreads", &slots.to_string()])
             .stdin(Stdio::piped());
-        if let Some(memory) = memory {
-            worker.args(["--memory", memory]);
+        if let Some(limit) = memory_limit {
+            worker.args(["--memory-limit", limit]);
         }
         if let Some(token) = token {
             worker.env("SHOAL_TOKEN", token);
@@ -304,25 +314,23 @@ pub fn spawn_local(
             return Err(input("a worker did not start".to_string()));
         }
     }
-    Ok((url, children, cpus))
+    Ok((url, children, slots))
 }
 
 /// `shoal local`: a scheduler and workers as child processes on this machine.
-pub async fn local(mut args: LocalArgs, memory_limit: Option<String>) -> shoal::Result<()> {
-    let workers = args.workers.max(1);
+pub async fn local(args: LocalArgs, memory_limit: Option<String>) -> shoal::Result<()> {
     // The workers share this machine, as an embedded session's do.
-    let memory = match args.memory.take().or(memory_limit) {
-        Some(text) => {
-            parse_bytes(&text).map_err(|e| input(format!("--memory-limit: {}", e.message())))?;
-            text
-        }
-        None => default_memory_limit(workers).to_string(),
-    };
-    args.memory = Some(memory);
+    let mut settings = settings_with([
+        ("workers", Some(args.workers.max(1).to_string())),
+        ("worker.memory_limit", args.memory.or(memory_limit)),
+    ])?;
+    settings.resolve(cores(), None);
+    let workers = settings.workers;
+    let limit = settings.worker.memory_limit.bytes().to_string();
     let (url, mut children, cpus) = spawn_local(
         workers,
-        args.cpus,
-        args.memory.as_deref(),
+        args.nthreads,
+        Some(&limit),
         args.token.as_deref(),
         &args.bind,
     )?;
