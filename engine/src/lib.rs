@@ -33,6 +33,7 @@ mod error;
 pub mod labeled;
 mod queries;
 mod session;
+mod status;
 pub mod tpch;
 
 pub use array::{Array, Axes, Element, Operand};
@@ -45,6 +46,7 @@ pub use shoal_planner::ShoalConfig;
 pub use shoal_planner::array::{DType, ReduceOp};
 pub use shoal_planner::config::ShoalSettings;
 pub use shoal_planner::config::machine_memory;
+pub use status::status_json;
 
 /// Everything a DataFrame program usually needs.
 pub mod prelude {

@@ -1,6 +1,10 @@
 //! The `Session` methods that give DataFrames: reading files and tables, and SQL.
 
+use std::sync::Arc;
+
 use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::datasource::MemTable;
 use datafusion::sql::parser::Statement;
 use shoal_sql::Planned;
 
@@ -37,6 +41,14 @@ impl Session {
             )));
         }
         self.read(path)
+    }
+
+    /// A lazy DataFrame over batches held in memory (all with `schema`), such as a
+    /// pyarrow table handed over from Python.
+    pub fn from_batches(&self, schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<DataFrame> {
+        let table = MemTable::try_new(schema, vec![batches])?;
+        let df = self.context().read_table(Arc::new(table))?;
+        Ok(DataFrame::new(self.clone(), df))
     }
 
     /// A DataFrame over a registered table.

@@ -97,13 +97,15 @@ pub async fn run_scheduler(
     };
     let security = Arc::new(options.security.clone());
     let check = Arc::clone(&security);
-    let server = proto::scheduler_server::SchedulerServer::with_interceptor(
-        service,
-        move |request: Request<()>| {
+    // No size limit: a job's plan carries the data of in-memory tables.
+    let server = proto::scheduler_server::SchedulerServer::new(service)
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX);
+    let server =
+        tonic::service::interceptor::InterceptedService::new(server, move |request: Request<()>| {
             check.check(&request)?;
             Ok(request)
-        },
-    );
+        });
     security
         .server()?
         .add_service(server)

@@ -357,54 +357,11 @@ pub async fn local(args: LocalArgs, memory_limit: Option<String>) -> shoal::Resu
 pub async fn status(session: &shoal::Session, args: StatusArgs) -> shoal::Result<()> {
     let status = session.status().await?;
     let text = match args.format {
-        Format::Json => status_json(&status).to_string(),
+        Format::Json => shoal::status_json(&status).to_string(),
         Format::Table | Format::Csv => status_table(&status, args.format == Format::Csv),
     };
     println!("{text}");
     Ok(())
-}
-
-fn status_json(status: &ClusterStatus) -> serde_json::Value {
-    let workers: Vec<serde_json::Value> = status
-        .workers
-        .iter()
-        .map(|w| {
-            let resources: serde_json::Map<String, serde_json::Value> = w
-                .resources
-                .iter()
-                .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
-                .collect();
-            serde_json::json!({
-                "id": w.id,
-                "address": w.address,
-                "alive": w.alive,
-                "slots": w.slots,
-                "resources": resources,
-                "memory_limit": w.memory_limit,
-                "memory_used": w.memory_used,
-                "tasks_running": w.tasks_running,
-                "tasks_completed": w.tasks_completed,
-                "spilled_bytes": w.spilled_bytes,
-            })
-        })
-        .collect();
-    let jobs: Vec<serde_json::Value> = status
-        .jobs
-        .iter()
-        .map(|j| {
-            serde_json::json!({
-                "id": j.id,
-                "tasks_total": j.tasks_total,
-                "tasks_done": j.tasks_done,
-                "waiting": j.waiting,
-            })
-        })
-        .collect();
-    let last_activity = status
-        .last_activity
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_secs_f64());
-    serde_json::json!({ "workers": workers, "jobs": jobs, "last_activity": last_activity })
 }
 
 fn status_table(status: &ClusterStatus, csv: bool) -> String {

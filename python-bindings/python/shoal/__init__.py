@@ -1,0 +1,98 @@
+"""Shoal: a distributed dataframe and chunked-array engine on Apache Arrow and DataFusion.
+
+::
+
+    import shoal
+    s = shoal.Session()                      # embedded; shoal.Session("http://host:7070") for a cluster
+    trips = s.read_parquet("trips.parquet")
+    trips.query("fare > 10").groupby("zone").agg(n=("fare", "count")).to_pandas()
+    s.sql("select zone, avg(fare) from trips group by zone")   # after s.register("trips", ...)
+
+Module-level ``sql``, ``read_parquet``, ``read_csv``, ``from_arrow``, ``from_pandas`` and
+``from_polars`` use :func:`default_session`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from . import errors
+from ._frame import DataFrame, GroupBy, SqlExpr, sql_expr
+from ._native import __version__
+from ._session import Client, Session, connect, default_session, set_default_session
+from .errors import (
+    CancelledError,
+    FetchFailedError,
+    InputError,
+    InternalError,
+    PlanningError,
+    ResourcesError,
+    ShoalError,
+    ShoalIOError,
+    WorkerLostError,
+)
+
+if TYPE_CHECKING:
+    import os
+
+    import pandas
+    import polars
+
+__all__ = [
+    "CancelledError",
+    "Client",
+    "DataFrame",
+    "FetchFailedError",
+    "GroupBy",
+    "InputError",
+    "InternalError",
+    "PlanningError",
+    "ResourcesError",
+    "Session",
+    "ShoalError",
+    "ShoalIOError",
+    "SqlExpr",
+    "WorkerLostError",
+    "__version__",
+    "connect",
+    "default_session",
+    "errors",
+    "from_arrow",
+    "from_pandas",
+    "from_polars",
+    "read_csv",
+    "read_parquet",
+    "set_default_session",
+    "sql",
+    "sql_expr",
+]
+
+
+def sql(query: str) -> DataFrame:
+    """:meth:`Session.sql` on the default session."""
+    return default_session().sql(query)
+
+
+def read_parquet(path: str | os.PathLike[str]) -> DataFrame:
+    """:meth:`Session.read_parquet` on the default session."""
+    return default_session().read_parquet(path)
+
+
+def read_csv(path: str | os.PathLike[str]) -> DataFrame:
+    """:meth:`Session.read_csv` on the default session."""
+    return default_session().read_csv(path)
+
+
+def from_arrow(data: Any) -> DataFrame:
+    """:meth:`Session.from_arrow` on the default session."""
+    return default_session().from_arrow(data)
+
+
+def from_pandas(frame: pandas.DataFrame) -> DataFrame:
+    """:meth:`Session.from_pandas` on the default session."""
+    return default_session().from_pandas(frame)
+
+
+def from_polars(frame: polars.DataFrame) -> DataFrame:
+    """:meth:`Session.from_polars` on the default session."""
+    return default_session().from_polars(frame)

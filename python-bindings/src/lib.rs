@@ -1,0 +1,90 @@
+//! The native module `shoal._native`: Shoal's [`Session`](shoal::Session) and lazy
+//! [`DataFrame`](shoal::DataFrame) for Python. The pure-Python package `shoal` wraps
+//! these classes with pandas- and Dask-shaped names and docstrings.
+//!
+//! Every call that runs a job waits for it with the GIL released and looks for signals
+//! every 50 ms: Ctrl-C drops the job's future, which cancels the job on every worker, and
+//! raises `KeyboardInterrupt`. Engine errors become `shoal.errors` exceptions chosen by
+//! the error's kind, carrying its one-line message.
+
+mod frame;
+mod session;
+
+use std::future::Future;
+use std::sync::{OnceLock, mpsc};
+use std::time::Duration;
+
+use pyo3::prelude::*;
+
+/// How often a waiting call looks for Ctrl-C.
+const SIGNAL_POLL: Duration = Duration::from_millis(50);
+
+/// The engine error `e` as the `shoal.errors` exception of its kind.
+fn py_err(e: shoal::Error) -> PyErr {
+    Python::attach(|py| {
+        let raised = py
+            .import("shoal.errors")
+            .and_then(|m| m.getattr("raise_kind"))
+            .and_then(|f| f.call1((e.kind().name(), e.to_string())));
+        match raised {
+            Ok(exception) => PyErr::from_value(exception),
+            Err(import_failed) => import_failed,
+        }
+    })
+}
+
+/// The runtime the bindings run calls on, as the CLI's `main` does: the session's own
+/// runtimes run its workers or its connection, and a call may block one of their threads.
+fn runtime() -> PyResult<&'static tokio::runtime::Runtime> {
+    static RUNTIME: OnceLock<std::io::Result<tokio::runtime::Runtime>> = OnceLock::new();
+    let built = RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("shoal-python")
+            .enable_all()
+            .build()
+    });
+    built
+        .as_ref()
+        .map_err(|e| pyo3::exceptions::PyOSError::new_err(format!("cannot start a runtime: {e}")))
+}
+
+/// Runs `future` on the bindings' runtime and waits for it with the GIL released; a
+/// signal handler that raises (Ctrl-C) drops the future, cancelling its job.
+fn wait<F, T>(py: Python<'_>, future: F) -> PyResult<T>
+where
+    F: Future<Output = shoal::Result<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    let (tx, mut rx) = mpsc::channel();
+    let task = runtime()?.spawn(async move {
+        let _ = tx.send(future.await);
+    });
+    loop {
+        let (got, back) = py.detach(move || (rx.recv_timeout(SIGNAL_POLL), rx));
+        rx = back;
+        match got {
+            Ok(result) => return result.map_err(py_err),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if let Err(interrupted) = py.check_signals() {
+                    task.abort();
+                    return Err(interrupted);
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(py_err(shoal::Error::new(
+                    shoal::ErrorKind::Internal,
+                    "the session's runtime stopped while a call waited for it",
+                )));
+            }
+        }
+    }
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<session::Session>()?;
+    m.add_class::<frame::DataFrame>()?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

@@ -1,0 +1,183 @@
+//! `shoal._native.Session`: an embedded engine or a connection to a scheduler.
+
+use std::collections::HashMap;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3_arrow::input::AnyRecordBatch;
+
+use crate::frame::DataFrame;
+use crate::{py_err, wait};
+
+/// A Shoal session (see the `shoal.Session` wrapper for the documented API).
+#[pyclass(module = "shoal._native", frozen)]
+pub struct Session {
+    inner: parking_lot::Mutex<Option<shoal::Session>>,
+    address: Option<String>,
+}
+
+impl Session {
+    /// The engine session, or an error once closed.
+    pub(crate) fn get(&self) -> PyResult<shoal::Session> {
+        self.inner
+            .lock()
+            .clone()
+            .ok_or_else(|| PyValueError::new_err("the session is closed"))
+    }
+}
+
+#[pymethods]
+impl Session {
+    #[new]
+    // One parameter per keyword argument of `shoal.Session`.
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (address=None, workers=None, memory_limit=None, partitions=None, token=None, tls_ca=None, config=None))]
+    fn new(
+        py: Python<'_>,
+        address: Option<String>,
+        workers: Option<usize>,
+        memory_limit: Option<String>,
+        partitions: Option<usize>,
+        token: Option<String>,
+        tls_ca: Option<String>,
+        config: Option<HashMap<String, String>>,
+    ) -> PyResult<Self> {
+        let mut builder = shoal::Session::builder();
+        let mut options: Vec<(String, String)> = config.unwrap_or_default().into_iter().collect();
+        options.sort();
+        let given = [
+            ("workers", workers.map(|n| n.to_string())),
+            ("worker.memory_limit", memory_limit),
+            ("execution.partitions", partitions.map(|n| n.to_string())),
+        ];
+        for (key, value) in given {
+            if let Some(value) = value {
+                options.push((key.to_string(), value));
+            }
+        }
+        for (key, value) in &options {
+            builder = builder.option(key, value).map_err(py_err)?;
+        }
+        if let Some(url) = &address {
+            builder = builder.cluster(url);
+        }
+        if let Some(token) = &token {
+            builder = builder.token(token);
+        }
+        if let Some(ca) = &tls_ca {
+            builder = builder.tls_ca(ca);
+        }
+        let session = py.detach(|| builder.build()).map_err(py_err)?;
+        Ok(Self {
+            inner: parking_lot::Mutex::new(Some(session)),
+            address,
+        })
+    }
+
+    /// The scheduler's URL, or None for an embedded session.
+    #[getter]
+    fn address(&self) -> Option<String> {
+        self.address.clone()
+    }
+
+    /// Whether `close()` was called.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inner.lock().is_none()
+    }
+
+    /// Stops an embedded session's workers, or lets go of the connection.
+    fn close(&self, py: Python<'_>) {
+        let session = self.inner.lock().take();
+        py.detach(move || drop(session));
+    }
+
+    /// Plans one SQL statement: a lazy frame for a query; DDL and SET run now.
+    fn sql(&self, py: Python<'_>, query: String) -> PyResult<DataFrame> {
+        let session = self.get()?;
+        let frame = wait(py, async move { session.sql(&query).await })?;
+        Ok(DataFrame::new(frame))
+    }
+
+    /// Registers a file, directory, prefix or Zarr store as table `name`.
+    fn register(&self, py: Python<'_>, name: String, path: String) -> PyResult<()> {
+        let session = self.get()?;
+        py.detach(|| session.register(&name, &path)).map_err(py_err)
+    }
+
+    /// Registers `frame` as view `name` (replacing a table of that name).
+    fn register_frame(&self, name: String, frame: &DataFrame) -> PyResult<()> {
+        let session = self.get()?;
+        let ctx = session.context();
+        ctx.deregister_table(name.as_str())
+            .map_err(|e| py_err(e.into()))?;
+        ctx.register_table(name.as_str(), frame.view())
+            .map_err(|e| py_err(e.into()))?;
+        Ok(())
+    }
+
+    /// A lazy frame over anything that speaks the Arrow PyCapsule interface.
+    fn read_arrow(&self, py: Python<'_>, data: AnyRecordBatch) -> PyResult<DataFrame> {
+        let session = self.get()?;
+        let table = data.into_table()?;
+        let (batches, schema) = table.into_inner();
+        let frame = py
+            .detach(|| session.from_batches(schema, batches))
+            .map_err(py_err)?;
+        Ok(DataFrame::new(frame))
+    }
+
+    /// A lazy frame over Parquet files.
+    fn read_parquet(&self, py: Python<'_>, path: String) -> PyResult<DataFrame> {
+        let session = self.get()?;
+        let frame = py.detach(|| session.read_parquet(&path)).map_err(py_err)?;
+        Ok(DataFrame::new(frame))
+    }
+
+    /// A lazy frame over CSV files.
+    fn read_csv(&self, py: Python<'_>, path: String) -> PyResult<DataFrame> {
+        let session = self.get()?;
+        let frame = py.detach(|| session.read_csv(&path)).map_err(py_err)?;
+        Ok(DataFrame::new(frame))
+    }
+
+    /// A lazy frame over a registered table.
+    fn table(&self, py: Python<'_>, name: String) -> PyResult<DataFrame> {
+        let session = self.get()?;
+        let frame = wait(py, async move { session.table(&name).await })?;
+        Ok(DataFrame::new(frame))
+    }
+
+    /// The registered tables' names.
+    fn table_names(&self) -> PyResult<Vec<String>> {
+        Ok(self.get()?.table_names())
+    }
+
+    /// The cluster's status as JSON text (`shoal status --format json`'s schema).
+    fn status_json(&self, py: Python<'_>) -> PyResult<String> {
+        let session = self.get()?;
+        let status = wait(py, async move { session.status().await })?;
+        Ok(shoal::status_json(&status).to_string())
+    }
+
+    /// Cancels job `job`; whether it was running.
+    fn cancel(&self, py: Python<'_>, job: u64) -> PyResult<bool> {
+        let session = self.get()?;
+        wait(py, async move { session.cancel(job).await })
+    }
+
+    /// The resolved `shoal.*` settings as (key, value) pairs.
+    fn settings(&self) -> PyResult<Vec<(String, String)>> {
+        use shoal::datafusion::common::config::ExtensionOptions;
+        let settings = self.get()?.config();
+        let config = shoal::ShoalConfig {
+            settings,
+            started: true,
+        };
+        Ok(config
+            .entries()
+            .into_iter()
+            .map(|e| (e.key, e.value.unwrap_or_default()))
+            .collect())
+    }
+}

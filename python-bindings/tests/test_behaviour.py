@@ -1,0 +1,123 @@
+"""What Python users expect besides answers: exception classes, Ctrl-C, the GIL released
+during jobs, a forked child refused clearly, the stub matching the native module."""
+
+from __future__ import annotations
+
+import ast
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import shoal
+from shoal import _native
+
+LONG_QUERY = (
+    "select count(distinct a.value + b.value) from generate_series(1, 30000) a, "
+    "generate_series(1, 30000) b"
+)
+
+
+def test_errors_map_to_their_kind_with_one_line(session: shoal.Session) -> None:
+    with pytest.raises(shoal.InputError) as bad:
+        session.sql("select no_such_column from (select 1 as a)").to_arrow()
+    assert isinstance(bad.value, ValueError)
+    assert "no_such_column" in str(bad.value) and "\n" not in str(bad.value)
+    with pytest.raises(shoal.PlanningError):
+        session.sql("select * from unnest([1, 2]) with ordinality").to_arrow()
+    with pytest.raises(shoal.ShoalIOError) as unreachable:
+        shoal.Session("http://127.0.0.1:1")
+    assert isinstance(unreachable.value, OSError)
+    assert "127.0.0.1:1" in str(unreachable.value)
+
+
+def test_ctrl_c_cancels_the_job_and_raises_keyboard_interrupt(session: shoal.Session) -> None:
+    timer = threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT))
+    started = time.monotonic()
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        session.sql(LONG_QUERY).to_arrow()
+    assert time.monotonic() - started < 1.0 + 1.0, "raised within a second of the signal"
+    # The job is gone from every worker soon after.
+    deadline = time.monotonic() + 10
+    while session.status()["jobs"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert session.status()["jobs"] == []
+    assert all(w["tasks_running"] == 0 for w in session.status()["workers"])
+
+
+def test_other_threads_run_while_a_job_does(session: shoal.Session) -> None:
+    ticks = 0
+    stop = threading.Event()
+
+    def tick() -> None:
+        nonlocal ticks
+        while not stop.is_set():
+            ticks += 1
+            time.sleep(0.001)
+
+    ticker = threading.Thread(target=tick)
+    ticker.start()
+    try:
+        started = time.monotonic()
+        session.sql(
+            "select count(distinct a.value * b.value) from generate_series(1, 3000) a, "
+            "generate_series(1, 3000) b"
+        ).to_arrow()
+        elapsed = time.monotonic() - started
+    finally:
+        stop.set()
+        ticker.join()
+    # A thread blocked on the GIL for the whole job would tick a handful of times.
+    assert ticks > elapsed * 100, f"{ticks} ticks in {elapsed:.2f} s"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_is_told_to_make_its_own_session() -> None:
+    s = shoal.Session(workers=1)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        try:
+            s.sql("select 1").to_arrow()
+            message = "no error"
+        except shoal.ShoalError as e:
+            message = str(e)
+        os.write(write, message.encode())
+        os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    message = os.read(read, 4096).decode()
+    assert status == 0
+    assert "forked child" in message, message
+    assert s.sql("select 1 as x").to_arrow().to_pylist() == [{"x": 1}]
+    s.close()
+
+
+def test_the_stub_lists_what_the_native_module_has() -> None:
+    stub = Path(shoal.__file__).with_name("_native.pyi")
+    tree = ast.parse(stub.read_text())
+    for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
+        native = getattr(_native, cls.name)
+        declared = {
+            f.name
+            for f in cls.body
+            if isinstance(f, ast.FunctionDef) and f.name != "__init__"
+        }
+        public = {n for n in dir(native) if not n.startswith("_")}
+        assert declared == public, f"{cls.name}: stub {declared ^ public} differ"
+
+
+def test_reprs_say_what_they_are_without_computing() -> None:
+    with shoal.Session(workers=2) as s:
+        assert repr(s) == "shoal.Session(embedded, 2 workers)"
+        frame = s.sql(LONG_QUERY)
+        started = time.monotonic()
+        html = frame._repr_html_()
+        assert "count(DISTINCT" in html or "count(distinct" in html.lower()
+        assert time.monotonic() - started < 1.0
+        assert s.status()["jobs"] == []
+    assert repr(s) == "shoal.Session(closed)"
