@@ -2,31 +2,38 @@
 //! `to_parquet`… run it as one job. Expressions arrive as SQL text, parsed against the
 //! frame's schema.
 
+use std::sync::Arc;
+
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3_arrow::{PySchema, PyTable};
 use shoal::How;
 
-use crate::{py_err, wait};
+use crate::{Reporter, py_err, wait};
 
 /// A lazy frame (see the `shoal.DataFrame` wrapper for the documented API).
 #[pyclass(module = "shoal._native", frozen)]
 pub struct DataFrame {
     inner: shoal::DataFrame,
+    reporter: Arc<Reporter>,
 }
 
 impl DataFrame {
-    pub(crate) fn new(inner: shoal::DataFrame) -> Self {
-        Self { inner }
+    pub(crate) fn new(inner: shoal::DataFrame, reporter: &Arc<Reporter>) -> Self {
+        Self {
+            inner,
+            reporter: Arc::clone(reporter),
+        }
     }
 
     /// The frame as a table provider (a view: reading it runs the frame's plan).
-    pub(crate) fn view(&self) -> std::sync::Arc<dyn shoal::datafusion::catalog::TableProvider> {
+    pub(crate) fn view(&self) -> Arc<dyn shoal::datafusion::catalog::TableProvider> {
         self.inner.inner().clone().into_view()
     }
 
     fn with(&self, next: shoal::Result<shoal::DataFrame>) -> PyResult<Self> {
-        next.map(Self::new).map_err(py_err)
+        next.map(|frame| Self::new(frame, &self.reporter))
+            .map_err(py_err)
     }
 
     fn expr(&self, sql: &str) -> PyResult<shoal::datafusion::logical_expr::Expr> {
@@ -70,20 +77,20 @@ impl DataFrame {
     fn to_arrow<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let frame = self.inner.clone();
         let schema = frame.schema();
-        let batches = wait(py, async move { frame.collect().await })?;
+        let batches = wait(py, &self.reporter, async move { frame.collect().await })?;
         PyTable::try_new(batches, schema)?.into_pyarrow(py)
     }
 
     /// Number of rows (runs a job).
     fn count(&self, py: Python<'_>) -> PyResult<usize> {
         let frame = self.inner.clone();
-        wait(py, async move { frame.count().await })
+        wait(py, &self.reporter, async move { frame.count().await })
     }
 
     /// The logical, physical and stage plans as text.
     fn explain(&self, py: Python<'_>) -> PyResult<String> {
         let frame = self.inner.clone();
-        wait(py, async move { frame.explain().await })
+        wait(py, &self.reporter, async move { frame.explain().await })
     }
 
     /// The named columns.
@@ -192,7 +199,7 @@ impl DataFrame {
         overwrite: bool,
     ) -> PyResult<()> {
         let frame = self.inner.clone();
-        wait(py, async move {
+        wait(py, &self.reporter, async move {
             let by: Vec<&str> = partition_by.iter().map(String::as_str).collect();
             frame.to_parquet(&path, &by, overwrite).await
         })
@@ -207,7 +214,7 @@ impl DataFrame {
         overwrite: bool,
     ) -> PyResult<()> {
         let frame = self.inner.clone();
-        wait(py, async move {
+        wait(py, &self.reporter, async move {
             let by: Vec<&str> = partition_by.iter().map(String::as_str).collect();
             frame.to_csv(&path, &by, overwrite).await
         })

@@ -11,7 +11,7 @@ mod frame;
 mod session;
 
 use std::future::Future;
-use std::sync::{OnceLock, mpsc};
+use std::sync::{Arc, OnceLock, mpsc};
 use std::time::Duration;
 
 use pyo3::prelude::*;
@@ -49,9 +49,67 @@ fn runtime() -> PyResult<&'static tokio::runtime::Runtime> {
         .map_err(|e| pyo3::exceptions::PyOSError::new_err(format!("cannot start a runtime: {e}")))
 }
 
-/// Runs `future` on the bindings' runtime and waits for it with the GIL released; a
-/// signal handler that raises (Ctrl-C) drops the future, cancelling its job.
-fn wait<F, T>(py: Python<'_>, future: F) -> PyResult<T>
+/// The task counts of a session's latest job, as its progress listener sees them, and
+/// the Python callable (`progress(done, total)`) a waiting call reports them to.
+#[derive(Default)]
+pub(crate) struct Reporter {
+    latest: parking_lot::Mutex<Option<(u64, shoal::Progress)>>,
+    reported: parking_lot::Mutex<Option<(u64, shoal::Progress)>>,
+    callback: Option<Py<PyAny>>,
+}
+
+impl Reporter {
+    /// A reporter to `callback` (none: reports go nowhere), fed by `session`'s jobs.
+    pub(crate) fn attach(session: &shoal::Session, callback: Option<Py<PyAny>>) -> Arc<Self> {
+        let reporter = Arc::new(Self {
+            callback,
+            ..Default::default()
+        });
+        if reporter.callback.is_some() {
+            let fed = Arc::downgrade(&reporter);
+            session.on_progress(move |job, progress| {
+                if let Some(reporter) = fed.upgrade() {
+                    *reporter.latest.lock() = Some((job, progress));
+                }
+            });
+        }
+        reporter
+    }
+
+    /// After a call that succeeded: its job finished every task, although the last
+    /// count may not have reached the listener yet.
+    fn finish(&self, py: Python<'_>) -> PyResult<()> {
+        if let Some((_, progress)) = self.latest.lock().as_mut() {
+            progress.tasks_done = progress.tasks_total;
+        }
+        self.report(py)
+    }
+
+    /// Calls the callback with the latest counts if they changed since the last call.
+    fn report(&self, py: Python<'_>) -> PyResult<()> {
+        let Some(callback) = &self.callback else {
+            return Ok(());
+        };
+        let latest = *self.latest.lock();
+        let Some((_, progress)) = latest else {
+            return Ok(());
+        };
+        {
+            let mut reported = self.reported.lock();
+            if *reported == latest {
+                return Ok(());
+            }
+            *reported = latest;
+        }
+        callback.call1(py, (progress.tasks_done, progress.tasks_total))?;
+        Ok(())
+    }
+}
+
+/// Runs `future` on the bindings' runtime and waits for it with the GIL released,
+/// reporting its progress to `reporter` meanwhile; a signal handler that raises (Ctrl-C)
+/// drops the future, cancelling its job.
+fn wait<F, T>(py: Python<'_>, reporter: &Reporter, future: F) -> PyResult<T>
 where
     F: Future<Output = shoal::Result<T>> + Send + 'static,
     T: Send + 'static,
@@ -64,12 +122,17 @@ where
         let (got, back) = py.detach(move || (rx.recv_timeout(SIGNAL_POLL), rx));
         rx = back;
         match got {
-            Ok(result) => return result.map_err(py_err),
+            Ok(Ok(value)) => {
+                reporter.finish(py)?;
+                return Ok(value);
+            }
+            Ok(Err(e)) => return Err(py_err(e)),
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 if let Err(interrupted) = py.check_signals() {
                     task.abort();
                     return Err(interrupted);
                 }
+                reporter.report(py)?;
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 return Err(py_err(shoal::Error::new(

@@ -1,19 +1,21 @@
 //! `shoal._native.Session`: an embedded engine or a connection to a scheduler.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3_arrow::input::AnyRecordBatch;
 
 use crate::frame::DataFrame;
-use crate::{py_err, wait};
+use crate::{Reporter, py_err, wait};
 
 /// A Shoal session (see the `shoal.Session` wrapper for the documented API).
 #[pyclass(module = "shoal._native", frozen)]
 pub struct Session {
     inner: parking_lot::Mutex<Option<shoal::Session>>,
     address: Option<String>,
+    reporter: Arc<Reporter>,
 }
 
 impl Session {
@@ -29,9 +31,9 @@ impl Session {
 #[pymethods]
 impl Session {
     #[new]
-    // One parameter per keyword argument of `shoal.Session`.
+    // One parameter per keyword argument of `shoal.Session`, and the progress reporter.
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (address=None, workers=None, memory_limit=None, partitions=None, token=None, tls_ca=None, config=None))]
+    #[pyo3(signature = (address=None, workers=None, memory_limit=None, partitions=None, token=None, tls_ca=None, config=None, progress=None))]
     fn new(
         py: Python<'_>,
         address: Option<String>,
@@ -41,6 +43,7 @@ impl Session {
         token: Option<String>,
         tls_ca: Option<String>,
         config: Option<HashMap<String, String>>,
+        progress: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
         let mut builder = shoal::Session::builder();
         let mut options: Vec<(String, String)> = config.unwrap_or_default().into_iter().collect();
@@ -68,9 +71,11 @@ impl Session {
             builder = builder.tls_ca(ca);
         }
         let session = py.detach(|| builder.build()).map_err(py_err)?;
+        let reporter = Reporter::attach(&session, progress);
         Ok(Self {
             inner: parking_lot::Mutex::new(Some(session)),
             address,
+            reporter,
         })
     }
 
@@ -95,8 +100,8 @@ impl Session {
     /// Plans one SQL statement: a lazy frame for a query; DDL and SET run now.
     fn sql(&self, py: Python<'_>, query: String) -> PyResult<DataFrame> {
         let session = self.get()?;
-        let frame = wait(py, async move { session.sql(&query).await })?;
-        Ok(DataFrame::new(frame))
+        let frame = wait(py, &self.reporter, async move { session.sql(&query).await })?;
+        Ok(DataFrame::new(frame, &self.reporter))
     }
 
     /// Registers a file, directory, prefix or Zarr store as table `name`.
@@ -124,28 +129,32 @@ impl Session {
         let frame = py
             .detach(|| session.from_batches(schema, batches))
             .map_err(py_err)?;
-        Ok(DataFrame::new(frame))
+        Ok(DataFrame::new(frame, &self.reporter))
     }
 
     /// A lazy frame over Parquet files.
     fn read_parquet(&self, py: Python<'_>, path: String) -> PyResult<DataFrame> {
         let session = self.get()?;
         let frame = py.detach(|| session.read_parquet(&path)).map_err(py_err)?;
-        Ok(DataFrame::new(frame))
+        Ok(DataFrame::new(frame, &self.reporter))
     }
 
     /// A lazy frame over CSV files.
     fn read_csv(&self, py: Python<'_>, path: String) -> PyResult<DataFrame> {
         let session = self.get()?;
         let frame = py.detach(|| session.read_csv(&path)).map_err(py_err)?;
-        Ok(DataFrame::new(frame))
+        Ok(DataFrame::new(frame, &self.reporter))
     }
 
     /// A lazy frame over a registered table.
     fn table(&self, py: Python<'_>, name: String) -> PyResult<DataFrame> {
         let session = self.get()?;
-        let frame = wait(py, async move { session.table(&name).await })?;
-        Ok(DataFrame::new(frame))
+        let frame = wait(
+            py,
+            &self.reporter,
+            async move { session.table(&name).await },
+        )?;
+        Ok(DataFrame::new(frame, &self.reporter))
     }
 
     /// The registered tables' names.
@@ -156,14 +165,14 @@ impl Session {
     /// The cluster's status as JSON text (`shoal status --format json`'s schema).
     fn status_json(&self, py: Python<'_>) -> PyResult<String> {
         let session = self.get()?;
-        let status = wait(py, async move { session.status().await })?;
+        let status = wait(py, &self.reporter, async move { session.status().await })?;
         Ok(shoal::status_json(&status).to_string())
     }
 
     /// Cancels job `job`; whether it was running.
     fn cancel(&self, py: Python<'_>, job: u64) -> PyResult<bool> {
         let session = self.get()?;
-        wait(py, async move { session.cancel(job).await })
+        wait(py, &self.reporter, async move { session.cancel(job).await })
     }
 
     /// The resolved `shoal.*` settings as (key, value) pairs.

@@ -121,3 +121,41 @@ def test_reprs_say_what_they_are_without_computing() -> None:
         assert time.monotonic() - started < 1.0
         assert s.status()["jobs"] == []
     assert repr(s) == "shoal.Session(closed)"
+
+
+def test_progress_reports_task_counts_to_a_callable(cluster: str) -> None:
+    seen: list[tuple[int, int]] = []
+    with shoal.Session(cluster, partitions=4, progress=lambda d, t: seen.append((d, t))) as s:
+        s.sql(
+            "select a.value % 7 as k, count(*) from generate_series(1, 200000) a "
+            "group by 1 order by 1"
+        ).to_arrow()
+    assert seen, "the callable was called"
+    done, total = seen[-1]
+    assert total > 1 and done == total, seen
+    assert all(a[0] <= b[0] for a, b in zip(seen, seen[1:]) if a[1] == b[1]), seen
+
+
+def test_no_progress_bar_when_nobody_watches(capfd: pytest.CaptureFixture[str]) -> None:
+    # Under pytest stderr is not a terminal: the default shows nothing.
+    with shoal.Session(workers=2) as s:
+        s.sql(LONG_QUERY.replace("30000", "2000")).to_arrow()
+    assert capfd.readouterr().err == ""
+
+
+def test_the_bar_draws_task_counts(
+    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("tqdm")
+    from shoal import _progress
+
+    monkeypatch.setattr(_progress, "DELAY", 0)
+    assert isinstance(_progress.reporter(True), _progress.Bar)
+    assert _progress.reporter(False) is None
+    bar = _progress.Bar()
+    for done in (0, 4, 10):
+        bar(done, 10)
+    bar(1, 3)  # a new job: a new bar
+    bar.close()
+    err = capfd.readouterr().err
+    assert "4/10" in err and "1/3" in err, err

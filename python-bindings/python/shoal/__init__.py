@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from . import errors
-from ._frame import DataFrame, GroupBy, SqlExpr, sql_expr
+from . import errors, functions
+from ._expr import Expr, col, lit
+from ._frame import DataFrame, GroupBy
 from ._native import __version__
 from ._session import Client, Session, connect, default_session, set_default_session
 from .errors import (
@@ -51,20 +52,22 @@ __all__ = [
     "Session",
     "ShoalError",
     "ShoalIOError",
-    "SqlExpr",
+    "Expr",
     "WorkerLostError",
     "__version__",
     "connect",
     "default_session",
+    "col",
     "errors",
     "from_arrow",
     "from_pandas",
     "from_polars",
+    "functions",
+    "lit",
     "read_csv",
     "read_parquet",
     "set_default_session",
     "sql",
-    "sql_expr",
 ]
 
 

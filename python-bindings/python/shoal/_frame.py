@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from . import _native
+from ._expr import Expr, sql_text
 
 if TYPE_CHECKING:
     import pandas
@@ -105,21 +106,27 @@ class DataFrame:
             names.extend(_names(c) or [])
         return self._wrap(self._native.select(names))
 
-    def __getitem__(self, key: str | Sequence[str]) -> DataFrame:
-        """``df["a"]`` or ``df[["a", "b"]]``: the named columns."""
+    def __getitem__(self, key: str | Sequence[str] | Expr) -> DataFrame:
+        """``df["a"]`` or ``df[["a", "b"]]``: the named columns; ``df[shoal.col("a") > 3]``:
+        the rows where the condition holds."""
+        if isinstance(key, Expr):
+            return self.query(key)
         return self.select(key)
 
-    def query(self, condition: str) -> DataFrame:
-        """Rows where the SQL condition holds (pandas ``query``; SQL syntax)."""
-        return self._wrap(self._native.query(condition))
+    def query(self, condition: str | Expr) -> DataFrame:
+        """Rows where the condition holds: SQL text (pandas ``query``, in SQL syntax) or an
+        expression."""
+        text = condition.sql if isinstance(condition, Expr) else condition
+        return self._wrap(self._native.query(text))
 
     filter = query
 
-    def assign(self, **columns: str) -> DataFrame:
-        """Adds or replaces columns, each given as a SQL expression."""
+    def assign(self, **columns: str | Expr | int | float) -> DataFrame:
+        """Adds or replaces columns, each an expression, SQL text or a number."""
         native = self._native
-        for name, expression in columns.items():
-            native = native.assign(name, expression)
+        for name, value in columns.items():
+            text = value if isinstance(value, str) else sql_text(value)
+            native = native.assign(name, text)
         return self._wrap(native)
 
     def groupby(self, by: str | Sequence[str]) -> GroupBy:
@@ -166,14 +173,8 @@ class DataFrame:
         return self._wrap(self._native.dropna(_names(subset)))
 
     def fillna(self, value: object) -> DataFrame:
-        """Nulls replaced by ``value`` (a number, a string, or SQL text via ``shoal.sql_expr``)."""
-        if isinstance(value, SqlExpr):
-            text = value.text
-        elif isinstance(value, str):
-            text = "'" + value.replace("'", "''") + "'"
-        else:
-            text = repr(value)
-        return self._wrap(self._native.fillna(text))
+        """Nulls replaced by ``value``: a number, a string or an expression."""
+        return self._wrap(self._native.fillna(sql_text(value)))
 
     def describe(self) -> DataFrame:
         """Count, mean, std, min and max of the numeric columns."""
@@ -248,18 +249,6 @@ class DataFrame:
         self._native.to_csv(path, list(partition_by), overwrite)
 
 
-class SqlExpr:
-    """SQL text used as an expression where a value is expected (``fillna``)."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-
-def sql_expr(text: str) -> SqlExpr:
-    """Marks ``text`` as a SQL expression rather than a string value."""
-    return SqlExpr(text)
-
-
 class GroupBy:
     """Rows grouped by key columns (pandas ``df.groupby(by)``)."""
 
@@ -267,12 +256,17 @@ class GroupBy:
         self._frame = frame
         self._by = by
 
-    def agg(self, **named: tuple[str, str]) -> DataFrame:
+    def agg(self, **named: tuple[str, str] | Expr) -> DataFrame:
         """Named aggregations, as pandas spells them:
-        ``agg(total=("amount", "sum"), n=("id", "count"))``."""
+        ``agg(total=("amount", "sum"), n=("id", "count"))``, or as expressions:
+        ``agg(total=functions.sum(col("amount") * col("rate")))``."""
         aggregates = []
-        for name, (column, how) in named.items():
-            aggregates.append((name, self._aggregate(column, how)))
+        for name, spec in named.items():
+            if isinstance(spec, Expr):
+                aggregates.append((name, spec.sql))
+            else:
+                column, how = spec
+                aggregates.append((name, self._aggregate(column, how)))
         return self._frame._wrap(self._frame._native.groupby_agg(self._by, aggregates))
 
     @staticmethod

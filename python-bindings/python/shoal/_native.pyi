@@ -1,5 +1,7 @@
 # Types of the native module shoal._native (python-bindings/src); the tests check that
 # every class and method here exists there and the other way round.
+from collections.abc import Callable
+
 import pyarrow as pa
 
 __version__: str
@@ -14,6 +16,7 @@ class Session:
         token: str | None = None,
         tls_ca: str | None = None,
         config: dict[str, str] | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> None: ...
     @property
     def address(self) -> str | None: ...

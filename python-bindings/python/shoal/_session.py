@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from . import _native
+from . import _native, _progress
 from ._frame import DataFrame
 from .errors import InputError
 
@@ -27,6 +28,10 @@ class Session:
     ``workers`` (``n_workers`` as in Dask), ``memory_limit`` per worker (``"2GiB"`` or
     bytes), ``partitions`` per exchange, and any ``shoal.*`` key in ``config``.
     ``token`` and ``tls_ca`` reach a secured cluster.
+
+    ``progress`` shows task counts while a call runs: by default a ``tqdm.auto`` bar when
+    stderr is a terminal or in a notebook (and tqdm is installed), nothing otherwise;
+    ``True``/``False`` force it; a callable receives ``(tasks_done, tasks_total)``.
     """
 
     def __init__(
@@ -40,6 +45,7 @@ class Session:
         token: str | None = None,
         tls_ca: str | None = None,
         config: dict[str, Any] | None = None,
+        progress: bool | Callable[[int, int], None] | None = None,
     ) -> None:
         if workers is not None and n_workers is not None and workers != n_workers:
             raise InputError(f"workers={workers} and n_workers={n_workers} disagree")
@@ -47,7 +53,14 @@ class Session:
         limit = None if memory_limit is None else str(memory_limit)
         settings = {k: str(v) for k, v in (config or {}).items()}
         self._native = _native.Session(
-            address, count, limit, partitions, token, tls_ca, settings
+            address,
+            count,
+            limit,
+            partitions,
+            token,
+            tls_ca,
+            settings,
+            _progress.reporter(progress),
         )
         self._pid = os.getpid()
 
