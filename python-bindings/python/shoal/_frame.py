@@ -227,7 +227,8 @@ class DataFrame:
     def __arrow_c_stream__(self, requested_schema: object = None) -> object:
         """The Arrow PyCapsule stream of the frame's rows: ``pa.table(df)``,
         ``polars.DataFrame(df)`` and DuckDB read a frame directly."""
-        return self.to_arrow().__arrow_c_stream__(requested_schema)
+        table: Any = self.to_arrow()  # pyarrow's stubs leave this method untyped
+        return table.__arrow_c_stream__(requested_schema)
 
     def to_parquet(
         self,
