@@ -7,6 +7,7 @@
 //! raises `KeyboardInterrupt`. Engine errors become `shoal.errors` exceptions chosen by
 //! the error's kind, carrying its one-line message.
 
+mod array;
 mod frame;
 mod session;
 
@@ -148,6 +149,7 @@ where
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<session::Session>()?;
     m.add_class::<frame::DataFrame>()?;
+    m.add_class::<array::Array>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -7,6 +7,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3_arrow::input::AnyRecordBatch;
 
+use crate::array::Array;
 use crate::frame::DataFrame;
 use crate::{Reporter, py_err, wait};
 
@@ -155,6 +156,45 @@ impl Session {
             async move { session.table(&name).await },
         )?;
         Ok(DataFrame::new(frame, &self.reporter))
+    }
+
+    /// `values` (a NumPy array) as a chunked array with chunks of `chunks` per axis.
+    fn read_numpy(&self, values: &Bound<'_, PyAny>, chunks: Vec<usize>) -> PyResult<Array> {
+        let session = self.get()?;
+        let array = crate::array::from_numpy(&session, values, &chunks)?;
+        Ok(Array::new(array, &self.reporter))
+    }
+
+    /// An array of `shape` filled with `value` as `dtype`.
+    fn full(
+        &self,
+        shape: Vec<usize>,
+        chunks: Vec<usize>,
+        value: f64,
+        dtype: &str,
+    ) -> PyResult<Array> {
+        let session = self.get()?;
+        let Some(dtype) = shoal::DType::parse(dtype) else {
+            return Err(PyValueError::new_err(format!("unknown dtype '{dtype}'")));
+        };
+        let array = session
+            .full(&shape, &chunks, value, dtype)
+            .map_err(py_err)?;
+        Ok(Array::new(array, &self.reporter))
+    }
+
+    /// Uniform random float64 values in [0, 1) from `seed`.
+    fn random(&self, shape: Vec<usize>, chunks: Vec<usize>, seed: u64) -> PyResult<Array> {
+        let session = self.get()?;
+        let array = session
+            .random_uniform(&shape, &chunks, seed)
+            .map_err(py_err)?;
+        Ok(Array::new(array, &self.reporter))
+    }
+
+    /// `0, 1, ..., n - 1` as int64 in chunks of `chunk`.
+    fn arange(&self, n: usize, chunk: usize) -> PyResult<Array> {
+        Ok(Array::new(self.get()?.arange(n, chunk), &self.reporter))
     }
 
     /// The registered tables' names.

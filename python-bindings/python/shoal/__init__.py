@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from . import errors, functions
+from . import array, errors, functions
+from ._array import Array
 from ._expr import Expr, col, lit
 from ._frame import DataFrame, GroupBy
 from ._native import __version__
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     import polars
 
 __all__ = [
+    "Array",
     "CancelledError",
     "Client",
     "DataFrame",
@@ -55,6 +57,7 @@ __all__ = [
     "Expr",
     "WorkerLostError",
     "__version__",
+    "array",
     "connect",
     "default_session",
     "col",

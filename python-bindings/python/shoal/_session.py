@@ -9,6 +9,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from . import _native, _progress
+from ._array import ArrayModule
 from ._frame import DataFrame
 from .errors import InputError
 
@@ -125,6 +126,12 @@ class Session:
         return dict(self._live.settings())
 
     # --- data -------------------------------------------------------------------------
+
+    @property
+    def array(self) -> ArrayModule:
+        """Array constructors on this session: ``s.array.from_numpy(x, chunks=1000)``,
+        ``ones``, ``zeros``, ``full``, ``random``, ``arange``, ``tensordot``."""
+        return ArrayModule(self)
 
     def sql(self, query: str) -> DataFrame:
         """One SQL statement: a lazy frame for a query; DDL and ``SET`` run at once."""
