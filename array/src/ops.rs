@@ -212,6 +212,27 @@ pub enum ReduceOp {
 }
 
 impl ReduceOp {
+    /// The reduction NumPy calls `name` (`std` and `var` with ddof 0, as NumPy's
+    /// defaults); `None` for an unknown name.
+    pub fn parse(name: &str) -> Option<Self> {
+        use ReduceOp::*;
+        Some(match name {
+            "sum" => Sum,
+            "prod" => Prod,
+            "mean" => Mean,
+            "min" => Min,
+            "max" => Max,
+            "var" => Var { ddof: 0 },
+            "std" => Std { ddof: 0 },
+            "count" => Count,
+            "argmin" => ArgMin,
+            "argmax" => ArgMax,
+            "any" => Any,
+            "all" => All,
+            _ => return None,
+        })
+    }
+
     /// NumPy's name.
     pub fn name(self) -> &'static str {
         use ReduceOp::*;

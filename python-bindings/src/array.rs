@@ -54,22 +54,8 @@ pub(crate) fn from_numpy(
 }
 
 fn reduce_op(name: &str) -> PyResult<ReduceOp> {
-    Ok(match name {
-        "sum" => ReduceOp::Sum,
-        "prod" => ReduceOp::Prod,
-        "mean" => ReduceOp::Mean,
-        "min" => ReduceOp::Min,
-        "max" => ReduceOp::Max,
-        "std" => ReduceOp::Std { ddof: 0 },
-        "var" => ReduceOp::Var { ddof: 0 },
-        "argmin" => ReduceOp::ArgMin,
-        "argmax" => ReduceOp::ArgMax,
-        other => {
-            return Err(PyValueError::new_err(format!(
-                "unknown reduction '{other}'"
-            )));
-        }
-    })
+    ReduceOp::parse(name)
+        .ok_or_else(|| PyValueError::new_err(format!("unknown reduction '{name}'")))
 }
 
 #[pymethods]

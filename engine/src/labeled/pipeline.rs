@@ -64,17 +64,14 @@ fn parse(text: &str) -> Result<Vec<Step>> {
     Ok(steps)
 }
 
+/// The reductions a pipeline step may name: NumPy's, without the positional and boolean
+/// ones (sum, mean, min, max, std, var, count, prod).
 fn reduce_op(name: &str) -> Option<ReduceOp> {
-    Some(match name {
-        "sum" => ReduceOp::Sum,
-        "mean" => ReduceOp::Mean,
-        "min" => ReduceOp::Min,
-        "max" => ReduceOp::Max,
-        "std" => ReduceOp::Std { ddof: 0 },
-        "var" => ReduceOp::Var { ddof: 0 },
-        "count" => ReduceOp::Count,
-        "prod" => ReduceOp::Prod,
-        _ => return None,
+    ReduceOp::parse(name).filter(|op| {
+        !matches!(
+            op,
+            ReduceOp::ArgMin | ReduceOp::ArgMax | ReduceOp::Any | ReduceOp::All
+        )
     })
 }
 
