@@ -12,7 +12,7 @@ mod frame;
 mod session;
 
 use std::future::Future;
-use std::sync::{Arc, OnceLock, mpsc};
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use pyo3::prelude::*;
@@ -36,24 +36,37 @@ fn py_err(e: shoal::Error) -> PyErr {
 
 /// The runtime the bindings run calls on, as the CLI's `main` does: the session's own
 /// runtimes run its workers or its connection, and a call may block one of their threads.
+/// One per process: a forked child's copy of its parent's runtime has no threads, so the
+/// child starts its own.
 fn runtime() -> PyResult<&'static tokio::runtime::Runtime> {
-    static RUNTIME: OnceLock<std::io::Result<tokio::runtime::Runtime>> = OnceLock::new();
-    let built = RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("shoal-python")
-            .enable_all()
-            .build()
-    });
-    built
-        .as_ref()
-        .map_err(|e| pyo3::exceptions::PyOSError::new_err(format!("cannot start a runtime: {e}")))
+    static RUNTIME: parking_lot::Mutex<Option<(u32, &'static tokio::runtime::Runtime)>> =
+        parking_lot::Mutex::new(None);
+    let mut slot = RUNTIME.lock();
+    let pid = std::process::id();
+    if let Some((owner, runtime)) = *slot
+        && owner == pid
+    {
+        return Ok(runtime);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("shoal-python")
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            pyo3::exceptions::PyOSError::new_err(format!("cannot start a runtime: {e}"))
+        })?;
+    // Lives for the process; a parent's runtime left in a child is never dropped there.
+    let runtime: &'static tokio::runtime::Runtime = Box::leak(Box::new(runtime));
+    *slot = Some((pid, runtime));
+    Ok(runtime)
 }
 
 /// The task counts of a session's latest job, as its progress listener sees them, and
 /// the Python callable (`progress(done, total)`) a waiting call reports them to.
-#[derive(Default)]
 pub(crate) struct Reporter {
+    /// The process that made the session: its workers' threads live only there.
+    pid: u32,
     latest: parking_lot::Mutex<Option<(u64, shoal::Progress)>>,
     reported: parking_lot::Mutex<Option<(u64, shoal::Progress)>>,
     callback: Option<Py<PyAny>>,
@@ -63,8 +76,10 @@ impl Reporter {
     /// A reporter to `callback` (none: reports go nowhere), fed by `session`'s jobs.
     pub(crate) fn attach(session: &shoal::Session, callback: Option<Py<PyAny>>) -> Arc<Self> {
         let reporter = Arc::new(Self {
+            pid: std::process::id(),
+            latest: parking_lot::Mutex::new(None),
+            reported: parking_lot::Mutex::new(None),
             callback,
-            ..Default::default()
         });
         if reporter.callback.is_some() {
             let fed = Arc::downgrade(&reporter);
@@ -115,6 +130,13 @@ where
     F: Future<Output = shoal::Result<T>> + Send + 'static,
     T: Send + 'static,
 {
+    if reporter.pid != std::process::id() {
+        return Err(py_err(shoal::Error::input(format!(
+            "this session was created in process {}; a forked child cannot use it: create a \
+             new shoal.Session in the child",
+            reporter.pid
+        ))));
+    }
     let (tx, mut rx) = mpsc::channel();
     let task = runtime()?.spawn(async move {
         let _ = tx.send(future.await);

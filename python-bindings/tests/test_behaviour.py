@@ -78,21 +78,29 @@ def test_other_threads_run_while_a_job_does(session: shoal.Session) -> None:
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_a_forked_child_is_told_to_make_its_own_session() -> None:
     s = shoal.Session(workers=1)
+    frame = s.sql("select 1 as x")
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child
-        try:
-            s.sql("select 1").to_arrow()
-            message = "no error"
-        except shoal.ShoalError as e:
-            message = str(e)
-        os.write(write, message.encode())
+        messages = []
+        for use in (lambda: s.sql("select 1"), lambda: frame.to_arrow()):
+            try:
+                use()
+                messages.append("no error")
+            except shoal.ShoalError as e:
+                messages.append(str(e))
+        # A session of its own works in the child.
+        with shoal.Session(workers=1) as own:
+            messages.append(str(own.sql("select 2 as y").to_arrow().to_pylist()))
+        os.write(write, "\n".join(messages).encode())
         os._exit(0)
     os.close(write)
     _, status = os.waitpid(pid, 0)
-    message = os.read(read, 4096).decode()
+    messages = os.read(read, 4096).decode().split("\n")
     assert status == 0
-    assert "forked child" in message, message
+    assert len(messages) == 3, messages
+    assert all("forked child" in m for m in messages[:2]), messages
+    assert messages[2] == "[{'y': 2}]", messages
     assert s.sql("select 1 as x").to_arrow().to_pylist() == [{"x": 1}]
     s.close()
 
