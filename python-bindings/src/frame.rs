@@ -189,34 +189,34 @@ impl DataFrame {
         )
     }
 
-    /// Writes Parquet (`partition_by` columns make a directory); refuses an existing
-    /// path unless `overwrite`.
-    fn to_parquet(
+    /// Writes the rows to `path` as `format` (`parquet`, or `csv` with a header);
+    /// `partition_by` columns make a directory; an existing path is refused unless
+    /// `overwrite`.
+    fn write(
         &self,
         py: Python<'_>,
+        format: &str,
         path: String,
         partition_by: Vec<String>,
         overwrite: bool,
     ) -> PyResult<()> {
+        let parquet = match format {
+            "parquet" => true,
+            "csv" => false,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "format '{other}': expected 'parquet' or 'csv'"
+                )));
+            }
+        };
         let frame = self.inner.clone();
         wait(py, &self.reporter, async move {
             let by: Vec<&str> = partition_by.iter().map(String::as_str).collect();
-            frame.to_parquet(&path, &by, overwrite).await
-        })
-    }
-
-    /// Writes CSV with a header; as `to_parquet`.
-    fn to_csv(
-        &self,
-        py: Python<'_>,
-        path: String,
-        partition_by: Vec<String>,
-        overwrite: bool,
-    ) -> PyResult<()> {
-        let frame = self.inner.clone();
-        wait(py, &self.reporter, async move {
-            let by: Vec<&str> = partition_by.iter().map(String::as_str).collect();
-            frame.to_csv(&path, &by, overwrite).await
+            if parquet {
+                frame.to_parquet(&path, &by, overwrite).await
+            } else {
+                frame.to_csv(&path, &by, overwrite).await
+            }
         })
     }
 }

@@ -154,7 +154,6 @@ def test_no_progress_bar_when_nobody_watches(capfd: pytest.CaptureFixture[str]) 
 def test_the_bar_draws_task_counts(
     capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pytest.importorskip("tqdm")
     from shoal import _progress
 
     monkeypatch.setattr(_progress, "DELAY", 0)

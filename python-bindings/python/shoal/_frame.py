@@ -238,7 +238,7 @@ class DataFrame:
     ) -> None:
         """Writes Parquet to ``path`` (a directory when partitioned); an existing path is
         refused unless ``overwrite``."""
-        self._native.to_parquet(path, list(partition_by), overwrite)
+        self._native.write("parquet", path, list(partition_by), overwrite)
 
     def to_csv(
         self,
@@ -247,7 +247,7 @@ class DataFrame:
         overwrite: bool = False,
     ) -> None:
         """Writes CSV with a header row; as :meth:`to_parquet`."""
-        self._native.to_csv(path, list(partition_by), overwrite)
+        self._native.write("csv", path, list(partition_by), overwrite)
 
 
 class GroupBy:
