@@ -43,6 +43,21 @@ pub enum UnaryOp {
 }
 
 impl UnaryOp {
+    /// Every function, in declaration order.
+    pub const ALL: [UnaryOp; 28] = {
+        use UnaryOp::*;
+        [
+            Neg, Abs, Sqrt, Square, Exp, Expm1, Log, Log1p, Log2, Log10, Sin, Cos, Tan, Arcsin,
+            Arccos, Arctan, Sinh, Cosh, Tanh, Floor, Ceil, Round, Trunc, Sign, IsNan, IsFinite,
+            IsInf, Not,
+        ]
+    };
+
+    /// The function NumPy calls `name`; `None` for an unknown name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|op| op.name() == name)
+    }
+
     /// NumPy's name of the function.
     pub fn name(self) -> &'static str {
         use UnaryOp::*;
@@ -700,5 +715,20 @@ impl<I> Op<I> {
             | Op::ZarrRead { .. }
             | Op::Input { .. } => unreachable!("operations without inputs returned above"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_unary_function_parses_from_its_numpy_name() {
+        for op in UnaryOp::ALL {
+            assert_eq!(UnaryOp::parse(op.name()), Some(op));
+        }
+        assert_eq!(UnaryOp::parse("sqrt"), Some(UnaryOp::Sqrt));
+        assert_eq!(UnaryOp::parse("negative"), Some(UnaryOp::Neg));
+        assert_eq!(UnaryOp::parse("cbrt"), None);
     }
 }

@@ -43,7 +43,7 @@ pub use labeled::{DataArray, Dataset, Dims, Index, Label, LabelSel, Sel};
 pub use session::{ProgressListener, Session, SessionBuilder};
 pub use shoal_exec::{JobEvent, JobEventKind, Progress};
 pub use shoal_planner::ShoalConfig;
-pub use shoal_planner::array::{DType, ReduceOp};
+pub use shoal_planner::array::{BinaryOp, DType, ReduceOp, UnaryOp};
 pub use shoal_planner::config::ShoalSettings;
 pub use shoal_planner::config::machine_memory;
 pub use status::status_json;

@@ -7,7 +7,7 @@ use ndarray::{ArrayD, SliceInfoElem};
 use numpy::{PyArrayDyn, PyReadonlyArrayDyn};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use shoal::{Axes, DType, ReduceOp};
+use shoal::{Axes, BinaryOp, DType, ReduceOp, UnaryOp};
 
 use crate::{Reporter, py_err, wait};
 
@@ -19,6 +19,16 @@ pub struct Array {
 }
 
 impl Array {
+    /// The engine array.
+    pub(crate) fn inner(&self) -> &shoal::Array {
+        &self.inner
+    }
+
+    /// Where the array's jobs report progress.
+    pub(crate) fn reporter(&self) -> &Arc<Reporter> {
+        &self.reporter
+    }
+
     pub(crate) fn new(inner: shoal::Array, reporter: &Arc<Reporter>) -> Self {
         Self {
             inner,
@@ -53,7 +63,38 @@ pub(crate) fn from_numpy(
     )))
 }
 
-fn reduce_op(name: &str) -> PyResult<ReduceOp> {
+/// The elementwise function NumPy calls `name`.
+pub(crate) fn unary_op(name: &str) -> PyResult<UnaryOp> {
+    UnaryOp::parse(name).ok_or_else(|| PyValueError::new_err(format!("unknown function '{name}'")))
+}
+
+/// The operator the Python wrappers call `name` (after their dunder methods).
+pub(crate) fn binary_op(name: &str) -> PyResult<BinaryOp> {
+    use BinaryOp::*;
+    Ok(match name {
+        "add" => Add,
+        "sub" => Sub,
+        "mul" => Mul,
+        "div" => Div,
+        "floor_div" => FloorDiv,
+        "mod" => Mod,
+        "pow" => Pow,
+        "eq" => Eq,
+        "ne" => Ne,
+        "lt" => Lt,
+        "le" => Le,
+        "gt" => Gt,
+        "ge" => Ge,
+        "and" => And,
+        "or" => Or,
+        "xor" => Xor,
+        "minimum" => Minimum,
+        "maximum" => Maximum,
+        other => return Err(PyValueError::new_err(format!("unknown operator '{other}'"))),
+    })
+}
+
+pub(crate) fn reduce_op(name: &str) -> PyResult<ReduceOp> {
     ReduceOp::parse(name)
         .ok_or_else(|| PyValueError::new_err(format!("unknown reduction '{name}'")))
 }
@@ -78,32 +119,16 @@ impl Array {
         self.inner.chunks()
     }
 
-    /// `np.<name>(self)` for an elementwise function.
+    /// `np.<name>(self)` for an elementwise function (NumPy's name).
     fn unary(&self, name: &str) -> PyResult<Self> {
-        let a = &self.inner;
-        let out = match name {
-            "neg" => a.neg(),
-            "abs" => a.abs(),
-            "sqrt" => a.sqrt(),
-            "exp" => a.exp(),
-            "log" => a.log(),
-            "sin" => a.sin(),
-            "cos" => a.cos(),
-            "floor" => a.floor(),
-            "ceil" => a.ceil(),
-            "round" => a.round(),
-            "isnan" => a.isnan(),
-            "isfinite" => a.isfinite(),
-            "logical_not" => a.logical_not(),
-            other => return Err(PyValueError::new_err(format!("unknown function '{other}'"))),
-        };
-        self.with(out)
+        self.with(self.inner.unary(unary_op(name)?))
     }
 
     /// `self <op> other` (or `other <op> self` when `reflected`), with NumPy broadcasting;
     /// `other` is an array, a number or a bool.
     fn binary(&self, name: &str, other: &Bound<'_, PyAny>, reflected: bool) -> PyResult<Self> {
         use shoal::Operand;
+        let op = binary_op(name)?;
         let session = self.inner.session();
         let scalar = |operand: &dyn Operand| -> PyResult<shoal::Array> {
             Ok(session.array(operand.expr().map_err(py_err)?))
@@ -122,30 +147,10 @@ impl Array {
                 other.get_type().name()?
             )));
         };
-        let (a, b) = if reflected {
-            (rhs, self.inner.clone())
+        let out = if reflected {
+            rhs.binary(op, self.inner.clone())
         } else {
-            (self.inner.clone(), rhs)
-        };
-        let out = match name {
-            "add" => a.add(b),
-            "sub" => a.sub(b),
-            "mul" => a.mul(b),
-            "div" => a.div(b),
-            "floor_div" => a.floor_div(b),
-            "mod" => a.rem(b),
-            "pow" => a.pow(b),
-            "eq" => a.eq(b),
-            "ne" => a.ne(b),
-            "lt" => a.lt(b),
-            "le" => a.le(b),
-            "gt" => a.gt(b),
-            "ge" => a.ge(b),
-            "and" => a.and(b),
-            "or" => a.or(b),
-            "minimum" => a.minimum(b),
-            "maximum" => a.maximum(b),
-            other => return Err(PyValueError::new_err(format!("unknown operator '{other}'"))),
+            self.inner.binary(op, rhs)
         };
         self.with(out)
     }
@@ -210,6 +215,11 @@ impl Array {
             })
             .collect();
         self.with(self.inner.slice(info))
+    }
+
+    /// The cells at `positions` along `axis`, in that order.
+    fn take(&self, positions: Vec<usize>, axis: usize) -> PyResult<Self> {
+        self.with(self.inner.take(&positions, axis))
     }
 
     /// Runs the array's job; its values as a NumPy array (moved, not copied).

@@ -9,6 +9,7 @@
 
 mod array;
 mod frame;
+mod labeled;
 mod session;
 
 use std::future::Future;
@@ -172,6 +173,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<session::Session>()?;
     m.add_class::<frame::DataFrame>()?;
     m.add_class::<array::Array>()?;
+    m.add_class::<labeled::DataArray>()?;
+    m.add_class::<labeled::Dataset>()?;
+    m.add_class::<labeled::GroupBy>()?;
+    m.add_class::<labeled::Rolling>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

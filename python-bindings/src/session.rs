@@ -9,6 +9,7 @@ use pyo3_arrow::input::AnyRecordBatch;
 
 use crate::array::Array;
 use crate::frame::DataFrame;
+use crate::labeled::Dataset;
 use crate::{Reporter, py_err, wait};
 
 /// A Shoal session (see the `shoal.Session` wrapper for the documented API).
@@ -195,6 +196,13 @@ impl Session {
     /// `0, 1, ..., n - 1` as int64 in chunks of `chunk`.
     fn arange(&self, n: usize, chunk: usize) -> PyResult<Array> {
         Ok(Array::new(self.get()?.arange(n, chunk), &self.reporter))
+    }
+
+    /// Opens a Zarr group (v2 or v3; a path or object-store URL) as a lazy dataset.
+    fn open_zarr(&self, py: Python<'_>, path: String) -> PyResult<Dataset> {
+        let session = self.get()?;
+        let ds = py.detach(|| session.open_zarr(&path)).map_err(py_err)?;
+        Ok(Dataset::new(ds, &self.reporter))
     }
 
     /// The registered tables' names.

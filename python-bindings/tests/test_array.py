@@ -46,6 +46,26 @@ def test_shapes_slices_and_products_match_numpy(session: shoal.Session, x: np.nd
     np.testing.assert_allclose(np.asarray(a + np.ones((60, 45))), x + 1)
 
 
+def test_negative_steps_lists_and_masks_index_as_numpy(session: shoal.Session, x: np.ndarray) -> None:
+    a = session.array.from_numpy(x, chunks=(16, 20))
+    mask = x[:, 0] > 0
+    cases = [
+        (a[::-1], x[::-1]),
+        (a[50:3:-4, ::-2], x[50:3:-4, ::-2]),
+        (a[[7, 0, 59, 7]], x[[7, 0, 59, 7]]),
+        (a[3, [44, -1, 2]], x[3, [44, -1, 2]]),
+        (a[mask], x[mask]),
+        (a[..., 4], x[..., 4]),
+        (a[:, [1, 3]].sum(axis=0), x[:, [1, 3]].sum(axis=0)),
+    ]
+    for got, expected in cases:
+        np.testing.assert_allclose(got.to_numpy(), expected)
+    dates = np.array(["2020-01-01", "2020-03-01"], dtype="datetime64[ns]")
+    np.testing.assert_array_equal(session.array.from_numpy(dates).to_numpy(), dates)
+    with pytest.raises(IndexError, match="only one axis"):
+        a[[1, 2], [3, 4]]
+
+
 def test_constructors_and_dtypes(session: shoal.Session) -> None:
     ones = session.array.ones((7, 5), chunks=3, dtype="int32")
     out = ones.to_numpy()

@@ -166,3 +166,64 @@ def test_the_bar_draws_task_counts(
     bar.close()
     err = capfd.readouterr().err
     assert "4/10" in err and "1/3" in err, err
+
+
+def test_interrupting_a_jupyter_kernel_cancels_the_job(cluster: str) -> None:
+    """A notebook user presses "interrupt": the kernel (ipykernel, driven the way nbclient
+    drives it, through jupyter_client) gets SIGINT mid-cell; the cell raises
+    KeyboardInterrupt within a second and the cluster's workers go idle."""
+    from jupyter_client.manager import start_new_kernel
+
+    manager, client = start_new_kernel(kernel_name="python3")
+    try:
+        setup = client.execute_interactive(
+            f"import shoal\ns = shoal.Session({cluster!r}, progress=False)", timeout=60
+        )
+        assert setup["content"]["status"] == "ok"
+        cell = (
+            "try:\n"
+            f"    s.sql({LONG_QUERY!r}).to_arrow()\n"
+            "    print('finished')\n"
+            "except KeyboardInterrupt:\n"
+            "    print('interrupted')\n"
+        )
+        request = client.execute(cell)
+        _wait_for_running_job(shoal.Session(cluster, progress=False))
+        sent = time.monotonic()
+        manager.interrupt_kernel()
+        reply = client.get_shell_msg(timeout=30)
+        waited = time.monotonic() - sent
+        assert reply["parent_header"]["msg_id"] == request
+        assert reply["content"]["status"] == "ok"
+        printed = _stream_text(client, request)
+        assert printed.strip() == "interrupted"
+        assert waited < 2.0, f"the cell ended {waited:.2f} s after the interrupt"
+        with shoal.Session(cluster, progress=False) as observer:
+            deadline = time.monotonic() + 10
+            while observer.status()["jobs"] and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert observer.status()["jobs"] == []
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+
+
+def _wait_for_running_job(observer: shoal.Session) -> None:
+    with observer:
+        deadline = time.monotonic() + 30
+        while not observer.status()["jobs"]:
+            assert time.monotonic() < deadline, "the cell's job never started"
+            time.sleep(0.05)
+
+
+def _stream_text(client: object, request: str) -> str:
+    """What the cell `request` printed, read from the kernel's output channel."""
+    text = ""
+    while True:
+        message = client.get_iopub_msg(timeout=10)  # type: ignore[attr-defined]
+        if message["parent_header"].get("msg_id") != request:
+            continue
+        if message["msg_type"] == "stream":
+            text += message["content"]["text"]
+        if message["msg_type"] == "status" and message["content"]["execution_state"] == "idle":
+            return text

@@ -54,10 +54,22 @@ fn factorize(values: &[i64]) -> (Vec<usize>, Vec<i64>) {
     (labels, unique)
 }
 
+/// Unique strings in order and each string's group number.
+fn factorize_text(values: &[String]) -> (Vec<usize>, Vec<String>) {
+    let mut unique = values.to_vec();
+    unique.sort();
+    unique.dedup();
+    let labels = values
+        .iter()
+        .map(|s| unique.binary_search(s).unwrap_or(0))
+        .collect();
+    (labels, unique)
+}
+
 impl DataArray {
     /// Groups by a coordinate (`"station"`) or a calendar field of a datetime coordinate
     /// (`"time.month"`, `"time.year"`, `"time.day"`, `"time.hour"`, `"time.dayofyear"`,
-    /// `"time.dayofweek"`, `"time.season"`).
+    /// `"time.dayofweek"`, `"time.season"`: labelled `DJF`, `JJA`, `MAM`, `SON`).
     pub fn groupby(&self, key: &str) -> Result<GroupBy> {
         let (coord_name, field) = match key.split_once('.') {
             Some((c, f)) => (c, Some(f)),
@@ -70,6 +82,19 @@ impl DataArray {
         })?;
         let dim = coord.dim.clone();
         let (labels, groups, group_dim) = match (field, &coord.index) {
+            (Some("season"), Index::DateTime(ns)) => {
+                // Labelled by name in alphabetical order, as xarray's seasons are.
+                const SEASONS: [&str; 4] = ["DJF", "MAM", "JJA", "SON"];
+                let names: Vec<String> = ns
+                    .iter()
+                    .map(|&t| {
+                        let code = datetime_field(t, "season").unwrap_or(0);
+                        SEASONS[code.clamp(0, 3) as usize].to_string()
+                    })
+                    .collect();
+                let (labels, unique) = factorize_text(&names);
+                (labels, Index::Str(unique), "season".to_string())
+            }
             (Some(f), Index::DateTime(ns)) => {
                 let values = ns
                     .iter()
@@ -112,13 +137,7 @@ impl DataArray {
                 (labels, Index::F64(unique), coord_name.to_string())
             }
             (None, Index::Str(v)) => {
-                let mut unique = v.clone();
-                unique.sort();
-                unique.dedup();
-                let labels = v
-                    .iter()
-                    .map(|s| unique.binary_search(s).unwrap_or(0))
-                    .collect();
+                let (labels, unique) = factorize_text(v);
                 (labels, Index::Str(unique), coord_name.to_string())
             }
         };
@@ -255,6 +274,11 @@ impl GroupBy {
         &self.labels
     }
 
+    /// The grouped dimension.
+    pub fn dim(&self) -> &str {
+        &self.dim
+    }
+
     /// The label of each group.
     pub fn groups(&self) -> &Index {
         &self.groups
@@ -311,7 +335,13 @@ impl GroupBy {
             .coord(&self.dim)
             .map(|c| (self.dim.clone(), c.clone()));
         let spread = other.replace_axis(spread, g_axis, &self.dim, own);
-        self.array.binary(op, &spread)
+        let out = self.array.binary(op, &spread)?;
+        // As xarray does, the result keeps each position's group label (`month` along
+        // `time`) as a coordinate of the grouped dimension.
+        if self.group_dim == self.dim || out.coord(&self.group_dim).is_some() {
+            return Ok(out);
+        }
+        out.with_coord(&self.group_dim, &self.dim, self.groups.take(&self.labels))
     }
 
     binary_methods!(add => Add, sub => Sub, mul => Mul, div => Div);

@@ -141,11 +141,9 @@ impl Dataset {
                         attrs.insert("calendar".into(), "proleptic_gregorian".into());
                         std::sync::Arc::new(datafusion::arrow::array::Int64Array::from(v.clone()))
                     }
-                    Index::Str(_) => {
-                        return Err(Error::input(format!(
-                            "coordinate '{dim}' holds strings, which Zarr writes do not support yet"
-                        )));
-                    }
+                    // Zarr writes have no string data type yet: the dimension is
+                    // written without its labels (readers see positions).
+                    Index::Str(_) => continue,
                 };
                 let spec = ZarrArraySpec {
                     path: format!("/{dim}"),

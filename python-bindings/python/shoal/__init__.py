@@ -8,8 +8,9 @@
     trips.query("fare > 10").groupby("zone").agg(n=("fare", "count")).to_pandas()
     s.sql("select zone, avg(fare) from trips group by zone")   # after s.register("trips", ...)
 
-Module-level ``sql``, ``read_parquet``, ``read_csv``, ``from_arrow``, ``from_pandas`` and
-``from_polars`` use :func:`default_session`.
+Module-level ``sql``, ``read_parquet``, ``read_csv``, ``from_arrow``, ``from_pandas``,
+``from_polars``, ``open_zarr`` and ``from_xarray`` use :func:`default_session`;
+``shoal.array`` holds the chunked-array constructors.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import array, errors, functions
 from ._array import Array
+from ._dataset import Dataset
+from ._labeled import DataArray, DataArrayCoarsen, DataArrayGroupBy, DataArrayRolling
 from ._expr import Expr, col, lit
 from ._frame import DataFrame, GroupBy
 from ._native import __version__
@@ -36,15 +39,22 @@ from .errors import (
 
 if TYPE_CHECKING:
     import os
+    from collections.abc import Mapping
 
     import pandas
     import polars
+    import xarray
 
 __all__ = [
     "Array",
     "CancelledError",
     "Client",
+    "DataArray",
+    "DataArrayCoarsen",
+    "DataArrayGroupBy",
+    "DataArrayRolling",
     "DataFrame",
+    "Dataset",
     "FetchFailedError",
     "GroupBy",
     "InputError",
@@ -63,10 +73,12 @@ __all__ = [
     "col",
     "errors",
     "from_arrow",
+    "from_xarray",
     "from_pandas",
     "from_polars",
     "functions",
     "lit",
+    "open_zarr",
     "read_csv",
     "read_parquet",
     "set_default_session",
@@ -102,3 +114,13 @@ def from_pandas(frame: pandas.DataFrame) -> DataFrame:
 def from_polars(frame: polars.DataFrame) -> DataFrame:
     """:meth:`Session.from_polars` on the default session."""
     return default_session().from_polars(frame)
+
+
+def open_zarr(store: str | os.PathLike[str], chunks: int | Mapping[str, int] | None = None) -> Dataset:
+    """:meth:`Session.open_zarr` on the default session."""
+    return default_session().open_zarr(store, chunks)
+
+
+def from_xarray(data: xarray.DataArray | xarray.Dataset, chunks: int | Mapping[str, int] | None = None) -> Any:
+    """:meth:`Session.from_xarray` on the default session."""
+    return default_session().from_xarray(data, chunks)

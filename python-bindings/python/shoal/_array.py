@@ -46,6 +46,23 @@ def _chunks(chunks: int | Sequence[int] | None, shape: Sequence[int]) -> list[in
     return [max(1, c) for c in chunks]
 
 
+def _positions(item: object, n: int, axis: int) -> list[int]:
+    """A negative-step slice, a list of positions or a boolean mask as positions."""
+    if isinstance(item, slice):
+        return list(range(*item.indices(n)))
+    values = np.asarray(item)
+    if values.dtype == np.bool_:
+        if values.shape != (n,):
+            raise IndexError(f"a boolean mask of axis {axis} needs {n} values")
+        return [int(p) for p in np.flatnonzero(values)]
+    if values.ndim != 1 or not np.issubdtype(values.dtype, np.integer):
+        raise IndexError(f"unsupported index {item!r}: use integers, slices, lists or masks")
+    for p in values.tolist():
+        if not -n <= p < n:
+            raise IndexError(f"index {p} is out of bounds for axis {axis} with size {n}")
+    return [p % n for p in values.tolist()]
+
+
 class Array:
     """A lazy chunked array. Operators, ufunc-like methods and reductions build a task
     graph at once; ``compute()``/``to_numpy()`` (and ``np.asarray(a)``) run it."""
@@ -114,6 +131,15 @@ class Array:
         return values
 
     compute = to_numpy
+
+    def to_zarr(self, store: str, component: str = "data", *, zarr_format: int = 3) -> None:
+        """Writes the array as variable ``component`` of a new Zarr group (v2 or v3, zstd
+        chunks as the array is chunked, dimensions ``dim_0``, ``dim_1``...), which
+        zarr-python, xarray and :meth:`ArrayModule.from_zarr` read. Nothing appears at
+        ``store`` until every chunk is written; an existing store is refused."""
+        from ._labeled import DataArray
+
+        DataArray(self, name=component).to_zarr(store, zarr_format=zarr_format)
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray[Any, Any]:
         values = self.to_numpy()
@@ -191,7 +217,7 @@ class Array:
         return self._binary("or", other)
 
     def __neg__(self) -> Array:
-        return self._wrap(self._native.unary("neg"))
+        return self._wrap(self._native.unary("negative"))
 
     def __abs__(self) -> Array:
         return self._wrap(self._native.unary("abs"))
@@ -237,11 +263,19 @@ class Array:
         return self._wrap(self._native.rechunk(_chunks(chunks, self.shape)))
 
     def __getitem__(self, key: object) -> Array:
-        """NumPy basic indexing: integers and slices with a positive step."""
-        items = key if isinstance(key, tuple) else (key,)
+        """NumPy indexing: integers, slices (any step), ``...``, and at most one list of
+        positions or boolean mask (taken along its axis, as NumPy does for one)."""
+        items = list(key) if isinstance(key, tuple) else [key]
+        if any(item is Ellipsis for item in items):
+            at = next(i for i, item in enumerate(items) if item is Ellipsis)
+            fill = [slice(None)] * (self.ndim - len(items) + 1)
+            items = items[:at] + fill + items[at + 1 :]
         if len(items) > self.ndim:
             raise IndexError(f"{len(items)} indices for an array with {self.ndim} axes")
         spec: list[tuple[int, int | None, int, bool]] = []
+        takes: list[tuple[int, list[int]]] = []  # negative steps, lists and masks
+        advanced = False
+        kept = 0  # axes of the result so far
         for axis, item in enumerate(items):
             n = self.shape[axis]
             if isinstance(item, (int, np.integer)):
@@ -249,14 +283,22 @@ class Array:
                 if not -n <= i < n:
                     raise IndexError(f"index {i} is out of bounds for axis {axis} with size {n}")
                 spec.append((i % n, None, 1, True))
-            elif isinstance(item, slice):
+                continue
+            if isinstance(item, slice) and (item.step is None or item.step > 0):
                 start, stop, step = item.indices(n)
-                if step <= 0:
-                    raise IndexError("slices with a negative step are not supported yet")
                 spec.append((start, max(start, stop), step, False))
             else:
-                raise IndexError(f"unsupported index {item!r}: use integers and slices")
-        return self._wrap(self._native.slice(spec))
+                if not isinstance(item, slice):
+                    if advanced:
+                        raise IndexError("only one axis can be indexed by a list or a mask")
+                    advanced = True
+                takes.append((kept, _positions(item, n, axis)))
+                spec.append((0, n, 1, False))
+            kept += 1
+        out = self._native.slice(spec)
+        for at, positions in takes:
+            out = out.take(positions, at)
+        return self._wrap(out)
 
     # --- reductions -------------------------------------------------------------------
 
@@ -320,6 +362,11 @@ class ArrayModule:
     def from_numpy(self, values: Any, chunks: int | Sequence[int] | None = None) -> Array:
         """``values`` (anything ``np.asarray`` takes) as a chunked array."""
         array = np.asarray(values)
+        if np.issubdtype(array.dtype, np.datetime64):
+            # Nanoseconds since the epoch, typed as datetimes again on the engine's side.
+            ns = array.astype("datetime64[ns]").view(np.int64)
+            native = self._session._live.read_numpy(ns, _chunks(chunks, array.shape))
+            return Array(native.astype("datetime64[ns]"), self._session)
         native = self._session._live.read_numpy(array, _chunks(chunks, array.shape))
         return Array(native, self._session)
 
@@ -369,6 +416,26 @@ class ArrayModule:
     def arange(self, n: int, chunks: int | None = None) -> Array:
         """``0, 1, ..., n - 1`` as int64."""
         return Array(self._session._live.arange(n, _chunks(chunks, [n])[0]), self._session)
+
+    def from_zarr(
+        self,
+        store: str,
+        component: str | None = None,
+        chunks: int | Sequence[int] | None = None,
+    ) -> Array:
+        """Array ``component`` of a Zarr group (v2 or v3; the group's only array when
+        None), read chunk by chunk when computed, in the store's chunks unless ``chunks``
+        says otherwise."""
+        ds = self._session.open_zarr(store)
+        names = ds.keys()
+        if component is None:
+            if len(names) != 1:
+                raise ValueError(f"{store} holds arrays {names}: name one as component=")
+            component = names[0]
+        if component not in names:
+            raise ValueError(f"{store} has no array '{component}'; it holds {names}")
+        data = ds.data_vars[component].data
+        return data if chunks is None else data.rechunk(chunks)
 
     def tensordot(self, a: Array, b: Array, axes: int | tuple[Sequence[int], Sequence[int]] = 2) -> Array:
         """Sums products over the last ``axes`` of ``a`` and first of ``b`` (or the axis

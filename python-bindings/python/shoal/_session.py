@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from . import _native, _progress
 from ._array import ArrayModule
+from ._dataset import Dataset
 from ._frame import DataFrame
+from ._labeled import DataArray
 from .errors import InputError
 
 if TYPE_CHECKING:
     import pandas
     import polars
+    import xarray
 
 
 class Session:
@@ -132,6 +135,51 @@ class Session:
         """Array constructors on this session: ``s.array.from_numpy(x, chunks=1000)``,
         ``ones``, ``zeros``, ``full``, ``random``, ``arange``, ``tensordot``."""
         return ArrayModule(self)
+
+    def open_zarr(
+        self, store: str | os.PathLike[str], chunks: int | Mapping[str, int] | None = None
+    ) -> Dataset:
+        """A Zarr group (v2 or v3; a path or object-store URL) as a lazy :class:`Dataset`,
+        with xarray's conventions: dimension names from ``dimension_names`` or
+        ``_ARRAY_DIMENSIONS``, dimension coordinates read now, CF times and
+        ``scale_factor``/``add_offset``/``_FillValue`` decoded. Variables keep the store's
+        chunks unless ``chunks`` (one length, or lengths by dimension) says otherwise."""
+        native = self._live.open_zarr(os.fspath(store))
+        ds = Dataset._from_native(native, self)
+        return ds if chunks is None else ds.chunk(chunks)
+
+    def from_xarray(
+        self,
+        data: xarray.DataArray | xarray.Dataset,
+        chunks: int | Mapping[str, int] | None = None,
+    ) -> Any:
+        """An xarray object's values (loaded into memory) with its dimension coordinates
+        and attributes, as a Shoal :class:`DataArray` or :class:`Dataset`."""
+        import xarray
+
+        def one(da: xarray.DataArray) -> DataArray:
+            coords = {
+                str(name): (str(c.dims[0]), c.values)
+                for name, c in da.coords.items()
+                if c.ndim == 1 and name in da.dims
+            }
+            size = chunks if isinstance(chunks, int) else None
+            out = DataArray(
+                da.values,
+                coords=coords,
+                dims=[str(d) for d in da.dims],
+                name=None if da.name is None else str(da.name),
+                attrs=da.attrs,
+                chunks=size,
+                session=self,
+            )
+            return out if chunks is None or isinstance(chunks, int) else out.chunk(chunks)
+
+        if isinstance(data, xarray.Dataset):
+            return Dataset(
+                {str(k): one(v) for k, v in data.data_vars.items()}, attrs=data.attrs
+            )
+        return one(data)
 
     def sql(self, query: str) -> DataFrame:
         """One SQL statement: a lazy frame for a query; DDL and ``SET`` run at once."""

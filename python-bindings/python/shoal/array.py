@@ -10,7 +10,18 @@ from typing import Any
 from ._array import Array
 from ._session import default_session
 
-__all__ = ["Array", "arange", "from_array", "from_numpy", "full", "ones", "random", "tensordot", "zeros"]
+__all__ = [
+    "Array",
+    "arange",
+    "from_array",
+    "from_numpy",
+    "from_zarr",
+    "full",
+    "ones",
+    "random",
+    "tensordot",
+    "zeros",
+]
 
 
 def from_numpy(values: Any, chunks: int | Sequence[int] | None = None) -> Array:
@@ -19,6 +30,13 @@ def from_numpy(values: Any, chunks: int | Sequence[int] | None = None) -> Array:
 
 
 from_array = from_numpy
+
+
+def from_zarr(
+    store: str, component: str | None = None, chunks: int | Sequence[int] | None = None
+) -> Array:
+    """A Zarr array, read chunk by chunk (see ``Session.array.from_zarr``)."""
+    return default_session().array.from_zarr(store, component, chunks)
 
 
 def full(
