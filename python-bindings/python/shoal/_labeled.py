@@ -888,8 +888,44 @@ class DataArrayGroupBy:
         return self._binary("div", other)
 
 
-class DataArrayRolling:
-    """A moving window along one dimension (``da.rolling(time=7)``)."""
+class _WindowReductions:
+    """The named reductions of a windowing (rolling or coarsen), each one ``reduce``."""
+
+    def reduce(self, func: str) -> DataArray:
+        raise NotImplementedError
+
+    def sum(self) -> DataArray:
+        """Sum of each window."""
+        return self.reduce("sum")
+
+    def mean(self) -> DataArray:
+        """Mean of each window (NaN skipped)."""
+        return self.reduce("mean")
+
+    def min(self) -> DataArray:
+        """Minimum of each window."""
+        return self.reduce("min")
+
+    def max(self) -> DataArray:
+        """Maximum of each window."""
+        return self.reduce("max")
+
+    def std(self) -> DataArray:
+        """Standard deviation (ddof 0) of each window."""
+        return self.reduce("std")
+
+    def var(self) -> DataArray:
+        """Variance (ddof 0) of each window."""
+        return self.reduce("var")
+
+    def count(self) -> DataArray:
+        """Non-NaN values in each window."""
+        return self.reduce("count")
+
+
+class DataArrayRolling(_WindowReductions):
+    """A moving window along one dimension (``da.rolling(time=7)``), ending at each
+    position."""
 
     def __init__(self, array: DataArray, native: NativeRolling) -> None:
         self._array = array
@@ -899,37 +935,10 @@ class DataArrayRolling:
         """The moving-window reduction ``func``."""
         return self._array._new(self._native.reduce(func))
 
-    def sum(self) -> DataArray:
-        """Moving sum."""
-        return self.reduce("sum")
 
-    def mean(self) -> DataArray:
-        """Moving mean."""
-        return self.reduce("mean")
-
-    def min(self) -> DataArray:
-        """Moving minimum."""
-        return self.reduce("min")
-
-    def max(self) -> DataArray:
-        """Moving maximum."""
-        return self.reduce("max")
-
-    def std(self) -> DataArray:
-        """Moving standard deviation (ddof 0)."""
-        return self.reduce("std")
-
-    def var(self) -> DataArray:
-        """Moving variance (ddof 0)."""
-        return self.reduce("var")
-
-    def count(self) -> DataArray:
-        """Non-NaN values in each window."""
-        return self.reduce("count")
-
-
-class DataArrayCoarsen:
-    """Fixed windows along one or more dimensions (``da.coarsen(lat=2, lon=2)``)."""
+class DataArrayCoarsen(_WindowReductions):
+    """Fixed windows along one or more dimensions (``da.coarsen(lat=2, lon=2)``); over
+    several dimensions ``std`` and ``var`` are refused (they do not chain)."""
 
     #: Reductions that can run one dimension after another and give the same result.
     _CHAINED = ("sum", "min", "max", "count", "prod")
@@ -955,31 +964,3 @@ class DataArrayCoarsen:
         if func == "mean":
             return self._chain("sum") / self._chain("count")
         raise ValueError(f"coarsen over several dimensions supports {self._CHAINED} and mean, not {func}")
-
-    def sum(self) -> DataArray:
-        """Sum of each window."""
-        return self.reduce("sum")
-
-    def mean(self) -> DataArray:
-        """Mean of each window (NaN skipped)."""
-        return self.reduce("mean")
-
-    def min(self) -> DataArray:
-        """Minimum of each window."""
-        return self.reduce("min")
-
-    def max(self) -> DataArray:
-        """Maximum of each window."""
-        return self.reduce("max")
-
-    def std(self) -> DataArray:
-        """Standard deviation (ddof 0) of each window (one dimension)."""
-        return self.reduce("std")
-
-    def var(self) -> DataArray:
-        """Variance (ddof 0) of each window (one dimension)."""
-        return self.reduce("var")
-
-    def count(self) -> DataArray:
-        """Non-NaN cells of each window."""
-        return self.reduce("count")
