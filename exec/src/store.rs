@@ -11,6 +11,7 @@ use datafusion::arrow::ipc::writer::FileWriter;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{DataFusionError, Result};
 use parking_lot::Mutex;
+use shoal_planner::shuffle::held_bytes;
 use shoal_planner::{JobId, PartitionKey, StageId};
 use tempfile::TempDir;
 
@@ -98,7 +99,7 @@ impl ResultStore {
 
     /// Keeps a finished bucket, spilling the largest in-memory buckets if over target.
     pub fn put(&self, key: PartitionKey, batches: Vec<RecordBatch>) -> Result<()> {
-        let bytes = batches.iter().map(RecordBatch::get_array_memory_size).sum();
+        let bytes = held_bytes(&batches);
         let mut inner = self.inner.lock();
         if inner.ended.contains(&key.job) {
             return Ok(());
@@ -261,6 +262,21 @@ mod tests {
             },
             bucket: 0,
         }
+    }
+
+    #[test]
+    fn slices_of_one_batch_count_their_shared_buffers_once() {
+        let scratch = tempfile::tempdir().unwrap();
+        let whole = batch(100_000);
+        let store = ResultStore::new(scratch.path(), 2 * 800_000).unwrap();
+        let slices: Vec<RecordBatch> = (0..100).map(|i| whole.slice(i * 1000, 1000)).collect();
+        store.put(key(1, 0), slices).unwrap();
+        let stats = store.stats();
+        assert_eq!(stats.spilled_total, 0, "{stats:?}");
+        assert!(
+            (800_000..900_000).contains(&stats.memory_bytes),
+            "the 800 kB buffer once: {stats:?}"
+        );
     }
 
     #[test]

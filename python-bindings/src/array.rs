@@ -217,6 +217,13 @@ impl Array {
         self.with(self.inner.slice(info))
     }
 
+    /// Runs the array's job and keeps the values in the workers' memory.
+    fn persist(&self, py: Python<'_>) -> PyResult<Self> {
+        let array = self.inner.clone();
+        let kept = wait(py, &self.reporter, async move { array.persist().await })?;
+        Ok(Self::new(kept, &self.reporter))
+    }
+
     /// The cells at `positions` along `axis`, in that order.
     fn take(&self, positions: Vec<usize>, axis: usize) -> PyResult<Self> {
         self.with(self.inner.take(&positions, axis))

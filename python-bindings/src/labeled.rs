@@ -149,10 +149,7 @@ impl DataArray {
     }
 
     /// The coordinates as `(name, dim, kind, values)`.
-    fn coords<'py>(
-        &self,
-        py: Python<'py>,
-    ) -> PyResult<Vec<CoordRow<'py>>> {
+    fn coords<'py>(&self, py: Python<'py>) -> PyResult<Vec<CoordRow<'py>>> {
         self.inner
             .coords()
             .iter()

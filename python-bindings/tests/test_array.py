@@ -74,6 +74,7 @@ def test_constructors_and_dtypes(session: shoal.Session) -> None:
     r = session.array.random((100, 10), chunks=(30, 10), seed=5)
     again = session.array.random((100, 10), chunks=(100, 5), seed=5)
     np.testing.assert_array_equal(r.to_numpy(), again.to_numpy())
+    np.testing.assert_array_equal(r.persist().rechunk((50, 10)).to_numpy(), again.to_numpy())
     values = r.to_numpy()
     assert 0 <= values.min() and values.max() < 1 and values.std() > 0.2
     ints = session.array.from_numpy(np.arange(12, dtype=np.int64).reshape(3, 4), chunks=2)

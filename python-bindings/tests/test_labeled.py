@@ -126,6 +126,21 @@ def test_groupby_resample_rolling_coarsen_match_xarray(session: shoal.Session, c
     assert list(da.groupby("time.season").groups) == ["DJF", "JJA", "MAM", "SON"]
 
 
+def test_dataset_groupby_and_windows_match_xarray(session: shoal.Session, cube: Path) -> None:
+    ds = session.open_zarr(cube)
+    x = xr.open_zarr(cube).load()
+    months, xmonths = ds.groupby("time.month"), x.groupby("time.month")
+    cases = [
+        (months - months.mean(), xmonths - xmonths.mean()),
+        (ds.resample(time="1MS").max(), x.resample(time="1MS").max()),
+        (ds.rolling(time=3).sum(), x.rolling(time=3).sum()),
+        (ds.coarsen(time=10, lat=2).mean(), x.coarsen(time=10, lat=2).mean()),
+        (ds.isel(time=0).mean("lat"), x.isel(time=0).mean("lat")),
+    ]
+    for ours, theirs in cases:
+        xr.testing.assert_allclose(ours.to_xarray(), theirs)
+
+
 def test_zarr_written_by_shoal_reads_in_xarray_and_zarr_python(
     session: shoal.Session, cube: Path, tmp_path: Path
 ) -> None:

@@ -11,4 +11,4 @@ mod write;
 
 pub use env::{Locations, PartitionKey, ShuffleEnv, ShuffleIo, WorkerId, shuffle_env};
 pub use read::{ReadMode, ShuffleReadExec};
-pub use write::{ShuffleWriteExec, bucket_bytes, summary_schema};
+pub use write::{ShuffleWriteExec, bucket_bytes, held_bytes, summary_schema};

@@ -1,8 +1,11 @@
 //! `ShuffleWriteExec`: the root of every stage.
 
+use std::collections::HashSet;
 use std::sync::{Arc, LazyLock};
 
-use datafusion::arrow::array::{RecordBatch, RecordBatchOptions, UInt64Array};
+use datafusion::arrow::array::{
+    Array as _, ArrayData, RecordBatch, RecordBatchOptions, UInt64Array,
+};
 use datafusion::arrow::compute::BatchCoalescer;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -50,6 +53,33 @@ pub fn bucket_bytes(summary: &[RecordBatch]) -> Result<Vec<u64>> {
         bytes.extend(column.values().iter().copied());
     }
     Ok(bytes)
+}
+
+/// The memory `batches` hold, each underlying allocation counted once. Slices of one
+/// large batch (an in-memory table cut into `batch_size` rows) share their buffers;
+/// `RecordBatch::get_array_memory_size` counts the whole buffer for every slice, which
+/// made a 160 MB table look like hundreds of gigabytes and sent it to spill files.
+pub fn held_bytes(batches: &[RecordBatch]) -> usize {
+    fn visit(data: &ArrayData, seen: &mut HashSet<usize>, total: &mut usize) {
+        let nulls = data.nulls().map(|n| n.buffer());
+        for buffer in data.buffers().iter().chain(nulls) {
+            if seen.insert(buffer.data_ptr().as_ptr() as usize) {
+                // Buffers imported from another allocator report no capacity.
+                *total += buffer.capacity().max(buffer.len());
+            }
+        }
+        for child in data.child_data() {
+            visit(child, seen, total);
+        }
+    }
+    let mut seen = HashSet::new();
+    let mut total = 0;
+    for batch in batches {
+        for column in batch.columns() {
+            visit(&column.to_data(), &mut seen, &mut total);
+        }
+    }
+    total
 }
 
 /// Runs one partition of its input, buckets the batches per [`OutputSpec`] and stores
@@ -192,12 +222,7 @@ impl ExecutionPlan for ShuffleWriteExec {
             let mut bytes = Vec::with_capacity(buckets);
             for (bucket, batches) in out.into_iter().enumerate() {
                 rows.push(batches.iter().map(|b| b.num_rows() as u64).sum::<u64>());
-                bytes.push(
-                    batches
-                        .iter()
-                        .map(|b| b.get_array_memory_size() as u64)
-                        .sum::<u64>(),
-                );
+                bytes.push(held_bytes(&batches) as u64);
                 rows_out.add(rows[bucket] as usize);
                 let key = PartitionKey {
                     job: env.job,

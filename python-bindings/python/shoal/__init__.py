@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import array, errors, functions
 from ._array import Array
-from ._dataset import Dataset
+from ._dataset import Dataset, DatasetGroups
 from ._labeled import DataArray, DataArrayCoarsen, DataArrayGroupBy, DataArrayRolling
 from ._expr import Expr, col, lit
 from ._frame import DataFrame, GroupBy
@@ -55,6 +55,7 @@ __all__ = [
     "DataArrayRolling",
     "DataFrame",
     "Dataset",
+    "DatasetGroups",
     "FetchFailedError",
     "GroupBy",
     "InputError",

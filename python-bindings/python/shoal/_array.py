@@ -132,6 +132,11 @@ class Array:
 
     compute = to_numpy
 
+    def persist(self) -> Array:
+        """Runs the job and keeps the values in the workers' memory (as Dask's
+        ``persist``): later operations start from them instead of recomputing."""
+        return self._wrap(self._native.persist())
+
     def to_zarr(self, store: str, component: str = "data", *, zarr_format: int = 3) -> None:
         """Writes the array as variable ``component`` of a new Zarr group (v2 or v3, zstd
         chunks as the array is chunked, dimensions ``dim_0``, ``dim_1``...), which

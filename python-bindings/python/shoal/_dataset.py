@@ -251,6 +251,46 @@ class Dataset:
         """Non-NaN cells of each variable over ``dim``."""
         return self._reduce("count", dim, None)
 
+    # --- grouped and windowed, per variable ---------------------------------------------
+
+    def _split(self, dim: str, make: Callable[[DataArray], Any]) -> DatasetGroups:
+        """``make`` applied to every variable along ``dim``; the others pass through."""
+        if dim not in self.sizes:
+            raise ValueError(f"dimension '{dim}' is not one of {self.dims}")
+        parts = {k: make(v) for k, v in self._vars.items() if dim in v.dims}
+        kept = {k: v for k, v in self._vars.items() if dim not in v.dims}
+        return DatasetGroups(parts, kept, self._attrs)
+
+    def groupby(self, group: str) -> DatasetGroups:
+        """Every variable grouped as :meth:`DataArray.groupby` groups it (variables without
+        the grouped dimension pass through reductions unchanged)."""
+        coord = group.split(".", 1)[0]
+        owner = next((v for v in self._vars.values() if coord in v._coord_values()), None)
+        if owner is None:
+            raise ValueError(f"no coordinate '{coord}' to group by in the dataset")
+        dim = owner._coord_values()[coord][0]
+        return self._split(dim, lambda v: v.groupby(group))
+
+    def resample(self, indexer: Mapping[str, str] | None = None, **kwargs: str) -> DatasetGroups:
+        """Every variable along the datetime dimension binned as :meth:`DataArray.resample`."""
+        ((dim, freq),) = _merge_kwargs(indexer, kwargs, "resample").items()
+        return self._split(dim, lambda v: v.resample({dim: freq}))
+
+    def rolling(
+        self, dim: Mapping[str, int] | None = None, min_periods: int | None = None, **kwargs: int
+    ) -> DatasetGroups:
+        """A moving window over every variable along the dimension (see
+        :meth:`DataArray.rolling`)."""
+        ((name, window),) = _merge_kwargs(dim, kwargs, "rolling").items()
+        return self._split(name, lambda v: v.rolling({name: window}, min_periods=min_periods))
+
+    def coarsen(self, dim: Mapping[str, int] | None = None, **kwargs: int) -> DatasetGroups:
+        """Fixed windows over every variable (see :meth:`DataArray.coarsen`); variables
+        must have every dimension named."""
+        windows = _merge_kwargs(dim, kwargs, "coarsen")
+        first = next(iter(windows))
+        return self._split(first, lambda v: v.coarsen(windows))
+
     def compute(self) -> Dataset:
         """Every variable computed and kept in the workers' memory."""
         return self.map(lambda v: v.compute())
@@ -289,3 +329,69 @@ class Dataset:
 
 def _coord_dim(name: str, value: Any) -> str:
     return str(value[0]) if isinstance(value, tuple) else name
+
+
+class DatasetGroups:
+    """A Dataset's variables grouped or windowed along one dimension: each reduction (and,
+    for groupby and resample, arithmetic with a per-group Dataset) gives a Dataset, the
+    variables without that dimension passing through unchanged."""
+
+    def __init__(self, parts: dict[str, Any], kept: dict[str, DataArray], attrs: dict[str, Any]) -> None:
+        self._parts = parts
+        self._kept = kept
+        self._attrs = attrs
+
+    def reduce(self, func: str) -> Dataset:
+        """The reduction ``func`` of every variable's groups or windows."""
+        out = {k: p.reduce(func) for k, p in self._parts.items()}
+        return Dataset({**out, **self._kept}, attrs=self._attrs)
+
+    def sum(self) -> Dataset:
+        """Sums."""
+        return self.reduce("sum")
+
+    def mean(self) -> Dataset:
+        """Means (NaN skipped)."""
+        return self.reduce("mean")
+
+    def min(self) -> Dataset:
+        """Minimums."""
+        return self.reduce("min")
+
+    def max(self) -> Dataset:
+        """Maximums."""
+        return self.reduce("max")
+
+    def std(self) -> Dataset:
+        """Standard deviations (ddof 0)."""
+        return self.reduce("std")
+
+    def var(self) -> Dataset:
+        """Variances (ddof 0)."""
+        return self.reduce("var")
+
+    def count(self) -> Dataset:
+        """Non-NaN cells."""
+        return self.reduce("count")
+
+    def _binary(self, op: str, other: object) -> Dataset:
+        if not isinstance(other, Dataset):
+            return NotImplemented  # type: ignore[no-any-return]
+        out = {}
+        for name, part in self._parts.items():
+            if name not in other.data_vars:
+                raise ValueError(f"the per-group dataset has no variable '{name}'")
+            out[name] = part._binary(op, other.data_vars[name])
+        return Dataset({**out, **self._kept}, attrs=self._attrs)
+
+    def __add__(self, other: object) -> Dataset:
+        return self._binary("add", other)
+
+    def __sub__(self, other: object) -> Dataset:
+        return self._binary("sub", other)
+
+    def __mul__(self, other: object) -> Dataset:
+        return self._binary("mul", other)
+
+    def __truediv__(self, other: object) -> Dataset:
+        return self._binary("div", other)
