@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, AsArray, TimestampNanosecondArray};
+use datafusion::arrow::array::{ArrayRef, AsArray, StringArray, TimestampNanosecondArray};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Float64Type, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit};
 use datafusion::common::{Result, plan_err};
 use serde_json::Value;
 
@@ -223,12 +223,42 @@ pub fn decode_coordinate(values: &ArrayRef, meta: &ZarrArrayMeta) -> Result<Arra
         };
         return Ok(Arc::new(TimestampNanosecondArray::from(times)));
     }
+    if let Some(meanings) = meta.attrs.get("flag_meanings").and_then(Value::as_str) {
+        return decode_flags(values, meta, meanings);
+    }
     let to = match values.data_type() {
         DataType::Float16 | DataType::Float32 | DataType::Float64 => DataType::Float64,
         DataType::Timestamp(_, _) => nanos,
         _ => DataType::Int64,
     };
     Ok(cast(values, &to)?)
+}
+
+/// A coordinate of CF flags as its labels: each value is looked up in `flag_values` (or
+/// taken as a position when there is none) and named by the same word of `flag_meanings`.
+fn decode_flags(values: &ArrayRef, meta: &ZarrArrayMeta, meanings: &str) -> Result<ArrayRef> {
+    let words: Vec<&str> = meanings.split_whitespace().collect();
+    let flags: Vec<i64> = match meta.attrs.get("flag_values").and_then(Value::as_array) {
+        Some(v) => v.iter().filter_map(Value::as_i64).collect(),
+        None => (0..words.len() as i64).collect(),
+    };
+    let codes = cast(values, &DataType::Int64)?;
+    let labels = codes
+        .as_primitive::<Int64Type>()
+        .values()
+        .iter()
+        .map(|code| {
+            let at = flags.iter().position(|f| f == code)?;
+            words.get(at).map(|w| w.to_string())
+        })
+        .collect::<Option<Vec<String>>>();
+    match labels {
+        Some(labels) => Ok(Arc::new(StringArray::from(labels))),
+        None => plan_err!(
+            "coordinate '{}': a value is not among its flag_values {flags:?} with meanings '{meanings}'",
+            meta.name
+        ),
+    }
 }
 
 #[cfg(test)]

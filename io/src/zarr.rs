@@ -489,7 +489,9 @@ pub async fn create_array(env: &RuntimeEnv, store: &str, spec: &ZarrArraySpec) -
         attrs.insert("_ARRAY_DIMENSIONS".into(), serde_json::json!(spec.dims));
         let meta = serde_json::json!({
             "zarr_format": 2, "shape": shape, "chunks": chunks, "dtype": dtype,
-            "compressor": compressor, "fill_value": if float { Value::from("NaN") } else { Value::from(0) },
+            // No fill value for integers: readers such as xarray mask cells equal to it,
+            // and a written 0 is data (a position, a count), not a missing value.
+            "compressor": compressor, "fill_value": if float { Value::from("NaN") } else { Value::Null },
             "order": "C", "filters": null, "dimension_separator": ".", "attributes": attrs,
         });
         let meta: zarrs::array::ArrayMetadataV2 =

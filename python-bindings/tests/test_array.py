@@ -64,6 +64,10 @@ def test_negative_steps_lists_and_masks_index_as_numpy(session: shoal.Session, x
     np.testing.assert_array_equal(session.array.from_numpy(dates).to_numpy(), dates)
     with pytest.raises(IndexError, match="only one axis"):
         a[[1, 2], [3, 4]]
+    cube = session.array.from_numpy(np.zeros((3, 4, 5)), chunks=2)
+    with pytest.raises(IndexError, match="two steps"):
+        cube[0, :, [1, 2]]
+    assert cube[0, [1, 2], :].shape == np.zeros((3, 4, 5))[0, [1, 2], :].shape
 
 
 def test_constructors_and_dtypes(session: shoal.Session) -> None:

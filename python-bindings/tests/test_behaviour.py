@@ -128,6 +128,13 @@ def test_reprs_say_what_they_are_without_computing() -> None:
         assert "count(DISTINCT" in html or "count(distinct" in html.lower()
         assert time.monotonic() - started < 1.0
         assert s.status()["jobs"] == []
+        shoal.options.preview_rows = 3
+        try:
+            preview = s.sql("select 7 * value as v from generate_series(1, 10)")._repr_html_()
+        finally:
+            shoal.options.preview_rows = 0
+        assert "first 3 rows" in preview and "<td>14</td>" in preview
+        assert "<td>28</td>" not in preview
     assert repr(s) == "shoal.Session(closed)"
 
 

@@ -85,6 +85,12 @@ def test_selection_and_reductions_match_xarray(session: shoal.Session, cube: Pat
         (da.sel(lat=10, method="nearest"), xa.sel(lat=10, method="nearest")),
         (da.sel(lon=[90.0, 0.0]), xa.sel(lon=[90.0, 0.0])),
         (da.transpose("lon", "time", "lat"), xa.transpose("lon", "time", "lat")),
+        (da.sel(time="2000-02"), xa.sel(time="2000-02")),
+        (da.sel(time=slice(None, xa.time.values[3])), xa.sel(time=slice(None, xa.time.values[3]))),
+        (da.sel(lat=[-29.0, 31.0], method="nearest"), xa.sel(lat=[-29.0, 31.0], method="nearest")),
+        (da[..., 0], xa[..., 0]),
+        (np.abs(da - 280.0), np.abs(xa - 280.0)),
+        (da.groupby("time.month").reduce("max", dim="time"), xa.groupby("time.month").max("time")),
     ]
     for ours, theirs in cases:
         xr.testing.assert_allclose(ours.to_xarray(), theirs)
@@ -171,6 +177,26 @@ def test_zarr_written_by_shoal_reads_in_xarray_and_zarr_python(
     assert sorted(p.name for p in (tmp_path / "out-v3.zarr").iterdir()) == before
 
 
+def test_string_labels_round_trip_through_zarr_as_cf_flags(
+    session: shoal.Session, cube: Path, tmp_path: Path
+) -> None:
+    seasons = session.open_zarr(cube)["t2m"].groupby("time.season").mean()
+    store = str(tmp_path / "seasons.zarr")
+    seasons.to_zarr(store, zarr_format=2)
+    back = session.open_zarr(store)["t2m"]
+    assert list(back.indexes["season"]) == ["DJF", "JJA", "MAM", "SON"]
+    xr.testing.assert_allclose(back.to_xarray(), seasons.to_xarray())
+    theirs = xr.open_zarr(store, consolidated=False)
+    assert theirs.season.attrs["flag_meanings"] == "DJF JJA MAM SON"
+    assert list(theirs.season.values) == [0, 1, 2, 3]
+    spaced = shoal.DataArray(
+        np.arange(2.0), coords={"x": ["a b", "c"]}, dims=["x"], name="v", session=session
+    )
+    with pytest.raises(shoal.InputError, match="cannot be empty or hold spaces"):
+        spaced.to_zarr(str(tmp_path / "spaced.zarr"))
+    assert not (tmp_path / "spaced.zarr").exists()
+
+
 def test_plain_arrays_round_trip_through_zarr(session: shoal.Session, tmp_path: Path) -> None:
     values = np.random.default_rng(3).normal(size=(50, 40))
     for fmt in (2, 3):
@@ -216,10 +242,11 @@ def test_from_xarray_and_the_constructor_keep_labels(session: shoal.Session) -> 
         coords={"x": [10, 20, 30], "label": ("y", ["a", "b", "c", "d"])},
         dims=["x", "y"],
         name="v",
-        attrs={"units": "m"},
+        attrs={"units": "m", "scale": np.float32(0.5), "valid": np.array([0, 9]), "fill": np.nan},
         session=session,
     )
-    assert da.sizes == {"x": 3, "y": 4} and da.attrs == {"units": "m"}
+    assert da.sizes == {"x": 3, "y": 4}
+    assert da.attrs == {"units": "m", "scale": 0.5, "valid": [0, 9], "fill": None}
     np.testing.assert_array_equal(da.sel(x=20).values, [4.0, 5.0, 6.0, 7.0])
     assert list(da.groupby("label").sum().to_xarray().label.values) == ["a", "b", "c", "d"]
 

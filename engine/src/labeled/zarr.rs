@@ -141,9 +141,23 @@ impl Dataset {
                         attrs.insert("calendar".into(), "proleptic_gregorian".into());
                         std::sync::Arc::new(datafusion::arrow::array::Int64Array::from(v.clone()))
                     }
-                    // Zarr writes have no string data type yet: the dimension is
-                    // written without its labels (readers see positions).
-                    Index::Str(_) => continue,
+                    // Zarr writes have no string data type yet: labels are written as
+                    // CF flags, positions with `flag_values` and `flag_meanings`, which
+                    // `open_zarr` reads back as the labels.
+                    Index::Str(labels) => {
+                        if let Some(bad) = labels
+                            .iter()
+                            .find(|l| l.is_empty() || l.contains(char::is_whitespace))
+                        {
+                            return Err(Error::input(format!(
+                                "coordinate '{dim}' has the label '{bad}'; Zarr writes keep string labels as CF flag meanings, which cannot be empty or hold spaces"
+                            )));
+                        }
+                        let positions: Vec<i64> = (0..labels.len() as i64).collect();
+                        attrs.insert("flag_values".into(), serde_json::json!(positions));
+                        attrs.insert("flag_meanings".into(), labels.join(" ").into());
+                        std::sync::Arc::new(datafusion::arrow::array::Int64Array::from(positions))
+                    }
                 };
                 let spec = ZarrArraySpec {
                     path: format!("/{dim}"),

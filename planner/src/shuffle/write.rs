@@ -1,6 +1,6 @@
 //! `ShuffleWriteExec`: the root of every stage.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
 use datafusion::arrow::array::{
@@ -60,26 +60,26 @@ pub fn bucket_bytes(summary: &[RecordBatch]) -> Result<Vec<u64>> {
 /// `RecordBatch::get_array_memory_size` counts the whole buffer for every slice, which
 /// made a 160 MB table look like hundreds of gigabytes and sent it to spill files.
 pub fn held_bytes(batches: &[RecordBatch]) -> usize {
-    fn visit(data: &ArrayData, seen: &mut HashSet<usize>, total: &mut usize) {
+    // Per allocation, the most any of its users reaches into it: imported (FFI) buffers
+    // report only their own extent as capacity, so a slice's view alone can undercount.
+    fn visit(data: &ArrayData, held: &mut HashMap<usize, usize>) {
         let nulls = data.nulls().map(|n| n.buffer());
         for buffer in data.buffers().iter().chain(nulls) {
-            if seen.insert(buffer.data_ptr().as_ptr() as usize) {
-                // Buffers imported from another allocator report no capacity.
-                *total += buffer.capacity().max(buffer.len());
-            }
+            let reach = buffer.capacity().max(buffer.ptr_offset() + buffer.len());
+            let size = held.entry(buffer.data_ptr().as_ptr() as usize).or_default();
+            *size = (*size).max(reach);
         }
         for child in data.child_data() {
-            visit(child, seen, total);
+            visit(child, held);
         }
     }
-    let mut seen = HashSet::new();
-    let mut total = 0;
+    let mut held = HashMap::new();
     for batch in batches {
         for column in batch.columns() {
-            visit(&column.to_data(), &mut seen, &mut total);
+            visit(&column.to_data(), &mut held);
         }
     }
-    total
+    held.values().sum()
 }
 
 /// Runs one partition of its input, buckets the batches per [`OutputSpec`] and stores

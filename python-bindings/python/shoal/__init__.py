@@ -22,7 +22,7 @@ from ._array import Array
 from ._dataset import Dataset, DatasetGroups
 from ._labeled import DataArray, DataArrayCoarsen, DataArrayGroupBy, DataArrayRolling
 from ._expr import Expr, col, lit
-from ._frame import DataFrame, GroupBy
+from ._frame import DataFrame, GroupBy, options
 from ._native import __version__
 from ._session import Client, Session, connect, default_session, set_default_session
 from .errors import (
@@ -80,6 +80,7 @@ __all__ = [
     "functions",
     "lit",
     "open_zarr",
+    "options",
     "read_csv",
     "read_parquet",
     "set_default_session",

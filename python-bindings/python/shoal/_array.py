@@ -271,6 +271,15 @@ class Array:
         """NumPy indexing: integers, slices (any step), ``...``, and at most one list of
         positions or boolean mask (taken along its axis, as NumPy does for one)."""
         items = list(key) if isinstance(key, tuple) else [key]
+        advanced_at = [
+            i for i, item in enumerate(items)
+            if not isinstance(item, slice) and item is not Ellipsis
+        ]
+        if any(not isinstance(items[i], (int, np.integer)) for i in advanced_at) and (
+            advanced_at and advanced_at[-1] - advanced_at[0] + 1 != len(advanced_at)
+        ):
+            # NumPy would move the selected axes to the front; select in two steps instead.
+            raise IndexError("a list or mask index and integers apart from it: index in two steps")
         if any(item is Ellipsis for item in items):
             at = next(i for i, item in enumerate(items) if item is Ellipsis)
             fill = [slice(None)] * (self.ndim - len(items) + 1)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import _native
-from ._labeled import DataArray, Dims, _html_block, _indexed_frame, _merge_kwargs
+from ._labeled import DataArray, Dims, _attrs_json, _html_block, _indexed_frame, _merge_kwargs
 
 if TYPE_CHECKING:
     import pandas
@@ -58,7 +58,7 @@ class Dataset:
         if not self._vars:
             raise ValueError("the dataset has no variables")
         items = [(name, var._native) for name, var in self._vars.items()]
-        return _native.Dataset.build(items, json.dumps(self._attrs))
+        return _native.Dataset.build(items, _attrs_json(self._attrs))
 
     def _session(self) -> Session:
         return next(iter(self._vars.values()))._session

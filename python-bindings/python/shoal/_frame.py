@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +45,17 @@ def _names(value: str | Sequence[str] | None) -> list[str] | None:
     if isinstance(value, str):
         return [value]
     return list(value)
+
+
+class Options:
+    """Display options: ``shoal.options.preview_rows = 5`` makes a frame's notebook repr
+    compute and show its first rows (0, the default, shows the schema only and computes
+    nothing)."""
+
+    preview_rows: int = 0
+
+
+options = Options()
 
 
 class DataFrame:
@@ -89,13 +101,21 @@ class DataFrame:
         return f"shoal.DataFrame({fields})"
 
     def _repr_html_(self) -> str:
+        """The schema, computing nothing; with ``shoal.options.preview_rows`` set above 0,
+        also that many rows (which runs a job)."""
         rows = "".join(
-            f"<tr><td>{f.name}</td><td>{f.type}</td></tr>" for f in self.schema
+            f"<tr><td>{html.escape(f.name)}</td><td>{html.escape(str(f.type))}</td></tr>"
+            for f in self.schema
         )
-        return (
+        schema = (
             "<div><b>shoal.DataFrame</b> (lazy; <code>head()</code> computes a preview)"
             f"<table><tr><th>column</th><th>type</th></tr>{rows}</table></div>"
         )
+        n = options.preview_rows
+        if n <= 0:
+            return schema
+        preview = self.limit(n).to_arrow().to_pandas().to_html(index=False)
+        return schema + f"<div>first {n} rows:</div>" + preview
 
     # --- verbs (lazy) ---------------------------------------------------------------
 

@@ -43,8 +43,6 @@ _BINARY_UFUNCS = {
     "power": "pow",
     "minimum": "minimum",
     "maximum": "maximum",
-    "fmin": "minimum",
-    "fmax": "maximum",
     "equal": "eq",
     "not_equal": "ne",
     "less": "lt",
@@ -55,6 +53,15 @@ _BINARY_UFUNCS = {
     "logical_or": "or",
     "logical_xor": "xor",
 }
+
+
+#: NumPy ufuncs of one operand the engine runs (by NumPy's name), and other spellings.
+_UNARY_UFUNCS = {
+    "negative", "abs", "sqrt", "square", "exp", "expm1", "log", "log1p", "log2", "log10",
+    "sin", "cos", "tan", "arcsin", "arccos", "arctan", "sinh", "cosh", "tanh", "floor",
+    "ceil", "round", "trunc", "sign", "isnan", "isfinite", "isinf", "logical_not",
+}
+_UNARY_ALIASES = {"absolute": "abs"}
 
 
 def _index_values(kind: str, values: Any) -> np.ndarray[Any, Any]:
@@ -144,7 +151,7 @@ class DataArray:
         if name is not None:
             native = native.with_name(name)
         if attrs:
-            native = native.with_attrs(json.dumps(dict(attrs)))
+            native = native.with_attrs(_attrs_json(attrs))
         self._native = native
         self._session = array._session
         self._scalars = {}
@@ -360,7 +367,7 @@ class DataArray:
     def assign_attrs(self, attrs: Mapping[str, Any] | None = None, **kwargs: Any) -> DataArray:
         """The same array with attributes added."""
         merged = {**self.attrs, **(attrs or {}), **kwargs}
-        return self._new(self._native.with_attrs(json.dumps(merged)))
+        return self._new(self._native.with_attrs(_attrs_json(merged)))
 
     def assign_coords(self, coords: Mapping[str, Any] | None = None, **kwargs: Any) -> DataArray:
         """The same array with coordinates added: ``name=values`` labels dimension
@@ -426,6 +433,12 @@ class DataArray:
                 raise ValueError(f"dimension '{dim}' has no coordinate to select labels from")
             values = coords[dim][1]
             dates = values.dtype == _NS
+            if isinstance(key, slice) and method is not None:
+                raise ValueError("method= cannot be used with a slice of labels")
+            if dates and isinstance(key, str) and _is_period(key, values):
+                # A date coarser than the coordinate's stamps means its whole period, as
+                # pandas' partial string indexing does.
+                key = slice(key, key)
             if isinstance(key, slice):
                 if key.step is not None:
                     raise ValueError("label slices take no step")
@@ -436,7 +449,11 @@ class DataArray:
                     hi if hi is not None else _edge(values, -1),
                 ]))
             elif isinstance(key, (list, tuple, np.ndarray)):
-                items.append((dim, "many", [_label(k, dates, False) for k in key]))
+                labels = [_label(k, dates, False) for k in key]
+                if method == "nearest":
+                    nearest = [_position(values, label, True) for label in labels]
+                    labels = [_edge(values, p) for p in nearest if p is not None]
+                items.append((dim, "many", labels))
             else:
                 kind = "nearest" if method == "nearest" else "exact"
                 if method not in (None, "nearest"):
@@ -458,7 +475,11 @@ class DataArray:
             return coords[key]
         if isinstance(key, Mapping):
             return self.isel(key)
-        items = key if isinstance(key, tuple) else (key,)
+        items = list(key) if isinstance(key, tuple) else [key]
+        if any(item is Ellipsis for item in items):
+            at = next(i for i, item in enumerate(items) if item is Ellipsis)
+            fill = [slice(None)] * (self.ndim - len(items) + 1)
+            items = items[:at] + fill + items[at + 1 :]
         if len(items) > self.ndim:
             raise IndexError(f"{len(items)} indices for an array with {self.ndim} dimensions")
         return self.isel(dict(zip(self.dims, items)))
@@ -560,7 +581,10 @@ class DataArray:
         if method != "__call__" or kwargs:
             return NotImplemented
         if len(inputs) == 1 and inputs[0] is self:
-            return self._new(self._native.unary(ufunc.__name__))
+            name = _UNARY_ALIASES.get(ufunc.__name__, ufunc.__name__)
+            if name not in _UNARY_UFUNCS:
+                return NotImplemented
+            return self._new(self._native.unary(name))
         op = _BINARY_UFUNCS.get(ufunc.__name__)
         if len(inputs) == 2 and op is not None:
             left, right = inputs
@@ -685,6 +709,27 @@ class DataArray:
         return DataArrayRolling(self, self._native.rolling(name, int(window), periods))
 
 
+def _attrs_json(attrs: Mapping[str, Any]) -> str:
+    """Attributes as JSON: NumPy scalars and arrays as their Python values, NaN as null."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, np.ndarray):
+            return [plain(v) for v in value.tolist()]
+        if isinstance(value, np.generic):
+            value = value.item()
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, Mapping):
+            return {str(k): plain(v) for k, v in value.items()}
+        if isinstance(value, (str, int, float, bool)) or value is None:
+            return value
+        return str(value)
+
+    return json.dumps({str(k): plain(v) for k, v in attrs.items()})
+
+
 def _merged_scalars(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
     """Scalar coordinates of both operands; a name whose values differ is dropped."""
     out = dict(a)
@@ -775,11 +820,12 @@ def _positional(key: Any, n: int, dim: str) -> tuple[str, list[int | None]]:
 
 def _label(value: Any, dates: bool, end: bool) -> float | str:
     """A label the engine compares: numbers as floats, datetimes as their nanoseconds;
-    ``end`` stretches a partial date (``"2000-02"``) to the end of its period, less one
-    microsecond so that float rounding cannot reach the next period's start."""
+    ``end`` stretches a date string (``"2000-02"``) to the end of its period, less one
+    microsecond so that float rounding cannot reach the next period's start; a datetime
+    value is exact."""
     if dates:
         stamp = np.datetime64(value) if not isinstance(value, np.datetime64) else value
-        if end:
+        if end and isinstance(value, str):
             unit = np.datetime_data(stamp.dtype)[0]
             step = np.array([1], dtype=f"m8[{unit}]")[0]
             nxt = (stamp + step).astype(_NS).astype(np.int64)
@@ -788,6 +834,19 @@ def _label(value: Any, dates: bool, end: bool) -> float | str:
     if isinstance(value, (int, float, np.integer, np.floating)):
         return float(value)
     return str(value)
+
+
+def _is_period(text: str, values: np.ndarray[Any, Any]) -> bool:
+    """Whether date string ``text`` names a period holding several of ``values``' stamps:
+    a year or month, or a day when the stamps have times of day."""
+    try:
+        unit = np.datetime_data(np.datetime64(text).dtype)[0]
+    except ValueError:
+        return False
+    if unit in ("Y", "M", "W"):
+        return True
+    ns = values.view(np.int64)
+    return unit == "D" and bool(np.any(ns % (86_400 * 10**9) != 0))
 
 
 def _edge(values: np.ndarray[Any, Any], i: int) -> float | str:
@@ -823,9 +882,9 @@ class DataArrayGroupBy:
         return f"<shoal.DataArrayGroupBy, {len(self.groups)} groups of {self._array.name or 'values'}>"
 
     def reduce(self, func: str, dim: Dims = None) -> DataArray:
-        """The reduction ``func`` of each group, over the grouped dimension."""
-        del dim  # the grouped dimension, the only one a grouped reduction runs over here
-        return self._array._new(self._native.reduce(func))
+        """The reduction ``func`` of each group, over the grouped dimension (the only
+        ``dim`` a grouped reduction takes here)."""
+        return self._checked(func, dim)
 
     def _checked(self, func: str, dim: Dims) -> DataArray:
         if dim is not None and dim is not Ellipsis:
@@ -836,7 +895,7 @@ class DataArrayGroupBy:
                     f"a grouped {func} runs over the grouped dimension '{grouped}'; "
                     f"reduce {names} after it"
                 )
-        return self.reduce(func)
+        return self._array._new(self._native.reduce(func))
 
     def sum(self, dim: Dims = None) -> DataArray:
         """Sum of each group."""
