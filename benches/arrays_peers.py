@@ -33,7 +33,8 @@ def timed(run, iterations):
     return statistics.median(times)
 
 
-def bench(args):
+def dask_workloads(args):
+    """The workloads as dask.array and xarray+dask run them (threaded scheduler)."""
     import dask
     import dask.array as da
 
@@ -65,7 +66,11 @@ def bench(args):
 
         workloads["zarr_mean_time"] = lambda: t2m.mean("time").compute()
         workloads["zarr_anomaly_std"] = anomaly_std
-    for name, run in workloads.items():
+    return workloads
+
+
+def bench(args):
+    for name, run in dask_workloads(args).items():
         print(f"{name} {timed(run, args.iterations):.4f}", flush=True)
 
 

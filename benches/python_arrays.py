@@ -24,24 +24,16 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse
 import math
-import statistics
-import time
-import warnings
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import shoal
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from arrays_peers import dask_workloads, timed  # noqa: E402  (the Dask side, shared)
+
 Workloads = dict[str, Callable[[], object]]
-
-
-def timed(run: Callable[[], object], iterations: int) -> float:
-    run()
-    times = []
-    for _ in range(iterations):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def shoal_workloads(session: shoal.Session, args: argparse.Namespace) -> Workloads:
@@ -64,37 +56,6 @@ def shoal_workloads(session: shoal.Session, args: argparse.Namespace) -> Workloa
             return (months - months.mean()).std("time").values
 
         work["zarr_mean_time"] = lambda: t2m.mean("time").values
-        work["zarr_anomaly_std"] = anomaly_std
-    return work
-
-
-def dask_workloads(args: argparse.Namespace) -> Workloads:
-    import dask
-    import dask.array as da
-
-    dask.config.set(scheduler="threads", num_workers=args.threads)
-    side, chunk = args.side, args.chunk
-    x = da.random.default_rng(42).random((side, side), chunks=(chunk, chunk)).persist()
-    k = min(4000, side)
-    a = x[:k, :k].rechunk((1000, 1000)).persist()
-    work: Workloads = {
-        "sum": lambda: x.sum().compute(),
-        "add_transpose_mean": lambda: (x + x.T).mean(axis=0).compute(),
-        "strided_std": lambda: x[::2, ::3].std().compute(),
-        "matmul": lambda: (a @ a).sum().compute(),
-        "rechunk_sum": lambda: x.rechunk((side, max(1, chunk // 4))).sum(axis=0).compute(),
-    }
-    if args.zarr:
-        import xarray as xr
-
-        warnings.filterwarnings("ignore", "Failed to open Zarr store with consolidated")
-        t2m = xr.open_zarr(args.zarr)[args.var]
-
-        def anomaly_std() -> object:
-            months = t2m.groupby("time.month")
-            return (months - months.mean()).std("time").compute()
-
-        work["zarr_mean_time"] = lambda: t2m.mean("time").compute()
         work["zarr_anomaly_std"] = anomaly_std
     return work
 
