@@ -215,6 +215,13 @@ impl ResultStore {
         }
     }
 
+    /// Drops every output and forgets which jobs ended, for a worker that registers with a
+    /// new scheduler (whose job numbers start again).
+    pub fn clear(&self) {
+        self.remove_where(|_| true);
+        self.inner.lock().ended.clear();
+    }
+
     /// Counts a bucket served over Arrow Flight.
     pub fn note_flight_read(&self) {
         self.inner.lock().flight_reads += 1;

@@ -73,6 +73,8 @@ config_namespace! {
         pub slots: usize, default = 1
         /// Memory limit of each worker's operator pool, e.g. 512MiB (0: a share of the machine).
         pub memory_limit: ByteSize, default = ByteSize(0)
+        /// Seconds a worker process keeps trying to register again after losing its scheduler (0: exit at once).
+        pub reconnect_timeout: f64, default = 300.0
     }
 }
 
@@ -500,6 +502,7 @@ mod tests {
             worker: WorkerSettings {
                 slots: 3,
                 memory_limit: ByteSize(1 << 30),
+                ..Default::default()
             },
             ..Default::default()
         };
@@ -523,6 +526,7 @@ mod tests {
                 "workers",
                 "worker.slots",
                 "worker.memory_limit",
+                "worker.reconnect_timeout",
                 "store.memory_target",
                 "execution.partitions",
                 "scratch_dir",

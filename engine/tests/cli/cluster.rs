@@ -26,35 +26,49 @@ struct Cluster {
     workers: Vec<Child>,
     token: Option<String>,
     extra: Vec<String>,
+    /// Environment variables of the workers started from now on.
+    worker_env: Vec<(String, String)>,
+}
+
+/// Starts `shoal scheduler` on `bind` with `args` (and `token`); returns it and its URL.
+fn spawn_scheduler(token: Option<&str>, bind: &str, args: &[&str]) -> (Child, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
+    cmd.args(["scheduler", "--exit-with-stdin", "--bind", bind])
+        .args(["--heartbeat-timeout", "2"])
+        .args(args)
+        .env_remove("SHOAL_TOKEN")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(log_output());
+    if let Some(token) = token {
+        cmd.args(["--token", token]);
+    }
+    let mut scheduler = cmd.spawn().expect("start the scheduler");
+    let mut line = String::new();
+    BufReader::new(scheduler.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .rsplit(' ')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    (scheduler, url)
 }
 
 impl Cluster {
     /// A scheduler with `scheduler_args`, and no workers yet.
     fn scheduler(token: Option<&str>, scheduler_args: &[&str]) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
-        cmd.args(["scheduler", "--exit-with-stdin", "--bind", "127.0.0.1:0"])
-            .args(["--heartbeat-timeout", "2"])
-            .args(scheduler_args)
-            .env_remove("SHOAL_TOKEN")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(log_output());
-        if let Some(token) = token {
-            cmd.args(["--token", token]);
-        }
-        let mut scheduler = cmd.spawn().expect("start the scheduler");
-        let mut line = String::new();
-        BufReader::new(scheduler.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line.trim().rsplit(' ').next().unwrap().to_string();
-        assert!(url.starts_with("http"), "scheduler said {line:?}");
+        let (scheduler, url) = spawn_scheduler(token, "127.0.0.1:0", scheduler_args);
+        assert!(url.starts_with("http"), "the scheduler said {url:?}");
         Self {
             url,
             scheduler,
             workers: Vec::new(),
             token: token.map(str::to_string),
             extra: Vec::new(),
+            worker_env: Vec::new(),
         }
     }
 
@@ -73,6 +87,7 @@ impl Cluster {
         cmd.args(["worker", "--exit-with-stdin", "--scheduler", &self.url])
             .args(&self.extra)
             .args(args)
+            .envs(self.worker_env.iter().map(|(k, v)| (k, v)))
             .env_remove("SHOAL_TOKEN")
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -519,7 +534,12 @@ async fn a_frozen_worker_is_lost_when_its_heartbeats_stop() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_the_scheduler_fails_the_query_at_the_client() {
-    let mut cluster = Cluster::start(2);
+    let mut cluster = Cluster::scheduler(Some(TOKEN), &[]);
+    // Workers give up on a scheduler that stays away after a second.
+    cluster.worker_env = vec![("SHOAL_WORKER_RECONNECT_TIMEOUT".into(), "1".into())];
+    cluster.add_worker(&[]);
+    cluster.add_worker(&[]);
+    cluster.wait_for_workers(2);
     let session = cluster.session();
     let mut job = start_job(&session, &slow_query(200_000_000)).await;
     kill9(&mut cluster.scheduler);
@@ -530,7 +550,7 @@ async fn losing_the_scheduler_fails_the_query_at_the_client() {
         "{error}"
     );
     assert!(started.elapsed() < Duration::from_secs(20), "no hang");
-    // The workers notice too and exit with an error.
+    // The workers notice too, try to register again for a second and exit with an error.
     for worker in &mut cluster.workers {
         let deadline = Instant::now() + Duration::from_secs(20);
         let status = loop {
@@ -542,6 +562,56 @@ async fn losing_the_scheduler_fails_the_query_at_the_client() {
         };
         assert_eq!(status.code(), Some(1));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_and_clients_outlive_a_scheduler_restart() {
+    let mut cluster = Cluster::start(2);
+    let session = cluster.session();
+    let count = "select count(*) from generate_series(1, 1000) a, generate_series(1, 10) b";
+    let answer = |batches: &[shoal::datafusion::arrow::array::RecordBatch]| rows(batches);
+    let expected = vec![vec!["10000".to_string()]];
+    assert_rows_eq(
+        "before",
+        &expected,
+        &answer(&session.sql(count).await.unwrap().collect().await.unwrap()),
+    );
+    let mut job = start_job(&session, &slow_query(200_000_000)).await;
+    kill9(&mut cluster.scheduler);
+    let error = first_error(&mut job.stream).await;
+    assert!(
+        error.contains("lost the connection to the scheduler"),
+        "{error}"
+    );
+    assert!(!error.contains('\n'), "one line: {error}");
+    // A new scheduler at the same address; the port may take a moment to be free again.
+    let bind = cluster.url.trim_start_matches("http://").to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    cluster.scheduler = loop {
+        let (child, url) = spawn_scheduler(Some(TOKEN), &bind, &[]);
+        if url == cluster.url {
+            break child;
+        }
+        let mut child = child;
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(Instant::now() < deadline, "cannot bind {bind} again");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // The same worker processes register again ...
+    cluster.wait_for_workers(2);
+    for worker in &mut cluster.workers {
+        assert!(worker.try_wait().unwrap().is_none(), "a worker exited");
+    }
+    // ... and the client that saw its job fail runs new ones without reconnecting.
+    let batches = session.sql(count).await.unwrap().collect().await.unwrap();
+    assert_rows_eq("after the restart", &expected, &answer(&batches));
+    let status = session.status().await.unwrap();
+    assert_eq!(
+        status.workers.iter().filter(|w| w.alive).count(),
+        2,
+        "{status:?}"
+    );
 }
 
 #[test]

@@ -57,6 +57,8 @@ pub struct WorkerOptions {
     pub security: Security,
     /// How often to send a heartbeat.
     pub heartbeat_interval: Duration,
+    /// How long to keep trying to register again after losing the scheduler.
+    pub reconnect_timeout: Duration,
 }
 
 impl WorkerOptions {
@@ -75,12 +77,17 @@ impl WorkerOptions {
             resources: Resources::default(),
             security,
             heartbeat_interval: Duration::from_millis(500),
+            reconnect_timeout: Duration::from_secs_f64(settings.worker.reconnect_timeout.max(0.0)),
         }
     }
 }
 
-/// Runs a worker until its connection to the scheduler ends, which is an error. `ready`
-/// is called with the worker's id and address once the scheduler has accepted it.
+/// Runs a worker. `ready` is called with the worker's id and address once the scheduler
+/// has first accepted it. When the connection to the scheduler ends, the worker drops its
+/// tasks and stored outputs (a scheduler that comes back knows none of their jobs) and
+/// registers again, retrying with backoff for `reconnect_timeout`; it returns the error
+/// once that has passed, or at once when the scheduler refuses it (token, protocol) or
+/// cannot be reached at the start.
 pub async fn run_worker(
     options: WorkerOptions,
     base: &RuntimeEnv,
@@ -106,89 +113,166 @@ pub async fn run_worker(
             DiskManagerMode::Directories(vec![store.dir().to_path_buf()]),
         ))
         .build_arc()?;
-
     let security = Arc::new(options.security.clone());
-    let (out, out_rx) = mpsc::unbounded_channel();
-    let (id, mut inbound) = register(&options, &address, &security, &out, out_rx).await?;
-    tracing::info!("worker {id} serving outputs at {address}");
-    ready(id, &address);
 
-    let transport = Arc::new(FlightTransport::new(
-        HashMap::from([(id, Arc::clone(&store))]),
-        true,
-        Arc::clone(&security),
-        tokio::runtime::Handle::current(),
-    ));
-    // The worker's tasks stop when this function returns.
-    let mut tasks = JoinSet::new();
+    // The Flight server outlives connections to the scheduler: it serves the store.
+    let mut server = JoinSet::new();
     let service = StoreFlightService::new(Arc::clone(&store), Arc::clone(&security));
     let flight_security = Arc::clone(&security);
-    tasks.spawn(async move {
+    server.spawn(async move {
         if let Err(e) = serve(service, listener, &flight_security).await {
             tracing::error!("Flight server stopped: {e}");
         }
     });
 
-    let fetched = Arc::new(FetchLog::default());
-    let worker = Worker {
-        id,
-        slots: options.slots.max(1),
-        pause_above: pause_threshold(options.memory_limit),
-        runtime: Arc::clone(&runtime),
-        store: Arc::clone(&store),
-        io: Arc::new(WorkerIo::new(id, transport.clone(), Arc::clone(&fetched))),
-        fetched,
+    let parts = Parts {
+        options: &options,
+        address: &address,
+        store: &store,
+        runtime: &runtime,
+        security: &security,
     };
-    let (inbox, inbox_rx) = mpsc::unbounded_channel();
-    let (events, events_rx) = mpsc::unbounded_channel();
-    let peers = Arc::clone(&transport);
-    tasks.spawn(worker.run(inbox_rx, events.clone(), move |peer, address| {
-        peers.set_address(peer, address)
-    }));
-    tasks.spawn(report(
-        events_rx,
-        out,
-        Arc::clone(&runtime),
-        Arc::clone(&store),
-        options.heartbeat_interval,
-    ));
-
-    let mut commands = Commands {
-        worker: id,
-        runtime,
-        inbox,
-        events,
-        plans: HashMap::new(),
-        locations: HashMap::new(),
-    };
+    let mut ready = Some(ready);
+    let mut lost: Option<(std::time::Instant, DataFusionError)> = None;
+    let mut backoff = RECONNECT_BACKOFF_START;
     loop {
-        let message = match inbound.next().await {
-            None => {
-                return Err(DataFusionError::Execution(format!(
-                    "the scheduler at {} closed the connection",
-                    options.scheduler
-                )));
+        let ended = match parts.register().await {
+            Ok((id, inbound, out)) => {
+                match ready.take() {
+                    Some(ready) => ready(id, &address),
+                    None => tracing::info!(
+                        "worker registered again with the scheduler at {} as worker {id}",
+                        options.scheduler
+                    ),
+                }
+                lost = None;
+                backoff = RECONNECT_BACKOFF_START;
+                let error = parts.serve(id, inbound, out).await;
+                // Nothing stored can be used by the next scheduler: its jobs are new.
+                store.clear();
+                error
             }
-            Some(Err(status)) => {
-                return Err(DataFusionError::Execution(format!(
-                    "lost the connection to the scheduler at {}: {}",
-                    options.scheduler,
-                    status.message()
-                )));
+            Err(e) if ready.is_some() || kind_of(&e) != shoal_planner::ErrorKind::Io => {
+                return Err(e);
             }
-            Some(Ok(message)) => message,
+            Err(e) => e,
         };
-        let Some(scheduler_message::Kind::Batch(batch)) = message.kind else {
-            continue;
+        let since = lost.get_or_insert_with(|| {
+            tracing::warn!("{ended}; reconnecting");
+            (std::time::Instant::now(), ended)
+        });
+        if since.0.elapsed() >= options.reconnect_timeout {
+            return Err(lost
+                .map(|(_, e)| e)
+                .unwrap_or_else(|| DataFusionError::Execution("lost the scheduler".to_string())));
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
+    }
+}
+
+/// First and longest wait between attempts to reach a lost scheduler.
+const RECONNECT_BACKOFF_START: Duration = Duration::from_millis(100);
+const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// What a worker process keeps across connections to its scheduler.
+struct Parts<'a> {
+    options: &'a WorkerOptions,
+    address: &'a str,
+    store: &'a Arc<ResultStore>,
+    runtime: &'a Arc<RuntimeEnv>,
+    security: &'a Arc<Security>,
+}
+
+impl Parts<'_> {
+    async fn register(
+        &self,
+    ) -> Result<(
+        WorkerId,
+        tonic::Streaming<proto::SchedulerMessage>,
+        mpsc::UnboundedSender<proto::WorkerMessage>,
+    )> {
+        let (out, out_rx) = mpsc::unbounded_channel();
+        let (id, inbound) =
+            register(self.options, self.address, self.security, &out, out_rx).await?;
+        Ok((id, inbound, out))
+    }
+
+    /// Runs tasks for the scheduler as worker `id` until the connection ends; the error
+    /// says how it ended. The tasks stop when this returns.
+    async fn serve(
+        &self,
+        id: WorkerId,
+        mut inbound: tonic::Streaming<proto::SchedulerMessage>,
+        out: mpsc::UnboundedSender<proto::WorkerMessage>,
+    ) -> DataFusionError {
+        let options = self.options;
+        let transport = Arc::new(FlightTransport::new(
+            HashMap::from([(id, Arc::clone(self.store))]),
+            true,
+            Arc::clone(self.security),
+            tokio::runtime::Handle::current(),
+        ));
+        let mut tasks = JoinSet::new();
+        let fetched = Arc::new(FetchLog::default());
+        let worker = Worker {
+            id,
+            slots: options.slots.max(1),
+            pause_above: pause_threshold(options.memory_limit),
+            runtime: Arc::clone(self.runtime),
+            store: Arc::clone(self.store),
+            io: Arc::new(WorkerIo::new(id, transport.clone(), Arc::clone(&fetched))),
+            fetched,
         };
-        for command in batch.commands {
-            if let Some(kind) = command.kind {
-                commands.apply(kind);
+        let (inbox, inbox_rx) = mpsc::unbounded_channel();
+        let (events, events_rx) = mpsc::unbounded_channel();
+        let peers = Arc::clone(&transport);
+        tasks.spawn(worker.run(inbox_rx, events.clone(), move |peer, address| {
+            peers.set_address(peer, address)
+        }));
+        tasks.spawn(report(
+            events_rx,
+            out,
+            Arc::clone(self.runtime),
+            Arc::clone(self.store),
+            options.heartbeat_interval,
+        ));
+        let mut commands = Commands {
+            worker: id,
+            runtime: Arc::clone(self.runtime),
+            inbox,
+            events,
+            plans: HashMap::new(),
+            locations: HashMap::new(),
+        };
+        loop {
+            let message = match inbound.next().await {
+                None => {
+                    return DataFusionError::Execution(format!(
+                        "the scheduler at {} closed the connection",
+                        options.scheduler
+                    ));
+                }
+                Some(Err(status)) => {
+                    return DataFusionError::Execution(format!(
+                        "lost the connection to the scheduler at {}: {}",
+                        options.scheduler,
+                        status.message()
+                    ));
+                }
+                Some(Ok(message)) => message,
+            };
+            let Some(scheduler_message::Kind::Batch(batch)) = message.kind else {
+                continue;
+            };
+            for command in batch.commands {
+                if let Some(kind) = command.kind {
+                    commands.apply(kind);
+                }
             }
         }
     }
 }
-
 /// Registers with the scheduler over a `Join` stream fed by `out_rx`; returns the id the
 /// scheduler gave this worker and the stream of its commands.
 async fn register(
