@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use datafusion::common::{DataFusionError, Result, plan_err};
+use datafusion::common::{DataFusionError, Result, plan_datafusion_err, plan_err};
 use datafusion::datasource::listing::ListingTableUrl;
 use url::Url;
 
@@ -69,11 +69,22 @@ impl Location {
         (!stem.is_empty()).then_some(stem)
     }
 
-    /// Fails with a one-line message when a local location does not exist.
+    /// Fails with a one-line message when a local location does not exist; a location
+    /// with a glob (`data/*.parquet`, `dir/year=*/*.csv`) must match at least one path.
     pub fn must_exist(&self) -> Result<()> {
-        if let Self::Local(p) = self
-            && !p.exists()
-        {
+        let Self::Local(p) = self else {
+            return Ok(());
+        };
+        let text = p.to_string_lossy();
+        if text.contains(['*', '?', '[']) {
+            let mut matches = glob::glob(&text)
+                .map_err(|e| plan_datafusion_err!("bad glob pattern {text}: {e}"))?;
+            if !matches.any(|m| m.is_ok()) {
+                return plan_err!("no file matches {text}");
+            }
+            return Ok(());
+        }
+        if !p.exists() {
             return plan_err!("no such file or directory: {}", p.display());
         }
         Ok(())

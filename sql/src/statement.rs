@@ -54,7 +54,10 @@ pub async fn plan_statement(ctx: &SessionContext, statement: Statement) -> Resul
             }
         }
         LogicalPlan::Ddl(DdlStatement::CreateExternalTable(cmd)) => {
-            for location in &cmd.locations {
+            // With a declared schema there is nothing to infer: the location may be made
+            // by the table's first INSERT or COPY, as in DataFusion.
+            let declared = !cmd.schema.fields().is_empty();
+            for location in cmd.locations.iter().filter(|_| !declared) {
                 Location::parse(location)?
                     .must_exist()
                     .map_err(|e| e.context(format!("CREATE EXTERNAL TABLE {}", cmd.name)))?;
