@@ -28,6 +28,8 @@ struct Cluster {
     extra: Vec<String>,
     /// Environment variables of the workers started from now on.
     worker_env: Vec<(String, String)>,
+    /// Address space (KiB) of the workers started from now on, set with `ulimit -v`.
+    worker_address_space: Option<u64>,
 }
 
 /// Starts `shoal scheduler` on `bind` with `args` (and `token`); returns it and its URL.
@@ -69,6 +71,7 @@ impl Cluster {
             token: token.map(str::to_string),
             extra: Vec::new(),
             worker_env: Vec::new(),
+            worker_address_space: None,
         }
     }
 
@@ -83,7 +86,15 @@ impl Cluster {
     }
 
     fn worker_command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
+        let mut cmd = match self.worker_address_space {
+            None => Command::new(env!("CARGO_BIN_EXE_shoal")),
+            Some(kib) => {
+                let mut sh = Command::new("sh");
+                sh.args(["-c", &format!("ulimit -v {kib} && exec \"$0\" \"$@\"")])
+                    .arg(env!("CARGO_BIN_EXE_shoal"));
+                sh
+            }
+        };
         cmd.args(["worker", "--exit-with-stdin", "--scheduler", &self.url])
             .args(&self.extra)
             .args(args)
@@ -611,6 +622,55 @@ async fn workers_and_clients_outlive_a_scheduler_restart() {
         status.workers.iter().filter(|w| w.alive).count(),
         2,
         "{status:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_that_crashes_its_workers_fails_its_job_and_spares_the_rest() {
+    let mut cluster = Cluster::scheduler(Some(TOKEN), &[]);
+    // Workers with 1.5 GB of address space (and a memory limit far above it): a 2 GB chunk
+    // makes the allocation fail and the process abort, whichever worker computes it.
+    cluster.worker_address_space = Some(1_500_000);
+    for _ in 0..3 {
+        cluster.add_worker(&["--memory", "8GiB"]);
+    }
+    cluster.wait_for_workers(3);
+    let session = cluster.session();
+    let poison = session
+        .full(&[16_000, 16_000], &[16_000, 16_000], 1.0, shoal::DType::F64)
+        .unwrap()
+        .sum(shoal::Axes::All)
+        .unwrap();
+    let error = poison
+        .item()
+        .await
+        .expect_err("the worker cannot allocate the chunk");
+    assert_eq!(error.kind(), shoal::ErrorKind::WorkerLost, "{error}");
+    let message = error.to_string();
+    assert!(
+        message.contains("2 workers were lost while running it"),
+        "{message}"
+    );
+    assert!(message.contains("stage 0 task 0 of job"), "{message}");
+    assert!(!message.contains('\n'), "one line: {message}");
+    let status = session.status().await.unwrap();
+    assert_eq!(
+        status.workers.iter().filter(|w| w.alive).count(),
+        1,
+        "{status:?}"
+    );
+    // The worker it did not reach runs the next job.
+    let batches = session
+        .sql("select count(*) from generate_series(1, 5000)")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_rows_eq(
+        "after the poison task",
+        &[vec!["5000".to_string()]],
+        &rows(&batches),
     );
 }
 

@@ -7,7 +7,7 @@ use tokio::sync::mpsc;
 
 use super::job::TaskState;
 use super::placement::Suspicion;
-use super::{MAX_ATTEMPTS, Scheduler};
+use super::{MAX_ATTEMPTS, MAX_WORKER_CRASHES, Scheduler};
 use crate::protocol::{JobEventKind, TaskFailure, WorkerMsg, failure_message};
 
 impl Scheduler {
@@ -90,17 +90,38 @@ impl Scheduler {
                 continue;
             }
             let mut exhausted = None;
+            let mut poison = None;
             for stage in 0..state.tasks.len() {
                 for partition in 0..state.tasks[stage].len() {
                     if let TaskState::Running { worker: w, .. } = state.tasks[stage][partition]
                         && w == worker
                     {
                         state.tasks[stage][partition] = TaskState::Waiting;
-                        if state.attempts[stage][partition] >= MAX_ATTEMPTS {
+                        state.crashes[stage][partition] += 1;
+                        if state.crashes[stage][partition] >= MAX_WORKER_CRASHES {
+                            poison = Some(TaskId { stage, partition });
+                        } else if state.attempts[stage][partition] >= MAX_ATTEMPTS {
                             exhausted = Some(TaskId { stage, partition });
                         }
                     }
                 }
+            }
+            if let Some(task) = poison {
+                let failure = TaskFailure {
+                    job,
+                    task,
+                    worker,
+                    cause: shoal_err(
+                        ErrorKind::WorkerLost,
+                        format!(
+                            "{MAX_WORKER_CRASHES} workers were lost while running it, the last \
+                             at {address} ({cause}); it may be what crashes them, so it is not \
+                             run again"
+                        ),
+                    ),
+                };
+                self.fail(job, DataFusionError::External(Box::new(failure)));
+                continue;
             }
             if let Some(task) = exhausted {
                 let failure = TaskFailure {

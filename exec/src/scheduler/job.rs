@@ -44,6 +44,8 @@ pub(super) struct JobState {
     pub(super) stage_started: Vec<bool>,
     pub(super) tasks: Vec<Vec<TaskState>>,
     pub(super) attempts: Vec<Vec<u32>>,
+    /// Workers lost while running each task.
+    pub(super) crashes: Vec<Vec<u32>>,
     /// Unfinished tasks per stage.
     pub(super) tasks_left: Vec<usize>,
     /// Unfinished input stages per stage.
@@ -100,6 +102,7 @@ impl JobState {
                 .map(|s| vec![TaskState::Waiting; s.tasks])
                 .collect(),
             attempts: spec.stages.iter().map(|s| vec![0; s.tasks]).collect(),
+            crashes: spec.stages.iter().map(|s| vec![0; s.tasks]).collect(),
             tasks_left: spec.stages.iter().map(|s| s.tasks).collect(),
             inputs_left: spec.stages.iter().map(|s| s.inputs.len()).collect(),
             stage_done: vec![false; n],

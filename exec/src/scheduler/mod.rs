@@ -43,6 +43,11 @@ use placement::{Suspicion, WorkerSlot};
 /// How many times one task may be started before its job fails.
 pub const MAX_ATTEMPTS: u32 = 4;
 
+/// Workers one task may be running on when they are lost before its job fails: a task
+/// that crashes every worker that runs it (a poison task) takes at most this many down
+/// with it, and the cluster's other workers go on with other jobs.
+pub const MAX_WORKER_CRASHES: u32 = 2;
+
 /// Distinct peer losses revealed by failed fetches that one job may see before it fails.
 pub const MAX_FETCH_FAILURES: u32 = 64;
 
