@@ -1130,3 +1130,107 @@ async fn array_jobs_on_worker_processes_match_the_embedded_engine() {
         "both workers ran chunk tasks: {status:?}"
     );
 }
+
+/// Resident memory of process `pid`, in bytes (Linux).
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// The scheduler's resident memory bound under the load test.
+const SCHEDULER_RSS_BOUND: u64 = 256 << 20;
+
+/// 64 clients, each with its own session, run a stream of small TPC-H queries against a
+/// scheduler and two workers for `SHOAL_LOAD_SECONDS` (default 8) while another client
+/// polls the status: every answer must match the embedded engine's and the scheduler must
+/// stay under 256 MiB resident. It prints queries per second and the status call's p99.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_clients_get_right_answers_and_the_scheduler_stays_small() {
+    const CLIENTS: usize = 64;
+    let seconds: f64 = std::env::var("SHOAL_LOAD_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(8.0);
+    let lineitem = tpch_dir().join("lineitem.parquet");
+    let lineitem = lineitem.to_str().unwrap();
+    let queries: Vec<String> = (0..8)
+        .map(|k| {
+            format!(
+                "select count(*), sum(l_quantity), min(l_shipdate) from lineitem \
+                 where l_orderkey % 8 = {k} and l_discount > 0.0{k}"
+            )
+        })
+        .collect();
+    let embedded = Session::builder().workers(2).build().unwrap();
+    embedded.register("lineitem", lineitem).unwrap();
+    let mut expected = Vec::new();
+    for q in &queries {
+        expected.push(rows(
+            &embedded.sql(q).await.unwrap().collect().await.unwrap(),
+        ));
+    }
+    let expected = std::sync::Arc::new(expected);
+    let queries = std::sync::Arc::new(queries);
+
+    let cluster = Cluster::start(2);
+    let scheduler_pid = cluster.scheduler.id();
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let mut clients = tokio::task::JoinSet::new();
+    for c in 0..CLIENTS {
+        let session = cluster.session();
+        session.register("lineitem", lineitem).unwrap();
+        let (queries, expected) = (queries.clone(), expected.clone());
+        clients.spawn(async move {
+            let mut answered = 0usize;
+            let mut i = c;
+            while Instant::now() < deadline {
+                let q = i % queries.len();
+                let got = session.sql(&queries[q]).await?.collect().await?;
+                assert_eq!(rows(&got), expected[q], "client {c}, query {q}");
+                answered += 1;
+                i += 1;
+            }
+            Ok::<usize, shoal::Error>(answered)
+        });
+    }
+    let observer = cluster.session();
+    let mut status_ms = Vec::new();
+    let mut peak_rss = 0;
+    while Instant::now() < deadline {
+        let started = Instant::now();
+        observer.status().await.unwrap();
+        status_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+        peak_rss = peak_rss.max(rss_bytes(scheduler_pid));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut answered = 0;
+    while let Some(done) = clients.join_next().await {
+        answered += done
+            .unwrap()
+            .unwrap_or_else(|e| panic!("a client failed: {e}"));
+    }
+    peak_rss = peak_rss.max(rss_bytes(scheduler_pid));
+    status_ms.sort_by(f64::total_cmp);
+    let p99 = status_ms[(status_ms.len() * 99 / 100).min(status_ms.len() - 1)];
+    println!(
+        "load: {CLIENTS} clients, {answered} queries in {seconds} s ({:.1}/s); status p99 \
+         {p99:.1} ms over {} calls; scheduler peak RSS {} MiB",
+        answered as f64 / seconds,
+        status_ms.len(),
+        peak_rss >> 20
+    );
+    assert!(
+        answered >= CLIENTS,
+        "every client answered at least once: {answered}"
+    );
+    assert!(peak_rss > 0, "the scheduler's memory was read");
+    assert!(
+        peak_rss < SCHEDULER_RSS_BOUND,
+        "scheduler peak RSS {} MiB",
+        peak_rss >> 20
+    );
+}
