@@ -11,7 +11,7 @@ use datafusion::arrow::datatypes::Schema;
 use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::common::{Result, internal_datafusion_err, internal_err};
+use datafusion::common::{Result, internal_datafusion_err, internal_err, plan_err};
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::{EquivalenceProperties, LexOrdering};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
@@ -128,9 +128,25 @@ pub fn encode_plan(plan: Arc<dyn ExecutionPlan>) -> Result<Vec<u8>> {
     Ok(physical_plan_to_bytes_with_extension_codec(plan, &ShoalCodec)?.to_vec())
 }
 
-/// Rebuilds a plan from [`encode_plan`]'s bytes; functions resolve through `ctx`.
+/// Rebuilds a plan from [`encode_plan`]'s bytes; functions resolve through `ctx`. Bytes
+/// that do not make a plan are an error: `datafusion-proto` unwraps some fields it expects
+/// (e.g. Parquet options), so its panics on malformed input are caught and reported here,
+/// and a worker keeps running whatever the network hands it.
 pub fn decode_plan(bytes: &[u8], ctx: &TaskContext) -> Result<Arc<dyn ExecutionPlan>> {
-    physical_plan_from_bytes_with_extension_codec(bytes, ctx, &ShoalCodec)
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        physical_plan_from_bytes_with_extension_codec(bytes, ctx, &ShoalCodec)
+    }));
+    decoded.unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no reason given".to_string());
+        plan_err!(
+            "malformed plan ({} bytes): the decoder failed: {why}",
+            bytes.len()
+        )
+    })
 }
 
 impl PhysicalExtensionCodec for ShoalCodec {

@@ -54,3 +54,58 @@ async fn decoded_stages_give_the_same_answers() {
         assert_rows_eq(query, &answer(query), &rows(&batches));
     }
 }
+
+/// Mutated stage plans (bytes flipped, cut short, spliced) are refused with an error and
+/// never panic the decoder: a worker decodes what the network hands it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutated_plan_bytes_are_errors_not_panics() {
+    let session = tpch_session(2, 3);
+    let task_ctx = session.context().task_ctx();
+    let mut seeds = Vec::new();
+    for (_, sql) in shoal::tpch::QUERIES.iter().take(6) {
+        let df = session.sql(sql).await.unwrap();
+        let graph = session.prepare(df.logical_plan()).await.unwrap();
+        for stage in &graph.stages {
+            seeds.push(encode_plan(Arc::clone(&stage.plan)).unwrap());
+        }
+    }
+    // A fixed-seed xorshift generator, so a failure reproduces.
+    let mut state: u64 = 0x5eed_1234_abcd_9876;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut refused = 0;
+    for round in 0..3000 {
+        let seed = &seeds[next() as usize % seeds.len()];
+        let mut bytes = seed.clone();
+        match next() % 3 {
+            0 => {
+                for _ in 0..1 + next() % 4 {
+                    let at = next() as usize % bytes.len();
+                    bytes[at] ^= 1 << (next() % 8);
+                }
+            }
+            1 => bytes.truncate(next() as usize % bytes.len()),
+            _ => {
+                let other = &seeds[next() as usize % seeds.len()];
+                let cut = next() as usize % bytes.len().min(other.len());
+                bytes.splice(cut.., other[cut..].iter().copied());
+            }
+        }
+        let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            decode_plan(&bytes, &task_ctx)
+        }));
+        match decoded {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => refused += 1,
+            Err(_) => panic!(
+                "round {round}: decoding {} mutated bytes panicked",
+                bytes.len()
+            ),
+        }
+    }
+    assert!(refused > 100, "most mutations are refused: {refused}");
+}
