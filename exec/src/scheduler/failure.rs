@@ -89,52 +89,41 @@ impl Scheduler {
                 self.fail(job, error);
                 continue;
             }
-            let mut exhausted = None;
-            let mut poison = None;
+            // The task this loss makes the job give up on, and why.
+            let mut given_up: Option<(TaskId, String)> = None;
             for stage in 0..state.tasks.len() {
                 for partition in 0..state.tasks[stage].len() {
                     if let TaskState::Running { worker: w, .. } = state.tasks[stage][partition]
                         && w == worker
                     {
+                        let task = TaskId { stage, partition };
                         state.tasks[stage][partition] = TaskState::Waiting;
                         state.crashes[stage][partition] += 1;
                         if state.crashes[stage][partition] >= MAX_WORKER_CRASHES {
-                            poison = Some(TaskId { stage, partition });
-                        } else if state.attempts[stage][partition] >= MAX_ATTEMPTS {
-                            exhausted = Some(TaskId { stage, partition });
+                            let why = format!(
+                                "{MAX_WORKER_CRASHES} workers were lost while running it, the \
+                                 last at {address} ({cause}); it may be what crashes them, so \
+                                 it is not run again"
+                            );
+                            given_up = Some((task, why));
+                        } else if state.attempts[stage][partition] >= MAX_ATTEMPTS
+                            && given_up.is_none()
+                        {
+                            let why = format!(
+                                "gave up after {MAX_ATTEMPTS} attempts: worker {worker} at \
+                                 {address} was lost: {cause}"
+                            );
+                            given_up = Some((task, why));
                         }
                     }
                 }
             }
-            if let Some(task) = poison {
+            if let Some((task, why)) = given_up {
                 let failure = TaskFailure {
                     job,
                     task,
                     worker,
-                    cause: shoal_err(
-                        ErrorKind::WorkerLost,
-                        format!(
-                            "{MAX_WORKER_CRASHES} workers were lost while running it, the last \
-                             at {address} ({cause}); it may be what crashes them, so it is not \
-                             run again"
-                        ),
-                    ),
-                };
-                self.fail(job, DataFusionError::External(Box::new(failure)));
-                continue;
-            }
-            if let Some(task) = exhausted {
-                let failure = TaskFailure {
-                    job,
-                    task,
-                    worker,
-                    cause: shoal_err(
-                        ErrorKind::WorkerLost,
-                        format!(
-                            "gave up after {MAX_ATTEMPTS} attempts: worker {worker} at \
-                             {address} was lost: {cause}"
-                        ),
-                    ),
+                    cause: shoal_err(ErrorKind::WorkerLost, why),
                 };
                 self.fail(job, DataFusionError::External(Box::new(failure)));
                 continue;

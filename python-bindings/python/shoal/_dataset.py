@@ -10,7 +10,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import _native
-from ._labeled import DataArray, Dims, _attrs_json, _html_block, _indexed_frame, _merge_kwargs
+from ._labeled import (
+    DataArray,
+    Dims,
+    _attrs_json,
+    _html_block,
+    _indexed_frame,
+    _merge_kwargs,
+    _one_dim,
+)
 
 if TYPE_CHECKING:
     import pandas
@@ -273,7 +281,7 @@ class Dataset:
 
     def resample(self, indexer: Mapping[str, str] | None = None, **kwargs: str) -> DatasetGroups:
         """Every variable along the datetime dimension binned as :meth:`DataArray.resample`."""
-        ((dim, freq),) = _merge_kwargs(indexer, kwargs, "resample").items()
+        dim, freq = _one_dim(indexer, kwargs, "resample")
         return self._split(dim, lambda v: v.resample({dim: freq}))
 
     def rolling(
@@ -281,7 +289,7 @@ class Dataset:
     ) -> DatasetGroups:
         """A moving window over every variable along the dimension (see
         :meth:`DataArray.rolling`)."""
-        ((name, window),) = _merge_kwargs(dim, kwargs, "rolling").items()
+        name, window = _one_dim(dim, kwargs, "rolling")
         return self._split(name, lambda v: v.rolling({name: window}, min_periods=min_periods))
 
     def coarsen(self, dim: Mapping[str, int] | None = None, **kwargs: int) -> DatasetGroups:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import html
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
@@ -85,6 +85,15 @@ def _index_payload(values: Any) -> tuple[str, Any]:
     if np.issubdtype(array.dtype, np.floating):
         return "f64", array.astype(np.float64).tolist()
     return "str", [str(v) for v in array.tolist()]
+
+
+def _one_dim(given: Mapping[str, Any] | None, kwargs: Mapping[str, Any], what: str) -> tuple[str, Any]:
+    """The one ``dim=value`` a windowing or resampling takes."""
+    chosen = _merge_kwargs(given, kwargs, what)
+    if len(chosen) != 1:
+        raise ValueError(f"{what} takes one dimension, e.g. {what}(time=...), not {list(chosen)}")
+    ((dim, value),) = chosen.items()
+    return str(dim), value
 
 
 def _dims_arg(dim: Dims, own: Sequence[str]) -> list[str] | None:
@@ -673,7 +682,7 @@ class DataArray:
     def resample(self, indexer: Mapping[str, str] | None = None, **kwargs: str) -> DataArrayGroupBy:
         """Calendar bins of a datetime dimension: ``resample(time="1MS")`` (``D``, ``h``,
         ``MS``, ``YS`` with an optional count); each bin is labelled by its start."""
-        ((dim, freq),) = _merge_kwargs(indexer, kwargs, "resample").items()
+        dim, freq = _one_dim(indexer, kwargs, "resample")
         return DataArrayGroupBy(self, self._native.resample(dim, freq))
 
     def coarsen(
@@ -704,7 +713,7 @@ class DataArray:
         with fewer than ``min_periods`` (default: the window) values give NaN."""
         if center:
             raise ValueError("rolling supports center=False only")
-        ((name, window),) = _merge_kwargs(dim, kwargs, "rolling").items()
+        name, window = _one_dim(dim, kwargs, "rolling")
         periods = int(window) if min_periods is None else min_periods
         return DataArrayRolling(self, self._native.rolling(name, int(window), periods))
 
@@ -948,10 +957,15 @@ class DataArrayGroupBy:
 
 
 class _WindowReductions:
-    """The named reductions of a windowing (rolling or coarsen), each one ``reduce``."""
+    """The named reductions of a windowing (rolling or coarsen), each one call of the
+    reducer it is made with."""
+
+    def __init__(self, reducer: Callable[[str], DataArray]) -> None:
+        self._reducer = reducer
 
     def reduce(self, func: str) -> DataArray:
-        raise NotImplementedError
+        """The reduction ``func`` of each window."""
+        return self._reducer(func)
 
     def sum(self) -> DataArray:
         """Sum of each window."""
@@ -987,12 +1001,7 @@ class DataArrayRolling(_WindowReductions):
     position."""
 
     def __init__(self, array: DataArray, native: NativeRolling) -> None:
-        self._array = array
-        self._native = native
-
-    def reduce(self, func: str) -> DataArray:
-        """The moving-window reduction ``func``."""
-        return self._array._new(self._native.reduce(func))
+        super().__init__(lambda func: array._new(native.reduce(func)))
 
 
 class DataArrayCoarsen(_WindowReductions):
@@ -1003,6 +1012,7 @@ class DataArrayCoarsen(_WindowReductions):
     _CHAINED = ("sum", "min", "max", "count", "prod")
 
     def __init__(self, array: DataArray, windows: dict[str, int]) -> None:
+        super().__init__(self._reduce)
         self._array = array
         self._windows = windows
 
@@ -1014,8 +1024,7 @@ class DataArrayCoarsen(_WindowReductions):
             func = "sum" if func == "count" else func
         return out
 
-    def reduce(self, func: str) -> DataArray:
-        """The reduction ``func`` of each window."""
+    def _reduce(self, func: str) -> DataArray:
         if len(self._windows) == 1:
             return self._chain(func)
         if func in self._CHAINED:
