@@ -265,6 +265,7 @@ impl Cluster for EmbeddedCluster {
             job,
             spec: JobSpec::local(graph, ctx),
             done: done_tx,
+            relocated: None,
         });
         let guard = JobGuard {
             job,

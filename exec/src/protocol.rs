@@ -17,6 +17,10 @@ use tokio::sync::{mpsc, oneshot};
 /// Where the result stage's tasks left their output, in partition order.
 pub type JobOutputs = Vec<(TaskId, WorkerId)>;
 
+/// Where a delivered job's unread result partitions are after lost ones were recomputed
+/// (every unread partition, in partition order), or why they cannot be.
+pub type Relocations = mpsc::UnboundedSender<Result<JobOutputs, DataFusionError>>;
+
 /// A task's failure, naming the task and the worker; the cause is kept as the source.
 #[derive(Debug)]
 pub struct TaskFailure {
@@ -163,6 +167,9 @@ pub enum Event {
         spec: JobSpec,
         /// Answered once: the result locations, or the first failure.
         done: oneshot::Sender<Result<JobOutputs, DataFusionError>>,
+        /// Where result partitions lost after `done` was answered are recomputed to;
+        /// without it (workers in this process, which are never lost) they are not.
+        relocated: Option<Relocations>,
     },
     /// A worker reports how a task ended.
     TaskEnded {
@@ -179,6 +186,20 @@ pub enum Event {
     },
     /// The client is done with a job: cancel it if still running, then free its outputs.
     EndJob(JobId),
+    /// The client could not read result partition `partition` of a delivered job from
+    /// `worker`; it has read partitions `read` to the end and needs no more of them.
+    ResultLost {
+        /// The job.
+        job: JobId,
+        /// The partition it was reading.
+        partition: usize,
+        /// The worker it read from.
+        worker: WorkerId,
+        /// Why the read failed.
+        cause: String,
+        /// Partitions read to the end.
+        read: Vec<usize>,
+    },
     /// Report the cluster's state.
     Status(oneshot::Sender<ClusterStatus>),
     /// Someone other than the job's client cancels it; the reply says whether it was
@@ -240,6 +261,7 @@ impl Event {
         match self {
             Event::Submit { job, .. } | Event::TaskEnded { job, .. } => Some(*job),
             Event::EndJob(job) | Event::Cancel(job, _) => Some(*job),
+            Event::ResultLost { job, .. } => Some(*job),
             Event::Fetched { job, .. } | Event::Spilled { job, .. } => Some(*job),
             _ => None,
         }

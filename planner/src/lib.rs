@@ -79,6 +79,7 @@ pub mod distribute;
 pub mod error;
 pub mod graph;
 pub mod planning;
+pub mod replay;
 pub mod resources;
 pub mod scan;
 pub mod shuffle;
@@ -90,6 +91,7 @@ pub use distribute::independent_partitions;
 pub use error::{ErrorKind, ShoalError, kind_of, shoal_err};
 pub use graph::{JobId, OutputSpec, Stage, StageId, TaskGraph, TaskId};
 pub use planning::{JobPlanner, Placement, RunGraph, apply_session_policy, task_session_config};
+pub use replay::{ReplayHazard, graph_replay_hazard, replay_hazard};
 pub use resources::Resources;
 pub use shuffle::{
     Locations, PartitionKey, ReadMode, ShuffleEnv, ShuffleIo, ShuffleReadExec, ShuffleWriteExec,

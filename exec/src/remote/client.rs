@@ -11,8 +11,8 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use shoal_planner::{
-    ErrorKind, JobId, PartitionKey, Placement, ShoalConfig, StageId, TaskGraph, TaskId, WorkerId,
-    encode_plan, shoal_err,
+    ErrorKind, JobId, Placement, ReplayHazard, ShoalConfig, StageId, TaskGraph, WorkerId,
+    encode_plan, graph_replay_hazard, shoal_err,
 };
 use tokio::sync::watch;
 use tonic::service::Interceptor;
@@ -23,12 +23,12 @@ use tonic::{Code, Request, Status};
 use super::events::{event_from_proto, failure_from_proto};
 use super::proto::{self, job_event, scheduler_client::SchedulerClient};
 use super::resources_to_proto;
+use super::results::{Location, ResultReader};
 use super::server::status_from_proto;
 use crate::cluster::{Cluster, JobHandle};
 use crate::flight::FlightTransport;
 use crate::protocol::{ClusterStatus, JobEvent, Progress};
 use crate::security::Security;
-use crate::transport::Transport;
 
 /// Adds the cluster token to every control-plane call.
 #[derive(Debug, Clone)]
@@ -226,17 +226,26 @@ impl Cluster for RemoteCluster {
         // The scheduler numbers jobs: the handle carries its number once it accepted the
         // job (one round trip).
         let (accepted_tx, accepted_rx) = std::sync::mpsc::channel();
-        let request = submit_request(&graph, &ctx);
+        let hazard = graph_replay_hazard(&graph);
+        let request = submit_request(&graph, &ctx, &hazard);
         let client = self.client.clone();
         let url = self.url.clone();
         let transport = Arc::clone(&self.transport);
         // The job starts now, not when the stream is first polled; dropping the stream
         // before the results are ready drops the job's event stream, which ends the job.
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let (follow_client, follow_url) = (client.clone(), url.clone());
         self.spawn(async move {
             let follow = async {
                 let request = request?;
-                run_job(client, &url, request, Some(progress_tx), Some(accepted_tx)).await
+                run_job(
+                    follow_client,
+                    &follow_url,
+                    request,
+                    Some(progress_tx),
+                    Some(accepted_tx),
+                )
+                .await
             };
             let mut ready_tx = ready_tx;
             let result = tokio::select! {
@@ -250,27 +259,21 @@ impl Cluster for RemoteCluster {
         let outputs = async move {
             let (events, remote_job, result_stage, outputs) =
                 ready_rx.await.map_err(|_| runtime_stopped())??;
-            let fetches = outputs
+            let locations = outputs
                 .into_iter()
-                .map(move |(partition, worker, address)| {
-                    transport.set_address_if_new(worker, address);
-                    let key = PartitionKey {
-                        job: remote_job,
-                        task: TaskId {
-                            stage: result_stage,
-                            partition,
-                        },
-                        bucket: 0,
-                    };
-                    transport.fetch(key, worker)
-                });
-            Ok::<_, DataFusionError>(futures::stream::iter(fetches).try_flatten().map(
-                move |batch| {
-                    // The job lives on the cluster while its event stream is open.
-                    let _keep_job = &events;
-                    batch
-                },
-            ))
+                .map(|(_, worker, address)| Location { worker, address })
+                .collect();
+            let reader = ResultReader::new(
+                remote_job,
+                result_stage,
+                url,
+                client,
+                transport,
+                events,
+                locations,
+                hazard,
+            );
+            Ok::<_, DataFusionError>(reader.into_stream())
         };
         let stream = futures::stream::once(outputs).try_flatten();
         // A job refused before it was accepted has no number; its stream says why.
@@ -409,14 +412,19 @@ async fn run_job(
                 let (kind, message) = failure_from_proto(&failed);
                 return Err(shoal_err(kind, message));
             }
-            None => {}
+            // Only sent after `Done`.
+            Some(job_event::Kind::Relocated(_)) | None => {}
         }
     }
 }
 
 /// The wire form of a job: each stage's plan encoded, the session's settings, and what
 /// its tasks ask for.
-fn submit_request(graph: &TaskGraph, ctx: &TaskContext) -> Result<proto::SubmitJob> {
+fn submit_request(
+    graph: &TaskGraph,
+    ctx: &TaskContext,
+    hazard: &Option<ReplayHazard>,
+) -> Result<proto::SubmitJob> {
     let mut stages = Vec::with_capacity(graph.stages.len());
     for stage in &graph.stages {
         stages.push(proto::StageDef {
@@ -443,5 +451,6 @@ fn submit_request(graph: &TaskGraph, ctx: &TaskContext) -> Result<proto::SubmitJ
         config,
         resources,
         placement_timeout_secs: shoal.settings.task.placement_timeout,
+        recompute_results: !matches!(hazard, Some(ReplayHazard::Effects(_))),
     })
 }

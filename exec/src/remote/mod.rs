@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod events;
+mod results;
 pub mod server;
 pub mod worker;
 

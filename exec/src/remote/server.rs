@@ -24,8 +24,8 @@ use super::proto::{self, command, job_event, scheduler_message, worker_message};
 use super::{PROTOCOL_VERSION, resources_from_proto, resources_to_proto};
 use crate::cluster::next_batch;
 use crate::protocol::{
-    ClusterStatus, EncodedStage, Event, EventBatch, JobSpec, StagePlan, StageSpec, TaskOutcome,
-    TaskReport, WorkerMsg, WorkerStatus, failure_message, job_progress,
+    ClusterStatus, EncodedStage, Event, EventBatch, JobOutputs, JobSpec, StagePlan, StageSpec,
+    TaskOutcome, TaskReport, WorkerMsg, WorkerStatus, failure_message, job_progress,
 };
 use crate::scheduler::Scheduler;
 use crate::security::{Security, incoming};
@@ -183,27 +183,33 @@ impl proto::scheduler_server::Scheduler for Service {
         request: Request<proto::SubmitJob>,
     ) -> Result<Response<Self::SubmitStream>, Status> {
         let submit = request.into_inner();
+        let recompute_results = submit.recompute_results;
         let spec = job_spec(submit)?;
         let job = self.next_job.fetch_add(1, Ordering::Relaxed);
         let total = spec.tasks_total();
         let result_stage = spec.stages.len() - 1;
         let (done, done_rx) = oneshot::channel();
+        let (relocated, relocations) = mpsc::unbounded_channel();
         // Subscribed before the job exists: none of its events is missed.
         let updates = self.job_events.subscribe();
         self.events
-            .send(Event::Submit { job, spec, done })
+            .send(Event::Submit {
+                job,
+                spec,
+                done,
+                relocated: recompute_results.then_some(relocated),
+            })
             .map_err(|_| Status::unavailable("the scheduler is shutting down"))?;
         let (out, out_rx) = mpsc::channel(16);
-        self.spawn(follow_job(
+        let follow = FollowJob {
             job,
             total,
             result_stage,
-            done_rx,
-            updates,
             out,
-            self.events.clone(),
-            Arc::clone(&self.addresses),
-        ));
+            events: self.events.clone(),
+            addresses: Arc::clone(&self.addresses),
+        };
+        self.spawn(follow.run(done_rx, relocations, updates));
         Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
     }
 
@@ -237,6 +243,23 @@ impl proto::scheduler_server::Scheduler for Service {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
+    }
+
+    async fn result_lost(
+        &self,
+        request: Request<proto::ResultLostRequest>,
+    ) -> Result<Response<proto::ResultLostReply>, Status> {
+        let lost = request.into_inner();
+        self.events
+            .send(Event::ResultLost {
+                job: lost.job,
+                partition: lost.partition as usize,
+                worker: lost.worker_id as WorkerId,
+                cause: lost.cause,
+                read: lost.read.iter().map(|&p| p as usize).collect(),
+            })
+            .map_err(|_| Status::unavailable("the scheduler is shutting down"))?;
+        Ok(Response::new(proto::ResultLostReply {}))
     }
 
     async fn status(
@@ -291,51 +314,77 @@ fn job_spec(submit: proto::SubmitJob) -> Result<JobSpec, Status> {
 
 /// Streams a job's progress and result locations to its client, and ends the job when
 /// the client lets go of the stream.
-#[allow(clippy::too_many_arguments)]
-async fn follow_job(
+struct FollowJob {
     job: JobId,
     total: usize,
     result_stage: StageId,
-    mut done: oneshot::Receiver<Result<Vec<(TaskId, WorkerId)>, DataFusionError>>,
-    mut updates: broadcast::Receiver<EventBatch>,
     out: mpsc::Sender<Result<proto::JobEvent, Status>>,
     events: mpsc::UnboundedSender<Event>,
     addresses: Arc<RwLock<HashMap<WorkerId, String>>>,
-) {
-    let event = |kind| Ok(proto::JobEvent { kind: Some(kind) });
-    let accepted = job_event::Kind::Accepted(proto::Accepted {
-        job,
-        tasks_total: total as u32,
-    });
-    let (mut open, mut sent) = (true, 0);
-    if out.send(event(accepted)).await.is_ok() {
+}
+
+type Located = Result<JobOutputs, DataFusionError>;
+
+impl FollowJob {
+    async fn run(
+        self,
+        done: oneshot::Receiver<Located>,
+        mut relocations: mpsc::UnboundedReceiver<Located>,
+        updates: broadcast::Receiver<EventBatch>,
+    ) {
+        let accepted = job_event::Kind::Accepted(proto::Accepted {
+            job: self.job,
+            tasks_total: self.total as u32,
+        });
+        if self.send(Ok(accepted)).await && self.until_done(done, updates).await {
+            // The client reads the results from the workers, then closes the stream;
+            // meanwhile lost result partitions are recomputed and the client told where.
+            loop {
+                tokio::select! {
+                    located = relocations.recv() => {
+                        let Some(located) = located else { break };
+                        let failed = located.is_err();
+                        let kind = self.located(located, |outputs| {
+                            job_event::Kind::Relocated(proto::Relocated { outputs })
+                        });
+                        if !self.send(kind).await || failed {
+                            break;
+                        }
+                    }
+                    _ = self.out.closed() => break,
+                }
+            }
+            self.out.closed().await;
+        }
+        let _ = self.events.send(Event::EndJob(self.job));
+    }
+
+    /// Sends `kind`; false once the client is gone.
+    async fn send(&self, kind: Result<job_event::Kind, Status>) -> bool {
+        let event = kind.map(|kind| proto::JobEvent { kind: Some(kind) });
+        self.out.send(event).await.is_ok()
+    }
+
+    /// Sends progress until the result is ready; true if the job succeeded and the
+    /// client still listens.
+    async fn until_done(
+        &self,
+        mut done: oneshot::Receiver<Located>,
+        mut updates: broadcast::Receiver<EventBatch>,
+    ) -> bool {
+        let (mut open, mut sent) = (true, 0);
         loop {
             tokio::select! {
                 result = &mut done => {
-                    let message = match result {
-                        Ok(Ok(outputs)) => {
-                            let addresses = addresses.read();
-                            let outputs = outputs
-                                .into_iter()
-                                .map(|(task, worker)| proto::Output {
-                                    partition: task.partition as u32,
-                                    worker_id: worker as u64,
-                                    flight_address: addresses.get(&worker).cloned().unwrap_or_default(),
-                                })
-                                .collect();
-                            event(job_event::Kind::Done(proto::Done {
-                                stage: result_stage as u32,
-                                outputs,
-                            }))
-                        }
-                        Ok(Err(error)) => event(job_event::Kind::Failed(failure_to_proto(
-                            kind_of(&error),
-                            &failure_message(&error),
-                        ))),
-                        Err(_) => Err(Status::unavailable("the scheduler stopped")),
-                    };
-                    let _ = out.send(message).await;
-                    break;
+                    let result = result.map_err(|_| Status::unavailable("the scheduler stopped"));
+                    let succeeded = matches!(result, Ok(Ok(_)));
+                    let kind = result.and_then(|located| self.located(located, |outputs| {
+                        job_event::Kind::Done(proto::Done {
+                            stage: self.result_stage as u32,
+                            outputs,
+                        })
+                    }));
+                    return self.send(kind).await && succeeded;
                 }
                 batch = next_batch(&mut updates), if open => {
                     let Some(batch) = batch else {
@@ -343,23 +392,45 @@ async fn follow_job(
                         continue;
                     };
                     // Only the latest count goes out.
-                    let Some((progress, _)) = job_progress(&batch, job) else { continue };
+                    let Some((progress, _)) = job_progress(&batch, self.job) else { continue };
                     if progress.tasks_done == sent {
                         continue;
                     }
                     sent = progress.tasks_done;
-                    let done = sent as u32;
-                    if out.send(event(job_event::Kind::TasksDone(done))).await.is_err() {
-                        break;
+                    if !self.send(Ok(job_event::Kind::TasksDone(sent as u32))).await {
+                        return false;
                     }
                 }
-                _ = out.closed() => break,
+                _ = self.out.closed() => return false,
             }
         }
-        // The client reads the results from the workers, then closes the stream.
-        out.closed().await;
     }
-    let _ = events.send(Event::EndJob(job));
+
+    /// The event for result locations (made by `wrap`), or for the job's failure.
+    fn located(
+        &self,
+        located: Located,
+        wrap: impl FnOnce(Vec<proto::Output>) -> job_event::Kind,
+    ) -> Result<job_event::Kind, Status> {
+        Ok(match located {
+            Ok(outputs) => {
+                let addresses = self.addresses.read();
+                wrap(
+                    outputs
+                        .into_iter()
+                        .map(|(task, worker)| proto::Output {
+                            partition: task.partition as u32,
+                            worker_id: worker as u64,
+                            flight_address: addresses.get(&worker).cloned().unwrap_or_default(),
+                        })
+                        .collect(),
+                )
+            }
+            Err(error) => {
+                job_event::Kind::Failed(failure_to_proto(kind_of(&error), &failure_message(&error)))
+            }
+        })
+    }
 }
 
 /// Confirms or clears the scheduler's suspicion of workers that a peer could not fetch

@@ -157,6 +157,10 @@ impl Scheduler {
         if let Some(done) = state.done.take() {
             state.emit(event);
             let _ = done.send(Err(error));
+        } else if let Some(relocated) = &state.relocated {
+            // The client is reading a result that can no longer be recomputed.
+            state.emit(event);
+            let _ = relocated.send(Err(error));
         }
         for w in self.workers.iter().filter(|w| w.status.alive) {
             let _ = w.tx.send(WorkerMsg::CancelJob(job));

@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 
 use super::Outbox;
 use crate::protocol::{
-    JobEvent, JobEventKind, JobOutputs, JobSpec, Progress, StagePlan, TaskReport,
+    JobEvent, JobEventKind, JobOutputs, JobSpec, Progress, Relocations, StagePlan, TaskReport,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +40,10 @@ pub(super) struct JobState {
     /// no longer needed, which frees state the plan holds (a broadcast hash table).
     pub(super) plans: Vec<Option<StagePlan>>,
     pub(super) done: Option<oneshot::Sender<Result<JobOutputs, DataFusionError>>>,
+    /// Where the result goes again after lost partitions of it were recomputed.
+    pub(super) relocated: Option<Relocations>,
+    /// Result partitions the client has read to the end: lost, they stay lost.
+    pub(super) read: Vec<bool>,
     /// Stages whose tasks were queued since they last (re)opened.
     pub(super) stage_started: Vec<bool>,
     pub(super) tasks: Vec<Vec<TaskState>>,
@@ -79,9 +83,11 @@ impl JobState {
         job: JobId,
         spec: JobSpec,
         done: oneshot::Sender<Result<JobOutputs, DataFusionError>>,
+        relocated: Option<Relocations>,
         events: Outbox,
     ) -> Self {
         let n = spec.stages.len();
+        let result_tasks = spec.stages.last().map_or(0, |s| s.tasks);
         let tasks_total = spec.tasks_total();
         let mut consumers = vec![Vec::new(); n];
         for (id, stage) in spec.stages.iter().enumerate() {
@@ -111,6 +117,8 @@ impl JobState {
             input_locations: vec![None; n],
             plans: spec.stages.into_iter().map(|s| Some(s.plan)).collect(),
             done: Some(done),
+            relocated,
+            read: vec![false; result_tasks],
             ready: VecDeque::new(),
             request: spec.request,
             placement_timeout: spec.placement_timeout,
@@ -186,20 +194,45 @@ impl JobState {
             }
         }
         if stage == self.result_stage() {
-            let outputs = (0..self.tasks[stage].len())
-                .map(|partition| {
-                    let worker = match self.tasks[stage][partition] {
-                        TaskState::Done { worker } => worker,
-                        _ => 0,
-                    };
-                    (TaskId { stage, partition }, worker)
-                })
-                .collect();
+            let outputs = self.result_outputs();
             if let Some(done) = self.done.take() {
                 self.emit(JobEventKind::Done);
                 let _ = done.send(Ok(outputs));
+            } else {
+                self.send_relocations(outputs);
             }
         }
+    }
+
+    /// Where the result stage's tasks left their outputs.
+    pub(super) fn result_outputs(&self) -> JobOutputs {
+        let stage = self.result_stage();
+        (0..self.tasks[stage].len())
+            .map(|partition| {
+                let worker = match self.tasks[stage][partition] {
+                    TaskState::Done { worker } => worker,
+                    _ => 0,
+                };
+                (TaskId { stage, partition }, worker)
+            })
+            .collect()
+    }
+
+    /// Tells the client where the unread result partitions are now.
+    pub(super) fn send_relocations(&self, outputs: JobOutputs) {
+        if let Some(relocated) = &self.relocated {
+            let unread = outputs
+                .into_iter()
+                .filter(|(task, _)| !self.read[task.partition])
+                .collect();
+            let _ = relocated.send(Ok(unread));
+        }
+    }
+
+    /// Whether the result's locations went to the client (lost result partitions are then
+    /// recomputed only for a client that can be told where they went).
+    pub(super) fn delivered(&self) -> bool {
+        self.done.is_none()
     }
 
     pub(super) fn release(&mut self, stage: StageId) {
@@ -258,15 +291,20 @@ impl JobState {
         self.tasks_done -= 1;
     }
 
-    /// Outputs held by `worker` are lost; returns tasks that were running there.
+    /// Outputs held by `worker` are lost: the stages that made them run again. Result
+    /// partitions already delivered are recomputed only if the client can be told where
+    /// they went and has not read them yet.
     pub(super) fn lose_outputs(&mut self, worker: WorkerId) {
         for stage in 0..self.tasks.len() {
-            let delivered = stage == self.result_stage() && self.done.is_none();
-            if self.released[stage] || delivered {
+            let delivered = stage == self.result_stage() && self.delivered();
+            if self.released[stage] || (delivered && self.relocated.is_none()) {
                 continue;
             }
             let mut lost = false;
             for partition in 0..self.tasks[stage].len() {
+                if delivered && self.read[partition] {
+                    continue;
+                }
                 if self.tasks[stage][partition] == (TaskState::Done { worker }) {
                     self.unfinish(TaskId { stage, partition });
                     lost = true;

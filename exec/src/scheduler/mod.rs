@@ -250,7 +250,12 @@ impl Scheduler {
             self.last_activity = SystemTime::now();
         }
         match event {
-            Event::Submit { job, spec, done } => {
+            Event::Submit {
+                job,
+                spec,
+                done,
+                relocated,
+            } => {
                 if spec.stages.is_empty() {
                     self.emit(job, JobEventKind::Submitted { stages: 0 });
                     self.emit(job, JobEventKind::Done);
@@ -263,7 +268,7 @@ impl Scheduler {
                     let _ = done.send(Err(e));
                     return;
                 }
-                let state = JobState::new(job, spec, done, self.outbox.clone());
+                let state = JobState::new(job, spec, done, relocated, self.outbox.clone());
                 self.jobs.insert(job, state);
                 self.turn.push_back(job);
             }
@@ -275,6 +280,13 @@ impl Scheduler {
                 outcome,
             } => self.task_ended(job, task, attempt, worker, outcome),
             Event::EndJob(job) => self.end_job(job),
+            Event::ResultLost {
+                job,
+                partition,
+                worker,
+                cause,
+                read,
+            } => self.result_lost(job, partition, worker, &cause, &read),
             Event::Status(reply) => {
                 let _ = reply.send(self.status());
             }
@@ -455,6 +467,68 @@ impl Scheduler {
                 state.requeue_open_stages();
                 self.send_releases(job);
             }
+        }
+    }
+
+    /// The client of `job` could not read result partition `partition` from `worker`:
+    /// like a task's failed fetch, the worker becomes suspect and what it held is
+    /// recomputed; the client hears where from the job's relocations.
+    fn result_lost(
+        &mut self,
+        job: JobId,
+        partition: usize,
+        worker: WorkerId,
+        cause: &str,
+        read: &[usize],
+    ) {
+        let Some(state) = self.jobs.get_mut(&job) else {
+            return;
+        };
+        if state.failed || !state.delivered() {
+            return;
+        }
+        for &p in read {
+            if let Some(flag) = state.read.get_mut(p) {
+                *flag = true;
+            }
+        }
+        let result = state.result_stage();
+        let Some(&now) = state.tasks[result].get(partition) else {
+            return;
+        };
+        tracing::warn!("the client of job {job} lost result partition {partition}: {cause}");
+        match now {
+            TaskState::Done { worker: w } if w != worker => {
+                // Already recomputed elsewhere: the client missed the news.
+                if state.stage_done[result] {
+                    state.send_relocations(state.result_outputs());
+                }
+                return;
+            }
+            TaskState::Done { .. } => {}
+            // Being recomputed: its new place follows.
+            _ => return,
+        }
+        let cause = shoal_err(
+            ErrorKind::FetchFailed,
+            format!("the client could not read a result from worker {worker}: {cause}"),
+        );
+        if self.workers.get(worker).is_some_and(WorkerSlot::usable) {
+            state.fetch_failures += 1;
+            if state.fetch_failures > MAX_FETCH_FAILURES {
+                let error = shoal_err(
+                    ErrorKind::FetchFailed,
+                    format!(
+                        "gave up after {MAX_FETCH_FAILURES} peers were lost during the job: {cause}"
+                    ),
+                );
+                self.fail(job, error);
+                return;
+            }
+            self.suspect(worker, &cause);
+        } else {
+            state.lose_outputs(worker);
+            self.send_releases(job);
         }
     }
 

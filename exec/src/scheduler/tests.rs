@@ -74,8 +74,63 @@ impl Harness {
             placement_timeout: timeout,
         };
         let (done, rx) = oneshot::channel();
-        self.event(Event::Submit { job, spec, done });
+        self.event(Event::Submit {
+            job,
+            spec,
+            done,
+            relocated: None,
+        });
         rx
+    }
+
+    /// Like [`Self::submit`], for a client that can be told where lost result
+    /// partitions went after the job was done.
+    fn submit_relocatable(
+        &mut self,
+        job: JobId,
+        stages: &[(&[StageId], usize)],
+    ) -> (
+        Done,
+        mpsc::UnboundedReceiver<Result<JobOutputs, DataFusionError>>,
+    ) {
+        let spec = JobSpec {
+            stages: stages
+                .iter()
+                .map(|(inputs, tasks)| StageSpec {
+                    inputs: inputs.to_vec(),
+                    tasks: *tasks,
+                    plan: StagePlan::Noop,
+                })
+                .collect(),
+            request: Resources::default(),
+            placement_timeout: Duration::from_secs(60),
+        };
+        let (done, rx) = oneshot::channel();
+        let (relocated, relocations) = mpsc::unbounded_channel();
+        self.event(Event::Submit {
+            job,
+            spec,
+            done,
+            relocated: Some(relocated),
+        });
+        (rx, relocations)
+    }
+
+    /// Finishes launched tasks until none is left; returns them in the order they ran.
+    fn run_until_quiet(&mut self, job: JobId) -> Vec<(WorkerId, TaskId)> {
+        let mut ran = Vec::new();
+        loop {
+            let launched: Vec<_> = (0..self.inboxes.len())
+                .flat_map(|w| self.launched(w).into_iter().map(move |(t, a, _)| (w, t, a)))
+                .collect();
+            if launched.is_empty() {
+                return ran;
+            }
+            for (w, task, attempt) in launched {
+                self.finish(job, w, task, attempt);
+                ran.push((w, task));
+            }
+        }
     }
 
     /// Feeds one event and dispatches, as one turn of the event loop does.
@@ -685,4 +740,84 @@ fn an_output_a_suspect_reports_after_the_suspicion_is_computed_again_elsewhere()
     let relaunched: Vec<_> = h.launched(1).into_iter().map(|(t, ..)| t).collect();
     assert_eq!(relaunched, vec![late]);
     assert!(h.launched(0).is_empty());
+}
+
+#[test]
+fn unread_result_partitions_on_a_lost_worker_are_computed_again_and_relocated() {
+    let mut h = Harness::new(2, 1);
+    let (mut done, mut relocations) = h.submit_relocatable(1, &[(&[], 2), (&[0], 4)]);
+    h.run_until_quiet(1);
+    let outputs = done.try_recv().unwrap().unwrap();
+    let lost = outputs[2].1;
+    let on_lost: Vec<usize> = outputs
+        .iter()
+        .filter(|(_, w)| *w == lost)
+        .map(|(t, _)| t.partition)
+        .collect();
+    // The client read partitions 0 and 1, then could not read partition 2.
+    h.event(Event::ResultLost {
+        job: 1,
+        partition: 2,
+        worker: lost,
+        cause: "connection refused".into(),
+        read: vec![0, 1],
+    });
+    assert_eq!(
+        h.probes.try_recv().unwrap().0,
+        lost,
+        "the worker is suspect"
+    );
+    assert!(
+        relocations.try_recv().is_err(),
+        "nothing to tell before the recompute"
+    );
+    let ran = h.run_until_quiet(1);
+    // Stage 0 was released once stage 1 finished, so all of it runs again; of the
+    // result, only the unread partitions the lost worker held.
+    let result_tasks: Vec<usize> = ran
+        .iter()
+        .filter(|(_, t)| t.stage == 1)
+        .map(|(_, t)| t.partition)
+        .collect();
+    let mut expected: Vec<usize> = on_lost.into_iter().filter(|&p| p >= 2).collect();
+    let mut sorted = result_tasks.clone();
+    sorted.sort();
+    expected.sort();
+    assert_eq!(sorted, expected);
+    assert!(
+        ran.iter().all(|(w, _)| *w != lost),
+        "nothing on the suspect"
+    );
+    let relocated = relocations.try_recv().unwrap().unwrap();
+    let partitions: Vec<usize> = relocated.iter().map(|(t, _)| t.partition).collect();
+    assert_eq!(partitions, vec![2, 3], "every unread partition, in order");
+    assert!(relocated.iter().all(|(_, w)| *w != lost), "{relocated:?}");
+    // The same report again (a stale read) is answered with the places already known.
+    h.event(Event::ResultLost {
+        job: 1,
+        partition: 2,
+        worker: lost,
+        cause: "connection refused".into(),
+        read: vec![0, 1],
+    });
+    assert_eq!(relocations.try_recv().unwrap().unwrap(), relocated);
+    assert!(
+        h.run_until_quiet(1).is_empty(),
+        "no recompute for a stale report"
+    );
+}
+
+#[test]
+fn a_delivered_job_whose_result_cannot_be_computed_again_tells_its_client() {
+    let mut h = Harness::new(1, 1);
+    let (mut done, mut relocations) = h.submit_relocatable(1, &[(&[], 2)]);
+    h.run_until_quiet(1);
+    done.try_recv().unwrap().unwrap();
+    // The only worker is lost while the client reads.
+    h.event(Event::WorkerLost {
+        worker: 0,
+        cause: "its connection closed".into(),
+    });
+    let error = relocations.try_recv().unwrap().unwrap_err().to_string();
+    assert!(error.contains("every worker was lost"), "{error}");
 }

@@ -1,0 +1,160 @@
+//! Whether running a task graph again gives the same result rows in the same order, which
+//! decides how a client recovers from a result partition lost while it reads it.
+//!
+//! Within a stage Shoal runs one partition of a plan fragment over inputs read in a fixed
+//! order (`ShuffleReadExec` reads its sources one after another), so scans, filters,
+//! projections, joins, aggregates, sorts, limits and windows give the same rows in the
+//! same order every time. Not so:
+//! - an operator that interleaves several input partitions as they arrive
+//!   (`RepartitionExec`, `CoalescePartitionsExec` over more than one partition);
+//! - a volatile function (`random()`, `uuid()`), whose values differ between runs;
+//! - a sink (`COPY`, `INSERT`), which must not write its files twice.
+//!
+//! An aggregate or sort that spills emits its rows in another order than one that did not;
+//! the client checks the row at the resume point, so that case fails rather than
+//! repeats or skips rows.
+
+use std::sync::Arc;
+
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::physical_expr_common::physical_expr::is_volatile;
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
+
+use crate::graph::TaskGraph;
+
+/// What may differ when a graph's stages run again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplayHazard {
+    /// A stage writes files or tables: once its result is delivered it is not run again.
+    Effects(String),
+    /// Rows may come in another order or with other values: a result partition lost
+    /// part-way through cannot be resumed.
+    Order(String),
+}
+
+impl std::fmt::Display for ReplayHazard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Effects(why) | Self::Order(why) => f.write_str(why),
+        }
+    }
+}
+
+/// The first hazard found in `graph`'s stages, effects before order.
+pub fn graph_replay_hazard(graph: &TaskGraph) -> Option<ReplayHazard> {
+    let hazards: Vec<ReplayHazard> = graph
+        .stages
+        .iter()
+        .filter_map(|stage| replay_hazard(&stage.plan))
+        .collect();
+    hazards
+        .iter()
+        .find(|h| matches!(h, ReplayHazard::Effects(_)))
+        .or(hazards.first())
+        .cloned()
+}
+
+/// What in `plan` may make a second run differ from the first, if anything.
+pub fn replay_hazard(plan: &Arc<dyn ExecutionPlan>) -> Option<ReplayHazard> {
+    let mut found: Option<ReplayHazard> = None;
+    let walked = plan.apply(|node| {
+        let name = node.name();
+        let interleaves = matches!(name, "RepartitionExec" | "CoalescePartitionsExec")
+            && node
+                .children()
+                .first()
+                .is_some_and(|input| input.output_partitioning().partition_count() > 1);
+        if name == "DataSinkExec" {
+            found = Some(ReplayHazard::Effects(format!(
+                "{name} writes its output when it runs"
+            )));
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        if interleaves && found.is_none() {
+            found = Some(ReplayHazard::Order(format!(
+                "{name} interleaves its input partitions in the order they arrive"
+            )));
+        }
+        node.apply_expressions(&mut |expr| {
+            if found.is_none() && expr.exists(|e| Ok(is_volatile(e)))? {
+                found = Some(ReplayHazard::Order(format!(
+                    "{name} evaluates a volatile function ({expr})"
+                )));
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })?;
+        Ok(TreeNodeRecursion::Continue)
+    });
+    if walked.is_err() {
+        // A plan that cannot be walked is not known to be safe.
+        return Some(ReplayHazard::Order(
+            "the plan could not be inspected".into(),
+        ));
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::prelude::{SessionConfig, SessionContext};
+
+    use super::*;
+
+    async fn hazard(sql: &str) -> Option<ReplayHazard> {
+        // One partition: no exchanges, as within one of Shoal's stages.
+        let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1));
+        ctx.sql("create table t(a int, b varchar) as values (1, 'x'), (2, 'y')")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let plan = ctx
+            .sql(sql)
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        replay_hazard(&plan)
+    }
+
+    #[tokio::test]
+    async fn interleaving_exchanges_are_named() {
+        let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(4));
+        let plan = ctx
+            .sql("select count(*) from generate_series(1, 100000) group by value % 7")
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        let Some(ReplayHazard::Order(why)) = replay_hazard(&plan) else {
+            panic!("a hash exchange over several partitions interleaves them");
+        };
+        assert!(why.contains("RepartitionExec"), "{why}");
+    }
+
+    #[tokio::test]
+    async fn scans_filters_and_aggregates_replay_exactly() {
+        assert_eq!(hazard("select a, b from t where a > 1").await, None);
+        assert_eq!(
+            hazard("select b, sum(a) from t group by b order by b").await,
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn volatile_functions_and_sinks_are_named() {
+        let Some(ReplayHazard::Order(why)) = hazard("select a, random() from t").await else {
+            panic!("random() is volatile");
+        };
+        assert!(why.contains("random()"), "{why}");
+        // Planning a copy writes nothing.
+        let copy = "copy t to '/nonexistent/shoal-replay/out.csv'";
+        let Some(ReplayHazard::Effects(why)) = hazard(copy).await else {
+            panic!("a copy writes files");
+        };
+        assert!(why.contains("DataSinkExec"), "{why}");
+    }
+}
