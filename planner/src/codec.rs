@@ -36,10 +36,11 @@ use crate::array::{CellDim, CellScanExec, CellVar, ChunkExec, NdChunk, Op};
 use crate::graph::OutputSpec;
 use crate::scan::FileScanContextExec;
 use crate::shuffle::{ReadMode, ShuffleReadExec, ShuffleWriteExec};
+use crate::sink::StagedSinkExec;
 
 #[derive(Clone, PartialEq, prost::Message)]
 struct NodeProto {
-    #[prost(oneof = "Kind", tags = "1, 2, 3, 4, 5")]
+    #[prost(oneof = "Kind", tags = "1, 2, 3, 4, 5, 6")]
     kind: Option<Kind>,
 }
 
@@ -55,6 +56,14 @@ enum Kind {
     Chunk(ChunkProto),
     #[prost(message, tag = "5")]
     Cells(CellsProto),
+    #[prost(message, tag = "6")]
+    StagedSink(StagedSinkProto),
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct StagedSinkProto {
+    #[prost(string, tag = "1")]
+    id: String,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -221,6 +230,15 @@ impl PhysicalExtensionCodec for ShoalCodec {
                 Ok(Arc::new(ChunkExec::new(Arc::new(decode_program(&chunk)?))))
             }
             Some(Kind::Cells(cells)) => Ok(Arc::new(decode_cells(&cells)?)),
+            Some(Kind::StagedSink(staged)) => {
+                let [input] = inputs else {
+                    return internal_err!("StagedSinkExec takes one input, got {}", inputs.len());
+                };
+                Ok(Arc::new(StagedSinkExec::from_parts(
+                    Arc::clone(input),
+                    staged.id,
+                )))
+            }
             Some(Kind::Scan(scan)) => {
                 let input = decode_plan(&scan.input, ctx)?;
                 Ok(Arc::new(FileScanContextExec::from_parts(input, scan.files)))
@@ -266,6 +284,10 @@ impl PhysicalExtensionCodec for ShoalCodec {
             Kind::Chunk(encode_program(chunk.program())?)
         } else if let Some(cells) = node.downcast_ref::<CellScanExec>() {
             Kind::Cells(encode_cells(cells)?)
+        } else if let Some(staged) = node.downcast_ref::<StagedSinkExec>() {
+            Kind::StagedSink(StagedSinkProto {
+                id: staged.id().to_string(),
+            })
         } else if let Some(scan) = node.downcast_ref::<FileScanContextExec>() {
             Kind::Scan(ScanProto {
                 files: scan.files().to_vec(),

@@ -83,6 +83,7 @@ pub mod replay;
 pub mod resources;
 pub mod scan;
 pub mod shuffle;
+pub mod sink;
 pub mod split;
 
 pub use codec::{ShoalCodec, decode_plan, encode_plan};

@@ -8,7 +8,9 @@
 //! - an operator that interleaves several input partitions as they arrive
 //!   (`RepartitionExec`, `CoalescePartitionsExec` over more than one partition);
 //! - a volatile function (`random()`, `uuid()`), whose values differ between runs;
-//! - a sink (`COPY`, `INSERT`), which must not write its files twice.
+//! - a sink (`COPY`, `INSERT`) writing where Shoal cannot stage it (an object store), whose
+//!   second run would add its files again; a staged sink ([`StagedSinkExec`]) replaces
+//!   them, so running it again is safe.
 //!
 //! An aggregate or sort that spills emits its rows in another order than one that did not;
 //! the client checks the row at the resume point, so that case fails rather than
@@ -17,6 +19,8 @@
 use std::sync::Arc;
 
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+
+use crate::sink::StagedSinkExec;
 use datafusion::physical_expr_common::physical_expr::is_volatile;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 
@@ -56,42 +60,56 @@ pub fn graph_replay_hazard(graph: &TaskGraph) -> Option<ReplayHazard> {
 
 /// What in `plan` may make a second run differ from the first, if anything.
 pub fn replay_hazard(plan: &Arc<dyn ExecutionPlan>) -> Option<ReplayHazard> {
-    let mut found: Option<ReplayHazard> = None;
-    let walked = plan.apply(|node| {
-        let name = node.name();
-        let interleaves = matches!(name, "RepartitionExec" | "CoalescePartitionsExec")
-            && node
-                .children()
-                .first()
-                .is_some_and(|input| input.output_partitioning().partition_count() > 1);
-        if name == "DataSinkExec" {
-            found = Some(ReplayHazard::Effects(format!(
-                "{name} writes its output when it runs"
-            )));
-            return Ok(TreeNodeRecursion::Stop);
-        }
-        if interleaves && found.is_none() {
-            found = Some(ReplayHazard::Order(format!(
-                "{name} interleaves its input partitions in the order they arrive"
-            )));
-        }
-        node.apply_expressions(&mut |expr| {
-            if found.is_none() && expr.exists(|e| Ok(is_volatile(e)))? {
-                found = Some(ReplayHazard::Order(format!(
-                    "{name} evaluates a volatile function ({expr})"
-                )));
-            }
-            Ok(TreeNodeRecursion::Continue)
-        })?;
-        Ok(TreeNodeRecursion::Continue)
-    });
-    if walked.is_err() {
+    let mut found = None;
+    if walk(plan, false, &mut found).is_err() {
         // A plan that cannot be walked is not known to be safe.
         return Some(ReplayHazard::Order(
             "the plan could not be inspected".into(),
         ));
     }
     found
+}
+
+/// Looks for hazards in `node` and below; `staged` says a [`StagedSinkExec`] is above
+/// (its files are replaced whole by a second run, not added to).
+fn walk(
+    node: &Arc<dyn ExecutionPlan>,
+    staged: bool,
+    found: &mut Option<ReplayHazard>,
+) -> datafusion::common::Result<()> {
+    let name = node.name();
+    if name == "DataSinkExec" && !staged {
+        *found = Some(ReplayHazard::Effects(format!(
+            "{name} adds files each time it runs"
+        )));
+        return Ok(());
+    }
+    let interleaves = matches!(name, "RepartitionExec" | "CoalescePartitionsExec")
+        && node
+            .children()
+            .first()
+            .is_some_and(|input| input.output_partitioning().partition_count() > 1);
+    if interleaves && found.is_none() {
+        *found = Some(ReplayHazard::Order(format!(
+            "{name} interleaves its input partitions in the order they arrive"
+        )));
+    }
+    node.apply_expressions(&mut |expr| {
+        if found.is_none() && expr.exists(|e| Ok(is_volatile(e)))? {
+            *found = Some(ReplayHazard::Order(format!(
+                "{name} evaluates a volatile function ({expr})"
+            )));
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    let staged = staged || node.is::<StagedSinkExec>();
+    for child in node.children() {
+        walk(child, staged, found)?;
+        if matches!(found, Some(ReplayHazard::Effects(_))) {
+            break;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -156,5 +174,20 @@ mod tests {
             panic!("a copy writes files");
         };
         assert!(why.contains("DataSinkExec"), "{why}");
+    }
+
+    #[tokio::test]
+    async fn a_staged_sink_may_run_again() {
+        let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1));
+        let plan = ctx
+            .sql("copy (select 1 as a) to '/nonexistent/shoal-replay/out.csv'")
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        let staged = StagedSinkExec::wrap(plan);
+        assert_eq!(staged.name(), "StagedSinkExec");
+        assert_eq!(replay_hazard(&staged), None);
     }
 }

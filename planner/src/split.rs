@@ -32,6 +32,7 @@ use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, PlanProp
 use crate::graph::{OutputSpec, Stage, StageId, TaskGraph};
 use crate::scan::FileScanContextExec;
 use crate::shuffle::{ReadMode, ShuffleReadExec, ShuffleWriteExec};
+use crate::sink::StagedSinkExec;
 
 /// Cuts `plan` into stages and expands them into a [`TaskGraph`]. The last stage computes
 /// the plan's output partitions, one task each.
@@ -146,7 +147,7 @@ impl Splitter {
         }
 
         let plan = replace_children_if_necessary(plan, children)?;
-        Ok(make_cancellable(plan))
+        Ok(StagedSinkExec::wrap(make_cancellable(plan)))
     }
 }
 

@@ -538,6 +538,80 @@ async fn a_result_that_would_differ_when_recomputed_fails_in_one_line_when_lost_
     assert!(!error.contains('\n'), "one line: {error}");
 }
 
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.path().is_dir() {
+                out.extend(files_under(&entry.path()));
+            } else {
+                out.push(entry.path());
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_whose_writer_is_killed_leaves_each_file_once_and_whole() {
+    let mut cluster = Cluster::start(2);
+    let session = cluster.session();
+    session.register_dir(tpch_dir().to_str().unwrap()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("out");
+    let query = "select l_orderkey, l_linenumber, l_comment, value, value % 4 as part \
+                 from lineitem cross join generate_series(1, 12)";
+    let copy = format!(
+        "copy ({query}) to '{}' stored as parquet partitioned by (part)",
+        target.display()
+    );
+    let df = session.sql(&copy).await.unwrap();
+    let job = session.execute(df.logical_plan()).await.unwrap();
+    // Kill the worker writing the files once it has started: the write is the only task
+    // running then (its stage starts when the scan's has finished).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !files_under(dir.path()).iter().any(|f| {
+        f.to_string_lossy().contains(".shoal-") && f.extension().is_some_and(|e| e == "parquet")
+    }) {
+        assert!(Instant::now() < deadline, "no file was written");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let status = session.status().await.unwrap();
+    let writer = status
+        .workers
+        .iter()
+        .find(|w| w.tasks_running > 0)
+        .expect("a worker is writing")
+        .id;
+    assert!(
+        !target.exists(),
+        "nothing is in place before the write completes"
+    );
+    kill9(&mut cluster.workers[writer]);
+    let counts: Vec<_> = job.stream.try_collect().await.unwrap();
+    let expected_rows = 12 * 60_175;
+    assert_eq!(rows(&counts), vec![vec![expected_rows.to_string()]]);
+    // One file per partition value, and nothing left beside the target.
+    let files = files_under(&target);
+    assert_eq!(files.len(), 4, "{files:?}");
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("out")]);
+    // The files hold every row once.
+    let check = Session::builder().workers(1).build().unwrap();
+    check.register_dir(dir.path().to_str().unwrap()).unwrap();
+    let sql = "select (select count(*) from out) as n, (select count(*) from \
+               (select distinct l_orderkey, l_linenumber, value from out)) as d";
+    let read = check.sql(sql).await.unwrap().collect().await.unwrap();
+    assert_eq!(
+        rows(&read),
+        vec![vec![expected_rows.to_string(), expected_rows.to_string()]]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_array_result_survives_its_worker_freezing_while_the_client_reads() {
     let mut cluster = Cluster::start(1);
