@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use datafusion::common::{Result, internal_datafusion_err};
 use datafusion::execution::TaskContext;
 use datafusion::execution::runtime_env::RuntimeEnv;
-use shoal_planner::{JobId, ShuffleEnv, ShuffleIo, TaskId, WorkerId, bucket_bytes};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::execution_plan::reset_plan_states;
+use shoal_planner::{JobId, ShuffleEnv, ShuffleIo, StageId, TaskId, WorkerId, bucket_bytes};
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 
@@ -44,6 +46,9 @@ pub struct Worker {
 
 type Key = (JobId, TaskId, u32);
 
+/// A running task's key, slot, start and the plan it runs.
+type Started = (Key, usize, Instant, Option<Arc<dyn ExecutionPlan>>);
+
 impl Worker {
     /// Operator reservations plus in-memory task outputs, in bytes.
     pub fn memory_used(runtime: &RuntimeEnv, store: &ResultStore) -> usize {
@@ -61,9 +66,14 @@ impl Worker {
         let mut running: JoinSet<TaskOutcome> = JoinSet::new();
         let mut queue: VecDeque<Launch> = VecDeque::new();
         // Each running task's key, slot and start.
-        let mut by_id: HashMap<tokio::task::Id, (Key, usize, Instant)> = HashMap::new();
+        let mut by_id: HashMap<tokio::task::Id, Started> = HashMap::new();
         let mut busy = vec![false; self.slots.max(1)];
         let mut handles: HashMap<Key, AbortHandle> = HashMap::new();
+        // A stage's plan is shared by its tasks on this worker, and so is operator state
+        // built once per plan (a broadcast join's hash table). A task that failed may
+        // have left that state failed for good: later tasks of the stage run a copy with
+        // fresh state instead.
+        let mut fresh = FreshPlans::default();
         let mut tick = tokio::time::interval(Duration::from_millis(50));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -77,6 +87,7 @@ impl Worker {
                                 handle.abort();
                             }
                         }
+                        fresh.forget(job, None);
                         queue.retain(|l| {
                             if l.job != job {
                                 return true;
@@ -89,8 +100,14 @@ impl Worker {
                         });
                         self.store.remove_job(job);
                     }
-                    Some(WorkerMsg::ReleaseJob(job)) => self.store.remove_job(job),
-                    Some(WorkerMsg::ReleaseStage(job, stage)) => self.store.remove_stage(job, stage),
+                    Some(WorkerMsg::ReleaseJob(job)) => {
+                        fresh.forget(job, None);
+                        self.store.remove_job(job);
+                    }
+                    Some(WorkerMsg::ReleaseStage(job, stage)) => {
+                        fresh.forget(job, Some(stage));
+                        self.store.remove_stage(job, stage);
+                    }
                     Some(WorkerMsg::Peer(id, address)) => peers(id, address),
                 },
                 Some(joined) = running.join_next_with_id(), if !running.is_empty() => {
@@ -106,9 +123,14 @@ impl Worker {
                             }
                         }
                     };
-                    if let Some((key, slot, started)) = by_id.remove(&id) {
+                    if let Some((key, slot, started, plan)) = by_id.remove(&id) {
                         handles.remove(&key);
                         busy[slot] = false;
+                        if let (Some(plan), TaskOutcome::FetchFailed { .. } | TaskOutcome::Failed(_)) =
+                            (plan, &outcome)
+                        {
+                            fresh.renew(key.0, key.1.stage, plan);
+                        }
                         let mut outcome = outcome;
                         if let TaskOutcome::Finished(report) = &mut outcome {
                             report.slot = slot;
@@ -127,8 +149,9 @@ impl Worker {
                 if !may_start(running.len(), self.slots, used, self.pause_above) {
                     break;
                 }
-                let launch = queue.pop_front().expect("queue is not empty");
+                let mut launch = queue.pop_front().expect("queue is not empty");
                 let key = (launch.job, launch.task, launch.attempt);
+                let plan = fresh.apply(&mut launch);
                 if let StagePlan::Noop = launch.plan {
                     let (job, task, attempt) = key;
                     let outcome = TaskOutcome::Finished(TaskReport::default());
@@ -146,7 +169,7 @@ impl Worker {
                 // A free slot exists: fewer tasks run than there are slots.
                 let slot = busy.iter().position(|b| !b).unwrap_or(0);
                 busy[slot] = true;
-                by_id.insert(handle.id(), (key, slot, Instant::now()));
+                by_id.insert(handle.id(), (key, slot, Instant::now(), plan));
                 handles.insert(key, handle);
             }
         }
@@ -170,6 +193,38 @@ impl Worker {
             let worker = self.id;
             let _ = events.send(Event::Spilled { job, worker, bytes });
         }
+    }
+}
+
+/// Copies with fresh operator state of the stage plans whose tasks failed here.
+#[derive(Default)]
+struct FreshPlans(HashMap<(JobId, StageId), Arc<dyn ExecutionPlan>>);
+
+impl FreshPlans {
+    /// Runs `launch` on its stage's fresh copy, if there is one; returns the plan it runs.
+    fn apply(&self, launch: &mut Launch) -> Option<Arc<dyn ExecutionPlan>> {
+        let StagePlan::Decoded { plan, .. } = &mut launch.plan else {
+            return None;
+        };
+        if let Some(copy) = self.0.get(&(launch.job, launch.task.stage)) {
+            *plan = Arc::clone(copy);
+        }
+        Some(Arc::clone(plan))
+    }
+
+    /// A task of the stage failed running `plan`: later ones run a fresh copy.
+    fn renew(&mut self, job: JobId, stage: StageId, plan: Arc<dyn ExecutionPlan>) {
+        match reset_plan_states(plan) {
+            Ok(copy) => {
+                self.0.insert((job, stage), copy);
+            }
+            Err(e) => tracing::warn!("stage {stage} of job {job} keeps its plan: {e}"),
+        }
+    }
+
+    fn forget(&mut self, job: JobId, stage: Option<StageId>) {
+        self.0
+            .retain(|(j, s), _| *j != job || stage.is_some_and(|stage| *s != stage));
     }
 }
 

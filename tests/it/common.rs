@@ -89,7 +89,8 @@ pub fn rows(batches: &[RecordBatch]) -> Vec<Vec<String>> {
     out
 }
 
-fn cells_equal(expected: &str, actual: &str) -> bool {
+/// Whether two cells hold the same text, or numbers within a small tolerance.
+pub fn cells_equal(expected: &str, actual: &str) -> bool {
     let (e, a) = (expected.trim(), actual.trim());
     if e == a {
         return true;

@@ -284,9 +284,12 @@ impl JobState {
         self.reopen(stage);
     }
 
-    /// A finished task's output is gone.
+    /// A finished task's output is gone. It runs again, and its attempts count afresh:
+    /// they bound a task that keeps failing, not one whose output keeps being lost (each
+    /// loss is a lost worker, which other bounds count).
     pub(super) fn unfinish(&mut self, task: TaskId) {
         self.tasks[task.stage][task.partition] = TaskState::Waiting;
+        self.attempts[task.stage][task.partition] = 0;
         self.tasks_left[task.stage] += 1;
         self.tasks_done -= 1;
     }
