@@ -1,4 +1,5 @@
-//! Shared fixtures: TPC-H data at scale factor 0.01, answers, result comparison.
+//! Shared fixtures: TPC-H data (scale factor 0.01, and others on request), answers, result
+//! comparison.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -12,25 +13,28 @@ use shoal::{JobEvent, JobEventKind, Session};
 /// The TPC-H tables at scale factor 0.01, generated once per build directory.
 pub fn tpch_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("tpch-sf0.01");
-        if !shoal::tpch::is_generated(&dir) {
-            // Generate beside the final name and rename, so concurrent test processes
-            // never see half a data set.
-            let staging = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-            shoal::tpch::generate(0.01, staging.path(), false, &|_| {}).unwrap();
-            let staged = staging.keep();
-            if std::fs::rename(&staged, &dir).is_err() {
-                let _ = std::fs::remove_dir_all(&staged);
-            }
+    DIR.get_or_init(|| tpch_at(0.01))
+}
+
+/// The TPC-H tables at scale factor `sf`, generated once per build directory.
+pub fn tpch_at(sf: f64) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("tpch-sf{sf}"));
+    if !shoal::tpch::is_generated(&dir) {
+        // Generate beside the final name and rename, so concurrent test processes never
+        // see half a data set.
+        let staging = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        shoal::tpch::generate(sf, staging.path(), false, &|_| {}).unwrap();
+        let staged = staging.keep();
+        if std::fs::rename(&staged, &dir).is_err() {
+            let _ = std::fs::remove_dir_all(&staged);
         }
-        assert!(
-            shoal::tpch::is_generated(&dir),
-            "TPC-H data at {}",
-            dir.display()
-        );
-        dir
-    })
+    }
+    assert!(
+        shoal::tpch::is_generated(&dir),
+        "TPC-H data at {}",
+        dir.display()
+    );
+    dir
 }
 
 /// Where the shared TPC-H answers are (`../shared` beside the repository, or

@@ -17,7 +17,7 @@ mod common;
 mod chaos;
 mod recovery;
 
-use common::{answer, assert_rows_eq, events_until_done, rows, tpch_dir};
+use common::{answer, assert_rows_eq, events_until_done, rows, tpch_at, tpch_dir};
 
 const TOKEN: &str = "test-token-7f3a";
 
@@ -1158,7 +1158,7 @@ async fn sixty_four_clients_get_right_answers_and_the_scheduler_stays_small() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(8.0);
-    let lineitem = tpch_dir().join("lineitem.parquet");
+    let lineitem = tpch_at(0.1).join("lineitem.parquet");
     let lineitem = lineitem.to_str().unwrap();
     let queries: Vec<String> = (0..8)
         .map(|k| {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use shoal::Session;
 use shoal::datafusion::arrow::array::RecordBatch;
 
-use super::common::{cells_equal, rows, shared_dir};
+use super::common::{cells_equal, rows, shared_dir, tpch_at};
 use super::{Cluster, kill9};
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -45,19 +45,7 @@ impl Rng {
 
 /// TPC-H tables at `sf`: `SHOAL_CHAOS_DATA`, or generated once per build directory.
 fn data(sf: f64) -> PathBuf {
-    if let Some(dir) = std::env::var_os("SHOAL_CHAOS_DATA") {
-        return PathBuf::from(dir);
-    }
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("tpch-sf{sf}"));
-    if !shoal::tpch::is_generated(&dir) {
-        let staging = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-        shoal::tpch::generate(sf, staging.path(), false, &|_| {}).unwrap();
-        let staged = staging.keep();
-        if std::fs::rename(&staged, &dir).is_err() {
-            let _ = std::fs::remove_dir_all(&staged);
-        }
-    }
-    dir
+    std::env::var_os("SHOAL_CHAOS_DATA").map_or_else(|| tpch_at(sf), PathBuf::from)
 }
 
 /// Whether `actual` holds `expected`'s rows, in order or (for ties an `ORDER BY` leaves
