@@ -755,16 +755,19 @@ async fn a_query_whose_only_worker_is_killed_fails_as_worker_lost() {
 }
 
 #[test]
-fn results_on_a_worker_clients_cannot_reach_fail_as_a_fetch_naming_it() {
+fn results_on_a_worker_clients_cannot_reach_fail_naming_its_address() {
     let mut cluster = Cluster::scheduler(Some(TOKEN), &[]);
-    // Nothing listens on port 1: the client cannot fetch the results the worker keeps.
+    // Nothing listens on port 1: the client cannot fetch the results the worker keeps,
+    // reports it, and the scheduler finds the port refusing connections: the only worker
+    // is lost, and there is nowhere to compute the result again.
     cluster.add_worker(&["--advertise", "127.0.0.1:1"]);
     cluster.wait_for_workers(1);
     let out = cluster_sql(&cluster, "select 1").output().unwrap();
     super::assert_error_of_kind(
         &out,
-        shoal::ErrorKind::FetchFailed,
-        "fetching from worker 0 failed: tcp connect error",
+        shoal::ErrorKind::WorkerLost,
+        "every worker was lost (the last, worker 0 at 127.0.0.1:1: a peer could not fetch \
+         from it and its data port 127.0.0.1:1 refuses connections",
     );
 }
 

@@ -245,7 +245,7 @@ impl ResultReader {
                 ),
             ));
         }
-        tracing::warn!(
+        tracing::info!(
             "reading result partition {} of job {} from worker {worker} failed: {cause}",
             self.partition,
             self.job
