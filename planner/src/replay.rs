@@ -118,36 +118,26 @@ mod tests {
 
     use super::*;
 
+    /// The physical plan of `sql` with `partitions` partitions per exchange, over a
+    /// table `t(a int, b varchar)`.
+    async fn physical(sql: &str, partitions: usize) -> Arc<dyn ExecutionPlan> {
+        let config = SessionConfig::new().with_target_partitions(partitions);
+        let ctx = SessionContext::new_with_config(config);
+        let create = "create table t(a int, b varchar) as values (1, 'x'), (2, 'y')";
+        ctx.sql(create).await.unwrap().collect().await.unwrap();
+        let df = ctx.sql(sql).await.unwrap();
+        df.create_physical_plan().await.unwrap()
+    }
+
+    /// The hazard of `sql` in one partition: no exchanges, as within one of Shoal's stages.
     async fn hazard(sql: &str) -> Option<ReplayHazard> {
-        // One partition: no exchanges, as within one of Shoal's stages.
-        let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1));
-        ctx.sql("create table t(a int, b varchar) as values (1, 'x'), (2, 'y')")
-            .await
-            .unwrap()
-            .collect()
-            .await
-            .unwrap();
-        let plan = ctx
-            .sql(sql)
-            .await
-            .unwrap()
-            .create_physical_plan()
-            .await
-            .unwrap();
-        replay_hazard(&plan)
+        replay_hazard(&physical(sql, 1).await)
     }
 
     #[tokio::test]
     async fn interleaving_exchanges_are_named() {
-        let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(4));
-        let plan = ctx
-            .sql("select count(*) from generate_series(1, 100000) group by value % 7")
-            .await
-            .unwrap()
-            .create_physical_plan()
-            .await
-            .unwrap();
-        let Some(ReplayHazard::Order(why)) = replay_hazard(&plan) else {
+        let sql = "select count(*) from generate_series(1, 100000) group by value % 7";
+        let Some(ReplayHazard::Order(why)) = replay_hazard(&physical(sql, 4).await) else {
             panic!("a hash exchange over several partitions interleaves them");
         };
         assert!(why.contains("RepartitionExec"), "{why}");
@@ -178,15 +168,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_staged_sink_may_run_again() {
-        let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1));
-        let plan = ctx
-            .sql("copy (select 1 as a) to '/nonexistent/shoal-replay/out.csv'")
-            .await
-            .unwrap()
-            .create_physical_plan()
-            .await
-            .unwrap();
-        let staged = StagedSinkExec::wrap(plan);
+        let copy = "copy (select 1 as a) to '/nonexistent/shoal-replay/out.csv'";
+        let staged = StagedSinkExec::wrap(physical(copy, 1).await);
         assert_eq!(staged.name(), "StagedSinkExec");
         assert_eq!(replay_hazard(&staged), None);
     }

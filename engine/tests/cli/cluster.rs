@@ -222,6 +222,15 @@ async fn first_error(
     }
 }
 
+/// Sends signal `name` (`STOP`, `CONT`) to `child`.
+fn signal(child: &Child, name: &str) {
+    let pid = child.id().to_string();
+    let sent = Command::new("kill")
+        .args([&format!("-{name}"), &pid])
+        .status();
+    assert!(sent.unwrap().success(), "kill -{name} {pid}");
+}
+
 fn kill9(child: &mut Child) {
     // `Child::kill` sends SIGKILL on Unix: the process gets no chance to say goodbye.
     child.kill().unwrap();
@@ -515,14 +524,7 @@ async fn a_frozen_worker_is_lost_when_its_heartbeats_stop() {
     let cluster = Cluster::start(2);
     let session = cluster.session();
     // SIGSTOP keeps the connection open but silences the worker.
-    let pid = cluster.workers[1].id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-STOP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal(&cluster.workers[1], "STOP");
     let started = Instant::now();
     loop {
         let status = session.status().await.unwrap();
@@ -543,7 +545,7 @@ async fn a_frozen_worker_is_lost_when_its_heartbeats_stop() {
         .unwrap();
     let expected = vec![vec!["97".to_string(), (96 * 97 / 2).to_string()]];
     assert_rows_eq("on the remaining worker", &expected, &rows(&batches));
-    let _ = Command::new("kill").args(["-CONT", &pid]).status();
+    signal(&cluster.workers[1], "CONT");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

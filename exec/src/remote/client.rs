@@ -15,82 +15,21 @@ use shoal_planner::{
     encode_plan, graph_replay_hazard, shoal_err,
 };
 use tokio::sync::watch;
-use tonic::service::Interceptor;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
-use tonic::{Code, Request, Status};
 
+use super::control::{ControlClient, connect_error, control_client};
 use super::events::{event_from_proto, failure_from_proto};
-use super::proto::{self, job_event, scheduler_client::SchedulerClient};
+use super::proto::{self, job_event};
 use super::resources_to_proto;
-use super::results::{Location, ResultReader};
+use super::results::{Location, ResultReader, ResultSource};
 use super::server::status_from_proto;
 use crate::cluster::{Cluster, JobHandle};
 use crate::flight::FlightTransport;
 use crate::protocol::{ClusterStatus, JobEvent, Progress};
 use crate::security::Security;
 
-/// Adds the cluster token to every control-plane call.
-#[derive(Debug, Clone)]
-pub struct Auth(Arc<Security>);
-
-impl Interceptor for Auth {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        self.0.authorize(&mut request)?;
-        Ok(request)
-    }
-}
-
-/// A control-plane client with the token attached.
-pub type ControlClient = SchedulerClient<InterceptedService<Channel, Auth>>;
-
-/// Connects to the scheduler at `url`; the error says why it cannot be reached.
-pub async fn control_client(url: &str, security: &Arc<Security>) -> Result<ControlClient> {
-    let channel = security.endpoint(url)?.connect().await.map_err(|e| {
-        let mut cause = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(s) = source {
-            cause = s.to_string();
-            source = s.source();
-        }
-        shoal_err(
-            ErrorKind::Io,
-            format!("cannot reach the scheduler at {url}: {cause}"),
-        )
-    })?;
-    Ok(
-        SchedulerClient::with_interceptor(channel, Auth(Arc::clone(security)))
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX),
-    )
-}
-
 /// The client's own runtime ended under a call: a bug, not the user's doing.
 fn runtime_stopped() -> DataFusionError {
     shoal_err(ErrorKind::Internal, "the client runtime stopped")
-}
-
-/// A one-line error for a control-plane call to the scheduler at `url` that failed.
-pub fn connect_error(url: &str, status: &Status) -> DataFusionError {
-    let message = status.message();
-    match status.code() {
-        Code::Unauthenticated => shoal_err(
-            ErrorKind::Input,
-            format!("the scheduler at {url} refused the call: {message}"),
-        ),
-        Code::Unavailable | Code::Unknown | Code::Cancelled => shoal_err(
-            ErrorKind::Io,
-            format!("lost the connection to the scheduler at {url}: {message}"),
-        ),
-        Code::InvalidArgument | Code::FailedPrecondition => shoal_err(
-            ErrorKind::Input,
-            format!("the scheduler at {url}: {message}"),
-        ),
-        _ => shoal_err(
-            ErrorKind::Internal,
-            format!("the scheduler at {url}: {message}"),
-        ),
-    }
 }
 
 /// A connection to a running cluster (`shoal scheduler` and its workers).
@@ -263,16 +202,15 @@ impl Cluster for RemoteCluster {
                 .into_iter()
                 .map(|(_, worker, address)| Location { worker, address })
                 .collect();
-            let reader = ResultReader::new(
-                remote_job,
-                result_stage,
+            let source = ResultSource {
+                job: remote_job,
+                stage: result_stage,
                 url,
                 client,
                 transport,
                 events,
-                locations,
-                hazard,
-            );
+            };
+            let reader = ResultReader::new(source, locations, hazard);
             Ok::<_, DataFusionError>(reader.into_stream())
         };
         let stream = futures::stream::once(outputs).try_flatten();

@@ -3,6 +3,7 @@
 //! Arrow Flight (see [`crate::flight`]).
 
 pub mod client;
+pub mod control;
 pub mod events;
 mod results;
 pub mod server;

@@ -21,7 +21,7 @@ use shoal_planner::{
     ErrorKind, JobId, PartitionKey, ReplayHazard, StageId, TaskId, WorkerId, shoal_err,
 };
 
-use super::client::{ControlClient, connect_error};
+use super::control::{ControlClient, connect_error};
 use super::events::failure_from_proto;
 use super::proto::{self, job_event};
 use crate::flight::FlightTransport;
@@ -51,16 +51,23 @@ struct Reading {
     skip: usize,
 }
 
+/// Where a delivered job's result comes from.
+pub(super) struct ResultSource {
+    pub(super) job: JobId,
+    /// The result stage.
+    pub(super) stage: StageId,
+    /// The scheduler's URL and a client of it, to report lost reads.
+    pub(super) url: String,
+    pub(super) client: ControlClient,
+    pub(super) transport: Arc<FlightTransport>,
+    /// The job's stream from the scheduler, which carries relocations after `Done`.
+    pub(super) events: tonic::Streaming<proto::JobEvent>,
+}
+
 /// A delivered job's result, read partition by partition. Holding it keeps the job (and
 /// its outputs) alive on the cluster: the job ends when its stream to the scheduler does.
 pub(super) struct ResultReader {
-    job: JobId,
-    stage: StageId,
-    url: String,
-    client: ControlClient,
-    transport: Arc<FlightTransport>,
-    /// The job's stream from the scheduler, which carries relocations after `Done`.
-    events: tonic::Streaming<proto::JobEvent>,
+    source: ResultSource,
     locations: Vec<Location>,
     /// What keeps a lost partition from being resumed part-way, if anything.
     hazard: Option<ReplayHazard>,
@@ -74,24 +81,13 @@ pub(super) struct ResultReader {
 }
 
 impl ResultReader {
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
-        job: JobId,
-        stage: StageId,
-        url: String,
-        client: ControlClient,
-        transport: Arc<FlightTransport>,
-        events: tonic::Streaming<proto::JobEvent>,
+        source: ResultSource,
         locations: Vec<Location>,
         hazard: Option<ReplayHazard>,
     ) -> Self {
         Self {
-            job,
-            stage,
-            url,
-            client,
-            transport,
-            events,
+            source,
             locations,
             hazard,
             partition: 0,
@@ -128,7 +124,7 @@ impl ResultReader {
             }
             let step = {
                 let reading = self.reading.as_mut().expect("opened above");
-                let events = &mut self.events;
+                let events = &mut self.source.events;
                 tokio::select! {
                     batch = reading.batches.next() => Step::Batch(batch),
                     event = events.message() => Step::Event(event),
@@ -170,18 +166,18 @@ impl ResultReader {
             return Err(self.cannot_resume(&format!("the query does not replay exactly: {hazard}")));
         }
         let Location { worker, address } = self.locations[self.partition].clone();
-        self.transport.set_address_if_new(worker, address);
+        self.source.transport.set_address_if_new(worker, address);
         let key = PartitionKey {
-            job: self.job,
+            job: self.source.job,
             task: TaskId {
-                stage: self.stage,
+                stage: self.source.stage,
                 partition: self.partition,
             },
             bucket: 0,
         };
         self.reading = Some(Reading {
             worker,
-            batches: self.transport.fetch(key, worker)?,
+            batches: self.source.transport.fetch(key, worker)?,
             skip: self.delivered,
         });
         Ok(())
@@ -230,7 +226,7 @@ impl ResultReader {
                 format!(
                     "the result of job {} was lost on worker {worker} after it was computed, \
                      and it is not computed again because {why}: {cause}",
-                    self.job
+                    self.source.job
                 ),
             ));
         }
@@ -241,30 +237,31 @@ impl ResultReader {
                 format!(
                     "gave up reading the result of job {} after {MAX_LOST_READS} failed reads: \
                      {cause}",
-                    self.job
+                    self.source.job
                 ),
             ));
         }
         tracing::info!(
             "reading result partition {} of job {} from worker {worker} failed: {cause}",
             self.partition,
-            self.job
+            self.source.job
         );
         let report = proto::ResultLostRequest {
-            job: self.job,
+            job: self.source.job,
             partition: self.partition as u32,
             worker_id: worker as u64,
             cause,
             read: (0..self.partition as u32).collect(),
         };
-        self.client
+        self.source
+            .client
             .result_lost(report)
             .await
-            .map_err(|status| connect_error(&self.url, &status))?;
+            .map_err(|status| connect_error(&self.source.url, &status))?;
         // The next relocation that names this partition says where to read it (a stale
         // one pointing at the same worker fails again, and is reported again).
         loop {
-            let event = self.events.message().await;
+            let event = self.source.events.message().await;
             if self.relocated(event)? {
                 return Ok(());
             }
@@ -278,13 +275,13 @@ impl ResultReader {
         &mut self,
         event: std::result::Result<Option<proto::JobEvent>, tonic::Status>,
     ) -> Result<bool> {
-        let event = event.map_err(|status| connect_error(&self.url, &status))?;
+        let event = event.map_err(|status| connect_error(&self.source.url, &status))?;
         let Some(event) = event else {
             return Err(shoal_err(
                 ErrorKind::Io,
                 format!(
                     "lost the connection to the scheduler at {} while reading the result",
-                    self.url
+                    self.source.url
                 ),
             ));
         };
@@ -328,7 +325,7 @@ impl ResultReader {
             format!(
                 "result partition {} of job {} was lost after {} of its rows were read and \
                  cannot be resumed: {why}; run the query again",
-                self.partition, self.job, self.delivered
+                self.partition, self.source.job, self.delivered
             ),
         )
     }

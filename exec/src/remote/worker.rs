@@ -23,7 +23,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::Request;
 
-use super::client::{connect_error, control_client};
+use super::control::{connect_error, control_client};
 use super::events::failure_to_proto;
 use super::proto::{self, command, scheduler_message, worker_message};
 use super::{PROTOCOL_VERSION, resources_to_proto};

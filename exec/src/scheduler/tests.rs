@@ -13,6 +13,8 @@ use crate::protocol::{
     TaskOutcome, TaskReport, WorkerMsg, WorkerStatus, failure_message,
 };
 
+mod recovery;
+
 type Done = oneshot::Receiver<Result<JobOutputs, DataFusionError>>;
 
 /// A scheduler over `n` one-slot workers that reads its commands back, with no threads.
@@ -61,22 +63,10 @@ impl Harness {
         request: Resources,
         timeout: Duration,
     ) -> Done {
-        let spec = JobSpec {
-            stages: stages
-                .iter()
-                .map(|(inputs, tasks)| StageSpec {
-                    inputs: inputs.to_vec(),
-                    tasks: *tasks,
-                    plan: StagePlan::Noop,
-                })
-                .collect(),
-            request,
-            placement_timeout: timeout,
-        };
         let (done, rx) = oneshot::channel();
         self.event(Event::Submit {
             job,
-            spec,
+            spec: noop_spec(stages, request, timeout),
             done,
             relocated: None,
         });
@@ -93,23 +83,11 @@ impl Harness {
         Done,
         mpsc::UnboundedReceiver<Result<JobOutputs, DataFusionError>>,
     ) {
-        let spec = JobSpec {
-            stages: stages
-                .iter()
-                .map(|(inputs, tasks)| StageSpec {
-                    inputs: inputs.to_vec(),
-                    tasks: *tasks,
-                    plan: StagePlan::Noop,
-                })
-                .collect(),
-            request: Resources::default(),
-            placement_timeout: Duration::from_secs(60),
-        };
         let (done, rx) = oneshot::channel();
         let (relocated, relocations) = mpsc::unbounded_channel();
         self.event(Event::Submit {
             job,
-            spec,
+            spec: noop_spec(stages, Resources::default(), Duration::from_secs(60)),
             done,
             relocated: Some(relocated),
         });
@@ -199,6 +177,22 @@ impl Harness {
             ..TaskReport::default()
         };
         self.end(job, worker, task, attempt, TaskOutcome::Finished(report));
+    }
+}
+
+/// A job of no-op stages (`inputs`, `tasks`).
+fn noop_spec(stages: &[(&[StageId], usize)], request: Resources, timeout: Duration) -> JobSpec {
+    JobSpec {
+        stages: stages
+            .iter()
+            .map(|(inputs, tasks)| StageSpec {
+                inputs: inputs.to_vec(),
+                tasks: *tasks,
+                plan: StagePlan::Noop,
+            })
+            .collect(),
+        request,
+        placement_timeout: timeout,
     }
 }
 
@@ -740,177 +734,4 @@ fn an_output_a_suspect_reports_after_the_suspicion_is_computed_again_elsewhere()
     let relaunched: Vec<_> = h.launched(1).into_iter().map(|(t, ..)| t).collect();
     assert_eq!(relaunched, vec![late]);
     assert!(h.launched(0).is_empty());
-}
-
-#[test]
-fn unread_result_partitions_on_a_lost_worker_are_computed_again_and_relocated() {
-    let mut h = Harness::new(2, 1);
-    let (mut done, mut relocations) = h.submit_relocatable(1, &[(&[], 2), (&[0], 4)]);
-    h.run_until_quiet(1);
-    let outputs = done.try_recv().unwrap().unwrap();
-    let lost = outputs[2].1;
-    let on_lost: Vec<usize> = outputs
-        .iter()
-        .filter(|(_, w)| *w == lost)
-        .map(|(t, _)| t.partition)
-        .collect();
-    // The client read partitions 0 and 1, then could not read partition 2.
-    h.event(Event::ResultLost {
-        job: 1,
-        partition: 2,
-        worker: lost,
-        cause: "connection refused".into(),
-        read: vec![0, 1],
-    });
-    assert_eq!(
-        h.probes.try_recv().unwrap().0,
-        lost,
-        "the worker is suspect"
-    );
-    assert!(
-        relocations.try_recv().is_err(),
-        "nothing to tell before the recompute"
-    );
-    let ran = h.run_until_quiet(1);
-    // Stage 0 was released once stage 1 finished, so all of it runs again; of the
-    // result, only the unread partitions the lost worker held.
-    let result_tasks: Vec<usize> = ran
-        .iter()
-        .filter(|(_, t)| t.stage == 1)
-        .map(|(_, t)| t.partition)
-        .collect();
-    let mut expected: Vec<usize> = on_lost.into_iter().filter(|&p| p >= 2).collect();
-    let mut sorted = result_tasks.clone();
-    sorted.sort();
-    expected.sort();
-    assert_eq!(sorted, expected);
-    assert!(
-        ran.iter().all(|(w, _)| *w != lost),
-        "nothing on the suspect"
-    );
-    let relocated = relocations.try_recv().unwrap().unwrap();
-    let partitions: Vec<usize> = relocated.iter().map(|(t, _)| t.partition).collect();
-    assert_eq!(partitions, vec![2, 3], "every unread partition, in order");
-    assert!(relocated.iter().all(|(_, w)| *w != lost), "{relocated:?}");
-    // The same report again (a stale read) is answered with the places already known.
-    h.event(Event::ResultLost {
-        job: 1,
-        partition: 2,
-        worker: lost,
-        cause: "connection refused".into(),
-        read: vec![0, 1],
-    });
-    assert_eq!(relocations.try_recv().unwrap().unwrap(), relocated);
-    assert!(
-        h.run_until_quiet(1).is_empty(),
-        "no recompute for a stale report"
-    );
-}
-
-#[test]
-fn a_delivered_job_whose_result_cannot_be_computed_again_tells_its_client() {
-    let mut h = Harness::new(1, 1);
-    let (mut done, mut relocations) = h.submit_relocatable(1, &[(&[], 2)]);
-    h.run_until_quiet(1);
-    done.try_recv().unwrap().unwrap();
-    // The only worker is lost while the client reads.
-    h.event(Event::WorkerLost {
-        worker: 0,
-        cause: "its connection closed".into(),
-    });
-    let error = relocations.try_recv().unwrap().unwrap_err().to_string();
-    assert!(error.contains("every worker was lost"), "{error}");
-}
-
-/// Random worker losses against a job shaped like TPC-H q03's (a broadcast build read by
-/// a hash-partitioned stage, then a merge): tasks that read from a lost worker fail to
-/// fetch, as they do on a real cluster, and the job must still finish, with no launch
-/// reading from a worker already known to be lost.
-#[test]
-fn random_losses_never_send_a_task_to_read_from_a_lost_worker() {
-    for seed in 0..300u64 {
-        let mut rng = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        let mut next = move || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
-        let mut h = Harness::new(2, 1);
-        let stages: &[(&[StageId], usize)] = &[
-            (&[], 1),
-            (&[0], 2),
-            (&[1], 2),
-            (&[2], 2),
-            (&[3], 2),
-            (&[4], 1),
-        ];
-        let (mut done, _relocations) = h.submit_relocatable(1, stages);
-        let mut lost = std::collections::HashSet::new();
-        let mut pending = Vec::new();
-        let mut kills = 0;
-        let mut finished_as_poison = false;
-        for step in 0..2000 {
-            for w in 0..h.inboxes.len() {
-                for (task, attempt, locations) in h.launched(w) {
-                    for workers in locations.values() {
-                        assert!(
-                            workers.iter().all(|w| !lost.contains(w)),
-                            "seed {seed} step {step}: {task} launched on worker {w} reads \
-                             from a lost worker: {locations:?}"
-                        );
-                    }
-                    pending.push((w, task, attempt, locations));
-                }
-            }
-            if let Ok(result) = done.try_recv() {
-                if let Err(e) = result {
-                    // Two kills that hit the same running task stop it as a poison task.
-                    let message = e.to_string();
-                    assert!(
-                        message.contains("workers were lost while running it"),
-                        "{e}"
-                    );
-                    finished_as_poison = true;
-                }
-                break;
-            }
-            if kills < 4 && next() % 5 == 0 {
-                let alive: Vec<WorkerId> =
-                    (0..h.inboxes.len()).filter(|w| !lost.contains(w)).collect();
-                let victim = alive[(next() % alive.len() as u64) as usize];
-                lost.insert(victim);
-                kills += 1;
-                h.event(Event::WorkerLost {
-                    worker: victim,
-                    cause: "killed".into(),
-                });
-                let address = format!("127.0.0.1:{}", 9100 + h.inboxes.len());
-                h.join(&address);
-                continue;
-            }
-            if pending.is_empty() {
-                continue;
-            }
-            let i = (next() % pending.len() as u64) as usize;
-            let (w, task, attempt, locations) = pending.swap_remove(i);
-            if lost.contains(&w) {
-                continue;
-            }
-            // A worker that read its inputs before their holder died still finishes.
-            let dead = locations
-                .values()
-                .flatten()
-                .find(|w| lost.contains(w))
-                .copied();
-            match dead {
-                Some(from) if next() % 2 == 0 => h.end(1, w, task, attempt, fetch_failed(from)),
-                _ => h.finish(1, w, task, attempt),
-            }
-        }
-        assert!(
-            finished_as_poison || h.scheduler.jobs.get(&1).is_some_and(|j| j.delivered()),
-            "seed {seed}: the job did not finish"
-        );
-    }
 }

@@ -16,7 +16,7 @@ use shoal::Session;
 use shoal::datafusion::arrow::array::RecordBatch;
 
 use super::common::{cells_equal, rows, shared_dir, tpch_at};
-use super::{Cluster, kill9};
+use super::{Cluster, TOKEN, kill9};
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -43,9 +43,11 @@ impl Rng {
     }
 }
 
-/// TPC-H tables at `sf`: `SHOAL_CHAOS_DATA`, or generated once per build directory.
+/// TPC-H tables at `sf`: `SHOAL_CHAOS_DATA` (relative to the repository), or generated
+/// once per build directory.
 fn data(sf: f64) -> PathBuf {
-    std::env::var_os("SHOAL_CHAOS_DATA").map_or_else(|| tpch_at(sf), PathBuf::from)
+    let repository = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    std::env::var_os("SHOAL_CHAOS_DATA").map_or_else(|| tpch_at(sf), |d| repository.join(d))
 }
 
 /// Whether `actual` holds `expected`'s rows, in order or (for ties an `ORDER BY` leaves
@@ -90,7 +92,12 @@ async fn random_kills_during_tpch_queries_give_right_answers_and_no_failures() {
         expected.insert(name.clone(), rows(&batches));
     }
 
-    let mut cluster = Cluster::start(2);
+    // Workers as in the runs: one slot and 2 GiB each.
+    let worker = ["--cpus", "1", "--memory", "2GiB"];
+    let mut cluster = Cluster::scheduler(Some(TOKEN), &[]);
+    cluster.add_worker(&worker);
+    cluster.add_worker(&worker);
+    cluster.wait_for_workers(2);
     let session = cluster.session();
     session.register_dir(dir.to_str().unwrap()).unwrap();
     let mut alive = vec![0, 1];
@@ -120,7 +127,7 @@ async fn random_kills_during_tpch_queries_give_right_answers_and_no_failures() {
         tokio::time::sleep(delay).await;
         kill9(&mut cluster.workers[victim]);
         alive.retain(|&w| w != victim);
-        cluster.add_worker(&[]);
+        cluster.add_worker(&worker);
         alive.push(cluster.workers.len() - 1);
         let result: shoal::Result<Vec<RecordBatch>> = running.join_next().await.unwrap().unwrap();
         let what = format!(

@@ -1,7 +1,6 @@
 //! Results that survive lost workers: a stream read part-way, an array result, a `COPY`.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
@@ -9,7 +8,7 @@ use shoal::datafusion::arrow::array::RecordBatch;
 use shoal::{JobEventKind, Session};
 
 use super::common::{rows, tpch_dir};
-use super::{Cluster, kill9};
+use super::{Cluster, kill9, signal};
 
 /// Sorted rows, for comparing a result read in pieces with one read at once.
 fn sorted_rows(batches: &[RecordBatch]) -> Vec<Vec<String>> {
@@ -177,17 +176,10 @@ async fn an_array_result_survives_its_worker_freezing_while_the_client_reads() {
             break;
         }
     }
-    let pid = cluster.workers[0].id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-STOP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal(&cluster.workers[0], "STOP");
     cluster.add_worker(&[]);
     let got = reading.join_next().await.unwrap().unwrap().unwrap();
-    let _ = Command::new("kill").args(["-CONT", &pid]).status();
+    signal(&cluster.workers[0], "CONT");
     assert!(
         got == expected,
         "the values differ from the embedded answer"
