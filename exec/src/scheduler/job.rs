@@ -50,6 +50,8 @@ pub(super) struct JobState {
     pub(super) attempts: Vec<Vec<u32>>,
     /// Workers lost while running each task.
     pub(super) crashes: Vec<Vec<u32>>,
+    /// Runs of each task that failed to fetch an input.
+    pub(super) fetch_retries: Vec<Vec<u32>>,
     /// Unfinished tasks per stage.
     pub(super) tasks_left: Vec<usize>,
     /// Unfinished input stages per stage.
@@ -109,6 +111,7 @@ impl JobState {
                 .collect(),
             attempts: spec.stages.iter().map(|s| vec![0; s.tasks]).collect(),
             crashes: spec.stages.iter().map(|s| vec![0; s.tasks]).collect(),
+            fetch_retries: spec.stages.iter().map(|s| vec![0; s.tasks]).collect(),
             tasks_left: spec.stages.iter().map(|s| s.tasks).collect(),
             inputs_left: spec.stages.iter().map(|s| s.inputs.len()).collect(),
             stage_done: vec![false; n],

@@ -14,7 +14,8 @@
 //! scheduler then confirms the loss (a probe of the suspect's data port; silence past the
 //! heartbeat timeout) or clears the suspicion once the worker is heard from again. A job
 //! may see [`MAX_FETCH_FAILURES`] such losses; reports about a peer already known to be
-//! suspect or lost do not count. Each task runs at most [`MAX_ATTEMPTS`] times.
+//! suspect or lost do not count. Each task runs at most [`MAX_ATTEMPTS`] times, and fails
+//! to fetch its inputs at most [`MAX_TASK_FETCH_RETRIES`] times.
 
 mod failure;
 mod job;
@@ -50,6 +51,11 @@ pub const MAX_WORKER_CRASHES: u32 = 2;
 
 /// Distinct peer losses revealed by failed fetches that one job may see before it fails.
 pub const MAX_FETCH_FAILURES: u32 = 64;
+
+/// Runs of one task that may fail to fetch an input before its job fails: recomputing the
+/// inputs gives a task new places to read from each time, so a task that keeps failing
+/// is stuck, and must not spin forever.
+pub const MAX_TASK_FETCH_RETRIES: u32 = 64;
 
 /// Tasks shorter than this, launch to report, count as short.
 const SHORT_TASK: f64 = 0.002;
@@ -422,6 +428,24 @@ impl Scheduler {
                 // counts toward the job's bound: tasks that were already running against
                 // a peer now known to be suspect or lost fail the same way.
                 tracing::warn!("{task} of job {job} on worker {worker}: {cause}");
+                let retries = &mut state.fetch_retries[task.stage][task.partition];
+                *retries += 1;
+                if *retries > MAX_TASK_FETCH_RETRIES {
+                    let failure = TaskFailure {
+                        job,
+                        task,
+                        worker,
+                        cause: shoal_err(
+                            ErrorKind::FetchFailed,
+                            format!(
+                                "it failed to fetch its inputs {MAX_TASK_FETCH_RETRIES} times, \
+                                 the last: {cause}"
+                            ),
+                        ),
+                    };
+                    self.fail(job, DataFusionError::External(Box::new(failure)));
+                    return;
+                }
                 state.tasks[task.stage][task.partition] = TaskState::Waiting;
                 let attempts = &mut state.attempts[task.stage][task.partition];
                 *attempts = attempts.saturating_sub(1);

@@ -4,7 +4,8 @@ use std::collections::HashSet;
 
 use shoal_planner::{StageId, WorkerId};
 
-use super::{Harness, fetch_failed};
+use super::super::MAX_TASK_FETCH_RETRIES;
+use super::{Harness, fetch_failed, finish_launched};
 use crate::protocol::Event;
 
 #[test]
@@ -173,4 +174,46 @@ fn random_losses_never_send_a_task_to_read_from_a_lost_worker() {
             "seed {seed}: the job did not finish"
         );
     }
+}
+
+#[test]
+fn a_task_that_keeps_failing_to_fetch_from_a_lost_worker_fails_its_job_instead_of_spinning() {
+    let mut h = Harness::new(2, 1);
+    let (mut done, _relocations) = h.submit_relocatable(1, &[(&[], 1), (&[0], 1)]);
+    let consumers = finish_launched(&mut h, 1);
+    let &(w, task, mut attempt) = consumers.first().expect("the consumer runs");
+    let lost = 1 - w;
+    h.event(Event::WorkerLost {
+        worker: lost,
+        cause: "killed".into(),
+    });
+    // Every run of the consumer fails to fetch from the worker already lost (as when a
+    // worker kept a failed input in shared operator state).
+    let mut runs = 0;
+    let error = loop {
+        h.end(1, w, task, attempt, fetch_failed(lost));
+        runs += 1;
+        if let Ok(result) = done.try_recv() {
+            break result.unwrap_err().to_string();
+        }
+        assert!(runs < 1000, "the task spins");
+        // Its next run, after any producer that runs again.
+        let mut next = None;
+        while next.is_none() {
+            for (t, a, _) in h.launched(w) {
+                if t == task {
+                    next = Some(a);
+                } else {
+                    h.finish(1, w, t, a);
+                }
+            }
+        }
+        attempt = next.unwrap();
+    };
+    assert_eq!(runs, MAX_TASK_FETCH_RETRIES as usize + 1);
+    assert!(
+        error.contains("failed to fetch its inputs 64 times"),
+        "{error}"
+    );
+    assert!(error.contains(&task.to_string()), "{error}");
 }
