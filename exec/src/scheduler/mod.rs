@@ -431,19 +431,11 @@ impl Scheduler {
                 let retries = &mut state.fetch_retries[task.stage][task.partition];
                 *retries += 1;
                 if *retries > MAX_TASK_FETCH_RETRIES {
-                    let failure = TaskFailure {
-                        job,
-                        task,
-                        worker,
-                        cause: shoal_err(
-                            ErrorKind::FetchFailed,
-                            format!(
-                                "it failed to fetch its inputs {MAX_TASK_FETCH_RETRIES} times, \
-                                 the last: {cause}"
-                            ),
-                        ),
-                    };
-                    self.fail(job, DataFusionError::External(Box::new(failure)));
+                    let why = format!(
+                        "it failed to fetch its inputs {MAX_TASK_FETCH_RETRIES} times, the last: \
+                         {cause}"
+                    );
+                    self.give_up_fetching(job, task, worker, why);
                     return;
                 }
                 state.tasks[task.stage][task.partition] = TaskState::Waiting;
@@ -454,19 +446,11 @@ impl Scheduler {
                 if new_loss {
                     state.fetch_failures += 1;
                     if state.fetch_failures > MAX_FETCH_FAILURES {
-                        let failure = TaskFailure {
-                            job,
-                            task,
-                            worker,
-                            cause: shoal_err(
-                                ErrorKind::FetchFailed,
-                                format!(
-                                    "gave up after {MAX_FETCH_FAILURES} peers were lost \
-                                     during the job: {cause}"
-                                ),
-                            ),
-                        };
-                        self.fail(job, DataFusionError::External(Box::new(failure)));
+                        let why = format!(
+                            "gave up after {MAX_FETCH_FAILURES} peers were lost during the job: \
+                             {cause}"
+                        );
+                        self.give_up_fetching(job, task, worker, why);
                         return;
                     }
                     self.suspect(from, &cause);
@@ -554,6 +538,17 @@ impl Scheduler {
             state.lose_outputs(worker);
             self.send_releases(job);
         }
+    }
+
+    /// Fails `job` because `task` (on `worker`) could not get its inputs, saying `why`.
+    fn give_up_fetching(&mut self, job: JobId, task: TaskId, worker: WorkerId, why: String) {
+        let failure = TaskFailure {
+            job,
+            task,
+            worker,
+            cause: shoal_err(ErrorKind::FetchFailed, why),
+        };
+        self.fail(job, DataFusionError::External(Box::new(failure)));
     }
 
     fn send_releases(&mut self, job: JobId) {
