@@ -7,6 +7,7 @@ mod dataframe;
 mod equivalence;
 mod errors;
 mod flight;
+mod fuzz;
 mod labeled;
 mod runtime;
 mod slt;

@@ -1,0 +1,1 @@
+select a, b from t where a > 1 order by a desc limit 2

@@ -1,0 +1,1 @@
+select b, count(*), sum(a), avg(a) from t group by b having count(*) > 0

@@ -1,0 +1,1 @@
+select x.a, y.b from t x join t y on x.a = y.a left join t z on z.b = y.b

@@ -1,0 +1,1 @@
+with c as (select a * 2 as d from t) select d from c where d in (select a from t)

@@ -1,0 +1,1 @@
+select * from t where exists (select 1 from t u where u.a = t.a) and a not in (select a from t where a is not null)

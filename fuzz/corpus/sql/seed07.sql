@@ -1,0 +1,1 @@
+select case when a > 1 then 'big' else b end, coalesce(a, 0), cast(a as double) / 3 from t

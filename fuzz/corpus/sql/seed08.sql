@@ -1,0 +1,1 @@
+select a from t union all select a + 1 from t except select 3

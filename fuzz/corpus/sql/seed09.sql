@@ -1,0 +1,1 @@
+explain select a, sum(a) over () from t

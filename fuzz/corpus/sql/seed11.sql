@@ -1,0 +1,1 @@
+select date '2024-01-31' + interval '1 month', now() is not null, substr(b, 1, 1) from t

@@ -1,0 +1,1 @@
+select count(distinct a), approx_percentile_cont(a, 0.5) from t
