@@ -11,6 +11,14 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 
+/// Run once before fuzzing: a panic that Shoal catches and turns into an error (as
+/// `decode_plan` does with datafusion-proto's and Arrow's) is the right answer, so it must
+/// not abort the fuzzer as libFuzzer's panic hook would; a panic that escapes an entry
+/// point still does.
+pub fn init() {
+    std::panic::set_hook(Box::new(|_| {}));
+}
+
 /// The runtime every entry point blocks on.
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
