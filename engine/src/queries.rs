@@ -16,8 +16,10 @@ impl Session {
     fn read(&self, path: &str) -> Result<DataFrame> {
         let ctx = self.context().clone();
         let location = shoal_io::Location::parse(path)?;
-        let provider =
-            self.block_on(async move { shoal_io::table_provider(&ctx.state(), &location).await })?;
+        let what = format!("reading '{path}'");
+        let provider = self.block_on(&what, async move {
+            shoal_io::table_provider(&ctx.state(), &location).await
+        })?;
         let df = self.context().read_table(provider)?;
         Ok(DataFrame::new(self.clone(), df))
     }

@@ -26,7 +26,7 @@ use shoal_planner::{
 };
 use shoal_sql::SHOAL_PLAN_TYPE;
 
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 
 /// Options for a new [`Session`]; start from [`Session::builder`].
 #[derive(Debug, Clone)]
@@ -306,19 +306,36 @@ impl Session {
             .unwrap_or_default()
     }
 
-    /// Runs `future` to completion on the session's runtime from synchronous code (also
-    /// from inside another async runtime).
-    pub(crate) fn block_on<F>(&self, future: F) -> F::Output
+    /// Runs `future` (`what` it does, for errors) to completion on the session's runtime
+    /// from synchronous code (also from inside another async runtime). A panic in it (a
+    /// file reader's, on bytes it cannot handle) is an error naming `what`, not the
+    /// caller's panic.
+    pub(crate) fn block_on<F, T, E>(&self, what: &str, future: F) -> Result<T>
     where
-        F: Future + Send + 'static,
-        F::Output: Send + 'static,
+        F: Future<Output = std::result::Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: Into<Error> + Send + 'static,
     {
         let (tx, rx) = std::sync::mpsc::channel();
         let handle = self.inner.cluster.runtime().spawn(async move {
-            let _ = tx.send(future.await);
+            let outcome = std::panic::AssertUnwindSafe(future).catch_unwind().await;
+            let _ = tx.send(outcome);
         });
         drop(handle);
-        rx.recv().expect("the session runtime stopped")
+        match rx.recv() {
+            Ok(Ok(result)) => result.map_err(Into::into),
+            Ok(Err(payload)) => Err(Error::new(
+                ErrorKind::Input,
+                format!(
+                    "{what} failed: the reader panicked: {}",
+                    shoal_exec::panic_message(payload)
+                ),
+            )),
+            Err(_) => Err(Error::new(
+                ErrorKind::Internal,
+                format!("{what} failed: the session's runtime stopped"),
+            )),
+        }
     }
 
     /// Registers a Parquet or CSV file, directory or object-store prefix, or a Zarr
@@ -330,7 +347,10 @@ impl Session {
         }
         let ctx = self.inner.ctx.clone();
         let (name, path) = (name.to_string(), path.to_string());
-        Ok(self.block_on(async move { shoal_io::register_table(&ctx, &name, &path).await })?)
+        let what = format!("reading '{path}'");
+        self.block_on(&what, async move {
+            shoal_io::register_table(&ctx, &name, &path).await
+        })
     }
 
     /// Registers the Zarr group at `path` as table `name`: one row per cell of its
@@ -340,7 +360,8 @@ impl Session {
         let env = self.inner.ctx.runtime_env();
         let fan_in = self.config().array.reduce_fan_in;
         let path = path.to_string();
-        let table = self.block_on(async move {
+        let what = format!("reading '{path}'");
+        let table = self.block_on(&what, async move {
             ZarrGroup::open(&env, &path)
                 .await?
                 .into_table(&path, fan_in)
@@ -523,7 +544,9 @@ impl Session {
     /// [`Session::status`] from synchronous code.
     pub fn status_blocking(&self) -> Result<ClusterStatus> {
         let session = self.clone();
-        self.block_on(async move { session.status().await })
+        self.block_on("asking for the cluster's status", async move {
+            session.status().await
+        })
     }
 
     /// With `shoal.data_plane = 'flight'`: where each worker serves its outputs and the

@@ -41,7 +41,7 @@ pub use store::{ResultStore, StoreStats};
 pub use transport::{InProcessTransport, Transport};
 
 /// The text a panic carried.
-pub(crate) fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+pub fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     payload
         .downcast_ref::<&str>()
         .map(|s| s.to_string())

@@ -52,6 +52,25 @@ async fn corrupt_and_truncated_parquet_are_named() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("truncated.parquet"), "{err}");
+
+    // A footer that makes the Parquet reader panic (found by fuzzing) is an error naming
+    // the file too, and the session goes on.
+    let crash = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/regressions/parquet/crash-a7d794888f15c5f1ce703e73b3b8c02a901e5138");
+    let footer = dir.path().join("footer.parquet");
+    std::fs::copy(crash, &footer).unwrap();
+    let s = session();
+    let err = s
+        .register("footer", footer.to_str().unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("footer.parquet"), "{err}");
+    assert!(!err.contains('\n'), "one line: {err}");
+    s.register(
+        "orders",
+        tpch_dir().join("orders.parquet").to_str().unwrap(),
+    )
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -40,7 +40,8 @@ impl Session {
     pub fn open_zarr(&self, path: &str) -> Result<Dataset> {
         let env = self.context().runtime_env();
         let path = path.to_string();
-        let group = self.block_on(async move { ZarrGroup::open(&env, &path).await })?;
+        let what = format!("reading '{path}'");
+        let group = self.block_on(&what, async move { ZarrGroup::open(&env, &path).await })?;
         let indexes = group
             .coords
             .iter()
