@@ -1,5 +1,7 @@
 //! Fuzzing entry points: each takes arbitrary bytes where Shoal takes input it does not
-//! control, and must return (with an error, or nothing) rather than panic. The cargo-fuzz
+//! control, and must return rather than panic. Each returns how much it got through
+//! (statements planned, plans decoded, rows read), so the replay test can check that its
+//! seeds are read, not just refused. The cargo-fuzz
 //! targets in `fuzz/` call them; `tests/it/fuzz.rs` replays their corpora (and every crash
 //! found, kept under `fuzz/regressions/`) as ordinary tests.
 
@@ -52,43 +54,49 @@ fn context() -> SessionContext {
 }
 
 /// SQL text through Shoal's statement planning, DataFusion's physical planning and the
-/// stage split; nothing is executed.
-pub fn sql(data: &[u8]) {
+/// stage split; nothing is executed. Returns the statements split into stages.
+pub fn sql(data: &[u8]) -> usize {
     let Ok(text) = std::str::from_utf8(data) else {
-        return;
+        return 0;
     };
     let ctx = context();
     runtime().block_on(async {
         let Ok(statements) = shoal_sql::parse_sql(text, "generic") else {
-            return;
+            return 0;
         };
+        let mut split = 0;
         for statement in statements {
-            let Ok(shoal_sql::Planned::Query(plan)) =
-                shoal_sql::plan_statement(&ctx, statement).await
-            else {
-                continue;
+            // A query, or the statement an `EXPLAIN` shows the stages of.
+            let plan = match shoal_sql::plan_statement(&ctx, statement).await {
+                Ok(shoal_sql::Planned::Query(plan)) => plan,
+                Ok(shoal_sql::Planned::Explain { inner, .. }) => (*inner).clone(),
+                _ => continue,
             };
-            if let Ok(physical) = ctx.state().create_physical_plan(&plan).await {
-                let _ = shoal_planner::split_into_stages(physical);
+            if let Ok(physical) = ctx.state().create_physical_plan(&plan).await
+                && shoal_planner::split_into_stages(physical).is_ok()
+            {
+                split += 1;
             }
         }
-    });
+        split
+    })
 }
 
-/// Bytes a worker would take for a stage plan.
-pub fn plan(data: &[u8]) {
+/// Bytes a worker would take for a stage plan. Returns 1 if they decode.
+pub fn plan(data: &[u8]) -> usize {
     let ctx = context();
-    let _ = shoal_planner::decode_plan(data, &ctx.task_ctx());
+    usize::from(shoal_planner::decode_plan(data, &ctx.task_ctx()).is_ok())
 }
 
-/// A file's bytes read as CSV (`csv`) or Parquet, through a query over it.
-fn read_file(data: &[u8], extension: &str) {
+/// A file's bytes read as CSV (`csv`) or Parquet, through a query over it. Returns the
+/// rows read.
+fn read_file(data: &[u8], extension: &str) -> usize {
     let Ok(dir) = tempfile::tempdir() else {
-        return;
+        return 0;
     };
     let path = dir.path().join(format!("input.{extension}"));
     if std::fs::write(&path, data).is_err() {
-        return;
+        return 0;
     }
     let session = shoal::Session::builder()
         .workers(1)
@@ -99,20 +107,23 @@ fn read_file(data: &[u8], extension: &str) {
             .register("f", path.to_str().unwrap_or_default())
             .is_err()
         {
-            return;
+            return 0;
         }
-        if let Ok(df) = session.sql("select * from f").await {
-            let _ = df.collect().await;
-        }
-    });
+        let Ok(df) = session.sql("select * from f").await else {
+            return 0;
+        };
+        df.collect()
+            .await
+            .map_or(0, |batches| batches.iter().map(|b| b.num_rows()).sum())
+    })
 }
 
-/// A CSV file's bytes.
-pub fn csv(data: &[u8]) {
-    read_file(data, "csv");
+/// A CSV file's bytes; returns the rows read.
+pub fn csv(data: &[u8]) -> usize {
+    read_file(data, "csv")
 }
 
-/// A Parquet file's bytes.
-pub fn parquet(data: &[u8]) {
-    read_file(data, "parquet");
+/// A Parquet file's bytes; returns the rows read.
+pub fn parquet(data: &[u8]) -> usize {
+    read_file(data, "parquet")
 }
