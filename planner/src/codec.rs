@@ -16,9 +16,7 @@ use datafusion::execution::TaskContext;
 use datafusion::physical_expr::{EquivalenceProperties, LexOrdering};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::{ExecutionPlan, PlanProperties};
-use datafusion_proto::bytes::{
-    physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
-};
+use datafusion_proto::bytes::physical_plan_to_bytes_with_extension_codec;
 use datafusion_proto::physical_plan::from_proto::{
     parse_physical_sort_exprs, parse_protobuf_partitioning,
 };
@@ -33,6 +31,7 @@ use prost::Message;
 
 use crate::array::program::{ChunkProgram, ProgramNode};
 use crate::array::{CellDim, CellScanExec, CellVar, ChunkExec, NdChunk, Op};
+use crate::checked::{CheckedConverter, check_ipc_stream};
 use crate::graph::OutputSpec;
 use crate::scan::FileScanContextExec;
 use crate::shuffle::{ReadMode, ShuffleReadExec, ShuffleWriteExec};
@@ -140,10 +139,18 @@ pub fn encode_plan(plan: Arc<dyn ExecutionPlan>) -> Result<Vec<u8>> {
 /// Rebuilds a plan from [`encode_plan`]'s bytes; functions resolve through `ctx`. Bytes
 /// that do not make a plan are an error: `datafusion-proto` unwraps some fields it expects
 /// (e.g. Parquet options), so its panics on malformed input are caught and reported here,
-/// and a worker keeps running whatever the network hands it.
+/// and a worker keeps running whatever the network hands it. Embedded Arrow IPC streams
+/// are checked before they are read (see [`crate::checked`]).
 pub fn decode_plan(bytes: &[u8], ctx: &TaskContext) -> Result<Arc<dyn ExecutionPlan>> {
+    let malformed =
+        |why: &dyn std::fmt::Display| plan_err!("malformed plan ({} bytes): {why}", bytes.len());
+    let node = match protobuf::PhysicalPlanNode::decode(bytes) {
+        Ok(node) => node,
+        Err(e) => return malformed(&e),
+    };
     let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        physical_plan_from_bytes_with_extension_codec(bytes, ctx, &ShoalCodec)
+        let decode_ctx = PhysicalPlanDecodeContext::new(ctx, &ShoalCodec);
+        CheckedConverter.proto_to_execution_plan(&node, &decode_ctx)
     }));
     decoded.unwrap_or_else(|panic| {
         let why = panic
@@ -151,10 +158,7 @@ pub fn decode_plan(bytes: &[u8], ctx: &TaskContext) -> Result<Arc<dyn ExecutionP
             .map(|s| s.to_string())
             .or_else(|| panic.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "no reason given".to_string());
-        plan_err!(
-            "malformed plan ({} bytes): the decoder failed: {why}",
-            bytes.len()
-        )
+        malformed(&format!("the decoder failed: {why}"))
     })
 }
 
@@ -339,6 +343,7 @@ fn decode_program(proto: &ChunkProto) -> Result<ChunkProgram> {
             .literals
             .get(*id)
             .ok_or_else(|| internal_datafusion_err!("array literal {id} is missing"))?;
+        check_ipc_stream(bytes, &format!("array literal {id}"))?;
         let reader = StreamReader::try_new(std::io::Cursor::new(bytes.as_slice()), None)?;
         let mut chunks = Vec::with_capacity(grid.len());
         for (i, batch) in reader.enumerate() {
@@ -382,6 +387,7 @@ fn encode_cells(cells: &CellScanExec) -> Result<CellsProto> {
 fn decode_cells(proto: &CellsProto) -> Result<CellScanExec> {
     let mut dims = Vec::with_capacity(proto.dim_names.len());
     for (name, bytes) in proto.dim_names.iter().zip(&proto.dim_labels) {
+        check_ipc_stream(bytes, &format!("labels of dimension '{name}'"))?;
         let mut reader = StreamReader::try_new(std::io::Cursor::new(bytes.as_slice()), None)?;
         let batch = reader.next().ok_or_else(|| {
             internal_datafusion_err!("labels of dimension '{name}' are missing")

@@ -15,6 +15,7 @@ use shoal::{JobEventKind, Session};
 mod common;
 
 mod chaos;
+mod malformed;
 mod recovery;
 
 use common::{answer, assert_rows_eq, events_until_done, rows, tpch_at, tpch_dir};

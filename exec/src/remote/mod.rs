@@ -5,6 +5,7 @@
 pub mod client;
 pub mod control;
 pub mod events;
+pub mod offline;
 mod results;
 pub mod server;
 pub mod worker;

@@ -59,6 +59,10 @@ impl Default for SchedulerOptions {
     }
 }
 
+/// Tasks one submitted job may have: the scheduler keeps state per task, so a job of
+/// billions (a malformed or hostile request) would exhaust its memory.
+pub const MAX_JOB_TASKS: u64 = 1 << 22;
+
 /// Commands sent to a worker in one message, at most.
 const BATCH: usize = 1024;
 
@@ -143,20 +147,7 @@ impl proto::scheduler_server::Scheduler for Service {
         let Some(worker_message::Kind::Register(register)) = first.kind else {
             return Err(Status::invalid_argument("a worker must register first"));
         };
-        if register.protocol_version != PROTOCOL_VERSION {
-            return Err(Status::failed_precondition(format!(
-                "the worker speaks protocol version {}, this scheduler speaks {PROTOCOL_VERSION}: \
-                 run the same Shoal version everywhere",
-                register.protocol_version
-            )));
-        }
-        let info = WorkerStatus {
-            address: register.flight_address.clone(),
-            slots: register.slots.max(1) as usize,
-            resources: resources_from_proto(&register.resources),
-            memory_limit: register.memory_limit,
-            ..Default::default()
-        };
+        let (info, address) = registration(register)?;
         let (tx, commands) = mpsc::unbounded_channel();
         let (reply, id) = oneshot::channel();
         self.events
@@ -165,7 +156,7 @@ impl proto::scheduler_server::Scheduler for Service {
         let id = id
             .await
             .map_err(|_| Status::unavailable("the scheduler is shutting down"))?;
-        self.addresses.write().insert(id, register.flight_address);
+        self.addresses.write().insert(id, address);
         self.spawn(read_worker(id, inbound, self.events.clone()));
         let (out, out_rx) = mpsc::channel(16);
         let registered = proto::SchedulerMessage {
@@ -249,15 +240,8 @@ impl proto::scheduler_server::Scheduler for Service {
         &self,
         request: Request<proto::ResultLostRequest>,
     ) -> Result<Response<proto::ResultLostReply>, Status> {
-        let lost = request.into_inner();
         self.events
-            .send(Event::ResultLost {
-                job: lost.job,
-                partition: lost.partition as usize,
-                worker: lost.worker_id as WorkerId,
-                cause: lost.cause,
-                read: lost.read.iter().map(|&p| p as usize).collect(),
-            })
+            .send(result_lost_event(request.into_inner()))
             .map_err(|_| Status::unavailable("the scheduler is shutting down"))?;
         Ok(Response::new(proto::ResultLostReply {}))
     }
@@ -277,10 +261,104 @@ impl proto::scheduler_server::Scheduler for Service {
     }
 }
 
+/// A worker's registration, checked: it must speak this scheduler's protocol. Returns
+/// the worker as the scheduler sees it and its data address.
+pub(crate) fn registration(register: proto::Register) -> Result<(WorkerStatus, String), Status> {
+    if register.protocol_version != PROTOCOL_VERSION {
+        return Err(Status::failed_precondition(format!(
+            "the worker speaks protocol version {}, this scheduler speaks {PROTOCOL_VERSION}: \
+             run the same Shoal version everywhere",
+            register.protocol_version
+        )));
+    }
+    let info = WorkerStatus {
+        address: register.flight_address.clone(),
+        slots: register.slots.max(1) as usize,
+        resources: resources_from_proto(&register.resources),
+        memory_limit: register.memory_limit,
+        ..Default::default()
+    };
+    Ok((info, register.flight_address))
+}
+
+/// The scheduler events of one batch of outcomes and heartbeats from worker `id`.
+pub(crate) fn batch_events(id: WorkerId, batch: proto::WorkerBatch) -> Vec<Event> {
+    let mut events = Vec::new();
+    if let Some(heartbeat) = batch.heartbeat {
+        events.push(Event::Heartbeat {
+            worker: id,
+            memory_used: heartbeat.memory_used,
+            spilled_bytes: heartbeat.spilled_bytes,
+        });
+    }
+    events.extend(batch.fetched.into_iter().map(|fetched| Event::Fetched {
+        job: fetched.job,
+        from: fetched.from_worker as WorkerId,
+        to: id,
+        bytes: fetched.bytes,
+    }));
+    events.extend(batch.spilled.into_iter().map(|spilled| Event::Spilled {
+        job: spilled.job,
+        worker: id,
+        bytes: spilled.bytes,
+    }));
+    for ended in batch.ended {
+        let Some(task) = ended.task else { continue };
+        let outcome = match ended.outcome {
+            Some(proto::task_ended::Outcome::Finished(f)) => TaskOutcome::Finished(TaskReport {
+                bucket_bytes: f.bucket_bytes,
+                slot: f.slot as usize,
+                duration: Duration::try_from_secs_f64(f.duration_secs).unwrap_or_default(),
+            }),
+            Some(proto::task_ended::Outcome::Failed(f)) => {
+                let (kind, message) = failure_from_proto(&f);
+                let cause = shoal_err(kind, message);
+                if f.fetch_failed {
+                    TaskOutcome::FetchFailed {
+                        from: f.fetch_worker as WorkerId,
+                        cause,
+                    }
+                } else {
+                    TaskOutcome::Failed(cause)
+                }
+            }
+            Some(proto::task_ended::Outcome::Cancelled(_)) | None => TaskOutcome::Cancelled,
+        };
+        events.push(Event::TaskEnded {
+            job: task.job,
+            task: TaskId {
+                stage: task.stage as StageId,
+                partition: task.partition as usize,
+            },
+            attempt: task.attempt,
+            worker: id,
+            outcome,
+        });
+    }
+    events
+}
+
+/// A client's report that it could not read a result partition.
+pub(crate) fn result_lost_event(lost: proto::ResultLostRequest) -> Event {
+    Event::ResultLost {
+        job: lost.job,
+        partition: lost.partition as usize,
+        worker: lost.worker_id as WorkerId,
+        cause: lost.cause,
+        read: lost.read.iter().map(|&p| p as usize).collect(),
+    }
+}
+
 /// Turns a client's job into the scheduler's form, checking that it is well formed.
-fn job_spec(submit: proto::SubmitJob) -> Result<JobSpec, Status> {
+pub(crate) fn job_spec(submit: proto::SubmitJob) -> Result<JobSpec, Status> {
     if submit.stages.is_empty() {
         return Err(Status::invalid_argument("a job needs at least one stage"));
+    }
+    let tasks: u64 = submit.stages.iter().map(|s| u64::from(s.tasks)).sum();
+    if tasks > MAX_JOB_TASKS {
+        return Err(Status::invalid_argument(format!(
+            "a job may have at most {MAX_JOB_TASKS} tasks, this one has {tasks}"
+        )));
     }
     let config = Arc::new(submit.config);
     let mut stages = Vec::with_capacity(submit.stages.len());
@@ -487,65 +565,8 @@ async fn read_worker(
                 let Some(worker_message::Kind::Batch(batch)) = message.kind else {
                     continue;
                 };
-                if let Some(heartbeat) = batch.heartbeat {
-                    let _ = events.send(Event::Heartbeat {
-                        worker: id,
-                        memory_used: heartbeat.memory_used,
-                        spilled_bytes: heartbeat.spilled_bytes,
-                    });
-                }
-                for fetched in batch.fetched {
-                    let _ = events.send(Event::Fetched {
-                        job: fetched.job,
-                        from: fetched.from_worker as WorkerId,
-                        to: id,
-                        bytes: fetched.bytes,
-                    });
-                }
-                for spilled in batch.spilled {
-                    let _ = events.send(Event::Spilled {
-                        job: spilled.job,
-                        worker: id,
-                        bytes: spilled.bytes,
-                    });
-                }
-                for ended in batch.ended {
-                    let Some(task) = ended.task else { continue };
-                    let outcome = match ended.outcome {
-                        Some(proto::task_ended::Outcome::Finished(f)) => {
-                            TaskOutcome::Finished(TaskReport {
-                                bucket_bytes: f.bucket_bytes,
-                                slot: f.slot as usize,
-                                duration: Duration::try_from_secs_f64(f.duration_secs)
-                                    .unwrap_or_default(),
-                            })
-                        }
-                        Some(proto::task_ended::Outcome::Failed(f)) => {
-                            let (kind, message) = failure_from_proto(&f);
-                            let cause = shoal_err(kind, message);
-                            if f.fetch_failed {
-                                TaskOutcome::FetchFailed {
-                                    from: f.fetch_worker as WorkerId,
-                                    cause,
-                                }
-                            } else {
-                                TaskOutcome::Failed(cause)
-                            }
-                        }
-                        Some(proto::task_ended::Outcome::Cancelled(_)) | None => {
-                            TaskOutcome::Cancelled
-                        }
-                    };
-                    let _ = events.send(Event::TaskEnded {
-                        job: task.job,
-                        task: TaskId {
-                            stage: task.stage as StageId,
-                            partition: task.partition as usize,
-                        },
-                        attempt: task.attempt,
-                        worker: id,
-                        outcome,
-                    });
+                for event in batch_events(id, batch) {
+                    let _ = events.send(event);
                 }
             }
         }
@@ -592,7 +613,7 @@ fn stage_ref(job: JobId, stage: StageId) -> Option<proto::StageRef> {
 /// What one worker already has: stage plans, and the input locations last sent for each
 /// stage (a launch without inputs reuses them).
 #[derive(Default)]
-struct Shipped {
+pub(crate) struct Shipped {
     plans: FxHashSet<(JobId, StageId)>,
     locations: FxHashMap<(JobId, StageId), Locations>,
 }
@@ -604,7 +625,11 @@ impl Shipped {
     }
 }
 
-fn encode_command(msg: WorkerMsg, shipped: &mut Shipped, batch: &mut Vec<proto::Command>) {
+pub(crate) fn encode_command(
+    msg: WorkerMsg,
+    shipped: &mut Shipped,
+    batch: &mut Vec<proto::Command>,
+) {
     let mut push = |kind| batch.push(proto::Command { kind: Some(kind) });
     match msg {
         WorkerMsg::Launch(launch) => {
@@ -683,7 +708,7 @@ fn encode_command(msg: WorkerMsg, shipped: &mut Shipped, batch: &mut Vec<proto::
     }
 }
 
-fn status_to_proto(status: &ClusterStatus) -> proto::ClusterStatus {
+pub(crate) fn status_to_proto(status: &ClusterStatus) -> proto::ClusterStatus {
     proto::ClusterStatus {
         workers: status
             .workers

@@ -14,8 +14,8 @@ use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::session_state::SessionStateBuilder;
 use shoal_planner::config::ShoalSettings;
 use shoal_planner::{
-    JobId, Locations, Resources, StageId, TaskId, WorkerId, decode_plan, kind_of,
-    task_session_config,
+    ErrorKind, JobId, Locations, Resources, StageId, TaskId, WorkerId, decode_plan, kind_of,
+    shoal_err, task_session_config,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -152,7 +152,7 @@ pub async fn run_worker(
                 store.clear();
                 error
             }
-            Err(e) if ready.is_some() || kind_of(&e) != shoal_planner::ErrorKind::Io => {
+            Err(e) if ready.is_some() || kind_of(&e) != ErrorKind::Io => {
                 return Err(e);
             }
             Err(e) => e,
@@ -341,8 +341,10 @@ impl Commands {
                 } else {
                     decode_stage(&plan.plan, &plan.config, &self.runtime).map_err(|e| {
                         format!(
-                            "stage {} of job {} could not be decoded: {e}",
-                            stage.stage, stage.job
+                            "stage {} of job {} could not be decoded: {}",
+                            stage.stage,
+                            stage.job,
+                            e.message()
                         )
                     })
                 };
@@ -391,7 +393,7 @@ impl Commands {
                     task: id_of,
                     attempt: task.attempt,
                     worker: self.worker,
-                    outcome: TaskOutcome::Failed(DataFusionError::Execution(message)),
+                    outcome: TaskOutcome::Failed(shoal_err(ErrorKind::Planning, message)),
                 });
                 return;
             }

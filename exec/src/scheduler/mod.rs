@@ -106,6 +106,8 @@ pub struct Scheduler {
     outbox: Outbox,
     /// When a job last was submitted, ended or ran a task.
     last_activity: SystemTime,
+    /// Panics caught while handling events.
+    panics: u64,
 }
 
 impl Scheduler {
@@ -143,6 +145,7 @@ impl Scheduler {
             events: broadcast::channel(EVENT_BACKLOG).0,
             outbox: Outbox::default(),
             last_activity: SystemTime::now(),
+            panics: 0,
         }
     }
 
@@ -212,14 +215,38 @@ impl Scheduler {
                         self.step(event);
                     }
                 }
-                _ = tick.tick() => self.guarded(None, |s| {
-                    s.lose_silent_workers();
-                    s.fail_jobs_waiting_too_long();
-                }),
+                _ = tick.tick() => self.check_timers(),
             }
             self.guarded(None, Self::dispatch);
             self.publish();
         }
+    }
+
+    /// One turn of [`Self::run`]'s loop for `event`: handle it, dispatch, publish.
+    pub(crate) fn turn(&mut self, event: Event) {
+        self.step(event);
+        self.guarded(None, Self::dispatch);
+        self.publish();
+    }
+
+    /// What [`Self::run`] does on its timer: loses silent workers and fails jobs that
+    /// waited too long for a place.
+    pub(crate) fn tick(&mut self) {
+        self.check_timers();
+        self.guarded(None, Self::dispatch);
+        self.publish();
+    }
+
+    fn check_timers(&mut self) {
+        self.guarded(None, |s| {
+            s.lose_silent_workers();
+            s.fail_jobs_waiting_too_long();
+        });
+    }
+
+    /// Panics caught while handling events (bugs, each failing the job it concerned).
+    pub(crate) fn panics(&self) -> u64 {
+        self.panics
     }
 
     /// Handles one event; a bug that panics while handling it fails the job it concerns,
@@ -236,6 +263,7 @@ impl Scheduler {
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self)));
         let current = self.current.take();
         if let Err(payload) = result {
+            self.panics += 1;
             let text = crate::panic_message(payload);
             tracing::error!("the scheduler panicked: {text}");
             if let Some(job) = current {

@@ -113,9 +113,7 @@ impl Harness {
 
     /// Feeds one event and dispatches, as one turn of the event loop does.
     fn event(&mut self, event: Event) {
-        self.scheduler.step(event);
-        self.scheduler.guarded(None, Scheduler::dispatch);
-        self.scheduler.publish();
+        self.scheduler.turn(event);
     }
 
     /// Tasks launched on `worker` since the last call, with their input locations.

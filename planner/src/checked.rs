@@ -1,0 +1,168 @@
+//! Checks on a stage plan's embedded Arrow IPC streams before anything decodes them.
+//!
+//! A plan carries in-memory tables and array literals as Arrow IPC streams. Arrow's IPC
+//! reader allocates whatever length a message header declares, so a corrupted header can
+//! ask for petabytes and abort the process. An abort cannot be caught the way
+//! `decode_plan` catches decoder panics. So each stream is walked first, and every
+//! declared metadata and body length must fit in the bytes that are actually there.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::Schema;
+use datafusion::arrow::ipc::root_as_message;
+use datafusion::common::{Result, plan_err};
+use datafusion::physical_plan::{ExecutionPlan, PhysicalExpr};
+use datafusion_proto::physical_plan::{
+    DefaultPhysicalProtoConverter, PhysicalExtensionCodec, PhysicalPlanDecodeContext,
+    PhysicalProtoConverterExtension,
+};
+use datafusion_proto::protobuf;
+use datafusion_proto::protobuf::physical_plan_node::PhysicalPlanType;
+
+/// The IPC stream continuation marker that precedes each message's metadata length.
+const CONTINUATION: u32 = 0xFFFF_FFFF;
+
+/// Checks that `bytes` is an Arrow IPC stream whose messages fit in it: each message's
+/// metadata is a valid flatbuffer and its declared body lies within the stream. `what`
+/// names the stream in the error.
+pub fn check_ipc_stream(bytes: &[u8], what: &str) -> Result<()> {
+    let mut at = 0;
+    loop {
+        let word = |at: usize| -> Option<u32> {
+            let b = bytes.get(at..at + 4)?;
+            Some(u32::from_le_bytes(b.try_into().ok()?))
+        };
+        // The end of the bytes ends the stream, as Arrow's reader allows.
+        let Some(mut len) = word(at) else {
+            return Ok(());
+        };
+        at += 4;
+        if len == CONTINUATION {
+            let Some(next) = word(at) else {
+                return plan_err!(
+                    "{what}: the IPC stream ends inside a message header at byte {at}"
+                );
+            };
+            len = next;
+            at += 4;
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        let len = len as usize;
+        let Some(metadata) = bytes.get(at..at.saturating_add(len)) else {
+            return plan_err!(
+                "{what}: an IPC message at byte {at} declares {len} bytes of metadata, \
+                 {} are left",
+                bytes.len() - at
+            );
+        };
+        let message = root_as_message(metadata).map_err(|e| {
+            datafusion::common::plan_datafusion_err!(
+                "{what}: the IPC message at byte {at} is not valid: {e}"
+            )
+        })?;
+        at += len;
+        let body = message.bodyLength();
+        let left = bytes.len() - at;
+        if body < 0 || body as u64 > left as u64 {
+            return plan_err!(
+                "{what}: an IPC message at byte {at} declares a {body}-byte body, {left} \
+                 bytes are left"
+            );
+        }
+        at += body as usize;
+    }
+}
+
+/// Decodes plans like DataFusion's own converter, checking in-memory tables' IPC streams
+/// first (see the module docs). It is handed down to every node, so nested scans are
+/// checked too.
+pub(crate) struct CheckedConverter;
+
+impl PhysicalProtoConverterExtension for CheckedConverter {
+    fn proto_to_execution_plan(
+        &self,
+        proto: &protobuf::PhysicalPlanNode,
+        ctx: &PhysicalPlanDecodeContext<'_>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if let Some(PhysicalPlanType::MemoryScan(scan)) = &proto.physical_plan_type {
+            for (i, partition) in scan.partitions.iter().enumerate() {
+                check_ipc_stream(partition, &format!("partition {i} of an in-memory table"))?;
+            }
+        }
+        self.default_proto_to_execution_plan(proto, ctx)
+    }
+
+    fn execution_plan_to_proto(
+        &self,
+        plan: &Arc<dyn ExecutionPlan>,
+        codec: &dyn PhysicalExtensionCodec,
+    ) -> Result<protobuf::PhysicalPlanNode> {
+        DefaultPhysicalProtoConverter {}.execution_plan_to_proto(plan, codec)
+    }
+
+    fn proto_to_physical_expr(
+        &self,
+        proto: &protobuf::PhysicalExprNode,
+        input_schema: &Schema,
+        ctx: &PhysicalPlanDecodeContext<'_>,
+    ) -> Result<Arc<dyn PhysicalExpr>> {
+        self.default_proto_to_physical_expr(proto, input_schema, ctx)
+    }
+
+    fn physical_expr_to_proto(
+        &self,
+        expr: &Arc<dyn PhysicalExpr>,
+        codec: &dyn PhysicalExtensionCodec,
+    ) -> Result<protobuf::PhysicalExprNode> {
+        DefaultPhysicalProtoConverter {}.physical_expr_to_proto(expr, codec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::Int32Array;
+    use datafusion::arrow::ipc::writer::StreamWriter;
+    use datafusion::arrow::record_batch::RecordBatch;
+
+    use super::*;
+
+    fn stream() -> Vec<u8> {
+        let batch =
+            RecordBatch::try_from_iter([("a", Arc::new(Int32Array::from(vec![1, 2, 3])) as _)])
+                .unwrap();
+        let mut bytes = Vec::new();
+        let mut writer = StreamWriter::try_new(&mut bytes, &batch.schema()).unwrap();
+        writer.write(&batch).unwrap();
+        writer.finish().unwrap();
+        drop(writer);
+        bytes
+    }
+
+    #[test]
+    fn a_stream_arrow_wrote_passes() {
+        check_ipc_stream(&stream(), "t").unwrap();
+        check_ipc_stream(&[], "t").unwrap();
+    }
+
+    #[test]
+    fn lengths_past_the_end_are_refused() {
+        let good = stream();
+        // The schema message's metadata length, made larger than the stream.
+        let mut bad = good.clone();
+        bad[4..8].copy_from_slice(&(u32::MAX - 1).to_le_bytes());
+        let err = check_ipc_stream(&bad, "literal 0").unwrap_err().to_string();
+        assert!(
+            err.contains("literal 0: an IPC message at byte 8 declares"),
+            "{err}"
+        );
+        // Cut short: the record batch's body no longer fits.
+        let err = check_ipc_stream(&good[..good.len() - 16], "t").unwrap_err();
+        assert!(err.to_string().contains("-byte body"), "{err}");
+        // Garbage metadata is not a message.
+        let mut garbage = good;
+        garbage[8..40].fill(0xAB);
+        assert!(check_ipc_stream(&garbage, "t").is_err());
+    }
+}
