@@ -340,8 +340,13 @@ impl JobState {
         report: &TaskReport,
     ) {
         self.tasks[task.stage][task.partition] = TaskState::Done { worker };
-        let output_bytes = report.bucket_bytes.iter().sum::<u64>();
-        *self.bytes_on[task.stage].entry(worker).or_default() += output_bytes;
+        // Saturating: the sizes come from the worker, over the network.
+        let output_bytes = report
+            .bucket_bytes
+            .iter()
+            .fold(0u64, |sum, b| sum.saturating_add(*b));
+        let held = self.bytes_on[task.stage].entry(worker).or_default();
+        *held = held.saturating_add(output_bytes);
         self.tasks_left[task.stage] -= 1;
         self.tasks_done += 1;
         self.emit(JobEventKind::TaskFinished {
@@ -362,7 +367,7 @@ impl JobState {
         self.inputs[stage]
             .iter()
             .map(|&s| self.bytes_on[s].get(&worker).copied().unwrap_or(0))
-            .sum()
+            .fold(0, u64::saturating_add)
     }
 
     pub(super) fn locations(&mut self, stage: StageId) -> Locations {

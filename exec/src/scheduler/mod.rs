@@ -358,7 +358,7 @@ impl Scheduler {
             Event::Spilled { job, worker, bytes } => {
                 // Heartbeats, where there are any, then set the worker's exact total.
                 if let Some(w) = self.workers.get_mut(worker) {
-                    w.status.spilled_bytes += bytes;
+                    w.status.spilled_bytes = w.status.spilled_bytes.saturating_add(bytes);
                 }
                 if let Some(state) = self.jobs.get(&job) {
                     state.emit(JobEventKind::Spill { worker, bytes });
