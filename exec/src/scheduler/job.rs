@@ -297,6 +297,33 @@ impl JobState {
         self.tasks_done -= 1;
     }
 
+    /// Whether `worker` holds outputs of this job that a stage still needs (it has
+    /// finished a task of a stage whose outputs have not been lost or dropped since).
+    pub(super) fn holds_outputs_on(&self, worker: WorkerId) -> bool {
+        self.bytes_on
+            .iter()
+            .zip(&self.released)
+            .any(|(held, released)| !released && held.contains_key(&worker))
+    }
+
+    /// Queues a waiting task again if its stage's inputs are all there (else the
+    /// stage is queued when they are).
+    pub(super) fn requeue(&mut self, task: TaskId) {
+        if self.inputs_left[task.stage] > 0 {
+            return;
+        }
+        if !self.stage_started[task.stage] {
+            // Starting again: the whole stage, with its event.
+            self.queue_stage(task.stage);
+            return;
+        }
+        let state = &mut self.tasks[task.stage][task.partition];
+        if *state == TaskState::Waiting {
+            *state = TaskState::Queued;
+            self.ready.push_back(task);
+        }
+    }
+
     /// Outputs held by `worker` are lost: the stages that made them run again. Result
     /// partitions already delivered are recomputed only if the client can be told where
     /// they went and has not read them yet.

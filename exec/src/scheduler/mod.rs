@@ -482,11 +482,15 @@ impl Scheduler {
                         return;
                     }
                     self.suspect(from, &cause);
-                } else {
+                } else if state.holds_outputs_on(from) {
                     // Outputs the suspect reported after it fell under suspicion are just
                     // as unreachable.
                     state.lose_outputs(from);
                     self.send_releases(job);
+                } else {
+                    // A loss already handled: only this task waits again. (Rescanning
+                    // the job for each such report would cost its whole size per task.)
+                    state.requeue(task);
                 }
             }
             TaskOutcome::Failed(cause) => {

@@ -238,14 +238,22 @@ fn reports_about_a_peer_already_suspect_do_not_use_up_the_fetch_budget() {
     assert_eq!(h.probes.try_recv().unwrap().0, 0);
     assert!(h.probes.try_recv().is_err(), "one probe per suspicion");
     assert!(h.launched(0).is_empty(), "nothing new on the suspect");
-    let relaunched: Vec<_> = h.launched(1).into_iter().map(|(t, ..)| t).collect();
+    let relaunched: Vec<_> = h.launched(1).into_iter().map(|(t, a, _)| (t, a)).collect();
+    let producer = TaskId {
+        stage: 0,
+        partition: 0,
+    };
     assert_eq!(
-        relaunched,
-        vec![TaskId {
-            stage: 0,
-            partition: 0
-        }]
+        relaunched.iter().map(|(t, _)| *t).collect::<Vec<_>>(),
+        vec![producer]
     );
+    // Once it is back, each consumer that failed runs again, once, on worker 1.
+    h.finish(1, 1, producer, relaunched[0].1);
+    let mut again: Vec<_> = h.launched(1).into_iter().map(|(t, ..)| t).collect();
+    let mut failed: Vec<_> = on_1.iter().map(|(_, t, _)| *t).collect();
+    again.sort_by_key(|t| t.partition);
+    failed.sort_by_key(|t| t.partition);
+    assert_eq!(again, failed);
 }
 
 #[test]
