@@ -74,6 +74,15 @@ pub fn task_session_config(settings: &HashMap<String, String>) -> SessionConfig 
     config
 }
 
+/// DataFusion's physical plan of `plan` in `state`; a panic in DataFusion's planner is
+/// an error.
+pub async fn physical_plan_of(
+    state: &SessionState,
+    plan: &LogicalPlan,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    crate::catch_planner_panic("physical planning", state.create_physical_plan(plan)).await
+}
+
 /// Runs a graph the planner made and returns its rows: how the planner computes a
 /// scalar subquery's value before it plans the query that reads it.
 pub trait RunGraph: Send + Sync {
@@ -102,7 +111,7 @@ impl<'a> JobPlanner<'a> {
 
     /// The physical plan DataFusion makes for `plan` under Shoal's policy.
     pub async fn physical_plan(&self, plan: &LogicalPlan) -> Result<Arc<dyn ExecutionPlan>> {
-        self.state.create_physical_plan(plan).await
+        physical_plan_of(&self.state, plan).await
     }
 
     /// The stages of `plan` as planned, without computing its subqueries first: what

@@ -44,7 +44,12 @@ pub async fn plan_statement(ctx: &SessionContext, statement: Statement) -> Resul
         Statement::CopyTo(copy) => Statement::CopyTo(check_copy_target(copy)?),
         other => other,
     };
-    let plan = ctx.state().statement_to_plan(statement).await?;
+    let state = ctx.state();
+    let plan = shoal_planner::catch_planner_panic(
+        "planning the statement",
+        state.statement_to_plan(statement),
+    )
+    .await?;
     Ok(match plan {
         LogicalPlan::Explain(explain) => {
             let inner = Arc::clone(&explain.plan);

@@ -77,7 +77,8 @@ pub fn sql(data: &[u8]) -> usize {
                 Ok(shoal_sql::Planned::Explain { inner, .. }) => (*inner).clone(),
                 _ => continue,
             };
-            if let Ok(physical) = ctx.state().create_physical_plan(&plan).await
+            if let Ok(physical) =
+                shoal_planner::planning::physical_plan_of(&ctx.state(), &plan).await
                 && shoal_planner::split_into_stages(physical).is_ok()
             {
                 split += 1;
