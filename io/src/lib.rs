@@ -18,6 +18,7 @@
 //! `ListingTable`; this crate only decides which store and which format.
 
 pub mod cf;
+pub mod local;
 pub mod location;
 pub mod registry;
 pub mod tables;

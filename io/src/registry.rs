@@ -10,7 +10,6 @@ use object_store::aws::AmazonS3Builder;
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::http::HttpBuilder;
-use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use parking_lot::RwLock;
 use url::Url;
@@ -42,7 +41,7 @@ impl ShoalObjectStoreRegistry {
             DataFusionError::Plan(format!("cannot open object store for '{url}': {e}"))
         };
         let store: Arc<dyn ObjectStore> = match url.scheme() {
-            "file" => Arc::new(LocalFileSystem::new()),
+            "file" => Arc::new(crate::local::CheckedLocalFiles::new()),
             "memory" => Arc::new(InMemory::new()),
             "s3" | "s3a" => Arc::new(
                 AmazonS3Builder::from_env()
