@@ -40,11 +40,4 @@ pub use shoal_planner::Placement;
 pub use store::{ResultStore, StoreStats};
 pub use transport::{InProcessTransport, Transport};
 
-/// The text a panic carried.
-pub fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".to_string())
-}
+pub use shoal_planner::panic_message;

@@ -153,12 +153,10 @@ pub fn decode_plan(bytes: &[u8], ctx: &TaskContext) -> Result<Arc<dyn ExecutionP
         CheckedConverter.proto_to_execution_plan(&node, &decode_ctx)
     }));
     decoded.unwrap_or_else(|panic| {
-        let why = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "no reason given".to_string());
-        malformed(&format!("the decoder failed: {why}"))
+        malformed(&format!(
+            "the decoder failed: {}",
+            crate::panic_message(panic)
+        ))
     })
 }
 

@@ -251,6 +251,15 @@ fn next_cause<'a>(
     e.source()
 }
 
+/// The text a panic carried.
+pub fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string())
+}
+
 /// Awaits `work` (a step of DataFusion's planning), turning a panic in it into a
 /// planning error that says what was being done: DataFusion panics on some odd
 /// statements (e.g. a scalar subquery with no columns), and one statement must not take
@@ -262,17 +271,10 @@ pub async fn catch_planner_panic<T>(
     use futures::FutureExt;
     match std::panic::AssertUnwindSafe(work).catch_unwind().await {
         Ok(result) => result,
-        Err(payload) => {
-            let why = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "no reason given".to_string());
-            Err(shoal_err(
-                ErrorKind::Planning,
-                format!("{what} hit a bug in DataFusion: {why}"),
-            ))
-        }
+        Err(payload) => Err(shoal_err(
+            ErrorKind::Planning,
+            format!("{what} hit a bug in DataFusion: {}", panic_message(payload)),
+        )),
     }
 }
 

@@ -90,7 +90,7 @@ pub mod split;
 pub use codec::{ShoalCodec, decode_plan, encode_plan};
 pub use config::ShoalConfig;
 pub use distribute::independent_partitions;
-pub use error::{ErrorKind, ShoalError, catch_planner_panic, kind_of, shoal_err};
+pub use error::{ErrorKind, ShoalError, catch_planner_panic, kind_of, panic_message, shoal_err};
 pub use graph::{JobId, OutputSpec, Stage, StageId, TaskGraph, TaskId};
 pub use planning::{JobPlanner, Placement, RunGraph, apply_session_policy, task_session_config};
 pub use replay::{ReplayHazard, graph_replay_hazard, replay_hazard};

@@ -106,19 +106,24 @@ fn session() -> &'static shoal::Session {
     })
 }
 
-/// Registers `path` as table `f`, reads it whole and drops the table. Returns the rows
-/// read.
+/// Registers `path` as a table of its own name (callers on other threads share the
+/// session), reads it whole and drops the table. Returns the rows read.
 fn read_table(path: &std::path::Path) -> usize {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let name = format!(
+        "f{}",
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
     let session = session();
     let rows = (|| {
-        session.register("f", path.to_str()?).ok()?;
+        session.register(&name, path.to_str()?).ok()?;
         runtime().block_on(async {
-            let df = session.sql("select * from f").await.ok()?;
+            let df = session.sql(&format!("select * from {name}")).await.ok()?;
             let batches = df.collect().await.ok()?;
             Some(batches.iter().map(|b| b.num_rows()).sum())
         })
     })();
-    let _ = session.context().deregister_table("f");
+    let _ = session.context().deregister_table(name.as_str());
     rows.unwrap_or(0)
 }
 
