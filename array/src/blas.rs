@@ -2,8 +2,8 @@
 //!
 //! `libopenblas.so.0` (or the library `SHOAL_BLAS` names; `SHOAL_BLAS=off` turns this
 //! off) is loaded at the first matrix product and told to use one thread per call: tasks
-//! already run one per core. Without it, products run on `ndarray`'s own kernel. Only
-//! the CBLAS `?gemm` entry points are used.
+//! already run one per core. Without it, products run on the `gemm` crate's kernels
+//! ([`crate::gemm`]). Only the CBLAS `?gemm` entry points are used.
 
 use std::ffi::{CString, c_char, c_int, c_void};
 use std::sync::OnceLock;

@@ -390,8 +390,9 @@ pub fn concat(chunks: &[NdChunk], axis: usize) -> Result<NdChunk> {
 }
 
 /// `sum(a_i @ b_i)` over the pieces, as a `(m, n, 1)` chunk of dtype `out`: one output
-/// buffer, each product accumulated into it by the system BLAS when one is installed
-/// (floats; see [`crate::blas`]), else by `ndarray`'s kernel.
+/// buffer, each product accumulated into it. Floats go to the system BLAS when one is
+/// installed (see [`crate::blas`]), else to the `gemm` crate's kernels
+/// ([`crate::gemm`]); integers to `ndarray`'s.
 pub fn matmul_pieces(
     pieces: &[(NdChunk, NdChunk)],
     out: DType,
@@ -418,6 +419,10 @@ pub fn matmul_pieces(
                 let mut done = false;
                 $(if let Some(blas) = crate::blas::blas() {
                     done = blas.$blas(&av, &bv, &mut c);
+                }
+                if !done {
+                    crate::gemm::gemm_add(&av, &bv, &mut c);
+                    done = true;
                 })?
                 if !done {
                     ndarray::linalg::general_mat_mul(<$t>::one(), &av, &bv, <$t>::one(), &mut c);

@@ -62,7 +62,9 @@ pub async fn run(session: &Session, args: ArraysArgs) -> shoal::Result<()> {
     );
     match shoal_array::blas::blas() {
         Some(blas) => println!("# matrix products: {} (system BLAS)", blas.name),
-        None => println!("# matrix products: ndarray's kernel (no system BLAS, or SHOAL_BLAS=off)"),
+        None => println!(
+            "# matrix products: the gemm crate's kernels (no system BLAS, or SHOAL_BLAS=off)"
+        ),
     }
     let x = session
         .random_uniform(&[side, side], &[chunk, chunk], 42)?
