@@ -17,6 +17,8 @@ use datafusion_proto::physical_plan::{
     PhysicalProtoConverterExtension,
 };
 use datafusion_proto::protobuf;
+use datafusion_proto::protobuf::ScalarValue;
+use datafusion_proto::protobuf::physical_expr_node::ExprType;
 use datafusion_proto::protobuf::physical_plan_node::PhysicalPlanType;
 
 /// The IPC stream continuation marker that precedes each message's metadata length.
@@ -57,27 +59,70 @@ pub fn check_ipc_stream(bytes: &[u8], what: &str) -> Result<()> {
                 bytes.len() - at
             );
         };
-        let message = root_as_message(metadata).map_err(|e| {
-            datafusion::common::plan_datafusion_err!(
-                "{what}: the IPC message at byte {at} is not valid: {e}"
-            )
-        })?;
         at += len;
-        let body = message.bodyLength();
-        let left = bytes.len() - at;
-        if body < 0 || body as u64 > left as u64 {
-            return plan_err!(
-                "{what}: an IPC message at byte {at} declares a {body}-byte body, {left} \
-                 bytes are left"
-            );
+        let body = check_message(metadata, bytes.len() - at, what)?;
+        at += body;
+    }
+}
+
+/// Checks one IPC message's metadata: a valid flatbuffer, no compression (a compressed
+/// buffer declares its own uncompressed length, which Arrow allocates; Shoal never
+/// compresses these) and a body within the `left` bytes there are. Returns the body's
+/// length.
+fn check_message(metadata: &[u8], left: usize, what: &str) -> Result<usize> {
+    let message = root_as_message(metadata).map_err(|e| {
+        datafusion::common::plan_datafusion_err!("{what}: an IPC message is not valid: {e}")
+    })?;
+    let compressed = message
+        .header_as_record_batch()
+        .and_then(|b| b.compression())
+        .is_some()
+        || message
+            .header_as_dictionary_batch()
+            .and_then(|d| d.data())
+            .and_then(|b| b.compression())
+            .is_some();
+    if compressed {
+        return plan_err!("{what}: an IPC message is compressed, which plans never are");
+    }
+    let body = message.bodyLength();
+    if body < 0 || body as u64 > left as u64 {
+        return plan_err!(
+            "{what}: an IPC message declares a {body}-byte body, {left} bytes are there"
+        );
+    }
+    Ok(body as usize)
+}
+
+/// Checks a literal's embedded IPC messages (nested values: lists, structs, maps).
+fn check_scalar(value: &ScalarValue) -> Result<()> {
+    use datafusion_proto_common::protobuf_common::scalar_value::Value;
+    match &value.value {
+        Some(
+            Value::ListValue(nested)
+            | Value::LargeListValue(nested)
+            | Value::FixedSizeListValue(nested)
+            | Value::StructValue(nested)
+            | Value::MapValue(nested),
+        ) => {
+            let what = "a nested literal";
+            check_message(&nested.ipc_message, nested.arrow_data.len(), what)?;
+            for dictionary in &nested.dictionaries {
+                check_message(&dictionary.ipc_message, dictionary.arrow_data.len(), what)?;
+            }
+            Ok(())
         }
-        at += body as usize;
+        Some(Value::DictionaryValue(dictionary)) => match &dictionary.value {
+            Some(inner) => check_scalar(inner),
+            None => Ok(()),
+        },
+        _ => Ok(()),
     }
 }
 
 /// Decodes plans like DataFusion's own converter, checking in-memory tables' IPC streams
-/// first (see the module docs). It is handed down to every node, so nested scans are
-/// checked too.
+/// and nested literals first (see the module docs). It is handed down to every node and
+/// expression, so nested ones are checked too.
 pub(crate) struct CheckedConverter;
 
 impl PhysicalProtoConverterExtension for CheckedConverter {
@@ -108,6 +153,9 @@ impl PhysicalProtoConverterExtension for CheckedConverter {
         input_schema: &Schema,
         ctx: &PhysicalPlanDecodeContext<'_>,
     ) -> Result<Arc<dyn PhysicalExpr>> {
+        if let Some(ExprType::Literal(value)) = &proto.expr_type {
+            check_scalar(value)?;
+        }
         self.default_proto_to_physical_expr(proto, input_schema, ctx)
     }
 
@@ -164,5 +212,25 @@ mod tests {
         let mut garbage = good;
         garbage[8..40].fill(0xAB);
         assert!(check_ipc_stream(&garbage, "t").is_err());
+    }
+
+    #[test]
+    fn compressed_messages_are_refused() {
+        use datafusion::arrow::ipc::CompressionType;
+        use datafusion::arrow::ipc::writer::IpcWriteOptions;
+        let batch =
+            RecordBatch::try_from_iter([("a", Arc::new(Int32Array::from(vec![1, 2, 3])) as _)])
+                .unwrap();
+        let options = IpcWriteOptions::default()
+            .try_with_compression(Some(CompressionType::LZ4_FRAME))
+            .unwrap();
+        let mut bytes = Vec::new();
+        let mut writer =
+            StreamWriter::try_new_with_options(&mut bytes, &batch.schema(), options).unwrap();
+        writer.write(&batch).unwrap();
+        writer.finish().unwrap();
+        drop(writer);
+        let err = check_ipc_stream(&bytes, "t").unwrap_err().to_string();
+        assert!(err.contains("compressed"), "{err}");
     }
 }

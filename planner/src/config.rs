@@ -249,7 +249,8 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     ),
     (
         "SHOAL_BLAS",
-        "The BLAS library matrix products load (`off`: none; default: the system OpenBLAS).",
+        "The BLAS library matrix products load (`off`: none, the built-in `gemm` kernels run; \
+         default: the system OpenBLAS when installed).",
     ),
 ];
 

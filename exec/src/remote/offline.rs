@@ -55,6 +55,8 @@ pub enum TaskEnding {
 /// A scheduler driven by control-plane messages in this thread.
 pub struct OfflineScheduler {
     scheduler: Scheduler,
+    /// Workers the scheduler asked to probe; never answered, as for a silent worker.
+    _probes: mpsc::UnboundedReceiver<(WorkerId, String)>,
     connections: Vec<Connection>,
     clients: Vec<Client>,
     next_job: JobId,
@@ -73,8 +75,10 @@ fn malformed(what: &str, e: prost::DecodeError) -> Status {
 impl OfflineScheduler {
     /// A scheduler with no workers, prefetching two tasks per slot.
     pub fn new() -> Self {
+        let (probe, probes) = mpsc::unbounded_channel();
         Self {
-            scheduler: Scheduler::empty(2, Some(Duration::from_secs(3600))),
+            scheduler: Scheduler::empty(2, Some(Duration::from_secs(3600))).with_probe(probe),
+            _probes: probes,
             connections: Vec::new(),
             clients: Vec::new(),
             next_job: 1,

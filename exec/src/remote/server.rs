@@ -59,8 +59,9 @@ impl Default for SchedulerOptions {
     }
 }
 
-/// Tasks one submitted job may have: the scheduler keeps state per task, so a job of
-/// billions (a malformed or hostile request) would exhaust its memory.
+/// Tasks one submitted job may have (and stages, and stage inputs): the scheduler keeps
+/// state per task and stage, so a job of billions (a malformed or hostile request)
+/// would exhaust its memory.
 pub const MAX_JOB_TASKS: u64 = 1 << 22;
 
 /// Commands sent to a worker in one message, at most.
@@ -355,10 +356,18 @@ pub(crate) fn job_spec(submit: proto::SubmitJob) -> Result<JobSpec, Status> {
         return Err(Status::invalid_argument("a job needs at least one stage"));
     }
     let tasks: u64 = submit.stages.iter().map(|s| u64::from(s.tasks)).sum();
-    if tasks > MAX_JOB_TASKS {
-        return Err(Status::invalid_argument(format!(
-            "a job may have at most {MAX_JOB_TASKS} tasks, this one has {tasks}"
-        )));
+    let edges: u64 = submit.stages.iter().map(|s| s.inputs.len() as u64).sum();
+    let stages = submit.stages.len() as u64;
+    for (what, count) in [
+        ("tasks", tasks),
+        ("stages", stages),
+        ("stage inputs", edges),
+    ] {
+        if count > MAX_JOB_TASKS {
+            return Err(Status::invalid_argument(format!(
+                "a job may have at most {MAX_JOB_TASKS} {what}, this one has {count}"
+            )));
+        }
     }
     let config = Arc::new(submit.config);
     let mut stages = Vec::with_capacity(submit.stages.len());
