@@ -5,6 +5,7 @@
 pub mod client;
 pub mod control;
 pub mod events;
+mod messages;
 pub mod offline;
 mod results;
 pub mod server;
@@ -15,6 +16,7 @@ use std::collections::HashMap;
 use shoal_planner::Resources;
 
 pub use client::RemoteCluster;
+pub use messages::MAX_JOB_TASKS;
 pub use server::{SchedulerOptions, run_scheduler};
 pub use worker::{WorkerOptions, run_worker};
 

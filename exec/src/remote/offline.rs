@@ -12,11 +12,9 @@ use shoal_planner::{JobId, WorkerId};
 use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
 
+use super::messages::{batch_events, job_spec, registration, result_lost_event};
 use super::proto::{self, command, task_ended, worker_message};
-use super::server::{
-    Shipped, batch_events, encode_command, job_spec, registration, result_lost_event,
-    status_to_proto,
-};
+use super::server::{Shipped, encode_command, status_to_proto};
 use crate::protocol::{Event, JobOutputs, WorkerMsg};
 use crate::scheduler::Scheduler;
 

@@ -12,20 +12,21 @@ use futures::Stream;
 use parking_lot::{Mutex, RwLock};
 use rustc_hash::{FxHashMap, FxHashSet};
 use shoal_planner::config::ShoalSettings;
-use shoal_planner::{JobId, Locations, StageId, TaskId, WorkerId, kind_of, shoal_err};
+use shoal_planner::{JobId, Locations, StageId, WorkerId, kind_of};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::events::{event_to_proto, failure_from_proto, failure_to_proto};
+use super::events::{event_to_proto, failure_to_proto};
+use super::messages::{batch_events, job_spec, registration, result_lost_event};
 use super::proto::{self, command, job_event, scheduler_message, worker_message};
-use super::{PROTOCOL_VERSION, resources_from_proto, resources_to_proto};
+use super::{resources_from_proto, resources_to_proto};
 use crate::cluster::next_batch;
 use crate::protocol::{
-    ClusterStatus, EncodedStage, Event, EventBatch, JobOutputs, JobSpec, StagePlan, StageSpec,
-    TaskOutcome, TaskReport, WorkerMsg, WorkerStatus, failure_message, job_progress,
+    ClusterStatus, Event, EventBatch, JobOutputs, StagePlan, WorkerMsg, WorkerStatus,
+    failure_message, job_progress,
 };
 use crate::scheduler::Scheduler;
 use crate::security::{Security, incoming};
@@ -58,11 +59,6 @@ impl Default for SchedulerOptions {
         Self::new(&ShoalSettings::default(), Security::default())
     }
 }
-
-/// Tasks one submitted job may have (and stages, and stage inputs): the scheduler keeps
-/// state per task and stage, so a job of billions (a malformed or hostile request)
-/// would exhaust its memory.
-pub const MAX_JOB_TASKS: u64 = 1 << 22;
 
 /// Commands sent to a worker in one message, at most.
 const BATCH: usize = 1024;
@@ -260,143 +256,6 @@ impl proto::scheduler_server::Scheduler for Service {
             .map_err(|_| Status::unavailable("the scheduler is shutting down"))?;
         Ok(Response::new(status_to_proto(&status)))
     }
-}
-
-/// A worker's registration, checked: it must speak this scheduler's protocol. Returns
-/// the worker as the scheduler sees it and its data address.
-pub(crate) fn registration(register: proto::Register) -> Result<(WorkerStatus, String), Status> {
-    if register.protocol_version != PROTOCOL_VERSION {
-        return Err(Status::failed_precondition(format!(
-            "the worker speaks protocol version {}, this scheduler speaks {PROTOCOL_VERSION}: \
-             run the same Shoal version everywhere",
-            register.protocol_version
-        )));
-    }
-    let info = WorkerStatus {
-        address: register.flight_address.clone(),
-        slots: register.slots.max(1) as usize,
-        resources: resources_from_proto(&register.resources),
-        memory_limit: register.memory_limit,
-        ..Default::default()
-    };
-    Ok((info, register.flight_address))
-}
-
-/// The scheduler events of one batch of outcomes and heartbeats from worker `id`.
-pub(crate) fn batch_events(id: WorkerId, batch: proto::WorkerBatch) -> Vec<Event> {
-    let mut events = Vec::new();
-    if let Some(heartbeat) = batch.heartbeat {
-        events.push(Event::Heartbeat {
-            worker: id,
-            memory_used: heartbeat.memory_used,
-            spilled_bytes: heartbeat.spilled_bytes,
-        });
-    }
-    events.extend(batch.fetched.into_iter().map(|fetched| Event::Fetched {
-        job: fetched.job,
-        from: fetched.from_worker as WorkerId,
-        to: id,
-        bytes: fetched.bytes,
-    }));
-    events.extend(batch.spilled.into_iter().map(|spilled| Event::Spilled {
-        job: spilled.job,
-        worker: id,
-        bytes: spilled.bytes,
-    }));
-    for ended in batch.ended {
-        let Some(task) = ended.task else { continue };
-        let outcome = match ended.outcome {
-            Some(proto::task_ended::Outcome::Finished(f)) => TaskOutcome::Finished(TaskReport {
-                bucket_bytes: f.bucket_bytes,
-                slot: f.slot as usize,
-                duration: Duration::try_from_secs_f64(f.duration_secs).unwrap_or_default(),
-            }),
-            Some(proto::task_ended::Outcome::Failed(f)) => {
-                let (kind, message) = failure_from_proto(&f);
-                let cause = shoal_err(kind, message);
-                if f.fetch_failed {
-                    TaskOutcome::FetchFailed {
-                        from: f.fetch_worker as WorkerId,
-                        cause,
-                    }
-                } else {
-                    TaskOutcome::Failed(cause)
-                }
-            }
-            Some(proto::task_ended::Outcome::Cancelled(_)) | None => TaskOutcome::Cancelled,
-        };
-        events.push(Event::TaskEnded {
-            job: task.job,
-            task: TaskId {
-                stage: task.stage as StageId,
-                partition: task.partition as usize,
-            },
-            attempt: task.attempt,
-            worker: id,
-            outcome,
-        });
-    }
-    events
-}
-
-/// A client's report that it could not read a result partition.
-pub(crate) fn result_lost_event(lost: proto::ResultLostRequest) -> Event {
-    Event::ResultLost {
-        job: lost.job,
-        partition: lost.partition as usize,
-        worker: lost.worker_id as WorkerId,
-        cause: lost.cause,
-        read: lost.read.iter().map(|&p| p as usize).collect(),
-    }
-}
-
-/// Turns a client's job into the scheduler's form, checking that it is well formed.
-pub(crate) fn job_spec(submit: proto::SubmitJob) -> Result<JobSpec, Status> {
-    if submit.stages.is_empty() {
-        return Err(Status::invalid_argument("a job needs at least one stage"));
-    }
-    let tasks: u64 = submit.stages.iter().map(|s| u64::from(s.tasks)).sum();
-    let edges: u64 = submit.stages.iter().map(|s| s.inputs.len() as u64).sum();
-    let stages = submit.stages.len() as u64;
-    for (what, count) in [
-        ("tasks", tasks),
-        ("stages", stages),
-        ("stage inputs", edges),
-    ] {
-        if count > MAX_JOB_TASKS {
-            return Err(Status::invalid_argument(format!(
-                "a job may have at most {MAX_JOB_TASKS} {what}, this one has {count}"
-            )));
-        }
-    }
-    let config = Arc::new(submit.config);
-    let mut stages = Vec::with_capacity(submit.stages.len());
-    for stage in submit.stages {
-        let inputs: Vec<StageId> = stage.inputs.iter().map(|&i| i as StageId).collect();
-        let plan = if stage.noop {
-            StagePlan::Noop
-        } else {
-            StagePlan::Encoded(Arc::new(EncodedStage {
-                plan: stage.plan,
-                config: Arc::clone(&config),
-            }))
-        };
-        stages.push(StageSpec {
-            inputs,
-            tasks: stage.tasks as usize,
-            plan,
-        });
-    }
-    let placement_timeout = Duration::try_from_secs_f64(submit.placement_timeout_secs)
-        .unwrap_or(Duration::from_secs(60));
-    let spec = JobSpec {
-        stages,
-        request: resources_from_proto(&submit.resources),
-        placement_timeout,
-    };
-    spec.check()
-        .map_err(|e| Status::invalid_argument(e.message().to_string()))?;
-    Ok(spec)
 }
 
 /// Streams a job's progress and result locations to its client, and ends the job when
