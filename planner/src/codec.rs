@@ -136,6 +136,35 @@ pub fn encode_plan(plan: Arc<dyn ExecutionPlan>) -> Result<Vec<u8>> {
     Ok(physical_plan_to_bytes_with_extension_codec(plan, &ShoalCodec)?.to_vec())
 }
 
+/// How deep [`decode_plan`] may be entered within itself (a scan's wrapped plan is
+/// decoded on its own); Shoal's plans nest one level.
+const MAX_DECODE_DEPTH: usize = 16;
+
+std::thread_local! {
+    static DECODE_DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// One level of [`decode_plan`] on this thread, left when dropped.
+struct DecodeDepth;
+
+impl DecodeDepth {
+    fn enter() -> Option<Self> {
+        DECODE_DEPTH.with(|depth| {
+            let now = depth.get() + 1;
+            (now <= MAX_DECODE_DEPTH).then(|| {
+                depth.set(now);
+                DecodeDepth
+            })
+        })
+    }
+}
+
+impl Drop for DecodeDepth {
+    fn drop(&mut self) {
+        DECODE_DEPTH.with(|depth| depth.set(depth.get().saturating_sub(1)));
+    }
+}
+
 /// Rebuilds a plan from [`encode_plan`]'s bytes; functions resolve through `ctx`. Bytes
 /// that do not make a plan are an error: `datafusion-proto` unwraps some fields it expects
 /// (e.g. Parquet options), so its panics on malformed input are caught and reported here,
@@ -144,6 +173,11 @@ pub fn encode_plan(plan: Arc<dyn ExecutionPlan>) -> Result<Vec<u8>> {
 pub fn decode_plan(bytes: &[u8], ctx: &TaskContext) -> Result<Arc<dyn ExecutionPlan>> {
     let malformed =
         |why: &dyn std::fmt::Display| plan_err!("malformed plan ({} bytes): {why}", bytes.len());
+    // Nested scans decode their own bytes through here, each with a fresh protobuf
+    // nesting limit: bound the nesting so bytes cannot overflow the stack (an abort).
+    let Some(_depth) = DecodeDepth::enter() else {
+        return malformed(&format!("scans nested more than {MAX_DECODE_DEPTH} deep"));
+    };
     let node = match protobuf::PhysicalPlanNode::decode(bytes) {
         Ok(node) => node,
         Err(e) => return malformed(&e),

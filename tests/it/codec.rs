@@ -109,3 +109,24 @@ async fn mutated_plan_bytes_are_errors_not_panics() {
     }
     assert!(refused > 100, "most mutations are refused: {refused}");
 }
+
+#[test]
+fn scans_nested_past_the_bound_are_refused_not_a_stack_overflow() {
+    use datafusion::arrow::datatypes::Schema;
+    use datafusion::physical_plan::ExecutionPlan;
+    use datafusion::physical_plan::empty::EmptyExec;
+    use shoal_planner::scan::FileScanContextExec;
+    let nested = |depth: usize| {
+        let mut plan: Arc<dyn ExecutionPlan> = Arc::new(EmptyExec::new(Arc::new(Schema::empty())));
+        for _ in 0..depth {
+            plan = Arc::new(FileScanContextExec::from_parts(plan, vec!["f".into()]));
+        }
+        encode_plan(plan).unwrap()
+    };
+    let ctx = datafusion::prelude::SessionContext::new().task_ctx();
+    decode_plan(&nested(3), &ctx).unwrap();
+    let err = decode_plan(&nested(40), &ctx).unwrap_err().to_string();
+    assert!(err.contains("scans nested more than 16 deep"), "{err}");
+    // The bound is per call: a refused plan leaves none of its depth behind.
+    decode_plan(&nested(3), &ctx).unwrap();
+}
