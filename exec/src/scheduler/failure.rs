@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 use super::job::TaskState;
 use super::placement::Suspicion;
 use super::{MAX_ATTEMPTS, MAX_WORKER_CRASHES, Scheduler};
-use crate::protocol::{JobEventKind, TaskFailure, WorkerMsg, failure_message};
+use crate::protocol::{JobEventKind, WorkerMsg, failure_message};
 
 impl Scheduler {
     pub(super) fn lose_silent_workers(&mut self) {
@@ -119,13 +119,7 @@ impl Scheduler {
                 }
             }
             if let Some((task, why)) = given_up {
-                let failure = TaskFailure {
-                    job,
-                    task,
-                    worker,
-                    cause: shoal_err(ErrorKind::WorkerLost, why),
-                };
-                self.fail(job, DataFusionError::External(Box::new(failure)));
+                self.fail_task(job, task, worker, shoal_err(ErrorKind::WorkerLost, why));
                 continue;
             }
             state.lose_outputs(worker);

@@ -463,7 +463,7 @@ impl Scheduler {
                         "it failed to fetch its inputs {MAX_TASK_FETCH_RETRIES} times, the last: \
                          {cause}"
                     );
-                    self.give_up_fetching(job, task, worker, why);
+                    self.fail_task(job, task, worker, shoal_err(ErrorKind::FetchFailed, why));
                     return;
                 }
                 state.tasks[task.stage][task.partition] = TaskState::Waiting;
@@ -478,7 +478,7 @@ impl Scheduler {
                             "gave up after {MAX_FETCH_FAILURES} peers were lost during the job: \
                              {cause}"
                         );
-                        self.give_up_fetching(job, task, worker, why);
+                        self.fail_task(job, task, worker, shoal_err(ErrorKind::FetchFailed, why));
                         return;
                     }
                     self.suspect(from, &cause);
@@ -493,15 +493,7 @@ impl Scheduler {
                     state.requeue(task);
                 }
             }
-            TaskOutcome::Failed(cause) => {
-                let failure = TaskFailure {
-                    job,
-                    task,
-                    worker,
-                    cause,
-                };
-                self.fail(job, DataFusionError::External(Box::new(failure)));
-            }
+            TaskOutcome::Failed(cause) => self.fail_task(job, task, worker, cause),
             TaskOutcome::Cancelled => {
                 state.tasks[task.stage][task.partition] = TaskState::Waiting;
                 state.requeue_open_stages();
@@ -572,13 +564,20 @@ impl Scheduler {
         }
     }
 
-    /// Fails `job` because `task` (on `worker`) could not get its inputs, saying `why`.
-    fn give_up_fetching(&mut self, job: JobId, task: TaskId, worker: WorkerId, why: String) {
+    /// Fails `job` because `task` failed on `worker` with `cause`; the error names all
+    /// three.
+    pub(super) fn fail_task(
+        &mut self,
+        job: JobId,
+        task: TaskId,
+        worker: WorkerId,
+        cause: DataFusionError,
+    ) {
         let failure = TaskFailure {
             job,
             task,
             worker,
-            cause: shoal_err(ErrorKind::FetchFailed, why),
+            cause,
         };
         self.fail(job, DataFusionError::External(Box::new(failure)));
     }
