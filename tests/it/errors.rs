@@ -65,6 +65,7 @@ async fn corrupt_and_truncated_parquet_are_named() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("footer.parquet"), "{err}");
+    assert!(err.contains("the reader panicked"), "{err}");
     assert!(!err.contains('\n'), "one line: {err}");
     s.register(
         "orders",
