@@ -157,6 +157,114 @@ impl ChunkGrid {
             .map(|c| c.iter().copied().max().unwrap_or(0))
             .product()
     }
+
+    /// The grid of the same shape cut at the chunk boundaries of both this grid and
+    /// `other`: each of its chunks lies inside one chunk of either.
+    pub fn refine(&self, other: &ChunkGrid) -> ChunkGrid {
+        let axis = |a: &[usize], b: &[usize]| -> Vec<usize> {
+            let ends = |lens: &[usize]| -> Vec<usize> {
+                lens.iter()
+                    .scan(0, |end, &len| {
+                        *end += len;
+                        Some(*end)
+                    })
+                    .collect()
+            };
+            let mut cuts = ends(a);
+            cuts.extend(ends(b));
+            cuts.sort_unstable();
+            cuts.dedup();
+            let mut start = 0;
+            let mut lens = Vec::with_capacity(cuts.len());
+            for end in cuts {
+                if end > start {
+                    lens.push(end - start);
+                    start = end;
+                }
+            }
+            lens
+        };
+        ChunkGrid::new(
+            self.chunks
+                .iter()
+                .zip(&other.chunks)
+                .map(|(a, b)| axis(a, b))
+                .collect(),
+        )
+    }
+
+    /// For a grid `fine` that refines this one (see [`ChunkGrid::refine`]): the chunk of
+    /// this grid that holds chunk `index` of `fine`, and its number among the chunks of
+    /// `fine` inside that chunk (C order).
+    pub fn piece_of(&self, fine: &ChunkGrid, index: usize) -> (usize, usize) {
+        let coords = fine.coords(index);
+        let mut outer = Vec::with_capacity(coords.len());
+        let mut local = 0;
+        for (axis, &c) in coords.iter().enumerate() {
+            let map = piece_axis(&self.chunks[axis], &fine.chunks[axis]);
+            let (chunk, position) = map.pieces[c];
+            outer.push(chunk);
+            local = local * map.counts[chunk] + position;
+        }
+        (self.index(&outer), local)
+    }
+
+    /// The chunks of `fine` (a refinement of this grid) inside chunk `index`, in C order:
+    /// the `k`-th is the one [`ChunkGrid::piece_of`] numbers `k`.
+    pub fn pieces_in(&self, fine: &ChunkGrid, index: usize) -> Vec<usize> {
+        let coords = self.coords(index);
+        let mut out = vec![Vec::new()];
+        for (axis, &c) in coords.iter().enumerate() {
+            let map = piece_axis(&self.chunks[axis], &fine.chunks[axis]);
+            let inside: Vec<usize> = (0..map.pieces.len())
+                .filter(|&f| map.pieces[f].0 == c)
+                .collect();
+            out = out
+                .into_iter()
+                .flat_map(|prefix| {
+                    inside.iter().map(move |&f| {
+                        let mut next = prefix.clone();
+                        next.push(f);
+                        next
+                    })
+                })
+                .collect();
+        }
+        out.iter().map(|coords| fine.index(coords)).collect()
+    }
+
+    /// The most chunks of `fine` (a refinement of this grid) inside one chunk.
+    pub fn max_pieces(&self, fine: &ChunkGrid) -> usize {
+        self.chunks
+            .iter()
+            .zip(&fine.chunks)
+            .map(|(a, f)| piece_axis(a, f).counts.into_iter().max().unwrap_or(1))
+            .product()
+    }
+}
+
+/// Along one axis, where the chunks of a refinement lie in the coarse chunks.
+struct PieceAxis {
+    /// Per fine chunk: (coarse chunk, position among the fine chunks inside it).
+    pieces: Vec<(usize, usize)>,
+    /// Per coarse chunk: how many fine chunks lie inside.
+    counts: Vec<usize>,
+}
+
+fn piece_axis(coarse: &[usize], fine: &[usize]) -> PieceAxis {
+    let mut pieces = Vec::with_capacity(fine.len());
+    let mut counts = vec![0; coarse.len()];
+    let (mut chunk, mut end, mut start) = (0, coarse[0], 0);
+    for &len in fine {
+        while start >= end && chunk + 1 < coarse.len() {
+            chunk += 1;
+            end += coarse[chunk];
+        }
+        pieces.push((chunk, counts[chunk]));
+        counts[chunk] += 1;
+        start += len;
+    }
+    PieceAxis { pieces, counts }
 }
 
 /// Cuts an axis of length `n` into chunks of `chunk` (0: one chunk).
@@ -190,5 +298,30 @@ mod tests {
         let empty = ChunkGrid::regular(&[0], &[4]);
         assert_eq!(empty.len(), 1);
         assert_eq!(empty.overlaps(0, &(0..0)), vec![(0, 0..0, 0..0)]);
+    }
+
+    #[test]
+    fn a_refinement_numbers_its_pieces_inside_each_coarse_chunk() {
+        let a = ChunkGrid::regular(&[10, 6], &[4, 6]);
+        let b = ChunkGrid::regular(&[10, 6], &[10, 2]);
+        let r = a.refine(&b);
+        assert_eq!(r.chunks(), &[vec![4, 4, 2], vec![2, 2, 2]]);
+        assert_eq!(a.max_pieces(&r), 3);
+        for chunk in 0..a.len() {
+            let inside = a.pieces_in(&r, chunk);
+            assert_eq!(inside.len(), 3);
+            for (k, &piece) in inside.iter().enumerate() {
+                assert_eq!(a.piece_of(&r, piece), (chunk, k));
+                // The piece lies inside its chunk.
+                let (outer, inner) = (a.region(chunk), r.region(piece));
+                assert!(
+                    outer
+                        .iter()
+                        .zip(&inner)
+                        .all(|(o, i)| o.start <= i.start && i.end <= o.end)
+                );
+            }
+        }
+        assert_eq!(a.piece_of(&r, r.index(&[2, 1])), (2, 1));
     }
 }

@@ -2,7 +2,7 @@
 //! `where`, gathers, joins and matrix blocks. Integer arithmetic wraps as NumPy's does;
 //! integer division by zero gives 0.
 
-use datafusion_common::{Result, exec_err, internal_err};
+use datafusion_common::{Result, exec_err, internal_datafusion_err, internal_err};
 use ndarray::{ArrayD, Axis, Ix2, IxDyn, Zip};
 use num_traits::{AsPrimitive, One};
 
@@ -454,66 +454,108 @@ pub fn rolling(
     out: DType,
 ) -> Result<NdChunk> {
     use crate::ops::ReduceOp::*;
-    let ndim = chunk.ndim();
-    // Move the axis last so each lane is one moving window's sequence.
-    let mut perm: Vec<usize> = (0..ndim).filter(|&a| a != axis).collect();
-    perm.push(axis);
-    let values = cast(&chunk.permute(&perm), DType::F64).to_standard();
-    let data = values.to_vec::<f64>();
-    let len = chunk.shape()[axis];
+    if !matches!(op, Sum | Mean | Count | Min | Max | Var { .. } | Std { .. }) {
+        return internal_err!("rolling {} is not supported", op.name());
+    }
+    // In C order the chunk is `outer` blocks of `len` rows of `inner` cells: a window
+    // is a run of rows, and each output row is computed for all its cells at once,
+    // walking the window's rows in order (contiguous reads, no transposition).
+    let shape = chunk.shape().to_vec();
+    let len = shape[axis];
     let outputs = len - lead;
-    let lanes = data.len().checked_div(len).unwrap_or(0);
-    let mut result = Vec::with_capacity(lanes * outputs);
-    let mut window_values = Vec::with_capacity(window);
-    for lane in data.chunks(len.max(1)).take(lanes) {
+    let outer: usize = shape[..axis].iter().product();
+    let inner: usize = shape[axis + 1..].iter().product();
+    let standard = chunk.to_standard();
+    let result = with_native!(standard.dtype(), T => {
+        let data = standard
+            .contiguous_slice::<T>()
+            .ok_or_else(|| internal_datafusion_err!("a standard chunk is contiguous"))?;
+        rolling_rows(data, [outer, len, inner], window, lead, op, min_periods)
+    });
+    let mut out_shape = shape;
+    out_shape[axis] = outputs;
+    Ok(cast(&NdChunk::from_vec(DType::F64, out_shape, result), out))
+}
+
+/// The moving-window reduction of [`rolling`] over C-ordered `data` of `outer` blocks of
+/// `len` rows of `inner` cells: `len - lead` output rows per block, as `f64`.
+fn rolling_rows<T: Native>(
+    data: &[T],
+    [outer, len, inner]: [usize; 3],
+    window: usize,
+    lead: usize,
+    op: crate::ops::ReduceOp,
+    min_periods: usize,
+) -> Vec<f64> {
+    use crate::ops::ReduceOp::*;
+    let outputs = len - lead;
+    let mut result = Vec::with_capacity(outer * outputs * inner);
+    let mut sum = vec![0.0f64; inner];
+    let mut count = vec![0usize; inner];
+    let mut best = vec![0.0f64; inner];
+    let mut m2 = vec![0.0f64; inner];
+    for o in 0..outer {
+        let row = |t: usize| &data[(o * len + t) * inner..(o * len + t + 1) * inner];
         for k in 0..outputs {
             let end = lead + k + 1;
-            window_values.clear();
-            window_values.extend(
-                lane[end.saturating_sub(window)..end]
-                    .iter()
-                    .filter(|v| !v.is_nan()),
-            );
-            let n = window_values.len();
-            let v = if n < min_periods.max(1) && op != Count {
-                f64::NAN
+            let rows = end.saturating_sub(window)..end;
+            sum.fill(0.0);
+            count.fill(0);
+            let max = op == Max;
+            best.fill(if max {
+                f64::NEG_INFINITY
             } else {
-                let sum: f64 = window_values.iter().sum();
-                match op {
-                    Sum => sum,
-                    Mean => sum / n as f64,
-                    Count => n as f64,
-                    Min => window_values.iter().copied().fold(f64::INFINITY, f64::min),
-                    Max => window_values
-                        .iter()
-                        .copied()
-                        .fold(f64::NEG_INFINITY, f64::max),
-                    Var { ddof } | Std { ddof } => {
-                        let m = sum / n as f64;
-                        let m2: f64 = window_values.iter().map(|x| (x - m) * (x - m)).sum();
-                        let dof = n as f64 - f64::from(ddof);
-                        let var = if dof > 0.0 { m2 / dof } else { f64::NAN };
-                        if matches!(op, Std { .. }) {
-                            var.sqrt()
-                        } else {
-                            var
+                f64::INFINITY
+            });
+            for t in rows.clone() {
+                for (j, &v) in row(t).iter().enumerate() {
+                    let v: f64 = v.as_();
+                    if !v.is_nan() {
+                        sum[j] += v;
+                        count[j] += 1;
+                        best[j] = if max { best[j].max(v) } else { best[j].min(v) };
+                    }
+                }
+            }
+            if let Var { .. } | Std { .. } = op {
+                m2.fill(0.0);
+                for t in rows {
+                    for (j, &v) in row(t).iter().enumerate() {
+                        let v: f64 = v.as_();
+                        if !v.is_nan() && count[j] > 0 {
+                            let d = v - sum[j] / count[j] as f64;
+                            m2[j] += d * d;
                         }
                     }
-                    other => return internal_err!("rolling {} is not supported", other.name()),
                 }
-            };
-            result.push(v);
+            }
+            for j in 0..inner {
+                let n = count[j];
+                let v = if n < min_periods.max(1) && op != Count {
+                    f64::NAN
+                } else {
+                    match op {
+                        Sum => sum[j],
+                        Mean => sum[j] / n as f64,
+                        Count => n as f64,
+                        Min | Max => best[j],
+                        Var { ddof } | Std { ddof } => {
+                            let dof = n as f64 - f64::from(ddof);
+                            let var = if dof > 0.0 { m2[j] / dof } else { f64::NAN };
+                            if matches!(op, Std { .. }) {
+                                var.sqrt()
+                            } else {
+                                var
+                            }
+                        }
+                        _ => f64::NAN,
+                    }
+                };
+                result.push(v);
+            }
         }
     }
-    let mut shape: Vec<usize> = perm.iter().map(|&a| chunk.shape()[a]).collect();
-    shape[ndim - 1] = outputs;
-    let moved = NdChunk::from_vec(DType::F64, shape, result);
-    // Put the axis back where it was.
-    let mut back = vec![0; ndim];
-    for (i, &p) in perm.iter().enumerate() {
-        back[p] = i;
-    }
-    Ok(cast(&moved.permute(&back), out).to_standard())
+    result
 }
 
 #[cfg(test)]

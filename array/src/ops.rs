@@ -349,6 +349,10 @@ pub enum Op<I> {
         grid: ChunkGrid,
         /// The dtypes of the batch columns (several for partial reductions).
         fields: Vec<DType>,
+        /// When that stage cut each of its chunks into the pieces of `grid` (a refinement
+        /// of this, its own chunking), one output bucket per piece: its chunking.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        split: Option<ChunkGrid>,
     },
     /// `op(x)`.
     Unary {
@@ -599,10 +603,12 @@ impl<I> Op<I> {
                 stage,
                 grid,
                 fields,
+                split,
             } => Op::Input {
                 stage: *stage,
                 grid: grid.clone(),
                 fields: fields.clone(),
+                split: split.clone(),
             },
             _ => return None,
         })

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::chunk::NdChunk;
 use crate::dtype::{DType, Native};
-use crate::grid::{ChunkGrid, Region, region_shape};
+use crate::grid::{ChunkGrid, Region, cells, region_shape};
 use crate::kernels;
 use crate::ops::Op;
 use crate::reduce::{self, state_fields};
@@ -43,6 +43,10 @@ pub struct ChunkProgram {
     pub nodes: Vec<ProgramNode>,
     /// Arrays built in memory, referenced by `Op::Literal { id }`.
     pub literals: Vec<LiteralChunks>,
+    /// When set, a refinement of the root's chunking: task `i` cuts chunk `i` into the
+    /// pieces of this grid inside it and writes piece `k` to bucket `k` (see
+    /// [`ChunkGrid::piece_of`]), so a rechunk downstream reads only the pieces it needs.
+    pub pieces: Option<ChunkGrid>,
 }
 
 /// Input chunks fetched for one task, by (node, chunk number).
@@ -113,6 +117,132 @@ impl ChunkProgram {
             }
             _ => Ok(vec![(self.root(), root.grid.region(task))]),
         }
+    }
+
+    /// Output buckets per task: one, or the most pieces of one chunk when cut.
+    pub fn buckets(&self) -> usize {
+        let root = &self.nodes[self.root()].grid;
+        self.pieces.as_ref().map_or(1, |fine| root.max_pieces(fine))
+    }
+
+    /// Chunk `chunk` of `Input` node `node`: (stage, producing task, bucket).
+    pub fn source(&self, node: usize, chunk: usize) -> Result<(usize, usize, usize)> {
+        match &self.nodes[node].op {
+            Op::Input {
+                stage,
+                grid,
+                split: Some(coarse),
+                ..
+            } => {
+                let (task, bucket) = coarse.piece_of(grid, chunk);
+                Ok((*stage, task, bucket))
+            }
+            Op::Input { stage, .. } => Ok((*stage, chunk, 0)),
+            _ => internal_err!("node {node} is not an input"),
+        }
+    }
+
+    /// Task `task`'s output chunk cut into the pieces of [`ChunkProgram::pieces`] inside
+    /// it, in bucket order; each piece is a copy, so a bucket holds only its own cells.
+    pub fn cut(&self, task: usize, chunk: &NdChunk) -> Result<Vec<NdChunk>> {
+        let Some(fine) = &self.pieces else {
+            return Ok(vec![chunk.clone()]);
+        };
+        let grid = &self.nodes[self.root()].grid;
+        let outer = grid.region(task);
+        grid.pieces_in(fine, task)
+            .into_iter()
+            .map(|piece| {
+                let local: Region = fine
+                    .region(piece)
+                    .iter()
+                    .zip(&outer)
+                    .map(|(r, o)| r.start - o.start..r.end - o.start)
+                    .collect();
+                let view = chunk.slice(&local);
+                let dtype = view.dtype();
+                Ok(with_native!(dtype, T => NdChunk::from_vec(dtype, view.shape().to_vec(), view.to_vec::<T>())))
+            })
+            .collect()
+    }
+
+    /// Bytes task `task` holds at its peak, estimated from above: the input chunks it
+    /// fetches or reads, every buffer evaluating its nodes allocates (as if none were
+    /// freed before the end), and its output (twice when cut into pieces).
+    pub fn task_bytes(&self, task: usize) -> Result<usize> {
+        let mut bytes = 0usize;
+        for (node, chunk) in self.needs(task)? {
+            let n = &self.nodes[node];
+            let (grid, width) = match &n.op {
+                Op::Input { grid, fields, .. } => (grid, fields.iter().map(|d| d.size()).sum()),
+                Op::ZarrRead { grid, .. } => (grid, n.dtype.size()),
+                _ => return internal_err!("node {node} is not an input"),
+            };
+            bytes = bytes.saturating_add(cells(&region_shape(&grid.region(chunk))) * width);
+        }
+        let root = &self.nodes[self.root()];
+        let out_cells = cells(&region_shape(&root.grid.region(task)));
+        let width: usize = self.output_fields().iter().map(|f| f.1.size()).sum();
+        let out = out_cells * width;
+        let evaluated = match &root.op {
+            Op::Partial { .. } | Op::Combine { .. } => {
+                let mut sum = 0usize;
+                for (x, region) in self.root_regions(task)? {
+                    let fields = match &self.nodes[x].op {
+                        Op::Input { fields, .. } => fields.len().max(1),
+                        _ => 1,
+                    };
+                    sum = sum.saturating_add(self.eval_bytes(x, &region)?.saturating_mul(fields));
+                }
+                sum
+            }
+            _ => self.eval_bytes(self.root(), &root.grid.region(task))?,
+        };
+        let copies = if self.pieces.is_some() { 2 } else { 1 };
+        Ok(bytes.saturating_add(evaluated).saturating_add(out * copies))
+    }
+
+    /// Bytes of the buffers evaluating `node` over `region` allocates, summed over the
+    /// nodes it evaluates (views of their input allocate nothing).
+    fn eval_bytes(&self, node: usize, region: &Region) -> Result<usize> {
+        let n = &self.nodes[node];
+        let own = cells(&region_shape(region)).saturating_mul(n.dtype.size());
+        let own = match &n.op {
+            // A region spanning several chunks is copied together.
+            Op::Input { grid, .. } | Op::ZarrRead { grid, .. } | Op::Literal { grid, .. } => {
+                if pieces(grid, region).len() > 1 {
+                    own
+                } else {
+                    0
+                }
+            }
+            Op::Slice { .. }
+            | Op::Transpose { .. }
+            | Op::Rechunk { .. }
+            | Op::ExpandDims { .. }
+            | Op::Squeeze { .. }
+            | Op::ZarrWrite { .. } => 0,
+            // Windows are reduced in f64, then cast.
+            Op::Rolling { .. } => own.saturating_add(cells(&region_shape(region)) * 8),
+            _ => own,
+        };
+        let mut sum = own;
+        for (child, r) in self.child_regions(node, region)? {
+            sum = sum.saturating_add(self.eval_bytes(child, &r)?);
+        }
+        Ok(sum)
+    }
+
+    /// The task of this program that holds the most, and its [`ChunkProgram::task_bytes`].
+    pub fn largest_task(&self) -> Result<(usize, usize)> {
+        let mut largest = (0, 0);
+        for task in 0..self.tasks() {
+            let bytes = self.task_bytes(task)?;
+            if bytes > largest.1 {
+                largest = (task, bytes);
+            }
+        }
+        Ok(largest)
     }
 
     /// The chunks of `Input` nodes task `task` reads: (node, chunk number).

@@ -470,8 +470,7 @@ impl Array {
 
     /// Runs the graph and returns the chunks of the result in C order of its grid.
     pub async fn collect_chunks(&self) -> Result<Vec<NdChunk>> {
-        let fan_in = self.session.config().array.reduce_fan_in;
-        let graph = planner_array::lower(&self.expr, fan_in)?;
+        let graph = planner_array::lower(&self.expr, self.session.array_limits())?;
         let handle = self.session.execute_graph(graph);
         let batches: Vec<_> = handle.stream.try_collect().await?;
         let grid = &self.expr.grid;
@@ -525,8 +524,7 @@ impl Array {
 
     /// Runs the graph and drops its output (for writes).
     pub(crate) async fn run_to_end(&self) -> Result<()> {
-        let fan_in = self.session.config().array.reduce_fan_in;
-        let graph = planner_array::lower(&self.expr, fan_in)?;
+        let graph = planner_array::lower(&self.expr, self.session.array_limits())?;
         let handle = self.session.execute_graph(graph);
         handle.stream.try_for_each(|_| async { Ok(()) }).await?;
         Ok(())
@@ -534,8 +532,7 @@ impl Array {
 
     /// The task graph this array runs as: (stages, tasks).
     pub fn graph_size(&self) -> Result<(usize, usize)> {
-        let fan_in = self.session.config().array.reduce_fan_in;
-        let graph = planner_array::lower(&self.expr, fan_in)?;
+        let graph = planner_array::lower(&self.expr, self.session.array_limits())?;
         Ok((graph.stages.len(), graph.task_count()))
     }
 }

@@ -19,7 +19,7 @@ use shoal_exec::{
     Progress, RemoteCluster, Security, StoreStats,
 };
 use shoal_io::ShoalObjectStoreRegistry;
-use shoal_planner::array::{ZarrGroup, ZarrTableFactory};
+use shoal_planner::array::{ArrayLimits, ZarrGroup, ZarrTableFactory};
 use shoal_planner::{
     JobPlanner, Resources, RunGraph, ShoalConfig, TaskGraph, apply_session_policy,
     config::{ByteSize, ShoalSettings},
@@ -306,6 +306,11 @@ impl Session {
             .unwrap_or_default()
     }
 
+    /// What array jobs are sized by: the reduction fan-in and the workers' memory.
+    pub fn array_limits(&self) -> ArrayLimits {
+        ArrayLimits::of(&self.config())
+    }
+
     /// Runs `future` (`what` it does, for errors) to completion on the session's runtime
     /// from synchronous code (also from inside another async runtime). A panic in it (a
     /// file reader's, on bytes it cannot handle) is an error naming `what`, not the
@@ -358,13 +363,13 @@ impl Session {
     /// [`CellTable`](crate::labeled::CellTable)).
     pub fn register_zarr(&self, name: &str, path: &str) -> Result<()> {
         let env = self.inner.ctx.runtime_env();
-        let fan_in = self.config().array.reduce_fan_in;
+        let limits = self.array_limits();
         let path = path.to_string();
         let what = format!("reading '{path}'");
         let table = self.block_on(&what, async move {
             ZarrGroup::open(&env, &path)
                 .await?
-                .into_table(&path, fan_in)
+                .into_table(&path, limits)
         })?;
         self.register_provider(name, Arc::new(table))
     }
@@ -373,8 +378,7 @@ impl Session {
     /// [`CellTable`](crate::labeled::CellTable)). Variables that need reductions are
     /// computed when the table is read only if they were persisted first.
     pub fn register_dataset(&self, name: &str, ds: &crate::labeled::Dataset) -> Result<()> {
-        let fan_in = self.config().array.reduce_fan_in;
-        let table = crate::labeled::dataset_table(ds, fan_in)?;
+        let table = crate::labeled::dataset_table(ds, self.array_limits())?;
         self.register_provider(name, Arc::new(table))
     }
 

@@ -174,11 +174,16 @@ impl EmbeddedCluster {
                     DiskManagerMode::Directories(vec![store.dir().to_path_buf()]),
                 ))
                 .build_arc()?;
+            store.bound_by(
+                Arc::clone(&worker_runtime.memory_pool),
+                options.memory_limit,
+            );
             let fetched = Arc::new(FetchLog::default());
             let worker = Worker {
                 id,
                 slots,
                 pause_above: pause_threshold(options.memory_limit),
+                memory_limit: options.memory_limit,
                 runtime: worker_runtime,
                 store,
                 io: Arc::new(WorkerIo::new(

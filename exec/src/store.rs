@@ -1,15 +1,18 @@
 //! A worker's result store: task output buckets in memory, spilled to Arrow IPC files
-//! in the worker's scratch directory above a memory target.
+//! in the worker's scratch directory above a memory target, and above what the worker's
+//! memory limit leaves beside the reservations of its running tasks.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use datafusion::arrow::ipc::reader::FileReader;
 use datafusion::arrow::ipc::writer::FileWriter;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{DataFusionError, Result};
+use datafusion::execution::memory_pool::MemoryPool;
 use parking_lot::Mutex;
 use shoal_planner::shuffle::held_bytes;
 use shoal_planner::{JobId, PartitionKey, StageId};
@@ -60,6 +63,9 @@ pub struct StoreStats {
 pub struct ResultStore {
     dir: TempDir,
     memory_target: usize,
+    /// The worker's operator pool and memory limit: the store keeps no more in memory
+    /// than the limit leaves beside the pool's reservations.
+    bound: OnceLock<(Arc<dyn MemoryPool>, usize)>,
     inner: Mutex<Inner>,
 }
 
@@ -83,8 +89,48 @@ impl ResultStore {
         Ok(Self {
             dir,
             memory_target,
+            bound: OnceLock::new(),
             inner: Mutex::new(Inner::default()),
         })
+    }
+
+    /// Keeps the store within what `limit` leaves beside `pool`'s reservations, too
+    /// (set once, by the worker that owns both).
+    pub fn bound_by(&self, pool: Arc<dyn MemoryPool>, limit: usize) {
+        let _ = self.bound.set((pool, limit));
+    }
+
+    /// Bytes the store may hold in memory now.
+    fn target(&self) -> usize {
+        match self.bound.get() {
+            Some((pool, limit)) => self
+                .memory_target
+                .min(limit.saturating_sub(pool.reserved())),
+            None => self.memory_target,
+        }
+    }
+
+    /// Spills the largest in-memory buckets until the store is within its target (after
+    /// a task reserved memory, say).
+    pub fn make_room(&self) -> Result<()> {
+        let mut inner = self.inner.lock();
+        self.spill_to(&mut inner, self.target())
+    }
+
+    fn spill_to(&self, inner: &mut Inner, target: usize) -> Result<()> {
+        while inner.memory_bytes > target {
+            let victim = inner
+                .entries
+                .iter()
+                .filter_map(|(k, e)| match e {
+                    Entry::Memory { bytes, .. } if *bytes > 0 => Some((*bytes, *k)),
+                    _ => None,
+                })
+                .max();
+            let Some((_, victim)) = victim else { break };
+            self.spill(inner, victim)?;
+        }
+        Ok(())
     }
 
     /// The directory spill files go to.
@@ -108,19 +154,7 @@ impl ResultStore {
         if let Some(old) = inner.entries.insert(key, Entry::Memory { batches, bytes }) {
             Self::forget(&mut inner, old);
         }
-        while inner.memory_bytes > self.memory_target {
-            let victim = inner
-                .entries
-                .iter()
-                .filter_map(|(k, e)| match e {
-                    Entry::Memory { bytes, .. } if *bytes > 0 => Some((*bytes, *k)),
-                    _ => None,
-                })
-                .max();
-            let Some((_, victim)) = victim else { break };
-            self.spill(&mut inner, victim)?;
-        }
-        Ok(())
+        self.spill_to(&mut inner, self.target())
     }
 
     fn spill(&self, inner: &mut Inner, key: PartitionKey) -> Result<()> {

@@ -2,7 +2,10 @@
 //!
 //! Launched tasks wait in a local queue until a slot is free. While the worker's memory
 //! in use (operator reservations plus in-memory task outputs) is above its pause
-//! threshold, queued tasks wait too, unless nothing is running at all.
+//! threshold, queued tasks wait too, unless nothing is running at all. An array task
+//! says up front how much it will hold: it reserves that in the operator pool before it
+//! starts, waits while the reservations of running tasks leave too little of the limit,
+//! and the result store spills to make room for it.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -10,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use datafusion::common::{Result, internal_datafusion_err};
 use datafusion::execution::TaskContext;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::execution_plan::reset_plan_states;
@@ -34,6 +38,8 @@ pub struct Worker {
     pub slots: usize,
     /// Memory in use above which queued tasks wait, in bytes.
     pub pause_above: usize,
+    /// The worker's memory limit, in bytes.
+    pub memory_limit: usize,
     /// Runtime (memory pool, disk manager, object stores) for its tasks.
     pub runtime: Arc<RuntimeEnv>,
     /// Where its tasks put their outputs.
@@ -46,8 +52,14 @@ pub struct Worker {
 
 type Key = (JobId, TaskId, u32);
 
-/// A running task's key, slot, start and the plan it runs.
-type Started = (Key, usize, Instant, Option<Arc<dyn ExecutionPlan>>);
+/// A running task's key, slot, start, the plan it runs and the memory it reserved.
+type Started = (
+    Key,
+    usize,
+    Instant,
+    Option<Arc<dyn ExecutionPlan>>,
+    Option<MemoryReservation>,
+);
 
 impl Worker {
     /// Operator reservations plus in-memory task outputs, in bytes.
@@ -123,7 +135,7 @@ impl Worker {
                             }
                         }
                     };
-                    if let Some((key, slot, started, plan)) = by_id.remove(&id) {
+                    if let Some((key, slot, started, plan, _reserved)) = by_id.remove(&id) {
                         handles.remove(&key);
                         busy[slot] = false;
                         if let (Some(plan), TaskOutcome::FetchFailed { .. } | TaskOutcome::Failed(_)) =
@@ -149,6 +161,11 @@ impl Worker {
                 if !may_start(running.len(), self.slots, used, self.pause_above) {
                     break;
                 }
+                let need = queue.front().map_or(0, reserved_bytes);
+                let reserved = self.runtime.memory_pool.reserved();
+                if !fits(running.len(), reserved, need, self.memory_limit) {
+                    break;
+                }
                 let mut launch = queue.pop_front().expect("queue is not empty");
                 let key = (launch.job, launch.task, launch.attempt);
                 let plan = fresh.apply(&mut launch);
@@ -164,12 +181,23 @@ impl Worker {
                     });
                     continue;
                 }
+                let reservation = (need > 0).then(|| {
+                    let consumer = MemoryConsumer::new(format!("array task {}", key.1));
+                    let reservation = consumer.register(&self.runtime.memory_pool);
+                    reservation.grow(need);
+                    reservation
+                });
+                if need > 0
+                    && let Err(e) = self.store.make_room()
+                {
+                    tracing::warn!(worker = self.id, "cannot spill task outputs: {e}");
+                }
                 tracing::debug!(worker = self.id, job = key.0, task = %key.1, attempt = key.2, "task starts");
                 let handle = running.spawn(run_task(launch, self.runtime.clone(), self.io.clone()));
                 // A free slot exists: fewer tasks run than there are slots.
                 let slot = busy.iter().position(|b| !b).unwrap_or(0);
                 busy[slot] = true;
-                by_id.insert(handle.id(), (key, slot, Instant::now(), plan));
+                by_id.insert(handle.id(), (key, slot, Instant::now(), plan, reservation));
                 handles.insert(key, handle);
             }
         }
@@ -235,6 +263,24 @@ fn may_start(running: usize, slots: usize, used: usize, pause_above: usize) -> b
     running < slots.max(1) && (running == 0 || used <= pause_above)
 }
 
+/// Whether a task that will hold `need` bytes fits beside `reserved` bytes of running
+/// tasks' reservations within `limit` (task outputs in the store spill to make room; an
+/// idle worker always makes progress).
+fn fits(running: usize, reserved: usize, need: usize, limit: usize) -> bool {
+    running == 0 || need == 0 || reserved.saturating_add(need) <= limit
+}
+
+/// The bytes a queued task says it will hold (array tasks; 0 for the others, whose
+/// operators reserve as they go).
+fn reserved_bytes(launch: &Launch) -> usize {
+    match &launch.plan {
+        StagePlan::Decoded { plan, .. } => {
+            shoal_planner::array::exec::task_bytes(plan, launch.task.partition).unwrap_or(0)
+        }
+        _ => 0,
+    }
+}
+
 async fn run_task(launch: Launch, runtime: Arc<RuntimeEnv>, io: Arc<dyn ShuffleIo>) -> TaskOutcome {
     match execute(launch, runtime, io).await {
         Ok(bucket_bytes) => TaskOutcome::Finished(TaskReport {
@@ -293,7 +339,21 @@ async fn execute(
 
 #[cfg(test)]
 mod tests {
-    use super::may_start;
+    use super::{fits, may_start};
+
+    #[test]
+    fn an_array_task_waits_until_its_reservation_fits_beside_the_running_ones() {
+        assert!(fits(1, 60, 40, 100));
+        assert!(
+            !fits(1, 61, 40, 100),
+            "over the limit while another task runs"
+        );
+        assert!(fits(0, 90, 40, 100), "an idle worker still runs a task");
+        assert!(
+            fits(3, 100, 0, 100),
+            "a task without an estimate reserves as it goes"
+        );
+    }
 
     #[test]
     fn tasks_wait_for_a_slot_and_pause_above_the_memory_threshold() {

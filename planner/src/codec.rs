@@ -30,7 +30,7 @@ use datafusion_proto::protobuf;
 use prost::Message;
 
 use crate::array::program::{ChunkProgram, ProgramNode};
-use crate::array::{CellDim, CellScanExec, CellVar, ChunkExec, NdChunk, Op};
+use crate::array::{CellDim, CellScanExec, CellVar, ChunkExec, ChunkGrid, NdChunk, Op};
 use crate::checked::{CheckedConverter, check_ipc_stream};
 use crate::graph::OutputSpec;
 use crate::scan::FileScanContextExec;
@@ -92,6 +92,9 @@ struct ChunkProto {
     /// Each literal's chunks as an Arrow IPC stream, one batch per chunk.
     #[prost(bytes = "vec", repeated, tag = "2")]
     literals: Vec<Vec<u8>>,
+    /// `ChunkProgram::pieces` as JSON, empty when absent.
+    #[prost(string, tag = "3")]
+    pieces: String,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -99,6 +102,9 @@ struct WriteProto {
     /// Absent for `OutputSpec::Single`.
     #[prost(message, optional, tag = "1")]
     partitioning: Option<protobuf::Partitioning>,
+    /// Buckets of `OutputSpec::Pieces` (0 for the others).
+    #[prost(uint64, tag = "2")]
+    pieces: u64,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -217,6 +223,7 @@ impl PhysicalExtensionCodec for ShoalCodec {
                     proto_converter,
                 )? {
                     Some(p) => OutputSpec::Repartition(p),
+                    None if write.pieces > 0 => OutputSpec::Pieces(write.pieces as usize),
                     None => OutputSpec::Single,
                 };
                 Ok(Arc::new(ShuffleWriteExec::new(Arc::clone(input), output)))
@@ -290,13 +297,17 @@ impl PhysicalExtensionCodec for ShoalCodec {
         proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<()> {
         let kind = if let Some(write) = node.downcast_ref::<ShuffleWriteExec>() {
-            let partitioning = match write.output() {
-                OutputSpec::Single => None,
+            let (partitioning, pieces) = match write.output() {
+                OutputSpec::Single => (None, 0),
+                OutputSpec::Pieces(n) => (None, *n as u64),
                 OutputSpec::Repartition(p) => {
-                    Some(serialize_partitioning(p, self, proto_converter)?)
+                    (Some(serialize_partitioning(p, self, proto_converter)?), 0)
                 }
             };
-            Kind::Write(WriteProto { partitioning })
+            Kind::Write(WriteProto {
+                partitioning,
+                pieces,
+            })
         } else if let Some(read) = node.downcast_ref::<ShuffleReadExec>() {
             let properties = read.properties();
             let schema = properties.eq_properties.schema();
@@ -358,7 +369,16 @@ fn encode_program(program: &ChunkProgram) -> Result<ChunkProto> {
         }
         literals.push(bytes);
     }
-    Ok(ChunkProto { nodes, literals })
+    let pieces = match &program.pieces {
+        Some(grid) => serde_json::to_string(grid)
+            .map_err(|e| internal_datafusion_err!("cannot encode an array program: {e}"))?,
+        None => String::new(),
+    };
+    Ok(ChunkProto {
+        nodes,
+        literals,
+        pieces,
+    })
 }
 
 fn decode_program(proto: &ChunkProto) -> Result<ChunkProgram> {
@@ -384,7 +404,39 @@ fn decode_program(proto: &ChunkProto) -> Result<ChunkProgram> {
         }
         literals[*id] = Arc::new(chunks);
     }
-    Ok(ChunkProgram { nodes, literals })
+    let pieces: Option<ChunkGrid> = match proto.pieces.as_str() {
+        "" => None,
+        text => Some(
+            serde_json::from_str(text)
+                .map_err(|e| internal_datafusion_err!("cannot decode an array program: {e}"))?,
+        ),
+    };
+    // Cutting chunks into pieces assumes each piece lies inside one chunk.
+    let refines = |coarse: &ChunkGrid, fine: &ChunkGrid| {
+        coarse.shape() == fine.shape() && coarse.refine(fine) == *fine
+    };
+    let root = nodes.last().map(|n| &n.grid);
+    if let (Some(fine), Some(root)) = (&pieces, root)
+        && !refines(root, fine)
+    {
+        return internal_err!("an array program's pieces do not refine its chunks");
+    }
+    for node in &nodes {
+        if let Op::Input {
+            grid,
+            split: Some(coarse),
+            ..
+        } = &node.op
+            && !refines(coarse, grid)
+        {
+            return internal_err!("an array input's pieces do not refine its chunks");
+        }
+    }
+    Ok(ChunkProgram {
+        nodes,
+        literals,
+        pieces,
+    })
 }
 
 fn json_err(e: serde_json::Error) -> datafusion::common::DataFusionError {

@@ -38,6 +38,9 @@ pub enum OutputSpec {
     /// Batches are split by DataFusion's partitioning (hash, round robin or range) into
     /// `partition_count()` buckets; consumer partition `p` reads bucket `p` of every task.
     Repartition(Partitioning),
+    /// The task's `k`-th batch goes to bucket `k` (an array stage cutting each chunk into
+    /// the pieces a rechunk downstream reads); at most this many buckets.
+    Pieces(usize),
 }
 
 impl OutputSpec {
@@ -46,6 +49,7 @@ impl OutputSpec {
         match self {
             Self::Single => 1,
             Self::Repartition(p) => p.partition_count(),
+            Self::Pieces(n) => *n,
         }
     }
 }
@@ -55,6 +59,7 @@ impl fmt::Display for OutputSpec {
         match self {
             Self::Single => write!(f, "single"),
             Self::Repartition(p) => write!(f, "{p}"),
+            Self::Pieces(n) => write!(f, "pieces({n})"),
         }
     }
 }

@@ -233,8 +233,11 @@ async fn climatology_anomaly_from_store_to_store() {
     let anomaly = t2m.groupby("time.month").unwrap().sub(&clim).unwrap();
     // The climatology and the anomaly both need the store: one stage reads it, the others
     // fetch its decoded chunks.
-    let graph =
-        shoal_planner::array::lower(anomaly.std(["time"]).unwrap().data().expr(), 16).unwrap();
+    let graph = shoal_planner::array::lower(
+        anomaly.std(["time"]).unwrap().data().expr(),
+        shoal_planner::array::ArrayLimits::fan_in(16),
+    )
+    .unwrap();
     let reading: Vec<usize> = graph
         .stages
         .iter()

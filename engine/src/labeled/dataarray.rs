@@ -494,6 +494,23 @@ impl DataArray {
         Ok(self.with_data(data, dims.clone()))
     }
 
+    /// The same values in chunks of `chunks` cells along the named dimensions (0: the
+    /// whole dimension; others keep their chunks), like xarray's `chunk`.
+    pub fn chunk(&self, chunks: &[(&str, usize)]) -> Result<DataArray> {
+        let mut lengths: Vec<usize> = self
+            .data
+            .chunks()
+            .iter()
+            .map(|c| c.first().copied().unwrap_or(0))
+            .collect();
+        for (dim, n) in chunks {
+            let axis = self.axis(dim)?;
+            lengths[axis] = if *n == 0 { self.data.shape()[axis] } else { *n };
+        }
+        let data = self.data.rechunk(&lengths)?;
+        Ok(self.with_data(data, self.dims.clone()))
+    }
+
     /// A function of every cell (`sqrt`, `abs` ... through [`Array`]'s methods).
     pub fn map(&self, f: impl FnOnce(&Array) -> Result<Array>) -> Result<DataArray> {
         let data = f(&self.data)?;

@@ -50,7 +50,7 @@ impl Dataset {
             };
             ready = ready.with_var(name, var)?;
         }
-        let table = dataset_table(&ready, session.config().array.reduce_fan_in)?;
+        let table = dataset_table(&ready, session.array_limits())?;
         let df = session.context().read_table(Arc::new(table))?;
         Ok(DataFrame::new(session, df))
     }

@@ -232,8 +232,27 @@ impl Step {
                 let (dim, n, op) = self.window()?;
                 x.rolling(dim, n)?.reduce(op)
             }
+            "chunk" => {
+                let mut chunks = Vec::new();
+                for (dim, value) in self.keyed()? {
+                    let n = match value.trim() {
+                        "-1" => 0,
+                        text => match text.parse::<usize>() {
+                            Ok(n) if n > 0 => n,
+                            _ => {
+                                return Err(Error::input(format!(
+                                    "{} {dim}: '{value}' is not a chunk length (a count of cells, or -1 for the whole dimension)",
+                                    self.what()
+                                )));
+                            }
+                        },
+                    };
+                    chunks.push((dim, n));
+                }
+                x.chunk(&chunks)
+            }
             other => Err(Error::input(format!(
-                "unknown pipeline step '{other}': use isel, sel, sum, mean, min, max, std, var, count, prod, groupby, anomaly, resample, coarsen or rolling"
+                "unknown pipeline step '{other}': use isel, sel, sum, mean, min, max, std, var, count, prod, groupby, anomaly, resample, coarsen, rolling or chunk"
             ))),
         }
     }

@@ -113,6 +113,7 @@ pub async fn run_worker(
             DiskManagerMode::Directories(vec![store.dir().to_path_buf()]),
         ))
         .build_arc()?;
+    store.bound_by(Arc::clone(&runtime.memory_pool), options.memory_limit);
     let security = Arc::new(options.security.clone());
 
     // The Flight server outlives connections to the scheduler: it serves the store.
@@ -219,6 +220,7 @@ impl Parts<'_> {
             id,
             slots: options.slots.max(1),
             pause_above: pause_threshold(options.memory_limit),
+            memory_limit: options.memory_limit,
             runtime: Arc::clone(self.runtime),
             store: Arc::clone(self.store),
             io: Arc::new(WorkerIo::new(id, transport.clone(), Arc::clone(&fetched))),

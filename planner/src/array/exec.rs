@@ -152,21 +152,40 @@ impl ExecutionPlan for ChunkExec {
                     .collect();
                 let values = to_user_type(chunk)?;
                 shoal_io::zarr::write_chunk(&env, store, path, metadata, &coords, &values).await?;
-                return Ok(RecordBatch::new_empty(schema));
+                return Ok(vec![RecordBatch::new_empty(schema)]);
             }
-            let batch = NdChunk::fields_to_batch(&columns)?;
-            baseline.record_output(batch.num_rows());
-            Ok(batch)
+            let batches = match &columns[..] {
+                [(name, chunk)] if program.pieces.is_some() => program
+                    .cut(partition, chunk)?
+                    .into_iter()
+                    .map(|piece| NdChunk::fields_to_batch(&[(name, piece)]))
+                    .collect::<Result<Vec<_>>>()?,
+                _ => vec![NdChunk::fields_to_batch(&columns)?],
+            };
+            for batch in &batches {
+                baseline.record_output(batch.num_rows());
+            }
+            Ok::<_, datafusion::common::DataFusionError>(batches)
         };
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             self.schema(),
-            futures::stream::once(fut),
+            futures::stream::once(fut)
+                .map_ok(|batches| futures::stream::iter(batches.into_iter().map(Ok)))
+                .try_flatten(),
         )))
     }
 
     fn metrics(&self) -> Option<MetricsSet> {
         Some(self.metrics.clone_inner())
     }
+}
+
+/// The bytes task `partition` of a stage plan will hold, when the stage is an array stage
+/// (see [`ChunkProgram::task_bytes`]).
+pub fn task_bytes(plan: &Arc<dyn ExecutionPlan>, partition: usize) -> Option<usize> {
+    let write = plan.downcast_ref::<crate::shuffle::ShuffleWriteExec>()?;
+    let chunk = write.input().downcast_ref::<ChunkExec>()?;
+    chunk.program.task_bytes(partition).ok()
 }
 
 /// Task `partition` of `program`: fetches the input chunks it needs (earlier stages
@@ -185,9 +204,10 @@ pub fn run_task(
     let mut reads = Vec::new();
     for (node, chunk) in needs {
         match &program.nodes[node].op {
-            Op::Input { stage, .. } => {
+            Op::Input { .. } => {
                 let shuffle = shuffle_env(context)?;
-                let (key, from) = shuffle.source(*stage, chunk, 0)?;
+                let (stage, task, bucket) = program.source(node, chunk)?;
+                let (key, from) = shuffle.source(stage, task, bucket)?;
                 fetches.push(((node, chunk), shuffle.io.fetch(key, from)?));
             }
             Op::ZarrRead { .. } => reads.push((node, chunk)),

@@ -1,11 +1,17 @@
 //! Lowering an array expression to stages: everything between reductions fuses into one
 //! [`ChunkProgram`] per stage, one task per output chunk; each reduction becomes a partial
 //! stage and a tree of combine stages with at most `fan_in` chunks merged per task.
+//!
+//! Stages are sized by the workers' memory ([`ArrayLimits`]): a combine task merges no
+//! more states than a quarter of a worker's memory holds, a rechunk that would gather
+//! more than that reads pieces cut by a stage of their own, a store array is decoded
+//! once for several stages only when the workers can keep it in memory, and a job with
+//! a task that cannot fit at all is refused before anything runs.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use datafusion::common::{Result, internal_err};
+use datafusion::common::{Result, internal_err, plan_err};
 
 use super::dtype::DType;
 use super::exec::ChunkExec;
@@ -14,6 +20,7 @@ use super::grid::ChunkGrid;
 use super::ops::{Op, ReduceSpec};
 use super::program::{ChunkProgram, LiteralChunks, ProgramNode};
 use super::reduce::state_fields;
+use crate::config::{ShoalSettings, default_store_target};
 use crate::graph::{OutputSpec, Stage, StageId, TaskGraph};
 use crate::shuffle::ShuffleWriteExec;
 
@@ -23,26 +30,71 @@ struct Materialized {
     stage: StageId,
     grid: ChunkGrid,
     fields: Vec<DType>,
+    /// When the stage cut its chunks into pieces: its chunking (`grid` is the pieces').
+    split: Option<ChunkGrid>,
+}
+
+/// What lowering sizes an array job's stages by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArrayLimits {
+    /// Most chunks one combine task merges (`shoal.array.reduce_fan_in`).
+    pub fan_in: usize,
+    /// Each worker's memory limit in bytes: no task may need more.
+    pub worker_memory: usize,
+    /// Task output the workers keep in memory together before spilling, in bytes.
+    pub held_memory: usize,
+}
+
+impl ArrayLimits {
+    /// The limits of a cluster shaped by `settings` (as resolved at session start; an
+    /// unresolved memory limit of 0 counts as no limit).
+    pub fn of(settings: &ShoalSettings) -> Self {
+        let unlimited = |bytes: usize| if bytes == 0 { usize::MAX } else { bytes };
+        let worker_memory = unlimited(settings.worker.memory_limit.bytes());
+        let target = match settings.store.memory_target.bytes() {
+            0 => default_store_target(worker_memory),
+            bytes => bytes,
+        };
+        Self {
+            fan_in: settings.array.reduce_fan_in,
+            worker_memory,
+            held_memory: target.saturating_mul(settings.workers.max(1)),
+        }
+    }
+
+    /// Limits that only bound the fan-in (memory unlimited).
+    pub fn fan_in(fan_in: usize) -> Self {
+        Self {
+            fan_in,
+            worker_memory: usize::MAX,
+            held_memory: usize::MAX,
+        }
+    }
+
+    /// Bytes one task may gather from its inputs: a quarter of a worker's memory, so
+    /// what it computes from them and the tasks beside it fit too.
+    fn gather(&self) -> usize {
+        self.worker_memory / 4
+    }
 }
 
 /// Builds the stages of one job.
 struct Lowering {
-    fan_in: usize,
+    limits: ArrayLimits,
     stages: Vec<Stage>,
     done: HashMap<*const ArrayNode, Materialized>,
     /// Store reads more than one stage needs (see [`shared_reads`]).
     shared: HashSet<*const ArrayNode>,
+    /// Rechunks whose source a stage cuts into pieces, by the rechunk node.
+    cut: HashMap<*const ArrayNode, Materialized>,
 }
-
-/// Largest store array (bytes) whose decoded chunks are kept for a second stage rather
-/// than read and decoded again.
-const SHARED_READ_BYTES: usize = 2 << 30;
 
 /// The store reads of `root` that more than one stage would evaluate (a climatology and
 /// the anomaly against it both read the store): each becomes a stage of its own whose
-/// chunks, decoded once, the other stages fetch. Arrays above [`SHARED_READ_BYTES`] are
-/// read again instead, so memory stays bounded.
-fn shared_reads(root: &ArrayExpr) -> HashSet<*const ArrayNode> {
+/// chunks, decoded once, the other stages fetch. Only arrays the workers can keep in
+/// memory together (`held` bytes of task output) are shared: a larger one would spill,
+/// and writing it out and reading it back costs more than decoding the store again.
+fn shared_reads(root: &ArrayExpr, held: usize) -> HashSet<*const ArrayNode> {
     let mut uses: HashMap<*const ArrayNode, (usize, usize)> = HashMap::new();
     let mut roots = vec![root.clone()];
     let mut stage_roots = HashSet::new();
@@ -69,25 +121,84 @@ fn shared_reads(root: &ArrayExpr) -> HashSet<*const ArrayNode> {
         }
     }
     uses.into_iter()
-        .filter(|(_, (stages, bytes))| *stages > 1 && *bytes <= SHARED_READ_BYTES)
+        .filter(|(_, (stages, bytes))| *stages > 1 && *bytes <= held)
         .map(|(node, _)| node)
         .collect()
 }
 
 /// The task graph computing `expr`: its result stage's task `i` holds chunk `i` of `expr`
-/// (C order of `expr.grid`) in bucket 0. Reductions merge at most `fan_in` chunks per task.
-pub fn lower(expr: &ArrayExpr, fan_in: usize) -> Result<TaskGraph> {
+/// (C order of `expr.grid`) in bucket 0. Fails, naming the chunk, when one task would
+/// need more than a worker's memory.
+pub fn lower(expr: &ArrayExpr, limits: ArrayLimits) -> Result<TaskGraph> {
+    let limits = ArrayLimits {
+        fan_in: limits.fan_in.max(2),
+        ..limits
+    };
     let mut lowering = Lowering {
-        fan_in: fan_in.max(2),
+        limits,
         stages: Vec::new(),
         done: HashMap::new(),
-        shared: shared_reads(expr),
+        shared: shared_reads(expr, limits.held_memory),
+        cut: HashMap::new(),
     };
     let out = lowering.materialize(expr)?;
     if out.stage + 1 != lowering.stages.len() {
         return internal_err!("the result stage must come last");
     }
+    for stage in &lowering.stages {
+        if let Some(program) = stage_program(stage) {
+            check_fits(program, limits.worker_memory)?;
+        }
+    }
     Ok(TaskGraph::from_stages(lowering.stages))
+}
+
+/// The array program a stage runs, if it is an array stage.
+pub fn stage_program(stage: &Stage) -> Option<&Arc<ChunkProgram>> {
+    stage
+        .plan
+        .downcast_ref::<ShuffleWriteExec>()
+        .and_then(|w| w.input().downcast_ref::<ChunkExec>())
+        .map(|c| c.program())
+}
+
+/// Refuses a program whose largest task needs more than `limit` bytes, naming the chunk.
+pub fn check_fits(program: &ChunkProgram, limit: usize) -> Result<()> {
+    let (task, bytes) = program.largest_task()?;
+    if bytes <= limit {
+        return Ok(());
+    }
+    let root = &program.nodes[program.root()];
+    let shape: Vec<usize> = root
+        .grid
+        .region(task)
+        .iter()
+        .map(|r| r.end - r.start)
+        .collect();
+    let inputs = program.needs(task)?.len();
+    plan_err!(
+        "an array task needs about {} for a chunk of shape {shape:?} ({}, from {inputs} input chunk{}), more than a worker's memory limit of {}; use smaller chunks or a larger --memory-limit",
+        human_bytes(bytes),
+        root.dtype,
+        if inputs == 1 { "" } else { "s" },
+        human_bytes(limit)
+    )
+}
+
+/// `bytes` in the largest binary unit that keeps one decimal: `1.5 GiB`, `24.0 MiB`.
+fn human_bytes(bytes: usize) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }
 
 /// Builds one program, memoising nodes by identity.
@@ -105,10 +216,70 @@ fn input_node(m: Materialized, dtype: DType) -> ProgramNode {
             stage: m.stage,
             grid: m.grid.clone(),
             fields: m.fields,
+            split: m.split,
         },
         dtype,
         grid: m.grid,
     }
+}
+
+/// The most chunks of `target` that overlap one chunk of `grid`.
+fn readers(grid: &ChunkGrid, target: &ChunkGrid) -> usize {
+    (0..grid.ndim())
+        .map(|axis| {
+            let mut start = 0;
+            grid.axis(axis)
+                .iter()
+                .map(|&len| {
+                    let range = start..start + len;
+                    start += len;
+                    target.overlaps(axis, &range).len()
+                })
+                .max()
+                .unwrap_or(1)
+        })
+        .product()
+}
+
+/// Whether computing `x` reads a store in the same stage (up to reductions).
+fn reads_store(x: &ArrayExpr) -> bool {
+    let mut stack = vec![x.clone()];
+    let mut seen = HashSet::new();
+    while let Some(n) = stack.pop() {
+        if !seen.insert(Arc::as_ptr(&n)) {
+            continue;
+        }
+        match &n.op {
+            Op::ZarrRead { .. } => return true,
+            Op::Reduce { .. } => {}
+            op => stack.extend(op.inputs().into_iter().cloned()),
+        }
+    }
+    false
+}
+
+/// Bytes of the chunks of `grid` (cells of `width` bytes) that one chunk of `target`
+/// overlaps, at most: what a task computing a chunk of `target` from `grid` gathers.
+fn gather_bytes(grid: &ChunkGrid, target: &ChunkGrid, width: usize) -> usize {
+    (0..grid.ndim())
+        .map(|axis| {
+            let mut start = 0;
+            target
+                .axis(axis)
+                .iter()
+                .map(|&len| {
+                    let range = start..start + len;
+                    start += len;
+                    let src = grid.axis(axis);
+                    grid.overlaps(axis, &range)
+                        .iter()
+                        .map(|(c, _, _)| src[*c])
+                        .sum::<usize>()
+                })
+                .max()
+                .unwrap_or(0)
+        })
+        .fold(width, usize::saturating_mul)
 }
 
 impl ProgramBuilder<'_> {
@@ -119,6 +290,24 @@ impl ProgramBuilder<'_> {
         }
         let node = match &expr.op {
             Op::Reduce { .. } => input_node(self.lowering.materialize(expr)?, expr.dtype),
+            Op::Rechunk { x } if self.lowering.needs_pieces(x, &expr.grid) => {
+                // The source is cut into the pieces each target chunk needs by a stage of
+                // its own; this stage gathers only those pieces.
+                let m = match self.lowering.cut.get(&key) {
+                    Some(m) => m.clone(),
+                    None => {
+                        let m = self.lowering.pieces_of(x, &expr.grid)?;
+                        self.lowering.cut.insert(key, m.clone());
+                        m
+                    }
+                };
+                let input = self.push(input_node(m, x.dtype));
+                ProgramNode {
+                    op: Op::Rechunk { x: input },
+                    dtype: expr.dtype,
+                    grid: expr.grid.clone(),
+                }
+            }
             Op::ZarrRead { .. } if self.lowering.shared.contains(&key) => {
                 // Its own stage, built with the read inline; consumers fetch its chunks.
                 self.lowering.shared.remove(&key);
@@ -167,6 +356,7 @@ impl ProgramBuilder<'_> {
         ChunkProgram {
             nodes: self.nodes,
             literals: self.literals,
+            pieces: None,
         }
     }
 }
@@ -185,15 +375,48 @@ impl Lowering {
         let id = self.stages.len();
         let inputs = program.input_stages();
         let tasks = program.tasks();
+        let output = match program.pieces {
+            Some(_) => OutputSpec::Pieces(program.buckets()),
+            None => OutputSpec::Single,
+        };
         let exec = Arc::new(ChunkExec::new(Arc::new(program)));
         self.stages.push(Stage {
             id,
-            plan: Arc::new(ShuffleWriteExec::new(exec, OutputSpec::Single)),
+            plan: Arc::new(ShuffleWriteExec::new(exec, output.clone())),
             inputs,
-            output: OutputSpec::Single,
+            output,
             tasks,
         });
         id
+    }
+
+    /// Whether rechunking `x` to `target` goes through pieces: when a task would gather
+    /// more than a worker should hold from several chunks of `x`, or when each chunk of
+    /// a stored `x` would otherwise be read and decoded again for more than two target
+    /// chunks.
+    fn needs_pieces(&self, x: &ArrayExpr, target: &ChunkGrid) -> bool {
+        let one_chunk = x.grid.max_chunk_cells() * x.dtype.size();
+        let gathered = gather_bytes(&x.grid, target, x.dtype.size());
+        if gathered <= one_chunk {
+            return false;
+        }
+        gathered > self.limits.gather() || (readers(&x.grid, target) > 2 && reads_store(x))
+    }
+
+    /// A stage computing `x` chunk by chunk and cutting each chunk into the pieces of
+    /// its refinement by `target`.
+    fn pieces_of(&mut self, x: &ArrayExpr, target: &ChunkGrid) -> Result<Materialized> {
+        let fine = x.grid.refine(target);
+        let mut b = self.builder();
+        b.add(x)?;
+        let mut program = b.finish();
+        program.pieces = Some(fine.clone());
+        Ok(Materialized {
+            stage: self.add_stage(program),
+            grid: fine,
+            fields: vec![x.dtype],
+            split: Some(x.grid.clone()),
+        })
     }
 
     fn materialize(&mut self, expr: &ArrayExpr) -> Result<Materialized> {
@@ -230,6 +453,7 @@ impl Lowering {
                     stage: self.add_stage(program),
                     grid: expr.grid.clone(),
                     fields: vec![expr.dtype],
+                    split: None,
                 }
             }
         };
@@ -285,10 +509,16 @@ impl Lowering {
         let mut stage = self.add_stage(program);
         let mut grid_now = grid;
 
+        let state_width: usize = state_dtypes.iter().map(|d| d.size()).sum();
         while !last(&counts) {
             let wide = (0..ndim).filter(|&a| merged(a) && counts[a] > 1).count() as u32;
-            let per_axis =
-                ((self.fan_in as f64).powf(1.0 / f64::from(wide)).floor() as usize).max(2);
+            // No more states than a task may gather.
+            let state_bytes = grid_now
+                .max_chunk_cells()
+                .saturating_mul(state_width)
+                .max(1);
+            let fan_in = self.limits.fan_in.min(self.limits.gather() / state_bytes);
+            let per_axis = ((fan_in as f64).powf(1.0 / f64::from(wide)).floor() as usize).max(2);
             let group: Vec<usize> = (0..ndim)
                 .map(|a| {
                     if merged(a) && counts[a] > 1 {
@@ -310,6 +540,7 @@ impl Lowering {
                             stage,
                             grid: grid_now.clone(),
                             fields: state_dtypes.clone(),
+                            split: None,
                         },
                         dtype: state_dtypes[0],
                         grid: grid_now.clone(),
@@ -325,6 +556,7 @@ impl Lowering {
                     },
                 ],
                 literals: Vec::new(),
+                pieces: None,
             };
             stage = self.add_stage(program);
             grid_now = out_grid;
@@ -333,6 +565,7 @@ impl Lowering {
             stage,
             grid: expr.grid.clone(),
             fields: vec![expr.dtype],
+            split: None,
         })
     }
 }

@@ -24,7 +24,7 @@ pub mod zarr;
 
 pub use exec::ChunkExec;
 pub use expr::{ArrayExpr, ArrayNode, AxisSlice};
-pub use lower::lower;
+pub use lower::{ArrayLimits, lower};
 pub use provider::CellTable;
 pub use shoal_array::{
     BinaryOp, ChunkGrid, ChunkProgram, DType, Native, NdChunk, Op, ReduceOp, Region, Scalar,

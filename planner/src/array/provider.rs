@@ -22,6 +22,7 @@ use datafusion::physical_plan::empty::EmptyExec;
 
 use super::expr::{self, ArrayExpr, AxisSlice};
 use super::grid::ChunkGrid;
+use super::lower::ArrayLimits;
 use super::table::{CellColumn, CellDim, CellScanExec, CellVar};
 use super::{ChunkExec, lower};
 use crate::shuffle::ShuffleWriteExec;
@@ -51,7 +52,7 @@ pub struct CellTable {
     dims: Vec<TableDim>,
     vars: Vec<TableVar>,
     schema: SchemaRef,
-    fan_in: usize,
+    limits: ArrayLimits,
 }
 
 impl CellTable {
@@ -61,7 +62,7 @@ impl CellTable {
     pub fn try_new(
         vars: Vec<(String, ArrayExpr, Vec<String>)>,
         coords: &[(String, ArrayRef)],
-        fan_in: usize,
+        limits: ArrayLimits,
     ) -> Result<Self> {
         if vars.is_empty() {
             return plan_err!("a dataset without variables has no cells to read as a table");
@@ -129,7 +130,7 @@ impl CellTable {
             dims,
             vars: table_vars,
             schema: Arc::new(Schema::new(fields)),
-            fan_in,
+            limits,
         })
     }
 
@@ -312,7 +313,7 @@ impl TableProvider for CellTable {
             }
             let var = &self.vars[i - self.dims.len()];
             let values = self.var_on_grid(var, &ranges, &grid)?;
-            let graph = lower(&values, self.fan_in)?;
+            let graph = lower(&values, self.limits)?;
             let program = match &graph.stages[..] {
                 [stage] => stage
                     .plan

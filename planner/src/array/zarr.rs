@@ -16,6 +16,7 @@ use shoal_io::cf::{CF_KEYS, CfEncoding, decode_coordinate};
 use shoal_io::zarr::{self as store_io, ZarrArrayMeta};
 
 use super::expr::{self, ArrayExpr};
+use super::lower::ArrayLimits;
 use super::provider::CellTable;
 use super::{BinaryOp, DType, Scalar};
 use crate::config::{ShoalConfig, ShoalSettings};
@@ -84,7 +85,7 @@ impl ZarrGroup {
 
     /// The group as a table: a row per cell, a column per dimension and data variable.
     /// `path` names the group in the error a group without data variables gets.
-    pub fn into_table(self, path: &str, fan_in: usize) -> Result<CellTable> {
+    pub fn into_table(self, path: &str, limits: ArrayLimits) -> Result<CellTable> {
         if self.vars.is_empty() {
             return plan_err!("zarr store {path} has no data variables to read as a table");
         }
@@ -93,7 +94,7 @@ impl ZarrGroup {
             .into_iter()
             .map(|v| (v.name, v.values, v.dims))
             .collect();
-        CellTable::try_new(vars, &self.coords, fan_in)
+        CellTable::try_new(vars, &self.coords, limits)
     }
 }
 
@@ -154,12 +155,10 @@ impl TableProviderFactory for ZarrTableFactory {
         state: &dyn CatalogSession,
         cmd: &CreateExternalTable,
     ) -> Result<Arc<dyn TableProvider>> {
-        let fan_in = state
-            .config_options()
-            .extensions
-            .get::<ShoalConfig>()
-            .map(|c| c.settings.array.reduce_fan_in)
-            .unwrap_or_else(|| ShoalSettings::default().array.reduce_fan_in);
+        let limits = match state.config_options().extensions.get::<ShoalConfig>() {
+            Some(c) => ArrayLimits::of(&c.settings),
+            None => ArrayLimits::of(&ShoalSettings::default()),
+        };
         let [location] = &cmd.locations[..] else {
             return plan_err!(
                 "CREATE EXTERNAL TABLE {}: a Zarr table takes one LOCATION, got {}",
@@ -168,7 +167,7 @@ impl TableProviderFactory for ZarrTableFactory {
             );
         };
         let opened = ZarrGroup::open(state.runtime_env(), location).await;
-        let table = opened.and_then(|group| group.into_table(location, fan_in));
+        let table = opened.and_then(|group| group.into_table(location, limits));
         let table = table.map_err(|e| e.context(format!("CREATE EXTERNAL TABLE {}", cmd.name)))?;
         Ok(Arc::new(table))
     }

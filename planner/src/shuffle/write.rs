@@ -171,7 +171,7 @@ impl ExecutionPlan for ShuffleWriteExec {
         let env = shuffle_env(&context)?;
         let input_partitions = self.input.output_partitioning().partition_count();
         let mut partitioner = match &self.output {
-            OutputSpec::Single => None,
+            OutputSpec::Single | OutputSpec::Pieces(_) => None,
             OutputSpec::Repartition(p) => Some(BatchPartitioner::try_new(
                 p.clone(),
                 MetricBuilder::new(&self.metrics).subset_time("repartition_time", partition),
@@ -180,6 +180,7 @@ impl ExecutionPlan for ShuffleWriteExec {
             )?),
         };
         let buckets = self.output.buckets();
+        let pieces = matches!(self.output, OutputSpec::Pieces(_));
         let batch_size = context.session_config().batch_size();
         let schema = self.input.schema();
         let input = self.input.execute(partition, context)?;
@@ -195,14 +196,22 @@ impl ExecutionPlan for ShuffleWriteExec {
                 None => Vec::new(),
             };
             let mut input = input;
+            let mut next_piece = 0;
             while let Some(batch) = input.next().await {
                 let batch = batch?;
+                let bucket = if pieces { next_piece } else { 0 };
+                next_piece += 1;
                 if batch.num_rows() == 0 {
                     continue;
                 }
                 let batch = conform(batch, &schema)?;
                 match partitioner.as_mut() {
-                    None => out[0].push(batch),
+                    None => {
+                        let Some(out) = out.get_mut(bucket) else {
+                            return internal_err!("a task wrote more than {buckets} pieces");
+                        };
+                        out.push(batch)
+                    }
                     Some(p) => p.partition(batch, |bucket, b| {
                         coalescers[bucket].push_batch(b)?;
                         while let Some(full) = coalescers[bucket].next_completed_batch() {

@@ -207,28 +207,16 @@ fn init_logging(server: bool) {
         .try_init();
 }
 
-/// Keeps freed chunk buffers for reuse. Array chunks are tens of megabytes; glibc maps
-/// each such block fresh and unmaps it on free, so the kernel faults in and zeroes every
-/// page again for each chunk (a third of the time of a Zarr reduction). One heap that
-/// never maps blocks of its own and keeps up to 1 GiB of free memory at its top makes
-/// those buffers reusable. Runs before any thread starts, as the arena limit requires.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)]
-fn reuse_large_allocations() {
-    // SAFETY: `mallopt` only changes allocator parameters; it is called before any other
-    // thread exists, with parameters and values glibc documents.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 1);
-        libc::mallopt(libc::M_MMAP_MAX, 0);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn reuse_large_allocations() {}
+/// The allocator of the `shoal` binary. Array chunks are megabytes each and come and go
+/// by the thousand: mimalloc reuses freed chunk buffers without faulting their pages in
+/// again, and returns what it no longer needs to the system, so a worker's resident
+/// memory follows what its tasks and store hold (glibc's allocator either mapped and
+/// zeroed every chunk afresh or, tuned to keep them, fragmented its heap well past the
+/// memory limit).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    reuse_large_allocations();
     let cli = Cli::parse();
     let verbose = cli.verbose;
     init_logging(matches!(

@@ -106,9 +106,10 @@ pub fn group_reduce(
     };
     // Blockwise when groups run in order, each inside one chunk, none missing.
     let lens = x.grid.axis(axis);
-    let mut blockwise = labels.first().is_none_or(|&l| l == 0)
+    let in_order = labels.first().is_none_or(|&l| l == 0)
         && labels.last().is_none_or(|&l| l + 1 == groups)
         && labels.windows(2).all(|w| w[1] == w[0] || w[1] == w[0] + 1);
+    let mut blockwise = in_order;
     let mut per_chunk = Vec::with_capacity(lens.len());
     let mut start = 0;
     for &len in lens {
@@ -121,6 +122,16 @@ pub fn group_reduce(
             }
         }
         start += len;
+    }
+    if in_order && !blockwise {
+        // Groups in order that chunk boundaries cut (calendar months over chunks of
+        // 50 days): rechunk so each chunk holds whole groups, then reduce blockwise,
+        // rather than keep a state for every group in every chunk.
+        let aligned = group_aligned(&labels, lens.iter().copied().max().unwrap_or(1));
+        let mut chunks = x.grid.chunks().to_vec();
+        chunks[axis] = aligned;
+        let x = super::rechunk_to(x, ChunkGrid::new(chunks))?;
+        return group_reduce(&x, op, axis, labels, groups, skipna);
     }
     let mut chunks = x.grid.chunks().to_vec();
     chunks[axis] = if blockwise { per_chunk } else { vec![groups] };
@@ -141,6 +152,28 @@ pub fn group_reduce(
         dtype,
         ChunkGrid::new(chunks),
     ))
+}
+
+/// Chunk lengths along an axis whose positions carry `labels` in order (equal labels
+/// adjacent): whole runs of equal labels packed into chunks of up to `target` positions
+/// (or one run, when a run is longer).
+fn group_aligned(labels: &[usize], target: usize) -> Vec<usize> {
+    let mut chunks = Vec::new();
+    let mut current = 0;
+    let mut i = 0;
+    while i < labels.len() {
+        let run = labels[i..].iter().take_while(|&&l| l == labels[i]).count();
+        if current > 0 && current + run > target {
+            chunks.push(current);
+            current = 0;
+        }
+        current += run;
+        i += run;
+    }
+    if current > 0 || chunks.is_empty() {
+        chunks.push(current);
+    }
+    chunks
 }
 
 /// Bytes of the two operand panels one matmul task multiplies at most.
