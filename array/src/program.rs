@@ -175,7 +175,8 @@ impl ChunkProgram {
             let n = &self.nodes[node];
             let (grid, width) = match &n.op {
                 Op::Input { grid, fields, .. } => (grid, fields.iter().map(|d| d.size()).sum()),
-                Op::ZarrRead { grid, .. } => (grid, n.dtype.size()),
+                // The stored bytes are held while they are decoded.
+                Op::ZarrRead { grid, .. } => (grid, 2 * n.dtype.size()),
                 _ => return internal_err!("node {node} is not an input"),
             };
             bytes = bytes.saturating_add(cells(&region_shape(&grid.region(chunk))) * width);
@@ -231,6 +232,21 @@ impl ChunkProgram {
             sum = sum.saturating_add(self.eval_bytes(child, &r)?);
         }
         Ok(sum)
+    }
+
+    /// The shape and dtype of the chunk task `task` computes from: its output chunk, or
+    /// for a reduction step, the chunk of the array it reduces.
+    pub fn task_chunk(&self, task: usize) -> Result<(Vec<usize>, DType)> {
+        let root = &self.nodes[self.root()];
+        Ok(match &root.op {
+            Op::Partial { x, .. } | Op::Combine { x, .. } => {
+                let [(_, region)] = &self.root_regions(task)?[..] else {
+                    return internal_err!("a reduction step has one input");
+                };
+                (region_shape(region), self.nodes[*x].dtype)
+            }
+            _ => (region_shape(&root.grid.region(task)), root.dtype),
+        })
     }
 
     /// The task of this program that holds the most, and its [`ChunkProgram::task_bytes`].

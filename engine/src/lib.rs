@@ -45,7 +45,7 @@ pub use shoal_exec::{JobEvent, JobEventKind, Progress};
 pub use shoal_planner::ShoalConfig;
 pub use shoal_planner::array::{BinaryOp, DType, ReduceOp, UnaryOp};
 pub use shoal_planner::config::ShoalSettings;
-pub use shoal_planner::config::machine_memory;
+pub use shoal_planner::config::{machine_memory, peak_resident_memory};
 pub use status::status_json;
 
 /// Everything a DataFrame program usually needs.

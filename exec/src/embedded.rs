@@ -124,6 +124,7 @@ impl EmbeddedCluster {
         let slots = options.slots.max(1);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers * slots)
+            .max_blocking_threads(workers * slots)
             .thread_name("shoal-worker")
             .enable_all()
             .build()?;
@@ -176,7 +177,7 @@ impl EmbeddedCluster {
                 .build_arc()?;
             store.bound_by(
                 Arc::clone(&worker_runtime.memory_pool),
-                options.memory_limit,
+                pause_threshold(options.memory_limit),
             );
             let fetched = Arc::new(FetchLog::default());
             let worker = Worker {
@@ -234,6 +235,11 @@ impl Drop for EmbeddedCluster {
     fn drop(&mut self) {
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
+        }
+        // The workers' tasks, which share the stores, are dropped in the background, and
+        // the process may exit first: spill files go now.
+        for store in &self.stores {
+            store.discard();
         }
     }
 }

@@ -95,7 +95,8 @@ impl ResultStore {
     }
 
     /// Keeps the store within what `limit` leaves beside `pool`'s reservations, too
-    /// (set once, by the worker that owns both).
+    /// (set once, by the worker that owns both, with its pause threshold: the rest of its
+    /// limit is for what no reservation counts, such as the allocator's spare pages).
     pub fn bound_by(&self, pool: Arc<dyn MemoryPool>, limit: usize) {
         let _ = self.bound.set((pool, limit));
     }
@@ -256,6 +257,14 @@ impl ResultStore {
         self.inner.lock().ended.clear();
     }
 
+    /// Drops every output and deletes the store's directory with everything in it
+    /// (operators' spill files too), for a worker that is going away while tasks that
+    /// share the store may outlive it.
+    pub fn discard(&self) {
+        self.clear();
+        let _ = std::fs::remove_dir_all(self.dir());
+    }
+
     /// Counts a bucket served over Arrow Flight.
     pub fn note_flight_read(&self) {
         self.inner.lock().flight_reads += 1;
@@ -350,5 +359,10 @@ mod tests {
         let files = std::fs::read_dir(store.dir()).unwrap().count();
         assert_eq!(files, 0, "spill files of job 1 are deleted");
         assert!(store.get(&key(1, 0)).is_err());
+        // A worker going away takes its spill files with it.
+        store.put(key(3, 0), vec![batch(5000)]).unwrap();
+        assert!(store.stats().spilled_entries >= 1);
+        store.discard();
+        assert!(!store.dir().exists());
     }
 }

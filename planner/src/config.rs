@@ -182,14 +182,21 @@ impl ShoalSettings {
 
 /// Total memory of this machine in bytes, from `/proc/meminfo` (8 GiB if unknown).
 pub fn machine_memory() -> usize {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|text| {
-            let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
-            let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
-            Some(kib * 1024)
-        })
-        .unwrap_or(8 << 30)
+    proc_kib("/proc/meminfo", "MemTotal:").unwrap_or(8 << 30)
+}
+
+/// The most memory this process has had resident, in bytes (`VmHWM` of
+/// `/proc/self/status`; `None` where there is no such file).
+pub fn peak_resident_memory() -> Option<usize> {
+    proc_kib("/proc/self/status", "VmHWM:")
+}
+
+/// The value of the `key` line of a `/proc` file that counts kibibytes, in bytes.
+fn proc_kib(path: &str, key: &str) -> Option<usize> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let line = text.lines().find(|l| l.starts_with(key))?;
+    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// A worker's memory limit when none is set: half this machine's memory, shared by the

@@ -374,7 +374,14 @@ async fn group_reductions_map_reduce_and_blockwise() {
     // chunk-aligned runs reduce blockwise.
     let interleaved: Vec<usize> = (0..13).map(|i| i % 3).collect();
     let runs: Vec<usize> = (0..13).map(|i| i / 4).collect();
-    for (labels, groups, blockwise) in [(interleaved, 3, false), (runs, 4, true)] {
+    // Runs that chunk boundaries cut (like calendar months over chunks of days) are
+    // rechunked to whole runs and still reduce blockwise.
+    let cut_runs: Vec<usize> = (0..13).map(|i| i / 3).collect();
+    for (labels, groups, blockwise) in [
+        (interleaved, 3, false),
+        (runs, 4, true),
+        (cut_runs, 5, true),
+    ] {
         let mean = x
             .group_reduce(shoal::ReduceOp::Mean, 0, labels.clone(), groups, true)
             .unwrap();
@@ -522,4 +529,76 @@ async fn tensordot_and_labeled_dot() {
     assert_close("dot", &d.to_ndarray::<f64>().await.unwrap(), &want);
     let err = da.dot(&db, &["z"]).unwrap_err().to_string();
     assert!(err.contains("dimension 'y' is in both arrays"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stages_are_sized_by_the_workers_memory() {
+    let limited = |bytes: usize| {
+        Session::builder()
+            .workers(2)
+            .memory_limit(bytes)
+            .option("shoal.array.reduce_fan_in", "64")
+            .unwrap()
+            .build()
+            .unwrap()
+    };
+    let s = limited(4 << 20);
+    // Every (400 x 20) chunk of the rechunked array needs a piece of all 20 (20 x 400)
+    // chunks of x, 1.25 MiB in all, more than a quarter of a worker's 4 MiB: a stage
+    // cuts x's chunks into those pieces and the rechunk gathers only them.
+    let x = s.random_uniform(&[400, 400], &[20, 400], 3).unwrap();
+    let y = x.rechunk(&[400, 20]).unwrap();
+    assert_eq!(y.graph_size().unwrap(), (2, 20 + 20));
+    let whole = s
+        .random_uniform(&[400, 400], &[400, 400], 3)
+        .unwrap()
+        .collect_ndarray::<f64>()
+        .await
+        .unwrap();
+    assert_close("rechunked by pieces", &values(&y).await, &whole);
+    let unlimited = limited(1 << 30);
+    let y = unlimited
+        .random_uniform(&[400, 400], &[20, 400], 3)
+        .unwrap()
+        .rechunk(&[400, 20])
+        .unwrap();
+    assert_eq!(
+        y.graph_size().unwrap(),
+        (1, 20),
+        "gathered whole when it fits"
+    );
+
+    // Partial means of (10 x 4000) chunks are 62.5 KiB of states each: a combine task
+    // merges 16 of them under the limit (fan-in 64 otherwise), so 40 chunks take two
+    // combine steps instead of one.
+    let mean = |s: &Session| {
+        s.random_uniform(&[400, 4000], &[10, 4000], 4)
+            .unwrap()
+            .mean(0)
+            .unwrap()
+    };
+    assert_eq!(mean(&s).graph_size().unwrap().0, 3);
+    assert_eq!(mean(&unlimited).graph_size().unwrap().0, 2);
+    assert_close(
+        "mean with a bounded fan-in",
+        &values(&mean(&s)).await,
+        &values(&mean(&unlimited)).await,
+    );
+
+    // A chunk that cannot fit at all is refused when the job is planned.
+    let tight = limited(1 << 20);
+    let big = tight.random_uniform(&[400, 400], &[400, 400], 5).unwrap();
+    let err = big
+        .add(1.0)
+        .unwrap()
+        .sum(None)
+        .unwrap()
+        .item()
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("chunk of shape [400, 400]") && text.contains("memory limit of 1.0 MiB"),
+        "{text}"
+    );
 }

@@ -1,6 +1,7 @@
 //! The `shoal` binary: output formats, batch files, exit codes and one-line errors.
 
 mod cluster;
+mod memory;
 mod s3;
 
 use std::path::{Path, PathBuf};

@@ -113,7 +113,10 @@ pub async fn run_worker(
             DiskManagerMode::Directories(vec![store.dir().to_path_buf()]),
         ))
         .build_arc()?;
-    store.bound_by(Arc::clone(&runtime.memory_pool), options.memory_limit);
+    store.bound_by(
+        Arc::clone(&runtime.memory_pool),
+        pause_threshold(options.memory_limit),
+    );
     let security = Arc::new(options.security.clone());
 
     // The Flight server outlives connections to the scheduler: it serves the store.

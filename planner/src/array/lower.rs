@@ -168,18 +168,11 @@ pub fn check_fits(program: &ChunkProgram, limit: usize) -> Result<()> {
     if bytes <= limit {
         return Ok(());
     }
-    let root = &program.nodes[program.root()];
-    let shape: Vec<usize> = root
-        .grid
-        .region(task)
-        .iter()
-        .map(|r| r.end - r.start)
-        .collect();
+    let (shape, dtype) = program.task_chunk(task)?;
     let inputs = program.needs(task)?.len();
     plan_err!(
-        "an array task needs about {} for a chunk of shape {shape:?} ({}, from {inputs} input chunk{}), more than a worker's memory limit of {}; use smaller chunks or a larger --memory-limit",
+        "an array task needs about {} for a chunk of shape {shape:?} ({dtype}, from {inputs} input chunk{}), more than a worker's memory limit of {}; use smaller chunks or a larger --memory-limit",
         human_bytes(bytes),
-        root.dtype,
         if inputs == 1 { "" } else { "s" },
         human_bytes(limit)
     )

@@ -22,7 +22,7 @@ use shoal::{Session, SessionBuilder};
 struct Cli {
     #[command(flatten)]
     engine: EngineArgs,
-    /// Print the whole cause chain of an error.
+    /// Print the whole cause chain of an error, and the process's peak resident memory.
     #[arg(long, global = true)]
     verbose: bool,
     #[command(subcommand)]
@@ -156,7 +156,7 @@ pub(crate) fn generate_tpch(
 async fn run(cli: Cli) -> shoal::Result<()> {
     match cli.command {
         Command::Sql(args) => sql::run(&cli.engine, args).await,
-        Command::Run(args) => run::run(&cli.engine, args).await,
+        Command::Run(args) => run::run(&cli.engine, args, cli.verbose).await,
         Command::Gen {
             what: GenWhat::Tpch(args),
         } => {
@@ -216,8 +216,34 @@ fn init_logging(server: bool) {
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Worker memory limits up to this size return freed memory to the system at once.
+const SMALL_MEMORY_LIMIT: usize = 1 << 30;
+
+/// mimalloc keeps freed pages for a moment (10 ms, 100 ms within its arenas) in case
+/// they are wanted again, which saves page faults. Under a small memory limit those pages
+/// are a real share of what the process may hold (tens of megabytes against a 48 MiB
+/// limit), so they go back at once: when `limit` (a worker's memory limit, as given) is
+/// at most [`SMALL_MEMORY_LIMIT`]. Runs before any worker starts.
+fn purge_freed_memory_promptly(limit: Option<&str>) {
+    let Some(bytes) = limit.and_then(|l| shoal_planner::config::parse_bytes(l).ok()) else {
+        return;
+    };
+    if bytes == 0 || bytes > SMALL_MEMORY_LIMIT {
+        return;
+    }
+    // `mi_option_purge_delay` in mimalloc's `mi_option_e` (the same in its v2 and v3).
+    const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+    #[allow(unsafe_code)]
+    // SAFETY: `mi_option_set` only stores an option value; mimalloc reads this option
+    // whenever it considers purging, from any thread.
+    unsafe {
+        libmimalloc_sys::mi_option_set(PURGE_DELAY, 0);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    purge_freed_memory_promptly(cli.engine.memory_limit.as_deref());
     let verbose = cli.verbose;
     init_logging(matches!(
         cli.command,
@@ -243,6 +269,9 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(run(cli));
     runtime.shutdown_background();
+    if verbose && let Some(peak) = shoal::peak_resident_memory() {
+        eprintln!("peak resident memory: {peak} bytes");
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -2,14 +2,17 @@
 //! labeled-array steps to each chosen variable, and writes the result as a Zarr group or
 //! a Parquet file (one row per cell), with a progress bar on a terminal. Both writers
 //! work under a temporary name and move the result into place when it is complete.
+//! With `--verbose` it also says how many bytes of task output the workers spilled to
+//! disk (the job events' spill reports).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use clap::{Args, ValueEnum};
+use futures::{FutureExt, StreamExt};
 use shoal::labeled::{ZarrCodec, ZarrOptions, apply_pipeline};
-use shoal::{Dataset, Error, ErrorKind};
+use shoal::{Dataset, Error, ErrorKind, JobEvent, JobEventKind};
 
 use crate::EngineArgs;
 
@@ -48,7 +51,7 @@ pub struct RunArgs {
 }
 
 /// Runs `shoal run`.
-pub async fn run(engine: &EngineArgs, args: RunArgs) -> shoal::Result<()> {
+pub async fn run(engine: &EngineArgs, args: RunArgs, verbose: bool) -> shoal::Result<()> {
     let started = Instant::now();
     let sink = args
         .to
@@ -117,10 +120,29 @@ pub async fn run(engine: &EngineArgs, args: RunArgs) -> shoal::Result<()> {
             }
         }
     };
-    let result = tokio::select! {
-        r = write => r,
-        Ok(()) = tokio::signal::ctrl_c() => Err(Error::new(ErrorKind::Cancelled, "job cancelled")),
+    let mut events = session.events().await?;
+    let mut spilled = 0u64;
+    let spill = |event: Option<JobEvent>, spilled: &mut u64| {
+        if let Some(JobEvent {
+            kind: JobEventKind::Spill { bytes, .. },
+            ..
+        }) = event
+        {
+            *spilled += bytes;
+        }
     };
+    let mut write = std::pin::pin!(write);
+    let result = loop {
+        tokio::select! {
+            r = &mut write => break r,
+            event = events.next() => spill(event, &mut spilled),
+            Ok(()) = tokio::signal::ctrl_c() => break Err(Error::new(ErrorKind::Cancelled, "job cancelled")),
+        }
+    };
+    // Spills reported as the last tasks ended are already in the stream.
+    while let Some(Some(event)) = events.next().now_or_never() {
+        spill(Some(event), &mut spilled);
+    }
     bar.finish_and_clear();
     result?;
     let described: Vec<String> = output
@@ -142,5 +164,8 @@ pub async fn run(engine: &EngineArgs, args: RunArgs) -> shoal::Result<()> {
         args.output,
         started.elapsed().as_secs_f64()
     );
+    if verbose {
+        println!("spilled {spilled} bytes of task output to disk");
+    }
     Ok(())
 }
