@@ -16,6 +16,7 @@
 pub mod blas;
 pub mod chunk;
 pub mod dtype;
+pub mod footprint;
 pub mod gemm;
 pub mod grid;
 pub mod kernels;

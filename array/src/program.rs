@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::chunk::NdChunk;
 use crate::dtype::{DType, Native};
-use crate::grid::{ChunkGrid, Region, cells, region_shape};
+use crate::grid::{ChunkGrid, Region, region_shape};
 use crate::kernels;
 use crate::ops::Op;
 use crate::reduce::{self, state_fields};
@@ -48,6 +48,9 @@ pub struct ChunkProgram {
     /// [`ChunkGrid::piece_of`]), so a rechunk downstream reads only the pieces it needs.
     pub pieces: Option<ChunkGrid>,
 }
+
+/// Regions of nodes: (node, region).
+pub type NodeRegions = Vec<(usize, Region)>;
 
 /// Input chunks fetched for one task, by (node, chunk number).
 pub type Fetched = HashMap<(usize, usize), RecordBatch>;
@@ -91,7 +94,7 @@ impl ChunkProgram {
 
     /// The region of `child` the root reads for task `task`, when the root is a reduction
     /// step; otherwise the root's own chunk region.
-    fn root_regions(&self, task: usize) -> Result<Vec<(usize, Region)>> {
+    pub(crate) fn root_regions(&self, task: usize) -> Result<Vec<(usize, Region)>> {
         let root = &self.nodes[self.root()];
         let coords = root.grid.coords(task);
         match &root.op {
@@ -164,101 +167,6 @@ impl ChunkProgram {
                 Ok(with_native!(dtype, T => NdChunk::from_vec(dtype, view.shape().to_vec(), view.to_vec::<T>())))
             })
             .collect()
-    }
-
-    /// Bytes task `task` holds at its peak, estimated from above: the input chunks it
-    /// fetches or reads, every buffer evaluating its nodes allocates (as if none were
-    /// freed before the end), and its output (twice when cut into pieces).
-    pub fn task_bytes(&self, task: usize) -> Result<usize> {
-        let mut bytes = 0usize;
-        for (node, chunk) in self.needs(task)? {
-            let n = &self.nodes[node];
-            let (grid, width) = match &n.op {
-                Op::Input { grid, fields, .. } => (grid, fields.iter().map(|d| d.size()).sum()),
-                // The stored bytes are held while they are decoded.
-                Op::ZarrRead { grid, .. } => (grid, 2 * n.dtype.size()),
-                _ => return internal_err!("node {node} is not an input"),
-            };
-            bytes = bytes.saturating_add(cells(&region_shape(&grid.region(chunk))) * width);
-        }
-        let root = &self.nodes[self.root()];
-        let out_cells = cells(&region_shape(&root.grid.region(task)));
-        let width: usize = self.output_fields().iter().map(|f| f.1.size()).sum();
-        let out = out_cells * width;
-        let evaluated = match &root.op {
-            Op::Partial { .. } | Op::Combine { .. } => {
-                let mut sum = 0usize;
-                for (x, region) in self.root_regions(task)? {
-                    let fields = match &self.nodes[x].op {
-                        Op::Input { fields, .. } => fields.len().max(1),
-                        _ => 1,
-                    };
-                    sum = sum.saturating_add(self.eval_bytes(x, &region)?.saturating_mul(fields));
-                }
-                sum
-            }
-            _ => self.eval_bytes(self.root(), &root.grid.region(task))?,
-        };
-        let copies = if self.pieces.is_some() { 2 } else { 1 };
-        Ok(bytes.saturating_add(evaluated).saturating_add(out * copies))
-    }
-
-    /// Bytes of the buffers evaluating `node` over `region` allocates, summed over the
-    /// nodes it evaluates (views of their input allocate nothing).
-    fn eval_bytes(&self, node: usize, region: &Region) -> Result<usize> {
-        let n = &self.nodes[node];
-        let own = cells(&region_shape(region)).saturating_mul(n.dtype.size());
-        let own = match &n.op {
-            // A region spanning several chunks is copied together.
-            Op::Input { grid, .. } | Op::ZarrRead { grid, .. } | Op::Literal { grid, .. } => {
-                if pieces(grid, region).len() > 1 {
-                    own
-                } else {
-                    0
-                }
-            }
-            Op::Slice { .. }
-            | Op::Transpose { .. }
-            | Op::Rechunk { .. }
-            | Op::ExpandDims { .. }
-            | Op::Squeeze { .. }
-            | Op::ZarrWrite { .. } => 0,
-            // Windows are reduced in f64, then cast.
-            Op::Rolling { .. } => own.saturating_add(cells(&region_shape(region)) * 8),
-            _ => own,
-        };
-        let mut sum = own;
-        for (child, r) in self.child_regions(node, region)? {
-            sum = sum.saturating_add(self.eval_bytes(child, &r)?);
-        }
-        Ok(sum)
-    }
-
-    /// The shape and dtype of the chunk task `task` computes from: its output chunk, or
-    /// for a reduction step, the chunk of the array it reduces.
-    pub fn task_chunk(&self, task: usize) -> Result<(Vec<usize>, DType)> {
-        let root = &self.nodes[self.root()];
-        Ok(match &root.op {
-            Op::Partial { x, .. } | Op::Combine { x, .. } => {
-                let [(_, region)] = &self.root_regions(task)?[..] else {
-                    return internal_err!("a reduction step has one input");
-                };
-                (region_shape(region), self.nodes[*x].dtype)
-            }
-            _ => (region_shape(&root.grid.region(task)), root.dtype),
-        })
-    }
-
-    /// The task of this program that holds the most, and its [`ChunkProgram::task_bytes`].
-    pub fn largest_task(&self) -> Result<(usize, usize)> {
-        let mut largest = (0, 0);
-        for task in 0..self.tasks() {
-            let bytes = self.task_bytes(task)?;
-            if bytes > largest.1 {
-                largest = (task, bytes);
-            }
-        }
-        Ok(largest)
     }
 
     /// The chunks of `Input` nodes task `task` reads: (node, chunk number).
@@ -379,7 +287,7 @@ impl ChunkProgram {
     }
 
     /// The regions of its inputs that node `node` needs to produce `region`.
-    fn child_regions(&self, node: usize, region: &Region) -> Result<Vec<(usize, Region)>> {
+    pub(crate) fn child_regions(&self, node: usize, region: &Region) -> Result<NodeRegions> {
         let n = &self.nodes[node];
         let shape_of = |i: usize| self.nodes[i].grid.shape();
         Ok(match &n.op {
@@ -708,7 +616,7 @@ fn broadcast(chunk: &NdChunk, shape: &[usize]) -> Result<NdChunk> {
 
 /// For each chunk of `grid` overlapping `region`: its coordinates, the range inside the
 /// chunk and the range inside the region, per axis.
-fn pieces(grid: &ChunkGrid, region: &Region) -> Vec<(Vec<usize>, Region, Region)> {
+pub(crate) fn pieces(grid: &ChunkGrid, region: &Region) -> Vec<(Vec<usize>, Region, Region)> {
     let per_axis: Vec<_> = (0..grid.ndim())
         .map(|axis| grid.overlaps(axis, &region[axis]))
         .collect();

@@ -156,16 +156,7 @@ impl Worker {
                 _ = tick.tick(), if !queue.is_empty() => {}
             }
             // Start queued tasks while there are free slots and memory to spare.
-            while !queue.is_empty() {
-                let used = Self::memory_used(&self.runtime, &self.store);
-                if !may_start(running.len(), self.slots, used, self.pause_above) {
-                    break;
-                }
-                let need = queue.front().map_or(0, reserved_bytes);
-                let reserved = self.runtime.memory_pool.reserved();
-                if !fits(running.len(), reserved, need, self.memory_limit) {
-                    break;
-                }
+            while let Some(need) = queue.front().and_then(|l| self.admits(l, running.len())) {
                 let mut launch = queue.pop_front().expect("queue is not empty");
                 let key = (launch.job, launch.task, launch.attempt);
                 let plan = fresh.apply(&mut launch);
@@ -181,17 +172,7 @@ impl Worker {
                     });
                     continue;
                 }
-                let reservation = (need > 0).then(|| {
-                    let consumer = MemoryConsumer::new(format!("array task {}", key.1));
-                    let reservation = consumer.register(&self.runtime.memory_pool);
-                    reservation.grow(need);
-                    reservation
-                });
-                if need > 0
-                    && let Err(e) = self.store.make_room()
-                {
-                    tracing::warn!(worker = self.id, "cannot spill task outputs: {e}");
-                }
+                let reservation = self.reserve(need, key.1);
                 tracing::debug!(worker = self.id, job = key.0, task = %key.1, attempt = key.2, "task starts");
                 let handle = running.spawn(run_task(launch, self.runtime.clone(), self.io.clone()));
                 // A free slot exists: fewer tasks run than there are slots.
@@ -206,6 +187,33 @@ impl Worker {
 }
 
 impl Worker {
+    /// The bytes `launch` reserves if it may start beside `running` tasks now (see
+    /// [`may_start`] and [`fits`]), `None` if it must wait.
+    fn admits(&self, launch: &Launch, running: usize) -> Option<usize> {
+        let used = Self::memory_used(&self.runtime, &self.store);
+        if !may_start(running, self.slots, used, self.pause_above) {
+            return None;
+        }
+        let need = reserved_bytes(launch);
+        let reserved = self.runtime.memory_pool.reserved();
+        fits(running, reserved, need, self.memory_limit).then_some(need)
+    }
+
+    /// Reserves `need` bytes for `task` in the operator pool (none for 0) and spills task
+    /// outputs to make room beside them.
+    fn reserve(&self, need: usize, task: TaskId) -> Option<MemoryReservation> {
+        if need == 0 {
+            return None;
+        }
+        let reservation =
+            MemoryConsumer::new(format!("array task {task}")).register(&self.runtime.memory_pool);
+        reservation.grow(need);
+        if let Err(e) = self.store.make_room() {
+            tracing::warn!(worker = self.id, "cannot spill task outputs: {e}");
+        }
+        Some(reservation)
+    }
+
     /// Sends what tasks fetched from peers and spilled since the last report.
     fn report_transfers(&self, events: &mpsc::UnboundedSender<Event>) {
         for (job, from, bytes) in self.fetched.take() {

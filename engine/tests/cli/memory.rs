@@ -361,7 +361,12 @@ fn a_chunk_too_big_for_the_limit_is_refused_before_work_starts() {
     );
     command.env("SHOAL_WORKER_MEMORY_LIMIT", "8MiB");
     let done = run_measured(command);
-    assert!(!done.ok);
+    assert_eq!(
+        done.status.code(),
+        Some(i32::from(shoal::ErrorKind::Resources.exit_code())),
+        "{}",
+        done.stderr
+    );
     assert!(
         done.stderr
             .contains("chunk of shape [25, 100, 250] (float32, from 2 input chunks)")

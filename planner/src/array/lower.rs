@@ -11,7 +11,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use datafusion::common::{Result, internal_err, plan_err};
+use datafusion::common::{Result, internal_err};
 
 use super::dtype::DType;
 use super::exec::ChunkExec;
@@ -21,6 +21,7 @@ use super::ops::{Op, ReduceSpec};
 use super::program::{ChunkProgram, LiteralChunks, ProgramNode};
 use super::reduce::state_fields;
 use crate::config::{ShoalSettings, default_store_target};
+use crate::error::{ErrorKind, shoal_err};
 use crate::graph::{OutputSpec, Stage, StageId, TaskGraph};
 use crate::shuffle::ShuffleWriteExec;
 
@@ -91,9 +92,10 @@ struct Lowering {
 
 /// The store reads of `root` that more than one stage would evaluate (a climatology and
 /// the anomaly against it both read the store): each becomes a stage of its own whose
-/// chunks, decoded once, the other stages fetch. Only arrays the workers can keep in
-/// memory together (`held` bytes of task output) are shared: a larger one would spill,
-/// and writing it out and reading it back costs more than decoding the store again.
+/// chunks, decoded once, the other stages fetch. Only arrays that take at most half of
+/// what the workers keep in memory together (`held` bytes of task output; the rest is
+/// for the other stages' outputs) are shared: a larger one would spill, and writing it
+/// out and reading it back costs more than decoding the store again.
 fn shared_reads(root: &ArrayExpr, held: usize) -> HashSet<*const ArrayNode> {
     let mut uses: HashMap<*const ArrayNode, (usize, usize)> = HashMap::new();
     let mut roots = vec![root.clone()];
@@ -121,7 +123,7 @@ fn shared_reads(root: &ArrayExpr, held: usize) -> HashSet<*const ArrayNode> {
         }
     }
     uses.into_iter()
-        .filter(|(_, (stages, bytes))| *stages > 1 && *bytes <= held)
+        .filter(|(_, (stages, bytes))| *stages > 1 && *bytes <= held / 2)
         .map(|(node, _)| node)
         .collect()
 }
@@ -170,12 +172,15 @@ pub fn check_fits(program: &ChunkProgram, limit: usize) -> Result<()> {
     }
     let (shape, dtype) = program.task_chunk(task)?;
     let inputs = program.needs(task)?.len();
-    plan_err!(
-        "an array task needs about {} for a chunk of shape {shape:?} ({dtype}, from {inputs} input chunk{}), more than a worker's memory limit of {}; use smaller chunks or a larger --memory-limit",
-        human_bytes(bytes),
-        if inputs == 1 { "" } else { "s" },
-        human_bytes(limit)
-    )
+    Err(shoal_err(
+        ErrorKind::Resources,
+        format!(
+            "an array task needs about {} for a chunk of shape {shape:?} ({dtype}, from {inputs} input chunk{}), more than a worker's memory limit of {}; use smaller chunks or a larger --memory-limit",
+            human_bytes(bytes),
+            if inputs == 1 { "" } else { "s" },
+            human_bytes(limit)
+        ),
+    ))
 }
 
 /// `bytes` in the largest binary unit that keeps one decimal: `1.5 GiB`, `24.0 MiB`.
