@@ -415,14 +415,22 @@ impl Array {
 
     /// Matrix product of two 2-d arrays.
     pub fn matmul(&self, other: &Array) -> Result<Array> {
-        self.wrap(expr::matmul(&self.expr, &other.expr))
+        let panels = self.session.array_limits().panel_bytes();
+        self.wrap(expr::matmul_within(&self.expr, &other.expr, panels))
     }
 
     /// NumPy's `tensordot(self, other, axes=(axes, other_axes))`: products summed over
     /// `axes` of this array paired with `other_axes` of `other`; the result has this
     /// array's other axes, then `other`'s.
     pub fn tensordot(&self, other: &Array, axes: &[usize], other_axes: &[usize]) -> Result<Array> {
-        self.wrap(expr::tensordot(&self.expr, &other.expr, axes, other_axes))
+        let panels = self.session.array_limits().panel_bytes();
+        self.wrap(expr::tensordot(
+            &self.expr,
+            &other.expr,
+            axes,
+            other_axes,
+            panels,
+        ))
     }
 
     /// A reduction over `axes`.

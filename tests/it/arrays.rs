@@ -585,6 +585,23 @@ async fn stages_are_sized_by_the_workers_memory() {
         &values(&mean(&unlimited)).await,
     );
 
+    // A matrix product multiplies panels of up to a quarter of a worker's memory: 1 MiB
+    // of (100 x k) and (k x 100) float64 panels holds 6 of the 20 blocks of k, so the
+    // contracted axis runs in 4 pieces whose products are summed (one run otherwise).
+    let product = |s: &Session| {
+        let a = s.random_uniform(&[200, 2000], &[100, 100], 6).unwrap();
+        let b = s.random_uniform(&[2000, 200], &[100, 100], 7).unwrap();
+        a.matmul(&b).unwrap()
+    };
+    let (split, whole) = (product(&s), product(&unlimited));
+    assert_eq!(whole.graph_size().unwrap(), (1, 4));
+    assert!(split.graph_size().unwrap().0 > 1);
+    assert_close(
+        "matmul in runs",
+        &values(&split).await,
+        &values(&whole).await,
+    );
+
     // A chunk that cannot fit at all is refused when the job is planned.
     let tight = limited(1 << 20);
     let big = tight.random_uniform(&[400, 400], &[400, 400], 5).unwrap();

@@ -77,6 +77,12 @@ impl ArrayLimits {
     fn gather(&self) -> usize {
         self.worker_memory / 4
     }
+
+    /// Bytes of the two operand panels one matrix-product task multiplies at most: 256
+    /// MiB, or what a task may gather when that is less.
+    pub fn panel_bytes(&self) -> usize {
+        super::expr::PANEL_BYTES.min(self.gather())
+    }
 }
 
 /// Builds the stages of one job.

@@ -14,7 +14,7 @@ use super::program::LiteralChunks;
 
 mod reduce;
 
-pub use reduce::{group_reduce, matmul, reduce, tensordot};
+pub use reduce::{PANEL_BYTES, group_reduce, matmul, matmul_within, reduce, tensordot};
 
 /// One node of an array expression.
 #[derive(Debug)]

@@ -177,13 +177,19 @@ fn group_aligned(labels: &[usize], target: usize) -> Vec<usize> {
 }
 
 /// Bytes of the two operand panels one matmul task multiplies at most.
-const PANEL_BYTES: usize = 256 << 20;
+pub const PANEL_BYTES: usize = 256 << 20;
+
+/// The matrix product of 2-d `a` and `b` (see [`matmul_within`]), with panels of up to
+/// [`PANEL_BYTES`].
+pub fn matmul(a: &ArrayExpr, b: &ArrayExpr) -> Result<ArrayExpr> {
+    matmul_within(a, b, PANEL_BYTES)
+}
 
 /// The matrix product of 2-d `a` and `b`: each task multiplies a row panel of `a` by a
 /// column panel of `b` over a run of `a`'s chunks along the contracted axis, as long as
-/// both panels fit in 256 MiB (one call into the GEMM kernel, which runs best on
-/// long panels); the runs' products are summed.
-pub fn matmul(a: &ArrayExpr, b: &ArrayExpr) -> Result<ArrayExpr> {
+/// both panels fit in `panel_bytes` (one call into the GEMM kernel, which runs best on
+/// long panels; a worker's memory limit bounds them); the runs' products are summed.
+pub fn matmul_within(a: &ArrayExpr, b: &ArrayExpr, panel_bytes: usize) -> Result<ArrayExpr> {
     let (sa, sb) = (a.grid.shape(), b.grid.shape());
     if sa.len() != 2 || sb.len() != 2 {
         return plan_err!("matmul needs 2-d arrays, got shapes {sa:?} and {sb:?}");
@@ -210,7 +216,7 @@ pub fn matmul(a: &ArrayExpr, b: &ArrayExpr) -> Result<ArrayExpr> {
     let mut blocks: Vec<usize> = Vec::new();
     let mut run = 0;
     for &k in a.grid.axis(1) {
-        if run > 0 && (rows + cols) * (run + k) * dtype.size() > PANEL_BYTES {
+        if run > 0 && (rows + cols) * (run + k) * dtype.size() > panel_bytes {
             blocks.push(run);
             run = 0;
         }
@@ -242,12 +248,14 @@ pub fn matmul(a: &ArrayExpr, b: &ArrayExpr) -> Result<ArrayExpr> {
 
 /// NumPy's `tensordot`: the sum of products over axes `axes_a` of `a` paired with
 /// `axes_b` of `b`. The result has `a`'s other axes, then `b`'s, in order. Runs as a
-/// matrix product of the two arrays reshaped to (other cells, contracted cells).
+/// matrix product of the two arrays reshaped to (other cells, contracted cells), with
+/// panels of up to `panel_bytes` (see [`matmul_within`]).
 pub fn tensordot(
     a: &ArrayExpr,
     b: &ArrayExpr,
     axes_a: &[usize],
     axes_b: &[usize],
+    panel_bytes: usize,
 ) -> Result<ArrayExpr> {
     let (sa, sb) = (a.grid.shape(), b.grid.shape());
     if axes_a.len() != axes_b.len() {
@@ -280,7 +288,7 @@ pub fn tensordot(
         }
     }
     if sa.len() == 2 && sb.len() == 2 && axes_a == [1] && axes_b == [0] {
-        return matmul(a, b);
+        return matmul_within(a, b, panel_bytes);
     }
     let free_a: Vec<usize> = (0..sa.len()).filter(|x| !axes_a.contains(x)).collect();
     let free_b: Vec<usize> = (0..sb.len()).filter(|x| !axes_b.contains(x)).collect();
@@ -290,7 +298,7 @@ pub fn tensordot(
     let perm_b: Vec<usize> = axes_b.iter().chain(&free_b).copied().collect();
     let a2 = reshape(&transpose(a, &perm_a)?, &[m, k])?;
     let b2 = reshape(&transpose(b, &perm_b)?, &[k, n])?;
-    let product = matmul(&a2, &b2)?;
+    let product = matmul_within(&a2, &b2, panel_bytes)?;
     let shape: Vec<usize> = free_a
         .iter()
         .map(|&x| sa[x])
