@@ -12,23 +12,23 @@ use crate::program::{ChunkProgram, pieces};
 impl ChunkProgram {
     /// Bytes task `task` holds at its peak, estimated from above: the input chunks it
     /// fetches or reads, every buffer evaluating its nodes allocates (as if none were
-    /// freed before the end), and its output (twice when cut into pieces).
+    /// freed before the end), and its output (twice when cut into pieces). A partial step
+    /// over a run of chunks holds one chunk's inputs and buffers at a time, beside the
+    /// states so far, the chunk's and their merge.
     pub fn task_bytes(&self, task: usize) -> Result<usize> {
-        let mut bytes = 0usize;
-        for (node, chunk) in self.needs(task)? {
-            let n = &self.nodes[node];
-            let (grid, width) = match &n.op {
-                Op::Input { grid, fields, .. } => (grid, fields.iter().map(|d| d.size()).sum()),
-                // The stored bytes are held while they are decoded.
-                Op::ZarrRead { grid, .. } => (grid, 2 * n.dtype.size()),
-                _ => return internal_err!("node {node} is not an input"),
-            };
-            bytes = bytes.saturating_add(cells(&region_shape(&grid.region(chunk))) * width);
-        }
         let root = &self.nodes[self.root()];
         let out_cells = cells(&region_shape(&root.grid.region(task)));
         let width: usize = self.output_fields().iter().map(|f| f.1.size()).sum();
         let out = out_cells * width;
+        if let Some((x, regions)) = self.partial_runs(task)? {
+            let mut largest = 0usize;
+            for region in &regions {
+                let inputs = self.input_bytes(self.needs_of(x, region)?)?;
+                largest = largest.max(inputs.saturating_add(self.eval_bytes(x, region)?));
+            }
+            return Ok(largest.saturating_add(out.saturating_mul(4)));
+        }
+        let bytes = self.input_bytes(self.needs(task)?)?;
         let evaluated = match &root.op {
             Op::Partial { .. } | Op::Combine { .. } => {
                 let mut sum = 0usize;
@@ -45,6 +45,22 @@ impl ChunkProgram {
         };
         let copies = if self.pieces.is_some() { 2 } else { 1 };
         Ok(bytes.saturating_add(evaluated).saturating_add(out * copies))
+    }
+
+    /// Bytes of the input chunks `needs` once fetched or read.
+    fn input_bytes(&self, needs: Vec<(usize, usize)>) -> Result<usize> {
+        let mut bytes = 0usize;
+        for (node, chunk) in needs {
+            let n = &self.nodes[node];
+            let (grid, width) = match &n.op {
+                Op::Input { grid, fields, .. } => (grid, fields.iter().map(|d| d.size()).sum()),
+                // The stored bytes are held while they are decoded.
+                Op::ZarrRead { grid, .. } => (grid, 2 * n.dtype.size()),
+                _ => return internal_err!("node {node} is not an input"),
+            };
+            bytes = bytes.saturating_add(cells(&region_shape(&grid.region(chunk))) * width);
+        }
+        Ok(bytes)
     }
 
     /// Bytes of the buffers evaluating `node` over `region` allocates, summed over the

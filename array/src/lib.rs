@@ -23,6 +23,7 @@ pub mod kernels;
 pub mod ops;
 pub mod program;
 pub mod reduce;
+pub mod runs;
 
 pub use chunk::NdChunk;
 pub use dtype::{DType, Native, Scalar};

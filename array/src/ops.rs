@@ -492,6 +492,10 @@ pub enum Op<I> {
         x: I,
         /// What is being computed.
         reduce: ReduceSpec,
+        /// Chunks of `x` per task along each axis (empty: one): a task reduces a run of
+        /// chunks one at a time into one set of states.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        run: Vec<usize>,
     },
     /// Later steps: merges the partial states of groups of chunks along the reduced axes.
     Combine {
@@ -705,9 +709,10 @@ impl<I> Op<I> {
                 skipna: *skipna,
                 group: group.clone(),
             },
-            Op::Partial { x, reduce } => Op::Partial {
+            Op::Partial { x, reduce, run } => Op::Partial {
                 x: f(x),
                 reduce: reduce.clone(),
+                run: run.clone(),
             },
             Op::Combine { x, reduce, group } => Op::Combine {
                 x: f(x),

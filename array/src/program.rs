@@ -49,6 +49,23 @@ pub struct ChunkProgram {
     pub pieces: Option<ChunkGrid>,
 }
 
+/// The region of the chunks of `grid` that run `coords` covers when each run holds
+/// `per_run[axis]` chunks along each axis.
+pub(crate) fn run_region(grid: &ChunkGrid, coords: &[usize], per_run: &[usize]) -> Region {
+    coords
+        .iter()
+        .enumerate()
+        .map(|(axis, &c)| {
+            let lens = grid.axis(axis);
+            let first = c * per_run[axis];
+            let last = (first + per_run[axis]).min(lens.len());
+            let start: usize = lens[..first].iter().sum();
+            let end: usize = start + lens[first..last].iter().sum::<usize>();
+            start..end
+        })
+        .collect()
+}
+
 /// Regions of nodes: (node, region).
 pub type NodeRegions = Vec<(usize, Region)>;
 
@@ -98,25 +115,12 @@ impl ChunkProgram {
         let root = &self.nodes[self.root()];
         let coords = root.grid.coords(task);
         match &root.op {
-            Op::Partial { x, .. } => {
+            Op::Partial { x, run, .. } if run.is_empty() => {
                 let grid = &self.nodes[*x].grid;
                 Ok(vec![(*x, grid.region(grid.index(&coords)))])
             }
-            Op::Combine { x, group, .. } => {
-                let grid = &self.nodes[*x].grid;
-                let region = coords
-                    .iter()
-                    .enumerate()
-                    .map(|(axis, &c)| {
-                        let lens = grid.axis(axis);
-                        let first = c * group[axis];
-                        let last = (first + group[axis]).min(lens.len());
-                        let start: usize = lens[..first].iter().sum();
-                        let end: usize = start + lens[first..last].iter().sum::<usize>();
-                        start..end
-                    })
-                    .collect();
-                Ok(vec![(*x, region)])
+            Op::Partial { x, run: group, .. } | Op::Combine { x, group, .. } => {
+                Ok(vec![(*x, run_region(&self.nodes[*x].grid, &coords, group))])
             }
             _ => Ok(vec![(self.root(), root.grid.region(task))]),
         }
@@ -180,7 +184,7 @@ impl ChunkProgram {
         Ok(out)
     }
 
-    fn collect_needs(
+    pub(crate) fn collect_needs(
         &self,
         node: usize,
         region: &Region,
@@ -204,17 +208,18 @@ impl ChunkProgram {
         let names: Vec<&'static str> = self.output_fields().iter().map(|f| f.0).collect();
         let columns = match &root.op {
             Op::Partial { reduce, .. } => {
+                if let Some((x, runs)) = self.partial_runs(task)? {
+                    let mut states = None;
+                    for region in &runs {
+                        let piece = self.piece_states(x, region, fetched)?;
+                        states = Some(self.merge_states(states, piece)?);
+                    }
+                    return self.finish_states(states);
+                }
                 let [(x, region)] = &self.root_regions(task)?[..] else {
                     return internal_err!("a partial reduction has one input");
                 };
-                match self.partial_by_pieces(*x, region, reduce, fetched)? {
-                    Some(states) => states,
-                    None => {
-                        let chunk = self.eval(*x, region, fetched)?;
-                        let offsets: Vec<usize> = region.iter().map(|r| r.start).collect();
-                        reduce::partial(reduce, &chunk, &offsets)?
-                    }
-                }
+                self.partial_states(*x, region, reduce, fetched)?
             }
             Op::Combine { reduce, .. } => {
                 let [(x, region)] = &self.root_regions(task)?[..] else {
@@ -231,6 +236,22 @@ impl ChunkProgram {
             _ => vec![self.eval(self.root(), &root.grid.region(task), fetched)?],
         };
         Ok(names.into_iter().zip(columns).collect())
+    }
+
+    /// The states (or, with `finalize`, values) of `spec` over `region` of node `x`.
+    pub(crate) fn partial_states(
+        &self,
+        x: usize,
+        region: &Region,
+        spec: &crate::ops::ReduceSpec,
+        fetched: &Fetched,
+    ) -> Result<Vec<NdChunk>> {
+        if let Some(states) = self.partial_by_pieces(x, region, spec, fetched)? {
+            return Ok(states);
+        }
+        let chunk = self.eval(x, region, fetched)?;
+        let offsets: Vec<usize> = region.iter().map(|r| r.start).collect();
+        reduce::partial(spec, &chunk, &offsets)
     }
 
     /// A reduction of a rechunked stored array, where the region spans several stored

@@ -619,3 +619,46 @@ async fn stages_are_sized_by_the_workers_memory() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_partials_reduce_runs_of_chunks_one_at_a_time() {
+    let s = Session::builder()
+        .workers(2)
+        .option("shoal.array.reduce_fan_in", "4")
+        .unwrap()
+        .build()
+        .unwrap();
+    // 3 interleaved groups over 50 chunks of 4 rows: a state for every group per chunk
+    // is larger than the chunk, so each partial task reduces a run of 4 chunks.
+    let x = s.random_uniform(&[200, 17], &[4, 5], 11).unwrap();
+    let xv = s
+        .random_uniform(&[200, 17], &[200, 17], 11)
+        .unwrap()
+        .collect_ndarray::<f64>()
+        .await
+        .unwrap();
+    let labels: Vec<usize> = (0..200).map(|i| i % 3).collect();
+    for op in [shoal::ReduceOp::Mean, shoal::ReduceOp::Std { ddof: 0 }] {
+        let reduced = x.group_reduce(op, 0, labels.clone(), 3, true).unwrap();
+        let graph = shoal_planner::array::lower(reduced.expr(), s.array_limits()).unwrap();
+        let program = shoal_planner::array::lower::stage_program(&graph.stages[0]).unwrap();
+        let runs = program.partial_runs(0).unwrap().expect("a run of chunks");
+        assert_eq!(runs.1.len(), 4);
+        let mut want = ArrayD::zeros(IxDyn(&[3, 17]));
+        for g in 0..3 {
+            for j in 0..17 {
+                let v: Vec<f64> = (0..200)
+                    .filter(|i| i % 3 == g)
+                    .map(|i| xv[[i, j]])
+                    .collect();
+                let n = v.len() as f64;
+                let m = v.iter().sum::<f64>() / n;
+                want[[g, j]] = match op {
+                    shoal::ReduceOp::Mean => m,
+                    _ => (v.iter().map(|a| (a - m).powi(2)).sum::<f64>() / n).sqrt(),
+                };
+            }
+        }
+        assert_close(op.name(), &values(&reduced).await, &want);
+    }
+}

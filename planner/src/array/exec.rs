@@ -27,7 +27,7 @@ use super::ops::Op;
 
 use super::chunk::NdChunk;
 use super::program::{ChunkProgram, Fetched};
-use crate::shuffle::shuffle_env;
+use crate::shuffle::{ShuffleEnv, shuffle_env};
 
 /// One array stage: partition `i` computes chunk `i` of the program's root.
 #[derive(Debug)]
@@ -190,7 +190,8 @@ pub fn task_bytes(plan: &Arc<dyn ExecutionPlan>, partition: usize) -> Option<usi
 
 /// Task `partition` of `program`: fetches the input chunks it needs (earlier stages
 /// through the task's shuffle environment, store chunks a few at a time) and evaluates
-/// the program, timing the evaluation in `baseline`. Returns the output columns.
+/// the program, timing the evaluation in `baseline`. Returns the output columns. A
+/// partial step over a run of chunks fetches and reduces one chunk at a time.
 pub fn run_task(
     program: Arc<ChunkProgram>,
     partition: usize,
@@ -198,14 +199,50 @@ pub fn run_task(
     baseline: BaselineMetrics,
 ) -> Result<impl std::future::Future<Output = Result<Vec<(&'static str, NdChunk)>>> + Send + use<>>
 {
-    let needs = program.needs(partition)?;
     let env = context.runtime_env();
+    let shuffle = shuffle_env(context).ok();
+    let runs = program.partial_runs(partition)?;
+    let needs = match runs {
+        Some(_) => Vec::new(),
+        None => program.needs(partition)?,
+    };
+    Ok(async move {
+        if let Some((x, regions)) = runs {
+            let mut states = None;
+            for region in &regions {
+                let needs = program.needs_of(x, region)?;
+                let fetched = fetch_inputs(&program, needs, shuffle.as_deref(), &env).await?;
+                let timer = baseline.elapsed_compute().timer();
+                let piece = program.piece_states(x, region, &fetched)?;
+                states = Some(program.merge_states(states, piece)?);
+                timer.done();
+            }
+            return program.finish_states(states);
+        }
+        let fetched = fetch_inputs(&program, needs, shuffle.as_deref(), &env).await?;
+        let timer = baseline.elapsed_compute().timer();
+        let columns = program.run(partition, &fetched)?;
+        timer.done();
+        Ok(columns)
+    })
+}
+
+/// The input chunks `needs` of `program`: earlier stages' outputs through `shuffle`,
+/// store chunks a few at a time, each decoded as it arrives.
+async fn fetch_inputs(
+    program: &Arc<ChunkProgram>,
+    needs: Vec<(usize, usize)>,
+    shuffle: Option<&ShuffleEnv>,
+    env: &Arc<RuntimeEnv>,
+) -> Result<Fetched> {
     let mut fetches = Vec::with_capacity(needs.len());
     let mut reads = Vec::new();
     for (node, chunk) in needs {
         match &program.nodes[node].op {
             Op::Input { .. } => {
-                let shuffle = shuffle_env(context)?;
+                let Some(shuffle) = shuffle else {
+                    return internal_err!("array inputs must be read inside Shoal's executor");
+                };
                 let (stage, task, bucket) = program.source(node, chunk)?;
                 let (key, from) = shuffle.source(stage, task, bucket)?;
                 fetches.push(((node, chunk), shuffle.io.fetch(key, from)?));
@@ -214,37 +251,31 @@ pub fn run_task(
             _ => return internal_err!("node {node} is not an input"),
         }
     }
-    Ok(async move {
-        let mut fetched = Fetched::new();
-        for (key, stream) in fetches {
-            let input_schema = stream.schema();
-            let batches: Vec<RecordBatch> = stream.try_collect().await?;
-            let batch = match batches.len() {
-                0 => RecordBatch::new_empty(input_schema),
-                1 => batches.into_iter().next().expect("one batch"),
-                _ => concat_batches(&batches[0].schema(), &batches)?,
-            };
-            fetched.insert(key, batch);
-        }
-        // Store chunks: a few at a time, each decoded as it arrives.
-        let loaded: Vec<((usize, usize), RecordBatch)> = futures::stream::iter(reads)
-            .map(|(node, chunk)| {
-                let program = Arc::clone(&program);
-                let env = Arc::clone(&env);
-                async move {
-                    let batch = read_store_chunk(&program, node, chunk, &env).await?;
-                    Ok::<_, datafusion::common::DataFusionError>(((node, chunk), batch))
-                }
-            })
-            .buffered(4)
-            .try_collect()
-            .await?;
-        fetched.extend(loaded);
-        let timer = baseline.elapsed_compute().timer();
-        let columns = program.run(partition, &fetched)?;
-        timer.done();
-        Ok(columns)
-    })
+    let mut fetched = Fetched::new();
+    for (key, stream) in fetches {
+        let input_schema = stream.schema();
+        let batches: Vec<RecordBatch> = stream.try_collect().await?;
+        let batch = match batches.len() {
+            0 => RecordBatch::new_empty(input_schema),
+            1 => batches.into_iter().next().expect("one batch"),
+            _ => concat_batches(&batches[0].schema(), &batches)?,
+        };
+        fetched.insert(key, batch);
+    }
+    let loaded: Vec<((usize, usize), RecordBatch)> = futures::stream::iter(reads)
+        .map(|(node, chunk)| {
+            let program = Arc::clone(program);
+            let env = Arc::clone(env);
+            async move {
+                let batch = read_store_chunk(&program, node, chunk, &env).await?;
+                Ok::<_, datafusion::common::DataFusionError>(((node, chunk), batch))
+            }
+        })
+        .buffered(4)
+        .try_collect()
+        .await?;
+    fetched.extend(loaded);
+    Ok(fetched)
 }
 
 /// Chunk `chunk` of the store array behind `ZarrRead` node `node`, as a one-column batch

@@ -44,6 +44,8 @@ pub struct ArrayLimits {
     pub worker_memory: usize,
     /// Task output the workers keep in memory together before spilling, in bytes.
     pub held_memory: usize,
+    /// Tasks the workers run at once.
+    pub slots: usize,
 }
 
 impl ArrayLimits {
@@ -60,6 +62,7 @@ impl ArrayLimits {
             fan_in: settings.array.reduce_fan_in,
             worker_memory,
             held_memory: target.saturating_mul(settings.workers.max(1)),
+            slots: settings.workers.max(1) * settings.worker.slots.max(1),
         }
     }
 
@@ -69,6 +72,7 @@ impl ArrayLimits {
             fan_in,
             worker_memory: usize::MAX,
             held_memory: usize::MAX,
+            slots: 1,
         }
     }
 
@@ -394,6 +398,38 @@ impl Lowering {
         id
     }
 
+    /// Chunks of `x` per partial task along each axis (empty: one). A groupby that is
+    /// not blockwise keeps a state for every group per task; when that is at least half
+    /// the size of a chunk of `x` (calendar months over chunks of days), each task
+    /// reduces a run of up to `fan_in` chunks along the grouped axis, one at a time, into
+    /// one set of states, leaving two runs per task slot.
+    fn partial_run(&self, x: &ArrayExpr, spec: &ReduceSpec, state_width: usize) -> Vec<usize> {
+        let Some(g) = spec.group.as_ref().filter(|g| !g.blockwise && g.groups > 1) else {
+            return Vec::new();
+        };
+        let chunk_cells = x.grid.max_chunk_cells();
+        let along = x
+            .grid
+            .axis(g.axis)
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        let state_bytes = chunk_cells / along * g.groups * state_width;
+        if state_bytes * 2 < chunk_cells * x.dtype.size() {
+            return Vec::new();
+        }
+        let chunks = x.grid.counts()[g.axis];
+        let r = (chunks / (2 * self.limits.slots.max(1))).clamp(1, self.limits.fan_in);
+        if r <= 1 {
+            return Vec::new();
+        }
+        let mut run = vec![1; x.grid.ndim()];
+        run[g.axis] = r;
+        run
+    }
+
     /// Whether rechunking `x` to `target` goes through pieces: when a task would gather
     /// more than a worker should hold from several chunks of `x`, or when each chunk of
     /// a stored `x` would otherwise be read and decoded again for more than two target
@@ -497,6 +533,11 @@ impl Lowering {
         let blockwise = spec.group.as_ref().is_some_and(|g| g.blockwise);
         let last = |counts: &[usize]| blockwise || (0..ndim).all(|a| !merged(a) || counts[a] == 1);
 
+        let state_width: usize = state_dtypes.iter().map(|d| d.size()).sum();
+        let run = self.partial_run(x, &spec, state_width);
+        if let Some((axis, r)) = run.iter().enumerate().find(|(_, r)| **r > 1) {
+            counts[axis] = counts[axis].div_ceil(*r);
+        }
         spec.finalize = last(&counts);
         let mut b = self.builder();
         let xi = b.add(x)?;
@@ -505,6 +546,7 @@ impl Lowering {
             op: Op::Partial {
                 x: xi,
                 reduce: spec.clone(),
+                run,
             },
             dtype: expr.dtype,
             grid: grid.clone(),
@@ -513,7 +555,6 @@ impl Lowering {
         let mut stage = self.add_stage(program);
         let mut grid_now = grid;
 
-        let state_width: usize = state_dtypes.iter().map(|d| d.size()).sum();
         while !last(&counts) {
             let wide = (0..ndim).filter(|&a| merged(a) && counts[a] > 1).count() as u32;
             // No more states than a task may gather.
