@@ -124,7 +124,6 @@ impl EmbeddedCluster {
         let slots = options.slots.max(1);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers * slots)
-            .max_blocking_threads(workers * slots)
             .thread_name("shoal-worker")
             .enable_all()
             .build()?;
