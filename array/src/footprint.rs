@@ -98,6 +98,11 @@ impl ChunkProgram {
     /// for a reduction step, the chunk of the array it reduces.
     pub fn task_chunk(&self, task: usize) -> Result<(Vec<usize>, DType)> {
         let root = &self.nodes[self.root()];
+        if let Some((x, regions)) = self.partial_runs(task)?
+            && let Some(first) = regions.first()
+        {
+            return Ok((region_shape(first), self.nodes[x].dtype));
+        }
         Ok(match &root.op {
             Op::Partial { x, .. } | Op::Combine { x, .. } => {
                 let [(_, region)] = &self.root_regions(task)?[..] else {

@@ -413,6 +413,12 @@ impl Array {
         self.wrap(expr::rechunk(&self.expr, chunks))
     }
 
+    /// The array with these chunk lengths along each axis (irregular chunks allowed;
+    /// each axis's lengths must add up to its length).
+    pub fn rechunk_to(&self, chunks: Vec<Vec<usize>>) -> Result<Array> {
+        self.wrap(expr::rechunk_to(&self.expr, ChunkGrid::new(chunks)))
+    }
+
     /// Matrix product of two 2-d arrays.
     pub fn matmul(&self, other: &Array) -> Result<Array> {
         let panels = self.session.array_limits().panel_bytes();

@@ -281,12 +281,15 @@ fn fits(running: usize, reserved: usize, need: usize, limit: usize) -> bool {
 /// The bytes a queued task says it will hold (array tasks; 0 for the others, whose
 /// operators reserve as they go).
 fn reserved_bytes(launch: &Launch) -> usize {
-    match &launch.plan {
-        StagePlan::Decoded { plan, .. } => {
-            shoal_planner::array::exec::task_bytes(plan, launch.task.partition).unwrap_or(0)
-        }
-        _ => 0,
-    }
+    let StagePlan::Decoded { plan, .. } = &launch.plan else {
+        return 0;
+    };
+    // The estimate walks a plan that came off the wire: a malformed one must fail its
+    // own task (where panics are caught), not this loop.
+    let estimate = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        shoal_planner::array::exec::task_bytes(plan, launch.task.partition)
+    }));
+    estimate.ok().flatten().unwrap_or(0)
 }
 
 async fn run_task(launch: Launch, runtime: Arc<RuntimeEnv>, io: Arc<dyn ShuffleIo>) -> TaskOutcome {

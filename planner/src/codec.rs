@@ -223,7 +223,18 @@ impl PhysicalExtensionCodec for ShoalCodec {
                     proto_converter,
                 )? {
                     Some(p) => OutputSpec::Repartition(p),
-                    None if write.pieces > 0 => OutputSpec::Pieces(write.pieces as usize),
+                    None if write.pieces > 0 => {
+                        let buckets = input
+                            .downcast_ref::<ChunkExec>()
+                            .map(|c| c.program().buckets());
+                        if buckets != Some(write.pieces as usize) {
+                            return internal_err!(
+                                "a stage writes {} pieces its array program does not cut",
+                                write.pieces
+                            );
+                        }
+                        OutputSpec::Pieces(write.pieces as usize)
+                    }
                     None => OutputSpec::Single,
                 };
                 Ok(Arc::new(ShuffleWriteExec::new(Arc::clone(input), output)))
@@ -411,6 +422,20 @@ fn decode_program(proto: &ChunkProto) -> Result<ChunkProgram> {
                 .map_err(|e| internal_datafusion_err!("cannot decode an array program: {e}"))?,
         ),
     };
+    if nodes.is_empty() {
+        return internal_err!("an array program without nodes");
+    }
+    for (i, node) in nodes.iter().enumerate() {
+        if node.op.inputs().iter().any(|&&j| j >= i) {
+            return internal_err!("array program node {i} reads a later node");
+        }
+        if let Op::Partial { x, run, .. } = &node.op
+            && !run.is_empty()
+            && run.len() != nodes[*x].grid.ndim()
+        {
+            return internal_err!("array program node {i} runs along the wrong axes");
+        }
+    }
     // Cutting chunks into pieces assumes each piece lies inside one chunk.
     let refines = |coarse: &ChunkGrid, fine: &ChunkGrid| {
         coarse.shape() == fine.shape() && coarse.refine(fine) == *fine

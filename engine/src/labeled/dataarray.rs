@@ -497,17 +497,13 @@ impl DataArray {
     /// The same values in chunks of `chunks` cells along the named dimensions (0: the
     /// whole dimension; others keep their chunks), like xarray's `chunk`.
     pub fn chunk(&self, chunks: &[(&str, usize)]) -> Result<DataArray> {
-        let mut lengths: Vec<usize> = self
-            .data
-            .chunks()
-            .iter()
-            .map(|c| c.first().copied().unwrap_or(0))
-            .collect();
+        let mut lengths = self.data.chunks();
+        let shape = self.data.shape();
         for (dim, n) in chunks {
             let axis = self.axis(dim)?;
-            lengths[axis] = if *n == 0 { self.data.shape()[axis] } else { *n };
+            lengths[axis] = shoal_planner::array::grid::split_axis(shape[axis], *n);
         }
-        let data = self.data.rechunk(&lengths)?;
+        let data = self.data.rechunk_to(lengths)?;
         Ok(self.with_data(data, self.dims.clone()))
     }
 

@@ -45,16 +45,23 @@ fn run_measured(mut command: Command) -> Finished {
     }
 }
 
-/// `shoal ARGS` with two workers, limited to [`LIMIT`] each when `limited`.
+/// Each worker's limit in the runs without a (tight) limit: far above the 200 MB cube.
+const ROOMY: &str = "4GiB";
+
+/// `shoal ARGS` with two workers, limited to [`LIMIT`] each when `limited`, else to
+/// [`ROOMY`].
 fn shoal(args: &[&str], limited: bool) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_shoal"));
+    let limit = if limited {
+        LIMIT.to_string()
+    } else {
+        ROOMY.to_string()
+    };
     command
         .arg("--verbose")
         .args(args)
-        .env("SHOAL_WORKERS", WORKERS.to_string());
-    if limited {
-        command.env("SHOAL_WORKER_MEMORY_LIMIT", LIMIT.to_string());
-    }
+        .env("SHOAL_WORKERS", WORKERS.to_string())
+        .env("SHOAL_WORKER_MEMORY_LIMIT", limit);
     command
 }
 
@@ -282,7 +289,8 @@ fn array_jobs_on_a_cube_four_times_the_memory_limit_stay_within_it() {
 /// The matrix product of a (N x 16) and a (16 x N) random matrix (a short contracted
 /// axis: tiny operands, an N x N float64 product), written as Zarr by this test binary's
 /// [`matmul_child`] in a child process. The input path's name says N: 6000 for the big
-/// cube's run (288 MB of product), 850 for the small one's (1/50 of it).
+/// cube's run (288 MB of product), 850 for the small one's (1/50 of it). The child is
+/// this test binary, so it allocates with the system allocator, not the `shoal` binary's.
 fn matmul_job() -> Job {
     let session = shoal::Session::builder().workers(1).build().unwrap();
     Job {
@@ -319,10 +327,13 @@ fn matmul_child() {
     let spec = std::env::var("SHOAL_TEST_MATMUL").expect("SHOAL_TEST_MATMUL is set");
     let (side, output) = spec.split_once(' ').expect("N OUTPUT");
     let side: usize = side.parse().unwrap();
-    let mut builder = shoal::Session::builder().workers(WORKERS as usize);
-    if let Ok(limit) = std::env::var("SHOAL_TEST_MATMUL_LIMIT") {
-        builder = builder.memory_limit(limit.parse().unwrap());
-    }
+    let limit = match std::env::var("SHOAL_TEST_MATMUL_LIMIT") {
+        Ok(limit) => limit.parse().unwrap(),
+        Err(_) => 4 << 30,
+    };
+    let builder = shoal::Session::builder()
+        .workers(WORKERS as usize)
+        .memory_limit(limit);
     let session = builder.build().unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {

@@ -46,6 +46,9 @@ pub struct ArrayLimits {
     pub held_memory: usize,
     /// Tasks the workers run at once.
     pub slots: usize,
+    /// Whether a rechunk may run as a stage cutting pieces and one gathering them (off
+    /// where one stage must compute the array, as in a table scan).
+    pub cut_rechunks: bool,
 }
 
 impl ArrayLimits {
@@ -63,6 +66,7 @@ impl ArrayLimits {
             worker_memory,
             held_memory: target.saturating_mul(settings.workers.max(1)),
             slots: settings.workers.max(1) * settings.worker.slots.max(1),
+            cut_rechunks: true,
         }
     }
 
@@ -73,6 +77,7 @@ impl ArrayLimits {
             worker_memory: usize::MAX,
             held_memory: usize::MAX,
             slots: 1,
+            cut_rechunks: true,
         }
     }
 
@@ -437,7 +442,7 @@ impl Lowering {
     fn needs_pieces(&self, x: &ArrayExpr, target: &ChunkGrid) -> bool {
         let one_chunk = x.grid.max_chunk_cells() * x.dtype.size();
         let gathered = gather_bytes(&x.grid, target, x.dtype.size());
-        if gathered <= one_chunk {
+        if !self.limits.cut_rechunks || gathered <= one_chunk {
             return false;
         }
         gathered > self.limits.gather() || (readers(&x.grid, target) > 2 && reads_store(x))

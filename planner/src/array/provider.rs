@@ -313,7 +313,12 @@ impl TableProvider for CellTable {
             }
             let var = &self.vars[i - self.dims.len()];
             let values = self.var_on_grid(var, &ranges, &grid)?;
-            let graph = lower(&values, self.limits)?;
+            // One stage reads each slab: no pieces stage in between.
+            let limits = ArrayLimits {
+                cut_rechunks: false,
+                ..self.limits
+            };
+            let graph = lower(&values, limits)?;
             let program = match &graph.stages[..] {
                 [stage] => stage
                     .plan

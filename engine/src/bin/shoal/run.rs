@@ -120,29 +120,8 @@ pub async fn run(engine: &EngineArgs, args: RunArgs, verbose: bool) -> shoal::Re
             }
         }
     };
-    let mut events = session.events().await?;
-    let mut spilled = 0u64;
-    let spill = |event: Option<JobEvent>, spilled: &mut u64| {
-        if let Some(JobEvent {
-            kind: JobEventKind::Spill { bytes, .. },
-            ..
-        }) = event
-        {
-            *spilled += bytes;
-        }
-    };
-    let mut write = std::pin::pin!(write);
-    let result = loop {
-        tokio::select! {
-            r = &mut write => break r,
-            event = events.next() => spill(event, &mut spilled),
-            Ok(()) = tokio::signal::ctrl_c() => break Err(Error::new(ErrorKind::Cancelled, "job cancelled")),
-        }
-    };
-    // Spills reported as the last tasks ended are already in the stream.
-    while let Some(Some(event)) = events.next().now_or_never() {
-        spill(Some(event), &mut spilled);
-    }
+    let events = session.events().await?;
+    let (result, spilled) = write_counting_spills(write, events).await;
     bar.finish_and_clear();
     result?;
     let described: Vec<String> = output
@@ -168,4 +147,35 @@ pub async fn run(engine: &EngineArgs, args: RunArgs, verbose: bool) -> shoal::Re
         println!("spilled {spilled} bytes of task output to disk");
     }
     Ok(())
+}
+
+/// Runs `write` to its end or to Ctrl-C, summing the bytes the job events report spilled.
+async fn write_counting_spills(
+    write: impl std::future::Future<Output = shoal::Result<()>>,
+    mut events: futures::stream::BoxStream<'static, JobEvent>,
+) -> (shoal::Result<()>, u64) {
+    let mut spilled = 0u64;
+    let mut count = |event: JobEvent| {
+        if let JobEventKind::Spill { bytes, .. } = event.kind {
+            spilled += bytes;
+        }
+    };
+    let mut write = std::pin::pin!(write);
+    let mut interrupted = std::pin::pin!(tokio::signal::ctrl_c());
+    let mut listening = true;
+    let result = loop {
+        tokio::select! {
+            r = &mut write => break r,
+            event = events.next(), if listening => match event {
+                Some(event) => count(event),
+                None => listening = false,
+            },
+            Ok(()) = &mut interrupted => break Err(Error::new(ErrorKind::Cancelled, "job cancelled")),
+        }
+    };
+    // Spills reported as the last tasks ended are already in the stream.
+    while let Some(Some(event)) = events.next().now_or_never() {
+        count(event);
+    }
+    (result, spilled)
 }

@@ -123,11 +123,19 @@ pub fn group_reduce(
         }
         start += len;
     }
-    if in_order && !blockwise {
-        // Groups in order that chunk boundaries cut (calendar months over chunks of
-        // 50 days): rechunk so each chunk holds whole groups, then reduce blockwise,
-        // rather than keep a state for every group in every chunk.
-        let aligned = group_aligned(&labels, lens.iter().copied().max().unwrap_or(1));
+    let target = lens.iter().copied().max().unwrap_or(1);
+    let longest = labels
+        .chunk_by(|a, b| a == b)
+        .map(<[usize]>::len)
+        .max()
+        .unwrap_or(0);
+    if in_order && !blockwise && longest <= 2 * target {
+        // Groups in order, none longer than two chunks, that chunk boundaries cut
+        // (calendar months over chunks of 25 or 50 days): rechunk so each chunk holds
+        // whole groups, then reduce blockwise, rather than keep a state for every group in
+        // every chunk. Much longer groups (years over chunks of days) would make chunks
+        // many times larger: they keep partial states, one per group per task.
+        let aligned = group_aligned(&labels, target);
         let mut chunks = x.grid.chunks().to_vec();
         chunks[axis] = aligned;
         let x = super::rechunk_to(x, ChunkGrid::new(chunks))?;
