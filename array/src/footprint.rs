@@ -94,23 +94,26 @@ impl ChunkProgram {
         Ok(sum)
     }
 
-    /// The shape and dtype of the chunk task `task` computes from: its output chunk, or
-    /// for a reduction step, the chunk of the array it reduces.
-    pub fn task_chunk(&self, task: usize) -> Result<(Vec<usize>, DType)> {
+    /// The shape and dtype of the chunk task `task` computes from (its output chunk; for
+    /// a reduction step, the chunk of the array it reduces; for a run, its first chunk),
+    /// and the number of input chunks that takes.
+    pub fn task_chunk(&self, task: usize) -> Result<(Vec<usize>, DType, usize)> {
         let root = &self.nodes[self.root()];
         if let Some((x, regions)) = self.partial_runs(task)?
             && let Some(first) = regions.first()
         {
-            return Ok((region_shape(first), self.nodes[x].dtype));
+            let inputs = self.needs_of(x, first)?.len();
+            return Ok((region_shape(first), self.nodes[x].dtype, inputs));
         }
+        let inputs = self.needs(task)?.len();
         Ok(match &root.op {
             Op::Partial { x, .. } | Op::Combine { x, .. } => {
                 let [(_, region)] = &self.root_regions(task)?[..] else {
                     return internal_err!("a reduction step has one input");
                 };
-                (region_shape(region), self.nodes[*x].dtype)
+                (region_shape(region), self.nodes[*x].dtype, inputs)
             }
-            _ => (region_shape(&root.grid.region(task)), root.dtype),
+            _ => (region_shape(&root.grid.region(task)), root.dtype, inputs),
         })
     }
 

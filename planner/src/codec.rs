@@ -429,9 +429,12 @@ fn decode_program(proto: &ChunkProto) -> Result<ChunkProgram> {
         if node.op.inputs().iter().any(|&&j| j >= i) {
             return internal_err!("array program node {i} reads a later node");
         }
+        // Runs go along one axis, a chunk or more at a time (see `ChunkProgram::merge_states`).
         if let Op::Partial { x, run, .. } = &node.op
             && !run.is_empty()
-            && run.len() != nodes[*x].grid.ndim()
+            && (run.len() != nodes[*x].grid.ndim()
+                || run.contains(&0)
+                || run.iter().filter(|&&r| r > 1).count() > 1)
         {
             return internal_err!("array program node {i} runs along the wrong axes");
         }

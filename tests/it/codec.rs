@@ -130,3 +130,96 @@ fn scans_nested_past_the_bound_are_refused_not_a_stack_overflow() {
     // The bound is per call: a refused plan leaves none of its depth behind.
     decode_plan(&nested(3), &ctx).unwrap();
 }
+
+/// Array stages that cut pieces, read them and reduce runs of chunks keep those through
+/// the codec; a program whose runs or pieces do not fit its chunks is refused on decode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn array_pieces_and_runs_survive_the_codec_and_bad_ones_are_refused() {
+    use shoal_planner::array::{ArrayLimits, ChunkExec, ChunkProgram, Op, lower};
+    use shoal_planner::{OutputSpec, ShuffleWriteExec};
+
+    let session = shoal::Session::builder()
+        .workers(2)
+        .memory_limit(4 << 20)
+        .build()
+        .unwrap();
+    let task_ctx = session.context().task_ctx();
+    let limits = ArrayLimits {
+        fan_in: 4,
+        ..session.array_limits()
+    };
+    let x = session.random_uniform(&[400, 400], &[20, 400], 3).unwrap();
+    let rechunked = x.rechunk(&[400, 20]).unwrap();
+    let labels: Vec<usize> = (0..400).map(|i| i % 3).collect();
+    // States for 3 groups per 4-row chunk outweigh the chunk: partial tasks take runs.
+    let grouped = session
+        .random_uniform(&[400, 400], &[4, 400], 4)
+        .unwrap()
+        .group_reduce(shoal::ReduceOp::Mean, 0, labels, 3, true)
+        .unwrap();
+    let program_of = |plan: &Arc<dyn datafusion::physical_plan::ExecutionPlan>| {
+        Arc::clone(shoal_planner::array::exec::stage_program(plan).expect("an array stage"))
+    };
+    let roundtrip = |plan: Arc<dyn datafusion::physical_plan::ExecutionPlan>| {
+        decode_plan(&encode_plan(plan).unwrap(), &task_ctx)
+    };
+    let mut cut = None;
+    let mut ran = None;
+    for expr in [rechunked.expr(), grouped.expr()] {
+        for stage in lower(expr, limits).unwrap().stages {
+            let program = program_of(&stage.plan);
+            let decoded = program_of(&roundtrip(Arc::clone(&stage.plan)).unwrap());
+            assert_eq!(
+                format!("{:?}", decoded.nodes),
+                format!("{:?}", program.nodes)
+            );
+            assert_eq!(decoded.pieces, program.pieces);
+            if program.pieces.is_some() {
+                cut = Some(program);
+            } else if matches!(&program.nodes[program.root()].op, Op::Partial { run, .. } if !run.is_empty())
+            {
+                ran = Some(program);
+            }
+        }
+    }
+    let (cut, ran) = (cut.expect("a pieces stage"), ran.expect("a run of chunks"));
+
+    let stage = |program: ChunkProgram,
+                 output: OutputSpec|
+     -> Arc<dyn datafusion::physical_plan::ExecutionPlan> {
+        Arc::new(ShuffleWriteExec::new(
+            Arc::new(ChunkExec::new(Arc::new(program))),
+            output,
+        ))
+    };
+    // Runs along no axis of the input, or along two.
+    for run in [vec![4], vec![2, 2], vec![0, 1]] {
+        let mut bad = (*ran).clone();
+        let root = bad.root();
+        if let Op::Partial { run: r, .. } = &mut bad.nodes[root].op {
+            *r = run.clone();
+        }
+        let err = roundtrip(stage(bad, OutputSpec::Single))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("runs along the wrong axes"), "{run:?}: {err}");
+    }
+    // Pieces that are not inside the chunks, and a stage writing more pieces than cut.
+    let mut bad = (*cut).clone();
+    bad.pieces = Some(shoal_planner::array::ChunkGrid::regular(
+        &[400, 400],
+        &[30, 400],
+    ));
+    let buckets = cut.buckets();
+    let err = roundtrip(stage(bad, OutputSpec::Pieces(buckets)))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("do not refine its chunks"), "{err}");
+    let err = roundtrip(stage((*cut).clone(), OutputSpec::Pieces(buckets + 1)))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("pieces its array program does not cut"),
+        "{err}"
+    );
+}

@@ -180,12 +180,17 @@ impl ExecutionPlan for ChunkExec {
     }
 }
 
+/// The array program a stage plan runs, when it is an array stage (a `ChunkExec` under
+/// the stage's `ShuffleWriteExec`).
+pub fn stage_program(plan: &Arc<dyn ExecutionPlan>) -> Option<&Arc<ChunkProgram>> {
+    let write = plan.downcast_ref::<crate::shuffle::ShuffleWriteExec>()?;
+    Some(write.input().downcast_ref::<ChunkExec>()?.program())
+}
+
 /// The bytes task `partition` of a stage plan will hold, when the stage is an array stage
 /// (see [`ChunkProgram::task_bytes`]).
 pub fn task_bytes(plan: &Arc<dyn ExecutionPlan>, partition: usize) -> Option<usize> {
-    let write = plan.downcast_ref::<crate::shuffle::ShuffleWriteExec>()?;
-    let chunk = write.input().downcast_ref::<ChunkExec>()?;
-    chunk.program.task_bytes(partition).ok()
+    stage_program(plan)?.task_bytes(partition).ok()
 }
 
 /// Task `partition` of `program`: fetches the input chunks it needs (earlier stages

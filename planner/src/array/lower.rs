@@ -172,11 +172,7 @@ pub fn lower(expr: &ArrayExpr, limits: ArrayLimits) -> Result<TaskGraph> {
 
 /// The array program a stage runs, if it is an array stage.
 pub fn stage_program(stage: &Stage) -> Option<&Arc<ChunkProgram>> {
-    stage
-        .plan
-        .downcast_ref::<ShuffleWriteExec>()
-        .and_then(|w| w.input().downcast_ref::<ChunkExec>())
-        .map(|c| c.program())
+    super::exec::stage_program(&stage.plan)
 }
 
 /// Refuses a program whose largest task needs more than `limit` bytes, naming the chunk.
@@ -185,8 +181,7 @@ pub fn check_fits(program: &ChunkProgram, limit: usize) -> Result<()> {
     if bytes <= limit {
         return Ok(());
     }
-    let (shape, dtype) = program.task_chunk(task)?;
-    let inputs = program.needs(task)?.len();
+    let (shape, dtype, inputs) = program.task_chunk(task)?;
     Err(shoal_err(
         ErrorKind::Resources,
         format!(

@@ -22,10 +22,9 @@ use datafusion::physical_plan::empty::EmptyExec;
 
 use super::expr::{self, ArrayExpr, AxisSlice};
 use super::grid::ChunkGrid;
-use super::lower::ArrayLimits;
+use super::lower;
+use super::lower::{ArrayLimits, stage_program};
 use super::table::{CellColumn, CellDim, CellScanExec, CellVar};
-use super::{ChunkExec, lower};
-use crate::shuffle::ShuffleWriteExec;
 
 /// A dimension of a cell table.
 #[derive(Debug, Clone)]
@@ -320,11 +319,7 @@ impl TableProvider for CellTable {
             };
             let graph = lower(&values, limits)?;
             let program = match &graph.stages[..] {
-                [stage] => stage
-                    .plan
-                    .downcast_ref::<ShuffleWriteExec>()
-                    .and_then(|w| w.input().downcast_ref::<ChunkExec>())
-                    .map(|c| Arc::clone(c.program())),
+                [stage] => stage_program(stage).map(Arc::clone),
                 _ => None,
             };
             let Some(program) = program else {

@@ -243,7 +243,11 @@ fn purge_freed_memory_promptly(limit: Option<&str>) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    purge_freed_memory_promptly(cli.engine.memory_limit.as_deref());
+    let limit = match &cli.command {
+        Command::Worker(args) => args.memory(),
+        _ => None,
+    };
+    purge_freed_memory_promptly(limit.or(cli.engine.memory_limit.as_deref()));
     let verbose = cli.verbose;
     init_logging(matches!(
         cli.command,

@@ -86,6 +86,13 @@ pub struct WorkerArgs {
 }
 
 impl WorkerArgs {
+    /// The memory limit given with the old spelling, `--memory`.
+    pub fn memory(&self) -> Option<&str> {
+        self.memory.as_deref()
+    }
+}
+
+impl WorkerArgs {
     /// Task slots: `--nthreads`, or the number of cores.
     pub fn slots(&self) -> usize {
         self.nthreads.unwrap_or_else(cores).max(1)
