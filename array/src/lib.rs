@@ -20,6 +20,7 @@ pub mod footprint;
 pub mod gemm;
 pub mod grid;
 pub mod kernels;
+mod lane;
 pub mod ops;
 pub mod program;
 pub mod reduce;

@@ -9,6 +9,7 @@ use num_traits::AsPrimitive;
 use crate::chunk::NdChunk;
 use crate::dtype::{DType, Native};
 use crate::kernels::{Arith, cast};
+use crate::lane::{Lane, Moments, lane_moments, lane_sum, lane_sum_count};
 use crate::ops::{ReduceOp, ReduceSpec};
 use crate::with_native;
 
@@ -38,35 +39,6 @@ fn accumulator(input: DType) -> DType {
     } else {
         DType::I64
     }
-}
-
-/// Sums a lane into `A` with eight accumulators, so the loop vectorises.
-#[inline]
-fn lane_sum<T: Native + AsPrimitive<A>, A: Arith>(lane: &[T], skipna: bool) -> A {
-    let zero = A::default();
-    let mut acc = [zero; 8];
-    let mut chunks = lane.chunks_exact(8);
-    if skipna {
-        for c in &mut chunks {
-            for i in 0..8 {
-                let v: A = c[i].as_();
-                acc[i] = acc[i].add(if c[i].is_nan() { zero } else { v });
-            }
-        }
-    } else {
-        for c in &mut chunks {
-            for i in 0..8 {
-                acc[i] = acc[i].add(c[i].as_());
-            }
-        }
-    }
-    let mut total = zero;
-    for v in chunks.remainder() {
-        if !(skipna && v.is_nan()) {
-            total = total.add(v.as_());
-        }
-    }
-    acc.iter().fold(total, |t, &a| t.add(a))
 }
 
 /// How one axis of a reduced chunk maps to its states.
@@ -153,6 +125,16 @@ impl Lanes {
 
     fn len(&self) -> usize {
         self.shape.last().copied().unwrap_or(1)
+    }
+
+    /// The lane starting at `start`.
+    fn lane(&self, start: usize) -> Lane {
+        let step = self.strides.last().copied().unwrap_or(1);
+        Lane {
+            start,
+            len: self.len(),
+            step,
+        }
     }
 
     /// Calls `f(lane_start, cell, position)` per lane along the last axis: the cell and
@@ -286,10 +268,12 @@ fn fold_sum<T: Native + AsPrimitive<A>, A: Arith>(
     let len = l.len();
     let last_reduced = matches!(l.last(), AxisMap::Reduce);
     l.lanes(|start, cell, _| {
-        let lane = &values[start..start + len];
         if last_reduced {
-            acc[cell] = acc[cell].add(lane_sum::<T, A>(lane, skipna));
-        } else if skipna {
+            acc[cell] = acc[cell].add(lane_sum::<T, A>(values, l.lane(start), skipna));
+            return;
+        }
+        let lane = &values[start..start + len];
+        if skipna {
             for (a, &v) in acc[cell..cell + len].iter_mut().zip(lane) {
                 if !v.is_nan() {
                     *a = a.add(v.as_());
@@ -340,6 +324,52 @@ fn fold_m2<T: Native>(values: &[T], l: &Lanes, means: &[f64], skipna: bool) -> V
         AxisMap::Group { .. } => l.each(|cell, i, _| m2[cell] += square(values[i], means[cell])),
     }
     m2
+}
+
+/// Sums and counts of the non-NaN values per cell, in one pass.
+fn fold_sum_count<T: Native>(values: &[T], l: &Lanes) -> (Vec<f64>, Vec<f64>) {
+    let n = l.out_cells();
+    let (mut sums, mut counts) = (vec![0.0; n], vec![0.0; n]);
+    let len = l.len();
+    match l.last() {
+        AxisMap::Reduce => l.lanes(|start, cell, _| {
+            let (s, c) = lane_sum_count(values, l.lane(start), true);
+            sums[cell] += s;
+            counts[cell] += c;
+        }),
+        AxisMap::Keep => l.lanes(|start, cell, _| {
+            let cells = sums[cell..cell + len]
+                .iter_mut()
+                .zip(&mut counts[cell..cell + len]);
+            for ((s, c), &v) in cells.zip(&values[start..start + len]) {
+                let x: f64 = v.as_();
+                let real = !x.is_nan();
+                *s += if real { x } else { 0.0 };
+                *c += if real { 1.0 } else { 0.0 };
+            }
+        }),
+        AxisMap::Group { .. } => l.each(|cell, i, _| {
+            let x: f64 = values[i].as_();
+            if !x.is_nan() {
+                sums[cell] += x;
+                counts[cell] += 1.0;
+            }
+        }),
+    }
+    (sums, counts)
+}
+
+/// Counts, means and squared deviations per cell when the last axis is reduced: each
+/// lane's moments (two passes while it is in cache) merged into its cell, so the values
+/// are read from memory once, in place even when strided.
+fn fold_moments<T: Native>(values: &[T], l: &Lanes, skipna: bool) -> [Vec<f64>; 3] {
+    let mut cells = vec![Moments::default(); l.out_cells()];
+    l.lanes(|start, cell, _| cells[cell].merge(lane_moments(values, l.lane(start), skipna)));
+    [
+        cells.iter().map(|m| m.count).collect(),
+        cells.iter().map(|m| m.mean).collect(),
+        cells.iter().map(|m| m.m2).collect(),
+    ]
 }
 
 /// Non-NaN counts per cell (or the number of reduced cells when NaN are not skipped).
@@ -433,18 +463,19 @@ pub fn partial(spec: &ReduceSpec, x: &NdChunk, offsets: &[usize]) -> Result<Vec<
     if let Some(states) = partial_permuted(spec, x, offsets)? {
         return Ok(states);
     }
-    // Rows must be contiguous; other strides (slices, pieces of bigger chunks) are fine.
-    let x = if x.last_stride() == 1 {
+    let maps = partial_maps(spec, x.shape(), offsets);
+    let skipna = spec.skipna && x.dtype().is_float();
+    // Rows must be contiguous, except for the folds that read strided lanes in place;
+    // other strides (slices, pieces of bigger chunks) are fine.
+    let x = if x.last_stride() == 1 || reads_strided_lanes(spec.op, &maps) {
         x.clone()
     } else {
         x.to_standard()
     };
     let (strides, base) =
         with_native!(x.dtype(), T => { let (_, o, s) = x.raw::<T>(); (s.to_vec(), o) });
-    let maps = partial_maps(spec, x.shape(), offsets);
     let l = Lanes::new(x.shape(), &strides, base, maps, offsets, &spec.input_shape);
     let shape = l.out_shape();
-    let skipna = spec.skipna && x.dtype().is_float();
     let states = with_native!(x.dtype(), T => {
         let values = x.raw::<T>().0;
         match spec.op {
@@ -456,9 +487,16 @@ pub fn partial(spec: &ReduceSpec, x: &NdChunk, offsets: &[usize]) -> Result<Vec<
                     _ => vec![chunk_of(DType::I64, &shape, fold_sum::<T, i64>(values, &l, skipna, prod))],
                 }
             }
+            Var { .. } | Std { .. } if matches!(l.last(), AxisMap::Reduce) => {
+                let [counts, means, m2] = fold_moments(values, &l, skipna);
+                vec![chunk_of(DType::F64, &shape, counts), chunk_of(DType::F64, &shape, means), chunk_of(DType::F64, &shape, m2)]
+            }
             Mean | Var { .. } | Std { .. } => {
-                let sums = fold_sum::<T, f64>(values, &l, skipna, false);
-                let counts = fold_count(values, &l, skipna);
+                let (sums, counts) = if skipna {
+                    fold_sum_count(values, &l)
+                } else {
+                    (fold_sum::<T, f64>(values, &l, false, false), fold_count(values, &l, false))
+                };
                 if spec.op == Mean {
                     vec![chunk_of(DType::F64, &shape, sums), chunk_of(DType::F64, &shape, counts)]
                 } else {
@@ -496,6 +534,16 @@ pub fn partial(spec: &ReduceSpec, x: &NdChunk, offsets: &[usize]) -> Result<Vec<
         return Ok(vec![finalize(spec, &states)?]);
     }
     Ok(states)
+}
+
+/// Whether `partial` reads a chunk whose last axis is strided without copying it: sums,
+/// means and variances whose last axis is reduced.
+fn reads_strided_lanes(op: ReduceOp, maps: &[AxisMap]) -> bool {
+    matches!(maps.last(), Some(AxisMap::Reduce))
+        && matches!(
+            op,
+            ReduceOp::Sum | ReduceOp::Mean | ReduceOp::Var { .. } | ReduceOp::Std { .. }
+        )
 }
 
 /// A transposed view (its contiguous axis is not the last) reduces in stored order: the
@@ -723,5 +771,74 @@ mod tests {
             partial(&a, &whole, &[0, 0]).unwrap()[0].to_vec::<i64>(),
             vec![6]
         );
+    }
+
+    #[test]
+    fn strided_views_reduce_in_place_like_their_copies() {
+        // A 7 x 30 chunk viewed as rows 1, 3, 5 and every fourth column from 2: strided
+        // lanes of 7 values, one NaN among them.
+        let mut v: Vec<f64> = (0..210)
+            .map(|i| f64::from((i * 37 % 101) as u32) / 7.0)
+            .collect();
+        v[30 + 10] = f64::NAN;
+        let whole = NdChunk::from_vec(DType::F64, vec![7, 30], v);
+        let view = whole.slice_step(&[(1..7, 2), (2..30, 4)]);
+        assert_eq!((view.shape(), view.last_stride()), (&[3, 7][..], 4));
+        let rows: Vec<Vec<f64>> = view
+            .to_vec::<f64>()
+            .chunks(7)
+            .map(<[f64]>::to_vec)
+            .collect();
+        let real = |xs: &[f64]| {
+            xs.iter()
+                .copied()
+                .filter(|x| !x.is_nan())
+                .collect::<Vec<_>>()
+        };
+        let var = |xs: &[f64]| {
+            let m = xs.iter().sum::<f64>() / xs.len() as f64;
+            xs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (xs.len() - 1) as f64
+        };
+        let all: Vec<f64> = real(&rows.concat());
+        for (op, axes, want) in [
+            (
+                ReduceOp::Sum,
+                vec![1],
+                rows.iter()
+                    .map(|r| real(r).iter().sum())
+                    .collect::<Vec<f64>>(),
+            ),
+            (
+                ReduceOp::Mean,
+                vec![1],
+                rows.iter()
+                    .map(|r| real(r).iter().sum::<f64>() / real(r).len() as f64)
+                    .collect(),
+            ),
+            (
+                ReduceOp::Var { ddof: 1 },
+                vec![1],
+                rows.iter().map(|r| var(&real(r))).collect(),
+            ),
+            (
+                ReduceOp::Std { ddof: 1 },
+                vec![0, 1],
+                vec![var(&all).sqrt()],
+            ),
+        ] {
+            let s = spec(op, axes, true, vec![3, 7]);
+            let got = partial(&s, &view, &[0, 0]).unwrap()[0].to_vec::<f64>();
+            assert_eq!(got.len(), want.len(), "{op:?}");
+            for (g, w) in got.iter().zip(&want) {
+                assert!(
+                    (g - w).abs() < 1e-9 * w.abs().max(1.0),
+                    "{op:?}: {g} != {w}"
+                );
+            }
+        }
+        // Without skipping, the row with the NaN has a NaN variance and the others don't.
+        let s = spec(ReduceOp::Var { ddof: 0 }, vec![1], false, vec![3, 7]);
+        let got = partial(&s, &view, &[0, 0]).unwrap()[0].to_vec::<f64>();
+        assert!(got[0].is_nan() && got[1].is_finite() && got[2].is_finite());
     }
 }

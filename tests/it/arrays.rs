@@ -259,6 +259,45 @@ async fn slicing_transposing_and_indexing() {
     assert!(err.contains("not a permutation"), "{err}");
 }
 
+/// A rechunk that only feeds a reduction is moved after it: the sum reads the source's
+/// chunks where they lie and the small result is rechunked, unless that would make a
+/// task hold a bigger source chunk than the rechunk's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reductions_of_a_rechunk_reduce_the_source() {
+    let s = session();
+    let x = s.random_uniform(&[60, 40], &[6, 40], 9).unwrap();
+    let whole = values(&s.random_uniform(&[60, 40], &[60, 40], 9).unwrap()).await;
+    let rechunked = x.rechunk(&[60, 8]).unwrap();
+    for (op, got, want) in [
+        ("sum", rechunked.sum(0).unwrap(), whole.sum_axis(Axis(0))),
+        (
+            "mean",
+            rechunked.mean(1).unwrap(),
+            whole.mean_axis(Axis(1)).unwrap(),
+        ),
+    ] {
+        assert_close(op, &values(&got).await, &want);
+    }
+    let moved = rechunked.sum(0).unwrap();
+    assert_eq!(moved.chunks(), vec![vec![8; 5]]);
+    let by_hand = x.sum(0).unwrap().rechunk(&[8]).unwrap();
+    assert_eq!(moved.graph_size().unwrap(), by_hand.graph_size().unwrap());
+    // Chunks of 60 x 40 rechunked to 6 x 8 stay rechunked first: reducing the source
+    // would hold 50 times more per task.
+    let big = s.random_uniform(&[60, 40], &[60, 40], 9).unwrap();
+    let small = big.rechunk(&[6, 8]).unwrap().sum(0).unwrap();
+    let source_first = big.sum(0).unwrap().rechunk(&[8]).unwrap();
+    assert_ne!(
+        small.graph_size().unwrap(),
+        source_first.graph_size().unwrap()
+    );
+    assert_close(
+        "small chunks",
+        &values(&small).await,
+        &whole.sum_axis(Axis(0)),
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concat_rechunk_broadcast_and_matmul() {
     let s = session();

@@ -6,7 +6,7 @@ use datafusion::common::{Result, plan_err};
 use crate::array::grid::ChunkGrid;
 use crate::array::ops::{BinaryOp, GroupSpec, Op, ReduceOp};
 
-use super::{ArrayExpr, binary, cast, check_axis, node, reshape, squeeze, transpose};
+use super::{ArrayExpr, binary, cast, check_axis, node, rechunk_to, reshape, squeeze, transpose};
 
 /// A reduction of `x` over `axes` (all axes when `None`).
 pub fn reduce(
@@ -54,13 +54,22 @@ pub fn reduce(
         let rb = reduce(b, op, Some(&axes), keepdims, skipna)?;
         return binary(*bop, &ra, &rb);
     }
-    let chunks = (0..n)
+    let chunks: Vec<Vec<usize>> = (0..n)
         .filter_map(|a| match (axes.contains(&a), keepdims) {
             (false, _) => Some(x.grid.axis(a).to_vec()),
             (true, true) => Some(vec![1]),
             (true, false) => None,
         })
         .collect();
+    // A rechunk that only feeds a reduction moves data to have it reduced: reduce the
+    // source where it lies and rechunk the (much smaller) result instead, when no source
+    // chunk is bigger than a rechunked one (so no task holds more than it would have).
+    if let Op::Rechunk { x: source } = &x.op
+        && source.grid.max_chunk_cells() <= x.grid.max_chunk_cells()
+    {
+        let reduced = reduce(source, op, Some(&axes), keepdims, skipna)?;
+        return rechunk_to(&reduced, ChunkGrid::new(chunks));
+    }
     Ok(node(
         Op::Reduce {
             x: x.clone(),
