@@ -7,7 +7,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{RecordBatch, StringArray};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::{LogicalPlan, WriteOp};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement;
@@ -428,17 +428,50 @@ impl Session {
         inner: &LogicalPlan,
     ) -> Result<Vec<RecordBatch>> {
         let ctx = &self.inner.ctx;
-        let mut batches = ctx.execute_logical_plan(explain).await?.collect().await?;
-        let graph = self.task_graph(inner).await?;
-        if let Some(first) = batches.first() {
-            let schema = first.schema();
+        // A table deletes, updates or truncates when such a statement is planned (an
+        // in-memory table does), so EXPLAIN shows their logical plan only: explaining
+        // must not change the data.
+        let changes_data = match inner {
+            LogicalPlan::Dml(dml) if !matches!(dml.op, WriteOp::Insert(_) | WriteOp::Ctas) => {
+                Some(dml.op.name().to_uppercase())
+            }
+            _ => None,
+        };
+        let mut state = ctx.state();
+        state.config_mut().options_mut().explain.logical_plan_only |= changes_data.is_some();
+        let logical_only = state.config_options().explain.logical_plan_only;
+        let mut batches = SessionContext::new_with_state(state)
+            .execute_logical_plan(explain)
+            .await?
+            .collect()
+            .await?;
+        let graph = if let Some(op) = changes_data {
+            format!(
+                "not planned: {op} changes the table when it is planned, so EXPLAIN shows \
+                 its logical plan only"
+            )
+        } else if logical_only {
+            return Ok(batches);
+        } else {
+            // Like DataFusion's `physical_plan_error` row: a plan that cannot run (a
+            // subquery DataFusion cannot decorrelate, DISTRIBUTE BY, a prepared statement
+            // without its parameters) is still explained, with why there are no stages.
+            match self.task_graph(inner).await {
+                Ok(graph) => shoal_sql::render_task_graph(&graph),
+                Err(e) => format!(
+                    "no stage graph: {}",
+                    e.to_string().lines().next().unwrap_or("")
+                ),
+            }
+        };
+        if let Some(first) = batches.first()
+            && first.num_columns() == 2
+        {
             let row = RecordBatch::try_new(
-                schema,
+                first.schema(),
                 vec![
                     Arc::new(StringArray::from(vec![SHOAL_PLAN_TYPE])),
-                    Arc::new(StringArray::from(vec![shoal_sql::render_task_graph(
-                        &graph,
-                    )])),
+                    Arc::new(StringArray::from(vec![graph])),
                 ],
             )?;
             batches.push(row);

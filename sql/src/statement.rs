@@ -70,14 +70,9 @@ pub async fn plan_statement(ctx: &SessionContext, statement: Statement) -> Resul
             Planned::Command(LogicalPlan::Ddl(DdlStatement::CreateExternalTable(cmd)))
         }
         LogicalPlan::Statement(datafusion::logical_expr::Statement::SetVariable(set))
-            if let Some((setting, flag)) = shoal_setting_for(&set.variable) =>
+            if let Some(refusal) = runtime_setting_refusal(&set.variable) =>
         {
-            return plan_err!(
-                "{} does not apply to Shoal's workers; use {setting} (fixed when the session \
-                 starts: Session::builder().option, {flag} or {})",
-                set.variable,
-                ShoalConfig::env_var(setting.trim_start_matches("shoal."))
-            );
+            return plan_err!("{refusal}");
         }
         plan @ (LogicalPlan::Ddl(_) | LogicalPlan::Statement(_)) => Planned::Command(plan),
         plan => Planned::Query(plan),
@@ -93,6 +88,27 @@ pub fn shoal_setting_for(variable: &str) -> Option<(&'static str, &'static str)>
         "datafusion.runtime.temp_directory" => Some(("shoal.scratch_dir", "--scratch-dir")),
         _ => None,
     }
+}
+
+/// Why `SET variable` is refused, for DataFusion's runtime settings: they configure the
+/// client's `RuntimeEnv`, while tasks run with the workers' own (memory pool, spill
+/// directory, caches), so the statement would change nothing (and `SHOW` reports what
+/// the workers use). Names the Shoal setting to use where there is one.
+pub fn runtime_setting_refusal(variable: &str) -> Option<String> {
+    let lower = variable.to_ascii_lowercase();
+    let name = lower.strip_prefix("datafusion.runtime.")?;
+    Some(match shoal_setting_for(variable) {
+        Some((setting, flag)) => format!(
+            "{variable} does not apply to Shoal's workers; use {setting} (fixed when the \
+             session starts: Session::builder().option, {flag} or {})",
+            ShoalConfig::env_var(setting.trim_start_matches("shoal."))
+        ),
+        None => format!(
+            "{variable} does not apply to Shoal's workers, which run tasks with a runtime of \
+             their own (SHOW datafusion.runtime.{name} reports theirs); Shoal's are \
+             shoal.worker.memory_limit and shoal.scratch_dir"
+        ),
+    })
 }
 
 /// Refuses to write over an existing local path unless the statement carries
