@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{RecordBatch, StringArray};
+use datafusion::datasource::{MemTable, provider_as_source, source_as_provider};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::logical_expr::{LogicalPlan, WriteOp};
+use datafusion::logical_expr::{DmlStatement, LogicalPlan, LogicalPlanBuilder, WriteOp};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement;
@@ -21,7 +22,7 @@ use shoal_exec::{
 use shoal_io::ShoalObjectStoreRegistry;
 use shoal_planner::array::{ArrayLimits, ZarrGroup, ZarrTableFactory};
 use shoal_planner::{
-    JobPlanner, Resources, RunGraph, ShoalConfig, TaskGraph, apply_session_policy,
+    JobPlanner, Placement, Resources, RunGraph, ShoalConfig, TaskGraph, apply_session_policy,
     config::{ByteSize, ShoalSettings},
 };
 use shoal_sql::SHOAL_PLAN_TYPE;
@@ -503,8 +504,55 @@ impl Session {
             // wait for resources (`shoal.task.resources`) that no worker offers.
             return Ok(JobHandle::nothing_to_run(Arc::clone(empty.schema.inner())));
         }
+        if let Some(handle) = self.insert_into_memory_table(plan).await? {
+            return Ok(handle);
+        }
         let graph = self.prepare(plan).await?;
         Ok(self.execute_graph(graph))
+    }
+
+    /// `INSERT INTO` an in-memory table of a session on a cluster of processes: the
+    /// table lives in this process, so the rows are computed on the cluster and added
+    /// here (worker processes cannot reach the table). `None` for every other plan.
+    async fn insert_into_memory_table(&self, plan: &LogicalPlan) -> Result<Option<JobHandle>> {
+        let LogicalPlan::Dml(dml) = plan else {
+            return Ok(None);
+        };
+        let in_memory =
+            source_as_provider(&dml.target).is_ok_and(|p| p.downcast_ref::<MemTable>().is_some());
+        if !in_memory
+            || !matches!(dml.op, WriteOp::Insert(_))
+            || self.inner.cluster.placement() != Placement::Processes
+        {
+            return Ok(None);
+        }
+        let rows = self.execute_graph(self.prepare(&dml.input).await?);
+        let schema = rows.stream.schema();
+        let batches: Vec<RecordBatch> = rows.stream.try_collect().await?;
+        let computed = MemTable::try_new(schema, vec![batches])?;
+        let input = LogicalPlanBuilder::scan(
+            "inserted_rows",
+            provider_as_source(Arc::new(computed)),
+            None,
+        )?
+        .build()?;
+        let local = LogicalPlan::Dml(DmlStatement::new(
+            dml.table_name.clone(),
+            Arc::clone(&dml.target),
+            dml.op.clone(),
+            Arc::new(input),
+        ));
+        let stream = self
+            .inner
+            .ctx
+            .execute_logical_plan(local)
+            .await?
+            .execute_stream()
+            .await?;
+        let mut handle = JobHandle::nothing_to_run(stream.schema());
+        handle.job = rows.job;
+        handle.stream = stream;
+        Ok(Some(handle))
     }
 
     /// The task graph a job for `plan` runs (see [`JobPlanner::task_graph`]).

@@ -8,12 +8,16 @@
 
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::datatypes::Schema;
 use datafusion::arrow::ipc::root_as_message;
+use datafusion::common::ScalarValue as Scalar;
 use datafusion::common::{Result, plan_err};
+use datafusion::physical_plan::expressions::{CastExpr, Literal};
 use datafusion::physical_plan::{ExecutionPlan, PhysicalExpr};
+use datafusion_proto::physical_plan::to_proto::serialize_physical_expr_with_converter;
 use datafusion_proto::physical_plan::{
-    DefaultPhysicalProtoConverter, PhysicalExtensionCodec, PhysicalPlanDecodeContext,
+    PhysicalExtensionCodec, PhysicalPlanDecodeContext, PhysicalPlanNodeExt,
     PhysicalProtoConverterExtension,
 };
 use datafusion_proto::protobuf;
@@ -144,7 +148,11 @@ impl PhysicalProtoConverterExtension for CheckedConverter {
         plan: &Arc<dyn ExecutionPlan>,
         codec: &dyn PhysicalExtensionCodec,
     ) -> Result<protobuf::PhysicalPlanNode> {
-        DefaultPhysicalProtoConverter {}.execution_plan_to_proto(plan, codec)
+        protobuf::PhysicalPlanNode::try_from_physical_plan_with_converter(
+            Arc::clone(plan),
+            codec,
+            self,
+        )
     }
 
     fn proto_to_physical_expr(
@@ -159,12 +167,23 @@ impl PhysicalProtoConverterExtension for CheckedConverter {
         self.default_proto_to_physical_expr(proto, input_schema, ctx)
     }
 
+    /// DataFusion's protobuf form keeps a non-null `Float16` literal as a `Float32` value
+    /// and decodes it as `Float32`, so an operator typed for `Float16` would meet a
+    /// `Float32` column: such a literal travels as a cast of its `Float32` value.
     fn physical_expr_to_proto(
         &self,
         expr: &Arc<dyn PhysicalExpr>,
         codec: &dyn PhysicalExtensionCodec,
     ) -> Result<protobuf::PhysicalExprNode> {
-        DefaultPhysicalProtoConverter {}.physical_expr_to_proto(expr, codec)
+        if let Some(literal) = expr.downcast_ref::<Literal>()
+            && let Scalar::Float16(Some(v)) = literal.value()
+        {
+            let wide = Arc::new(Literal::new(Scalar::Float32(Some(f32::from(*v)))));
+            let cast: Arc<dyn PhysicalExpr> =
+                Arc::new(CastExpr::new(wide, DataType::Float16, None));
+            return serialize_physical_expr_with_converter(&cast, codec, self);
+        }
+        serialize_physical_expr_with_converter(expr, codec, self)
     }
 }
 

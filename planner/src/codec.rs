@@ -16,7 +16,7 @@ use datafusion::execution::TaskContext;
 use datafusion::physical_expr::{EquivalenceProperties, LexOrdering};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::{ExecutionPlan, PlanProperties};
-use datafusion_proto::bytes::physical_plan_to_bytes_with_extension_codec;
+use datafusion_proto::bytes::physical_plan_to_bytes_with_proto_converter;
 use datafusion_proto::physical_plan::from_proto::{
     parse_physical_sort_exprs, parse_protobuf_partitioning,
 };
@@ -139,7 +139,7 @@ pub struct ShoalCodec;
 
 /// Serialises a stage plan (or any plan containing Shoal's nodes) to bytes.
 pub fn encode_plan(plan: Arc<dyn ExecutionPlan>) -> Result<Vec<u8>> {
-    Ok(physical_plan_to_bytes_with_extension_codec(plan, &ShoalCodec)?.to_vec())
+    Ok(physical_plan_to_bytes_with_proto_converter(plan, &ShoalCodec, &CheckedConverter)?.to_vec())
 }
 
 /// How deep [`decode_plan`] may be entered within itself (a scan's wrapped plan is
