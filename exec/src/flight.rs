@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use arrow_flight::encode::{DictionaryHandling, FlightDataEncoderBuilder};
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
@@ -16,6 +15,9 @@ use arrow_flight::{
 };
 use datafusion::arrow::array::{ArrayRef, AsArray};
 use datafusion::arrow::datatypes::{DataType, Schema};
+use datafusion::arrow::ipc::writer::{
+    DictionaryTracker, IpcDataGenerator, IpcWriteContext, IpcWriteOptions,
+};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::SendableRecordBatchStream;
@@ -103,6 +105,39 @@ fn compact_views(batch: &RecordBatch) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(batch.schema(), columns)?)
 }
 
+/// The Flight messages of `batches`: their schema exactly as it is (dictionary columns
+/// stay dictionaries, so the reader gets the schema the plan declares), then each batch
+/// with the dictionaries it needs, encoded as it is sent. Not arrow-flight's encoder:
+/// it declares a `LargeList` column as a `List`, which the reader then decodes from
+/// 64-bit offsets as if they were 32-bit (wrong lists, or an invalid batch).
+fn flight_messages(batches: Vec<RecordBatch>) -> impl Stream<Item = Result<FlightData, Status>> {
+    let options = IpcWriteOptions::default();
+    let generator = IpcDataGenerator::default();
+    let mut dictionaries = DictionaryTracker::new(false);
+    // Encoding the schema assigns the dictionary ids the batches refer to.
+    let schema = batches.first().map(|b| {
+        let schema = generator.schema_to_bytes_with_dictionary_tracker(
+            &b.schema(),
+            &mut dictionaries,
+            &options,
+        );
+        FlightData::from(schema)
+    });
+    let mut context = IpcWriteContext::default();
+    let encoded = futures::stream::iter(batches).flat_map(move |batch| {
+        let messages = match generator.encode(&batch, &mut dictionaries, &options, &mut context) {
+            Ok((dictionaries, batch)) => dictionaries
+                .into_iter()
+                .chain([batch])
+                .map(|m| Ok(FlightData::from(m)))
+                .collect(),
+            Err(e) => vec![Err(Status::internal(e.to_string()))],
+        };
+        futures::stream::iter(messages)
+    });
+    futures::stream::iter(schema.map(Ok)).chain(encoded)
+}
+
 type BoxedStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 fn unsupported<T>(call: &str) -> Result<Response<T>, Status> {
@@ -139,13 +174,7 @@ impl FlightService for StoreFlightService {
             .map(compact_views)
             .collect::<Result<Vec<_>>>()
             .map_err(|e| Status::internal(e.to_string()))?;
-        // Resend keeps dictionary columns as dictionaries, so the reader gets exactly the
-        // schema the plan declares.
-        let stream = FlightDataEncoderBuilder::new()
-            .with_dictionary_handling(DictionaryHandling::Resend)
-            .build(futures::stream::iter(batches.into_iter().map(Ok)))
-            .map_err(|e| Status::internal(e.to_string()));
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(Box::pin(flight_messages(batches))))
     }
 
     async fn handshake(

@@ -86,6 +86,7 @@ pub mod scan;
 pub mod shuffle;
 pub mod sink;
 pub mod split;
+mod window_filter;
 
 pub use codec::{ShoalCodec, decode_plan, encode_plan};
 pub use config::ShoalConfig;

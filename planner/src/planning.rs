@@ -124,7 +124,10 @@ impl<'a> JobPlanner<'a> {
     /// (each as a job of its own) and their values put into the plan as literals, so
     /// every stage is self-contained and can be serialised.
     pub async fn task_graph(&self, plan: &LogicalPlan) -> Result<TaskGraph> {
-        let plan = self.inline_scalar_subqueries(plan).await?;
+        let mut plan = self.inline_scalar_subqueries(plan).await?;
+        if self.placement == Placement::Processes {
+            plan = crate::window_filter::window_filters_as_case(plan)?;
+        }
         let physical = self.physical_plan(&plan).await?;
         let physical = self.resolve_scalar_subqueries(physical).await?;
         self.graph_of(physical)

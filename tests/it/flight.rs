@@ -128,3 +128,32 @@ async fn dictionary_columns_keep_their_type_over_flight() {
         ]
     );
 }
+
+/// Nested and dictionary columns cross Flight with their exact types: a `LargeList`
+/// (64-bit offsets) came back as a `List` read from the wrong offsets, giving empty
+/// lists or an invalid batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_lists_and_dictionaries_cross_flight_unchanged() {
+    let session = flight_session();
+    let sql = "select x, arrow_cast(make_array(x, x + 1, 3), 'LargeList(Int64)') as l, \
+               arrow_typeof(arrow_cast(make_array(x), 'LargeList(Int64)')) as t, \
+               arrow_cast('k' || x, 'Dictionary(Int32, Utf8)') as d \
+               from (values (1), (2), (3)) v(x) order by x";
+    let batches = session.sql(sql).await.unwrap().collect().await.unwrap();
+    assert_eq!(
+        batches[0].schema().field(1).data_type().to_string(),
+        "LargeList(Int64)"
+    );
+    assert!(matches!(
+        batches[0].schema().field(3).data_type(),
+        shoal::datafusion::arrow::datatypes::DataType::Dictionary(..)
+    ));
+    assert_eq!(
+        rows(&batches),
+        [
+            ["1", "[1, 2, 3]", "LargeList(Int64)", "k1"],
+            ["2", "[2, 3, 3]", "LargeList(Int64)", "k2"],
+            ["3", "[3, 4, 3]", "LargeList(Int64)", "k3"],
+        ]
+    );
+}

@@ -51,3 +51,38 @@ async fn float16_values_reach_workers_with_their_type() {
         ]
     );
 }
+
+/// Window aggregates with `FILTER` give the answers they give embedded (DataFusion's plan
+/// codec would drop the filter: the filter travels inside the argument); a filtered
+/// function that keeps NULL inputs is refused rather than answered without its filter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filtered_window_aggregates_keep_their_filter() {
+    let cluster = Cluster::start(2);
+    let session = cluster.session();
+    let sql = "select x, count(*) filter (where x > 1) over () as big, \
+               sum(x) filter (where x % 2 = 1) over (order by x) as odd, \
+               count(*) filter (where null) over () as none \
+               from (values (1), (2), (3)) t(x) order by x";
+    assert_eq!(
+        query(&session, sql).await,
+        [
+            ["1", "2", "1", "0"],
+            ["2", "2", "1", "0"],
+            ["3", "2", "4", "0"]
+        ]
+    );
+    let kept = "select array_agg(x) filter (where x > 1) over () from (values (1), (2)) t(x)";
+    let error = session
+        .sql(kept)
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("FILTER on the window function array_agg"),
+        "{error}"
+    );
+}

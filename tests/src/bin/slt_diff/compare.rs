@@ -194,6 +194,7 @@ pub fn compare(args: &[String]) -> Result<(), Failure> {
             v = Verdict::DiffersAfterRefusal;
         }
         if v.diverges()
+            && v != Verdict::Missing
             && let Some(again) = &again
             && again.get(key).is_some_and(|a| !same_outcome(a, d))
         {
