@@ -90,13 +90,25 @@ pub fn shoal_setting_for(variable: &str) -> Option<(&'static str, &'static str)>
     }
 }
 
-/// Why `SET variable` is refused, for DataFusion's runtime settings: they configure the
-/// client's `RuntimeEnv`, while tasks run with the workers' own (memory pool, spill
-/// directory, caches), so the statement would change nothing (and `SHOW` reports what
-/// the workers use). Names the Shoal setting to use where there is one.
+/// DataFusion runtime settings of caches that planning uses, in the client: file listings
+/// and file statistics. `SET` applies them.
+const PLANNING_CACHES: [&str; 3] = [
+    "list_files_cache_limit",
+    "list_files_cache_ttl",
+    "file_statistics_cache_limit",
+];
+
+/// Why `SET variable` is refused, for DataFusion's runtime settings that tasks use: they
+/// configure the client's `RuntimeEnv`, while tasks run with the workers' own (memory
+/// pool, spill directory, footer cache), so the statement would change nothing (and
+/// `SHOW` reports what the workers use). Names the Shoal setting to use where there is
+/// one. The caches planning uses are not refused: they apply.
 pub fn runtime_setting_refusal(variable: &str) -> Option<String> {
     let lower = variable.to_ascii_lowercase();
     let name = lower.strip_prefix("datafusion.runtime.")?;
+    if PLANNING_CACHES.contains(&name) {
+        return None;
+    }
     Some(match shoal_setting_for(variable) {
         Some((setting, flag)) => format!(
             "{variable} does not apply to Shoal's workers; use {setting} (fixed when the \
