@@ -508,7 +508,31 @@ impl Session {
             return Ok(handle);
         }
         let graph = self.prepare(plan).await?;
+        if self.inner.cluster.placement() == Placement::Processes
+            && graph
+                .stages
+                .iter()
+                .any(|s| shoal_planner::encode_plan(Arc::clone(&s.plan)).is_err())
+        {
+            return self.run_in_client(plan).await;
+        }
         Ok(self.execute_graph(graph))
+    }
+
+    /// Runs `plan` in this process, with DataFusion, when its stages cannot be sent to
+    /// worker processes: operators the plan codec cannot carry (a recursive query, a
+    /// catalog table such as `information_schema`, an Arrow file sink).
+    async fn run_in_client(&self, plan: &LogicalPlan) -> Result<JobHandle> {
+        let stream = self
+            .inner
+            .ctx
+            .execute_logical_plan(plan.clone())
+            .await?
+            .execute_stream()
+            .await?;
+        let mut handle = JobHandle::nothing_to_run(stream.schema());
+        handle.stream = stream;
+        Ok(handle)
     }
 
     /// `INSERT INTO` an in-memory table of a session on a cluster of processes: the

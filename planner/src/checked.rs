@@ -12,7 +12,9 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::datatypes::Schema;
 use datafusion::arrow::ipc::root_as_message;
 use datafusion::common::ScalarValue as Scalar;
-use datafusion::common::{Result, plan_err};
+use datafusion::common::{Result, not_impl_err, plan_err};
+use datafusion::datasource::physical_plan::FileScanConfig;
+use datafusion::datasource::source::DataSourceExec;
 use datafusion::physical_plan::expressions::{CastExpr, Literal};
 use datafusion::physical_plan::{ExecutionPlan, PhysicalExpr};
 use datafusion_proto::physical_plan::to_proto::serialize_physical_expr_with_converter;
@@ -148,6 +150,17 @@ impl PhysicalProtoConverterExtension for CheckedConverter {
         plan: &Arc<dyn ExecutionPlan>,
         codec: &dyn PhysicalExtensionCodec,
     ) -> Result<protobuf::PhysicalPlanNode> {
+        // DataFusion's protobuf form of a file scan has no place for its compression:
+        // a worker would read gzip bytes as text. Refused, so the plan runs in the client.
+        if let Some(scan) = plan.downcast_ref::<DataSourceExec>()
+            && let Some(config) = scan.data_source().downcast_ref::<FileScanConfig>()
+            && config.file_compression_type.is_compressed()
+        {
+            return not_impl_err!(
+                "a scan of {:?}-compressed files cannot be sent to worker processes",
+                config.file_compression_type.get_variant()
+            );
+        }
         protobuf::PhysicalPlanNode::try_from_physical_plan_with_converter(
             Arc::clone(plan),
             codec,

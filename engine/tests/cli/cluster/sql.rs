@@ -86,3 +86,39 @@ async fn filtered_window_aggregates_keep_their_filter() {
         "{error}"
     );
 }
+
+/// Plans with operators the plan codec cannot carry to worker processes (a recursive
+/// query, a catalog table) run in the client instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plans_the_codec_cannot_carry_run_in_the_client() {
+    let cluster = Cluster::start(2);
+    let session = cluster.session();
+    let recursive = "with recursive t(n) as (select 1 union all select n + 1 from t where n < 4) \
+                     select n from t order by n";
+    assert_eq!(
+        query(&session, recursive).await,
+        [["1"], ["2"], ["3"], ["4"]]
+    );
+    query(&session, "create table cat_t (a int not null)").await;
+    let columns = "select column_name, data_type, is_nullable from information_schema.columns \
+                   where table_name = 'cat_t'";
+    assert_eq!(query(&session, columns).await, [["a", "Int32", "NO"]]);
+    // A scan of gzip files (the codec would drop the compression).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gz");
+    let options = "options ('format.compression' gzip, 'format.has_header' false)";
+    let copy = format!(
+        "copy (values (1, 'a'), (2, 'b')) to '{}' stored as csv {options}",
+        path.display()
+    );
+    assert_eq!(query(&session, &copy).await, [["2"]]);
+    let table = format!(
+        "create external table gz (a int, b varchar) stored as csv location '{}' {options}",
+        path.display()
+    );
+    query(&session, &table).await;
+    assert_eq!(
+        query(&session, "select a, b from gz order by a").await,
+        [["1", "a"], ["2", "b"]]
+    );
+}
