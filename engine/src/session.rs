@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{RecordBatch, StringArray};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::datasource::{MemTable, provider_as_source, source_as_provider};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -507,16 +508,39 @@ impl Session {
         if let Some(handle) = self.insert_into_memory_table(plan).await? {
             return Ok(handle);
         }
-        let graph = self.prepare(plan).await?;
-        if self.inner.cluster.placement() == Placement::Processes
-            && graph
-                .stages
-                .iter()
-                .any(|s| shoal_planner::encode_plan(Arc::clone(&s.plan)).is_err())
+        let remote = self.inner.cluster.placement() == Placement::Processes;
+        // DELETE, UPDATE and TRUNCATE change an in-memory table when they are planned:
+        // on a cluster they run in the client, planned once.
+        if remote
+            && matches!(plan, LogicalPlan::Dml(dml)
+                if !matches!(dml.op, WriteOp::Insert(_) | WriteOp::Ctas))
         {
             return self.run_in_client(plan).await;
         }
+        let graph = self.prepare(plan).await?;
+        if remote && !self.travels(&graph) {
+            return self.run_in_client(plan).await;
+        }
         Ok(self.execute_graph(graph))
+    }
+
+    /// Whether every stage of `graph` can go to worker processes and back: its plan
+    /// survives the codec (encoded, then decoded here, with the same output schema) and
+    /// its output can be sent over Arrow IPC (which cannot carry a dictionary of
+    /// dictionaries).
+    fn travels(&self, graph: &TaskGraph) -> bool {
+        let task_ctx = self.inner.ctx.task_ctx();
+        graph.stages.iter().all(|stage| {
+            let schema = stage.plan.schema();
+            let nested_dictionary = schema.fields().iter().any(|f| {
+                matches!(f.data_type(), DataType::Dictionary(_, values)
+                    if matches!(values.as_ref(), DataType::Dictionary(..)))
+            });
+            !nested_dictionary
+                && shoal_planner::encode_plan(Arc::clone(&stage.plan))
+                    .and_then(|bytes| shoal_planner::decode_plan(&bytes, &task_ctx))
+                    .is_ok_and(|decoded| decoded.schema() == schema)
+        })
     }
 
     /// Runs `plan` in this process, with DataFusion, when its stages cannot be sent to

@@ -99,6 +99,16 @@ async fn plans_the_codec_cannot_carry_run_in_the_client() {
         query(&session, recursive).await,
         [["1"], ["2"], ["3"], ["4"]]
     );
+    // Jobs the cluster runs have its job numbers; one run in the client has none.
+    let job = |sql: &'static str| {
+        let session = session.clone();
+        async move {
+            let df = session.sql(sql).await.unwrap();
+            session.execute(df.logical_plan()).await.unwrap().job
+        }
+    };
+    assert_eq!(job(recursive).await, 0);
+    assert!(job("select count(*) from (values (1), (2)) t(x) group by x").await > 0);
     query(&session, "create table cat_t (a int not null)").await;
     let columns = "select column_name, data_type, is_nullable from information_schema.columns \
                    where table_name = 'cat_t'";
@@ -120,5 +130,28 @@ async fn plans_the_codec_cannot_carry_run_in_the_client() {
     assert_eq!(
         query(&session, "select a, b from gz order by a").await,
         [["1", "a"], ["2", "b"]]
+    );
+}
+
+/// DELETE and UPDATE on an in-memory table run once, in the client: planning them
+/// changes the table, so planning them twice would apply them twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_and_updates_of_in_memory_tables_apply_once() {
+    let cluster = Cluster::start(2);
+    let session = cluster.session();
+    query(
+        &session,
+        "create table d as values (1, 10), (2, 20), (3, 30)",
+    )
+    .await;
+    let update = "update d set column2 = column2 * 2 where column1 = 2";
+    assert_eq!(query(&session, update).await, [["1"]]);
+    assert_eq!(
+        query(&session, "delete from d where column1 > 2").await,
+        [["1"]]
+    );
+    assert_eq!(
+        query(&session, "select column1, column2 from d order by column1").await,
+        [["1", "10"], ["2", "40"]]
     );
 }
