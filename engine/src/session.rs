@@ -510,10 +510,12 @@ impl Session {
         }
         let remote = self.inner.cluster.placement() == Placement::Processes;
         // DELETE, UPDATE and TRUNCATE change an in-memory table when they are planned:
-        // on a cluster they run in the client, planned once.
+        // on a cluster they run in the client, planned once. So do window functions the
+        // plan codec would change.
         if remote
-            && matches!(plan, LogicalPlan::Dml(dml)
+            && (matches!(plan, LogicalPlan::Dml(dml)
                 if !matches!(dml.op, WriteOp::Insert(_) | WriteOp::Ctas))
+                || shoal_planner::windows_need_the_client(plan))
         {
             return self.run_in_client(plan).await;
         }

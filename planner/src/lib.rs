@@ -87,6 +87,7 @@ pub mod shuffle;
 pub mod sink;
 pub mod split;
 mod window_filter;
+pub use window_filter::windows_need_the_client;
 
 pub use codec::{ShoalCodec, decode_plan, encode_plan};
 pub use config::ShoalConfig;

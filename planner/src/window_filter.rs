@@ -3,9 +3,9 @@
 //! has no place for its `FILTER` clause and drops it (every row would count). For
 //! aggregates that skip NULL inputs the two forms are equal, the `CASE` travels.
 
-use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::common::{Result, plan_err};
-use datafusion::logical_expr::expr::{WindowFunction, WindowFunctionDefinition};
+use datafusion::common::Result;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::logical_expr::expr::{NullTreatment, WindowFunction, WindowFunctionDefinition};
 use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::{Expr, LogicalPlan, lit, when};
 
@@ -38,19 +38,37 @@ fn skips_nulls(fun: &WindowFunctionDefinition) -> bool {
         if SKIP_NULLS.contains(&udf.name()))
 }
 
+/// Whether a window function of `plan` would lose part of its meaning in DataFusion's
+/// protobuf form even after [`window_filters_as_case`]: `IGNORE NULLS` (dropped), or a
+/// `FILTER` on a function that keeps NULL inputs. Such plans run in the client.
+pub fn windows_need_the_client(plan: &LogicalPlan) -> bool {
+    let mut found = false;
+    let _ = plan.apply(|node| {
+        node.apply_expressions(|expr| {
+            expr.apply(|e| {
+                if let Expr::WindowFunction(w) = e {
+                    found |= w.params.null_treatment == Some(NullTreatment::IgnoreNulls)
+                        || (w.params.filter.is_some() && !skips_nulls(&w.fun));
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })?;
+        node.apply_subqueries(|sub| {
+            found |= windows_need_the_client(sub);
+            Ok(TreeNodeRecursion::Continue)
+        })
+    });
+    found
+}
+
 /// The window function with its filter moved into its arguments; `None` without a
-/// filter, an error for a filtered function that keeps NULL inputs (the filter would
-/// be lost on the way to the workers).
+/// filter or for a function that keeps NULL inputs (see [`windows_need_the_client`]).
 fn without_filter(window: &WindowFunction) -> Result<Option<WindowFunction>> {
     let Some(filter) = window.params.filter.as_deref() else {
         return Ok(None);
     };
     if !skips_nulls(&window.fun) {
-        return plan_err!(
-            "FILTER on the window function {} cannot run on worker processes (DataFusion's \
-             plan codec drops it); use CASE WHEN … THEN … END in its argument",
-            window.fun
-        );
+        return Ok(None);
     }
     let mut moved = window.clone();
     moved.params.filter = None;

@@ -23,7 +23,7 @@ enum Verdict {
     ShoalRefusesRuntimeSetting,
     /// Settings listings that differ only where Shoal runs differently by design: its
     /// workers' runtime (`datafusion.runtime.*`: memory limit per worker, spill
-    /// directory) and the settings its session policy forces ([`POLICY`]).
+    /// directory) and the settings its session policy sets ([`POLICY`]).
     ShowsShoalSettings,
     /// After a statement Shoal refused earlier in the file (a `COPY` over existing
     /// files, a runtime setting), the data or settings differ.
@@ -49,8 +49,10 @@ impl Verdict {
     }
 }
 
-/// DataFusion settings Shoal's planner forces off (see `apply_session_policy`).
-const POLICY: [&str; 3] = [
+/// DataFusion settings Shoal's planner forces off (see `apply_session_policy`), and the
+/// partitions per exchange, which a cluster session takes from its workers' slots.
+const POLICY: [&str; 4] = [
+    "datafusion.execution.target_partitions",
     "datafusion.execution.enable_file_stream_work_stealing",
     "datafusion.optimizer.enable_aggregate_dynamic_filter_pushdown",
     "datafusion.optimizer.enable_join_dynamic_filter_pushdown",
