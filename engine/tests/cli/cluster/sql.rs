@@ -1,7 +1,7 @@
 //! SQL that keeps state in the client (in-memory tables) or needs care in the plan codec,
 //! on a scheduler and worker processes.
 
-use super::{Cluster, rows};
+use super::{Cluster, rows, tpch_dir};
 
 async fn query(session: &shoal::Session, sql: &str) -> Vec<Vec<String>> {
     let batches = session.sql(sql).await.unwrap().collect().await.unwrap();
@@ -101,6 +101,19 @@ async fn plans_the_codec_cannot_carry_run_in_the_client() {
     };
     assert_eq!(job(recursive).await, 0);
     assert!(job("select count(*) from (values (1), (2)) t(x) group by x").await > 0);
+    session.register_dir(tpch_dir().to_str().unwrap()).unwrap();
+    assert!(job("select l_returnflag, count(*) from lineitem group by l_returnflag").await > 0);
+    let out = tempfile::tempdir().unwrap();
+    let copy = format!(
+        "copy (select x, value, value % 4 as part from (values (1), (2)) t(x) \
+         cross join generate_series(1, 12)) to '{}' stored as parquet partitioned by (part)",
+        out.path().join("parts").display()
+    );
+    let df = session.sql(&copy).await.unwrap();
+    assert!(
+        session.execute(df.logical_plan()).await.unwrap().job > 0,
+        "a COPY runs on the cluster"
+    );
     query(&session, "create table cat_t (a int not null)").await;
     let columns = "select column_name, data_type, is_nullable from information_schema.columns \
                    where table_name = 'cat_t'";
