@@ -103,6 +103,14 @@ async fn plans_the_codec_cannot_carry_run_in_the_client() {
     assert!(job("select count(*) from (values (1), (2)) t(x) group by x").await > 0);
     session.register_dir(tpch_dir().to_str().unwrap()).unwrap();
     assert!(job("select l_returnflag, count(*) from lineitem group by l_returnflag").await > 0);
+    query(&session, "set shoal.execution.partitions = 8").await;
+    let crossed = "select l_returnflag, count(*) as n, sum(l_extendedprice * value) as p from \
+                   (select l_returnflag, l_extendedprice, value from lineitem \
+                   cross join generate_series(1, 40)) group by 1 order by 1";
+    assert!(
+        job(crossed).await > 0,
+        "a cross join with a table function runs on the cluster"
+    );
     let out = tempfile::tempdir().unwrap();
     let copy = format!(
         "copy (select x, value, value % 4 as part from (values (1), (2)) t(x) \
