@@ -21,7 +21,7 @@ const WIDTH: usize = 8;
 
 /// `f` folded over the lane's values into `WIDTH` accumulators, then `add`ed together.
 #[inline(always)]
-fn fold8<T: Copy, A: Copy>(
+fn fold_lane<T: Copy, A: Copy>(
     values: &[T],
     lane: Lane,
     zero: A,
@@ -68,9 +68,9 @@ pub(crate) fn lane_sum<T: Native + AsPrimitive<A>, A: Arith>(
     let zero = A::default();
     if skipna {
         let f = |a: A, v: T| if v.is_nan() { a } else { a.add(v.as_()) };
-        fold8(values, lane, zero, f, A::add)
+        fold_lane(values, lane, zero, f, A::add)
     } else {
-        fold8(values, lane, zero, |a: A, v: T| a.add(v.as_()), A::add)
+        fold_lane(values, lane, zero, |a: A, v: T| a.add(v.as_()), A::add)
     }
 }
 
@@ -83,20 +83,20 @@ pub(crate) fn lane_sum_count<T: Native + AsPrimitive<f64>>(
 ) -> (f64, f64) {
     let add = |a: f64, b: f64| a + b;
     let x = |v: T| -> f64 { v.as_() };
-    let sum = fold8(values, lane, 0.0, |a, v| a + x(v), add);
+    let sum = fold_lane(values, lane, 0.0, |a, v| a + x(v), add);
     // A sum is NaN only when some value is (or infinities cancel): only then count.
     if !(skipna && sum.is_nan()) {
         return (sum, lane.len as f64);
     }
     let real = |v: T| !x(v).is_nan();
-    let sum = fold8(
+    let sum = fold_lane(
         values,
         lane,
         0.0,
         |a, v| if real(v) { a + x(v) } else { a },
         add,
     );
-    let count = fold8(
+    let count = fold_lane(
         values,
         lane,
         0.0,
@@ -147,7 +147,7 @@ pub(crate) fn lane_moments<T: Native + AsPrimitive<f64>>(
         let d = AsPrimitive::<f64>::as_(v) - mean;
         if skipna && d.is_nan() { a } else { a + d * d }
     };
-    let m2 = fold8(values, lane, 0.0, square, |a, b| a + b);
+    let m2 = fold_lane(values, lane, 0.0, square, |a, b| a + b);
     Moments { count, mean, m2 }
 }
 

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{RecordBatch, StringArray};
-use datafusion::arrow::datatypes::DataType;
 use datafusion::datasource::{MemTable, provider_as_source, source_as_provider};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -526,21 +525,14 @@ impl Session {
         Ok(self.execute_graph(graph))
     }
 
-    /// Whether every stage of `graph` can go to worker processes and back: its plan
-    /// survives the codec (encoded, then decoded here) and its output can be sent over
-    /// Arrow IPC (which cannot carry a dictionary of dictionaries).
+    /// Whether every stage of `graph` can go to worker processes: its plan survives the
+    /// codec (encoded, then decoded here).
     fn travels(&self, graph: &TaskGraph) -> bool {
         let task_ctx = self.inner.ctx.task_ctx();
         graph.stages.iter().all(|stage| {
-            let schema = stage.plan.schema();
-            let nested_dictionary = schema.fields().iter().any(|f| {
-                matches!(f.data_type(), DataType::Dictionary(_, values)
-                    if matches!(values.as_ref(), DataType::Dictionary(..)))
-            });
-            !nested_dictionary
-                && shoal_planner::encode_plan(Arc::clone(&stage.plan))
-                    .and_then(|bytes| shoal_planner::decode_plan(&bytes, &task_ctx))
-                    .is_ok()
+            shoal_planner::encode_plan(Arc::clone(&stage.plan))
+                .and_then(|bytes| shoal_planner::decode_plan(&bytes, &task_ctx))
+                .is_ok()
         })
     }
 

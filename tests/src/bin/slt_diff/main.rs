@@ -8,7 +8,8 @@
 //!
 //! `run` works inside `DIR` (an unpacked `datafusion-sqllogictest` crate: its
 //! `test_files/` and `data/`, paths in the files are relative to it), one fresh session
-//! per file, and writes one JSON line per statement or query: where it is, its SQL, and
+//! per file (only the files whose path contains one of the `NAME`s, when given), and
+//! writes one JSON line per statement or query: where it is, its SQL, and
 //! its outcome (rows as text, or the error's first line). `compare` joins the runs and
 //! prints the counts and every divergence; a record on which two DataFusion runs
 //! disagree is counted as DataFusion's own nondeterminism.
