@@ -547,9 +547,7 @@ impl Session {
             .await?
             .execute_stream()
             .await?;
-        let mut handle = JobHandle::nothing_to_run(stream.schema());
-        handle.stream = stream;
-        Ok(handle)
+        Ok(JobHandle::in_this_process(stream))
     }
 
     /// `INSERT INTO` an in-memory table of a session on a cluster of processes: the
@@ -590,10 +588,12 @@ impl Session {
             .await?
             .execute_stream()
             .await?;
-        let mut handle = JobHandle::nothing_to_run(stream.schema());
-        handle.job = rows.job;
-        handle.stream = stream;
-        Ok(Some(handle))
+        // The cluster's job has finished; its progress says so.
+        Ok(Some(JobHandle {
+            job: rows.job,
+            stream,
+            progress: rows.progress,
+        }))
     }
 
     /// The task graph a job for `plan` runs (see [`JobPlanner::task_graph`]).

@@ -42,6 +42,29 @@ impl JobHandle {
             progress: watch::channel(Progress::default()).1,
         }
     }
+
+    /// A job that `stream` computes in this process, outside any cluster, shown as one
+    /// task: its progress channel stays open until the stream has ended, and then counts
+    /// the task done (also when the stream ended in an error).
+    pub fn in_this_process(stream: SendableRecordBatchStream) -> Self {
+        let (tx, progress) = watch::channel(Progress {
+            tasks_total: 1,
+            tasks_done: 0,
+        });
+        let schema = stream.schema();
+        let mut tx = Some(tx);
+        let stream = stream.chain(futures::stream::poll_fn(move |_| {
+            if let Some(tx) = tx.take() {
+                tx.send_modify(|p| p.tasks_done = 1);
+            }
+            std::task::Poll::Ready(None)
+        }));
+        Self {
+            job: 0,
+            stream: Box::pin(RecordBatchStreamAdapter::new(schema, stream)),
+            progress,
+        }
+    }
 }
 
 /// A scheduler and its workers, as a client sees them.

@@ -192,6 +192,7 @@ impl EmbeddedCluster {
                     Arc::clone(&fetched),
                 )),
                 fetched,
+                compute: None,
             };
             let (tx, rx) = mpsc::unbounded_channel();
             inboxes.push((

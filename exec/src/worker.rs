@@ -48,6 +48,9 @@ pub struct Worker {
     pub io: Arc<dyn ShuffleIo>,
     /// What `io` fetched from peers, reported as tasks end.
     pub fetched: Arc<FetchLog>,
+    /// The runtime tasks compute on, when not the one the loop runs on: a worker process
+    /// keeps its connections and heartbeats off the threads its tasks keep busy.
+    pub compute: Option<tokio::runtime::Handle>,
 }
 
 type Key = (JobId, TaskId, u32);
@@ -174,7 +177,11 @@ impl Worker {
                 }
                 let reservation = self.reserve(need, key.1);
                 tracing::debug!(worker = self.id, job = key.0, task = %key.1, attempt = key.2, "task starts");
-                let handle = running.spawn(run_task(launch, self.runtime.clone(), self.io.clone()));
+                let task = run_task(launch, self.runtime.clone(), self.io.clone());
+                let handle = match &self.compute {
+                    Some(compute) => running.spawn_on(task, compute),
+                    None => running.spawn(task),
+                };
                 // A free slot exists: fewer tasks run than there are slots.
                 let slot = busy.iter().position(|b| !b).unwrap_or(0);
                 busy[slot] = true;

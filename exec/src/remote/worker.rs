@@ -118,6 +118,7 @@ pub async fn run_worker(
         pause_threshold(options.memory_limit),
     );
     let security = Arc::new(options.security.clone());
+    let compute = ComputeRuntime::new(options.slots)?;
 
     // The Flight server outlives connections to the scheduler: it serves the store.
     let mut server = JoinSet::new();
@@ -135,6 +136,7 @@ pub async fn run_worker(
         store: &store,
         runtime: &runtime,
         security: &security,
+        compute: compute.0.as_ref().map(|r| r.handle().clone()),
     };
     let mut ready = Some(ready);
     let mut lost: Option<(std::time::Instant, DataFusionError)> = None;
@@ -186,6 +188,34 @@ struct Parts<'a> {
     store: &'a Arc<ResultStore>,
     runtime: &'a Arc<RuntimeEnv>,
     security: &'a Arc<Security>,
+    compute: Option<tokio::runtime::Handle>,
+}
+
+/// The threads a worker's tasks compute on, one per slot. The runtime that called
+/// [`run_worker`] keeps the scheduler connection, heartbeats and the Flight server: tasks
+/// busy on every slot (and the operators' own spawned streams) cannot delay a heartbeat
+/// past the scheduler's timeout or stall a peer's fetch.
+struct ComputeRuntime(Option<tokio::runtime::Runtime>);
+
+impl ComputeRuntime {
+    fn new(slots: usize) -> Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(slots.max(1))
+            .thread_name("shoal-task")
+            .enable_all()
+            .build()
+            .map_err(|e| DataFusionError::Execution(format!("cannot start task threads: {e}")))?;
+        Ok(Self(Some(runtime)))
+    }
+}
+
+impl Drop for ComputeRuntime {
+    fn drop(&mut self) {
+        // Dropped inside the caller's runtime, where a blocking shutdown is not allowed.
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl Parts<'_> {
@@ -228,6 +258,7 @@ impl Parts<'_> {
             store: Arc::clone(self.store),
             io: Arc::new(WorkerIo::new(id, transport.clone(), Arc::clone(&fetched))),
             fetched,
+            compute: self.compute.clone(),
         };
         let (inbox, inbox_rx) = mpsc::unbounded_channel();
         let (events, events_rx) = mpsc::unbounded_channel();

@@ -257,9 +257,9 @@ fn main() -> ExitCode {
         .worker_threads(match &cli.command {
             // The scheduler's event loop and its gRPC server.
             Command::Scheduler(_) => 2,
-            // One thread per task slot, and one that keeps heartbeats and fetches going
-            // while every slot computes.
-            Command::Worker(args) => args.slots() + 1,
+            // The scheduler connection, heartbeats and the Flight server; tasks compute
+            // on threads of their own, one per slot (see `run_worker`).
+            Command::Worker(_) => 2,
             _ => 1,
         })
         .enable_all()

@@ -2,6 +2,7 @@
 //! on a scheduler and worker processes.
 
 use super::{Cluster, rows, tpch_dir};
+use futures::TryStreamExt;
 
 async fn query(session: &shoal::Session, sql: &str) -> Vec<Vec<String>> {
     let batches = session.sql(sql).await.unwrap().collect().await.unwrap();
@@ -100,6 +101,21 @@ async fn plans_the_codec_cannot_carry_run_in_the_client() {
         }
     };
     assert_eq!(job(recursive).await, 0);
+    // Its progress is one task, done when the stream has ended, as for a cluster's job.
+    let df = session.sql(recursive).await.unwrap();
+    let handle = session.execute(df.logical_plan()).await.unwrap();
+    let mut progress = handle.progress.clone();
+    assert_eq!(
+        (progress.borrow().tasks_done, progress.borrow().tasks_total),
+        (0, 1)
+    );
+    let batches: Vec<_> = handle.stream.try_collect().await.unwrap();
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 4);
+    progress.changed().await.unwrap();
+    assert_eq!(
+        (progress.borrow().tasks_done, progress.borrow().tasks_total),
+        (1, 1)
+    );
     assert!(job("select count(*) from (values (1), (2)) t(x) group by x").await > 0);
     session.register_dir(tpch_dir().to_str().unwrap()).unwrap();
     assert!(job("select l_returnflag, count(*) from lineitem group by l_returnflag").await > 0);
