@@ -15,6 +15,7 @@ use datafusion::sql::parser::Statement;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{FutureExt, TryStreamExt};
+use shoal_exec::flight::ipc_carries;
 use shoal_exec::{
     Cluster, ClusterStatus, DataPlane, EmbeddedCluster, EmbeddedOptions, JobEvent, JobHandle,
     Progress, RemoteCluster, Security, StoreStats,
@@ -526,13 +527,17 @@ impl Session {
     }
 
     /// Whether every stage of `graph` can go to worker processes: its plan survives the
-    /// codec (encoded, then decoded here).
+    /// codec (encoded, then decoded here), and the rows it writes can be sent as Arrow IPC.
     fn travels(&self, graph: &TaskGraph) -> bool {
         let task_ctx = self.inner.ctx.task_ctx();
         graph.stages.iter().all(|stage| {
-            shoal_planner::encode_plan(Arc::clone(&stage.plan))
-                .and_then(|bytes| shoal_planner::decode_plan(&bytes, &task_ctx))
-                .is_ok()
+            let written = stage.plan.children().into_iter().map(|c| c.schema());
+            written
+                .chain([stage.plan.schema()])
+                .all(|s| ipc_carries(&s))
+                && shoal_planner::encode_plan(Arc::clone(&stage.plan))
+                    .and_then(|bytes| shoal_planner::decode_plan(&bytes, &task_ctx))
+                    .is_ok()
         })
     }
 

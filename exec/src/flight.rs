@@ -105,6 +105,30 @@ fn compact_views(batch: &RecordBatch) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(batch.schema(), columns)?)
 }
 
+/// Whether batches of `schema` can be sent as Arrow IPC: no column, at any depth, is a
+/// dictionary whose values are themselves dictionaries (IPC has no field layout for that
+/// type, so a worker could compute such a column but never hand it on).
+pub fn ipc_carries(schema: &Schema) -> bool {
+    fn carries(data_type: &DataType) -> bool {
+        match data_type {
+            DataType::Dictionary(_, values) => {
+                !matches!(values.as_ref(), DataType::Dictionary(..)) && carries(values)
+            }
+            DataType::List(f)
+            | DataType::LargeList(f)
+            | DataType::ListView(f)
+            | DataType::LargeListView(f)
+            | DataType::FixedSizeList(f, _)
+            | DataType::Map(f, _) => carries(f.data_type()),
+            DataType::Struct(fields) => fields.iter().all(|f| carries(f.data_type())),
+            DataType::Union(fields, _) => fields.iter().all(|(_, f)| carries(f.data_type())),
+            DataType::RunEndEncoded(_, values) => carries(values.data_type()),
+            _ => true,
+        }
+    }
+    schema.fields().iter().all(|f| carries(f.data_type()))
+}
+
 /// The Flight messages of `batches`: their schema exactly as it is (dictionary columns
 /// stay dictionaries, so the reader gets the schema the plan declares), then each batch
 /// with the dictionaries it needs, encoded as it is sent. Not arrow-flight's encoder:
@@ -131,7 +155,10 @@ fn flight_messages(batches: Vec<RecordBatch>) -> impl Stream<Item = Result<Fligh
                 .chain([batch])
                 .map(|m| Ok(FlightData::from(m)))
                 .collect(),
-            Err(e) => vec![Err(Status::internal(e.to_string()))],
+            // Encoding these rows fails again on every attempt: not a lost peer.
+            Err(e) => vec![Err(Status::failed_precondition(format!(
+                "cannot send these rows as Arrow IPC: {e}"
+            )))],
         };
         futures::stream::iter(messages)
     });
@@ -323,6 +350,14 @@ fn flight_error(from: WorkerId, e: FlightError) -> DataFusionError {
     match &e {
         // Tonic's own text repeats its whole source chain in debug form: say what the
         // call said, then the innermost cause ("connection refused").
+        // The peer holds the rows but cannot encode them: fetching again, or computing
+        // them again, gives the same error.
+        FlightError::Tonic(status) if status.code() == tonic::Code::FailedPrecondition => {
+            DataFusionError::Execution(format!(
+                "worker {from} could not send its output: {}",
+                status.message()
+            ))
+        }
         FlightError::Tonic(status) => {
             let mut innermost: Option<&dyn std::error::Error> = None;
             let mut next = std::error::Error::source(status.as_ref());

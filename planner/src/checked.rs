@@ -127,7 +127,8 @@ fn check_scalar(value: &ScalarValue) -> Result<()> {
 }
 
 /// Decodes plans like DataFusion's own converter, checking in-memory tables' IPC streams
-/// and nested literals first (see the module docs). It is handed down to every node and
+/// and nested literals first (see the module docs), and mending each decoded node where
+/// the wire form lost something (`crate::repair`). It is handed down to every node and
 /// expression, so nested ones are checked too.
 pub(crate) struct CheckedConverter;
 
@@ -142,7 +143,8 @@ impl PhysicalProtoConverterExtension for CheckedConverter {
                 check_ipc_stream(partition, &format!("partition {i} of an in-memory table"))?;
             }
         }
-        self.default_proto_to_execution_plan(proto, ctx)
+        let plan = self.default_proto_to_execution_plan(proto, ctx)?;
+        crate::repair::repair_decoded(plan)
     }
 
     fn execution_plan_to_proto(

@@ -32,6 +32,7 @@ use prost::Message;
 use crate::array::program::{ChunkProgram, ProgramNode};
 use crate::array::{CellDim, CellScanExec, CellVar, ChunkExec, ChunkGrid, NdChunk, Op};
 use crate::checked::{CheckedConverter, check_ipc_stream};
+use crate::equivalence::{EquivalenceProto, decode_equivalences, encode_equivalences};
 use crate::graph::OutputSpec;
 use crate::scan::FileScanContextExec;
 use crate::shuffle::{ReadMode, ShuffleReadExec, ShuffleWriteExec};
@@ -122,6 +123,9 @@ struct ReadProto {
     /// Per-partition ordering (kept for reads that feed a sort-preserving merge).
     #[prost(message, repeated, tag = "6")]
     ordering: Vec<protobuf::PhysicalSortExprNode>,
+    /// Equal expressions and constants (see [`crate::equivalence`]).
+    #[prost(message, repeated, tag = "7")]
+    equivalences: Vec<EquivalenceProto>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -258,10 +262,11 @@ impl PhysicalExtensionCodec for ShoalCodec {
                     &schema,
                     proto_converter,
                 )?;
-                let eq = match LexOrdering::new(ordering) {
+                let mut eq = match LexOrdering::new(ordering) {
                     Some(o) => EquivalenceProperties::new_with_orderings(Arc::clone(&schema), [o]),
                     None => EquivalenceProperties::new(Arc::clone(&schema)),
                 };
+                decode_equivalences(&read.equivalences, &mut eq, &decode_ctx, proto_converter)?;
                 let properties = PlanProperties::new(
                     eq,
                     partitioning,
@@ -337,6 +342,11 @@ impl PhysicalExtensionCodec for ShoalCodec {
                     proto_converter,
                 )?),
                 ordering,
+                equivalences: encode_equivalences(
+                    &properties.eq_properties,
+                    self,
+                    proto_converter,
+                )?,
             })
         } else if let Some(chunk) = node.downcast_ref::<ChunkExec>() {
             Kind::Chunk(encode_program(chunk.program())?)

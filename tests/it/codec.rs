@@ -253,3 +253,38 @@ async fn float16_literals_keep_their_type_through_the_codec() {
     let low = low.as_any().downcast_ref::<Float16Array>().unwrap();
     assert_eq!(f32::from(low.value(0)), 1.8125);
 }
+
+/// DataFusion's protobuf form drops the one empty grouping set of `GROUPING SETS (())`
+/// (its flags list is empty), and the decoded partial aggregate yielded no row; Shoal's
+/// converter restores the set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_grouping_set_survives_the_codec() {
+    use datafusion::prelude::SessionContext;
+
+    let ctx = SessionContext::new();
+    for (sql, expected) in [
+        (
+            "select sum(value) from generate_series(10) group by grouping sets (())",
+            "55",
+        ),
+        (
+            "select count(*) from generate_series(10) where false group by grouping sets (())",
+            "0",
+        ),
+        ("select sum(value) from generate_series(10)", "55"),
+    ] {
+        let plan = ctx
+            .sql(sql)
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        let task_ctx = ctx.task_ctx();
+        let decoded = decode_plan(&encode_plan(plan).unwrap(), &task_ctx).unwrap();
+        let batches = datafusion::physical_plan::collect(decoded, task_ctx)
+            .await
+            .unwrap();
+        assert_eq!(rows(&batches), [[expected]], "{sql}");
+    }
+}

@@ -157,3 +157,28 @@ async fn large_lists_and_dictionaries_cross_flight_unchanged() {
         ]
     );
 }
+
+/// Rows Arrow IPC cannot carry (a dictionary of dictionaries) fail the query at the first
+/// read, with the encoder's reason: reading again, or computing them again, cannot help.
+/// (A session on worker processes runs such a query in the client instead.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_flight_cannot_encode_fail_once_not_as_a_lost_peer() {
+    let session = flight_session();
+    let sql = "select arrow_cast(arrow_cast(n_name, 'Dictionary(UInt32, Utf8)'), \
+               'Dictionary(Int32, Dictionary(UInt32, Utf8))') from nation";
+    let error = session
+        .sql(sql)
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("cannot send these rows as Arrow IPC"),
+        "{error}"
+    );
+    assert!(!error.contains("failed reads"), "{error}");
+    let served: usize = session.store_stats().iter().map(|s| s.flight_reads).sum();
+    assert!(served <= 3, "read once, not retried: {served} reads");
+}

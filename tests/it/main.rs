@@ -11,6 +11,7 @@ mod fuzz;
 mod labeled;
 mod runtime;
 mod slt;
+mod slt_runner;
 mod tpch;
 mod zarr;
 mod zarr_sql;

@@ -17,6 +17,7 @@ mod common;
 mod chaos;
 mod malformed;
 mod recovery;
+mod slt;
 mod sql;
 
 use common::{answer, assert_rows_eq, events_until_done, rows, tpch_at, tpch_dir};

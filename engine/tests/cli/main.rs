@@ -3,6 +3,9 @@
 mod cluster;
 mod memory;
 mod s3;
+// The SQL logic test runner of the integration tests, run here on worker processes.
+#[path = "../../../tests/it/slt_runner.rs"]
+mod slt_runner;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
