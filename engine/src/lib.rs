@@ -28,12 +28,12 @@
 //! ```
 
 mod array;
+mod dashboard;
 mod dataframe;
 mod error;
 pub mod labeled;
 mod queries;
 mod session;
-mod status;
 pub mod tpch;
 
 pub use array::{Array, Axes, Element, Operand};
@@ -41,12 +41,12 @@ pub use dataframe::{DataFrame, GroupBy, How};
 pub use error::{Error, ErrorKind, Result};
 pub use labeled::{DataArray, Dataset, Dims, Index, Label, LabelSel, Sel};
 pub use session::{ProgressListener, Session, SessionBuilder};
+pub use shoal_dashboard::status_json;
 pub use shoal_exec::{JobEvent, JobEventKind, Progress};
 pub use shoal_planner::ShoalConfig;
 pub use shoal_planner::array::{BinaryOp, DType, ReduceOp, UnaryOp};
 pub use shoal_planner::config::ShoalSettings;
 pub use shoal_planner::config::{machine_memory, peak_resident_memory};
-pub use status::status_json;
 
 /// Everything a DataFrame program usually needs.
 pub mod prelude {

@@ -87,6 +87,13 @@ impl SessionBuilder {
         self
     }
 
+    /// Serves the web dashboard and metrics on `address` (`host:port`; port 0 picks a
+    /// free one): `shoal.dashboard.bind`. [`Session::dashboard_link`] says where.
+    pub fn dashboard(mut self, address: &str) -> Self {
+        self.config.settings.dashboard.bind = address.to_string();
+        self
+    }
+
     /// The cluster token every call to the cluster carries (default: `SHOAL_TOKEN`).
     pub fn token(mut self, token: &str) -> Self {
         self.security.token = Some(token.to_string()).filter(|t| !t.is_empty());
@@ -137,18 +144,37 @@ impl SessionBuilder {
             }
             None => None,
         };
-        Session::start(self.config, offers, backend)
+        Session::start(self.config, offers, backend, self.security.token)
     }
 }
 
 struct Inner {
     ctx: SessionContext,
+    /// The dashboard this session serves, if asked to (`shoal.dashboard.bind`); declared
+    /// before the cluster, so it stops first.
+    dashboard: Option<crate::dashboard::ServedDashboard>,
     /// Where jobs run: the embedded cluster or a remote one.
-    cluster: Box<dyn Cluster>,
+    cluster: Arc<dyn Cluster>,
     /// The token Flight calls between this session's workers carry, if any.
     token: Option<String>,
     /// Told of every job's task counts as they change.
     progress: std::sync::Mutex<Option<ProgressListener>>,
+}
+
+/// Whether `plan` (or a subquery of it) scans an `information_schema` table.
+fn reads_information_schema(plan: &LogicalPlan) -> bool {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    let mut found = false;
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node
+            && scan.table_name.schema() == Some("information_schema")
+        {
+            found = true;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
 }
 
 /// Receives a job's id and task counts each time they change.
@@ -226,6 +252,7 @@ impl Session {
         mut config: ShoalConfig,
         worker_resources: Vec<Resources>,
         remote: Option<RemoteCluster>,
+        cluster_token: Option<String>,
     ) -> Result<Self> {
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
@@ -257,8 +284,11 @@ impl Session {
             DataPlane::Flight { token } => Some(token.clone()),
             DataPlane::InProcess => None,
         };
+        // Plans run in this process (see `run_in_client`) get one worker's memory, and
+        // `SHOW datafusion.runtime.memory_limit` says what a worker has.
         let runtime = RuntimeEnvBuilder::new()
             .with_object_store_registry(Arc::new(ShoalObjectStoreRegistry::new()))
+            .with_memory_limit(config.settings.worker.memory_limit.bytes(), 1.0)
             .build_arc()?;
         config.started = true;
         let mut session_config = SessionConfig::new()
@@ -273,21 +303,28 @@ impl Session {
             .with_table_factory("ZARR".to_string(), Arc::new(ZarrTableFactory))
             .build();
         let ctx = SessionContext::new_with_state(state);
-        let cluster: Box<dyn Cluster> = match remote {
-            Some(remote) => Box::new(remote),
-            None => Box::new(EmbeddedCluster::start(
+        let cluster: Arc<dyn Cluster> = match remote {
+            Some(remote) => Arc::new(remote),
+            None => Arc::new(EmbeddedCluster::start(
                 EmbeddedOptions::new(&config.settings, data_plane.clone(), worker_resources),
                 &runtime,
             )?),
         };
+        let dashboard = crate::dashboard::serve(&cluster, &config.settings, cluster_token)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 ctx,
+                dashboard,
                 cluster,
                 token,
                 progress: std::sync::Mutex::new(None),
             }),
         })
+    }
+
+    /// The URL of the dashboard this session serves, if it serves one.
+    pub fn dashboard_link(&self) -> Option<&str> {
+        self.inner.dashboard.as_ref().map(|d| d.url.as_str())
     }
 
     /// The DataFusion context holding the catalog and settings.
@@ -507,6 +544,11 @@ impl Session {
         }
         if let Some(handle) = self.insert_into_memory_table(plan).await? {
             return Ok(handle);
+        }
+        if reads_information_schema(plan) {
+            // The catalog and settings are this session's: its own runtime answers
+            // `SHOW` and `information_schema`, on any placement.
+            return self.run_in_client(plan).await;
         }
         let remote = self.inner.cluster.placement() == Placement::Processes;
         // DELETE, UPDATE and TRUNCATE change an in-memory table when they are planned:

@@ -115,6 +115,18 @@ config_namespace! {
 }
 
 config_namespace! {
+    /// The web dashboard and metrics a scheduler (or an embedded session) serves.
+    pub struct DashboardSettings {
+        /// Address to serve the dashboard on, e.g. 127.0.0.1:8787 (port 0: a free port; empty: no dashboard).
+        pub bind: String, default = String::new()
+        /// Path prefix of every dashboard route behind a reverse proxy, e.g. /shoal (empty: the root).
+        pub prefix: String, default = String::new()
+        /// Who may read the dashboard: none (anyone who reaches it) or token (the cluster token, given once in the URL).
+        pub auth: String, default = "none".to_string()
+    }
+}
+
+config_namespace! {
     /// Array jobs.
     pub struct ArraySettings {
         /// Most chunks one task of an array reduction merges; larger means fewer, bigger combine tasks (at least 2).
@@ -143,6 +155,8 @@ config_namespace! {
         pub scheduler: SchedulerSettings, default = SchedulerSettings::default()
         /// `shoal.array.*`.
         pub array: ArraySettings, default = ArraySettings::default()
+        /// `shoal.dashboard.*`.
+        pub dashboard: DashboardSettings, default = DashboardSettings::default()
     }
 }
 
@@ -220,6 +234,9 @@ pub const FIXED_AT_START: &[&str] = &[
     "data_plane",
     "scheduler.heartbeat_timeout",
     "scheduler.prefetch",
+    "dashboard.bind",
+    "dashboard.prefix",
+    "dashboard.auth",
 ];
 
 /// The settings `shoal` commands also take as flags, with the flag's name (the same on
@@ -232,6 +249,9 @@ pub const FLAGS: &[(&str, &str)] = &[
     ("scratch_dir", "--scratch-dir"),
     ("scheduler.heartbeat_timeout", "--heartbeat-timeout"),
     ("scheduler.prefetch", "--prefetch"),
+    ("dashboard.bind", "--dashboard-bind"),
+    ("dashboard.prefix", "--dashboard-prefix"),
+    ("dashboard.auth", "--dashboard-auth"),
 ];
 
 /// Environment variables read by the `shoal` processes that are not session settings
@@ -396,6 +416,12 @@ impl ShoalConfig {
         }
         if settings.array.reduce_fan_in < 2 {
             return plan_err!("shoal.array.reduce_fan_in must be at least 2");
+        }
+        let auth = &settings.dashboard.auth;
+        if auth != "none" && auth != "token" {
+            return plan_err!(
+                "invalid value '{auth}' for shoal.dashboard.auth: expected none or token"
+            );
         }
         Ok(())
     }

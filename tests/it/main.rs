@@ -3,11 +3,13 @@
 mod arrays;
 mod codec;
 mod common;
+mod dashboard;
 mod dataframe;
 mod equivalence;
 mod errors;
 mod flight;
 mod fuzz;
+mod http;
 mod labeled;
 mod runtime;
 mod slt;

@@ -14,7 +14,12 @@ use shoal::{JobEventKind, Session};
 #[path = "../../../tests/it/common.rs"]
 mod common;
 
+#[allow(dead_code)]
+#[path = "../../../tests/it/http.rs"]
+mod http;
+
 mod chaos;
+mod dashboard;
 mod malformed;
 mod recovery;
 mod slt;

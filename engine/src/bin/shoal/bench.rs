@@ -74,6 +74,7 @@ async fn scheduler(engine: &EngineArgs, args: SchedulerArgs) -> shoal::Result<()
                 None,
                 None,
                 "127.0.0.1:0",
+                &crate::DashboardArgs::default(),
             )?;
             (url, Some(children))
         }

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_arrays;
+mod board;
 mod output;
 mod processes;
 mod run;
@@ -51,6 +52,46 @@ struct EngineArgs {
     /// PEM certificate of the CA to trust for a TLS cluster (for --cluster).
     #[arg(long, global = true, env = "SHOAL_TLS_CA", value_name = "FILE")]
     tls_ca: Option<String>,
+    #[command(flatten)]
+    dashboard: DashboardArgs,
+}
+
+/// Where the web dashboard is served: by a scheduler (`shoal scheduler`, `shoal local`)
+/// or by the embedded session of `shoal sql` and `shoal run`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct DashboardArgs {
+    /// Serve the dashboard and metrics on this address, e.g. 127.0.0.1:8787 (port 0: a
+    /// free one); the URL is printed at start.
+    #[arg(long, global = true, env = "SHOAL_DASHBOARD_BIND", value_name = "ADDR")]
+    pub dashboard_bind: Option<String>,
+    /// Path prefix of every dashboard route, behind a reverse proxy (e.g. /shoal).
+    #[arg(
+        long,
+        global = true,
+        env = "SHOAL_DASHBOARD_PREFIX",
+        value_name = "PATH"
+    )]
+    pub dashboard_prefix: Option<String>,
+    /// Who may read the dashboard: none (anyone who reaches it) or token (the cluster
+    /// token, given once as ?token= in the URL).
+    #[arg(
+        long,
+        global = true,
+        env = "SHOAL_DASHBOARD_AUTH",
+        value_name = "none|token"
+    )]
+    pub dashboard_auth: Option<String>,
+}
+
+impl DashboardArgs {
+    /// The settings these flags set, as (key, value).
+    pub fn settings(&self) -> [(&'static str, Option<String>); 3] {
+        [
+            ("dashboard.bind", self.dashboard_bind.clone()),
+            ("dashboard.prefix", self.dashboard_prefix.clone()),
+            ("dashboard.auth", self.dashboard_auth.clone()),
+        ]
+    }
 }
 
 impl EngineArgs {
@@ -74,7 +115,16 @@ impl EngineArgs {
         if let Some(ca) = &self.tls_ca {
             builder = builder.tls_ca(ca);
         }
-        builder.build()
+        for (key, value) in self.dashboard.settings() {
+            if let Some(value) = value {
+                builder = builder.option(key, &value)?;
+            }
+        }
+        let session = builder.build()?;
+        if let Some(url) = session.dashboard_link() {
+            eprintln!("shoal dashboard at {url}");
+        }
+        Ok(session)
     }
 }
 
@@ -166,9 +216,11 @@ async fn run(cli: Cli) -> shoal::Result<()> {
                 .map_err(|e| shoal::Error::input(format!("generator failed: {e}")))?
         }
         Command::Bench { what } => bench::run(&cli.engine, what).await,
-        Command::Scheduler(args) => processes::scheduler(args).await,
+        Command::Scheduler(args) => processes::scheduler(args, &cli.engine.dashboard).await,
         Command::Worker(args) => processes::worker(args, cli.engine.memory_limit).await,
-        Command::Local(args) => processes::local(args, cli.engine.memory_limit).await,
+        Command::Local(args) => {
+            processes::local(args, cli.engine.memory_limit, &cli.engine.dashboard).await
+        }
         Command::Status(args) => {
             if cli.engine.cluster.is_none() {
                 return Err(shoal::Error::input(

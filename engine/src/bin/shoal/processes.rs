@@ -13,6 +13,8 @@ use shoal_exec::{ClusterStatus, Security};
 use shoal_planner::Resources;
 use shoal_planner::config::{FLAGS, ShoalConfig, ShoalSettings};
 
+use crate::DashboardArgs;
+
 use crate::output::Format;
 
 /// TLS files of a server process.
@@ -191,14 +193,18 @@ fn base_runtime() -> shoal::Result<Arc<shoal::datafusion::execution::runtime_env
         .build_arc()?)
 }
 
-/// `shoal scheduler`: prints its URL, then serves until stopped.
-pub async fn scheduler(args: SchedulerArgs) -> shoal::Result<()> {
+/// `shoal scheduler`: prints its URL (and its dashboard's), then serves until stopped.
+pub async fn scheduler(args: SchedulerArgs, dashboard: &DashboardArgs) -> shoal::Result<()> {
+    let [bind, prefix, auth] = dashboard.settings();
     let settings = settings_with([
         ("scheduler.heartbeat_timeout", args.heartbeat_timeout),
         ("scheduler.prefetch", args.prefetch),
+        bind,
+        prefix,
+        auth,
     ])?;
     let security = Security::from_files(
-        args.token,
+        args.token.clone(),
         args.tls.tls_cert.as_deref(),
         args.tls.tls_key.as_deref(),
         None,
@@ -206,17 +212,29 @@ pub async fn scheduler(args: SchedulerArgs) -> shoal::Result<()> {
     let listener = tokio::net::TcpListener::bind(&args.bind)
         .await
         .map_err(|e| input(format!("cannot listen on {}: {e}", args.bind)))?;
+    let board = crate::board::Board::bind(&settings)?;
     let address = listener.local_addr()?;
     let scheme = if security.identity.is_some() {
         "https"
     } else {
         "http"
     };
-    println!("shoal scheduler listening on {scheme}://{address}");
+    // One write: a reader that stops after the first line gets both or neither.
+    let mut lines = format!("shoal scheduler listening on {scheme}://{address}\n");
+    if let Some(board) = &board {
+        lines.push_str(&format!("shoal dashboard at {}\n", board.url));
+    }
+    print!("{lines}");
     let _ = std::io::stdout().flush();
     let options = SchedulerOptions::new(&settings, security);
+    let own = crate::board::OwnScheduler {
+        url: format!("{scheme}://{}", crate::board::loopback(address)),
+        token: args.token,
+        tls_cert: args.tls.tls_cert,
+    };
     tokio::select! {
         result = run_scheduler(listener, options) => Ok(result?),
+        result = crate::board::serve(board, own, &settings) => result,
         _ = tokio::signal::ctrl_c() => Ok(()),
         _ = stdin_closed(args.exit_with_stdin) => Ok(()),
     }
@@ -264,14 +282,32 @@ impl Drop for Children {
 /// Starts `command` (stdout piped) as one of `children` and returns the first line it
 /// prints: its address once it is ready, or nothing if it failed.
 fn spawn_and_read_line(command: &mut Command, children: &mut Children) -> shoal::Result<String> {
+    Ok(spawn_and_read_lines(command, children, 1)?
+        .pop()
+        .unwrap_or_default())
+}
+
+/// Like [`spawn_and_read_line`], for the first `n` lines (fewer if it stops printing).
+fn spawn_and_read_lines(
+    command: &mut Command,
+    children: &mut Children,
+    n: usize,
+) -> shoal::Result<Vec<String>> {
     let mut child = command.stdout(Stdio::piped()).spawn()?;
     let stdout = child.stdout.take();
     children.0.push(child);
-    let mut line = String::new();
+    let mut lines = Vec::new();
     if let Some(stdout) = stdout {
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
+        let mut reader = std::io::BufReader::new(stdout);
+        for _ in 0..n {
+            let mut line = String::new();
+            if std::io::BufRead::read_line(&mut reader, &mut line)? == 0 {
+                break;
+            }
+            lines.push(line);
+        }
     }
-    Ok(line)
+    Ok(lines)
 }
 
 /// A scheduler and `workers` worker processes on loopback, children of this process;
@@ -283,6 +319,7 @@ pub fn spawn_local(
     memory_limit: Option<&str>,
     token: Option<&str>,
     bind: &str,
+    dashboard: &DashboardArgs,
 ) -> shoal::Result<(String, Children, usize)> {
     let exe = std::env::current_exe()?;
     let mut children = Children(Vec::new());
@@ -293,7 +330,24 @@ pub fn spawn_local(
     if let Some(token) = token {
         scheduler.env("SHOAL_TOKEN", token);
     }
-    let line = spawn_and_read_line(&mut scheduler, &mut children)?;
+    for (key, value) in dashboard.settings() {
+        if let Some(value) = value {
+            scheduler.env(shoal::ShoalConfig::env_var(key), value);
+        }
+    }
+    // The scheduler prints its URL, then its dashboard's when it serves one.
+    let serves_dashboard = dashboard
+        .dashboard_bind
+        .as_ref()
+        .is_some_and(|b| !b.is_empty());
+    let lines = spawn_and_read_lines(&mut scheduler, &mut children, 1 + serves_dashboard as usize)?;
+    if let Some(board) = lines
+        .get(1)
+        .and_then(|l| l.strip_prefix("shoal dashboard at "))
+    {
+        eprintln!("shoal local: dashboard at {}", board.trim());
+    }
+    let line = lines.into_iter().next().unwrap_or_default();
     let url = line
         .trim()
         .rsplit(' ')
@@ -325,7 +379,11 @@ pub fn spawn_local(
 }
 
 /// `shoal local`: a scheduler and workers as child processes on this machine.
-pub async fn local(args: LocalArgs, memory_limit: Option<String>) -> shoal::Result<()> {
+pub async fn local(
+    args: LocalArgs,
+    memory_limit: Option<String>,
+    dashboard: &DashboardArgs,
+) -> shoal::Result<()> {
     // The workers share this machine, as an embedded session's do.
     let mut settings = settings_with([
         ("workers", Some(args.workers.max(1).to_string())),
@@ -340,6 +398,7 @@ pub async fn local(args: LocalArgs, memory_limit: Option<String>) -> shoal::Resu
         Some(&limit),
         args.token.as_deref(),
         &args.bind,
+        dashboard,
     )?;
     println!("{url}");
     let _ = std::io::stdout().flush();

@@ -1,0 +1,179 @@
+//! The JSON the API serves. `status_json` is also what `shoal status --format json`
+//! prints and the Python session's `status()` returns: one schema everywhere.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+use shoal_exec::{ClusterStatus, WorkerStatus};
+
+use crate::model::{JobRecord, StreamEntry};
+
+fn epoch_seconds(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// One worker: id, address, alive, slots, resources, memory limit and use, tasks
+/// running and completed, spilled bytes.
+pub fn worker_json(w: &WorkerStatus) -> Value {
+    let resources: serde_json::Map<String, Value> = w
+        .resources
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    json!({
+        "id": w.id,
+        "address": w.address,
+        "alive": w.alive,
+        "slots": w.slots,
+        "resources": resources,
+        "memory_limit": w.memory_limit,
+        "memory_used": w.memory_used,
+        "tasks_running": w.tasks_running,
+        "tasks_completed": w.tasks_completed,
+        "spilled_bytes": w.spilled_bytes,
+    })
+}
+
+/// `status` as JSON: `workers` (see [`worker_json`]), `jobs` (id, task counts, whether
+/// it waits for a worker) and `last_activity` (seconds since the epoch).
+pub fn status_json(status: &ClusterStatus) -> Value {
+    let workers: Vec<Value> = status.workers.iter().map(worker_json).collect();
+    let jobs: Vec<Value> = status
+        .jobs
+        .iter()
+        .map(|j| {
+            json!({
+                "id": j.id,
+                "tasks_total": j.tasks_total,
+                "tasks_done": j.tasks_done,
+                "waiting": j.waiting,
+            })
+        })
+        .collect();
+    let last_activity = status.last_activity.map(epoch_seconds);
+    json!({ "workers": workers, "jobs": jobs, "last_activity": last_activity })
+}
+
+/// One job as the dashboard saw it; with `stages`, its per-stage totals too.
+pub fn job_json(job: &JobRecord, now: SystemTime, stages: bool) -> Value {
+    let mut value = json!({
+        "id": job.id,
+        "state": job.state.name(),
+        "submitted": epoch_seconds(job.submitted),
+        "ended": job.ended.map(epoch_seconds),
+        "duration_seconds": job.duration(now).as_secs_f64(),
+        "stages": job.stages,
+        "tasks_total": job.tasks_total,
+        "tasks_done": job.tasks_done,
+        "output_bytes": job.output_bytes,
+        "compute_seconds": job.compute_seconds,
+        "transferred_bytes": job.transferred_bytes,
+        "spilled_bytes": job.spilled_bytes,
+        "error": job.error,
+    });
+    if stages {
+        value["stage_totals"] = job
+            .stage_totals
+            .iter()
+            .map(|(stage, (tasks, seconds, bytes))| {
+                json!({
+                    "stage": stage,
+                    "tasks_finished": tasks,
+                    "compute_seconds": seconds,
+                    "output_bytes": bytes,
+                })
+            })
+            .collect();
+    }
+    value
+}
+
+/// One task-stream entry, with its cursor.
+pub fn stream_entry_json(cursor: u64, entry: &StreamEntry) -> Value {
+    match entry {
+        StreamEntry::Task {
+            job,
+            stage,
+            partition,
+            worker,
+            slot,
+            attempt,
+            ended,
+            duration,
+            output_bytes,
+        } => json!({
+            "cursor": cursor, "kind": "task", "job": job, "stage": stage,
+            "partition": partition, "worker": worker, "slot": slot, "attempt": attempt,
+            "start": epoch_seconds(*ended) - duration.as_secs_f64(),
+            "end": epoch_seconds(*ended), "output_bytes": output_bytes,
+        }),
+        StreamEntry::Transfer {
+            job,
+            from,
+            to,
+            bytes,
+            at,
+        } => json!({
+            "cursor": cursor, "kind": "transfer", "job": job, "from": from, "to": to,
+            "bytes": bytes, "at": epoch_seconds(*at),
+        }),
+        StreamEntry::Spill {
+            job,
+            worker,
+            bytes,
+            at,
+        } => json!({
+            "cursor": cursor, "kind": "spill", "job": job, "worker": worker,
+            "bytes": bytes, "at": epoch_seconds(*at),
+        }),
+        StreamEntry::Failure { job, message, at } => json!({
+            "cursor": cursor, "kind": "failure", "job": job, "message": message,
+            "at": epoch_seconds(*at),
+        }),
+    }
+}
+
+/// One job event as the Server-Sent Events stream sends it: the job, its task counts
+/// and what happened (`kind` and the kind's fields).
+pub fn event_json(event: &shoal_exec::JobEvent) -> Value {
+    use shoal_exec::JobEventKind as K;
+    let mut value = match &event.kind {
+        K::Submitted { stages } => json!({ "kind": "submitted", "stages": stages }),
+        K::StageStarted { stage } => json!({ "kind": "stage_started", "stage": stage }),
+        K::StageFinished { stage } => json!({ "kind": "stage_finished", "stage": stage }),
+        K::TaskStarted {
+            task,
+            worker,
+            attempt,
+        } => json!({
+            "kind": "task_started", "stage": task.stage, "partition": task.partition,
+            "worker": worker, "attempt": attempt,
+        }),
+        K::TaskFinished {
+            task,
+            worker,
+            attempt,
+            slot,
+            duration,
+            output_bytes,
+        } => json!({
+            "kind": "task_finished", "stage": task.stage, "partition": task.partition,
+            "worker": worker, "attempt": attempt, "slot": slot,
+            "duration_seconds": duration.as_secs_f64(), "output_bytes": output_bytes,
+        }),
+        K::Done => json!({ "kind": "done" }),
+        K::Failed { kind, message } => {
+            json!({ "kind": "failed", "error_kind": kind.name(), "message": message })
+        }
+        K::Cancelled => json!({ "kind": "cancelled" }),
+        K::Fetch { from, to, bytes } => {
+            json!({ "kind": "fetch", "from": from, "to": to, "bytes": bytes })
+        }
+        K::Spill { worker, bytes } => json!({ "kind": "spill", "worker": worker, "bytes": bytes }),
+    };
+    value["job"] = json!(event.job);
+    value["tasks_total"] = json!(event.progress.tasks_total);
+    value["tasks_done"] = json!(event.progress.tasks_done);
+    value
+}

@@ -1,0 +1,156 @@
+//! Shoal's dashboard server: a JSON API under `/api/v1/`, the job-event stream as
+//! Server-Sent Events, Prometheus `/metrics`, and `/healthz` and `/readyz`.
+//!
+//! It reads the cluster only through the [`Cluster`] interface, as any client does: the
+//! status call (at most one every [`STATUS_EVERY`], however many readers ask) and the
+//! job-event stream, which one task folds into a bounded [`model::Model`] and fans out
+//! to Server-Sent Events readers through a bounded channel that drops events for a
+//! reader that falls behind. Nothing here runs per task on the scheduler.
+
+pub mod json;
+pub mod metrics;
+pub mod model;
+mod routes;
+
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::StreamExt;
+use parking_lot::Mutex;
+use shoal_exec::{Cluster, ClusterStatus};
+use tokio::sync::broadcast;
+
+pub use json::status_json;
+pub use routes::router;
+
+/// The shortest time between two status calls the dashboard makes.
+pub const STATUS_EVERY: Duration = Duration::from_millis(250);
+/// Events a Server-Sent Events reader may fall behind before it misses some.
+const EVENTS_BUFFERED: usize = 4096;
+
+/// How the dashboard is served.
+#[derive(Debug, Clone, Default)]
+pub struct DashboardOptions {
+    /// Path prefix every route lives under when behind a reverse proxy (`/shoal`; empty:
+    /// the root).
+    pub prefix: String,
+    /// The cluster token: calls that change something (cancel a job) must present it.
+    pub token: Option<String>,
+    /// Whether reading needs the token too (`--dashboard-auth token`): a token given once
+    /// in the URL (`?token=`) is kept in a cookie.
+    pub token_for_reads: bool,
+    /// Settings shown on `/api/v1/info`: (key, value).
+    pub settings: Vec<(String, String)>,
+}
+
+/// What the routes share.
+pub struct State {
+    /// Not kept alive by the dashboard: the session or process that owns it decides.
+    cluster: Weak<dyn Cluster>,
+    options: DashboardOptions,
+    model: Mutex<model::Model>,
+    status: tokio::sync::Mutex<Option<(Instant, ClusterStatus)>>,
+    events: broadcast::Sender<Arc<str>>,
+    started: SystemTime,
+}
+
+impl State {
+    /// The cluster, while its owner keeps it.
+    fn cluster(&self) -> datafusion::common::Result<Arc<dyn Cluster>> {
+        self.cluster.upgrade().ok_or_else(|| {
+            datafusion::common::DataFusionError::Execution("the cluster has shut down".into())
+        })
+    }
+
+    /// The cluster's status, at most [`STATUS_EVERY`] old.
+    async fn status(&self) -> datafusion::common::Result<ClusterStatus> {
+        let mut cached = self.status.lock().await;
+        if let Some((at, status)) = cached.as_ref()
+            && at.elapsed() < STATUS_EVERY
+        {
+            return Ok(status.clone());
+        }
+        let status = self.cluster()?.status().await?;
+        *cached = Some((Instant::now(), status.clone()));
+        Ok(status)
+    }
+}
+
+/// A running dashboard's shared state; dropping it stops following the cluster's events.
+pub struct Dashboard {
+    state: Arc<State>,
+    follower: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Dashboard {
+    fn drop(&mut self) {
+        self.follower.abort();
+    }
+}
+
+impl Dashboard {
+    /// Starts following `cluster`'s events (on `cluster`'s runtime); serve
+    /// [`Dashboard::router`] to show them. The dashboard does not keep `cluster` alive.
+    pub async fn follow(
+        cluster: &Arc<dyn Cluster>,
+        options: DashboardOptions,
+    ) -> datafusion::common::Result<Self> {
+        let mut stream = cluster.events().await?;
+        let (events, _) = broadcast::channel(EVENTS_BUFFERED);
+        let state = Arc::new(State {
+            cluster: Arc::downgrade(cluster),
+            options,
+            model: Mutex::new(model::Model::default()),
+            status: tokio::sync::Mutex::new(None),
+            events,
+            started: SystemTime::now(),
+        });
+        let follower_state = Arc::clone(&state);
+        let follower = cluster.runtime().spawn(async move {
+            while let Some(event) = stream.next().await {
+                follower_state.model.lock().apply(&event, SystemTime::now());
+                if follower_state.events.receiver_count() > 0 {
+                    let text: Arc<str> = json::event_json(&event).to_string().into();
+                    let _ = follower_state.events.send(text);
+                }
+            }
+        });
+        Ok(Self { state, follower })
+    }
+
+    /// The HTTP routes, under the configured prefix.
+    pub fn router(&self) -> axum::Router {
+        router(Arc::clone(&self.state))
+    }
+
+    /// Serves the routes on `listener` until the future is dropped.
+    pub async fn serve(&self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+        axum::serve(listener, self.router()).await
+    }
+}
+
+/// Binds `address` for a dashboard (port 0: a free port), with a one-line error naming
+/// the address when it cannot.
+pub async fn bind(address: &str) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(address).await.map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot serve the dashboard on {address}: {e}"),
+        )
+    })
+}
+
+/// The dashboard's URL for a listener bound at `address`, under `prefix`.
+pub fn url(address: std::net::SocketAddr, prefix: &str) -> String {
+    format!("http://{address}{}/", normalized_prefix(prefix))
+}
+
+/// `prefix` as a route prefix: a leading `/`, no trailing one; empty for the root.
+pub fn normalized_prefix(prefix: &str) -> String {
+    let trimmed = prefix.trim_matches('/');
+    if trimmed.is_empty() {
+        String::new()
+    } else {
+        format!("/{trimmed}")
+    }
+}

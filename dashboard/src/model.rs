@@ -1,0 +1,429 @@
+//! What the dashboard remembers, built only from the cluster's job-event stream: jobs
+//! (running and recently finished), a bounded ring of task-stream entries with a cursor,
+//! and the counters `/metrics` reports. Updating it is O(1) per event.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, SystemTime};
+
+use shoal_exec::{JobEvent, JobEventKind};
+use shoal_planner::{JobId, WorkerId};
+
+/// Finished jobs kept for the jobs page and API; older ones are forgotten first.
+pub const FINISHED_JOBS_KEPT: usize = 1000;
+/// Task-stream entries kept; a reader further behind starts at the oldest one kept.
+pub const TASK_STREAM_KEPT: usize = 20_000;
+/// Upper bounds (seconds) of the job-duration histogram's buckets.
+pub const DURATION_BUCKETS: [f64; 10] = [0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0, 1800.0];
+
+/// Where a job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    /// Accepted, not ended.
+    Running,
+    /// Its results were ready.
+    Done,
+    /// It failed.
+    Failed,
+    /// It was cancelled.
+    Cancelled,
+}
+
+impl JobState {
+    /// The state's name in the API.
+    pub fn name(self) -> &'static str {
+        match self {
+            JobState::Running => "running",
+            JobState::Done => "done",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// One job as the dashboard saw it.
+#[derive(Debug, Clone)]
+pub struct JobRecord {
+    /// The job.
+    pub id: JobId,
+    /// Where it is.
+    pub state: JobState,
+    /// When its first event arrived.
+    pub submitted: SystemTime,
+    /// When it ended.
+    pub ended: Option<SystemTime>,
+    /// Stages in its graph (0 when the dashboard joined after it started).
+    pub stages: usize,
+    /// Tasks in the job.
+    pub tasks_total: usize,
+    /// Tasks finished.
+    pub tasks_done: usize,
+    /// Bytes of task output stored.
+    pub output_bytes: u64,
+    /// Task seconds spent on workers.
+    pub compute_seconds: f64,
+    /// Bytes fetched between workers.
+    pub transferred_bytes: u64,
+    /// Bytes spilled to disk.
+    pub spilled_bytes: u64,
+    /// The error of a failed job.
+    pub error: Option<String>,
+    /// Per stage: (tasks finished, compute seconds, output bytes).
+    pub stage_totals: BTreeMap<usize, (usize, f64, u64)>,
+}
+
+impl JobRecord {
+    fn new(id: JobId, now: SystemTime) -> Self {
+        Self {
+            id,
+            state: JobState::Running,
+            submitted: now,
+            ended: None,
+            stages: 0,
+            tasks_total: 0,
+            tasks_done: 0,
+            output_bytes: 0,
+            compute_seconds: 0.0,
+            transferred_bytes: 0,
+            spilled_bytes: 0,
+            error: None,
+            stage_totals: BTreeMap::new(),
+        }
+    }
+
+    /// How long it ran (until now while it runs).
+    pub fn duration(&self, now: SystemTime) -> Duration {
+        self.ended
+            .unwrap_or(now)
+            .duration_since(self.submitted)
+            .unwrap_or_default()
+    }
+}
+
+/// One entry of the task stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamEntry {
+    /// A task finished on `worker`'s `slot`, ending at `ended` after `duration`.
+    Task {
+        /// The job.
+        job: JobId,
+        /// Its stage.
+        stage: usize,
+        /// Its partition.
+        partition: usize,
+        /// The worker.
+        worker: WorkerId,
+        /// The worker's slot.
+        slot: usize,
+        /// Which attempt.
+        attempt: u32,
+        /// When it ended (as the dashboard heard).
+        ended: SystemTime,
+        /// How long it ran.
+        duration: Duration,
+        /// Bytes it stored.
+        output_bytes: u64,
+    },
+    /// `to` fetched `bytes` from `from`.
+    Transfer {
+        /// The job.
+        job: JobId,
+        /// The serving worker.
+        from: WorkerId,
+        /// The fetching worker.
+        to: WorkerId,
+        /// Bytes moved.
+        bytes: u64,
+        /// When it was reported.
+        at: SystemTime,
+    },
+    /// `worker` spilled `bytes` of the job's outputs.
+    Spill {
+        /// The job.
+        job: JobId,
+        /// The worker.
+        worker: WorkerId,
+        /// Bytes spilled.
+        bytes: u64,
+        /// When it was reported.
+        at: SystemTime,
+    },
+    /// The job failed.
+    Failure {
+        /// The job.
+        job: JobId,
+        /// The error, one line.
+        message: String,
+        /// When.
+        at: SystemTime,
+    },
+}
+
+/// Counters that only grow, for `/metrics`.
+#[derive(Debug, Clone, Default)]
+pub struct Counters {
+    /// Jobs seen starting.
+    pub jobs_submitted: u64,
+    /// Jobs that gave results.
+    pub jobs_completed: u64,
+    /// Jobs that failed.
+    pub jobs_failed: u64,
+    /// Jobs cancelled.
+    pub jobs_cancelled: u64,
+    /// Task seconds on workers.
+    pub task_compute_seconds: f64,
+    /// Task output bytes stored.
+    pub task_output_bytes: u64,
+    /// Tasks finished.
+    pub tasks_finished: u64,
+    /// Tasks started (attempts).
+    pub tasks_started: u64,
+    /// Ended jobs per duration bucket (the last entry: above every bound).
+    pub job_durations: [u64; DURATION_BUCKETS.len() + 1],
+    /// Sum of ended jobs' durations, in seconds.
+    pub job_duration_sum: f64,
+    /// Bytes each worker sent to peers.
+    pub sent_bytes: HashMap<WorkerId, u64>,
+    /// Bytes each worker fetched from peers.
+    pub received_bytes: HashMap<WorkerId, u64>,
+    /// Bytes each worker spilled.
+    pub spilled_bytes: HashMap<WorkerId, u64>,
+}
+
+/// Jobs, the task stream and counters, from the events seen so far.
+#[derive(Debug, Default)]
+pub struct Model {
+    /// Jobs by id: every running one and the last [`FINISHED_JOBS_KEPT`] finished ones.
+    pub jobs: BTreeMap<JobId, JobRecord>,
+    finished: VecDeque<JobId>,
+    stream: VecDeque<(u64, StreamEntry)>,
+    next_cursor: u64,
+    /// Totals since the dashboard started.
+    pub counters: Counters,
+}
+
+impl Model {
+    /// Takes in one event, received at `now`.
+    pub fn apply(&mut self, event: &JobEvent, now: SystemTime) {
+        let job = self
+            .jobs
+            .entry(event.job)
+            .or_insert_with(|| JobRecord::new(event.job, now));
+        job.tasks_total = event.progress.tasks_total;
+        job.tasks_done = event.progress.tasks_done;
+        let mut entry = None;
+        match &event.kind {
+            JobEventKind::Submitted { stages } => {
+                job.stages = *stages;
+                self.counters.jobs_submitted += 1;
+            }
+            JobEventKind::StageStarted { .. } | JobEventKind::StageFinished { .. } => {}
+            JobEventKind::TaskStarted { .. } => self.counters.tasks_started += 1,
+            JobEventKind::TaskFinished {
+                task,
+                worker,
+                attempt,
+                slot,
+                duration,
+                output_bytes,
+            } => {
+                let seconds = duration.as_secs_f64();
+                job.output_bytes += output_bytes;
+                job.compute_seconds += seconds;
+                let stage = job.stage_totals.entry(task.stage).or_default();
+                stage.0 += 1;
+                stage.1 += seconds;
+                stage.2 += output_bytes;
+                self.counters.tasks_finished += 1;
+                self.counters.task_compute_seconds += seconds;
+                self.counters.task_output_bytes += output_bytes;
+                entry = Some(StreamEntry::Task {
+                    job: event.job,
+                    stage: task.stage,
+                    partition: task.partition,
+                    worker: *worker,
+                    slot: *slot,
+                    attempt: *attempt,
+                    ended: now,
+                    duration: *duration,
+                    output_bytes: *output_bytes,
+                });
+            }
+            JobEventKind::Fetch { from, to, bytes } => {
+                job.transferred_bytes += bytes;
+                *self.counters.sent_bytes.entry(*from).or_default() += bytes;
+                *self.counters.received_bytes.entry(*to).or_default() += bytes;
+                entry = Some(StreamEntry::Transfer {
+                    job: event.job,
+                    from: *from,
+                    to: *to,
+                    bytes: *bytes,
+                    at: now,
+                });
+            }
+            JobEventKind::Spill { worker, bytes } => {
+                job.spilled_bytes += bytes;
+                *self.counters.spilled_bytes.entry(*worker).or_default() += bytes;
+                entry = Some(StreamEntry::Spill {
+                    job: event.job,
+                    worker: *worker,
+                    bytes: *bytes,
+                    at: now,
+                });
+            }
+            JobEventKind::Done => {
+                self.counters.jobs_completed += 1;
+                job.state = JobState::Done;
+            }
+            JobEventKind::Failed { message, .. } => {
+                self.counters.jobs_failed += 1;
+                job.state = JobState::Failed;
+                job.error = Some(message.clone());
+                entry = Some(StreamEntry::Failure {
+                    job: event.job,
+                    message: message.clone(),
+                    at: now,
+                });
+            }
+            JobEventKind::Cancelled => {
+                self.counters.jobs_cancelled += 1;
+                job.state = JobState::Cancelled;
+            }
+        }
+        if event.kind.is_final() && job.ended.is_none() {
+            job.ended = Some(now);
+            let seconds = job.duration(now).as_secs_f64();
+            let bucket = DURATION_BUCKETS
+                .iter()
+                .position(|&bound| seconds <= bound)
+                .unwrap_or(DURATION_BUCKETS.len());
+            self.counters.job_durations[bucket] += 1;
+            self.counters.job_duration_sum += seconds;
+            self.finished.push_back(event.job);
+            while self.finished.len() > FINISHED_JOBS_KEPT {
+                if let Some(old) = self.finished.pop_front() {
+                    self.jobs.remove(&old);
+                }
+            }
+        }
+        if let Some(entry) = entry {
+            self.stream.push_back((self.next_cursor, entry));
+            self.next_cursor += 1;
+            while self.stream.len() > TASK_STREAM_KEPT {
+                self.stream.pop_front();
+            }
+        }
+    }
+
+    /// Task-stream entries from cursor `since` on (at most `limit`), and the cursor to
+    /// ask for next.
+    pub fn stream_since(&self, since: u64, limit: usize) -> (Vec<(u64, StreamEntry)>, u64) {
+        let oldest = self.stream.front().map_or(self.next_cursor, |(c, _)| *c);
+        let skip = since.saturating_sub(oldest) as usize;
+        let entries: Vec<_> = self.stream.iter().skip(skip).take(limit).cloned().collect();
+        let next = entries.last().map_or(since.max(oldest), |(c, _)| c + 1);
+        (entries, next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shoal_exec::Progress;
+    use shoal_planner::{ErrorKind, TaskId};
+
+    use super::*;
+
+    fn event(job: JobId, done: usize, kind: JobEventKind) -> JobEvent {
+        JobEvent {
+            job,
+            progress: Progress {
+                tasks_total: 3,
+                tasks_done: done,
+            },
+            kind,
+        }
+    }
+
+    fn finished(stage: usize, partition: usize) -> JobEventKind {
+        JobEventKind::TaskFinished {
+            task: TaskId { stage, partition },
+            worker: 1,
+            attempt: 1,
+            slot: 0,
+            duration: Duration::from_millis(250),
+            output_bytes: 100,
+        }
+    }
+
+    #[test]
+    fn jobs_counters_and_the_stream_follow_events() {
+        let mut model = Model::default();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        model.apply(&event(7, 0, JobEventKind::Submitted { stages: 2 }), t0);
+        model.apply(&event(7, 1, finished(0, 0)), t0);
+        model.apply(&event(7, 2, finished(0, 1)), t0);
+        let fetch = JobEventKind::Fetch {
+            from: 1,
+            to: 2,
+            bytes: 40,
+        };
+        model.apply(&event(7, 2, fetch), t0);
+        model.apply(&event(7, 3, finished(1, 0)), t0);
+        model.apply(
+            &event(7, 3, JobEventKind::Done),
+            t0 + Duration::from_secs(2),
+        );
+        let job = &model.jobs[&7];
+        assert_eq!(job.state, JobState::Done);
+        assert_eq!((job.tasks_done, job.stages, job.output_bytes), (3, 2, 300));
+        assert_eq!(job.stage_totals[&0].0, 2);
+        assert_eq!(job.duration(t0), Duration::from_secs(2));
+        assert_eq!(
+            model.counters.job_durations[5], 1,
+            "2 s falls in the 5 s bucket"
+        );
+        assert_eq!(model.counters.sent_bytes[&1], 40);
+        assert_eq!(model.counters.received_bytes[&2], 40);
+
+        let failed = JobEventKind::Failed {
+            kind: ErrorKind::Input,
+            message: "no such column".into(),
+        };
+        model.apply(&event(8, 0, failed), t0);
+        assert_eq!(model.jobs[&8].error.as_deref(), Some("no such column"));
+        assert_eq!(
+            (model.counters.jobs_completed, model.counters.jobs_failed),
+            (1, 1)
+        );
+
+        // Three tasks, one transfer and one failure: cursors 0..=4.
+        let (entries, next) = model.stream_since(0, 2);
+        assert_eq!((entries.len(), next), (2, 2));
+        let (entries, next) = model.stream_since(next, 100);
+        assert_eq!((entries.len(), next), (3, 5));
+        assert!(matches!(
+            entries[0].1,
+            StreamEntry::Transfer { bytes: 40, .. }
+        ));
+        assert!(matches!(entries[2].1, StreamEntry::Failure { .. }));
+        assert_eq!(model.stream_since(5, 10), (vec![], 5));
+    }
+
+    #[test]
+    fn the_ring_and_finished_jobs_stay_bounded() {
+        let mut model = Model::default();
+        let now = SystemTime::now();
+        for job in 0..(FINISHED_JOBS_KEPT as u64 + 10) {
+            model.apply(&event(job, 0, JobEventKind::Submitted { stages: 1 }), now);
+            for partition in 0..30 {
+                model.apply(&event(job, 1, finished(0, partition)), now);
+            }
+            model.apply(&event(job, 1, JobEventKind::Cancelled), now);
+        }
+        assert_eq!(model.jobs.len(), FINISHED_JOBS_KEPT);
+        assert!(!model.jobs.contains_key(&0), "the oldest are forgotten");
+        assert_eq!(model.stream.len(), TASK_STREAM_KEPT);
+        // A reader far behind starts at the oldest entry kept.
+        let (entries, _) = model.stream_since(0, 1);
+        assert_eq!(entries[0].0, model.next_cursor - TASK_STREAM_KEPT as u64);
+    }
+}

@@ -1,0 +1,239 @@
+//! The dashboard an embedded session serves: every JSON endpoint, the Server-Sent Events
+//! stream, `/metrics`, the path prefix and the token rules, over real HTTP on loopback.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use shoal::Session;
+
+use crate::common::tpch_dir;
+use crate::http::{get, request, split_link};
+
+/// Polls `path` until `done` holds for its JSON (the dashboard hears of events shortly
+/// after they happen).
+fn wait_for(host: &str, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let value = get(host, path).json();
+        if done(&value) {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{path}: {value}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+const QUERY: &str = "select l_returnflag, count(*) from lineitem group by l_returnflag";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_shows_workers_jobs_the_task_stream_and_metrics() {
+    let session = Session::builder()
+        .workers(2)
+        .partitions(3)
+        .dashboard("127.0.0.1:0")
+        .build()
+        .unwrap();
+    session.register_dir(tpch_dir().to_str().unwrap()).unwrap();
+    let (host, prefix) = split_link(session.dashboard_link().expect("a dashboard"));
+    assert_eq!(prefix, "/");
+    assert_eq!(
+        (get(&host, "/healthz").status, get(&host, "/readyz").status),
+        (200, 200)
+    );
+
+    let rows = session.sql(QUERY).await.unwrap().collect().await.unwrap();
+    assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 3);
+
+    // The same schema as `shoal status --format json`.
+    let status = get(&host, "/api/v1/status").json();
+    let expected = shoal::status_json(&session.status().await.unwrap());
+    assert_eq!(status["workers"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        status["workers"][0]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        expected["workers"][0]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>()
+    );
+    let jobs = wait_for(&host, "/api/v1/jobs", |j| j[0]["state"] == "done");
+    let job = &jobs[0];
+    let total = job["tasks_total"].as_u64().unwrap();
+    assert!(total >= 2, "{job}");
+    assert_eq!(job["tasks_done"], job["tasks_total"]);
+    let id = job["id"].as_u64().unwrap();
+    let detail = get(&host, &format!("/api/v1/jobs/{id}")).json();
+    let stages = detail["stage_totals"].as_array().unwrap();
+    assert_eq!(stages.len() as u64, detail["stages"].as_u64().unwrap());
+    let finished: u64 = stages
+        .iter()
+        .map(|s| s["tasks_finished"].as_u64().unwrap())
+        .sum();
+    assert_eq!(finished, total);
+    assert_eq!(get(&host, "/api/v1/jobs/424242").status, 404);
+
+    // The task stream: one entry per task, then nothing new after the cursor.
+    let page = get(&host, "/api/v1/tasks?since=0").json();
+    let tasks: Vec<&Value> = page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "task")
+        .collect();
+    assert_eq!(tasks.len() as u64, total);
+    assert!(
+        tasks
+            .iter()
+            .all(|t| t["end"].as_f64() >= t["start"].as_f64())
+    );
+    let next = page["next"].as_u64().unwrap();
+    let later = get(&host, &format!("/api/v1/tasks?since={next}")).json();
+    assert_eq!(later["entries"].as_array().unwrap().len(), 0);
+    assert_eq!(later["next"].as_u64(), Some(next));
+
+    let metrics = get(&host, "/metrics");
+    assert!(
+        metrics
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    for line in [
+        "shoal_scheduler_workers{state=\"alive\"} 2",
+        "shoal_scheduler_jobs_total{state=\"completed\"} 1",
+        &format!("shoal_scheduler_tasks_finished_total {total}"),
+        "shoal_scheduler_job_duration_seconds_count 1",
+    ] {
+        assert!(
+            metrics.body.lines().any(|l| l == line),
+            "{line}:\n{}",
+            metrics.body
+        );
+    }
+    let info = get(&host, "/api/v1/info").json();
+    assert_eq!(info["settings"]["shoal.workers"], "2");
+    assert_eq!(
+        request(&host, "POST", "/api/v1/jobs/424242/cancel", &[]).status,
+        404
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_sent_events_carry_each_job_event() {
+    let session = Session::builder()
+        .workers(2)
+        .dashboard("127.0.0.1:0")
+        .build()
+        .unwrap();
+    session.register_dir(tpch_dir().to_str().unwrap()).unwrap();
+    let (host, _) = split_link(session.dashboard_link().unwrap());
+    let mut stream = TcpStream::connect(&host).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let head = format!("GET /api/v1/events HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+    // Headers, until the subscription is in place.
+    while line.trim() != "" {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+    }
+    session.sql(QUERY).await.unwrap().collect().await.unwrap();
+    let mut kinds = Vec::new();
+    while !kinds.contains(&"done".to_string()) {
+        line.clear();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "the stream ended");
+        if let Some(data) = line.trim().strip_prefix("data:") {
+            let event: Value = serde_json::from_str(data.trim()).unwrap();
+            kinds.push(event["kind"].as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(kinds[0], "submitted", "{kinds:?}");
+    assert!(kinds.iter().any(|k| k == "task_finished"), "{kinds:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefix_moves_every_route_and_the_token_guards_reads_and_changes() {
+    let session = Session::builder()
+        .workers(1)
+        .token("s3cret")
+        .dashboard("127.0.0.1:0")
+        .option("dashboard.prefix", "/shoal/")
+        .unwrap()
+        .option("dashboard.auth", "token")
+        .unwrap()
+        .build()
+        .unwrap();
+    let link = session.dashboard_link().unwrap();
+    assert!(link.ends_with("/shoal/"), "{link}");
+    let (host, prefix) = split_link(link);
+    assert_eq!(prefix, "/shoal");
+    assert_eq!(get(&host, "/healthz").status, 404, "only under the prefix");
+    assert_eq!(
+        get(&host, "/shoal/healthz").status,
+        200,
+        "health needs no token"
+    );
+    assert_eq!(get(&host, "/shoal/api/v1/status").status, 401);
+    assert_eq!(get(&host, "/shoal/metrics").status, 401);
+    let bearer = [("Authorization", "Bearer s3cret")];
+    assert_eq!(
+        request(&host, "GET", "/shoal/api/v1/status", &bearer).status,
+        200
+    );
+    let wrong = [("Authorization", "Bearer nope")];
+    assert_eq!(
+        request(&host, "GET", "/shoal/api/v1/status", &wrong).status,
+        401
+    );
+    // A token in the URL once, then the cookie it sets.
+    let first = get(&host, "/shoal/api/v1/status?token=s3cret");
+    assert_eq!(first.status, 200);
+    let cookie = first.header("set-cookie").expect("a cookie").to_string();
+    assert!(
+        cookie.contains("Path=/shoal/") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+    let pair = cookie.split(';').next().unwrap();
+    assert_eq!(
+        request(&host, "GET", "/shoal/api/v1/jobs", &[("Cookie", pair)]).status,
+        200
+    );
+    // Changes always need the token.
+    let cancel = "/shoal/api/v1/jobs/7/cancel";
+    assert_eq!(request(&host, "POST", cancel, &[]).status, 401);
+    assert_eq!(request(&host, "POST", cancel, &bearer).status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_port_is_a_one_line_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let error = Session::builder()
+        .workers(1)
+        .dashboard(&address)
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains(&format!("cannot serve the dashboard on {address}")),
+        "{error}"
+    );
+    assert!(!error.contains('\n'), "{error}");
+    let bad = Session::builder().option("dashboard.auth", "password");
+    assert!(
+        bad.unwrap_err()
+            .to_string()
+            .contains("expected none or token")
+    );
+}
