@@ -87,6 +87,15 @@ impl Session {
         self.address.clone()
     }
 
+    /// The URL of the dashboard this session serves, or None.
+    #[getter]
+    fn dashboard_link(&self) -> Option<String> {
+        let session = self.inner.lock();
+        session
+            .as_ref()
+            .and_then(|s| s.dashboard_link().map(str::to_string))
+    }
+
     /// Whether `close()` was called.
     #[getter]
     fn closed(&self) -> bool {

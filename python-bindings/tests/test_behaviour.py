@@ -234,3 +234,25 @@ def _stream_text(client: object, request: str) -> str:
             text += message["content"]["text"]
         if message["msg_type"] == "status" and message["content"]["execution_state"] == "idle":
             return text
+
+
+def test_a_session_serves_its_dashboard_when_asked() -> None:
+    import json
+    import urllib.request
+
+    with shoal.Session(workers=2, dashboard="127.0.0.1:0", progress=False) as s:
+        link = s.dashboard_link
+        assert link is not None and link.startswith("http://127.0.0.1:"), link
+        s.sql("select count(*) from (values (1), (2)) t(x) group by x").to_arrow()
+        with urllib.request.urlopen(link + "api/v1/status", timeout=10) as reply:
+            status = json.load(reply)
+        assert len(status["workers"]) == 2
+        deadline = time.time() + 20
+        while True:
+            with urllib.request.urlopen(link + "metrics", timeout=10) as reply:
+                metrics = reply.read().decode()
+            if 'shoal_scheduler_jobs_total{state="completed"} 1' in metrics.splitlines():
+                break
+            assert time.time() < deadline, metrics
+            time.sleep(0.05)
+    assert shoal.Session(workers=1, progress=False).dashboard_link is None

@@ -31,7 +31,8 @@ class Session:
     Keyword arguments set Shoal settings (see the README's Settings table):
     ``workers`` (``n_workers`` as in Dask), ``memory_limit`` per worker (``"2GiB"`` or
     bytes), ``partitions`` per exchange, and any ``shoal.*`` key in ``config``.
-    ``token`` and ``tls_ca`` reach a secured cluster.
+    ``token`` and ``tls_ca`` reach a secured cluster. ``dashboard="127.0.0.1:0"`` serves
+    the dashboard API and metrics (port 0: a free port); ``dashboard_link`` says where.
 
     ``progress`` shows task counts while a call runs: by default a ``tqdm.auto`` bar when
     stderr is a terminal or in a notebook (and tqdm is installed), nothing otherwise;
@@ -50,12 +51,15 @@ class Session:
         tls_ca: str | None = None,
         config: dict[str, Any] | None = None,
         progress: bool | Callable[[int, int], None] | None = None,
+        dashboard: str | None = None,
     ) -> None:
         if workers is not None and n_workers is not None and workers != n_workers:
             raise InputError(f"workers={workers} and n_workers={n_workers} disagree")
         count = workers if workers is not None else n_workers
         limit = None if memory_limit is None else str(memory_limit)
         settings = {k: str(v) for k, v in (config or {}).items()}
+        if dashboard is not None:
+            settings["dashboard.bind"] = dashboard
         self._native = _native.Session(
             address,
             count,
@@ -84,6 +88,11 @@ class Session:
     def address(self) -> str | None:
         """The scheduler's URL, or None when embedded."""
         return self._native.address
+
+    @property
+    def dashboard_link(self) -> str | None:
+        """The URL of the dashboard this session serves (``dashboard=``), or None."""
+        return self._native.dashboard_link
 
     @property
     def embedded(self) -> bool:
