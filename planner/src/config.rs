@@ -570,8 +570,12 @@ mod tests {
                 "scheduler.heartbeat_timeout",
                 "scheduler.prefetch",
                 "array.reduce_fan_in",
+                "dashboard.bind",
+                "dashboard.prefix",
+                "dashboard.auth",
             ]
         );
+        assert_eq!(c.settings.dashboard.auth, "none");
         let mut c = ShoalConfig::default();
         for (key, value) in [
             ("data_plane", "carrier-pigeon"),
@@ -581,6 +585,7 @@ mod tests {
             ("worker.memory_limit", "lots"),
             ("scheduler.heartbeat_timeout", "0"),
             ("scheduler.prefetch", "-2"),
+            ("dashboard.auth", "password"),
         ] {
             let err = c.set(key, value).unwrap_err().to_string();
             assert!(err.contains(&format!("shoal.{key}")), "{err}");
