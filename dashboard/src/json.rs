@@ -73,6 +73,20 @@ pub fn job_json(job: &JobRecord, now: SystemTime, stages: bool) -> Value {
         "error": job.error,
     });
     if stages {
+        value["operator_metrics"] = job
+            .operators
+            .iter()
+            .map(|((stage, node, name), (total, unit))| {
+                json!({
+                    "stage": stage, "operator": node, "name": name, "value": total,
+                    "unit": match unit {
+                        shoal_exec::MetricUnit::Count => "count",
+                        shoal_exec::MetricUnit::Nanos => "nanoseconds",
+                        shoal_exec::MetricUnit::Bytes => "bytes",
+                    },
+                })
+            })
+            .collect();
         value["stage_totals"] = job
             .stage_totals
             .iter()
@@ -157,6 +171,7 @@ pub fn event_json(event: &shoal_exec::JobEvent) -> Value {
             slot,
             duration,
             output_bytes,
+            ..
         } => json!({
             "kind": "task_finished", "stage": task.stage, "partition": task.partition,
             "worker": worker, "attempt": attempt, "slot": slot,

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, SystemTime};
 
-use shoal_exec::{JobEvent, JobEventKind};
+use shoal_exec::{JobEvent, JobEventKind, MetricUnit};
 use shoal_planner::{JobId, WorkerId};
 
 /// Finished jobs kept for the jobs page and API; older ones are forgotten first.
@@ -69,6 +69,9 @@ pub struct JobRecord {
     pub error: Option<String>,
     /// Per stage: (tasks finished, compute seconds, output bytes).
     pub stage_totals: BTreeMap<usize, (usize, f64, u64)>,
+    /// Operator metrics summed over the finished tasks: (stage, operator in pre-order,
+    /// metric name) to (value, unit).
+    pub operators: BTreeMap<(usize, u32, String), (u64, MetricUnit)>,
 }
 
 impl JobRecord {
@@ -87,6 +90,7 @@ impl JobRecord {
             spilled_bytes: 0,
             error: None,
             stage_totals: BTreeMap::new(),
+            operators: BTreeMap::new(),
         }
     }
 
@@ -225,7 +229,13 @@ impl Model {
                 slot,
                 duration,
                 output_bytes,
+                metrics,
             } => {
+                for m in metrics.iter() {
+                    let key = (task.stage, m.node, m.name.clone());
+                    let total = job.operators.entry(key).or_insert((0, m.unit));
+                    total.0 = total.0.saturating_add(m.value);
+                }
                 let seconds = duration.as_secs_f64();
                 job.output_bytes += output_bytes;
                 job.compute_seconds += seconds;
@@ -327,7 +337,7 @@ impl Model {
 
 #[cfg(test)]
 mod tests {
-    use shoal_exec::Progress;
+    use shoal_exec::{OperatorMetric, Progress};
     use shoal_planner::{ErrorKind, TaskId};
 
     use super::*;
@@ -351,6 +361,12 @@ mod tests {
             slot: 0,
             duration: Duration::from_millis(250),
             output_bytes: 100,
+            metrics: std::sync::Arc::new(vec![OperatorMetric {
+                node: 1,
+                name: "output_rows".into(),
+                value: 5,
+                unit: MetricUnit::Count,
+            }]),
         }
     }
 
@@ -376,6 +392,8 @@ mod tests {
         assert_eq!(job.state, JobState::Done);
         assert_eq!((job.tasks_done, job.stages, job.output_bytes), (3, 2, 300));
         assert_eq!(job.stage_totals[&0].0, 2);
+        assert_eq!(job.operators[&(0, 1, "output_rows".to_string())].0, 10);
+        assert_eq!(job.operators[&(1, 1, "output_rows".to_string())].0, 5);
         assert_eq!(job.duration(t0), Duration::from_secs(2));
         assert_eq!(
             model.counters.job_durations[5], 1,

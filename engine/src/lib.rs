@@ -27,6 +27,7 @@
 //! # Ok(()) }
 //! ```
 
+mod analyze;
 mod array;
 mod dashboard;
 mod dataframe;

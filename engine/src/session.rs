@@ -550,27 +550,37 @@ impl Session {
             // `SHOW` and `information_schema`, on any placement.
             return self.run_in_client(plan).await;
         }
-        let remote = self.inner.cluster.placement() == Placement::Processes;
-        // DELETE, UPDATE and TRUNCATE change an in-memory table when they are planned:
-        // on a cluster they run in the client, planned once. So do window functions the
-        // plan codec would change.
-        if remote
-            && (matches!(plan, LogicalPlan::Dml(dml)
-                if !matches!(dml.op, WriteOp::Insert(_) | WriteOp::Ctas))
-                || shoal_planner::windows_need_the_client(plan))
-        {
+        if let LogicalPlan::Analyze(analyze) = plan {
+            return crate::analyze::explain_analyze(self, plan, analyze).await;
+        }
+        if self.runs_in_client(plan) {
             return self.run_in_client(plan).await;
         }
         let graph = self.prepare(plan).await?;
-        if remote && !self.travels(&graph) {
+        if self.is_remote() && !self.travels(&graph) {
             return self.run_in_client(plan).await;
         }
         Ok(self.execute_graph(graph))
     }
 
+    /// Whether the workers are other processes.
+    pub(crate) fn is_remote(&self) -> bool {
+        self.inner.cluster.placement() == Placement::Processes
+    }
+
+    /// Whether `plan` runs in this process whatever its stages: on a cluster, DELETE,
+    /// UPDATE and TRUNCATE (they change an in-memory table when they are planned, so they
+    /// are planned once) and window functions the plan codec would change.
+    pub(crate) fn runs_in_client(&self, plan: &LogicalPlan) -> bool {
+        self.is_remote()
+            && (matches!(plan, LogicalPlan::Dml(dml)
+                if !matches!(dml.op, WriteOp::Insert(_) | WriteOp::Ctas))
+                || shoal_planner::windows_need_the_client(plan))
+    }
+
     /// Whether every stage of `graph` can go to worker processes: its plan survives the
     /// codec (encoded, then decoded here), and the rows it writes can be sent as Arrow IPC.
-    fn travels(&self, graph: &TaskGraph) -> bool {
+    pub(crate) fn travels(&self, graph: &TaskGraph) -> bool {
         let task_ctx = self.inner.ctx.task_ctx();
         graph.stages.iter().all(|stage| {
             let written = stage.plan.children().into_iter().map(|c| c.schema());
@@ -586,7 +596,7 @@ impl Session {
     /// Runs `plan` in this process, with DataFusion, when its stages cannot be sent to
     /// worker processes: operators the plan codec cannot carry (a recursive query, a
     /// catalog table such as `information_schema`, an Arrow file sink).
-    async fn run_in_client(&self, plan: &LogicalPlan) -> Result<JobHandle> {
+    pub(crate) async fn run_in_client(&self, plan: &LogicalPlan) -> Result<JobHandle> {
         let stream = self
             .inner
             .ctx

@@ -20,6 +20,7 @@
 pub mod cluster;
 pub mod embedded;
 pub mod flight;
+pub mod metrics;
 pub mod protocol;
 pub mod remote;
 pub mod scheduler;
@@ -30,6 +31,7 @@ pub mod worker;
 
 pub use cluster::{Cluster, JobHandle};
 pub use embedded::{DataPlane, EmbeddedCluster, EmbeddedOptions};
+pub use metrics::{MetricUnit, OperatorMetric};
 pub use protocol::{
     ClusterStatus, JobEvent, JobEventKind, JobStatus, Progress, TaskFailure, TaskReport,
     WorkerStatus,

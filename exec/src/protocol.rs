@@ -402,6 +402,8 @@ pub enum JobEventKind {
         duration: Duration,
         /// Bytes of output it stored.
         output_bytes: u64,
+        /// Its operators' metrics (see [`crate::metrics`]).
+        metrics: Arc<Vec<crate::metrics::OperatorMetric>>,
     },
     /// The job's results are ready.
     Done,
@@ -448,6 +450,8 @@ pub struct TaskReport {
     pub slot: usize,
     /// How long it ran.
     pub duration: Duration,
+    /// Its operators' metrics.
+    pub metrics: Vec<crate::metrics::OperatorMetric>,
 }
 
 /// Everything a worker needs to run one task.

@@ -21,6 +21,7 @@ use shoal_planner::{JobId, ShuffleEnv, ShuffleIo, StageId, TaskId, WorkerId, buc
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 
+use crate::metrics::{OperatorMetric, task_metrics};
 use crate::protocol::{Event, Launch, StagePlan, TaskOutcome, TaskReport, WorkerMsg};
 use crate::store::ResultStore;
 use crate::transport::{FetchLog, fetch_failure};
@@ -301,8 +302,9 @@ fn reserved_bytes(launch: &Launch) -> usize {
 
 async fn run_task(launch: Launch, runtime: Arc<RuntimeEnv>, io: Arc<dyn ShuffleIo>) -> TaskOutcome {
     match execute(launch, runtime, io).await {
-        Ok(bucket_bytes) => TaskOutcome::Finished(TaskReport {
+        Ok((bucket_bytes, metrics)) => TaskOutcome::Finished(TaskReport {
             bucket_bytes,
+            metrics,
             ..TaskReport::default()
         }),
         Err(e) => match fetch_failure(&e) {
@@ -316,7 +318,7 @@ async fn execute(
     launch: Launch,
     runtime: Arc<RuntimeEnv>,
     io: Arc<dyn ShuffleIo>,
-) -> Result<Vec<u64>> {
+) -> Result<(Vec<u64>, Vec<OperatorMetric>)> {
     let Launch {
         job,
         task,
@@ -326,7 +328,7 @@ async fn execute(
     } = launch;
     let (plan, ctx) = match plan {
         StagePlan::Decoded { plan, ctx } => (plan, ctx),
-        StagePlan::Noop => return Ok(Vec::new()),
+        StagePlan::Noop => return Ok((Vec::new(), Vec::new())),
         StagePlan::Encoded(_) => {
             return Err(internal_datafusion_err!(
                 "an encoded stage plan reached a worker without being decoded"
@@ -352,7 +354,10 @@ async fn execute(
     );
     let stream = plan.execute(task.partition, Arc::new(task_ctx))?;
     let summary = datafusion::physical_plan::common::collect(stream).await?;
-    bucket_bytes(&summary)
+    Ok((
+        bucket_bytes(&summary)?,
+        task_metrics(plan.as_ref(), task.partition),
+    ))
 }
 
 #[cfg(test)]

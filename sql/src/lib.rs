@@ -13,5 +13,5 @@
 mod explain;
 mod statement;
 
-pub use explain::{SHOAL_PLAN_TYPE, render_task_graph};
+pub use explain::{SHOAL_PLAN_TYPE, render_task_graph, render_task_graph_with_metrics};
 pub use statement::{Planned, parse_sql, plan_statement, shoal_setting_for};

@@ -76,6 +76,15 @@ async fn the_api_shows_workers_jobs_the_task_stream_and_metrics() {
         .map(|s| s["tasks_finished"].as_u64().unwrap())
         .sum();
     assert_eq!(finished, total);
+    // Operator metrics summed over every task: the scan read all of lineitem.
+    let scanned = detail["operator_metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["name"] == "output_rows" && m["stage"] == 0)
+        .map(|m| m["value"].as_u64().unwrap())
+        .max();
+    assert_eq!(scanned, Some(60175), "{detail}");
     assert_eq!(get(&host, "/api/v1/jobs/424242").status, 404);
 
     // The task stream: one entry per task, then nothing new after the cursor.

@@ -1,10 +1,12 @@
 //! Job events on the wire: the scheduler streams them to any client that asks.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_planner::{ErrorKind, JobId, StageId, TaskId, WorkerId};
 
 use super::proto::{self, cluster_event::Kind};
+use crate::metrics::{metrics_from_proto, metrics_to_proto};
 use crate::protocol::{JobEvent, JobEventKind, Progress};
 
 fn task_ref(job: JobId, task: TaskId, attempt: u32) -> Option<proto::TaskRef> {
@@ -64,12 +66,14 @@ pub fn event_to_proto(event: &JobEvent) -> proto::ClusterEvent {
             slot,
             duration,
             output_bytes,
+            metrics,
         } => Kind::TaskFinished(proto::TaskFinishedEvent {
             task: task_ref(job, *task, *attempt),
             worker: *worker as u64,
             slot: *slot as u32,
             duration_secs: duration.as_secs_f64(),
             output_bytes: *output_bytes,
+            metrics: metrics_to_proto(metrics),
         }),
         JobEventKind::Done => Kind::Done(true),
         JobEventKind::Failed { kind, message } => Kind::Failed(failure_to_proto(*kind, message)),
@@ -122,6 +126,7 @@ pub fn event_from_proto(event: proto::ClusterEvent) -> Option<JobEvent> {
                 slot: finished.slot as usize,
                 duration: Duration::try_from_secs_f64(finished.duration_secs).unwrap_or_default(),
                 output_bytes: finished.output_bytes,
+                metrics: Arc::new(metrics_from_proto(finished.metrics)),
             }
         }
         Kind::Done(_) => JobEventKind::Done,
@@ -176,6 +181,12 @@ mod tests {
                 slot: 1,
                 duration: Duration::from_millis(1500),
                 output_bytes: 1 << 40,
+                metrics: Arc::new(vec![crate::metrics::OperatorMetric {
+                    node: 2,
+                    name: "elapsed_compute".into(),
+                    value: 12_345,
+                    unit: crate::metrics::MetricUnit::Nanos,
+                }]),
             },
             JobEventKind::Done,
             JobEventKind::Failed {

@@ -68,6 +68,7 @@ pub(crate) fn batch_events(id: WorkerId, batch: proto::WorkerBatch) -> Vec<Event
                 bucket_bytes: f.bucket_bytes,
                 slot: f.slot as usize,
                 duration: Duration::try_from_secs_f64(f.duration_secs).unwrap_or_default(),
+                metrics: crate::metrics::metrics_from_proto(f.metrics),
             }),
             Some(proto::task_ended::Outcome::Failed(f)) => {
                 let (kind, message) = failure_from_proto(&f);

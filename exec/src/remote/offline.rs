@@ -274,6 +274,7 @@ fn outcome(ending: TaskEnding) -> task_ended::Outcome {
             bucket_bytes: vec![1024],
             slot: 0,
             duration_secs: 0.01,
+            metrics: Vec::new(),
         }),
         TaskEnding::Failed => task_ended::Outcome::Failed(failed(false)),
         TaskEnding::FetchFailed => task_ended::Outcome::Failed(failed(true)),

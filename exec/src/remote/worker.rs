@@ -536,9 +536,10 @@ fn task_ended(job: JobId, task: TaskId, attempt: u32, outcome: TaskOutcome) -> p
     };
     let outcome = match outcome {
         TaskOutcome::Finished(report) => Outcome::Finished(proto::Finished {
-            bucket_bytes: report.bucket_bytes,
             slot: report.slot as u32,
             duration_secs: report.duration.as_secs_f64(),
+            metrics: crate::metrics::metrics_to_proto(&report.metrics),
+            bucket_bytes: report.bucket_bytes,
         }),
         TaskOutcome::FetchFailed { from, cause } => failed(&cause, Some(from)),
         TaskOutcome::Failed(error) => failed(&error, None),

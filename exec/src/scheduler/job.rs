@@ -383,6 +383,7 @@ impl JobState {
             slot: report.slot,
             duration: report.duration,
             output_bytes,
+            metrics: Arc::new(report.metrics.clone()),
         });
         if self.tasks_left[task.stage] == 0 && self.inputs_left[task.stage] == 0 {
             self.complete(task.stage);

@@ -529,6 +529,7 @@ fn a_job_publishes_every_step_with_its_task_counts() {
         bucket_bytes: vec![10, 20],
         slot: 0,
         duration: Duration::from_millis(30),
+        metrics: Vec::new(),
     };
     h.end(1, 0, task, attempt, TaskOutcome::Finished(report));
     let (consumer, attempt, _) = h.launched(0).pop().unwrap();
@@ -570,6 +571,7 @@ fn a_job_publishes_every_step_with_its_task_counts() {
                     slot: 0,
                     duration: Duration::from_millis(30),
                     output_bytes: 30,
+                    metrics: Default::default(),
                 }
             ),
             (progress(1), JobEventKind::StageFinished { stage: 0 }),
@@ -591,6 +593,7 @@ fn a_job_publishes_every_step_with_its_task_counts() {
                     slot: 0,
                     duration: Duration::ZERO,
                     output_bytes: 1,
+                    metrics: Default::default(),
                 }
             ),
             (progress(2), JobEventKind::StageFinished { stage: 1 }),

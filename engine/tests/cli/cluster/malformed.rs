@@ -99,6 +99,12 @@ fn nonsense_batch() -> proto::WorkerMessage {
         bucket_bytes: vec![u64::MAX, u64::MAX],
         slot: u32::MAX,
         duration_secs: f64::NAN,
+        metrics: vec![proto::OperatorMetric {
+            node: u32::MAX,
+            name: "x".repeat(10_000),
+            value: u64::MAX,
+            unit: u32::MAX,
+        }],
     });
     let failed = proto::task_ended::Outcome::Failed(proto::Failed {
         message: "x".repeat(10_000),
