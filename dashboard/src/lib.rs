@@ -18,6 +18,8 @@ use std::time::{Duration, Instant, SystemTime};
 use futures::StreamExt;
 use parking_lot::Mutex;
 use shoal_exec::{Cluster, ClusterStatus};
+use shoal_planner::ShoalConfig;
+use shoal_planner::config::ShoalSettings;
 use tokio::sync::broadcast;
 
 pub use json::status_json;
@@ -153,4 +155,28 @@ pub fn normalized_prefix(prefix: &str) -> String {
     } else {
         format!("/{trimmed}")
     }
+}
+
+/// Refuses `--dashboard-auth token` without a cluster token to check reads against.
+pub fn check_auth(auth: &str, token: Option<&str>) -> Result<(), String> {
+    if auth == "token" && token.is_none_or(str::is_empty) {
+        return Err(
+            "--dashboard-auth token needs a cluster token (--token or SHOAL_TOKEN)".to_string(),
+        );
+    }
+    Ok(())
+}
+
+/// Every setting as (`shoal.` key, value), for `/api/v1/info`.
+pub fn shown_settings(settings: &ShoalSettings) -> Vec<(String, String)> {
+    use datafusion::config::ExtensionOptions;
+    let config = ShoalConfig {
+        settings: settings.clone(),
+        started: true,
+    };
+    config
+        .entries()
+        .into_iter()
+        .map(|e| (e.key, e.value.unwrap_or_default()))
+        .collect()
 }

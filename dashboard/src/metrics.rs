@@ -97,11 +97,17 @@ pub fn render(status: &ClusterStatus, counters: &Counters) -> String {
     );
     family(
         &mut out,
+        "shoal_scheduler_jobs_submitted_total",
+        "counter",
+        "Jobs submitted.",
+        &[(String::new(), counters.jobs_submitted as f64)],
+    );
+    family(
+        &mut out,
         "shoal_scheduler_jobs_total",
         "counter",
         "Jobs by how they ended.",
         &[
-            ("state=\"submitted\"".into(), counters.jobs_submitted as f64),
             ("state=\"completed\"".into(), counters.jobs_completed as f64),
             ("state=\"failed\"".into(), counters.jobs_failed as f64),
             ("state=\"cancelled\"".into(), counters.jobs_cancelled as f64),

@@ -206,112 +206,39 @@ pub struct Model {
 }
 
 impl Model {
-    /// Takes in one event, received at `now`.
+    /// Takes in one event, received at `now`. A job's record starts with its first
+    /// event that says it runs (one that ends it, or a late transfer report, does not
+    /// bring back a record already forgotten).
     pub fn apply(&mut self, event: &JobEvent, now: SystemTime) {
-        let job = self
-            .jobs
-            .entry(event.job)
-            .or_insert_with(|| JobRecord::new(event.job, now));
-        job.tasks_total = event.progress.tasks_total;
-        job.tasks_done = event.progress.tasks_done;
-        let mut entry = None;
-        match &event.kind {
-            JobEventKind::Submitted { stages } => {
-                job.stages = *stages;
-                self.counters.jobs_submitted += 1;
-            }
-            JobEventKind::StageStarted { .. } | JobEventKind::StageFinished { .. } => {}
-            JobEventKind::TaskStarted { .. } => self.counters.tasks_started += 1,
-            JobEventKind::TaskFinished {
-                task,
-                worker,
-                attempt,
-                slot,
-                duration,
-                output_bytes,
-                metrics,
-            } => {
-                for m in metrics.iter() {
-                    let key = (task.stage, m.node, m.name.clone());
-                    let total = job.operators.entry(key).or_insert((0, m.unit));
-                    total.0 = total.0.saturating_add(m.value);
-                }
-                let seconds = duration.as_secs_f64();
-                job.output_bytes += output_bytes;
-                job.compute_seconds += seconds;
-                let stage = job.stage_totals.entry(task.stage).or_default();
-                stage.0 += 1;
-                stage.1 += seconds;
-                stage.2 += output_bytes;
-                self.counters.tasks_finished += 1;
-                self.counters.task_compute_seconds += seconds;
-                self.counters.task_output_bytes += output_bytes;
-                entry = Some(StreamEntry::Task {
-                    job: event.job,
-                    stage: task.stage,
-                    partition: task.partition,
-                    worker: *worker,
-                    slot: *slot,
-                    attempt: *attempt,
-                    ended: now,
-                    duration: *duration,
-                    output_bytes: *output_bytes,
-                });
-            }
-            JobEventKind::Fetch { from, to, bytes } => {
-                job.transferred_bytes += bytes;
-                *self.counters.sent_bytes.entry(*from).or_default() += bytes;
-                *self.counters.received_bytes.entry(*to).or_default() += bytes;
-                entry = Some(StreamEntry::Transfer {
-                    job: event.job,
-                    from: *from,
-                    to: *to,
-                    bytes: *bytes,
-                    at: now,
-                });
-            }
-            JobEventKind::Spill { worker, bytes } => {
-                job.spilled_bytes += bytes;
-                *self.counters.spilled_bytes.entry(*worker).or_default() += bytes;
-                entry = Some(StreamEntry::Spill {
-                    job: event.job,
-                    worker: *worker,
-                    bytes: *bytes,
-                    at: now,
-                });
-            }
-            JobEventKind::Done => {
-                self.counters.jobs_completed += 1;
-                job.state = JobState::Done;
-            }
-            JobEventKind::Failed { message, .. } => {
-                self.counters.jobs_failed += 1;
-                job.state = JobState::Failed;
-                job.error = Some(message.clone());
-                entry = Some(StreamEntry::Failure {
-                    job: event.job,
-                    message: message.clone(),
-                    at: now,
-                });
-            }
-            JobEventKind::Cancelled => {
-                self.counters.jobs_cancelled += 1;
-                job.state = JobState::Cancelled;
-            }
+        let starts = matches!(
+            event.kind,
+            JobEventKind::Submitted { .. }
+                | JobEventKind::StageStarted { .. }
+                | JobEventKind::TaskStarted { .. }
+                | JobEventKind::TaskFinished { .. }
+        );
+        if starts && !self.jobs.contains_key(&event.job) {
+            self.jobs.insert(event.job, JobRecord::new(event.job, now));
         }
-        if event.kind.is_final() && job.ended.is_none() {
-            job.ended = Some(now);
-            let seconds = job.duration(now).as_secs_f64();
-            let bucket = DURATION_BUCKETS
-                .iter()
-                .position(|&bound| seconds <= bound)
-                .unwrap_or(DURATION_BUCKETS.len());
-            self.counters.job_durations[bucket] += 1;
-            self.counters.job_duration_sum += seconds;
-            self.finished.push_back(event.job);
-            while self.finished.len() > FINISHED_JOBS_KEPT {
-                if let Some(old) = self.finished.pop_front() {
-                    self.jobs.remove(&old);
+        let entry = self.count(event, now);
+        if let Some(job) = self.jobs.get_mut(&event.job) {
+            job.tasks_total = event.progress.tasks_total;
+            job.tasks_done = event.progress.tasks_done;
+            record(job, &event.kind);
+            if event.kind.is_final() && job.ended.is_none() {
+                job.ended = Some(now);
+                let seconds = job.duration(now).as_secs_f64();
+                let bucket = DURATION_BUCKETS
+                    .iter()
+                    .position(|&bound| seconds <= bound)
+                    .unwrap_or(DURATION_BUCKETS.len());
+                self.counters.job_durations[bucket] += 1;
+                self.counters.job_duration_sum += seconds;
+                self.finished.push_back(event.job);
+                while self.finished.len() > FINISHED_JOBS_KEPT {
+                    if let Some(old) = self.finished.pop_front() {
+                        self.jobs.remove(&old);
+                    }
                 }
             }
         }
@@ -324,6 +251,72 @@ impl Model {
         }
     }
 
+    /// Adds `event` to the counters; the task-stream entry it makes, if any.
+    fn count(&mut self, event: &JobEvent, now: SystemTime) -> Option<StreamEntry> {
+        let c = &mut self.counters;
+        let add = |total: &mut u64, n: u64| *total = total.saturating_add(n);
+        match &event.kind {
+            JobEventKind::Submitted { .. } => c.jobs_submitted += 1,
+            JobEventKind::TaskStarted { .. } => c.tasks_started += 1,
+            JobEventKind::TaskFinished {
+                task,
+                worker,
+                attempt,
+                slot,
+                duration,
+                output_bytes,
+                ..
+            } => {
+                c.tasks_finished += 1;
+                c.task_compute_seconds += duration.as_secs_f64();
+                add(&mut c.task_output_bytes, *output_bytes);
+                return Some(StreamEntry::Task {
+                    job: event.job,
+                    stage: task.stage,
+                    partition: task.partition,
+                    worker: *worker,
+                    slot: *slot,
+                    attempt: *attempt,
+                    ended: now,
+                    duration: *duration,
+                    output_bytes: *output_bytes,
+                });
+            }
+            JobEventKind::Fetch { from, to, bytes } => {
+                add(c.sent_bytes.entry(*from).or_default(), *bytes);
+                add(c.received_bytes.entry(*to).or_default(), *bytes);
+                return Some(StreamEntry::Transfer {
+                    job: event.job,
+                    from: *from,
+                    to: *to,
+                    bytes: *bytes,
+                    at: now,
+                });
+            }
+            JobEventKind::Spill { worker, bytes } => {
+                add(c.spilled_bytes.entry(*worker).or_default(), *bytes);
+                return Some(StreamEntry::Spill {
+                    job: event.job,
+                    worker: *worker,
+                    bytes: *bytes,
+                    at: now,
+                });
+            }
+            JobEventKind::Done => c.jobs_completed += 1,
+            JobEventKind::Failed { message, .. } => {
+                c.jobs_failed += 1;
+                return Some(StreamEntry::Failure {
+                    job: event.job,
+                    message: message.clone(),
+                    at: now,
+                });
+            }
+            JobEventKind::Cancelled => c.jobs_cancelled += 1,
+            JobEventKind::StageStarted { .. } | JobEventKind::StageFinished { .. } => {}
+        }
+        None
+    }
+
     /// Task-stream entries from cursor `since` on (at most `limit`), and the cursor to
     /// ask for next.
     pub fn stream_since(&self, since: u64, limit: usize) -> (Vec<(u64, StreamEntry)>, u64) {
@@ -332,6 +325,48 @@ impl Model {
         let entries: Vec<_> = self.stream.iter().skip(skip).take(limit).cloned().collect();
         let next = entries.last().map_or(since.max(oldest), |(c, _)| c + 1);
         (entries, next)
+    }
+}
+
+/// What `kind` changes in its job's record.
+fn record(job: &mut JobRecord, kind: &JobEventKind) {
+    match kind {
+        JobEventKind::Submitted { stages } => job.stages = *stages,
+        JobEventKind::TaskFinished {
+            task,
+            duration,
+            output_bytes,
+            metrics,
+            ..
+        } => {
+            let seconds = duration.as_secs_f64();
+            job.output_bytes = job.output_bytes.saturating_add(*output_bytes);
+            job.compute_seconds += seconds;
+            let stage = job.stage_totals.entry(task.stage).or_default();
+            stage.0 += 1;
+            stage.1 += seconds;
+            stage.2 = stage.2.saturating_add(*output_bytes);
+            for m in metrics.iter() {
+                let key = (task.stage, m.node, m.name.clone());
+                let total = job.operators.entry(key).or_insert((0, m.unit));
+                total.0 = total.0.saturating_add(m.value);
+            }
+        }
+        JobEventKind::Fetch { bytes, .. } => {
+            job.transferred_bytes = job.transferred_bytes.saturating_add(*bytes);
+        }
+        JobEventKind::Spill { bytes, .. } => {
+            job.spilled_bytes = job.spilled_bytes.saturating_add(*bytes);
+        }
+        JobEventKind::Done => job.state = JobState::Done,
+        JobEventKind::Failed { message, .. } => {
+            job.state = JobState::Failed;
+            job.error = Some(message.clone());
+        }
+        JobEventKind::Cancelled => job.state = JobState::Cancelled,
+        JobEventKind::StageStarted { .. }
+        | JobEventKind::StageFinished { .. }
+        | JobEventKind::TaskStarted { .. } => {}
     }
 }
 
@@ -406,24 +441,35 @@ mod tests {
             kind: ErrorKind::Input,
             message: "no such column".into(),
         };
+        model.apply(&event(8, 0, JobEventKind::Submitted { stages: 1 }), t0);
         model.apply(&event(8, 0, failed), t0);
         assert_eq!(model.jobs[&8].error.as_deref(), Some("no such column"));
+        // A late report about a forgotten (or never seen) job brings back no record, and
+        // sizes from workers saturate rather than overflow.
+        let late = JobEventKind::Spill {
+            worker: 1,
+            bytes: u64::MAX,
+        };
+        model.apply(&event(99, 0, late.clone()), t0);
+        model.apply(&event(99, 0, late), t0);
+        assert!(!model.jobs.contains_key(&99));
+        assert_eq!(model.counters.spilled_bytes[&1], u64::MAX);
         assert_eq!(
             (model.counters.jobs_completed, model.counters.jobs_failed),
             (1, 1)
         );
 
-        // Three tasks, one transfer and one failure: cursors 0..=4.
+        // Three tasks, one transfer, one failure and two spills: cursors 0..=6.
         let (entries, next) = model.stream_since(0, 2);
         assert_eq!((entries.len(), next), (2, 2));
         let (entries, next) = model.stream_since(next, 100);
-        assert_eq!((entries.len(), next), (3, 5));
+        assert_eq!((entries.len(), next), (5, 7));
         assert!(matches!(
             entries[0].1,
             StreamEntry::Transfer { bytes: 40, .. }
         ));
         assert!(matches!(entries[2].1, StreamEntry::Failure { .. }));
-        assert_eq!(model.stream_since(5, 10), (vec![], 5));
+        assert_eq!(model.stream_since(7, 10), (vec![], 7));
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use axum::extract::{Path, Query, Request, State as Shared};
+use axum::extract::{OriginalUri, Path, Query, Request, State as Shared};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -14,6 +14,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::Stream;
 use serde_json::{Value, json};
+use shoal_exec::security::same_secret;
 use shoal_planner::{JobId, WorkerId};
 use tokio::sync::broadcast;
 
@@ -94,8 +95,14 @@ fn refused(why: &str) -> Response {
     (StatusCode::UNAUTHORIZED, Json(json!({ "error": why }))).into_response()
 }
 
-/// Reading needs the token only with `--dashboard-auth token`; a token from the URL is
-/// then set as a cookie, so the pages' own calls carry it.
+/// Whether `presented` is `token` (compared in constant time).
+fn is_token(presented: Option<&str>, token: &str) -> bool {
+    presented.is_some_and(|p| same_secret(p.as_bytes(), token.as_bytes()))
+}
+
+/// Reading needs the token only with `--dashboard-auth token`. A token given in the URL
+/// is answered with a redirect to the same address without it, setting a cookie, so it
+/// stays in neither the address bar nor the history, and the pages' own calls carry it.
 async fn gate_reads(Shared(state): S, request: Request, next: Next) -> Response {
     let Some(token) = state
         .options
@@ -105,28 +112,64 @@ async fn gate_reads(Shared(state): S, request: Request, next: Next) -> Response 
     else {
         return next.run(request).await;
     };
+    if !is_token(
+        presented(request.headers(), request.uri().query()).as_deref(),
+        token,
+    ) {
+        return refused("this dashboard needs the cluster token");
+    }
     let from_url = request
         .uri()
         .query()
-        .is_some_and(|q| q.split('&').any(|p| p == format!("token={token}")));
-    if presented(request.headers(), request.uri().query()).as_deref() != Some(token) {
-        return refused("this dashboard needs the cluster token");
+        .is_some_and(|q| q.split('&').any(|p| p.starts_with("token=")));
+    if !from_url {
+        let mut response = next.run(request).await;
+        no_referrer(&mut response);
+        return response;
     }
-    let mut response = next.run(request).await;
-    if from_url {
-        let path = format!("{}/", normalized_prefix(&state.options.prefix));
-        let cookie = format!("{COOKIE}={token}; Path={path}; HttpOnly; SameSite=Strict");
-        if let Ok(value) = HeaderValue::from_str(&cookie) {
-            response.headers_mut().append(header::SET_COOKIE, value);
+    // The path as the client sent it (a prefix is stripped from `uri()`).
+    let uri = request
+        .extensions()
+        .get::<OriginalUri>()
+        .map_or_else(|| request.uri().clone(), |o| o.0.clone());
+    let rest: Vec<&str> = uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.starts_with("token="))
+        .collect();
+    let location = if rest.is_empty() {
+        uri.path().to_string()
+    } else {
+        format!("{}?{}", uri.path(), rest.join("&"))
+    };
+    let path = format!("{}/", normalized_prefix(&state.options.prefix));
+    let cookie = format!("{COOKIE}={token}; Path={path}; HttpOnly; SameSite=Strict");
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    for (name, value) in [(header::LOCATION, location), (header::SET_COOKIE, cookie)] {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, value);
         }
     }
+    no_referrer(&mut response);
     response
+}
+
+/// Pages behind a token tell the browser not to send their address on.
+fn no_referrer(response: &mut Response) {
+    response.headers_mut().insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
 }
 
 /// Changes need the token whenever the cluster has one.
 async fn gate_changes(Shared(state): S, request: Request, next: Next) -> Response {
     if let Some(token) = state.options.token.as_deref()
-        && presented(request.headers(), request.uri().query()).as_deref() != Some(token)
+        && !is_token(
+            presented(request.headers(), request.uri().query()).as_deref(),
+            token,
+        )
     {
         return refused("this call needs the cluster token");
     }

@@ -32,15 +32,12 @@ pub(crate) async fn explain_analyze(
         return session.run_in_client(plan).await;
     }
     let shown = graph.clone();
-    // Subscribed before the job starts, so none of its events is missed.
+    // Subscribed before the job starts, and read while it runs (a reader that waited for
+    // the rows could fall too far behind and miss events).
     let mut events = session.events().await?;
     let handle = session.execute_graph(graph);
     let job = handle.job;
-    let schema = Arc::clone(analyze.schema.inner());
-    let out_schema = Arc::clone(&schema);
-    let mut rows = handle.stream;
-    let row = futures::stream::once(async move {
-        while rows.try_next().await?.is_some() {}
+    let folded = session.spawn(async move {
         let mut sums: BTreeMap<(usize, u32, String), (u64, MetricUnit)> = BTreeMap::new();
         while let Some(event) = events.next().await {
             if event.job != job {
@@ -57,6 +54,16 @@ pub(crate) async fn explain_analyze(
                 break;
             }
         }
+        sums
+    });
+    let schema = Arc::clone(analyze.schema.inner());
+    let out_schema = Arc::clone(&schema);
+    let mut rows = handle.stream;
+    let row = futures::stream::once(async move {
+        while rows.try_next().await?.is_some() {}
+        let sums = folded
+            .await
+            .map_err(|e| datafusion::common::DataFusionError::External(Box::new(e)))?;
         let mut shown_metrics: HashMap<(usize, u32), Vec<(String, String)>> = HashMap::new();
         for ((stage, node, name), (value, unit)) in sums {
             shown_metrics

@@ -33,6 +33,7 @@ pub(crate) fn serve(
     if wanted.bind.is_empty() {
         return Ok(None);
     }
+    shoal_dashboard::check_auth(&wanted.auth, token.as_deref()).map_err(Error::input)?;
     let cannot = |e: std::io::Error| {
         Error::input(format!(
             "cannot serve the dashboard on {}: {e}",
@@ -46,7 +47,7 @@ pub(crate) fn serve(
         prefix: wanted.prefix.clone(),
         token_for_reads: wanted.auth == "token",
         token,
-        settings: shown_settings(settings),
+        settings: shoal_dashboard::shown_settings(settings),
     };
     let (ready, started) = std::sync::mpsc::channel();
     let following = Arc::clone(cluster);
@@ -84,18 +85,4 @@ pub(crate) fn serve(
             "cannot serve the dashboard on {address}: it stopped while starting"
         ))),
     }
-}
-
-/// Every setting as (`shoal.` key, value), for the dashboard's info page.
-pub(crate) fn shown_settings(settings: &ShoalSettings) -> Vec<(String, String)> {
-    use datafusion::config::ExtensionOptions;
-    let config = shoal_planner::ShoalConfig {
-        settings: settings.clone(),
-        started: true,
-    };
-    config
-        .entries()
-        .into_iter()
-        .map(|e| (e.key, e.value.unwrap_or_default()))
-        .collect()
 }

@@ -284,12 +284,14 @@ impl Session {
             DataPlane::Flight { token } => Some(token.clone()),
             DataPlane::InProcess => None,
         };
-        // Plans run in this process (see `run_in_client`) get one worker's memory, and
-        // `SHOW datafusion.runtime.memory_limit` says what a worker has.
-        let runtime = RuntimeEnvBuilder::new()
-            .with_object_store_registry(Arc::new(ShoalObjectStoreRegistry::new()))
-            .with_memory_limit(config.settings.worker.memory_limit.bytes(), 1.0)
-            .build_arc()?;
+        // Embedded, plans run in this process (see `run_in_client`) get one worker's
+        // memory, and `SHOW datafusion.runtime.memory_limit` says what a worker has.
+        let mut runtime = RuntimeEnvBuilder::new()
+            .with_object_store_registry(Arc::new(ShoalObjectStoreRegistry::new()));
+        if remote.is_none() {
+            runtime = runtime.with_memory_limit(config.settings.worker.memory_limit.bytes(), 1.0);
+        }
+        let runtime = runtime.build_arc()?;
         config.started = true;
         let mut session_config = SessionConfig::new()
             .with_information_schema(true)
@@ -561,6 +563,14 @@ impl Session {
             return self.run_in_client(plan).await;
         }
         Ok(self.execute_graph(graph))
+    }
+
+    /// Runs `task` on the cluster's client runtime.
+    pub(crate) fn spawn<T: Send + 'static>(
+        &self,
+        task: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> tokio::task::JoinHandle<T> {
+        self.inner.cluster.runtime().spawn(task)
     }
 
     /// Whether the workers are other processes.

@@ -148,7 +148,7 @@ impl Security {
 
 /// Compares without stopping at the first difference, so timing does not reveal how much
 /// of a guessed token was right.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
+pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

@@ -354,10 +354,7 @@ async fn execute(
     );
     let stream = plan.execute(task.partition, Arc::new(task_ctx))?;
     let summary = datafusion::physical_plan::common::collect(stream).await?;
-    Ok((
-        bucket_bytes(&summary)?,
-        task_metrics(plan.as_ref(), task.partition),
-    ))
+    Ok((bucket_bytes(&summary)?, task_metrics(&plan)))
 }
 
 #[cfg(test)]

@@ -224,18 +224,9 @@ async fn array_pieces_and_runs_survive_the_codec_and_bad_ones_are_refused() {
     );
 }
 
-/// DataFusion's protobuf form decodes a `Float16` literal as `Float32`; Shoal's codec
-/// sends it as a cast, so a decoded stage still gives `Float16` (a `MIN` over it panicked
-/// on a worker when it met `Float32`).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn float16_literals_keep_their_type_through_the_codec() {
-    use datafusion::arrow::array::{Array, Float16Array};
-    use datafusion::arrow::datatypes::DataType;
-    use datafusion::prelude::SessionContext;
-
-    let ctx = SessionContext::new();
-    let sql = "select k, min(f) as low from (select 1 as k, arrow_cast(1.8125, 'Float16') as f \
-               union all select 1 as k, arrow_cast(6.5, 'Float16') as f) group by k";
+/// `sql`'s physical plan, through the codec and back, run in one process.
+async fn run_through_the_codec(sql: &str) -> Vec<datafusion::arrow::record_batch::RecordBatch> {
+    let ctx = datafusion::prelude::SessionContext::new();
     let plan = ctx
         .sql(sql)
         .await
@@ -245,9 +236,22 @@ async fn float16_literals_keep_their_type_through_the_codec() {
         .unwrap();
     let task_ctx = ctx.task_ctx();
     let decoded = decode_plan(&encode_plan(plan).unwrap(), &task_ctx).unwrap();
-    let batches = datafusion::physical_plan::collect(decoded, task_ctx)
+    datafusion::physical_plan::collect(decoded, task_ctx)
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// DataFusion's protobuf form decodes a `Float16` literal as `Float32`; Shoal's codec
+/// sends it as a cast, so a decoded stage still gives `Float16` (a `MIN` over it panicked
+/// on a worker when it met `Float32`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn float16_literals_keep_their_type_through_the_codec() {
+    use datafusion::arrow::array::{Array, Float16Array};
+    use datafusion::arrow::datatypes::DataType;
+
+    let sql = "select k, min(f) as low from (select 1 as k, arrow_cast(1.8125, 'Float16') as f \
+               union all select 1 as k, arrow_cast(6.5, 'Float16') as f) group by k";
+    let batches = run_through_the_codec(sql).await;
     let low = batches[0].column(1);
     assert_eq!(low.data_type(), &DataType::Float16);
     let low = low.as_any().downcast_ref::<Float16Array>().unwrap();
@@ -259,9 +263,6 @@ async fn float16_literals_keep_their_type_through_the_codec() {
 /// converter restores the set.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_grouping_set_survives_the_codec() {
-    use datafusion::prelude::SessionContext;
-
-    let ctx = SessionContext::new();
     for (sql, expected) in [
         (
             "select sum(value) from generate_series(10) group by grouping sets (())",
@@ -273,18 +274,7 @@ async fn an_empty_grouping_set_survives_the_codec() {
         ),
         ("select sum(value) from generate_series(10)", "55"),
     ] {
-        let plan = ctx
-            .sql(sql)
-            .await
-            .unwrap()
-            .create_physical_plan()
-            .await
-            .unwrap();
-        let task_ctx = ctx.task_ctx();
-        let decoded = decode_plan(&encode_plan(plan).unwrap(), &task_ctx).unwrap();
-        let batches = datafusion::physical_plan::collect(decoded, task_ctx)
-            .await
-            .unwrap();
+        let batches = run_through_the_codec(sql).await;
         assert_eq!(rows(&batches), [[expected]], "{sql}");
     }
 }

@@ -205,9 +205,15 @@ async fn a_prefix_moves_every_route_and_the_token_guards_reads_and_changes() {
         request(&host, "GET", "/shoal/api/v1/status", &wrong).status,
         401
     );
-    // A token in the URL once, then the cookie it sets.
-    let first = get(&host, "/shoal/api/v1/status?token=s3cret");
-    assert_eq!(first.status, 200);
+    // A token in the URL once: a redirect to the address without it, setting a cookie.
+    let first = get(&host, "/shoal/api/v1/tasks?since=0&token=s3cret");
+    assert_eq!(first.status, 303);
+    assert_eq!(
+        first.header("location"),
+        Some("/shoal/api/v1/tasks?since=0")
+    );
+    assert_eq!(first.header("referrer-policy"), Some("no-referrer"));
+    assert_eq!(get(&host, "/shoal/api/v1/status?token=nope").status, 401);
     let cookie = first.header("set-cookie").expect("a cookie").to_string();
     assert!(
         cookie.contains("Path=/shoal/") && cookie.contains("HttpOnly"),
@@ -239,6 +245,16 @@ async fn a_taken_port_is_a_one_line_error() {
         "{error}"
     );
     assert!(!error.contains('\n'), "{error}");
+    let no_token = Session::builder()
+        .workers(1)
+        .token("")
+        .dashboard("127.0.0.1:0")
+        .option("dashboard.auth", "token")
+        .unwrap()
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(no_token.contains("needs a cluster token"), "{no_token}");
     let bad = Session::builder().option("dashboard.auth", "password");
     assert!(
         bad.unwrap_err()

@@ -7,12 +7,15 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use shoal::Session;
 use sqllogictest::{AsyncDB, DBOutput, DefaultColumnType};
 
+/// Each row's cells as text, as the tests' `rows` helper gives them.
+pub type Cells = fn(&[RecordBatch]) -> Vec<Vec<String>>;
+
 struct ShoalDb {
     session: Session,
+    cells: Cells,
 }
 
 #[async_trait]
@@ -40,33 +43,11 @@ impl AsyncDB for ShoalDb {
             .collect();
         Ok(DBOutput::Rows {
             types,
-            rows: cells(&batches),
+            rows: (self.cells)(&batches),
         })
     }
 
     async fn shutdown(&mut self) {}
-}
-
-/// Each row's cells as text (NULL as an empty cell).
-fn cells(batches: &[RecordBatch]) -> Vec<Vec<String>> {
-    let options = FormatOptions::default();
-    let mut out = Vec::new();
-    for batch in batches {
-        let formatters: Vec<ArrayFormatter> = batch
-            .columns()
-            .iter()
-            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
-            .collect();
-        for row in 0..batch.num_rows() {
-            out.push(
-                formatters
-                    .iter()
-                    .map(|f| f.value(row).to_string())
-                    .collect(),
-            );
-        }
-    }
-    out
 }
 
 /// The `.slt` files of `tests/slt/` (`dir`), in name order.
@@ -81,14 +62,19 @@ pub fn slt_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// Runs `file` with a fresh session from `session` per file; panics naming the first
-/// record that fails.
-pub async fn run_slt_file(file: &Path, session: impl Fn() -> shoal::Result<Session> + Clone) {
+/// Runs `file` with a fresh session from `session` per file, rows shown by `cells`;
+/// panics naming the first record that fails.
+pub async fn run_slt_file(
+    file: &Path,
+    cells: Cells,
+    session: impl Fn() -> shoal::Result<Session> + Clone,
+) {
     let mut runner = sqllogictest::Runner::new(move || {
         let session = session.clone();
         async move {
             Ok(ShoalDb {
                 session: session()?,
+                cells,
             })
         }
     });

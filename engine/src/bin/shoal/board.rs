@@ -17,12 +17,13 @@ pub struct Board {
 }
 
 impl Board {
-    /// Binds `shoal.dashboard.bind`, if set.
-    pub fn bind(settings: &ShoalSettings) -> shoal::Result<Option<Board>> {
+    /// Binds `shoal.dashboard.bind`, if set, for a scheduler with cluster token `token`.
+    pub fn bind(settings: &ShoalSettings, token: Option<&str>) -> shoal::Result<Option<Board>> {
         let wanted = &settings.dashboard;
         if wanted.bind.is_empty() {
             return Ok(None);
         }
+        shoal_dashboard::check_auth(&wanted.auth, token).map_err(shoal::Error::input)?;
         let cannot = |e: std::io::Error| {
             shoal::Error::input(format!(
                 "cannot serve the dashboard on {}: {e}",
@@ -59,9 +60,18 @@ pub fn loopback(address: SocketAddr) -> SocketAddr {
     }
 }
 
+/// Serves `board` until the process ends; never resolves. A dashboard that cannot
+/// start or stops says so on stderr and leaves the scheduler running.
+pub async fn serve_or_log(board: Option<Board>, own: OwnScheduler, settings: &ShoalSettings) {
+    if let Err(e) = serve(board, own, settings).await {
+        eprintln!("shoal scheduler: the dashboard stopped: {e}");
+    }
+    std::future::pending::<()>().await
+}
+
 /// Serves `board` until the process ends (never resolves without one); an error only
 /// when the dashboard cannot start or stops.
-pub async fn serve(
+async fn serve(
     board: Option<Board>,
     own: OwnScheduler,
     settings: &ShoalSettings,
@@ -73,7 +83,7 @@ pub async fn serve(
         prefix: settings.dashboard.prefix.clone(),
         token: own.token.clone(),
         token_for_reads: settings.dashboard.auth == "token",
-        settings: Vec::new(),
+        settings: shoal_dashboard::shown_settings(settings),
     };
     let security = Security::from_files(own.token, None, None, own.tls_cert.as_deref())?;
     let url = own.url;

@@ -212,7 +212,7 @@ pub async fn scheduler(args: SchedulerArgs, dashboard: &DashboardArgs) -> shoal:
     let listener = tokio::net::TcpListener::bind(&args.bind)
         .await
         .map_err(|e| input(format!("cannot listen on {}: {e}", args.bind)))?;
-    let board = crate::board::Board::bind(&settings)?;
+    let board = crate::board::Board::bind(&settings, args.token.as_deref())?;
     let address = listener.local_addr()?;
     let scheme = if security.identity.is_some() {
         "https"
@@ -234,7 +234,7 @@ pub async fn scheduler(args: SchedulerArgs, dashboard: &DashboardArgs) -> shoal:
     };
     tokio::select! {
         result = run_scheduler(listener, options) => Ok(result?),
-        result = crate::board::serve(board, own, &settings) => result,
+        () = crate::board::serve_or_log(board, own, &settings) => Ok(()),
         _ = tokio::signal::ctrl_c() => Ok(()),
         _ = stdin_closed(args.exit_with_stdin) => Ok(()),
     }

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use super::{Cluster, tpch_dir};
+use super::{Cluster, rows, tpch_dir};
 use crate::slt_runner::{run_slt_file, slt_files};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -12,7 +12,7 @@ async fn sqllogictest_files_on_worker_processes() {
     let cluster = Cluster::start(2);
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/slt");
     for file in slt_files(&dir) {
-        run_slt_file(&file, || {
+        run_slt_file(&file, rows, || {
             let session = cluster.session();
             session.register_dir(tpch_dir().to_str().unwrap())?;
             Ok(session)
