@@ -137,3 +137,75 @@ fn a_taken_dashboard_port_stops_the_scheduler_with_one_line() {
     );
     assert!(out.stdout.is_empty(), "no scheduler URL was printed");
 }
+
+/// A real Prometheus server (Debian's `prometheus`) scrapes a scheduler's `/metrics` under
+/// its dashboard prefix, and a query for the alive workers answers 2. Skipped where
+/// Prometheus is not installed, except under `CI=true`, where that fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_scrapes_the_cluster_from_the_scheduler() {
+    if Command::new("prometheus")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var("CI").is_err(),
+            "prometheus is not installed (apt-get install prometheus)"
+        );
+        eprintln!("skipped: prometheus is not installed");
+        return;
+    }
+    let (mut cluster, link) = scheduler_with_dashboard("127.0.0.1:0");
+    cluster.add_worker(&[]);
+    cluster.add_worker(&[]);
+    cluster.wait_for_workers(2);
+    let (target, _) = split_link(&link);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: shoal\n    \
+             metrics_path: /shoal/metrics\n    static_configs:\n      - targets: ['{target}']\n"
+        ),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = format!("127.0.0.1:{port}");
+    let mut prometheus = Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address={server}"))
+        .stdout(Stdio::null())
+        .stderr(log_output())
+        .spawn()
+        .expect("start prometheus");
+    let query = "/api/v1/query?query=shoal_scheduler_workers%7Bstate%3D%22alive%22%7D";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let answer = loop {
+        let reply = std::net::TcpStream::connect(&server)
+            .ok()
+            .map(|_| get(&server, query));
+        if let Some(reply) = reply.filter(|r| r.status == 200) {
+            let body = reply.json();
+            if let Some(value) = body["data"]["result"][0]["value"][1].as_str() {
+                break value.to_string();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "prometheus scraped nothing in 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
+    assert_eq!(answer, "2");
+}
