@@ -25,6 +25,7 @@ pub fn worker_json(w: &WorkerStatus) -> Value {
         "id": w.id,
         "address": w.address,
         "alive": w.alive,
+        "retiring": w.retiring,
         "slots": w.slots,
         "resources": resources,
         "memory_limit": w.memory_limit,

@@ -47,6 +47,7 @@ pub fn router(state: Arc<State>) -> Router {
         ));
     let changes = Router::new()
         .route("/api/v1/jobs/{id}/cancel", post(cancel))
+        .route("/api/v1/workers/{id}/retire", post(retire))
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             gate_changes,
@@ -340,5 +341,20 @@ async fn cancel(Shared(state): S, Path(id): Path<JobId>) -> Response {
         Ok(true) => Json(json!({ "job": id, "cancelled": true })).into_response(),
         Ok(false) => not_found(format!("no running job {id}")),
         Err(e) => unavailable(e),
+    }
+}
+
+async fn retire(Shared(state): S, Path(id): Path<WorkerId>) -> Response {
+    let cluster = match state.cluster() {
+        Ok(cluster) => cluster,
+        Err(e) => return unavailable(e),
+    };
+    match cluster.retire(id).await {
+        Ok(true) => Json(json!({ "worker": id, "retiring": true })).into_response(),
+        Ok(false) => not_found(format!("no worker {id} that is alive and not retiring")),
+        Err(e) => {
+            let body = json!({ "error": e.to_string() });
+            (StatusCode::BAD_REQUEST, Json(body)).into_response()
+        }
     }
 }

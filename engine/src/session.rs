@@ -734,6 +734,14 @@ impl Session {
         Ok(self.inner.cluster.cancel(job).await?)
     }
 
+    /// Retires worker `worker` (an id from [`Session::status`]) of a cluster of processes:
+    /// no new task goes to it, its running tasks finish, then it exits; outputs it held
+    /// that are still needed are computed again elsewhere. Returns whether it was alive and
+    /// not already retiring.
+    pub async fn retire(&self, worker: usize) -> Result<bool> {
+        Ok(self.inner.cluster.retire(worker).await?)
+    }
+
     /// [`Session::status`] from synchronous code.
     pub fn status_blocking(&self) -> Result<ClusterStatus> {
         let session = self.clone();

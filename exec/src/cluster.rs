@@ -12,7 +12,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
-use shoal_planner::{JobId, Placement, TaskGraph};
+use shoal_planner::{JobId, Placement, TaskGraph, WorkerId};
 use tokio::sync::{broadcast, oneshot, watch};
 
 use crate::protocol::{ClusterStatus, EventBatch, JobEvent, Progress, job_progress};
@@ -80,6 +80,12 @@ pub trait Cluster: Send + Sync + std::fmt::Debug {
     /// Cancels job `job` (an id from [`Cluster::status`]): its client gets an error.
     /// Returns whether it was still running.
     fn cancel(&self, job: JobId) -> BoxFuture<'_, Result<bool>>;
+
+    /// Retires worker `worker`: no new task goes to it, its running tasks finish, then it
+    /// exits, and outputs it held that are still needed are computed again elsewhere (a
+    /// scale-down that loses no work). Returns whether it was alive and not already
+    /// retiring. Only worker processes can retire.
+    fn retire(&self, worker: WorkerId) -> BoxFuture<'_, Result<bool>>;
 
     /// Every job's events from now on, once the returned future resolves. A reader that
     /// falls far behind misses some events; the task counts each event carries stay exact.

@@ -17,7 +17,9 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use shoal_planner::config::ShoalSettings;
-use shoal_planner::{ErrorKind, JobId, PartitionKey, Placement, Resources, TaskGraph, shoal_err};
+use shoal_planner::{
+    ErrorKind, JobId, PartitionKey, Placement, Resources, TaskGraph, WorkerId, shoal_err,
+};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::cluster::{Cluster, JobHandle, event_stream, follow_progress};
@@ -320,6 +322,17 @@ impl Cluster for EmbeddedCluster {
 
     fn cancel(&self, job: JobId) -> BoxFuture<'_, Result<bool>> {
         self.ask(move |reply| Event::Cancel(job, reply)).boxed()
+    }
+
+    fn retire(&self, worker: WorkerId) -> BoxFuture<'_, Result<bool>> {
+        let error = shoal_err(
+            ErrorKind::Input,
+            format!(
+                "worker {worker} runs in this process and cannot retire; only worker \
+                 processes (shoal worker) can"
+            ),
+        );
+        async move { Err(error) }.boxed()
     }
 
     fn events(&self) -> BoxFuture<'_, Result<BoxStream<'static, JobEvent>>> {

@@ -205,6 +205,9 @@ pub enum Event {
     /// Someone other than the job's client cancels it; the reply says whether it was
     /// still running.
     Cancel(JobId, oneshot::Sender<bool>),
+    /// Retire a worker (see [`crate::Cluster::retire`]); the reply says whether it was
+    /// alive and not already retiring.
+    Retire(WorkerId, oneshot::Sender<bool>),
     /// A worker process registered; the reply is its id.
     WorkerJoined {
         /// Where it is and what it offers (`id` is ignored).
@@ -291,6 +294,8 @@ pub struct WorkerStatus {
     pub tasks_completed: u64,
     /// False once the worker is lost.
     pub alive: bool,
+    /// Retiring: no new tasks go to it, and it exits once its running ones end.
+    pub retiring: bool,
 }
 
 /// One job as the scheduler sees it.
@@ -482,6 +487,8 @@ pub enum WorkerMsg {
     ReleaseStage(JobId, StageId),
     /// Worker `id` serves its outputs at this address.
     Peer(WorkerId, String),
+    /// The worker was retired and runs nothing more: it leaves the cluster and exits.
+    Exit,
 }
 
 /// How a launched task ended.

@@ -125,6 +125,7 @@ impl Worker {
                         self.store.remove_stage(job, stage);
                     }
                     Some(WorkerMsg::Peer(id, address)) => peers(id, address),
+                    Some(WorkerMsg::Exit) => {} // processes exit at the command (`remote::worker`)
                 },
                 Some(joined) = running.join_next_with_id(), if !running.is_empty() => {
                     let (id, outcome) = match joined {

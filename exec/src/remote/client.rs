@@ -249,6 +249,21 @@ impl Cluster for RemoteCluster {
         .boxed()
     }
 
+    fn retire(&self, worker: WorkerId) -> BoxFuture<'_, Result<bool>> {
+        async move {
+            let reply = self
+                .client
+                .clone()
+                .retire(proto::RetireRequest {
+                    worker: worker as u64,
+                })
+                .await
+                .map_err(|status| connect_error(&self.url, &status))?;
+            Ok(reply.into_inner().retiring)
+        }
+        .boxed()
+    }
+
     fn events(&self) -> BoxFuture<'_, Result<BoxStream<'static, JobEvent>>> {
         let mut client = self.client.clone();
         let url = self.url.clone();

@@ -215,6 +215,21 @@ impl proto::scheduler_server::Scheduler for Service {
         Ok(Response::new(proto::CancelReply { cancelled }))
     }
 
+    async fn retire(
+        &self,
+        request: Request<proto::RetireRequest>,
+    ) -> Result<Response<proto::RetireReply>, Status> {
+        let worker = request.into_inner().worker as WorkerId;
+        let (tx, rx) = oneshot::channel();
+        self.events
+            .send(Event::Retire(worker, tx))
+            .map_err(|_| Status::unavailable("the scheduler is shutting down"))?;
+        let retiring = rx
+            .await
+            .map_err(|_| Status::unavailable("the scheduler is shutting down"))?;
+        Ok(Response::new(proto::RetireReply { retiring }))
+    }
+
     async fn events(
         &self,
         _request: Request<proto::EventsRequest>,
@@ -573,6 +588,7 @@ pub(crate) fn encode_command(
             worker_id: id as u64,
             flight_address: address,
         })),
+        WorkerMsg::Exit => push(command::Kind::Exit(true)),
     }
 }
 
@@ -591,6 +607,7 @@ pub(crate) fn status_to_proto(status: &ClusterStatus) -> proto::ClusterStatus {
                 tasks_running: w.tasks_running as u32,
                 tasks_completed: w.tasks_completed,
                 alive: w.alive,
+                retiring: w.retiring,
                 spilled_bytes: w.spilled_bytes,
             })
             .collect(),
@@ -627,6 +644,7 @@ pub fn status_from_proto(status: proto::ClusterStatus) -> ClusterStatus {
                 tasks_running: w.tasks_running as usize,
                 tasks_completed: w.tasks_completed,
                 alive: w.alive,
+                retiring: w.retiring,
                 spilled_bytes: w.spilled_bytes,
             })
             .collect(),

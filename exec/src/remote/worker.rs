@@ -153,10 +153,17 @@ pub async fn run_worker(
                 }
                 lost = None;
                 backoff = RECONNECT_BACKOFF_START;
-                let error = parts.serve(id, inbound, out).await;
+                let ended = parts.serve(id, inbound, out).await;
                 // Nothing stored can be used by the next scheduler: its jobs are new.
                 store.clear();
-                error
+                match ended {
+                    // Retired: the scheduler needs nothing more from this worker.
+                    Ok(()) => {
+                        tracing::info!("worker {id} retired; exiting");
+                        return Ok(());
+                    }
+                    Err(error) => error,
+                }
             }
             Err(e) if ready.is_some() || kind_of(&e) != ErrorKind::Io => {
                 return Err(e);
@@ -232,14 +239,15 @@ impl Parts<'_> {
         Ok((id, inbound, out))
     }
 
-    /// Runs tasks for the scheduler as worker `id` until the connection ends; the error
-    /// says how it ended. The tasks stop when this returns.
+    /// Runs tasks for the scheduler as worker `id` until the connection ends (the error
+    /// says how) or the scheduler retires the worker (`Ok`). The tasks stop when this
+    /// returns.
     async fn serve(
         &self,
         id: WorkerId,
         mut inbound: tonic::Streaming<proto::SchedulerMessage>,
         out: mpsc::UnboundedSender<proto::WorkerMessage>,
-    ) -> DataFusionError {
+    ) -> Result<(), DataFusionError> {
         let options = self.options;
         let transport = Arc::new(FlightTransport::new(
             HashMap::from([(id, Arc::clone(self.store))]),
@@ -280,21 +288,22 @@ impl Parts<'_> {
             events,
             plans: HashMap::new(),
             locations: HashMap::new(),
+            exit: false,
         };
         loop {
             let message = match inbound.next().await {
                 None => {
-                    return DataFusionError::Execution(format!(
+                    return Err(DataFusionError::Execution(format!(
                         "the scheduler at {} closed the connection",
                         options.scheduler
-                    ));
+                    )));
                 }
                 Some(Err(status)) => {
-                    return DataFusionError::Execution(format!(
+                    return Err(DataFusionError::Execution(format!(
                         "lost the connection to the scheduler at {}: {}",
                         options.scheduler,
                         status.message()
-                    ));
+                    )));
                 }
                 Some(Ok(message)) => message,
             };
@@ -305,6 +314,9 @@ impl Parts<'_> {
                 if let Some(kind) = command.kind {
                     commands.apply(kind);
                 }
+            }
+            if commands.exit {
+                return Ok(());
             }
         }
     }
@@ -359,6 +371,8 @@ struct Commands {
     events: mpsc::UnboundedSender<Event>,
     plans: HashMap<(JobId, StageId), Result<StagePlan, String>>,
     locations: HashMap<(JobId, StageId), Locations>,
+    /// The scheduler retired this worker and it has no task left: leave.
+    exit: bool,
 }
 
 impl Commands {
@@ -396,6 +410,7 @@ impl Commands {
                 self.forget_job(job);
                 let _ = self.inbox.send(WorkerMsg::ReleaseJob(job));
             }
+            command::Kind::Exit(exit) => self.exit = exit,
             command::Kind::ReleaseStage(stage) => {
                 let key = (stage.job, stage.stage as StageId);
                 self.plans.remove(&key);

@@ -108,6 +108,8 @@ pub struct Scheduler {
     last_activity: SystemTime,
     /// Panics caught while handling events.
     panics: u64,
+    /// Workers retiring that have not been told to exit yet.
+    retiring: Vec<WorkerId>,
 }
 
 impl Scheduler {
@@ -146,6 +148,7 @@ impl Scheduler {
             outbox: Outbox::default(),
             last_activity: SystemTime::now(),
             panics: 0,
+            retiring: Vec::new(),
         }
     }
 
@@ -185,6 +188,7 @@ impl Scheduler {
         info.id = id;
         info.alive = true;
         info.tasks_running = 0;
+        info.retiring = false;
         for w in self.workers.iter().filter(|w| w.status.alive) {
             let _ = w.tx.send(WorkerMsg::Peer(id, info.address.clone()));
             let _ = tx.send(WorkerMsg::Peer(w.status.id, w.status.address.clone()));
@@ -254,6 +258,42 @@ impl Scheduler {
     pub(super) fn step(&mut self, event: Event) {
         let job = event.job();
         self.guarded(job, |s| s.handle(event));
+        if !self.retiring.is_empty() {
+            self.exit_retired();
+        }
+    }
+
+    /// Retires `worker` (see [`crate::Cluster::retire`]): nothing more is placed on it.
+    /// False when it is not alive or already retiring.
+    fn retire(&mut self, worker: WorkerId) -> bool {
+        let Some(w) = self.workers.get_mut(worker) else {
+            return false;
+        };
+        if !w.status.alive || w.status.retiring {
+            return false;
+        }
+        tracing::info!("worker {worker} retires");
+        w.status.retiring = true;
+        self.retiring.push(worker);
+        true
+    }
+
+    /// Tells retiring workers whose tasks have all ended to exit. What they hold that is
+    /// still needed is computed again when their loss is seen, as for any lost worker.
+    fn exit_retired(&mut self) {
+        let workers = &self.workers;
+        self.retiring.retain(|&id| {
+            let w = &workers[id];
+            if !w.status.alive {
+                return false;
+            }
+            if !w.holding.is_empty() {
+                return true;
+            }
+            tracing::info!("worker {id} retired: its tasks have ended");
+            let _ = w.tx.send(WorkerMsg::Exit);
+            false
+        });
     }
 
     /// Runs `f`; if it panics, the job it was working on (`job`, or the one being
@@ -333,6 +373,9 @@ impl Scheduler {
                     self.cancel(job);
                 }
                 let _ = reply.send(running);
+            }
+            Event::Retire(worker, reply) => {
+                let _ = reply.send(self.retire(worker));
             }
             Event::WorkerJoined { info, tx, reply } => {
                 let id = self.join(info, tx);

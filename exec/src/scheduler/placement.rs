@@ -37,9 +37,9 @@ pub(super) enum Suspicion {
 }
 
 impl WorkerSlot {
-    /// Alive and not suspect: tasks may go to it.
+    /// Alive, not suspect and not retiring: tasks may go to it.
     pub(super) fn usable(&self) -> bool {
-        self.status.alive && self.suspect.is_none()
+        self.status.alive && self.suspect.is_none() && !self.status.retiring
     }
 
     /// Tasks this worker may have in flight.

@@ -158,6 +158,12 @@ enum Command {
         /// The job's id.
         job: u64,
     },
+    /// Retire a worker of a cluster by the id `shoal status` shows (--cluster URL): no new
+    /// tasks go to it, its running ones finish, then it exits.
+    Retire {
+        /// The worker's id.
+        worker: usize,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -242,6 +248,22 @@ async fn run(cli: Cli) -> shoal::Result<()> {
                 Ok(())
             } else {
                 Err(shoal::Error::input(format!("no running job {job}")))
+            }
+        }
+        Command::Retire { worker } => {
+            if cli.engine.cluster.is_none() {
+                return Err(shoal::Error::input(
+                    "shoal retire needs --cluster URL (or SHOAL_CLUSTER)",
+                ));
+            }
+            let session = cli.engine.session()?;
+            if session.retire(worker).await? {
+                println!("worker {worker} retires: it exits once its running tasks end");
+                Ok(())
+            } else {
+                Err(shoal::Error::input(format!(
+                    "no worker {worker} that is alive and not already retiring"
+                )))
             }
         }
     }

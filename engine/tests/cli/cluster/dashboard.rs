@@ -209,3 +209,65 @@ async fn prometheus_scrapes_the_cluster_from_the_scheduler() {
     let _ = prometheus.wait();
     assert_eq!(answer, "2");
 }
+
+/// Retiring a worker (the dashboard's call, with the token) drains it: the task it runs
+/// finishes, nothing new goes to it, it exits by itself with success, and the job still
+/// gives its answer (what the worker held is computed again where it is still needed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retiring_a_worker_drains_it_and_it_exits() {
+    use futures::TryStreamExt;
+
+    let (mut cluster, link) = scheduler_with_dashboard("127.0.0.1:0");
+    cluster.add_worker(&[]);
+    cluster.add_worker(&[]);
+    cluster.wait_for_workers(2);
+    let (host, _) = split_link(&link);
+    let session = cluster.session();
+    let job = super::start_job(&session, &super::slow_query(20_000_000)).await;
+    // The worker running the scan.
+    let busy = loop {
+        let status = session.status().await.unwrap();
+        if let Some(w) = status.workers.iter().find(|w| w.tasks_running > 0) {
+            break w.id;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let path = format!("/shoal/api/v1/workers/{busy}/retire");
+    assert_eq!(request(&host, "POST", &path, &[]).status, 401);
+    let bearer = format!("Bearer {TOKEN}");
+    let reply = request(&host, "POST", &path, &[("Authorization", &bearer)]);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let batches: Vec<_> = job.stream.try_collect().await.unwrap();
+    let expected = vec![vec!["97".to_string(), (96 * 97 / 2).to_string()]];
+    super::assert_rows_eq("with a worker retired", &expected, &super::rows(&batches));
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let exit = loop {
+        if let Some(exit) = cluster.workers[busy].try_wait().unwrap() {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "the retired worker did not exit");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(exit.success(), "{exit}");
+    let status = session.status().await.unwrap();
+    let retired = &status.workers[busy];
+    assert!(!retired.alive && retired.retiring, "{status:?}");
+    assert!(
+        retired.tasks_completed >= 1,
+        "its running task finished: {status:?}"
+    );
+    assert!(!session.retire(busy).await.unwrap(), "already gone");
+    // The other worker runs what comes next.
+    let batches = session
+        .sql(&super::slow_query(100_000))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    super::assert_rows_eq("after the retirement", &expected, &super::rows(&batches));
+    let embedded = shoal::Session::builder().workers(1).build().unwrap();
+    let error = embedded.retire(0).await.unwrap_err().to_string();
+    assert!(error.contains("cannot retire"), "{error}");
+}
