@@ -95,6 +95,16 @@ impl DashboardArgs {
 }
 
 impl EngineArgs {
+    /// The session of `shoal COMMAND`, which needs a cluster.
+    fn cluster_session(&self, command: &str) -> shoal::Result<Session> {
+        if self.cluster.is_none() {
+            return Err(shoal::Error::input(format!(
+                "shoal {command} needs --cluster URL (or SHOAL_CLUSTER)"
+            )));
+        }
+        self.session()
+    }
+
     fn session(&self) -> shoal::Result<Session> {
         let mut builder: SessionBuilder = Session::builder();
         if let Some(n) = self.workers {
@@ -228,21 +238,11 @@ async fn run(cli: Cli) -> shoal::Result<()> {
             processes::local(args, cli.engine.memory_limit, &cli.engine.dashboard).await
         }
         Command::Status(args) => {
-            if cli.engine.cluster.is_none() {
-                return Err(shoal::Error::input(
-                    "shoal status needs --cluster URL (or SHOAL_CLUSTER)",
-                ));
-            }
-            let session = cli.engine.session()?;
+            let session = cli.engine.cluster_session("status")?;
             processes::status(&session, args).await
         }
         Command::Cancel { job } => {
-            if cli.engine.cluster.is_none() {
-                return Err(shoal::Error::input(
-                    "shoal cancel needs --cluster URL (or SHOAL_CLUSTER)",
-                ));
-            }
-            let session = cli.engine.session()?;
+            let session = cli.engine.cluster_session("cancel")?;
             if session.cancel(job).await? {
                 println!("job {job} cancelled");
                 Ok(())
@@ -251,12 +251,7 @@ async fn run(cli: Cli) -> shoal::Result<()> {
             }
         }
         Command::Retire { worker } => {
-            if cli.engine.cluster.is_none() {
-                return Err(shoal::Error::input(
-                    "shoal retire needs --cluster URL (or SHOAL_CLUSTER)",
-                ));
-            }
-            let session = cli.engine.session()?;
+            let session = cli.engine.cluster_session("retire")?;
             if session.retire(worker).await? {
                 println!("worker {worker} retires: it exits once its running tasks end");
                 Ok(())
