@@ -4,11 +4,20 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
-use shoal_exec::{ClusterStatus, WorkerStatus};
+use shoal_exec::{ClusterStatus, MetricUnit, WorkerStatus};
 
 use crate::model::{JobRecord, StreamEntry};
 
-fn epoch_seconds(t: SystemTime) -> f64 {
+/// A metric unit's name in the API.
+pub fn unit_name(unit: MetricUnit) -> &'static str {
+    match unit {
+        MetricUnit::Count => "count",
+        MetricUnit::Nanos => "nanoseconds",
+        MetricUnit::Bytes => "bytes",
+    }
+}
+
+pub(crate) fn epoch_seconds(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
 }
@@ -80,11 +89,7 @@ pub fn job_json(job: &JobRecord, now: SystemTime, stages: bool) -> Value {
             .map(|((stage, node, name), (total, unit))| {
                 json!({
                     "stage": stage, "operator": node, "name": name, "value": total,
-                    "unit": match unit {
-                        shoal_exec::MetricUnit::Count => "count",
-                        shoal_exec::MetricUnit::Nanos => "nanoseconds",
-                        shoal_exec::MetricUnit::Bytes => "bytes",
-                    },
+                    "unit": unit_name(*unit),
                 })
             })
             .collect();
@@ -172,11 +177,13 @@ pub fn event_json(event: &shoal_exec::JobEvent) -> Value {
             slot,
             duration,
             output_bytes,
-            ..
+            metrics,
         } => json!({
             "kind": "task_finished", "stage": task.stage, "partition": task.partition,
             "worker": worker, "attempt": attempt, "slot": slot,
             "duration_seconds": duration.as_secs_f64(), "output_bytes": output_bytes,
+            "metrics": metrics.iter().map(|m| json!([m.node, m.name, m.value, unit_name(m.unit)]))
+                .collect::<Vec<_>>(),
         }),
         K::Done => json!({ "kind": "done" }),
         K::Failed { kind, message } => {

@@ -7,6 +7,7 @@
 //! to Server-Sent Events readers through a bounded channel that drops events for a
 //! reader that falls behind. Nothing here runs per task on the scheduler.
 
+pub mod eventlog;
 pub mod json;
 pub mod metrics;
 pub mod model;
@@ -81,43 +82,90 @@ impl State {
 /// A running dashboard's shared state; dropping it stops following the cluster's events.
 pub struct Dashboard {
     state: Arc<State>,
-    follower: tokio::task::JoinHandle<()>,
+    follower: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Dashboard {
     fn drop(&mut self) {
-        self.follower.abort();
+        if let Some(follower) = &self.follower {
+            follower.abort();
+        }
     }
 }
 
 impl Dashboard {
-    /// Starts following `cluster`'s events (on `cluster`'s runtime); serve
-    /// [`Dashboard::router`] to show them. The dashboard does not keep `cluster` alive.
+    /// Starts following `cluster`'s events (on `cluster`'s runtime), writing them to
+    /// `log` too when given; serve [`Dashboard::router`] to show them. The dashboard does
+    /// not keep `cluster` alive.
     pub async fn follow(
         cluster: &Arc<dyn Cluster>,
         options: DashboardOptions,
+        mut log: Option<eventlog::EventLog>,
     ) -> datafusion::common::Result<Self> {
         let mut stream = cluster.events().await?;
+        let state = Self::state(Arc::downgrade(cluster), options);
+        let follower_state = Arc::clone(&state);
+        let follower = cluster.runtime().spawn(async move {
+            let mut unflushed = 0;
+            while let Some(event) = stream.next().await {
+                let now = SystemTime::now();
+                follower_state.model.lock().apply(&event, now);
+                if follower_state.events.receiver_count() > 0 {
+                    let text: Arc<str> = json::event_json(&event).to_string().into();
+                    let _ = follower_state.events.send(text);
+                }
+                if let Some(writer) = &mut log {
+                    unflushed += 1;
+                    let flush = event.kind.is_final() || unflushed >= 256;
+                    let written = writer
+                        .append(&event, now)
+                        .and_then(|()| if flush { writer.flush() } else { Ok(()) });
+                    if flush {
+                        unflushed = 0;
+                    }
+                    if let Err(e) = written {
+                        eprintln!("the event log stopped: {e}");
+                        log = None;
+                    }
+                }
+            }
+        });
+        Ok(Self {
+            state,
+            follower: Some(follower),
+        })
+    }
+
+    /// A read-only dashboard of recorded events (see [`eventlog::read_log`]): the jobs,
+    /// task stream and totals as they were; the calls that need a cluster answer 503.
+    pub fn replay(
+        events: &[(SystemTime, shoal_exec::JobEvent)],
+        options: DashboardOptions,
+    ) -> Self {
+        let none: Weak<shoal_exec::RemoteCluster> = Weak::new();
+        let state = Self::state(none, options);
+        {
+            let mut model = state.model.lock();
+            for (at, event) in events {
+                model.apply(event, *at);
+            }
+        }
+        Self {
+            state,
+            follower: None,
+        }
+    }
+
+    fn state(cluster: Weak<dyn Cluster>, options: DashboardOptions) -> Arc<State> {
         let (events, _) = broadcast::channel(EVENTS_BUFFERED);
-        let state = Arc::new(State {
-            cluster: Arc::downgrade(cluster),
+        Arc::new(State {
+            cluster,
             options,
             model: Mutex::new(model::Model::default()),
             status: tokio::sync::Mutex::new(None),
             events,
             started: SystemTime::now(),
-        });
-        let follower_state = Arc::clone(&state);
-        let follower = cluster.runtime().spawn(async move {
-            while let Some(event) = stream.next().await {
-                follower_state.model.lock().apply(&event, SystemTime::now());
-                if follower_state.events.receiver_count() > 0 {
-                    let text: Arc<str> = json::event_json(&event).to_string().into();
-                    let _ = follower_state.events.send(text);
-                }
-            }
-        });
-        Ok(Self { state, follower })
+        })
     }
 
     /// The HTTP routes, under the configured prefix.

@@ -326,7 +326,7 @@ impl Session {
 
     /// The URL of the dashboard this session serves, if it serves one.
     pub fn dashboard_link(&self) -> Option<&str> {
-        self.inner.dashboard.as_ref().map(|d| d.url.as_str())
+        self.inner.dashboard.as_ref().and_then(|d| d.url.as_deref())
     }
 
     /// The DataFusion context holding the catalog and settings.

@@ -123,6 +123,8 @@ config_namespace! {
         pub prefix: String, default = String::new()
         /// Who may read the dashboard: none (anyone who reaches it) or token (the cluster token, given once in the URL).
         pub auth: String, default = "none".to_string()
+        /// Directory to write every job event to as JSON lines, in 64 MiB files of which the newest 8 are kept (empty: none); `shoal dashboard --replay DIR` serves them.
+        pub event_log: String, default = String::new()
     }
 }
 
@@ -237,6 +239,7 @@ pub const FIXED_AT_START: &[&str] = &[
     "dashboard.bind",
     "dashboard.prefix",
     "dashboard.auth",
+    "dashboard.event_log",
 ];
 
 /// The settings `shoal` commands also take as flags, with the flag's name (the same on
@@ -252,6 +255,7 @@ pub const FLAGS: &[(&str, &str)] = &[
     ("dashboard.bind", "--dashboard-bind"),
     ("dashboard.prefix", "--dashboard-prefix"),
     ("dashboard.auth", "--dashboard-auth"),
+    ("dashboard.event_log", "--event-log"),
 ];
 
 /// Environment variables read by the `shoal` processes that are not session settings
@@ -573,6 +577,7 @@ mod tests {
                 "dashboard.bind",
                 "dashboard.prefix",
                 "dashboard.auth",
+                "dashboard.event_log",
             ]
         );
         assert_eq!(c.settings.dashboard.auth, "none");

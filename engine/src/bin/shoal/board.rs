@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use shoal_dashboard::eventlog::{EventLog, read_log};
 use shoal_dashboard::{Dashboard, DashboardOptions};
 use shoal_exec::{Cluster, RemoteCluster, Security};
 use shoal_planner::config::ShoalSettings;
@@ -60,25 +61,31 @@ pub fn loopback(address: SocketAddr) -> SocketAddr {
     }
 }
 
-/// Serves `board` until the process ends; never resolves. A dashboard that cannot
-/// start or stops says so on stderr and leaves the scheduler running.
-pub async fn serve_or_log(board: Option<Board>, own: OwnScheduler, settings: &ShoalSettings) {
-    if let Err(e) = serve(board, own, settings).await {
+/// Serves `board` and writes `log` until the process ends; never resolves. A dashboard
+/// that cannot start or stops says so on stderr and leaves the scheduler running.
+pub async fn serve_or_log(
+    board: Option<Board>,
+    log: Option<EventLog>,
+    own: OwnScheduler,
+    settings: &ShoalSettings,
+) {
+    if let Err(e) = serve(board, log, own, settings).await {
         eprintln!("shoal scheduler: the dashboard stopped: {e}");
     }
     std::future::pending::<()>().await
 }
 
-/// Serves `board` until the process ends (never resolves without one); an error only
-/// when the dashboard cannot start or stops.
+/// Serves `board` and writes `log` until the process ends (never resolves without a
+/// board); an error only when the dashboard cannot start or stops.
 async fn serve(
     board: Option<Board>,
+    log: Option<EventLog>,
     own: OwnScheduler,
     settings: &ShoalSettings,
 ) -> shoal::Result<()> {
-    let Some(board) = board else {
+    if board.is_none() && log.is_none() {
         return std::future::pending().await;
-    };
+    }
     let options = DashboardOptions {
         prefix: settings.dashboard.prefix.clone(),
         token: own.token.clone(),
@@ -92,7 +99,12 @@ async fn serve(
         .await
         .map_err(|e| shoal::Error::input(format!("the dashboard could not start: {e}")))??;
     let cluster: Arc<dyn Cluster> = Arc::new(client);
-    let dashboard = Dashboard::follow(&cluster, options).await?;
+    let dashboard = Dashboard::follow(&cluster, options, log).await?;
+    let Some(board) = board else {
+        // Only the event log: follow until the process ends, keeping the client.
+        let _keep = (cluster, dashboard);
+        return std::future::pending().await;
+    };
     // The client's own threads serve the pages, not the scheduler's event loop.
     let listener = board.listener;
     let served = cluster.runtime().spawn(async move {
@@ -106,5 +118,37 @@ async fn serve(
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(shoal::Error::input(format!("the dashboard stopped: {e}"))),
         Err(e) => Err(shoal::Error::input(format!("the dashboard stopped: {e}"))),
+    }
+}
+
+/// `shoal dashboard --replay DIR`: the recorded events of `dir` as a read-only
+/// dashboard on `--dashboard-bind` (default 127.0.0.1:8787), until Ctrl-C.
+pub async fn replay(dir: &str, args: &crate::DashboardArgs) -> shoal::Result<()> {
+    let events = read_log(std::path::Path::new(dir)).map_err(shoal::Error::input)?;
+    let bind = args
+        .dashboard_bind
+        .clone()
+        .unwrap_or_else(|| "127.0.0.1:8787".to_string());
+    let prefix = args.dashboard_prefix.clone().unwrap_or_default();
+    let cannot = |e: std::io::Error| {
+        shoal::Error::input(format!("cannot serve the dashboard on {bind}: {e}"))
+    };
+    let listener = tokio::net::TcpListener::bind(&bind).await.map_err(cannot)?;
+    let url = shoal_dashboard::url(listener.local_addr().map_err(cannot)?, &prefix);
+    let dashboard = Dashboard::replay(
+        &events,
+        DashboardOptions {
+            prefix,
+            ..DashboardOptions::default()
+        },
+    );
+    println!(
+        "shoal dashboard at {url} (replaying {} events from {dir})",
+        events.len()
+    );
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    tokio::select! {
+        result = dashboard.serve(listener) => result.map_err(|e| shoal::Error::input(format!("the dashboard stopped: {e}"))),
+        _ = tokio::signal::ctrl_c() => Ok(()),
     }
 }

@@ -81,15 +81,25 @@ pub struct DashboardArgs {
         value_name = "none|token"
     )]
     pub dashboard_auth: Option<String>,
+    /// Write every job event to this directory as JSON lines (bounded, rotated files);
+    /// `shoal dashboard --replay DIR` serves them later.
+    #[arg(
+        long,
+        global = true,
+        env = "SHOAL_DASHBOARD_EVENT_LOG",
+        value_name = "DIR"
+    )]
+    pub event_log: Option<String>,
 }
 
 impl DashboardArgs {
     /// The settings these flags set, as (key, value).
-    pub fn settings(&self) -> [(&'static str, Option<String>); 3] {
+    pub fn settings(&self) -> [(&'static str, Option<String>); 4] {
         [
             ("dashboard.bind", self.dashboard_bind.clone()),
             ("dashboard.prefix", self.dashboard_prefix.clone()),
             ("dashboard.auth", self.dashboard_auth.clone()),
+            ("dashboard.event_log", self.event_log.clone()),
         ]
     }
 }
@@ -174,6 +184,13 @@ enum Command {
         /// The worker's id.
         worker: usize,
     },
+    /// Serve a recorded event log (--event-log DIR) as a read-only dashboard, on
+    /// --dashboard-bind (default 127.0.0.1:8787).
+    Dashboard {
+        /// The event log's directory.
+        #[arg(long, value_name = "DIR")]
+        replay: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -250,6 +267,7 @@ async fn run(cli: Cli) -> shoal::Result<()> {
                 Err(shoal::Error::input(format!("no running job {job}")))
             }
         }
+        Command::Dashboard { replay } => board::replay(&replay, &cli.engine.dashboard).await,
         Command::Retire { worker } => {
             let session = cli.engine.cluster_session("retire")?;
             if session.retire(worker).await? {

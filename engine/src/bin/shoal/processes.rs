@@ -195,13 +195,14 @@ fn base_runtime() -> shoal::Result<Arc<shoal::datafusion::execution::runtime_env
 
 /// `shoal scheduler`: prints its URL (and its dashboard's), then serves until stopped.
 pub async fn scheduler(args: SchedulerArgs, dashboard: &DashboardArgs) -> shoal::Result<()> {
-    let [bind, prefix, auth] = dashboard.settings();
+    let [bind, prefix, auth, event_log] = dashboard.settings();
     let settings = settings_with([
         ("scheduler.heartbeat_timeout", args.heartbeat_timeout),
         ("scheduler.prefetch", args.prefetch),
         bind,
         prefix,
         auth,
+        event_log,
     ])?;
     let security = Security::from_files(
         args.token.clone(),
@@ -213,6 +214,7 @@ pub async fn scheduler(args: SchedulerArgs, dashboard: &DashboardArgs) -> shoal:
         .await
         .map_err(|e| input(format!("cannot listen on {}: {e}", args.bind)))?;
     let board = crate::board::Board::bind(&settings, args.token.as_deref())?;
+    let log = shoal::open_event_log(&settings.dashboard.event_log)?;
     let address = listener.local_addr()?;
     let scheme = if security.identity.is_some() {
         "https"
@@ -234,7 +236,7 @@ pub async fn scheduler(args: SchedulerArgs, dashboard: &DashboardArgs) -> shoal:
     };
     tokio::select! {
         result = run_scheduler(listener, options) => Ok(result?),
-        () = crate::board::serve_or_log(board, own, &settings) => Ok(()),
+        () = crate::board::serve_or_log(board, log, own, &settings) => Ok(()),
         _ = tokio::signal::ctrl_c() => Ok(()),
         _ = stdin_closed(args.exit_with_stdin) => Ok(()),
     }

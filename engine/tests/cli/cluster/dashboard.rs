@@ -271,3 +271,101 @@ async fn retiring_a_worker_drains_it_and_it_exits() {
     let error = embedded.retire(0).await.unwrap_err().to_string();
     assert!(error.contains("cannot retire"), "{error}");
 }
+
+/// An embedded session's event log (`shoal.dashboard.event_log`) replays into the same
+/// job and task-stream API after the session is gone (`shoal dashboard --replay DIR`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_log_replays_into_the_same_job_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("events");
+    let (link, live) = {
+        let session = shoal::Session::builder()
+            .workers(2)
+            .partitions(3)
+            .dashboard("127.0.0.1:0")
+            .option("dashboard.event_log", log.to_str().unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        let batches = session
+            .sql(&super::slow_query(10_000))
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
+        let link = session.dashboard_link().unwrap().to_string();
+        let (host, _) = split_link(&link);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let live = loop {
+            let jobs = get(&host, "/api/v1/jobs").json();
+            if jobs[0]["state"] == "done" {
+                break jobs[0].clone();
+            }
+            assert!(Instant::now() < deadline, "{jobs}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        (link, live)
+    };
+    let mut replay = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["dashboard", "--replay", log.to_str().unwrap()])
+        .args(["--dashboard-bind", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log_output())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(replay.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let replayed_link = line
+        .strip_prefix("shoal dashboard at ")
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("{line:?}"))
+        .to_string();
+    assert_ne!(replayed_link, link);
+    let (host, _) = split_link(&replayed_link);
+    let jobs = get(&host, "/api/v1/jobs").json();
+    let job = &jobs[0];
+    for key in [
+        "id",
+        "state",
+        "stages",
+        "tasks_total",
+        "tasks_done",
+        "output_bytes",
+    ] {
+        assert_eq!(job[key], live[key], "{key}: {job} vs {live}");
+    }
+    let id = job["id"].as_u64().unwrap();
+    let detail = get(&host, &format!("/api/v1/jobs/{id}")).json();
+    assert!(!detail["operator_metrics"].as_array().unwrap().is_empty());
+    let tasks = get(&host, "/api/v1/tasks?since=0").json();
+    let finished = tasks["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "task")
+        .count();
+    assert_eq!(finished as u64, live["tasks_total"].as_u64().unwrap());
+    assert_eq!(
+        get(&host, "/api/v1/status").status,
+        503,
+        "no cluster behind a replay"
+    );
+    let _ = replay.kill();
+    let _ = replay.wait();
+    let missing = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args([
+            "dashboard",
+            "--replay",
+            dir.path().join("nothing").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}
