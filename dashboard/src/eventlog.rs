@@ -34,8 +34,9 @@ impl EventLog {
     /// there; files grow to about `file_bytes`, and at most `files` are kept.
     pub fn open(dir: &Path, file_bytes: u64, files: usize) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let seq = log_files(dir)?.last().map_or(0, |(seq, _)| *seq) + 1;
-        let out = BufWriter::new(File::create(file_name(dir, seq))?);
+        let after = log_files(dir)?.last().map_or(0, |(seq, _)| *seq);
+        let (seq, file) = create_after(dir, after)?;
+        let out = BufWriter::new(file);
         let log = Self {
             dir: dir.to_path_buf(),
             file_bytes: file_bytes.max(1),
@@ -56,8 +57,9 @@ impl EventLog {
         text.push('\n');
         if self.written > 0 && self.written + text.len() as u64 > self.file_bytes {
             self.out.flush()?;
-            self.seq += 1;
-            self.out = BufWriter::new(File::create(file_name(&self.dir, self.seq))?);
+            let (seq, file) = create_after(&self.dir, self.seq)?;
+            self.seq = seq;
+            self.out = BufWriter::new(file);
             self.written = 0;
             self.prune()?;
         }
@@ -79,6 +81,23 @@ impl EventLog {
             std::fs::remove_file(path)?;
         }
         Ok(())
+    }
+}
+
+/// A new log file numbered after `after`: never one that exists (another process may
+/// log to the same directory), so nothing written is overwritten.
+fn create_after(dir: &Path, after: u64) -> std::io::Result<(u64, File)> {
+    let mut seq = after + 1;
+    loop {
+        match File::options()
+            .write(true)
+            .create_new(true)
+            .open(file_name(dir, seq))
+        {
+            Ok(file) => return Ok((seq, file)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => seq += 1,
+            Err(e) => return Err(e),
+        }
     }
 }
 
