@@ -46,7 +46,8 @@ pub fn worker_json(w: &WorkerStatus) -> Value {
 }
 
 /// `status` as JSON: `workers` (see [`worker_json`]), `jobs` (id, task counts, whether
-/// it waits for a worker) and `last_activity` (seconds since the epoch).
+/// it waits for a worker), `last_activity` (seconds since the epoch) and
+/// `event_loop_lag_seconds`.
 pub fn status_json(status: &ClusterStatus) -> Value {
     let workers: Vec<Value> = status.workers.iter().map(worker_json).collect();
     let jobs: Vec<Value> = status
@@ -62,7 +63,12 @@ pub fn status_json(status: &ClusterStatus) -> Value {
         })
         .collect();
     let last_activity = status.last_activity.map(epoch_seconds);
-    json!({ "workers": workers, "jobs": jobs, "last_activity": last_activity })
+    json!({
+        "workers": workers,
+        "jobs": jobs,
+        "last_activity": last_activity,
+        "event_loop_lag_seconds": status.event_loop_lag.as_secs_f64(),
+    })
 }
 
 /// One job as the dashboard saw it; with `stages`, its per-stage totals too.

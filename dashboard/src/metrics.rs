@@ -113,6 +113,13 @@ pub fn render(status: &ClusterStatus, counters: &Counters) -> String {
             ("state=\"cancelled\"".into(), counters.jobs_cancelled as f64),
         ],
     );
+    family(
+        &mut out,
+        "shoal_scheduler_event_loop_lag_seconds",
+        "gauge",
+        "How late the scheduler's event loop ran its last timer tick.",
+        &[(String::new(), status.event_loop_lag.as_secs_f64())],
+    );
     job_durations(&mut out, counters);
     workers(&mut out, status, counters);
     out

@@ -321,6 +321,9 @@ pub struct ClusterStatus {
     /// When a job last was submitted, ran a task or ended (the scheduler's start if none
     /// has): what an idle check reads.
     pub last_activity: Option<SystemTime>,
+    /// How late the scheduler's event loop ran its last timer tick (every 200 ms): time
+    /// spent handling events that held everything else up.
+    pub event_loop_lag: Duration,
 }
 
 /// How far a job has come.

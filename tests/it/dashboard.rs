@@ -125,6 +125,19 @@ async fn the_api_shows_workers_jobs_the_task_stream_and_metrics() {
             metrics.body
         );
     }
+    // The scheduler's loop runs its 200 ms timer about on time when idle.
+    let lag: f64 = metrics
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix("shoal_scheduler_event_loop_lag_seconds "))
+        .expect("an event-loop lag")
+        .parse()
+        .unwrap();
+    assert!((0.0..5.0).contains(&lag), "{lag}");
+    assert!(
+        status["event_loop_lag_seconds"].as_f64().is_some(),
+        "{status}"
+    );
     let info = get(&host, "/api/v1/info").json();
     assert_eq!(info["settings"]["shoal.workers"], "2");
     assert_eq!(

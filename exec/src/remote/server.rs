@@ -625,6 +625,7 @@ pub(crate) fn status_to_proto(status: &ClusterStatus) -> proto::ClusterStatus {
             .last_activity
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map_or(0.0, |d| d.as_secs_f64()),
+        event_loop_lag_secs: status.event_loop_lag.as_secs_f64(),
     }
 }
 
@@ -662,5 +663,6 @@ pub fn status_from_proto(status: proto::ClusterStatus) -> ClusterStatus {
             .then(|| Duration::try_from_secs_f64(status.last_activity_unix_secs).ok())
             .flatten()
             .map(|since| UNIX_EPOCH + since),
+        event_loop_lag: Duration::try_from_secs_f64(status.event_loop_lag_secs).unwrap_or_default(),
     }
 }

@@ -110,6 +110,8 @@ pub struct Scheduler {
     panics: u64,
     /// Workers retiring that have not been told to exit yet.
     retiring: Vec<WorkerId>,
+    /// How late the loop ran its last timer tick.
+    loop_lag: Duration,
 }
 
 impl Scheduler {
@@ -149,6 +151,7 @@ impl Scheduler {
             last_activity: SystemTime::now(),
             panics: 0,
             retiring: Vec::new(),
+            loop_lag: Duration::ZERO,
         }
     }
 
@@ -219,7 +222,10 @@ impl Scheduler {
                         self.step(event);
                     }
                 }
-                _ = tick.tick() => self.check_timers(),
+                due = tick.tick() => {
+                    self.loop_lag = due.elapsed();
+                    self.check_timers();
+                }
             }
             self.guarded(None, Self::dispatch);
             self.publish();

@@ -20,6 +20,7 @@ impl Scheduler {
             workers: self.workers.iter().map(|w| w.status.clone()).collect(),
             jobs,
             last_activity: Some(self.last_activity),
+            event_loop_lag: self.loop_lag,
         }
     }
 }
