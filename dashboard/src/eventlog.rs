@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
+use shoal_exec::{ErrorKind, TaskId};
 use shoal_exec::{JobEvent, JobEventKind, MetricUnit, OperatorMetric, Progress};
-use shoal_planner::{ErrorKind, TaskId};
 
 use crate::json::{epoch_seconds, event_json};
 

@@ -19,8 +19,6 @@ use std::time::{Duration, Instant, SystemTime};
 use futures::StreamExt;
 use parking_lot::Mutex;
 use shoal_exec::{Cluster, ClusterStatus};
-use shoal_planner::ShoalConfig;
-use shoal_planner::config::ShoalSettings;
 use tokio::sync::broadcast;
 
 pub use json::status_json;
@@ -213,18 +211,4 @@ pub fn check_auth(auth: &str, token: Option<&str>) -> Result<(), String> {
         );
     }
     Ok(())
-}
-
-/// Every setting as (`shoal.` key, value), for `/api/v1/info`.
-pub fn shown_settings(settings: &ShoalSettings) -> Vec<(String, String)> {
-    use datafusion::config::ExtensionOptions;
-    let config = ShoalConfig {
-        settings: settings.clone(),
-        started: true,
-    };
-    config
-        .entries()
-        .into_iter()
-        .map(|e| (e.key, e.value.unwrap_or_default()))
-        .collect()
 }

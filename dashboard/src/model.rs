@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, SystemTime};
 
 use shoal_exec::{JobEvent, JobEventKind, MetricUnit};
-use shoal_planner::{JobId, WorkerId};
+use shoal_exec::{JobId, WorkerId};
 
 /// Finished jobs kept for the jobs page and API; older ones are forgotten first.
 pub const FINISHED_JOBS_KEPT: usize = 1000;
@@ -372,8 +372,8 @@ fn record(job: &mut JobRecord, kind: &JobEventKind) {
 
 #[cfg(test)]
 mod tests {
+    use shoal_exec::{ErrorKind, TaskId};
     use shoal_exec::{OperatorMetric, Progress};
-    use shoal_planner::{ErrorKind, TaskId};
 
     use super::*;
 

@@ -15,7 +15,7 @@ use axum::{Json, Router};
 use futures::Stream;
 use serde_json::{Value, json};
 use shoal_exec::security::same_secret;
-use shoal_planner::{JobId, WorkerId};
+use shoal_exec::{JobId, WorkerId};
 use tokio::sync::broadcast;
 
 use crate::json::{job_json, status_json, stream_entry_json, worker_json};

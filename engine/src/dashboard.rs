@@ -58,7 +58,7 @@ pub(crate) fn serve(
         prefix: wanted.prefix.clone(),
         token_for_reads: wanted.auth == "token",
         token,
-        settings: shoal_dashboard::shown_settings(settings),
+        settings: shown_settings(settings),
     };
     let (ready, started) = std::sync::mpsc::channel();
     let following = Arc::clone(cluster);
@@ -110,4 +110,18 @@ pub fn open_event_log(dir: &str) -> Result<Option<EventLog>> {
     )
     .map_err(|e| Error::input(format!("cannot write the event log in {dir}: {e}")))?;
     Ok(Some(log))
+}
+
+/// Every setting as (`shoal.` key, value), for the dashboard's `/api/v1/info`.
+pub fn shown_settings(settings: &ShoalSettings) -> Vec<(String, String)> {
+    use datafusion::config::ExtensionOptions;
+    let config = shoal_planner::ShoalConfig {
+        settings: settings.clone(),
+        started: true,
+    };
+    config
+        .entries()
+        .into_iter()
+        .map(|e| (e.key, e.value.unwrap_or_default()))
+        .collect()
 }

@@ -38,7 +38,7 @@ mod session;
 pub mod tpch;
 
 pub use array::{Array, Axes, Element, Operand};
-pub use dashboard::open_event_log;
+pub use dashboard::{open_event_log, shown_settings};
 pub use dataframe::{DataFrame, GroupBy, How};
 pub use error::{Error, ErrorKind, Result};
 pub use labeled::{DataArray, Dataset, Dims, Index, Label, LabelSel, Sel};

@@ -38,7 +38,8 @@ pub use protocol::{
 };
 pub use remote::RemoteCluster;
 pub use security::Security;
-pub use shoal_planner::Placement;
+// The ids and error kinds the cluster interface's types carry.
+pub use shoal_planner::{ErrorKind, JobId, Placement, TaskId, WorkerId};
 pub use store::{ResultStore, StoreStats};
 pub use transport::{InProcessTransport, Transport};
 

@@ -421,6 +421,15 @@ impl ShoalConfig {
         if settings.array.reduce_fan_in < 2 {
             return plan_err!("shoal.array.reduce_fan_in must be at least 2");
         }
+        let prefix = &settings.dashboard.prefix;
+        if let Some(bad) = prefix
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || "/-._~".contains(*c)))
+        {
+            return plan_err!(
+                "invalid value '{prefix}' for shoal.dashboard.prefix: '{bad}' is not allowed in a path prefix (letters, digits and / - . _ ~)"
+            );
+        }
         let auth = &settings.dashboard.auth;
         if auth != "none" && auth != "token" {
             return plan_err!(
@@ -591,6 +600,7 @@ mod tests {
             ("scheduler.heartbeat_timeout", "0"),
             ("scheduler.prefetch", "-2"),
             ("dashboard.auth", "password"),
+            ("dashboard.prefix", "/{job}"),
         ] {
             let err = c.set(key, value).unwrap_err().to_string();
             assert!(err.contains(&format!("shoal.{key}")), "{err}");

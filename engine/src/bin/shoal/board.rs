@@ -90,7 +90,7 @@ async fn serve(
         prefix: settings.dashboard.prefix.clone(),
         token: own.token.clone(),
         token_for_reads: settings.dashboard.auth == "token",
-        settings: shoal_dashboard::shown_settings(settings),
+        settings: shoal::shown_settings(settings),
     };
     let security = Security::from_files(own.token, None, None, own.tls_cert.as_deref())?;
     let url = own.url;
