@@ -167,6 +167,7 @@ fn event_from_json(v: &Value) -> Option<(SystemTime, JobEvent)> {
     let kind = match v.get("kind")?.as_str()? {
         "submitted" => JobEventKind::Submitted {
             stages: int("stages")? as usize,
+            outline: Arc::new(crate::json::outline_from_json(v).unwrap_or_default()),
         },
         "stage_started" => JobEventKind::StageStarted {
             stage: int("stage")? as usize,
@@ -248,7 +249,24 @@ mod tests {
             partition: 3,
         };
         [
-            JobEventKind::Submitted { stages: 2 },
+            JobEventKind::Submitted {
+                stages: 2,
+                outline: Arc::new(shoal_exec::JobOutline {
+                    label: "select \"é\" from t".into(),
+                    stages: vec![
+                        shoal_exec::StageOutline {
+                            inputs: vec![],
+                            tasks: 4,
+                            operators: vec![(0, "ShuffleWriteExec".into()), (1, "X".into())],
+                        },
+                        shoal_exec::StageOutline {
+                            inputs: vec![0],
+                            tasks: 1,
+                            operators: vec![(0, "ShuffleReadExec".into())],
+                        },
+                    ],
+                }),
+            },
             JobEventKind::StageStarted { stage: 0 },
             JobEventKind::TaskStarted {
                 task,

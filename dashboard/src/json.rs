@@ -4,7 +4,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
-use shoal_exec::{ClusterStatus, MetricUnit, WorkerStatus};
+use shoal_exec::{ClusterStatus, JobOutline, MetricUnit, StageOutline, WorkerStatus};
 
 use crate::model::{JobRecord, StreamEntry};
 
@@ -71,10 +71,49 @@ pub fn status_json(status: &ClusterStatus) -> Value {
     })
 }
 
-/// One job as the dashboard saw it; with `stages`, its per-stage totals too.
+/// A job's outline: `label`, and `graph`, one entry per stage with its `inputs`, `tasks`
+/// and `operators` (`[depth, text]` in pre-order, the numbering of operator metrics).
+pub fn outline_json(outline: &JobOutline) -> Value {
+    let graph: Vec<Value> = outline
+        .stages
+        .iter()
+        .map(|s| json!({ "inputs": s.inputs, "tasks": s.tasks, "operators": s.operators }))
+        .collect();
+    json!({ "label": outline.label, "graph": graph })
+}
+
+/// An outline from [`outline_json`]'s form.
+pub fn outline_from_json(v: &Value) -> Option<JobOutline> {
+    let stages = v.get("graph")?.as_array()?.iter().map(|s| {
+        let numbers = |key: &str| -> Option<Vec<usize>> {
+            s.get(key)?
+                .as_array()?
+                .iter()
+                .map(|i| i.as_u64().map(|i| i as usize))
+                .collect()
+        };
+        let operators = s.get("operators")?.as_array()?.iter().map(|op| {
+            let depth = op.get(0)?.as_u64()? as u32;
+            Some((depth, op.get(1)?.as_str()?.to_string()))
+        });
+        Some(StageOutline {
+            inputs: numbers("inputs")?,
+            tasks: s.get("tasks")?.as_u64()? as usize,
+            operators: operators.collect::<Option<_>>()?,
+        })
+    });
+    Some(JobOutline {
+        label: v.get("label")?.as_str()?.to_string(),
+        stages: stages.collect::<Option<_>>()?,
+    })
+}
+
+/// One job as the dashboard saw it: with `stages`, its stage graph (see
+/// [`outline_json`]), per-stage totals and summed operator metrics too.
 pub fn job_json(job: &JobRecord, now: SystemTime, stages: bool) -> Value {
     let mut value = json!({
         "id": job.id,
+        "label": job.outline.label,
         "state": job.state.name(),
         "submitted": epoch_seconds(job.submitted),
         "ended": job.ended.map(epoch_seconds),
@@ -89,6 +128,7 @@ pub fn job_json(job: &JobRecord, now: SystemTime, stages: bool) -> Value {
         "error": job.error,
     });
     if stages {
+        value["graph"] = outline_json(&job.outline)["graph"].take();
         value["operator_metrics"] = job
             .operators
             .iter()
@@ -165,7 +205,12 @@ pub fn stream_entry_json(cursor: u64, entry: &StreamEntry) -> Value {
 pub fn event_json(event: &shoal_exec::JobEvent) -> Value {
     use shoal_exec::JobEventKind as K;
     let mut value = match &event.kind {
-        K::Submitted { stages } => json!({ "kind": "submitted", "stages": stages }),
+        K::Submitted { stages, outline } => {
+            let mut value = outline_json(outline);
+            value["kind"] = json!("submitted");
+            value["stages"] = json!(stages);
+            value
+        }
         K::StageStarted { stage } => json!({ "kind": "stage_started", "stage": stage }),
         K::StageFinished { stage } => json!({ "kind": "stage_finished", "stage": stage }),
         K::TaskStarted {

@@ -5,7 +5,9 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, SystemTime};
 
-use shoal_exec::{JobEvent, JobEventKind, MetricUnit};
+use std::sync::Arc;
+
+use shoal_exec::{JobEvent, JobEventKind, JobOutline, MetricUnit};
 use shoal_exec::{JobId, WorkerId};
 
 /// Finished jobs kept for the jobs page and API; older ones are forgotten first.
@@ -53,6 +55,8 @@ pub struct JobRecord {
     pub ended: Option<SystemTime>,
     /// Stages in its graph (0 when the dashboard joined after it started).
     pub stages: usize,
+    /// Its label and stage graph (empty when the dashboard joined after it started).
+    pub outline: Arc<JobOutline>,
     /// Tasks in the job.
     pub tasks_total: usize,
     /// Tasks finished.
@@ -82,6 +86,7 @@ impl JobRecord {
             submitted: now,
             ended: None,
             stages: 0,
+            outline: Arc::default(),
             tasks_total: 0,
             tasks_done: 0,
             output_bytes: 0,
@@ -331,7 +336,10 @@ impl Model {
 /// What `kind` changes in its job's record.
 fn record(job: &mut JobRecord, kind: &JobEventKind) {
     match kind {
-        JobEventKind::Submitted { stages } => job.stages = *stages,
+        JobEventKind::Submitted { stages, outline } => {
+            job.stages = *stages;
+            job.outline = Arc::clone(outline);
+        }
         JobEventKind::TaskFinished {
             task,
             duration,
@@ -377,6 +385,13 @@ mod tests {
 
     use super::*;
 
+    fn submitted(stages: usize) -> JobEventKind {
+        JobEventKind::Submitted {
+            stages,
+            outline: Arc::default(),
+        }
+    }
+
     fn event(job: JobId, done: usize, kind: JobEventKind) -> JobEvent {
         JobEvent {
             job,
@@ -409,7 +424,7 @@ mod tests {
     fn jobs_counters_and_the_stream_follow_events() {
         let mut model = Model::default();
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
-        model.apply(&event(7, 0, JobEventKind::Submitted { stages: 2 }), t0);
+        model.apply(&event(7, 0, submitted(2)), t0);
         model.apply(&event(7, 1, finished(0, 0)), t0);
         model.apply(&event(7, 2, finished(0, 1)), t0);
         let fetch = JobEventKind::Fetch {
@@ -441,7 +456,7 @@ mod tests {
             kind: ErrorKind::Input,
             message: "no such column".into(),
         };
-        model.apply(&event(8, 0, JobEventKind::Submitted { stages: 1 }), t0);
+        model.apply(&event(8, 0, submitted(1)), t0);
         model.apply(&event(8, 0, failed), t0);
         assert_eq!(model.jobs[&8].error.as_deref(), Some("no such column"));
         // A late report about a forgotten (or never seen) job brings back no record, and
@@ -477,7 +492,7 @@ mod tests {
         let mut model = Model::default();
         let now = SystemTime::now();
         for job in 0..(FINISHED_JOBS_KEPT as u64 + 10) {
-            model.apply(&event(job, 0, JobEventKind::Submitted { stages: 1 }), now);
+            model.apply(&event(job, 0, submitted(1)), now);
             for partition in 0..30 {
                 model.apply(&event(job, 1, finished(0, partition)), now);
             }

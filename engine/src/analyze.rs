@@ -23,11 +23,12 @@ pub(crate) async fn explain_analyze(
     session: &Session,
     plan: &LogicalPlan,
     analyze: &Analyze,
+    label: Option<&str>,
 ) -> Result<JobHandle> {
     if session.runs_in_client(&analyze.input) {
         return session.run_in_client(plan).await;
     }
-    let graph = session.prepare(&analyze.input).await?;
+    let graph = session.labeled_graph(&analyze.input, plan, label).await?;
     if session.is_remote() && !session.travels(&graph) {
         return session.run_in_client(plan).await;
     }

@@ -18,6 +18,8 @@ use datafusion::logical_expr::{
     Expr, ExprSchemable, LogicalPlan, LogicalPlanBuilder, cast, col, lit,
 };
 use datafusion::prelude::{coalesce, ident};
+use futures::TryStreamExt;
+use shoal_exec::JobHandle;
 use shoal_io::Location;
 
 use crate::error::{Error, Result};
@@ -42,6 +44,9 @@ pub enum How {
 pub struct DataFrame {
     session: Session,
     df: DfFrame,
+    /// The SQL text the frame was planned from (its job's label); a frame derived from
+    /// it by a verb is labelled by its plan instead.
+    label: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for DataFrame {
@@ -77,7 +82,17 @@ fn cols<S: AsRef<str>>(names: impl IntoIterator<Item = S>) -> Vec<Expr> {
 
 impl DataFrame {
     pub(crate) fn new(session: Session, df: DfFrame) -> Self {
-        Self { session, df }
+        Self {
+            session,
+            df,
+            label: None,
+        }
+    }
+
+    /// The frame, its jobs labelled `label` (the SQL text it was planned from).
+    pub(crate) fn labeled(mut self, label: String) -> Self {
+        self.label = Some(label.into());
+        self
     }
 
     /// The session the frame runs in.
@@ -86,10 +101,7 @@ impl DataFrame {
     }
 
     fn with(&self, df: DfFrame) -> Self {
-        Self {
-            session: self.session.clone(),
-            df,
-        }
+        Self::new(self.session.clone(), df)
     }
 
     fn check_columns<S: AsRef<str>>(&self, names: &[S]) -> Result<()> {
@@ -427,12 +439,20 @@ impl DataFrame {
 
     /// Runs the plan and returns its batches.
     pub async fn collect(&self) -> Result<Vec<RecordBatch>> {
-        self.session.collect(self.df.logical_plan()).await
+        Ok(self.execute().await?.stream.try_collect().await?)
     }
 
     /// Runs the plan and returns a stream of batches; dropping it cancels the job.
     pub async fn execute_stream(&self) -> Result<SendableRecordBatchStream> {
-        Ok(self.session.execute(self.df.logical_plan()).await?.stream)
+        Ok(self.execute().await?.stream)
+    }
+
+    /// Starts the plan's job: its id, its batches (dropping them cancels it) and its
+    /// progress. The job is labelled with the frame's SQL text, or else its plan's root.
+    pub async fn execute(&self) -> Result<JobHandle> {
+        self.session
+            .execute_as(self.df.logical_plan(), self.label.as_deref())
+            .await
     }
 
     /// Number of rows.

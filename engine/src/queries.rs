@@ -84,6 +84,7 @@ impl Session {
     /// Plans one parsed statement (see [`Session::sql`]).
     pub async fn statement(&self, statement: Statement) -> Result<DataFrame> {
         let ctx = self.context();
+        let label = statement.to_string();
         let df = match shoal_sql::plan_statement(ctx, statement).await? {
             Planned::Query(plan) => ctx.execute_logical_plan(plan).await?,
             Planned::Command(plan) => ctx.execute_logical_plan(plan).await?,
@@ -92,6 +93,6 @@ impl Session {
                 ctx.read_batches(batches)?
             }
         };
-        Ok(DataFrame::new(self.clone(), df))
+        Ok(DataFrame::new(self.clone(), df).labeled(label))
     }
 }

@@ -9,7 +9,7 @@ use datafusion::datasource::{MemTable, provider_as_source, source_as_provider};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::{DmlStatement, LogicalPlan, LogicalPlanBuilder, WriteOp};
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::{ExecutionPlan, displayable};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement;
 use futures::future::BoxFuture;
@@ -537,6 +537,16 @@ impl Session {
 
     /// Plans `plan` and starts it on the cluster.
     pub async fn execute(&self, plan: &LogicalPlan) -> Result<JobHandle> {
+        self.execute_as(plan, None).await
+    }
+
+    /// [`Session::execute`] with the job labelled `label` (its SQL text; `None` labels it
+    /// with the plan's root operation).
+    pub(crate) async fn execute_as(
+        &self,
+        plan: &LogicalPlan,
+        label: Option<&str>,
+    ) -> Result<JobHandle> {
         if let LogicalPlan::EmptyRelation(empty) = plan
             && !empty.produce_one_row
         {
@@ -544,7 +554,7 @@ impl Session {
             // wait for resources (`shoal.task.resources`) that no worker offers.
             return Ok(JobHandle::nothing_to_run(Arc::clone(empty.schema.inner())));
         }
-        if let Some(handle) = self.insert_into_memory_table(plan).await? {
+        if let Some(handle) = self.insert_into_memory_table(plan, label).await? {
             return Ok(handle);
         }
         if reads_information_schema(plan) {
@@ -553,16 +563,32 @@ impl Session {
             return self.run_in_client(plan).await;
         }
         if let LogicalPlan::Analyze(analyze) = plan {
-            return crate::analyze::explain_analyze(self, plan, analyze).await;
+            return crate::analyze::explain_analyze(self, plan, analyze, label).await;
         }
         if self.runs_in_client(plan) {
             return self.run_in_client(plan).await;
         }
-        let graph = self.prepare(plan).await?;
+        let graph = self.labeled_graph(plan, plan, label).await?;
         if self.is_remote() && !self.travels(&graph) {
             return self.run_in_client(plan).await;
         }
         Ok(self.execute_graph(graph))
+    }
+
+    /// The task graph of `plan` (part of `whole`), labelled `label` or else with
+    /// `whole`'s root operation.
+    pub(crate) async fn labeled_graph(
+        &self,
+        plan: &LogicalPlan,
+        whole: &LogicalPlan,
+        label: Option<&str>,
+    ) -> Result<TaskGraph> {
+        let mut graph = self.prepare(plan).await?;
+        graph.label = match label {
+            Some(label) => label.to_string(),
+            None => whole.display().to_string(),
+        };
+        Ok(graph)
     }
 
     /// Runs `task` on the cluster's client runtime.
@@ -620,7 +646,11 @@ impl Session {
     /// `INSERT INTO` an in-memory table of a session on a cluster of processes: the
     /// table lives in this process, so the rows are computed on the cluster and added
     /// here (worker processes cannot reach the table). `None` for every other plan.
-    async fn insert_into_memory_table(&self, plan: &LogicalPlan) -> Result<Option<JobHandle>> {
+    async fn insert_into_memory_table(
+        &self,
+        plan: &LogicalPlan,
+        label: Option<&str>,
+    ) -> Result<Option<JobHandle>> {
         let LogicalPlan::Dml(dml) = plan else {
             return Ok(None);
         };
@@ -632,7 +662,7 @@ impl Session {
         {
             return Ok(None);
         }
-        let rows = self.execute_graph(self.prepare(&dml.input).await?);
+        let rows = self.execute_graph(self.labeled_graph(&dml.input, plan, label).await?);
         let schema = rows.stream.schema();
         let batches: Vec<RecordBatch> = rows.stream.try_collect().await?;
         let computed = MemTable::try_new(schema, vec![batches])?;
@@ -707,7 +737,10 @@ impl Session {
 
     /// Starts an already planned physical plan on the cluster.
     pub fn execute_physical(&self, physical: Arc<dyn ExecutionPlan>) -> Result<JobHandle> {
-        Ok(self.execute_graph(self.planner().graph_of(physical)?))
+        let label = displayable(physical.as_ref()).one_line().to_string();
+        let mut graph = self.planner().graph_of(physical)?;
+        graph.label = label.trim_end().to_string();
+        Ok(self.execute_graph(graph))
     }
 
     /// Runs `plan` and collects its rows.

@@ -21,6 +21,7 @@ pub mod cluster;
 pub mod embedded;
 pub mod flight;
 pub mod metrics;
+pub mod outline;
 pub mod protocol;
 pub mod remote;
 pub mod scheduler;
@@ -32,6 +33,7 @@ pub mod worker;
 pub use cluster::{Cluster, JobHandle};
 pub use embedded::{DataPlane, EmbeddedCluster, EmbeddedOptions};
 pub use metrics::{MetricUnit, OperatorMetric};
+pub use outline::{JobOutline, StageOutline};
 pub use protocol::{
     ClusterStatus, JobEvent, JobEventKind, JobStatus, Progress, TaskFailure, TaskReport,
     WorkerStatus,

@@ -14,6 +14,8 @@ use shoal_planner::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+use crate::outline::JobOutline;
+
 /// Where the result stage's tasks left their output, in partition order.
 pub type JobOutputs = Vec<(TaskId, WorkerId)>;
 
@@ -105,12 +107,15 @@ pub struct JobSpec {
     pub request: Resources,
     /// How long the job may wait for a worker that can run its tasks.
     pub placement_timeout: Duration,
+    /// What the job is, for its `Submitted` event.
+    pub outline: Arc<JobOutline>,
 }
 
 impl JobSpec {
     /// The job for a task graph planned in this process.
     pub fn local(graph: TaskGraph, ctx: Arc<TaskContext>) -> Self {
         let request = graph.resources.clone();
+        let outline = Arc::new(JobOutline::of(&graph));
         let placement_timeout = ctx
             .session_config()
             .options()
@@ -134,6 +139,7 @@ impl JobSpec {
             stages,
             request,
             placement_timeout,
+            outline,
         }
     }
 
@@ -375,6 +381,8 @@ pub enum JobEventKind {
     Submitted {
         /// Stages in its graph.
         stages: usize,
+        /// Its label and stage graph (empty for a job from a client that sent none).
+        outline: Arc<JobOutline>,
     },
     /// A stage's inputs are all there and its tasks are ready to run (again, after a lost
     /// output reopened it).

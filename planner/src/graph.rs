@@ -99,6 +99,9 @@ pub struct TaskGraph {
     pub stages: Vec<Stage>,
     /// Named resources each task holds while it runs (only workers offering them run it).
     pub resources: Resources,
+    /// What the job is, for people watching it: its SQL text or the operation that made
+    /// it (empty when nobody said).
+    pub label: String,
 }
 
 impl TaskGraph {
@@ -107,6 +110,7 @@ impl TaskGraph {
         Self {
             stages,
             resources: Resources::default(),
+            label: String::new(),
         }
     }
 

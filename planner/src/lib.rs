@@ -10,7 +10,7 @@
 //!  physical plan ──split::split_into_stages──► stages (cut at exchanges)
 //!                                                 │  one task per output partition
 //!                                                 ▼
-//!                     TaskGraph { stages, resources }
+//!                     TaskGraph { stages, resources, label }
 //! ```
 //!
 //! Each stage is a plan fragment rooted at a [`ShuffleWriteExec`], whose leaves that read

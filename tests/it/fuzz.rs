@@ -231,6 +231,7 @@ fn wire_seeds_are_conversations_the_scheduler_answers() {
                 resources: Default::default(),
                 placement_timeout_secs: 5.0,
                 recompute_results: true,
+                outline: None,
             }
             .encode_to_vec(),
         )

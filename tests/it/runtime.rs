@@ -258,14 +258,40 @@ async fn the_event_stream_follows_a_job_from_submit_to_done() {
         .sql("select l_returnflag, count(*) from lineitem group by 1 order by 1")
         .await
         .unwrap();
-    let job = session.execute(df.logical_plan()).await.unwrap();
+    let job = df.execute().await.unwrap();
     let id = job.job;
     let batches: Vec<_> = job.stream.collect::<Vec<_>>().await;
     assert!(batches.iter().all(Result::is_ok));
     let seen = events_until_done(&mut events).await;
     assert!(seen.iter().all(|e| e.job == id));
     let total = seen[0].progress.tasks_total;
-    assert!(matches!(seen[0].kind, JobEventKind::Submitted { stages } if stages >= 2));
+    let JobEventKind::Submitted { stages, outline } = &seen[0].kind else {
+        panic!("first event: {:?}", seen[0].kind);
+    };
+    assert!(*stages >= 2);
+    // The job is labelled with its SQL text and outlines every stage: the result stage
+    // reads the stage before it, and each stage's plan is rooted at its shuffle writer.
+    assert_eq!(
+        outline.label,
+        "SELECT l_returnflag, count(*) FROM lineitem GROUP BY 1 ORDER BY 1"
+    );
+    assert_eq!(outline.stages.len(), *stages);
+    assert!(outline.stages[0].inputs.is_empty());
+    assert_eq!(outline.stages.last().unwrap().inputs, vec![*stages - 2]);
+    assert!(
+        outline
+            .stages
+            .iter()
+            .all(|s| s.operators[0].0 == 0 && s.operators[0].1.starts_with("ShuffleWriteExec"))
+    );
+    assert!(
+        outline.stages[0]
+            .operators
+            .iter()
+            .any(|(depth, text)| *depth > 0 && text.contains("lineitem")),
+        "{:?}",
+        outline.stages[0].operators
+    );
     let finished: Vec<_> = seen
         .iter()
         .filter_map(|e| match &e.kind {
@@ -291,7 +317,7 @@ async fn the_event_stream_follows_a_job_from_submit_to_done() {
     assert_eq!(
         Some(stages_done),
         match seen[0].kind {
-            JobEventKind::Submitted { stages } => Some(stages),
+            JobEventKind::Submitted { stages, .. } => Some(stages),
             _ => None,
         }
     );

@@ -405,5 +405,6 @@ fn submit_request(
         resources,
         placement_timeout_secs: shoal.settings.task.placement_timeout,
         recompute_results: !matches!(hazard, Some(ReplayHazard::Effects(_))),
+        outline: Some(crate::outline::JobOutline::of(graph).to_proto()),
     })
 }

@@ -7,6 +7,7 @@ use shoal_planner::{ErrorKind, JobId, StageId, TaskId, WorkerId};
 
 use super::proto::{self, cluster_event::Kind};
 use crate::metrics::{metrics_from_proto, metrics_to_proto};
+use crate::outline::JobOutline;
 use crate::protocol::{JobEvent, JobEventKind, Progress};
 
 fn task_ref(job: JobId, task: TaskId, attempt: u32) -> Option<proto::TaskRef> {
@@ -48,7 +49,10 @@ pub fn failure_from_proto(failed: &proto::Failed) -> (ErrorKind, String) {
 pub fn event_to_proto(event: &JobEvent) -> proto::ClusterEvent {
     let job = event.job;
     let kind = match &event.kind {
-        JobEventKind::Submitted { stages } => Kind::Submitted(*stages as u32),
+        JobEventKind::Submitted { stages, outline } => Kind::Submitted(proto::SubmittedEvent {
+            stages: *stages as u32,
+            outline: Some(outline.to_proto()),
+        }),
         JobEventKind::StageStarted { stage } => Kind::StageStarted(*stage as u32),
         JobEventKind::StageFinished { stage } => Kind::StageFinished(*stage as u32),
         JobEventKind::TaskStarted {
@@ -100,8 +104,11 @@ pub fn event_to_proto(event: &JobEvent) -> proto::ClusterEvent {
 /// scheduler).
 pub fn event_from_proto(event: proto::ClusterEvent) -> Option<JobEvent> {
     let kind = match event.kind? {
-        Kind::Submitted(stages) => JobEventKind::Submitted {
-            stages: stages as usize,
+        Kind::Submitted(submitted) => JobEventKind::Submitted {
+            stages: submitted.stages as usize,
+            outline: Arc::new(JobOutline::from_proto(
+                submitted.outline.unwrap_or_default(),
+            )),
         },
         Kind::StageStarted(stage) => JobEventKind::StageStarted {
             stage: stage as StageId,
@@ -166,7 +173,17 @@ mod tests {
             partition: 5,
         };
         let kinds = [
-            JobEventKind::Submitted { stages: 3 },
+            JobEventKind::Submitted {
+                stages: 3,
+                outline: Arc::new(JobOutline {
+                    label: "select 1".into(),
+                    stages: vec![crate::outline::StageOutline {
+                        inputs: vec![],
+                        tasks: 2,
+                        operators: vec![(0, "ShuffleWriteExec".into())],
+                    }],
+                }),
+            },
             JobEventKind::StageStarted { stage: 1 },
             JobEventKind::StageFinished { stage: 2 },
             JobEventKind::TaskStarted {

@@ -11,6 +11,7 @@ use tonic::Status;
 use super::events::failure_from_proto;
 use super::proto;
 use super::{PROTOCOL_VERSION, resources_from_proto};
+use crate::outline::JobOutline;
 use crate::protocol::{
     EncodedStage, Event, JobSpec, StagePlan, StageSpec, TaskOutcome, TaskReport, WorkerStatus,
 };
@@ -152,6 +153,7 @@ pub(crate) fn job_spec(submit: proto::SubmitJob) -> Result<JobSpec, Status> {
         stages,
         request: resources_from_proto(&submit.resources),
         placement_timeout,
+        outline: Arc::new(JobOutline::from_proto(submit.outline.unwrap_or_default())),
     };
     spec.check()
         .map_err(|e| Status::invalid_argument(e.message().to_string()))?;

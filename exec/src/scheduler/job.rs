@@ -132,7 +132,10 @@ impl JobState {
             fetch_failures: 0,
             failed: false,
         };
-        state.emit(JobEventKind::Submitted { stages: n });
+        state.emit(JobEventKind::Submitted {
+            stages: n,
+            outline: spec.outline,
+        });
         for stage in 0..n {
             if state.inputs_left[stage] == 0 {
                 state.queue_stage(stage);

@@ -337,7 +337,13 @@ impl Scheduler {
                 relocated,
             } => {
                 if spec.stages.is_empty() {
-                    self.emit(job, JobEventKind::Submitted { stages: 0 });
+                    self.emit(
+                        job,
+                        JobEventKind::Submitted {
+                            stages: 0,
+                            outline: spec.outline,
+                        },
+                    );
                     self.emit(job, JobEventKind::Done);
                     let _ = done.send(Ok(Vec::new()));
                     return;

@@ -191,6 +191,7 @@ fn noop_spec(stages: &[(&[StageId], usize)], request: Resources, timeout: Durati
             .collect(),
         request,
         placement_timeout: timeout,
+        outline: Default::default(),
     }
 }
 
@@ -552,7 +553,13 @@ fn a_job_publishes_every_step_with_its_task_counts() {
     assert_eq!(
         kinds,
         vec![
-            (progress(0), JobEventKind::Submitted { stages: 2 }),
+            (
+                progress(0),
+                JobEventKind::Submitted {
+                    stages: 2,
+                    outline: Default::default(),
+                },
+            ),
             (progress(0), JobEventKind::StageStarted { stage: 0 }),
             (
                 progress(0),

@@ -213,7 +213,7 @@ async fn run_script(
     let mut last = Vec::new();
     for statement in session.parse(sql)? {
         let df = session.statement(statement).await?;
-        let job = session.execute(df.logical_plan()).await?;
+        let job = df.execute().await?;
         last = job.stream.try_collect().await?;
     }
     Ok(last)

@@ -18,7 +18,7 @@ pub async fn run_statement(
 )> {
     let df = session.statement(statement).await?;
     let schema = df.schema();
-    let job = session.execute(df.logical_plan()).await?;
+    let job = df.execute().await?;
     let mut progress = job.progress.clone();
     let show_progress = std::io::stderr().is_terminal();
     let watcher = async move {
