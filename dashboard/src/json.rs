@@ -121,6 +121,7 @@ pub fn job_json(job: &JobRecord, now: SystemTime, stages: bool) -> Value {
         "stages": job.stages,
         "tasks_total": job.tasks_total,
         "tasks_done": job.tasks_done,
+        "rows": job.rows(),
         "output_bytes": job.output_bytes,
         "compute_seconds": job.compute_seconds,
         "transferred_bytes": job.transferred_bytes,

@@ -1,5 +1,7 @@
-//! Shoal's dashboard server: a JSON API under `/api/v1/`, the job-event stream as
-//! Server-Sent Events, Prometheus `/metrics`, and `/healthz` and `/readyz`.
+//! Shoal's dashboard server: the pages (`/status`, `/workers`, `/jobs`, `/cluster-map`,
+//! `/info`; plain HTML, SVG and scripts compiled in), a JSON API under `/api/v1/`, the
+//! job-event stream as Server-Sent Events, Prometheus `/metrics`, and `/healthz` and
+//! `/readyz`.
 //!
 //! It reads the cluster only through the [`Cluster`] interface, as any client does: the
 //! status call (at most one every [`STATUS_EVERY`], however many readers ask) and the
@@ -11,6 +13,7 @@ pub mod eventlog;
 pub mod json;
 pub mod metrics;
 pub mod model;
+mod pages;
 mod routes;
 
 use std::sync::{Arc, Weak};

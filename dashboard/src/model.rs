@@ -99,6 +99,15 @@ impl JobRecord {
         }
     }
 
+    /// Rows of its answer so far: what the operator under the result stage's writer
+    /// output, summed over its tasks (`None` before any reported it).
+    pub fn rows(&self) -> Option<u64> {
+        let result = self.stages.checked_sub(1)?;
+        self.operators
+            .get(&(result, 1, "output_rows".to_string()))
+            .map(|(rows, _)| *rows)
+    }
+
     /// How long it ran (until now while it runs).
     pub fn duration(&self, now: SystemTime) -> Duration {
         self.ended

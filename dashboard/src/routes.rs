@@ -5,11 +5,11 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use axum::extract::{OriginalUri, Path, Query, Request, State as Shared};
+use axum::extract::{OriginalUri, Path, Query, RawQuery, Request, State as Shared};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::Stream;
@@ -19,7 +19,7 @@ use shoal_exec::{JobId, WorkerId};
 use tokio::sync::broadcast;
 
 use crate::json::{job_json, status_json, stream_entry_json, worker_json};
-use crate::{State, normalized_prefix};
+use crate::{State, normalized_prefix, pages};
 
 type S = Shared<Arc<State>>;
 
@@ -30,7 +30,10 @@ const COOKIE: &str = "shoal_dashboard_token";
 
 /// Every route of `state`'s dashboard, under its prefix.
 pub fn router(state: Arc<State>) -> Router {
-    let reads = Router::new()
+    let mut reads = Router::new()
+        .route("/workers/{id}", get(pages::worker_page))
+        .route("/jobs/{id}", get(pages::job_page))
+        .route("/assets/{name}", get(pages::asset))
         .route("/api/v1/status", get(status))
         .route("/api/v1/workers", get(workers))
         .route("/api/v1/workers/{id}", get(worker))
@@ -40,7 +43,16 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/api/v1/progress", get(progress))
         .route("/api/v1/events", get(events))
         .route("/api/v1/info", get(info))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics));
+    for path in pages::paths() {
+        reads = reads.route(
+            &format!("/{path}"),
+            get(move || async move { pages::page(path) }),
+        );
+    }
+    let home = format!("{}/status", normalized_prefix(&state.options.prefix));
+    let reads = reads
+        .route("/", get(move |query| to_home(home, query)))
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             gate_reads,
@@ -60,7 +72,25 @@ pub fn router(state: Arc<State>) -> Router {
         .with_state(Arc::clone(&state));
     match normalized_prefix(&state.options.prefix).as_str() {
         "" => routes,
-        prefix => Router::new().nest(prefix, routes),
+        prefix => {
+            // The printed link ends in `/`, which the nested routes do not match.
+            let home = format!("{prefix}/status");
+            Router::new()
+                .route(
+                    &format!("{prefix}/"),
+                    get(move |query| to_home(home, query)),
+                )
+                .nest(prefix, routes)
+        }
+    }
+}
+
+/// The dashboard's root sends the browser to the status page, keeping the query (a token
+/// given in the URL).
+async fn to_home(home: String, RawQuery(query): RawQuery) -> Redirect {
+    match query {
+        Some(query) => Redirect::to(&format!("{home}?{query}")),
+        None => Redirect::to(&home),
     }
 }
 
@@ -270,23 +300,39 @@ async fn tasks(Shared(state): S, Query(q): Query<Since>) -> Response {
     Json(json!({ "entries": entries, "next": next })).into_response()
 }
 
+/// Finished jobs `/api/v1/progress` shows after the running ones.
+const RECENT_FINISHED: usize = 5;
+
+/// Every running job and the few that finished last (newest first): state, label, task
+/// counts, and per stage its tasks and how many finished.
 async fn progress(Shared(state): S) -> Response {
     let model = state.model.lock();
-    let running: Vec<Value> = model
+    let running = model
         .jobs
         .values()
-        .filter(|j| j.state == crate::model::JobState::Running)
+        .rev()
+        .filter(|j| j.state == crate::model::JobState::Running);
+    let finished = model
+        .jobs
+        .values()
+        .rev()
+        .filter(|j| j.state != crate::model::JobState::Running)
+        .take(RECENT_FINISHED);
+    let jobs: Vec<Value> = running
+        .chain(finished)
         .map(|j| {
-            let stages: Vec<Value> = j
-                .stage_totals
-                .iter()
-                .map(|(stage, (done, _, _))| json!({ "stage": stage, "tasks_finished": done }))
+            let stages: Vec<Value> = (0..j.stages)
+                .map(|stage| {
+                    let done = j.stage_totals.get(&stage).map_or(0, |t| t.0);
+                    let tasks = j.outline.stages.get(stage).map(|s| s.tasks);
+                    json!({ "stage": stage, "tasks": tasks, "tasks_finished": done })
+                })
                 .collect();
-            json!({ "job": j.id, "tasks_total": j.tasks_total, "tasks_done": j.tasks_done,
-                    "stages": stages })
+            json!({ "job": j.id, "state": j.state.name(), "label": j.outline.label,
+                    "tasks_total": j.tasks_total, "tasks_done": j.tasks_done, "stages": stages })
         })
         .collect();
-    Json(running).into_response()
+    Json(jobs).into_response()
 }
 
 async fn events(Shared(state): S) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {

@@ -275,3 +275,82 @@ async fn a_taken_port_is_a_one_line_error() {
             .contains("expected none or token")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pages_and_their_assets_are_served_with_relative_links() {
+    let session = Session::builder()
+        .workers(1)
+        .token("s3cret")
+        .dashboard("127.0.0.1:0")
+        .option("dashboard.prefix", "/team/shoal")
+        .unwrap()
+        .option("dashboard.auth", "token")
+        .unwrap()
+        .build()
+        .unwrap();
+    let (host, prefix) = split_link(session.dashboard_link().unwrap());
+    let bearer = [("Authorization", "Bearer s3cret")];
+    let fetch = |path: &str| request(&host, "GET", &format!("{prefix}{path}"), &bearer);
+    // The root (the printed link, and without its slash) leads to the status page,
+    // keeping a token given in the URL so the status page can set its cookie.
+    for root in ["/", ""] {
+        let home = fetch(root);
+        assert_eq!(home.status, 303, "{root:?}");
+        assert_eq!(home.header("location"), Some("/team/shoal/status"));
+    }
+    let with_token = get(&host, "/team/shoal/?token=s3cret");
+    assert_eq!(
+        with_token.header("location"),
+        Some("/team/shoal/status?token=s3cret")
+    );
+    // Every page is a shell whose links and scripts are relative to it.
+    for (page, root, script) in [
+        ("/status", "./", "status"),
+        ("/workers", "./", "workers"),
+        ("/jobs", "./", "jobs"),
+        ("/cluster-map", "./", "map"),
+        ("/info", "./", "info"),
+        ("/workers/0", "../", "worker"),
+        ("/jobs/12", "../", "job"),
+    ] {
+        let reply = fetch(page);
+        assert_eq!(reply.status, 200, "{page}");
+        assert!(
+            reply
+                .header("content-type")
+                .unwrap()
+                .starts_with("text/html")
+        );
+        let html = &reply.body;
+        assert!(
+            html.contains(&format!("data-root=\"{root}\"")),
+            "{page}: {html}"
+        );
+        assert!(
+            html.contains(&format!("src=\"{root}assets/{script}.js\"")),
+            "{page}"
+        );
+        assert!(
+            html.contains(&format!("href=\"{root}cluster-map\"")),
+            "{page}"
+        );
+        assert!(!html.contains("href=\"/"), "{page}: an absolute link");
+        let script = fetch(&format!("/assets/{script}.js"));
+        assert_eq!(script.status, 200);
+        assert!(
+            script
+                .header("content-type")
+                .unwrap()
+                .starts_with("text/javascript")
+        );
+        assert!(script.body.contains("\"use strict\""));
+    }
+    assert_eq!(fetch("/assets/shoal.css").status, 200);
+    assert_eq!(fetch("/assets/nope.js").status, 404);
+    assert_eq!(fetch("/nope").status, 404);
+    // An id that is not a number is no page (nothing from the URL reaches the HTML).
+    assert_eq!(fetch("/jobs/%3Cscript%3E").status, 400);
+    // Pages are reads: behind `--dashboard-auth token` they need it too.
+    assert_eq!(get(&host, "/team/shoal/status").status, 401);
+    assert_eq!(get(&host, "/team/shoal/assets/common.js").status, 401);
+}
