@@ -22,8 +22,8 @@ pub(crate) fn epoch_seconds(t: SystemTime) -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// One worker: id, address, alive, slots, resources, memory limit and use, tasks
-/// running and completed, spilled bytes.
+/// One worker: id, address, alive, slots, resources, memory limit and use (of which task
+/// outputs stored in memory), tasks running and completed, bytes spilled and spill files.
 pub fn worker_json(w: &WorkerStatus) -> Value {
     let resources: serde_json::Map<String, Value> = w
         .resources
@@ -39,9 +39,11 @@ pub fn worker_json(w: &WorkerStatus) -> Value {
         "resources": resources,
         "memory_limit": w.memory_limit,
         "memory_used": w.memory_used,
+        "memory_stored": w.memory_stored,
         "tasks_running": w.tasks_running,
         "tasks_completed": w.tasks_completed,
         "spilled_bytes": w.spilled_bytes,
+        "spills": w.spills,
     })
 }
 

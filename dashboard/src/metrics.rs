@@ -147,16 +147,23 @@ fn workers(out: &mut String, status: &ClusterStatus, counters: &Counters) {
     let mut tasks = Vec::new();
     let mut completed = Vec::new();
     let mut spilled = Vec::new();
+    let mut spills = Vec::new();
     let mut transfer = Vec::new();
     let mut resources = Vec::new();
     for w in status.workers.iter().filter(|w| w.alive) {
         let id = format!("worker=\"{}\",address=\"{}\"", w.id, escape(&w.address));
-        memory.push((format!("{id},type=\"used\""), w.memory_used as f64));
+        let operators = w.memory_used.saturating_sub(w.memory_stored);
+        memory.push((format!("{id},type=\"operators\""), operators as f64));
+        memory.push((
+            format!("{id},type=\"stored_outputs\""),
+            w.memory_stored as f64,
+        ));
         limit.push((id.clone(), w.memory_limit as f64));
         slots.push((id.clone(), w.slots as f64));
         tasks.push((format!("{id},state=\"running\""), w.tasks_running as f64));
         completed.push((id.clone(), w.tasks_completed as f64));
         spilled.push((id.clone(), w.spilled_bytes as f64));
+        spills.push((id.clone(), w.spills as f64));
         let sent = counters.sent_bytes.get(&w.id).copied().unwrap_or(0);
         let received = counters.received_bytes.get(&w.id).copied().unwrap_or(0);
         transfer.push((format!("{id},direction=\"out\""), sent as f64));
@@ -169,7 +176,7 @@ fn workers(out: &mut String, status: &ClusterStatus, counters: &Counters) {
         out,
         "shoal_worker_memory_bytes",
         "gauge",
-        "Memory in use at the last heartbeat: operators plus stored task outputs.",
+        "Memory in use at the last heartbeat, by type: operators, and task outputs stored in memory.",
         &memory,
     );
     family(
@@ -198,8 +205,15 @@ fn workers(out: &mut String, status: &ClusterStatus, counters: &Counters) {
         out,
         "shoal_worker_spilled_bytes_total",
         "counter",
-        "Task output bytes spilled to disk.",
+        "Bytes spilled to disk: task outputs, and operators' sort runs and hash tables.",
         &spilled,
+    );
+    family(
+        out,
+        "shoal_worker_spills_total",
+        "counter",
+        "Spill files written.",
+        &spills,
     );
     family(
         out,

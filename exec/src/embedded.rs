@@ -24,7 +24,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::cluster::{Cluster, JobHandle, event_stream, follow_progress};
 use crate::flight::{FlightTransport, StoreFlightService, serve};
-use crate::protocol::{ClusterStatus, Event, EventBatch, JobEvent, JobSpec, Progress};
+use crate::protocol::{ClusterStatus, Event, EventBatch, JobEvent, JobSpec, Progress, WorkerUsage};
 use crate::scheduler::Scheduler;
 use crate::security::Security;
 use crate::store::{ResultStore, StoreStats};
@@ -105,6 +105,8 @@ pub struct EmbeddedCluster {
     job_events: broadcast::Sender<EventBatch>,
     transport: Arc<dyn Transport>,
     stores: Vec<Arc<ResultStore>>,
+    /// Each worker's DataFusion runtime (its memory pool), for the status's memory.
+    worker_runtimes: Vec<Arc<RuntimeEnv>>,
     flight_addresses: Vec<SocketAddr>,
     next_job: AtomicU64,
     options: EmbeddedOptions,
@@ -169,6 +171,7 @@ impl EmbeddedCluster {
         let stores_for_stats = stores.clone();
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let mut inboxes = Vec::with_capacity(workers);
+        let mut worker_runtimes = Vec::with_capacity(workers);
         for (id, store) in stores.into_iter().enumerate() {
             let worker_runtime = RuntimeEnvBuilder::from_runtime_env(base)
                 .with_memory_pool(Arc::new(FairSpillPool::new(options.memory_limit)))
@@ -180,6 +183,7 @@ impl EmbeddedCluster {
                 Arc::clone(&worker_runtime.memory_pool),
                 pause_threshold(options.memory_limit),
             );
+            worker_runtimes.push(Arc::clone(&worker_runtime));
             let fetched = Arc::new(FetchLog::default());
             let worker = Worker {
                 id,
@@ -216,6 +220,7 @@ impl EmbeddedCluster {
             job_events,
             transport,
             stores: stores_for_stats,
+            worker_runtimes,
             flight_addresses,
             next_job: AtomicU64::new(1),
             options,
@@ -317,7 +322,21 @@ impl Cluster for EmbeddedCluster {
     }
 
     fn status(&self) -> BoxFuture<'_, Result<ClusterStatus>> {
-        self.ask(Event::Status).boxed()
+        // In-process workers send no heartbeats: their memory and spills are read here.
+        let usage: Vec<WorkerUsage> = self
+            .stores
+            .iter()
+            .zip(&self.worker_runtimes)
+            .map(|(store, runtime)| WorkerUsage::of(runtime, store))
+            .collect();
+        async move {
+            let mut status = self.ask(Event::Status).await?;
+            for (worker, usage) in status.workers.iter_mut().zip(usage) {
+                worker.set_usage(usage);
+            }
+            Ok(status)
+        }
+        .boxed()
     }
 
     fn cancel(&self, job: JobId) -> BoxFuture<'_, Result<bool>> {

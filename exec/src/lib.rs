@@ -36,7 +36,7 @@ pub use metrics::{MetricUnit, OperatorMetric};
 pub use outline::{JobOutline, StageOutline};
 pub use protocol::{
     ClusterStatus, JobEvent, JobEventKind, JobStatus, Progress, TaskFailure, TaskReport,
-    WorkerStatus,
+    WorkerStatus, WorkerUsage,
 };
 pub use remote::RemoteCluster;
 pub use security::Security;

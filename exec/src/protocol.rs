@@ -237,10 +237,8 @@ pub enum Event {
     Heartbeat {
         /// Which.
         worker: WorkerId,
-        /// Operator memory plus in-memory task outputs, in bytes.
-        memory_used: u64,
-        /// Task output bytes it ever spilled to disk.
-        spilled_bytes: u64,
+        /// What it uses and spilled.
+        usage: WorkerUsage,
     },
     /// Tasks of `job` on worker `to` fetched `bytes` of outputs from worker `from`.
     Fetched {
@@ -253,7 +251,8 @@ pub enum Event {
         /// How many (in-memory size).
         bytes: u64,
     },
-    /// Worker `worker` spilled `bytes` of `job`'s task outputs to disk.
+    /// Worker `worker` spilled `bytes` of `job`'s task outputs or operator state to disk,
+    /// in `spills` files.
     Spilled {
         /// The job.
         job: JobId,
@@ -261,6 +260,8 @@ pub enum Event {
         worker: WorkerId,
         /// How many (in-memory size).
         bytes: u64,
+        /// Spill files written.
+        spills: u64,
     },
 }
 
@@ -273,6 +274,46 @@ impl Event {
             Event::ResultLost { job, .. } => Some(*job),
             Event::Fetched { job, .. } | Event::Spilled { job, .. } => Some(*job),
             _ => None,
+        }
+    }
+}
+
+impl WorkerStatus {
+    /// Takes the memory and spill figures of `usage`.
+    pub fn set_usage(&mut self, usage: WorkerUsage) {
+        self.memory_used = usage.memory_used;
+        self.memory_stored = usage.memory_stored;
+        self.spilled_bytes = usage.spilled_bytes;
+        self.spills = usage.spills;
+    }
+}
+
+/// A worker's memory and spills, as its heartbeats report them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerUsage {
+    /// Operator memory plus in-memory task outputs, in bytes.
+    pub memory_used: u64,
+    /// The in-memory task outputs (part of `memory_used`), in bytes.
+    pub memory_stored: u64,
+    /// Bytes it ever spilled to disk (task outputs, and operators' sort runs and hash
+    /// tables).
+    pub spilled_bytes: u64,
+    /// Spill files it ever wrote.
+    pub spills: u64,
+}
+
+impl WorkerUsage {
+    /// What a worker with `runtime` and `store` uses and spilled now.
+    pub fn of(
+        runtime: &datafusion::execution::runtime_env::RuntimeEnv,
+        store: &crate::ResultStore,
+    ) -> Self {
+        let stats = store.stats();
+        Self {
+            memory_used: (runtime.memory_pool.reserved() + stats.memory_bytes) as u64,
+            memory_stored: stats.memory_bytes as u64,
+            spilled_bytes: stats.spilled_bytes,
+            spills: stats.spilled_total as u64,
         }
     }
 }
@@ -292,8 +333,13 @@ pub struct WorkerStatus {
     pub memory_limit: u64,
     /// Memory in use at the last heartbeat, in bytes.
     pub memory_used: u64,
-    /// Task output bytes it ever spilled to disk, as of the last heartbeat.
+    /// In-memory task outputs at the last heartbeat (part of `memory_used`), in bytes.
+    pub memory_stored: u64,
+    /// Bytes it ever spilled to disk (task outputs, and operators' sort runs and hash
+    /// tables), as of the last heartbeat.
     pub spilled_bytes: u64,
+    /// Spill files it ever wrote, as of the last heartbeat.
+    pub spills: u64,
     /// Tasks running now.
     pub tasks_running: usize,
     /// Tasks finished since start.

@@ -36,8 +36,8 @@ struct Inner {
     memory_bytes: usize,
     spilled_total: usize,
     spilled_bytes: u64,
-    /// Bytes spilled per job since [`ResultStore::take_spills`] last ran.
-    unreported_spills: HashMap<JobId, u64>,
+    /// Bytes and files spilled per job since [`ResultStore::take_spills`] last ran.
+    unreported_spills: HashMap<JobId, (u64, u64)>,
     flight_reads: usize,
     next_file: u64,
 }
@@ -51,9 +51,10 @@ pub struct StoreStats {
     pub memory_bytes: usize,
     /// Buckets currently on disk.
     pub spilled_entries: usize,
-    /// Buckets ever spilled.
+    /// Spill files ever written: buckets, and operators' (see
+    /// [`ResultStore::record_operator_spills`]).
     pub spilled_total: usize,
-    /// Bytes ever spilled (in-memory size of the spilled batches).
+    /// Bytes ever spilled (in-memory size of the spilled batches), operators' included.
     pub spilled_bytes: u64,
     /// Buckets served to a peer or client over Arrow Flight.
     pub flight_reads: usize,
@@ -140,8 +141,24 @@ impl ResultStore {
     }
 
     /// Bytes spilled per job since the last call.
-    pub fn take_spills(&self) -> Vec<(JobId, u64)> {
-        self.inner.lock().unreported_spills.drain().collect()
+    pub fn take_spills(&self) -> Vec<(JobId, u64, u64)> {
+        let mut inner = self.inner.lock();
+        inner
+            .unreported_spills
+            .drain()
+            .map(|(job, (bytes, files))| (job, bytes, files))
+            .collect()
+    }
+
+    /// Counts what a task's operators (sorts, aggregations, joins) spilled to disk for
+    /// `job`: `bytes` in `files` spill files; the worker reports them with its own.
+    pub fn record_operator_spills(&self, job: JobId, bytes: u64, files: u64) {
+        let mut inner = self.inner.lock();
+        inner.spilled_total += files as usize;
+        inner.spilled_bytes += bytes;
+        let unreported = inner.unreported_spills.entry(job).or_default();
+        unreported.0 += bytes;
+        unreported.1 += files;
     }
 
     /// Keeps a finished bucket, spilling the largest in-memory buckets if over target.
@@ -184,7 +201,9 @@ impl ResultStore {
         inner.memory_bytes -= bytes;
         inner.spilled_total += 1;
         inner.spilled_bytes += bytes as u64;
-        *inner.unreported_spills.entry(key.job).or_default() += bytes as u64;
+        let unreported = inner.unreported_spills.entry(key.job).or_default();
+        unreported.0 += bytes as u64;
+        unreported.1 += 1;
         inner.entries.insert(key, Entry::Disk { path });
         Ok(())
     }
@@ -342,7 +361,10 @@ mod tests {
         // Only job 1's outputs are large enough to be spilled; the log is read once.
         let spills = store.take_spills();
         assert_eq!(spills.len(), 1, "{spills:?}");
-        assert_eq!(spills[0], (1, stats.spilled_bytes));
+        assert_eq!(
+            spills[0],
+            (1, stats.spilled_bytes, stats.spilled_total as u64)
+        );
         assert!(stats.spilled_bytes >= 8000, "{stats:?}");
         assert!(store.take_spills().is_empty());
         let back = store.get(&key(1, 1)).unwrap();

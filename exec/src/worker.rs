@@ -152,6 +152,10 @@ impl Worker {
                         if let TaskOutcome::Finished(report) = &mut outcome {
                             report.slot = slot;
                             report.duration = started.elapsed();
+                            let (bytes, files) = operator_spills(&report.metrics);
+                            if files > 0 || bytes > 0 {
+                                self.store.record_operator_spills(key.0, bytes, files);
+                            }
                         }
                         let (job, task, attempt) = key;
                         self.report_transfers(&events);
@@ -234,9 +238,14 @@ impl Worker {
                 bytes,
             });
         }
-        for (job, bytes) in self.store.take_spills() {
+        for (job, bytes, spills) in self.store.take_spills() {
             let worker = self.id;
-            let _ = events.send(Event::Spilled { job, worker, bytes });
+            let _ = events.send(Event::Spilled {
+                job,
+                worker,
+                bytes,
+                spills,
+            });
         }
     }
 }
@@ -301,6 +310,18 @@ fn reserved_bytes(launch: &Launch) -> usize {
     estimate.ok().flatten().unwrap_or(0)
 }
 
+/// What a task's operators spilled: (bytes, spill files), from their metrics.
+fn operator_spills(metrics: &[OperatorMetric]) -> (u64, u64) {
+    let sum = |name: &str| {
+        metrics
+            .iter()
+            .filter(|m| m.name == name)
+            .map(|m| m.value)
+            .fold(0u64, u64::saturating_add)
+    };
+    (sum("spilled_bytes"), sum("spill_count"))
+}
+
 async fn run_task(launch: Launch, runtime: Arc<RuntimeEnv>, io: Arc<dyn ShuffleIo>) -> TaskOutcome {
     match execute(launch, runtime, io).await {
         Ok((bucket_bytes, metrics)) => TaskOutcome::Finished(TaskReport {
@@ -360,7 +381,27 @@ async fn execute(
 
 #[cfg(test)]
 mod tests {
-    use super::{fits, may_start};
+    use super::{fits, may_start, operator_spills};
+    use crate::metrics::{MetricUnit, OperatorMetric};
+
+    #[test]
+    fn operator_spills_sum_every_operator_s_spill_metrics() {
+        let metric = |node, name: &str, value, unit| OperatorMetric {
+            node,
+            name: name.into(),
+            value,
+            unit,
+        };
+        let metrics = [
+            metric(1, "spilled_bytes", 4000, MetricUnit::Bytes),
+            metric(1, "spill_count", 2, MetricUnit::Count),
+            metric(3, "spilled_bytes", 500, MetricUnit::Bytes),
+            metric(3, "spill_count", 1, MetricUnit::Count),
+            metric(3, "output_rows", 99, MetricUnit::Count),
+        ];
+        assert_eq!(operator_spills(&metrics), (4500, 3));
+        assert_eq!(operator_spills(&[]), (0, 0));
+    }
 
     #[test]
     fn an_array_task_waits_until_its_reservation_fits_beside_the_running_ones() {

@@ -243,13 +243,19 @@ fn wire_seeds_are_conversations_the_scheduler_answers() {
                 heartbeat: Some(proto::Heartbeat {
                     memory_used: 4096,
                     spilled_bytes: 0,
+                    spills: 0,
+                    memory_stored: 0,
                 }),
                 fetched: vec![proto::Fetched {
                     job: 1,
                     from_worker: 1,
                     bytes: 100,
                 }],
-                spilled: vec![proto::Spilled { job: 1, bytes: 10 }],
+                spilled: vec![proto::Spilled {
+                    job: 1,
+                    bytes: 10,
+                    spills: 1,
+                }],
                 ..Default::default()
             })),
         }

@@ -940,8 +940,24 @@ async fn small_memory_workers_spill_and_clean_up() {
         embedded.register_dir(tpch_dir().to_str().unwrap()).unwrap();
         rows(&embedded.sql(sql).await.unwrap().collect().await.unwrap())
     };
+    let mut events = session.events().await.unwrap();
     let batches = session.sql(sql).await.unwrap().collect().await.unwrap();
     assert_rows_eq("under 12 MiB", &expected, &rows(&batches));
+    // It spilled: the workers' heartbeats and status count the spill files their
+    // operators and stores wrote, and the job's events say which worker spilled.
+    let status = session.status().await.unwrap();
+    let spills: u64 = status.workers.iter().map(|w| w.spills).sum();
+    let spilled: u64 = status.workers.iter().map(|w| w.spilled_bytes).sum();
+    assert!(spills > 0 && spilled > 0, "{:?}", status.workers);
+    let seen = events_until_done(&mut events).await;
+    let in_events: u64 = seen
+        .iter()
+        .filter_map(|e| match e.kind {
+            JobEventKind::Spill { bytes, .. } => Some(bytes),
+            _ => None,
+        })
+        .sum();
+    assert!(in_events > 0, "no Spill event");
     // The job ended: no spill file or stored output is left in the scratch directories.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let left = common::files_under(scratch.path());

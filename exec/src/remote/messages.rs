@@ -14,6 +14,7 @@ use super::{PROTOCOL_VERSION, resources_from_proto};
 use crate::outline::JobOutline;
 use crate::protocol::{
     EncodedStage, Event, JobSpec, StagePlan, StageSpec, TaskOutcome, TaskReport, WorkerStatus,
+    WorkerUsage,
 };
 
 /// Tasks one submitted job may have (and stages, and stage inputs): the scheduler keeps
@@ -47,8 +48,12 @@ pub(crate) fn batch_events(id: WorkerId, batch: proto::WorkerBatch) -> Vec<Event
     if let Some(heartbeat) = batch.heartbeat {
         events.push(Event::Heartbeat {
             worker: id,
-            memory_used: heartbeat.memory_used,
-            spilled_bytes: heartbeat.spilled_bytes,
+            usage: WorkerUsage {
+                memory_used: heartbeat.memory_used,
+                memory_stored: heartbeat.memory_stored,
+                spilled_bytes: heartbeat.spilled_bytes,
+                spills: heartbeat.spills,
+            },
         });
     }
     events.extend(batch.fetched.into_iter().map(|fetched| Event::Fetched {
@@ -61,6 +66,7 @@ pub(crate) fn batch_events(id: WorkerId, batch: proto::WorkerBatch) -> Vec<Event
         job: spilled.job,
         worker: id,
         bytes: spilled.bytes,
+        spills: spilled.spills,
     }));
     for ended in batch.ended {
         let Some(task) = ended.task else { continue };

@@ -604,11 +604,13 @@ pub(crate) fn status_to_proto(status: &ClusterStatus) -> proto::ClusterStatus {
                 resources: resources_to_proto(&w.resources),
                 memory_limit: w.memory_limit,
                 memory_used: w.memory_used,
+                memory_stored: w.memory_stored,
                 tasks_running: w.tasks_running as u32,
                 tasks_completed: w.tasks_completed,
                 alive: w.alive,
                 retiring: w.retiring,
                 spilled_bytes: w.spilled_bytes,
+                spills: w.spills,
             })
             .collect(),
         jobs: status
@@ -642,11 +644,13 @@ pub fn status_from_proto(status: proto::ClusterStatus) -> ClusterStatus {
                 resources: resources_from_proto(&w.resources),
                 memory_limit: w.memory_limit,
                 memory_used: w.memory_used,
+                memory_stored: w.memory_stored,
                 tasks_running: w.tasks_running as usize,
                 tasks_completed: w.tasks_completed,
                 alive: w.alive,
                 retiring: w.retiring,
                 spilled_bytes: w.spilled_bytes,
+                spills: w.spills,
             })
             .collect(),
         jobs: status

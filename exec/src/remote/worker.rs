@@ -28,7 +28,7 @@ use super::events::failure_to_proto;
 use super::proto::{self, command, scheduler_message, worker_message};
 use super::{PROTOCOL_VERSION, resources_to_proto};
 use crate::flight::{FlightTransport, StoreFlightService, serve};
-use crate::protocol::{Event, Launch, StagePlan, TaskOutcome, WorkerMsg};
+use crate::protocol::{Event, Launch, StagePlan, TaskOutcome, WorkerMsg, WorkerUsage};
 use crate::security::Security;
 use crate::store::ResultStore;
 use crate::transport::{FetchLog, WorkerIo};
@@ -517,8 +517,8 @@ async fn report(
                                 bytes,
                             });
                         }
-                        Event::Spilled { job, bytes, .. } => {
-                            batch.spilled.push(proto::Spilled { job, bytes });
+                        Event::Spilled { job, bytes, spills, .. } => {
+                            batch.spilled.push(proto::Spilled { job, bytes, spills });
                         }
                         _ => {}
                     }
@@ -527,9 +527,14 @@ async fn report(
             }
             _ = tick.tick() => heartbeat = true,
         }
-        batch.heartbeat = heartbeat.then(|| proto::Heartbeat {
-            memory_used: Worker::memory_used(&runtime, &store) as u64,
-            spilled_bytes: store.stats().spilled_bytes,
+        batch.heartbeat = heartbeat.then(|| {
+            let usage = WorkerUsage::of(&runtime, &store);
+            proto::Heartbeat {
+                memory_used: usage.memory_used,
+                memory_stored: usage.memory_stored,
+                spilled_bytes: usage.spilled_bytes,
+                spills: usage.spills,
+            }
         });
         let message = proto::WorkerMessage {
             kind: Some(worker_message::Kind::Batch(batch)),

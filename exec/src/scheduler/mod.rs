@@ -36,7 +36,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::protocol::{
     Event, EventBatch, JobEvent, JobEventKind, Progress, TaskFailure, TaskOutcome, WorkerMsg,
-    WorkerStatus,
+    WorkerStatus, WorkerUsage,
 };
 use job::{JobState, TaskState};
 use placement::{Suspicion, WorkerSlot};
@@ -395,11 +395,7 @@ impl Scheduler {
                 let _ = reply.send(id);
             }
             Event::WorkerLost { worker, cause } => self.lose_worker(worker, &cause),
-            Event::Heartbeat {
-                worker,
-                memory_used,
-                spilled_bytes,
-            } => self.heard_from(worker, memory_used, spilled_bytes),
+            Event::Heartbeat { worker, usage } => self.heard_from(worker, usage),
             Event::Fetched {
                 job,
                 from,
@@ -410,10 +406,16 @@ impl Scheduler {
                     state.emit(JobEventKind::Fetch { from, to, bytes });
                 }
             }
-            Event::Spilled { job, worker, bytes } => {
-                // Heartbeats, where there are any, then set the worker's exact total.
+            Event::Spilled {
+                job,
+                worker,
+                bytes,
+                spills,
+            } => {
+                // Heartbeats, where there are any, then set the worker's exact totals.
                 if let Some(w) = self.workers.get_mut(worker) {
                     w.status.spilled_bytes = w.status.spilled_bytes.saturating_add(bytes);
+                    w.status.spills = w.status.spills.saturating_add(spills);
                 }
                 if let Some(state) = self.jobs.get(&job) {
                     state.emit(JobEventKind::Spill { worker, bytes });
@@ -461,11 +463,10 @@ impl Scheduler {
     }
 
     /// A heartbeat from `worker`: it is alive, and uses and spilled this much.
-    fn heard_from(&mut self, worker: WorkerId, memory_used: u64, spilled_bytes: u64) {
+    fn heard_from(&mut self, worker: WorkerId, usage: WorkerUsage) {
         if let Some(w) = self.workers.get_mut(worker) {
             w.last_heard = Instant::now();
-            w.status.memory_used = memory_used;
-            w.status.spilled_bytes = spilled_bytes;
+            w.status.set_usage(usage);
             if w.suspect == Some(Suspicion::Reachable) {
                 tracing::info!("worker {worker} is reachable again");
                 w.suspect = None;

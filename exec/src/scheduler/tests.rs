@@ -10,7 +10,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use super::{MAX_FETCH_FAILURES, MAX_WORKER_CRASHES, Scheduler};
 use crate::protocol::{
     Event, EventBatch, JobEvent, JobEventKind, JobOutputs, JobSpec, Progress, StagePlan, StageSpec,
-    TaskOutcome, TaskReport, WorkerMsg, WorkerStatus, failure_message,
+    TaskOutcome, TaskReport, WorkerMsg, WorkerStatus, WorkerUsage, failure_message,
 };
 
 mod recovery;
@@ -269,8 +269,7 @@ fn a_suspect_whose_port_answers_is_cleared_and_one_that_refuses_is_lost() {
     // A heartbeat alone does not clear it; an answering port and then a heartbeat do.
     let heartbeat = || Event::Heartbeat {
         worker: 0,
-        memory_used: 0,
-        spilled_bytes: 0,
+        usage: WorkerUsage::default(),
     };
     h.event(heartbeat());
     assert!(!h.scheduler.workers[0].usable());
@@ -661,11 +660,13 @@ fn fetches_and_spills_become_job_events_and_count_in_status() {
         job: 1,
         worker: 1,
         bytes: 5000,
+        spills: 1,
     });
     h.event(Event::Spilled {
         job: 1,
         worker: 1,
         bytes: 1000,
+        spills: 2,
     });
     let kinds: Vec<_> = drain(&mut events)
         .into_iter()
@@ -690,20 +691,30 @@ fn fetches_and_spills_become_job_events_and_count_in_status() {
             },
         ]
     );
-    assert_eq!(h.scheduler.status().workers[1].spilled_bytes, 6000);
-    // A heartbeat carries the worker's own total, which wins.
+    let status = h.scheduler.status();
+    assert_eq!(
+        (status.workers[1].spilled_bytes, status.workers[1].spills),
+        (6000, 3)
+    );
+    // A heartbeat carries the worker's own totals, which win.
     h.event(Event::Heartbeat {
         worker: 1,
-        memory_used: 7,
-        spilled_bytes: 6500,
+        usage: WorkerUsage {
+            memory_used: 7,
+            memory_stored: 5,
+            spilled_bytes: 6500,
+            spills: 4,
+        },
     });
     let status = h.scheduler.status();
     assert_eq!(
         (
             status.workers[1].memory_used,
-            status.workers[1].spilled_bytes
+            status.workers[1].memory_stored,
+            status.workers[1].spilled_bytes,
+            status.workers[1].spills
         ),
-        (7, 6500)
+        (7, 5, 6500, 4)
     );
     // Task reports are activity; heartbeats are not.
     let (task, attempt, _) = h.launched(0).pop().unwrap();
@@ -712,8 +723,7 @@ fn fetches_and_spills_become_job_events_and_count_in_status() {
     assert!(after >= before);
     h.event(Event::Heartbeat {
         worker: 0,
-        memory_used: 0,
-        spilled_bytes: 0,
+        usage: WorkerUsage::default(),
     });
     assert_eq!(h.scheduler.status().last_activity.unwrap(), after);
 }

@@ -136,6 +136,8 @@ fn nonsense_batch() -> proto::WorkerMessage {
             heartbeat: Some(proto::Heartbeat {
                 memory_used: u64::MAX,
                 spilled_bytes: u64::MAX,
+                spills: u64::MAX,
+                memory_stored: u64::MAX,
             }),
             fetched: vec![proto::Fetched {
                 job: 1,
@@ -145,6 +147,7 @@ fn nonsense_batch() -> proto::WorkerMessage {
             spilled: vec![proto::Spilled {
                 job: u64::MAX,
                 bytes: u64::MAX,
+                spills: u64::MAX,
             }],
         })),
     }
