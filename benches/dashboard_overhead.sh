@@ -24,13 +24,30 @@ ROUNDS="${2:-3}"
 cargo build --release -p shoal
 SHOAL=target/release/shoal
 scratch=$(mktemp -d)
-pids=()
+# Each round runs in a subshell (`$(run_once …)`): it records what it started here, so an
+# interrupted run still stops every cluster, reader and browser.
 cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  if [ -f "$scratch/pids" ]; then
+    while read -r pid; do kill "$pid" 2>/dev/null || true; done <"$scratch/pids"
+  fi
   rm -rf "$scratch"
 }
 trap cleanup EXIT
+started() { echo "$1" >>"$scratch/pids"; }
+# Waits until `$2` succeeds while process `$1` lives; fails the round otherwise.
+await() {
+  local pid=$1
+  shift
+  local deadline=$((SECONDS + 60))
+  until "$@"; do
+    if ! kill -0 "$pid" 2>/dev/null || [ "$SECONDS" -gt "$deadline" ]; then
+      echo "gave up waiting for: $*" >&2
+      cat "$scratch/err" >&2
+      return 1
+    fi
+    sleep 0.1
+  done
+}
 
 setups=(none idle sse)
 if [ -x /usr/bin/chromium ] && .venv/bin/python -c 'import playwright' 2>/dev/null; then
@@ -40,25 +57,34 @@ else
 fi
 
 # Starts a cluster for `setup`, runs the benchmark on it, stops it; prints tasks/s.
+has_url() { [ -s "$scratch/out" ]; }
+has_dashboard() { grep -q 'dashboard at http://' "$scratch/err"; }
+has_workers() {
+  [ "$("$SHOAL" status --cluster "$url" --format json 2>/dev/null |
+    python3 -c 'import json, sys; print(len(json.load(sys.stdin)["workers"]))' 2>/dev/null)" = 2 ]
+}
+
 run_once() {
   local setup=$1 extra=() readers=()
   [ "$setup" != none ] && extra=(--dashboard-bind 127.0.0.1:0)
+  rm -f "$scratch/out" "$scratch/err"
   "$SHOAL" local --workers 2 --nthreads 1 "${extra[@]}" >"$scratch/out" 2>"$scratch/err" &
   local cluster=$!
-  until [ -s "$scratch/out" ]; do sleep 0.1; done
-  local url dash=""
+  started "$cluster"
+  await "$cluster" has_url || return 1
+  local dash=""
   url=$(head -1 "$scratch/out")
   if [ "$setup" != none ]; then
-    until dash=$(grep -o 'dashboard at http://[^ ]*' "$scratch/err" | awk '{print $3}') && [ -n "$dash" ]; do
-      sleep 0.1
-    done
+    await "$cluster" has_dashboard || return 1
+    dash=$(grep -o 'dashboard at http://[^ ]*' "$scratch/err" | head -1 | awk '{print $3}')
   fi
-  until "$SHOAL" status --cluster "$url" 2>/dev/null | grep -q 'worker 1'; do sleep 0.1; done
+  await "$cluster" has_workers || return 1
   case $setup in
     sse)
       for _ in 1 2; do
         curl -sN "${dash}api/v1/events" >/dev/null &
         readers+=($!)
+        started $!
       done
       ;;
     browser)
@@ -66,16 +92,21 @@ run_once() {
 import sys, time
 from playwright.sync_api import sync_playwright
 with sync_playwright() as p:
-    browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+    browser = p.chromium.launch(executable_path="/usr/bin/chromium",
+                                args=["--no-sandbox", "--disable-dev-shm-usage"])
     page = browser.new_page()
     page.goto(sys.argv[1])
     time.sleep(3600)
 EOF
       readers+=($!)
+      started $!
       sleep 3
       ;;
   esac
-  "$SHOAL" bench scheduler --graph merge --tasks "$TASKS" --cluster "$url" | awk '/tasks\/s/ {print $1}'
+  local rate
+  rate=$("$SHOAL" bench scheduler --graph merge --tasks "$TASKS" --cluster "$url" | awk '/tasks\/s/ {print $1}')
+  [ -n "$rate" ] || { echo "the $setup benchmark printed no rate" >&2; return 1; }
+  echo "$rate"
   for pid in "${readers[@]}"; do kill "$pid" 2>/dev/null || true; done
   kill "$cluster"
   wait "$cluster" 2>/dev/null || true
@@ -85,7 +116,7 @@ EOF
 declare -A rates
 for round in $(seq "$ROUNDS"); do
   for setup in "${setups[@]}"; do
-    rate=$(run_once "$setup")
+    rate=$(run_once "$setup") || exit 1
     echo "round $round $setup: $rate tasks/s" >&2
     rates[$setup]="${rates[$setup]:-} $rate"
   done

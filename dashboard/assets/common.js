@@ -16,7 +16,9 @@ const Shoal = (() => {
     if (!response.ok) {
       let why = response.statusText;
       try { why = (await response.json()).error || why; } catch (_) { /* not JSON */ }
-      throw new Error(why);
+      const error = new Error(why);
+      error.status = response.status;
+      throw error;
     }
     return response.json();
   }
@@ -95,16 +97,44 @@ const Shoal = (() => {
     return `hsl(${hue}, 62%, 52%)`;
   }
 
-  // Calls `fn` now and every `ms`, never two at once; a failure shows on the page.
+  // Calls `fn` now and every `ms`, never two at once; a failure shows on the page, and a
+  // 404 (the job or worker is no longer kept) stops the calls.
   function every(ms, fn) {
     let busy = false;
+    let timer = null;
     const tick = async () => {
       if (busy) return;
       busy = true;
-      try { await fn(); problem(""); } catch (e) { problem(e.message); } finally { busy = false; }
+      try {
+        await fn();
+        problem("");
+      } catch (e) {
+        problem(e.message);
+        if (e.status === 404) clearInterval(timer);
+      } finally {
+        busy = false;
+      }
     };
+    timer = setInterval(tick, ms);
     tick();
-    return setInterval(tick, ms);
+    return timer;
+  }
+
+  // Whether a live cluster is behind the dashboard (not a replayed event log).
+  let liveness = null;
+  function live() {
+    liveness = liveness || get("api/v1/info").then((info) => info.placement !== null);
+    return liveness;
+  }
+
+  // Runs `start` when the cluster is live; otherwise says why the part is empty.
+  async function whenLive(where, start) {
+    if (await live()) {
+      start();
+    } else {
+      replace(where, el("div", { class: "muted" },
+        "A replayed event log: there are no live workers to show."));
+    }
   }
 
   // Runs `fn` at most once per `ms` however often it is asked to.
@@ -120,10 +150,16 @@ const Shoal = (() => {
     };
   }
 
-  // The job-event stream: `handler` gets each event as an object.
-  function events(handler) {
+  // The job-event stream: `handler` gets each event as an object, `skipped` the number
+  // of task-level events each message left out (the server sends at most a thousand
+  // events every quarter second).
+  function events(handler, skipped) {
     const source = new EventSource(root + "api/v1/events");
-    source.onmessage = (e) => handler(JSON.parse(e.data));
+    source.onmessage = (e) => {
+      const message = JSON.parse(e.data);
+      for (const event of message.events) handler(event);
+      if (skipped && message.skipped) skipped(message.skipped);
+    };
     window.addEventListener("pagehide", () => source.close());
     return source;
   }
@@ -141,5 +177,5 @@ const Shoal = (() => {
   }
 
   return { root, get, post, bytes, seconds, count, el, svg, bar, stageColor, every, throttled,
-           events, pageId, replace, problem };
+           events, pageId, replace, problem, whenLive };
 })();

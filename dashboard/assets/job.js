@@ -24,7 +24,9 @@
   function drawDag(job) {
     const graph = job.graph || [];
     const depth = [];
-    graph.forEach((s, i) => { depth[i] = s.inputs.length ? 1 + Math.max(...s.inputs.map((j) => depth[j])) : 0; });
+    // Stages come after their inputs; an input that does not is drawn as a source.
+    const known = (s, i) => s.inputs.filter((j) => j < i);
+    graph.forEach((s, i) => { depth[i] = known(s, i).length ? 1 + Math.max(...known(s, i).map((j) => depth[j])) : 0; });
     const columns = [];
     graph.forEach((_, i) => (columns[depth[i]] = columns[depth[i]] || []).push(i));
     const W = 170, H = 54, GX = 60, GY = 18;
@@ -33,7 +35,7 @@
     const tallest = Math.max(1, ...columns.map((c) => c.length));
     const chart = svg("svg", { id: "dag", width: 20 + columns.length * (W + GX), height: 20 + tallest * (H + GY) });
     const finished = new Map((job.stage_totals || []).map((s) => [s.stage, s]));
-    graph.forEach((s, i) => s.inputs.forEach((j) => {
+    graph.forEach((s, i) => known(s, i).forEach((j) => {
       const a = at[j], b = at[i];
       const x1 = a.x + W, y1 = a.y + H / 2, x2 = b.x, y2 = b.y + H / 2;
       chart.append(svg("path", { class: "edge", d: `M${x1},${y1} C${x1 + GX / 2},${y1} ${x2 - GX / 2},${y2} ${x2},${y2}` }));
@@ -71,7 +73,7 @@
       const t = totals.get(i);
       const lines = s.operators.map(([depth, text], node) => {
         const shown = (metrics.get(`${i}:${node}`) || []).map(metricText).join(", ");
-        return el("div", { class: "operator" }, "  ".repeat(depth) + text,
+        return el("div", { class: "operator" }, "  ".repeat(Math.min(depth, 200)) + text,
           el("span", { class: "metrics" }, shown ? `  [${shown}]` : ""));
       });
       return el("div", { id: `stage-${i}` },
@@ -83,8 +85,15 @@
     Shoal.replace("job-plan", ...blocks);
   }
 
+  let timer = null;
+
   async function refresh() {
     const job = await Shoal.get(`api/v1/jobs/${id}`);
+    // A job that ended does not change any more.
+    if (job.state !== "running" && timer !== null) {
+      clearInterval(timer);
+      timer = null;
+    }
     Shoal.replace("job-summary",
       el("div", { class: "card" }, el("b", { class: `state-${job.state}`, id: "job-state" }, job.state), "state"),
       el("div", { class: "card" }, el("b", {}, seconds(job.duration_seconds)), "duration"),
@@ -111,5 +120,5 @@
     }
   }
 
-  Shoal.every(1000, refresh);
+  timer = Shoal.every(1000, refresh);
 })();

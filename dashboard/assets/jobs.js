@@ -4,10 +4,11 @@
 (() => {
   const { el, bytes, count, seconds } = Shoal;
   Shoal.replace("page", el("h2", {}, "Jobs"), el("table", { id: "jobs" }));
+  const SHOWN = 200;
   const head = ["job", "SQL or operation", "state", "duration", "rows", "tasks", "output", "transferred", "spilled"];
 
   async function refresh() {
-    const jobs = await Shoal.get("api/v1/jobs");
+    const jobs = await Shoal.get(`api/v1/jobs?limit=${SHOWN}`);
     const header = el("tr", {}, ...head.map((h, i) => el("th", i > 2 ? { class: "num" } : {}, h)));
     const rows = jobs.map((j) => el("tr", { class: "job", "data-job": j.id },
       el("td", {}, el("a", { href: `jobs/${j.id}` }, `job ${j.id}`)),
@@ -23,5 +24,5 @@
   }
 
   Shoal.every(2000, refresh);
-  Shoal.events(Shoal.throttled(300, refresh));
+  Shoal.events(Shoal.throttled(1000, refresh));
 })();

@@ -87,8 +87,8 @@
     if (e.kind !== "fetch" && e.kind !== "task_started") return;
     if (queue.length > 2000) { dropped++; return; }
     queue.push(e);
-  });
-  Shoal.every(2000, async () => drawNodes(await Shoal.get("api/v1/workers")));
+  }, (n) => { dropped += n; });
+  Shoal.whenLive("map-counts", () => Shoal.every(2000, async () => drawNodes(await Shoal.get("api/v1/workers"))));
   setInterval(drawCounts, 500);
   window.requestAnimationFrame(frame);
 })();

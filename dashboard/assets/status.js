@@ -67,8 +67,12 @@
   }
 
   function drawStream() {
-    const slots = [];
-    for (const w of workers) for (let s = 0; s < w.slots; s++) slots.push([w.id, s]);
+    // Every slot of the workers now, and any other a kept task ran in (a worker that
+    // left, or every slot of a replayed event log).
+    const pairs = new Map();
+    for (const w of workers) for (let s = 0; s < w.slots; s++) pairs.set(`${w.id}:${s}`, [w.id, s]);
+    for (const e of entries) if (e.kind === "task") pairs.set(`${e.worker}:${e.slot}`, [e.worker, e.slot]);
+    const slots = [...pairs.values()].sort((a, b) => a[0] - b[0] || a[1] - b[1]);
     const rowOf = new Map(slots.map(([w, s], i) => [`${w}:${s}`, i]));
     const firstRow = new Map();
     slots.forEach(([w], i) => { if (!firstRow.has(w)) firstRow.set(w, i); });
@@ -154,7 +158,7 @@
     Shoal.replace("progress", ...blocks);
   }
 
-  Shoal.every(1000, refreshWorkers);
+  Shoal.whenLive("worker-memory", () => Shoal.every(1000, refreshWorkers));
   Shoal.every(500, refreshStream);
   Shoal.every(2000, refreshProgress);
   Shoal.events(Shoal.throttled(250, refreshProgress));

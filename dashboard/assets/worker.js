@@ -54,6 +54,6 @@
     Shoal.replace("worker-tasks", header, ...rows);
   }
 
-  Shoal.every(1000, refresh);
+  Shoal.whenLive("worker-now", () => Shoal.every(1000, refresh));
   Shoal.every(1000, refreshTasks);
 })();

@@ -26,5 +26,5 @@
     Shoal.replace("workers", header, ...rows);
   }
 
-  Shoal.every(1000, refresh);
+  Shoal.whenLive("workers", () => Shoal.every(1000, refresh));
 })();

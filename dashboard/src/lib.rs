@@ -20,8 +20,9 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use parking_lot::Mutex;
-use shoal_exec::{Cluster, ClusterStatus};
+use shoal_exec::{Cluster, ClusterStatus, JobEvent};
 use tokio::sync::broadcast;
 
 pub use json::status_json;
@@ -29,8 +30,40 @@ pub use routes::router;
 
 /// The shortest time between two status calls the dashboard makes.
 pub const STATUS_EVERY: Duration = Duration::from_millis(250);
-/// Events a Server-Sent Events reader may fall behind before it misses some.
-const EVENTS_BUFFERED: usize = 4096;
+/// How often the events that arrived are sent to Server-Sent Events readers, as one
+/// message.
+pub const PUBLISH_EVERY: Duration = Duration::from_millis(250);
+/// Events one message carries at most: past it, task-level events (tasks, stages,
+/// fetches, spills) are counted as skipped instead of sent; a job's own events
+/// (submitted, done, failed, cancelled) are always sent.
+pub const EVENTS_PER_MESSAGE: usize = 1000;
+/// How often jobs the dashboard thinks run are checked against the scheduler's status
+/// (their end may have been among the events a slow follower missed).
+const RECONCILE_EVERY: Duration = Duration::from_secs(2);
+/// Messages a Server-Sent Events reader may fall behind before it misses some.
+const MESSAGES_BUFFERED: usize = 64;
+
+/// The events waiting for the next message to readers.
+#[derive(Default)]
+struct Outbox {
+    events: Vec<JobEvent>,
+    skipped: u64,
+}
+
+impl Outbox {
+    fn push(&mut self, event: JobEvent) {
+        use shoal_exec::JobEventKind as K;
+        let the_job_s = matches!(
+            event.kind,
+            K::Submitted { .. } | K::Done | K::Failed { .. } | K::Cancelled
+        );
+        if the_job_s || self.events.len() < EVENTS_PER_MESSAGE {
+            self.events.push(event);
+        } else {
+            self.skipped += 1;
+        }
+    }
+}
 
 /// How the dashboard is served.
 #[derive(Debug, Clone, Default)]
@@ -55,6 +88,7 @@ pub struct State {
     model: Mutex<model::Model>,
     status: tokio::sync::Mutex<Option<(Instant, ClusterStatus)>>,
     events: broadcast::Sender<Arc<str>>,
+    outbox: Mutex<Outbox>,
     started: SystemTime,
 }
 
@@ -64,6 +98,30 @@ impl State {
         self.cluster.upgrade().ok_or_else(|| {
             datafusion::common::DataFusionError::Execution("the cluster has shut down".into())
         })
+    }
+
+    /// Sends the waiting events to the Server-Sent Events readers as one message:
+    /// `{"events": [...], "skipped": N}` (see [`EVENTS_PER_MESSAGE`]).
+    fn publish(&self) {
+        let Outbox { events, skipped } = std::mem::take(&mut *self.outbox.lock());
+        if (events.is_empty() && skipped == 0) || self.events.receiver_count() == 0 {
+            return;
+        }
+        let events: Vec<serde_json::Value> = events.iter().map(json::event_json).collect();
+        let message = serde_json::json!({ "events": events, "skipped": skipped });
+        let _ = self.events.send(message.to_string().into());
+    }
+
+    /// Ends the jobs the dashboard thinks run that the scheduler no longer lists (see
+    /// [`model::Model::reconcile`]).
+    async fn reconcile(&self) {
+        if !self.model.lock().has_running_jobs() {
+            return;
+        }
+        if let Ok(status) = self.status().await {
+            let running: Vec<shoal_exec::JobId> = status.jobs.iter().map(|j| j.id).collect();
+            self.model.lock().reconcile(&running, SystemTime::now());
+        }
     }
 
     /// The cluster's status, at most [`STATUS_EVERY`] old.
@@ -101,19 +159,47 @@ impl Dashboard {
     pub async fn follow(
         cluster: &Arc<dyn Cluster>,
         options: DashboardOptions,
-        mut log: Option<eventlog::EventLog>,
+        log: Option<eventlog::EventLog>,
     ) -> datafusion::common::Result<Self> {
-        let mut stream = cluster.events().await?;
+        let stream = cluster.events().await?;
+        Ok(Self::follow_stream(cluster, stream, options, log))
+    }
+
+    /// [`Dashboard::follow`] reading the job events from `stream` (the feed of the
+    /// scheduler the dashboard runs beside) instead of `cluster`'s event call.
+    pub fn follow_stream(
+        cluster: &Arc<dyn Cluster>,
+        mut stream: BoxStream<'static, JobEvent>,
+        options: DashboardOptions,
+        mut log: Option<eventlog::EventLog>,
+    ) -> Self {
         let state = Self::state(Arc::downgrade(cluster), options);
         let follower_state = Arc::clone(&state);
         let follower = cluster.runtime().spawn(async move {
             let mut unflushed = 0;
-            while let Some(event) = stream.next().await {
+            let mut publish = tokio::time::interval(PUBLISH_EVERY);
+            publish.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut reconcile = tokio::time::interval(RECONCILE_EVERY);
+            reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let event = tokio::select! {
+                    event = stream.next() => match event {
+                        Some(event) => event,
+                        None => break,
+                    },
+                    _ = publish.tick() => {
+                        follower_state.publish();
+                        continue;
+                    }
+                    _ = reconcile.tick() => {
+                        follower_state.reconcile().await;
+                        continue;
+                    }
+                };
                 let now = SystemTime::now();
                 follower_state.model.lock().apply(&event, now);
                 if follower_state.events.receiver_count() > 0 {
-                    let text: Arc<str> = json::event_json(&event).to_string().into();
-                    let _ = follower_state.events.send(text);
+                    follower_state.outbox.lock().push(event.clone());
                 }
                 if let Some(writer) = &mut log {
                     unflushed += 1;
@@ -131,10 +217,10 @@ impl Dashboard {
                 }
             }
         });
-        Ok(Self {
+        Self {
             state,
             follower: Some(follower),
-        })
+        }
     }
 
     /// A read-only dashboard of recorded events (see [`eventlog::read_log`]): the jobs,
@@ -158,13 +244,14 @@ impl Dashboard {
     }
 
     fn state(cluster: Weak<dyn Cluster>, options: DashboardOptions) -> Arc<State> {
-        let (events, _) = broadcast::channel(EVENTS_BUFFERED);
+        let (events, _) = broadcast::channel(MESSAGES_BUFFERED);
         Arc::new(State {
             cluster,
             options,
             model: Mutex::new(model::Model::default()),
             status: tokio::sync::Mutex::new(None),
             events,
+            outbox: Mutex::new(Outbox::default()),
             started: SystemTime::now(),
         })
     }

@@ -14,6 +14,9 @@ use shoal_exec::{JobId, WorkerId};
 pub const FINISHED_JOBS_KEPT: usize = 1000;
 /// Task-stream entries kept; a reader further behind starts at the oldest one kept.
 pub const TASK_STREAM_KEPT: usize = 20_000;
+/// How long a running job must be missing from the scheduler's status before the
+/// dashboard takes it as ended (see [`Model::reconcile`]).
+pub const MISSING_FOR: Duration = Duration::from_secs(1);
 /// Upper bounds (seconds) of the job-duration histogram's buckets.
 pub const DURATION_BUCKETS: [f64; 10] = [0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0, 1800.0];
 
@@ -28,6 +31,9 @@ pub enum JobState {
     Failed,
     /// It was cancelled.
     Cancelled,
+    /// The scheduler no longer runs it, but the dashboard missed the event that said
+    /// how it ended (a follower that fell behind skips events).
+    Ended,
 }
 
 impl JobState {
@@ -38,6 +44,7 @@ impl JobState {
             JobState::Done => "done",
             JobState::Failed => "failed",
             JobState::Cancelled => "cancelled",
+            JobState::Ended => "ended",
         }
     }
 }
@@ -71,6 +78,8 @@ pub struct JobRecord {
     pub spilled_bytes: u64,
     /// The error of a failed job.
     pub error: Option<String>,
+    /// Since when the scheduler's status has not listed it while it runs here.
+    missing_since: Option<SystemTime>,
     /// Per stage: (tasks finished, compute seconds, output bytes).
     pub stage_totals: BTreeMap<usize, (usize, f64, u64)>,
     /// Operator metrics summed over the finished tasks: (stage, operator in pre-order,
@@ -94,6 +103,7 @@ impl JobRecord {
             transferred_bytes: 0,
             spilled_bytes: 0,
             error: None,
+            missing_since: None,
             stage_totals: BTreeMap::new(),
             operators: BTreeMap::new(),
         }
@@ -240,20 +250,7 @@ impl Model {
             job.tasks_done = event.progress.tasks_done;
             record(job, &event.kind);
             if event.kind.is_final() && job.ended.is_none() {
-                job.ended = Some(now);
-                let seconds = job.duration(now).as_secs_f64();
-                let bucket = DURATION_BUCKETS
-                    .iter()
-                    .position(|&bound| seconds <= bound)
-                    .unwrap_or(DURATION_BUCKETS.len());
-                self.counters.job_durations[bucket] += 1;
-                self.counters.job_duration_sum += seconds;
-                self.finished.push_back(event.job);
-                while self.finished.len() > FINISHED_JOBS_KEPT {
-                    if let Some(old) = self.finished.pop_front() {
-                        self.jobs.remove(&old);
-                    }
-                }
+                self.end(event.job, now);
             }
         }
         if let Some(entry) = entry {
@@ -262,6 +259,59 @@ impl Model {
             while self.stream.len() > TASK_STREAM_KEPT {
                 self.stream.pop_front();
             }
+        }
+    }
+
+    /// Job `id` ended at `at`: its duration is counted, and the oldest finished jobs past
+    /// [`FINISHED_JOBS_KEPT`] are forgotten.
+    fn end(&mut self, id: JobId, at: SystemTime) {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        job.ended = Some(at);
+        let seconds = job.duration(at).as_secs_f64();
+        let bucket = DURATION_BUCKETS
+            .iter()
+            .position(|&bound| seconds <= bound)
+            .unwrap_or(DURATION_BUCKETS.len());
+        self.counters.job_durations[bucket] += 1;
+        self.counters.job_duration_sum += seconds;
+        self.finished.push_back(id);
+        while self.finished.len() > FINISHED_JOBS_KEPT {
+            if let Some(old) = self.finished.pop_front() {
+                self.jobs.remove(&old);
+            }
+        }
+    }
+
+    /// Whether any job runs as far as the dashboard knows.
+    pub fn has_running_jobs(&self) -> bool {
+        self.jobs.len() > self.finished.len()
+    }
+
+    /// Checks the jobs that run here against `running`, the jobs the scheduler's status
+    /// listed at `now`. A job missing from lists at least [`MISSING_FOR`] apart ended
+    /// without the dashboard hearing how: it is marked [`JobState::Ended`] at the first
+    /// list that missed it. (One list is not enough: its end may still be on its way.)
+    pub fn reconcile(&mut self, running: &[JobId], now: SystemTime) {
+        let running: std::collections::HashSet<JobId> = running.iter().copied().collect();
+        let mut gone = Vec::new();
+        for job in self.jobs.values_mut() {
+            if job.state != JobState::Running || running.contains(&job.id) {
+                job.missing_since = None;
+                continue;
+            }
+            match job.missing_since {
+                None => job.missing_since = Some(now),
+                Some(since) if now.duration_since(since).unwrap_or_default() >= MISSING_FOR => {
+                    job.state = JobState::Ended;
+                    gone.push((job.id, since));
+                }
+                Some(_) => {}
+            }
+        }
+        for (id, since) in gone {
+            self.end(id, since);
         }
     }
 
@@ -494,6 +544,39 @@ mod tests {
         ));
         assert!(matches!(entries[2].1, StreamEntry::Failure { .. }));
         assert_eq!(model.stream_since(7, 10), (vec![], 7));
+    }
+
+    #[test]
+    fn a_job_the_scheduler_no_longer_lists_ends_after_two_lists() {
+        let mut model = Model::default();
+        let t0 = SystemTime::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        model.apply(&event(1, 0, submitted(1)), t0);
+        model.apply(&event(2, 0, submitted(1)), t0);
+        assert!(model.has_running_jobs());
+        // Job 1's end was missed; job 2 still runs.
+        model.reconcile(&[2], at(100));
+        assert_eq!(
+            model.jobs[&1].state,
+            JobState::Running,
+            "one list is not enough"
+        );
+        model.reconcile(&[2], at(600));
+        assert_eq!(model.jobs[&1].state, JobState::Running, "nor half a second");
+        model.reconcile(&[2], at(1200));
+        assert_eq!(model.jobs[&1].state, JobState::Ended);
+        assert_eq!(model.jobs[&1].ended, Some(at(100)));
+        assert_eq!(model.jobs[&2].state, JobState::Running);
+        // A job listed again after one miss is not ended later for the old miss.
+        model.reconcile(&[], at(1300));
+        model.reconcile(&[2], at(1400));
+        model.reconcile(&[], at(2000));
+        assert_eq!(model.jobs[&2].state, JobState::Running);
+        // Its own end still arrives as usual.
+        model.apply(&event(2, 1, JobEventKind::Done), at(2100));
+        assert_eq!(model.jobs[&2].state, JobState::Done);
+        assert!(!model.has_running_jobs());
+        assert_eq!(model.counters.job_durations.iter().sum::<u64>(), 2);
     }
 
     #[test]

@@ -36,7 +36,8 @@ fn asset_text(name: &str) -> Option<(&'static str, &'static str)> {
     })
 }
 
-/// A page: the navigation bar (with `active` marked), an empty body its `script` fills,
+/// A page (its assets' addresses carry the version, so a browser never runs a cached
+/// script of another release against this one's API): the navigation bar (with `active` marked), an empty body its `script` fills,
 /// and `root`, the way from the page back to the dashboard's root (`./` or `../`).
 fn shell(title: &str, active: &str, script: &str, root: &str) -> Html<String> {
     let nav: String = PAGES
@@ -54,11 +55,12 @@ fn shell(title: &str, active: &str, script: &str, root: &str) -> Html<String> {
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>{title} · Shoal</title><link rel=\"icon\" href=\"data:,\">\
-         <link rel=\"stylesheet\" href=\"{root}assets/shoal.css\"></head>\
+         <link rel=\"stylesheet\" href=\"{root}assets/shoal.css?v={version}\"></head>\
          <body data-root=\"{root}\"><header><span class=\"brand\">SHOAL</span>{nav}</header>\
          <main><div id=\"problem\" class=\"problem\"></div><div id=\"page\"></div></main>\
-         <script src=\"{root}assets/common.js\"></script>\
-         <script src=\"{root}assets/{script}.js\"></script></body></html>\n"
+         <script src=\"{root}assets/common.js?v={version}\"></script>\
+         <script src=\"{root}assets/{script}.js?v={version}\"></script></body></html>\n",
+        version = env!("CARGO_PKG_VERSION"),
     ))
 }
 

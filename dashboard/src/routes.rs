@@ -50,7 +50,14 @@ pub fn router(state: Arc<State>) -> Router {
             get(move || async move { pages::page(path) }),
         );
     }
-    let home = format!("{}/status", normalized_prefix(&state.options.prefix));
+    // Redirects are relative, like every link: a proxy may serve the dashboard under
+    // another path than its own prefix. From the bare prefix (`/p`), `status` would
+    // leave it: the way back in is its last segment.
+    let prefix = normalized_prefix(&state.options.prefix);
+    let home = match prefix.rsplit('/').next() {
+        Some(last) if !last.is_empty() => format!("{last}/status"),
+        _ => "status".to_string(),
+    };
     let reads = reads
         .route("/", get(move |query| to_home(home, query)))
         .route_layer(middleware::from_fn_with_state(
@@ -74,11 +81,10 @@ pub fn router(state: Arc<State>) -> Router {
         "" => routes,
         prefix => {
             // The printed link ends in `/`, which the nested routes do not match.
-            let home = format!("{prefix}/status");
             Router::new()
                 .route(
                     &format!("{prefix}/"),
-                    get(move |query| to_home(home, query)),
+                    get(move |query| to_home("status".to_string(), query)),
                 )
                 .nest(prefix, routes)
         }
@@ -169,13 +175,20 @@ async fn gate_reads(Shared(state): S, request: Request, next: Next) -> Response 
         .split('&')
         .filter(|p| !p.is_empty() && !p.starts_with("token="))
         .collect();
+    // Relative to the page itself (see `router`).
+    let page = match uri.path().rsplit('/').next() {
+        Some(last) if !last.is_empty() => format!("./{last}"),
+        _ => "./".to_string(),
+    };
     let location = if rest.is_empty() {
-        uri.path().to_string()
+        page
     } else {
-        format!("{}?{}", uri.path(), rest.join("&"))
+        format!("{page}?{}", rest.join("&"))
     };
     let path = format!("{}/", normalized_prefix(&state.options.prefix));
-    let cookie = format!("{COOKIE}={token}; Path={path}; HttpOnly; SameSite=Strict");
+    // Lax: a link from elsewhere to a page still carries it; changes are POSTs, which a
+    // Lax cookie does not go with from another site (and they need the token anyway).
+    let cookie = format!("{COOKIE}={token}; Path={path}; HttpOnly; SameSite=Lax");
     let mut response = StatusCode::SEE_OTHER.into_response();
     for (name, value) in [(header::LOCATION, location), (header::SET_COOKIE, cookie)] {
         if let Ok(value) = HeaderValue::from_str(&value) {
@@ -264,13 +277,20 @@ async fn worker(Shared(state): S, Path(id): Path<WorkerId>) -> Response {
     }
 }
 
-async fn jobs(Shared(state): S) -> Response {
+#[derive(serde::Deserialize)]
+struct Limit {
+    limit: Option<usize>,
+}
+
+/// Jobs, newest first; `?limit=N` gives the newest N only.
+async fn jobs(Shared(state): S, Query(q): Query<Limit>) -> Response {
     let now = SystemTime::now();
     let model = state.model.lock();
     let all: Vec<Value> = model
         .jobs
         .values()
         .rev()
+        .take(q.limit.unwrap_or(usize::MAX))
         .map(|j| job_json(j, now, false))
         .collect();
     Json(all).into_response()

@@ -84,7 +84,7 @@ impl Session {
     /// Plans one parsed statement (see [`Session::sql`]).
     pub async fn statement(&self, statement: Statement) -> Result<DataFrame> {
         let ctx = self.context();
-        let label = statement.to_string();
+        let label = without_option_values(&statement.to_string());
         let df = match shoal_sql::plan_statement(ctx, statement).await? {
             Planned::Query(plan) => ctx.execute_logical_plan(plan).await?,
             Planned::Command(plan) => ctx.execute_logical_plan(plan).await?,
@@ -94,5 +94,60 @@ impl Session {
             }
         };
         Ok(DataFrame::new(self.clone(), df).labeled(label))
+    }
+}
+
+/// `sql` with the contents of every `OPTIONS (...)` clause left out: a job's label goes to
+/// every event reader and the dashboard, and options can hold credentials.
+fn without_option_values(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut rest = sql;
+    while let Some(at) = rest.to_ascii_uppercase().find("OPTIONS (") {
+        let open = at + "OPTIONS (".len();
+        out.push_str(&rest[..open]);
+        // The matching parenthesis, outside quoted text.
+        let (mut depth, mut quote, mut end) = (1usize, None, rest.len());
+        for (i, c) in rest[open..].char_indices() {
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), _) => {}
+                (None, '\'' | '"') => quote = Some(c),
+                (None, '(') => depth += 1,
+                (None, ')') => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = open + i;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        out.push('…');
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_option_values;
+
+    #[test]
+    fn option_values_are_left_out_of_labels() {
+        assert_eq!(
+            without_option_values(
+                "COPY t TO 's3://b/x' STORED AS PARQUET OPTIONS ('aws.secret_access_key' 'k(y)', \
+                 'format.compression' 'zstd') "
+            ),
+            "COPY t TO 's3://b/x' STORED AS PARQUET OPTIONS (…) "
+        );
+        assert_eq!(without_option_values("SELECT 1"), "SELECT 1");
+        assert_eq!(
+            without_option_values("x OPTIONS ('a' 'b') y options ('c' 'd')"),
+            "x OPTIONS (…) y options (…)"
+        );
+        assert_eq!(without_option_values("OPTIONS ('open"), "OPTIONS (…");
     }
 }

@@ -103,11 +103,31 @@ impl JobOutline {
                         .operators
                         .into_iter()
                         .take(OPERATORS_KEPT + 1)
-                        .map(|l| (l.depth, clipped(&l.text, LINE_CHARS)))
+                        .map(|l| {
+                            let depth = l.depth.min(OPERATORS_KEPT as u32);
+                            (depth, clipped(&l.text, LINE_CHARS))
+                        })
                         .collect(),
                 })
                 .collect(),
         }
+    }
+}
+
+impl JobOutline {
+    /// The outline made to describe the graph the scheduler runs: one stage per
+    /// `(inputs, tasks)` of the job, with those inputs and tasks, and the operators the
+    /// client sent for it (none for a stage it did not describe).
+    pub fn fitted<'a>(
+        mut self,
+        stages: impl ExactSizeIterator<Item = (&'a [StageId], usize)>,
+    ) -> Self {
+        self.stages.resize_with(stages.len(), StageOutline::default);
+        for (outline, (inputs, tasks)) in self.stages.iter_mut().zip(stages) {
+            outline.inputs = inputs.to_vec();
+            outline.tasks = tasks;
+        }
+        self
     }
 }
 
@@ -157,7 +177,26 @@ mod tests {
         assert_eq!(JobOutline::from_proto(outline.to_proto()), outline);
         let mut long = outline.to_proto();
         long.label = "x".repeat(LABEL_CHARS + 10);
+        long.stages[0].operators[1].depth = u32::MAX;
         let back = JobOutline::from_proto(long);
         assert_eq!(back.label.chars().count(), LABEL_CHARS + 1);
+        assert_eq!(back.stages[0].operators[1].0, OPERATORS_KEPT as u32);
+        // The scheduler's graph wins over what a client said of it.
+        let fitted = back.fitted([(&[][..], 2), (&[0][..], 5), (&[0, 1][..], 1)].into_iter());
+        assert_eq!(fitted.stages.len(), 3);
+        assert_eq!(
+            (fitted.stages[1].inputs.clone(), fitted.stages[1].tasks),
+            (vec![0], 5)
+        );
+        assert_eq!(fitted.stages[0].operators.len(), 2);
+        assert!(fitted.stages[2].operators.is_empty());
+        assert_eq!(
+            fitted
+                .clone()
+                .fitted([(&[][..], 1)].into_iter())
+                .stages
+                .len(),
+            1
+        );
     }
 }

@@ -312,8 +312,8 @@ impl WorkerUsage {
         Self {
             memory_used: (runtime.memory_pool.reserved() + stats.memory_bytes) as u64,
             memory_stored: stats.memory_bytes as u64,
-            spilled_bytes: stats.spilled_bytes,
-            spills: stats.spilled_total as u64,
+            spilled_bytes: stats.spilled_bytes + stats.operator_spilled_bytes,
+            spills: stats.spilled_total as u64 + stats.operator_spills,
         }
     }
 }

@@ -36,6 +36,8 @@ struct Inner {
     memory_bytes: usize,
     spilled_total: usize,
     spilled_bytes: u64,
+    operator_spills: u64,
+    operator_spilled_bytes: u64,
     /// Bytes and files spilled per job since [`ResultStore::take_spills`] last ran.
     unreported_spills: HashMap<JobId, (u64, u64)>,
     flight_reads: usize,
@@ -51,13 +53,17 @@ pub struct StoreStats {
     pub memory_bytes: usize,
     /// Buckets currently on disk.
     pub spilled_entries: usize,
-    /// Spill files ever written: buckets, and operators' (see
-    /// [`ResultStore::record_operator_spills`]).
+    /// Buckets ever spilled.
     pub spilled_total: usize,
-    /// Bytes ever spilled (in-memory size of the spilled batches), operators' included.
+    /// Bytes of buckets ever spilled (in-memory size of the spilled batches).
     pub spilled_bytes: u64,
     /// Buckets served to a peer or client over Arrow Flight.
     pub flight_reads: usize,
+    /// Spill files the worker's operators wrote (see
+    /// [`ResultStore::record_operator_spills`]).
+    pub operator_spills: u64,
+    /// Bytes the worker's operators spilled.
+    pub operator_spilled_bytes: u64,
 }
 
 /// Task outputs of one worker, keyed by (job, task, bucket).
@@ -154,8 +160,8 @@ impl ResultStore {
     /// `job`: `bytes` in `files` spill files; the worker reports them with its own.
     pub fn record_operator_spills(&self, job: JobId, bytes: u64, files: u64) {
         let mut inner = self.inner.lock();
-        inner.spilled_total += files as usize;
-        inner.spilled_bytes += bytes;
+        inner.operator_spills += files;
+        inner.operator_spilled_bytes += bytes;
         let unreported = inner.unreported_spills.entry(job).or_default();
         unreported.0 += bytes;
         unreported.1 += files;
@@ -303,6 +309,8 @@ impl ResultStore {
             spilled_total: inner.spilled_total,
             spilled_bytes: inner.spilled_bytes,
             flight_reads: inner.flight_reads,
+            operator_spills: inner.operator_spills,
+            operator_spilled_bytes: inner.operator_spilled_bytes,
         }
     }
 }

@@ -52,7 +52,9 @@ def browser() -> Iterator[object]:
         raise
     with sync_playwright() as p:
         # Debian's Chromium, never a downloaded one; no sandbox inside a container.
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        chromium = p.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-dev-shm-usage"]
+        )
         yield chromium
         chromium.close()
 
@@ -254,6 +256,12 @@ http {{
       proxy_http_version 1.1;
       proxy_buffering off;
     }}
+    # The same dashboard under another outside path: links and redirects are relative.
+    location /elsewhere/ {{
+      proxy_pass {upstream}/team/shoal/;
+      proxy_http_version 1.1;
+      proxy_buffering off;
+    }}
   }}
 }}
 """)
@@ -277,6 +285,14 @@ http {{
         assert "/team/shoal/assets/common.js" in requests
         assert "/team/shoal/api/v1/events" in requests or "/team/shoal/api/v1/tasks" in requests
         watched.shot("behind-nginx")
+        page = watched.page
+        page.goto(f"http://127.0.0.1:{port}/elsewhere/")
+        assert page.url == f"http://127.0.0.1:{port}/elsewhere/status"
+        wait_for("two workers", lambda: page.inner_text("#worker-count b") == "2")
+        page.click("header >> text=Jobs")
+        wait_for("the jobs table", lambda: page.locator("#jobs tr.job").count() >= 1)
+        assert page.url == f"http://127.0.0.1:{port}/elsewhere/jobs"
+        watched.check()
     finally:
         proxy.terminate()
         proxy.wait(timeout=20)

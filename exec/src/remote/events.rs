@@ -49,10 +49,7 @@ pub fn failure_from_proto(failed: &proto::Failed) -> (ErrorKind, String) {
 pub fn event_to_proto(event: &JobEvent) -> proto::ClusterEvent {
     let job = event.job;
     let kind = match &event.kind {
-        JobEventKind::Submitted { stages, outline } => Kind::Submitted(proto::SubmittedEvent {
-            stages: *stages as u32,
-            outline: Some(outline.to_proto()),
-        }),
+        JobEventKind::Submitted { stages, .. } => Kind::Submitted(*stages as u32),
         JobEventKind::StageStarted { stage } => Kind::StageStarted(*stage as u32),
         JobEventKind::StageFinished { stage } => Kind::StageFinished(*stage as u32),
         JobEventKind::TaskStarted {
@@ -92,11 +89,16 @@ pub fn event_to_proto(event: &JobEvent) -> proto::ClusterEvent {
             bytes: *bytes,
         }),
     };
+    let outline = match &event.kind {
+        JobEventKind::Submitted { outline, .. } => Some(outline.to_proto()),
+        _ => None,
+    };
     proto::ClusterEvent {
         job,
         tasks_total: event.progress.tasks_total as u32,
         tasks_done: event.progress.tasks_done as u32,
         kind: Some(kind),
+        outline,
     }
 }
 
@@ -104,10 +106,10 @@ pub fn event_to_proto(event: &JobEvent) -> proto::ClusterEvent {
 /// scheduler).
 pub fn event_from_proto(event: proto::ClusterEvent) -> Option<JobEvent> {
     let kind = match event.kind? {
-        Kind::Submitted(submitted) => JobEventKind::Submitted {
-            stages: submitted.stages as usize,
+        Kind::Submitted(stages) => JobEventKind::Submitted {
+            stages: stages as usize,
             outline: Arc::new(JobOutline::from_proto(
-                submitted.outline.unwrap_or_default(),
+                event.outline.clone().unwrap_or_default(),
             )),
         },
         Kind::StageStarted(stage) => JobEventKind::StageStarted {

@@ -159,7 +159,13 @@ pub(crate) fn job_spec(submit: proto::SubmitJob) -> Result<JobSpec, Status> {
         stages,
         request: resources_from_proto(&submit.resources),
         placement_timeout,
-        outline: Arc::new(JobOutline::from_proto(submit.outline.unwrap_or_default())),
+        outline: Arc::new(JobOutline::default()),
+    };
+    let outline = JobOutline::from_proto(submit.outline.unwrap_or_default())
+        .fitted(spec.stages.iter().map(|s| (&s.inputs[..], s.tasks)));
+    let spec = JobSpec {
+        outline: Arc::new(outline),
+        ..spec
     };
     spec.check()
         .map_err(|e| Status::invalid_argument(e.message().to_string()))?;

@@ -17,7 +17,7 @@ use shoal_planner::Resources;
 
 pub use client::RemoteCluster;
 pub use messages::MAX_JOB_TASKS;
-pub use server::{SchedulerOptions, run_scheduler};
+pub use server::{EventFeed, SchedulerOptions, run_scheduler, start_scheduler};
 pub use worker::{WorkerOptions, run_worker};
 
 /// Messages and services generated from `proto/shoal.proto`.

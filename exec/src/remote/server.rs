@@ -73,16 +73,52 @@ struct Service {
     next_job: AtomicU64,
 }
 
+/// The job events a scheduler process publishes, for readers in the same process (its
+/// dashboard): the batches the scheduler sends, without the gRPC stream's encoding.
+#[derive(Clone)]
+pub struct EventFeed(broadcast::Sender<EventBatch>);
+
+impl EventFeed {
+    /// Every job event from now on; a reader that falls behind misses some.
+    pub fn stream(&self) -> futures::stream::BoxStream<'static, crate::protocol::JobEvent> {
+        crate::cluster::event_stream(self.0.subscribe())
+    }
+}
+
 /// Runs a scheduler on `listener` until the server fails.
 pub async fn run_scheduler(
     listener: tokio::net::TcpListener,
     options: SchedulerOptions,
 ) -> Result<()> {
+    start_scheduler(listener, options).1.await
+}
+
+/// A scheduler on `listener`: its event feed, and the future that runs it until the
+/// server fails.
+pub fn start_scheduler(
+    listener: tokio::net::TcpListener,
+    options: SchedulerOptions,
+) -> (
+    EventFeed,
+    impl std::future::Future<Output = Result<()>> + Send + 'static,
+) {
+    let scheduler = Scheduler::empty(options.prefetch, Some(options.heartbeat_timeout));
+    let job_events = scheduler.events();
+    (
+        EventFeed(job_events.clone()),
+        serve_scheduler(listener, options, scheduler, job_events),
+    )
+}
+
+async fn serve_scheduler(
+    listener: tokio::net::TcpListener,
+    options: SchedulerOptions,
+    scheduler: Scheduler,
+    job_events: broadcast::Sender<EventBatch>,
+) -> Result<()> {
     let (events, rx) = mpsc::unbounded_channel();
     let (probe, probes) = mpsc::unbounded_channel();
     let mut tasks = JoinSet::new();
-    let scheduler = Scheduler::empty(options.prefetch, Some(options.heartbeat_timeout));
-    let job_events = scheduler.events();
     tasks.spawn(scheduler.with_probe(probe).run(rx));
     tasks.spawn(probe_suspects(
         probes,

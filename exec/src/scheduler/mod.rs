@@ -407,16 +407,11 @@ impl Scheduler {
                 }
             }
             Event::Spilled {
-                job,
-                worker,
-                bytes,
-                spills,
+                job, worker, bytes, ..
             } => {
-                // Heartbeats, where there are any, then set the worker's exact totals.
-                if let Some(w) = self.workers.get_mut(worker) {
-                    w.status.spilled_bytes = w.status.spilled_bytes.saturating_add(bytes);
-                    w.status.spills = w.status.spills.saturating_add(spills);
-                }
+                // The worker's totals come from its heartbeats (in-process workers' from
+                // their stores): adding here too would count a spill twice until the
+                // next heartbeat, and totals exported as counters must not go down.
                 if let Some(state) = self.jobs.get(&job) {
                     state.emit(JobEventKind::Spill { worker, bytes });
                 }

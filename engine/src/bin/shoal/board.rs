@@ -1,12 +1,15 @@
 //! The dashboard a `shoal scheduler` serves: bound before the scheduler prints its URL
-//! (a taken port is a one-line error and no scheduler starts), then fed by a client of
-//! the scheduler itself, so it reads the cluster exactly as every other client does.
+//! (a taken port is a one-line error and no scheduler starts). It reads the job events
+//! from the scheduler's in-process feed (the gRPC stream would encode every event twice
+//! over for nothing) and asks everything else of a client of the scheduler itself, as
+//! every other client does.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use shoal_dashboard::eventlog::{EventLog, read_log};
 use shoal_dashboard::{Dashboard, DashboardOptions};
+use shoal_exec::remote::EventFeed;
 use shoal_exec::{Cluster, RemoteCluster, Security};
 use shoal_planner::config::ShoalSettings;
 
@@ -67,9 +70,10 @@ pub async fn serve_or_log(
     board: Option<Board>,
     log: Option<EventLog>,
     own: OwnScheduler,
+    feed: EventFeed,
     settings: &ShoalSettings,
 ) {
-    if let Err(e) = serve(board, log, own, settings).await {
+    if let Err(e) = serve(board, log, own, feed, settings).await {
         eprintln!("shoal scheduler: the dashboard stopped: {e}");
     }
     std::future::pending::<()>().await
@@ -81,6 +85,7 @@ async fn serve(
     board: Option<Board>,
     log: Option<EventLog>,
     own: OwnScheduler,
+    feed: EventFeed,
     settings: &ShoalSettings,
 ) -> shoal::Result<()> {
     if board.is_none() && log.is_none() {
@@ -99,7 +104,7 @@ async fn serve(
         .await
         .map_err(|e| shoal::Error::input(format!("the dashboard could not start: {e}")))??;
     let cluster: Arc<dyn Cluster> = Arc::new(client);
-    let dashboard = Dashboard::follow(&cluster, options, log).await?;
+    let dashboard = Dashboard::follow_stream(&cluster, feed.stream(), options, log);
     let Some(board) = board else {
         // Only the event log: follow until the process ends, keeping the client.
         let _keep = (cluster, dashboard);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Args;
 use shoal::datafusion::common::config::ExtensionOptions;
 use shoal::datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use shoal_exec::remote::{SchedulerOptions, WorkerOptions, run_scheduler, run_worker};
+use shoal_exec::remote::{SchedulerOptions, WorkerOptions, run_worker, start_scheduler};
 use shoal_exec::{ClusterStatus, Security};
 use shoal_planner::Resources;
 use shoal_planner::config::{FLAGS, ShoalConfig, ShoalSettings};
@@ -234,9 +234,10 @@ pub async fn scheduler(args: SchedulerArgs, dashboard: &DashboardArgs) -> shoal:
         token: args.token,
         tls_cert: args.tls.tls_cert,
     };
+    let (feed, scheduler) = start_scheduler(listener, options);
     tokio::select! {
-        result = run_scheduler(listener, options) => Ok(result?),
-        () = crate::board::serve_or_log(board, log, own, &settings) => Ok(()),
+        result = scheduler => Ok(result?),
+        () = crate::board::serve_or_log(board, log, own, feed, &settings) => Ok(()),
         _ = tokio::signal::ctrl_c() => Ok(()),
         _ = stdin_closed(args.exit_with_stdin) => Ok(()),
     }
