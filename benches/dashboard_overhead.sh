@@ -10,7 +10,10 @@
 #   browser  the dashboard with headless Chromium showing the status page (reported, not
 #            held to the bound: the browser competes for the machine's cores)
 #
-# Prints each setup's median tasks/s over the rounds and its ratio to `none`.
+# Prints each setup's median tasks/s over the rounds and its ratio to `none`, and the CPU
+# time the scheduler's process (the `shoal scheduler` that `shoal local` starts, which
+# also serves the dashboard) spent per task, from /proc, with its ratio to `none`: on two
+# busy cores throughput varies by several percent from run to run, CPU time much less.
 #
 #   bash benches/dashboard_overhead.sh [TASKS] [ROUNDS]
 #
@@ -58,6 +61,8 @@ fi
 
 # Starts a cluster for `setup`, runs the benchmark on it, stops it; prints tasks/s.
 has_url() { [ -s "$scratch/out" ]; }
+# User and system CPU time of process $1, in clock ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 has_dashboard() { grep -q 'dashboard at http://' "$scratch/err"; }
 has_workers() {
   [ "$("$SHOAL" status --cluster "$url" --format json 2>/dev/null |
@@ -103,29 +108,39 @@ EOF
       sleep 3
       ;;
   esac
-  local rate
+  local rate before after scheduler
+  scheduler=$(pgrep -P "$cluster" -f 'shoal scheduler' | head -1)
+  before=$(cpu_ticks "$scheduler")
   rate=$("$SHOAL" bench scheduler --graph merge --tasks "$TASKS" --cluster "$url" | awk '/tasks\/s/ {print $1}')
+  after=$(cpu_ticks "$scheduler")
   [ -n "$rate" ] || { echo "the $setup benchmark printed no rate" >&2; return 1; }
-  echo "$rate"
+  # One warm-up and three timed runs of TASKS + 1 tasks each; microseconds per task.
+  echo "$rate $(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v n="$TASKS" \
+    'BEGIN { printf "%.3f", t / hz * 1e6 / (4 * (n + 1)) }')"
   for pid in "${readers[@]}"; do kill "$pid" 2>/dev/null || true; done
   kill "$cluster"
   wait "$cluster" 2>/dev/null || true
   for pid in "${readers[@]}"; do wait "$pid" 2>/dev/null || true; done
 }
 
-declare -A rates
+declare -A rates cpus
 for round in $(seq "$ROUNDS"); do
   for setup in "${setups[@]}"; do
-    rate=$(run_once "$setup") || exit 1
-    echo "round $round $setup: $rate tasks/s" >&2
+    result=$(run_once "$setup") || exit 1
+    read -r rate cpu <<<"$result"
+    echo "round $round $setup: $rate tasks/s, scheduler CPU $cpu us/task" >&2
     rates[$setup]="${rates[$setup]:-} $rate"
+    cpus[$setup]="${cpus[$setup]:-} $cpu"
   done
 done
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 base=$(echo "${rates[none]}" | median)
-printf '%-8s %12s %8s\n' setup tasks/s ratio
+base_cpu=$(echo "${cpus[none]}" | median)
+ratio() { awk -v m="$1" -v b="$2" 'BEGIN { printf "%.3f", m / b }'; }
+printf '%-8s %12s %8s %16s %8s\n' setup tasks/s ratio 'sched us/task' ratio
 for setup in "${setups[@]}"; do
   m=$(echo "${rates[$setup]}" | median)
-  printf '%-8s %12s %8s\n' "$setup" "$m" "$(awk -v m="$m" -v b="$base" 'BEGIN { printf "%.3f", m / b }')"
+  c=$(echo "${cpus[$setup]}" | median)
+  printf '%-8s %12s %8s %16s %8s\n' "$setup" "$m" "$(ratio "$m" "$base")" "$c" "$(ratio "$c" "$base_cpu")"
 done

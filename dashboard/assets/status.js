@@ -7,7 +7,8 @@
   const { el, svg, bar, bytes, count, seconds } = Shoal;
   // The stream shows the last minute of activity at most, a quarter second at least.
   const LONGEST = 60, SHORTEST = 0.25;
-  const KEPT = 5000;
+  // Entries kept and drawn: the newest, fetched at most this many at a time.
+  const KEPT = 2000;
   const HISTOGRAM_PAST = 100;
 
   Shoal.replace("page",
@@ -124,17 +125,12 @@
   }
 
   async function refreshStream() {
-    let more = true;
-    let changed = false;
-    while (more) {
-      const page = await Shoal.get(`api/v1/tasks?since=${cursor}`);
-      more = page.entries.length > 0 && page.next !== cursor && page.entries.length >= 5000;
-      changed = changed || page.entries.length > 0;
-      cursor = page.next;
-      entries.push(...page.entries);
-    }
+    const page = await Shoal.get(`api/v1/tasks?since=${cursor}&limit=${KEPT}&newest=true`);
+    cursor = page.next;
+    if (!page.entries.length) return;
+    entries.push(...page.entries);
     if (entries.length > KEPT) entries = entries.slice(entries.length - KEPT);
-    if (changed) drawStream();
+    drawStream();
   }
 
   async function refreshProgress() {
@@ -159,7 +155,7 @@
   }
 
   Shoal.whenLive("worker-memory", () => Shoal.every(1000, refreshWorkers));
-  Shoal.every(500, refreshStream);
+  Shoal.every(1000, refreshStream);
   Shoal.every(2000, refreshProgress);
   Shoal.events(Shoal.throttled(250, refreshProgress));
 })();

@@ -40,6 +40,8 @@ pub const EVENTS_PER_MESSAGE: usize = 1000;
 /// How often jobs the dashboard thinks run are checked against the scheduler's status
 /// (their end may have been among the events a slow follower missed).
 const RECONCILE_EVERY: Duration = Duration::from_secs(2);
+/// Events the follower takes in at once, at most, from a cluster's event call.
+const FOLLOW_BATCH: usize = 1024;
 /// Messages a Server-Sent Events reader may fall behind before it misses some.
 const MESSAGES_BUFFERED: usize = 64;
 
@@ -51,14 +53,14 @@ struct Outbox {
 }
 
 impl Outbox {
-    fn push(&mut self, event: JobEvent) {
+    fn push(&mut self, event: &JobEvent) {
         use shoal_exec::JobEventKind as K;
         let the_job_s = matches!(
             event.kind,
             K::Submitted { .. } | K::Done | K::Failed { .. } | K::Cancelled
         );
         if the_job_s || self.events.len() < EVENTS_PER_MESSAGE {
-            self.events.push(event);
+            self.events.push(event.clone());
         } else {
             self.skipped += 1;
         }
@@ -98,6 +100,22 @@ impl State {
         self.cluster.upgrade().ok_or_else(|| {
             datafusion::common::DataFusionError::Execution("the cluster has shut down".into())
         })
+    }
+
+    /// Folds `events` (arrived at `now`) into the model, and keeps them for the next
+    /// message to Server-Sent Events readers if there are any.
+    fn take_in(&self, events: &[JobEvent], now: SystemTime) {
+        let mut model = self.model.lock();
+        for event in events {
+            model.apply(event, now);
+        }
+        drop(model);
+        if self.events.receiver_count() > 0 {
+            let mut outbox = self.outbox.lock();
+            for event in events {
+                outbox.push(event);
+            }
+        }
     }
 
     /// Sends the waiting events to the Server-Sent Events readers as one message:
@@ -161,15 +179,22 @@ impl Dashboard {
         options: DashboardOptions,
         log: Option<eventlog::EventLog>,
     ) -> datafusion::common::Result<Self> {
-        let stream = cluster.events().await?;
-        Ok(Self::follow_stream(cluster, stream, options, log))
+        // Every event already waiting is taken in at once: the locks, the clock and the
+        // timers of the follower cost once per batch rather than once per event.
+        let batches = cluster
+            .events()
+            .await?
+            .ready_chunks(FOLLOW_BATCH)
+            .map(Arc::new)
+            .boxed();
+        Ok(Self::follow_batches(cluster, batches, options, log))
     }
 
-    /// [`Dashboard::follow`] reading the job events from `stream` (the feed of the
-    /// scheduler the dashboard runs beside) instead of `cluster`'s event call.
-    pub fn follow_stream(
+    /// [`Dashboard::follow`] reading the job events from `batches` (the in-process feed
+    /// of the scheduler the dashboard runs beside) instead of `cluster`'s event call.
+    pub fn follow_batches(
         cluster: &Arc<dyn Cluster>,
-        mut stream: BoxStream<'static, JobEvent>,
+        mut batches: BoxStream<'static, Arc<Vec<JobEvent>>>,
         options: DashboardOptions,
         mut log: Option<eventlog::EventLog>,
     ) -> Self {
@@ -182,9 +207,9 @@ impl Dashboard {
             let mut reconcile = tokio::time::interval(RECONCILE_EVERY);
             reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                let event = tokio::select! {
-                    event = stream.next() => match event {
-                        Some(event) => event,
+                let batch = tokio::select! {
+                    batch = batches.next() => match batch {
+                        Some(batch) => batch,
                         None => break,
                     },
                     _ = publish.tick() => {
@@ -197,22 +222,22 @@ impl Dashboard {
                     }
                 };
                 let now = SystemTime::now();
-                follower_state.model.lock().apply(&event, now);
-                if follower_state.events.receiver_count() > 0 {
-                    follower_state.outbox.lock().push(event.clone());
-                }
+                follower_state.take_in(&batch, now);
                 if let Some(writer) = &mut log {
-                    unflushed += 1;
-                    let flush = event.kind.is_final() || unflushed >= 256;
-                    let written = writer
-                        .append(&event, now)
-                        .and_then(|()| if flush { writer.flush() } else { Ok(()) });
-                    if flush {
-                        unflushed = 0;
-                    }
-                    if let Err(e) = written {
-                        eprintln!("the event log stopped: {e}");
-                        log = None;
+                    for event in batch.iter() {
+                        unflushed += 1;
+                        let flush = event.kind.is_final() || unflushed >= 256;
+                        let written = writer
+                            .append(event, now)
+                            .and_then(|()| if flush { writer.flush() } else { Ok(()) });
+                        if flush {
+                            unflushed = 0;
+                        }
+                        if let Err(e) = written {
+                            eprintln!("the event log stopped: {e}");
+                            log = None;
+                            break;
+                        }
                     }
                 }
             }

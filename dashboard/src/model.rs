@@ -381,6 +381,11 @@ impl Model {
         None
     }
 
+    /// The cursor the next task-stream entry will get.
+    pub fn next_cursor(&self) -> u64 {
+        self.next_cursor
+    }
+
     /// Task-stream entries from cursor `since` on (at most `limit`), and the cursor to
     /// ask for next.
     pub fn stream_since(&self, since: u64, limit: usize) -> (Vec<(u64, StreamEntry)>, u64) {

@@ -308,11 +308,24 @@ async fn job(Shared(state): S, Path(id): Path<JobId>) -> Response {
 struct Since {
     since: Option<u64>,
     limit: Option<usize>,
+    /// With more than `limit` entries after `since`, give the newest ones instead of
+    /// the oldest (a reader that only shows the latest activity skips the rest).
+    #[serde(default)]
+    newest: bool,
 }
 
 async fn tasks(Shared(state): S, Query(q): Query<Since>) -> Response {
     let limit = q.limit.unwrap_or(STREAM_PAGE).min(STREAM_PAGE);
-    let (entries, next) = state.model.lock().stream_since(q.since.unwrap_or(0), limit);
+    let (entries, next) = {
+        let model = state.model.lock();
+        let since = q.since.unwrap_or(0);
+        let since = if q.newest {
+            since.max(model.next_cursor().saturating_sub(limit as u64))
+        } else {
+            since
+        };
+        model.stream_since(since, limit)
+    };
     let entries: Vec<Value> = entries
         .iter()
         .map(|(cursor, e)| stream_entry_json(*cursor, e))

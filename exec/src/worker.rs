@@ -150,12 +150,7 @@ impl Worker {
                         }
                         let mut outcome = outcome;
                         if let TaskOutcome::Finished(report) = &mut outcome {
-                            report.slot = slot;
-                            report.duration = started.elapsed();
-                            let (bytes, files) = operator_spills(&report.metrics);
-                            if files > 0 || bytes > 0 {
-                                self.store.record_operator_spills(key.0, bytes, files);
-                            }
+                            self.finished(key.0, report, slot, started);
                         }
                         let (job, task, attempt) = key;
                         self.report_transfers(&events);
@@ -225,6 +220,17 @@ impl Worker {
             tracing::warn!(worker = self.id, "cannot spill task outputs: {e}");
         }
         Some(reservation)
+    }
+
+    /// Completes the report of a task of `job` that finished in `slot`, started at
+    /// `started`, and counts what its operators spilled.
+    fn finished(&self, job: JobId, report: &mut TaskReport, slot: usize, started: Instant) {
+        report.slot = slot;
+        report.duration = started.elapsed();
+        let (bytes, files) = operator_spills(&report.metrics);
+        if files > 0 || bytes > 0 {
+            self.store.record_operator_spills(job, bytes, files);
+        }
     }
 
     /// Sends what tasks fetched from peers and spilled since the last report.

@@ -105,6 +105,16 @@ async fn the_api_shows_workers_jobs_the_task_stream_and_metrics() {
     let later = get(&host, &format!("/api/v1/tasks?since={next}")).json();
     assert_eq!(later["entries"].as_array().unwrap().len(), 0);
     assert_eq!(later["next"].as_u64(), Some(next));
+    // A reader that shows only the latest activity asks for the newest entries.
+    let newest = get(&host, "/api/v1/tasks?since=0&limit=2&newest=true").json();
+    let cursors: Vec<u64> = newest["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["cursor"].as_u64().unwrap())
+        .collect();
+    assert_eq!(cursors, vec![next - 2, next - 1]);
+    assert_eq!(newest["next"].as_u64(), Some(next));
 
     let metrics = get(&host, "/metrics");
     assert!(

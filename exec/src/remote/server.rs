@@ -79,9 +79,14 @@ struct Service {
 pub struct EventFeed(broadcast::Sender<EventBatch>);
 
 impl EventFeed {
-    /// Every job event from now on; a reader that falls behind misses some.
-    pub fn stream(&self) -> futures::stream::BoxStream<'static, crate::protocol::JobEvent> {
-        crate::cluster::event_stream(self.0.subscribe())
+    /// Every job event from now on, in the batches the scheduler publishes (one per turn
+    /// of its loop); a reader that falls behind misses some.
+    pub fn batches(&self) -> futures::stream::BoxStream<'static, EventBatch> {
+        let updates = self.0.subscribe();
+        Box::pin(futures::stream::unfold(updates, |mut updates| async move {
+            let batch = next_batch(&mut updates).await?;
+            Some((batch, updates))
+        }))
     }
 }
 

@@ -104,7 +104,7 @@ async fn serve(
         .await
         .map_err(|e| shoal::Error::input(format!("the dashboard could not start: {e}")))??;
     let cluster: Arc<dyn Cluster> = Arc::new(client);
-    let dashboard = Dashboard::follow_stream(&cluster, feed.stream(), options, log);
+    let dashboard = Dashboard::follow_batches(&cluster, feed.batches(), options, log);
     let Some(board) = board else {
         // Only the event log: follow until the process ends, keeping the client.
         let _keep = (cluster, dashboard);
