@@ -5,7 +5,7 @@
   const { el, bytes, count } = Shoal;
   Shoal.replace("page", el("h2", {}, "Workers"), el("table", { id: "workers" }));
 
-  const head = ["worker", "address", "state", "slots", "resources offered", "memory used",
+  const head = ["worker", "address", "state", "slots", "resources in use / offered", "memory used",
     "memory limit", "spilled", "running", "done", "sent", "received"];
   const numeric = new Set([3, 5, 6, 7, 8, 9, 10, 11]);
 
@@ -14,7 +14,8 @@
     const header = el("tr", {}, ...head.map((h, i) => el("th", numeric.has(i) ? { class: "num" } : {}, h)));
     const rows = workers.map((w) => {
       const state = !w.alive ? "lost" : w.retiring ? "retiring" : "alive";
-      const resources = Object.entries(w.resources).map(([k, v]) => `${k}=${v}`).join(", ");
+      const resources = Object.entries(w.resources)
+        .map(([k, v]) => `${k} ${w.resources_in_use[k] || 0} / ${v}`).join(", ");
       const cells = [
         el("a", { href: `workers/${w.id}` }, `worker ${w.id}`), w.address, state, String(w.slots),
         resources || "—", bytes(w.memory_used), bytes(w.memory_limit), bytes(w.spilled_bytes),

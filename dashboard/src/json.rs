@@ -22,21 +22,21 @@ pub(crate) fn epoch_seconds(t: SystemTime) -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// One worker: id, address, alive, slots, resources, memory limit and use (of which task
-/// outputs stored in memory), tasks running and completed, bytes spilled and spill files.
+/// One worker: id, address, alive, slots, resources offered and in use, memory limit and
+/// use (of which task outputs stored in memory), tasks running and completed, bytes
+/// spilled and spill files.
 pub fn worker_json(w: &WorkerStatus) -> Value {
-    let resources: serde_json::Map<String, Value> = w
-        .resources
-        .iter()
-        .map(|(k, v)| (k.to_string(), json!(v)))
-        .collect();
+    let map = |r: &shoal_exec::Resources| -> serde_json::Map<String, Value> {
+        r.iter().map(|(k, v)| (k.to_string(), json!(v))).collect()
+    };
     json!({
         "id": w.id,
         "address": w.address,
         "alive": w.alive,
         "retiring": w.retiring,
         "slots": w.slots,
-        "resources": resources,
+        "resources": map(&w.resources),
+        "resources_in_use": map(&w.resources_in_use),
         "memory_limit": w.memory_limit,
         "memory_used": w.memory_used,
         "memory_stored": w.memory_stored,

@@ -150,6 +150,7 @@ fn workers(out: &mut String, status: &ClusterStatus, counters: &Counters) {
     let mut spills = Vec::new();
     let mut transfer = Vec::new();
     let mut resources = Vec::new();
+    let mut cluster: std::collections::BTreeMap<(String, &str), f64> = Default::default();
     for w in status.workers.iter().filter(|w| w.alive) {
         let id = format!("worker=\"{}\",address=\"{}\"", w.id, escape(&w.address));
         let operators = w.memory_used.saturating_sub(w.memory_stored);
@@ -168,10 +169,28 @@ fn workers(out: &mut String, status: &ClusterStatus, counters: &Counters) {
         let received = counters.received_bytes.get(&w.id).copied().unwrap_or(0);
         transfer.push((format!("{id},direction=\"out\""), sent as f64));
         transfer.push((format!("{id},direction=\"in\""), received as f64));
-        for (name, amount) in w.resources.iter() {
-            resources.push((format!("{id},resource=\"{}\"", escape(name)), amount));
+        for (state, held) in [("offered", &w.resources), ("in_use", &w.resources_in_use)] {
+            for (name, amount) in held.iter() {
+                let labels = format!("{id},resource=\"{}\",state=\"{state}\"", escape(name));
+                resources.push((labels, amount));
+                *cluster.entry((name.to_string(), state)).or_default() += amount;
+            }
         }
     }
+    let cluster: Vec<(String, f64)> = cluster
+        .into_iter()
+        .map(|((name, state), amount)| {
+            let labels = format!("resource=\"{}\",state=\"{state}\"", escape(&name));
+            (labels, amount)
+        })
+        .collect();
+    family(
+        out,
+        "shoal_scheduler_resources",
+        "gauge",
+        "Named resources of the live workers, offered and in use by running tasks.",
+        &cluster,
+    );
     family(
         out,
         "shoal_worker_memory_bytes",
@@ -226,7 +245,7 @@ fn workers(out: &mut String, status: &ClusterStatus, counters: &Counters) {
         out,
         "shoal_worker_resources",
         "gauge",
-        "Named resources offered.",
+        "Named resources, offered and in use by running tasks.",
         &resources,
     );
 }

@@ -41,7 +41,7 @@ pub use protocol::{
 pub use remote::RemoteCluster;
 pub use security::Security;
 // The ids and error kinds the cluster interface's types carry.
-pub use shoal_planner::{ErrorKind, JobId, Placement, TaskId, WorkerId};
+pub use shoal_planner::{ErrorKind, JobId, Placement, Resources, TaskId, WorkerId};
 pub use store::{ResultStore, StoreStats};
 pub use transport::{InProcessTransport, Transport};
 

@@ -329,6 +329,8 @@ pub struct WorkerStatus {
     pub slots: usize,
     /// Named resources the worker offers.
     pub resources: Resources,
+    /// The part of them its running tasks hold.
+    pub resources_in_use: Resources,
     /// Memory limit, in bytes.
     pub memory_limit: u64,
     /// Memory in use at the last heartbeat, in bytes.

@@ -943,12 +943,9 @@ async fn small_memory_workers_spill_and_clean_up() {
     let mut events = session.events().await.unwrap();
     let batches = session.sql(sql).await.unwrap().collect().await.unwrap();
     assert_rows_eq("under 12 MiB", &expected, &rows(&batches));
-    // It spilled: the workers' heartbeats and status count the spill files their
-    // operators and stores wrote, and the job's events say which worker spilled.
-    let status = session.status().await.unwrap();
-    let spills: u64 = status.workers.iter().map(|w| w.spills).sum();
-    let spilled: u64 = status.workers.iter().map(|w| w.spilled_bytes).sum();
-    assert!(spills > 0 && spilled > 0, "{:?}", status.workers);
+    // It spilled: the job's events say which worker spilled as its tasks end, and the
+    // workers' next heartbeats bring the spill files their operators and stores wrote
+    // into the status.
     let seen = events_until_done(&mut events).await;
     let in_events: u64 = seen
         .iter()
@@ -958,6 +955,20 @@ async fn small_memory_workers_spill_and_clean_up() {
         })
         .sum();
     assert!(in_events > 0, "no Spill event");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = session.status().await.unwrap();
+        let spills: u64 = status.workers.iter().map(|w| w.spills).sum();
+        let spilled: u64 = status.workers.iter().map(|w| w.spilled_bytes).sum();
+        if spills > 0 && spilled > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no heartbeat counted the spills: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // The job ended: no spill file or stored output is left in the scratch directories.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let left = common::files_under(scratch.path());

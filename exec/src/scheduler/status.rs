@@ -17,7 +17,17 @@ impl Scheduler {
             .collect();
         jobs.sort_by_key(|j| j.id);
         ClusterStatus {
-            workers: self.workers.iter().map(|w| w.status.clone()).collect(),
+            workers: self
+                .workers
+                .iter()
+                .map(|w| {
+                    let mut status = w.status.clone();
+                    let mut in_use = w.status.resources.clone();
+                    in_use.take(&w.available);
+                    status.resources_in_use = in_use;
+                    status
+                })
+                .collect(),
             jobs,
             last_activity: Some(self.last_activity),
             event_loop_lag: self.loop_lag,
