@@ -151,7 +151,7 @@ const Shoal = (() => {
   }
 
   // The job-event stream: `handler` gets each event as an object, `skipped` the number
-  // of task-level events each message left out (the server sends at most a thousand
+  // of task-level events each message left out (the server sends at most 500
   // events every quarter second).
   function events(handler, skipped) {
     const source = new EventSource(root + "api/v1/events");

@@ -36,7 +36,7 @@ pub const PUBLISH_EVERY: Duration = Duration::from_millis(250);
 /// Events one message carries at most: past it, task-level events (tasks, stages,
 /// fetches, spills) are counted as skipped instead of sent; a job's own events
 /// (submitted, done, failed, cancelled) are always sent.
-pub const EVENTS_PER_MESSAGE: usize = 1000;
+pub const EVENTS_PER_MESSAGE: usize = 500;
 /// How often jobs the dashboard thinks run are checked against the scheduler's status
 /// (their end may have been among the events a slow follower missed).
 const RECONCILE_EVERY: Duration = Duration::from_secs(2);

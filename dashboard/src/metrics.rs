@@ -60,12 +60,25 @@ pub fn render(status: &ClusterStatus, counters: &Counters) -> String {
         &[(String::new(), gauge(lost))],
     );
     let running: usize = status.workers.iter().map(|w| w.tasks_running).sum();
+    // Tasks of running jobs not finished and not running: waiting for their inputs, a
+    // slot or a resource.
+    let unfinished: usize = status
+        .jobs
+        .iter()
+        .map(|j| j.tasks_total.saturating_sub(j.tasks_done))
+        .sum();
     family(
         &mut out,
         "shoal_scheduler_tasks",
         "gauge",
-        "Tasks by state.",
-        &[("state=\"running\"".into(), gauge(running))],
+        "Tasks of running jobs by state.",
+        &[
+            ("state=\"running\"".into(), gauge(running)),
+            (
+                "state=\"waiting\"".into(),
+                gauge(unfinished.saturating_sub(running)),
+            ),
+        ],
     );
     family(
         &mut out,
@@ -74,19 +87,30 @@ pub fn render(status: &ClusterStatus, counters: &Counters) -> String {
         "Tasks that finished and stored their output.",
         &[(String::new(), counters.tasks_finished as f64)],
     );
+    let kind = |k: &str| format!("kind=\"{}\"", escape(k));
+    let seconds: Vec<(String, f64)> = counters
+        .by_kind
+        .iter()
+        .map(|(k, (s, _))| (kind(k), *s))
+        .collect();
+    let bytes: Vec<(String, f64)> = counters
+        .by_kind
+        .iter()
+        .map(|(k, (_, b))| (kind(k), *b as f64))
+        .collect();
     family(
         &mut out,
         "shoal_scheduler_task_compute_seconds_total",
         "counter",
-        "Seconds tasks ran on workers.",
-        &[(String::new(), counters.task_compute_seconds)],
+        "Seconds tasks ran on workers, by stage kind (its main operator).",
+        &seconds,
     );
     family(
         &mut out,
         "shoal_scheduler_task_output_bytes_total",
         "counter",
-        "Bytes of task output stored.",
-        &[(String::new(), counters.task_output_bytes as f64)],
+        "Bytes of task output stored, by stage kind (its main operator).",
+        &bytes,
     );
     family(
         &mut out,

@@ -82,6 +82,8 @@ pub struct JobRecord {
     missing_since: Option<SystemTime>,
     /// Per stage: (tasks finished, compute seconds, output bytes).
     pub stage_totals: BTreeMap<usize, (usize, f64, u64)>,
+    /// Each stage's kind (see [`stage_kind`]).
+    pub kinds: Vec<Arc<str>>,
     /// Operator metrics summed over the finished tasks: (stage, operator in pre-order,
     /// metric name) to (value, unit).
     pub operators: BTreeMap<(usize, u32, String), (u64, MetricUnit)>,
@@ -105,6 +107,7 @@ impl JobRecord {
             error: None,
             missing_since: None,
             stage_totals: BTreeMap::new(),
+            kinds: Vec::new(),
             operators: BTreeMap::new(),
         }
     }
@@ -215,6 +218,37 @@ pub struct Counters {
     pub received_bytes: HashMap<WorkerId, u64>,
     /// Bytes each worker spilled.
     pub spilled_bytes: HashMap<WorkerId, u64>,
+    /// Per stage kind (see [`stage_kind`]): task seconds and output bytes.
+    pub by_kind: BTreeMap<Arc<str>, (f64, u64)>,
+}
+
+/// Wrappers a stage's kind looks past.
+const WRAPPERS: [&str; 5] = [
+    "ShuffleWriteExec",
+    "CooperativeExec",
+    "CoalesceBatchesExec",
+    "ProjectionExec",
+    "CoalescePartitionsExec",
+];
+
+/// A stage's kind: the name of its first operator under the shuffle writer that is not a
+/// wrapper (`AggregateExec`, `HashJoinExec`, `DataSourceExec`, …), `unknown` without an
+/// outline. Operator names are identifiers, so the kinds stay few.
+pub fn stage_kind(stage: &shoal_exec::StageOutline) -> Arc<str> {
+    let name = |text: &str| -> String {
+        text.chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .take(64)
+            .collect()
+    };
+    let names: Vec<String> = stage.operators.iter().map(|(_, t)| name(t)).collect();
+    let kind = names
+        .iter()
+        .find(|n| !n.is_empty() && !WRAPPERS.contains(&n.as_str()))
+        .or_else(|| names.first())
+        .filter(|n| !n.is_empty())
+        .map_or("unknown", String::as_str);
+    Arc::from(kind)
 }
 
 /// Jobs, the task stream and counters, from the events seen so far.
@@ -249,6 +283,19 @@ impl Model {
             job.tasks_total = event.progress.tasks_total;
             job.tasks_done = event.progress.tasks_done;
             record(job, &event.kind);
+            if let JobEventKind::TaskFinished {
+                task,
+                duration,
+                output_bytes,
+                ..
+            } = &event.kind
+            {
+                let kind = job.kinds.get(task.stage).cloned();
+                let kind = kind.unwrap_or_else(|| Arc::from("unknown"));
+                let total = self.counters.by_kind.entry(kind).or_default();
+                total.0 += duration.as_secs_f64();
+                total.1 = total.1.saturating_add(*output_bytes);
+            }
             if event.kind.is_final() && job.ended.is_none() {
                 self.end(event.job, now);
             }
@@ -403,6 +450,7 @@ fn record(job: &mut JobRecord, kind: &JobEventKind) {
         JobEventKind::Submitted { stages, outline } => {
             job.stages = *stages;
             job.outline = Arc::clone(outline);
+            job.kinds = outline.stages.iter().map(stage_kind).collect();
         }
         JobEventKind::TaskFinished {
             task,
@@ -582,6 +630,30 @@ mod tests {
         assert_eq!(model.jobs[&2].state, JobState::Done);
         assert!(!model.has_running_jobs());
         assert_eq!(model.counters.job_durations.iter().sum::<u64>(), 2);
+    }
+
+    #[test]
+    fn a_stage_s_kind_is_its_first_operator_past_the_wrappers() {
+        let stage = |ops: &[&str]| shoal_exec::StageOutline {
+            inputs: vec![],
+            tasks: 1,
+            operators: ops.iter().map(|t| (0, t.to_string())).collect(),
+        };
+        let kind = |ops: &[&str]| stage_kind(&stage(ops)).to_string();
+        assert_eq!(
+            kind(&[
+                "ShuffleWriteExec: output=Hash",
+                "CooperativeExec",
+                "HashJoinExec: mode=x"
+            ]),
+            "HashJoinExec"
+        );
+        assert_eq!(
+            kind(&["ShuffleWriteExec: x", "ProjectionExec: y"]),
+            "ShuffleWriteExec"
+        );
+        assert_eq!(kind(&[]), "unknown");
+        assert_eq!(kind(&["<script>alert(1)</script>"]), "unknown");
     }
 
     #[test]

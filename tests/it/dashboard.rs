@@ -128,6 +128,8 @@ async fn the_api_shows_workers_jobs_the_task_stream_and_metrics() {
         "shoal_scheduler_jobs_total{state=\"completed\"} 1",
         &format!("shoal_scheduler_tasks_finished_total {total}"),
         "shoal_scheduler_job_duration_seconds_count 1",
+        "shoal_scheduler_tasks{state=\"running\"} 0",
+        "shoal_scheduler_tasks{state=\"waiting\"} 0",
     ] {
         assert!(
             metrics.body.lines().any(|l| l == line),
@@ -135,6 +137,29 @@ async fn the_api_shows_workers_jobs_the_task_stream_and_metrics() {
             metrics.body
         );
     }
+    // Compute time is counted by stage kind: the group-by's stages are aggregations and
+    // its scan's a data source; the kinds' output bytes add up to the job's.
+    let by_kind = |name: &str| -> Vec<(String, f64)> {
+        let prefix = format!("{name}{{kind=\"");
+        metrics
+            .body
+            .lines()
+            .filter_map(|l| l.strip_prefix(&prefix))
+            .map(|rest| {
+                let (kind, value) = rest.split_once("\"} ").unwrap();
+                (kind.to_string(), value.parse().unwrap())
+            })
+            .collect()
+    };
+    let seconds = by_kind("shoal_scheduler_task_compute_seconds_total");
+    let kinds: Vec<&str> = seconds.iter().map(|(k, _)| k.as_str()).collect();
+    assert!(kinds.contains(&"AggregateExec"), "{kinds:?}");
+    assert!(!kinds.contains(&"unknown"), "{kinds:?}");
+    let bytes: f64 = by_kind("shoal_scheduler_task_output_bytes_total")
+        .iter()
+        .map(|(_, b)| b)
+        .sum();
+    assert_eq!(bytes as u64, detail["output_bytes"].as_u64().unwrap());
     // The scheduler's loop runs its 200 ms timer about on time when idle.
     let lag: f64 = metrics
         .body
@@ -182,7 +207,7 @@ async fn server_sent_events_carry_each_job_event() {
     }
     session.sql(QUERY).await.unwrap().collect().await.unwrap();
     // Messages come at most every 250 ms, each with the events since the last one; a
-    // job this small has fewer than the thousand a message carries, so none is skipped.
+    // job this small has fewer than the 500 a message carries, so none is skipped.
     let mut kinds = Vec::new();
     let mut messages = 0;
     while !kinds.contains(&"done".to_string()) {

@@ -78,14 +78,29 @@ struct Service {
 #[derive(Clone)]
 pub struct EventFeed(broadcast::Sender<EventBatch>);
 
+/// How often [`EventFeed::batches`] looks for new batches.
+const FEED_POLL: Duration = Duration::from_millis(10);
+
 impl EventFeed {
     /// Every job event from now on, in the batches the scheduler publishes (one per turn
     /// of its loop); a reader that falls behind misses some.
+    ///
+    /// The reader looks for new batches every [`FEED_POLL`] instead of waiting on the
+    /// channel: a waiting reader would be woken by the scheduler after every turn, tens
+    /// of thousands of times a second on a busy cluster, and each wake-up costs the
+    /// scheduler's thread a system call.
     pub fn batches(&self) -> futures::stream::BoxStream<'static, EventBatch> {
         let updates = self.0.subscribe();
         Box::pin(futures::stream::unfold(updates, |mut updates| async move {
-            let batch = next_batch(&mut updates).await?;
-            Some((batch, updates))
+            use broadcast::error::TryRecvError;
+            loop {
+                match updates.try_recv() {
+                    Ok(batch) => return Some((batch, updates)),
+                    Err(TryRecvError::Lagged(_)) => continue,
+                    Err(TryRecvError::Closed) => return None,
+                    Err(TryRecvError::Empty) => tokio::time::sleep(FEED_POLL).await,
+                }
+            }
         }))
     }
 }
