@@ -33,7 +33,7 @@
       el("div", { class: "cards" },
         el("div", { class: "card", id: "worker-count" }, el("b", {}, String(alive)), "workers"),
         el("div", { class: "card" }, el("b", {}, bytes(used)), "in use of " + bytes(limit)),
-        el("div", { class: "card" }, el("b", {}, bytes(spilled)), "spilled"),
+        el("div", { class: "card" }, el("b", {}, bytes(spilled)), "spilled so far"),
         el("div", { class: "card" },
           el("b", {}, String(workers.reduce((s, w) => s + w.tasks_running, 0))), "tasks running")),
       bar([[used / limit, "used"]]));
@@ -43,9 +43,10 @@
     }
     const rows = workers.map((w) => el("div", { class: "row worker" },
       el("span", {}, `worker ${w.id}${w.alive ? "" : " (lost)"}${w.retiring ? " (retiring)" : ""}`),
-      bar([[w.memory_used / (w.memory_limit || 1), "used"], [w.spilled_bytes / (w.memory_limit || 1), "spilled"]]),
+      bar([[w.memory_used / (w.memory_limit || 1), "used"], [w.disk_bytes / (w.memory_limit || 1), "spilled"]]),
       el("span", { class: "muted" },
-        `${bytes(w.memory_used)} / ${bytes(w.memory_limit)}, ${w.tasks_running} running`)));
+        `${bytes(w.memory_used)} / ${bytes(w.memory_limit)}` +
+        (w.disk_bytes ? `, ${bytes(w.disk_bytes)} on disk` : "") + `, ${w.tasks_running} running`)));
     Shoal.replace("worker-memory", ...rows);
   }
 

@@ -40,6 +40,7 @@ pub fn worker_json(w: &WorkerStatus) -> Value {
         "memory_limit": w.memory_limit,
         "memory_used": w.memory_used,
         "memory_stored": w.memory_stored,
+        "disk_bytes": w.disk_bytes,
         "tasks_running": w.tasks_running,
         "tasks_completed": w.tasks_completed,
         "spilled_bytes": w.spilled_bytes,

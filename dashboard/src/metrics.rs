@@ -183,6 +183,7 @@ fn workers(out: &mut String, status: &ClusterStatus, counters: &Counters) {
             format!("{id},type=\"stored_outputs\""),
             w.memory_stored as f64,
         ));
+        memory.push((format!("{id},type=\"spilled\""), w.disk_bytes as f64));
         limit.push((id.clone(), w.memory_limit as f64));
         slots.push((id.clone(), w.slots as f64));
         tasks.push((format!("{id},state=\"running\""), w.tasks_running as f64));
@@ -219,7 +220,7 @@ fn workers(out: &mut String, status: &ClusterStatus, counters: &Counters) {
         out,
         "shoal_worker_memory_bytes",
         "gauge",
-        "Memory in use at the last heartbeat, by type: operators, and task outputs stored in memory.",
+        "Memory at the last heartbeat by type: operators and task outputs stored in memory (both in use), and task outputs spilled to disk (their in-memory size).",
         &memory,
     );
     family(

@@ -283,6 +283,7 @@ impl WorkerStatus {
     pub fn set_usage(&mut self, usage: WorkerUsage) {
         self.memory_used = usage.memory_used;
         self.memory_stored = usage.memory_stored;
+        self.disk_bytes = usage.disk_bytes;
         self.spilled_bytes = usage.spilled_bytes;
         self.spills = usage.spills;
     }
@@ -295,6 +296,8 @@ pub struct WorkerUsage {
     pub memory_used: u64,
     /// The in-memory task outputs (part of `memory_used`), in bytes.
     pub memory_stored: u64,
+    /// Task outputs spilled to disk and still kept there (their in-memory size).
+    pub disk_bytes: u64,
     /// Bytes it ever spilled to disk (task outputs, and operators' sort runs and hash
     /// tables).
     pub spilled_bytes: u64,
@@ -312,6 +315,7 @@ impl WorkerUsage {
         Self {
             memory_used: (runtime.memory_pool.reserved() + stats.memory_bytes) as u64,
             memory_stored: stats.memory_bytes as u64,
+            disk_bytes: stats.disk_bytes as u64,
             spilled_bytes: stats.spilled_bytes + stats.operator_spilled_bytes,
             spills: stats.spilled_total as u64 + stats.operator_spills,
         }
@@ -337,6 +341,8 @@ pub struct WorkerStatus {
     pub memory_used: u64,
     /// In-memory task outputs at the last heartbeat (part of `memory_used`), in bytes.
     pub memory_stored: u64,
+    /// Task outputs on disk at the last heartbeat (their in-memory size).
+    pub disk_bytes: u64,
     /// Bytes it ever spilled to disk (task outputs, and operators' sort runs and hash
     /// tables), as of the last heartbeat.
     pub spilled_bytes: u64,

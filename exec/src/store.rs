@@ -25,6 +25,8 @@ enum Entry {
     },
     Disk {
         path: PathBuf,
+        /// In-memory size of the batches it holds.
+        bytes: usize,
     },
 }
 
@@ -34,6 +36,8 @@ struct Inner {
     /// Jobs that ended: a late `put` from a task that was still finishing is dropped.
     ended: HashSet<JobId>,
     memory_bytes: usize,
+    /// In-memory size of the buckets on disk now.
+    disk_bytes: usize,
     spilled_total: usize,
     spilled_bytes: u64,
     operator_spills: u64,
@@ -53,6 +57,8 @@ pub struct StoreStats {
     pub memory_bytes: usize,
     /// Buckets currently on disk.
     pub spilled_entries: usize,
+    /// Their in-memory size.
+    pub disk_bytes: usize,
     /// Buckets ever spilled.
     pub spilled_total: usize,
     /// Bytes of buckets ever spilled (in-memory size of the spilled batches).
@@ -210,14 +216,16 @@ impl ResultStore {
         let unreported = inner.unreported_spills.entry(key.job).or_default();
         unreported.0 += bytes as u64;
         unreported.1 += 1;
-        inner.entries.insert(key, Entry::Disk { path });
+        inner.disk_bytes += bytes;
+        inner.entries.insert(key, Entry::Disk { path, bytes });
         Ok(())
     }
 
     fn forget(inner: &mut Inner, entry: Entry) {
         match entry {
             Entry::Memory { bytes, .. } => inner.memory_bytes -= bytes,
-            Entry::Disk { path } => {
+            Entry::Disk { path, bytes } => {
+                inner.disk_bytes -= bytes;
                 let _ = std::fs::remove_file(path);
             }
         }
@@ -229,7 +237,7 @@ impl ResultStore {
             let inner = self.inner.lock();
             match inner.entries.get(key) {
                 Some(Entry::Memory { batches, .. }) => return Ok(batches.clone()),
-                Some(Entry::Disk { path }) => path.clone(),
+                Some(Entry::Disk { path, .. }) => path.clone(),
                 None => {
                     return Err(DataFusionError::Execution(format!(
                         "output of job {} {} bucket {} is not in this worker's store",
@@ -306,6 +314,7 @@ impl ResultStore {
                 .values()
                 .filter(|e| matches!(e, Entry::Disk { .. }))
                 .count(),
+            disk_bytes: inner.disk_bytes,
             spilled_total: inner.spilled_total,
             spilled_bytes: inner.spilled_bytes,
             flight_reads: inner.flight_reads,
@@ -374,6 +383,8 @@ mod tests {
             (1, stats.spilled_bytes, stats.spilled_total as u64)
         );
         assert!(stats.spilled_bytes >= 8000, "{stats:?}");
+        // Nothing spilled was read back or removed yet: all of it is on disk now.
+        assert_eq!(stats.disk_bytes as u64, stats.spilled_bytes, "{stats:?}");
         assert!(store.take_spills().is_empty());
         let back = store.get(&key(1, 1)).unwrap();
         let rows: usize = back.iter().map(|b| b.num_rows()).sum();
@@ -386,6 +397,7 @@ mod tests {
         assert_eq!(col.value(999), 999);
         store.remove_job(1);
         assert_eq!(store.stats().entries, 1);
+        assert_eq!(store.stats().disk_bytes, 0, "job 1's files are gone");
         let files = std::fs::read_dir(store.dir()).unwrap().count();
         assert_eq!(files, 0, "spill files of job 1 are deleted");
         assert!(store.get(&key(1, 0)).is_err());

@@ -245,6 +245,7 @@ fn wire_seeds_are_conversations_the_scheduler_answers() {
                     spilled_bytes: 0,
                     spills: 0,
                     memory_stored: 0,
+                    disk_bytes: 0,
                 }),
                 fetched: vec![proto::Fetched {
                     job: 1,

@@ -51,6 +51,7 @@ pub(crate) fn batch_events(id: WorkerId, batch: proto::WorkerBatch) -> Vec<Event
             usage: WorkerUsage {
                 memory_used: heartbeat.memory_used,
                 memory_stored: heartbeat.memory_stored,
+                disk_bytes: heartbeat.disk_bytes,
                 spilled_bytes: heartbeat.spilled_bytes,
                 spills: heartbeat.spills,
             },

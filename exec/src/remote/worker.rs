@@ -532,6 +532,7 @@ async fn report(
             proto::Heartbeat {
                 memory_used: usage.memory_used,
                 memory_stored: usage.memory_stored,
+                disk_bytes: usage.disk_bytes,
                 spilled_bytes: usage.spilled_bytes,
                 spills: usage.spills,
             }

@@ -703,6 +703,7 @@ fn fetches_and_spills_become_job_events_and_count_in_status() {
         usage: WorkerUsage {
             memory_used: 7,
             memory_stored: 5,
+            disk_bytes: 3000,
             spilled_bytes: 6500,
             spills: 4,
         },
@@ -712,10 +713,11 @@ fn fetches_and_spills_become_job_events_and_count_in_status() {
         (
             status.workers[1].memory_used,
             status.workers[1].memory_stored,
+            status.workers[1].disk_bytes,
             status.workers[1].spilled_bytes,
             status.workers[1].spills
         ),
-        (7, 5, 6500, 4)
+        (7, 5, 3000, 6500, 4)
     );
     // Task reports are activity; heartbeats are not.
     let (task, attempt, _) = h.launched(0).pop().unwrap();

@@ -138,6 +138,7 @@ fn nonsense_batch() -> proto::WorkerMessage {
                 spilled_bytes: u64::MAX,
                 spills: u64::MAX,
                 memory_stored: u64::MAX,
+                disk_bytes: u64::MAX,
             }),
             fetched: vec![proto::Fetched {
                 job: 1,
