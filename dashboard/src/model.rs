@@ -12,6 +12,8 @@ use shoal_exec::{JobId, WorkerId};
 
 /// Finished jobs kept for the jobs page and API; older ones are forgotten first.
 pub const FINISHED_JOBS_KEPT: usize = 1000;
+/// Forgotten jobs remembered as such (job ids grow, so the smallest go first).
+const FORGOTTEN_KEPT: usize = 10_000;
 /// Task-stream entries kept; a reader further behind starts at the oldest one kept.
 pub const TASK_STREAM_KEPT: usize = 20_000;
 /// How long a running job must be missing from the scheduler's status before the
@@ -257,6 +259,9 @@ pub struct Model {
     /// Jobs by id: every running one and the last [`FINISHED_JOBS_KEPT`] finished ones.
     pub jobs: BTreeMap<JobId, JobRecord>,
     finished: VecDeque<JobId>,
+    /// Ids of the jobs forgotten last (at most [`FORGOTTEN_KEPT`]): a late event of one
+    /// does not start a new record.
+    forgotten: std::collections::BTreeSet<JobId>,
     stream: VecDeque<(u64, StreamEntry)>,
     next_cursor: u64,
     /// Totals since the dashboard started.
@@ -275,7 +280,7 @@ impl Model {
                 | JobEventKind::TaskStarted { .. }
                 | JobEventKind::TaskFinished { .. }
         );
-        if starts && !self.jobs.contains_key(&event.job) {
+        if starts && !self.jobs.contains_key(&event.job) && !self.forgotten.contains(&event.job) {
             self.jobs.insert(event.job, JobRecord::new(event.job, now));
         }
         let entry = self.count(event, now);
@@ -327,6 +332,10 @@ impl Model {
         while self.finished.len() > FINISHED_JOBS_KEPT {
             if let Some(old) = self.finished.pop_front() {
                 self.jobs.remove(&old);
+                self.forgotten.insert(old);
+                if self.forgotten.len() > FORGOTTEN_KEPT {
+                    self.forgotten.pop_first();
+                }
             }
         }
     }
@@ -669,6 +678,10 @@ mod tests {
         }
         assert_eq!(model.jobs.len(), FINISHED_JOBS_KEPT);
         assert!(!model.jobs.contains_key(&0), "the oldest are forgotten");
+        // A late task report of a forgotten job does not bring it back.
+        model.apply(&event(0, 1, finished(0, 99)), now);
+        assert!(!model.jobs.contains_key(&0));
+        assert_eq!(model.jobs.len(), FINISHED_JOBS_KEPT);
         assert_eq!(model.stream.len(), TASK_STREAM_KEPT);
         // A reader far behind starts at the oldest entry kept.
         let (entries, _) = model.stream_since(0, 1);

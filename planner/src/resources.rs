@@ -67,6 +67,15 @@ impl Resources {
         }
     }
 
+    /// The amounts rounded to nine decimals (fractional amounts taken and given back many
+    /// times leave float noise such as 1e-16 behind).
+    pub fn rounded(mut self) -> Self {
+        for amount in self.0.values_mut() {
+            *amount = (*amount * 1e9).round() / 1e9;
+        }
+        self
+    }
+
     /// The amounts by name.
     pub fn iter(&self) -> impl Iterator<Item = (&str, f64)> {
         self.0.iter().map(|(k, v)| (k.as_str(), *v))
@@ -92,6 +101,25 @@ impl fmt::Display for Resources {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rounding_drops_the_noise_of_fractional_takes() {
+        let offer = Resources::parse("gpu=1").unwrap();
+        let tenth = Resources::parse("gpu=0.1").unwrap();
+        // Ten tasks holding a tenth each: everything is in use.
+        let mut free = offer.clone();
+        for _ in 0..10 {
+            free.take(&tenth);
+        }
+        let mut used = offer.clone();
+        used.take(&free);
+        assert_ne!(used.get("gpu"), 1.0, "the float noise this is about");
+        assert_eq!(used.rounded().get("gpu"), 1.0);
+        assert_eq!(
+            Resources::parse("gpu=0.3").unwrap().rounded().get("gpu"),
+            0.3
+        );
+    }
 
     #[test]
     fn parse_cover_take_give() {

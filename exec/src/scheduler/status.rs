@@ -24,7 +24,7 @@ impl Scheduler {
                     let mut status = w.status.clone();
                     let mut in_use = w.status.resources.clone();
                     in_use.take(&w.available);
-                    status.resources_in_use = in_use;
+                    status.resources_in_use = in_use.rounded();
                     status
                 })
                 .collect(),
