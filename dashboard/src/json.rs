@@ -22,7 +22,7 @@ pub(crate) fn epoch_seconds(t: SystemTime) -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// One worker: id, address, alive, slots, resources offered and in use, memory limit and
+/// One worker: id, address, alive, slots, resources offered and in use, group, memory limit and
 /// use (of which task outputs stored in memory), tasks running and completed, bytes
 /// spilled and spill files.
 pub fn worker_json(w: &WorkerStatus) -> Value {
@@ -37,6 +37,7 @@ pub fn worker_json(w: &WorkerStatus) -> Value {
         "slots": w.slots,
         "resources": map(&w.resources),
         "resources_in_use": map(&w.resources_in_use),
+        "group": w.group,
         "memory_limit": w.memory_limit,
         "memory_used": w.memory_used,
         "memory_stored": w.memory_stored,

@@ -13,7 +13,6 @@ use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightClient, FlightData, FlightDescriptor, FlightInfo,
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
-use datafusion::arrow::array::{ArrayRef, AsArray};
 use datafusion::arrow::datatypes::{DataType, Schema};
 use datafusion::arrow::ipc::writer::{
     DictionaryTracker, IpcDataGenerator, IpcWriteContext, IpcWriteOptions,
@@ -78,31 +77,6 @@ impl StoreFlightService {
     fn check<T>(&self, request: &Request<T>) -> Result<(), Status> {
         self.security.check(request)
     }
-}
-
-/// String and binary views of a batch may point into buffers far larger than the batch
-/// (slices of a scan's pages); IPC would send those whole, so views are compacted first.
-fn compact_views(batch: &RecordBatch) -> Result<RecordBatch> {
-    let mut changed = false;
-    let columns: Vec<ArrayRef> = batch
-        .columns()
-        .iter()
-        .map(|c| match c.data_type() {
-            DataType::Utf8View => {
-                changed = true;
-                Arc::new(c.as_string_view().gc()) as ArrayRef
-            }
-            DataType::BinaryView => {
-                changed = true;
-                Arc::new(c.as_binary_view().gc()) as ArrayRef
-            }
-            _ => Arc::clone(c),
-        })
-        .collect();
-    if !changed {
-        return Ok(batch.clone());
-    }
-    Ok(RecordBatch::try_new(batch.schema(), columns)?)
 }
 
 /// Whether batches of `schema` can be sent as Arrow IPC: no column, at any depth, is a
@@ -191,16 +165,22 @@ impl FlightService for StoreFlightService {
         let key = key_from(request.get_ref()).ok_or_else(|| {
             Status::invalid_argument("a Shoal ticket is 32 bytes: job, stage, task, bucket")
         })?;
-        let batches = self
-            .store
-            .get(&key)
-            .map_err(|e| Status::not_found(e.to_string()))?;
-        self.store.note_flight_read();
-        let batches = batches
-            .iter()
-            .map(compact_views)
-            .collect::<Result<Vec<_>>>()
-            .map_err(|e| Status::internal(e.to_string()))?;
+        // Reading a spill file and compacting views take time in proportion to the
+        // output: off the runtime that also carries the worker's heartbeats.
+        let store = Arc::clone(&self.store);
+        let batches = tokio::task::spawn_blocking(move || {
+            let batches = store
+                .get(&key)
+                .map_err(|e| Status::not_found(e.to_string()))?;
+            store.note_flight_read();
+            batches
+                .iter()
+                .map(crate::store::compact_views)
+                .collect::<Result<Vec<_>>>()
+                .map_err(|e| Status::internal(e.to_string()))
+        })
+        .await
+        .map_err(|e| Status::internal(format!("reading a task output failed: {e}")))??;
         Ok(Response::new(Box::pin(flight_messages(batches))))
     }
 

@@ -311,7 +311,21 @@ impl WorkerUsage {
         runtime: &datafusion::execution::runtime_env::RuntimeEnv,
         store: &crate::ResultStore,
     ) -> Self {
-        let stats = store.stats();
+        Self::from_stats(runtime, &store.stats())
+    }
+
+    /// [`Self::of`], or `None` while the store is busy.
+    pub fn try_of(
+        runtime: &datafusion::execution::runtime_env::RuntimeEnv,
+        store: &crate::ResultStore,
+    ) -> Option<Self> {
+        Some(Self::from_stats(runtime, &store.try_stats()?))
+    }
+
+    fn from_stats(
+        runtime: &datafusion::execution::runtime_env::RuntimeEnv,
+        stats: &crate::store::StoreStats,
+    ) -> Self {
         Self {
             memory_used: (runtime.memory_pool.reserved() + stats.memory_bytes) as u64,
             memory_stored: stats.memory_bytes as u64,
@@ -335,6 +349,8 @@ pub struct WorkerStatus {
     pub resources: Resources,
     /// The part of them its running tasks hold.
     pub resources_in_use: Resources,
+    /// The worker group it belongs to (a cluster spec's `[groups.NAME]`; empty: none).
+    pub group: String,
     /// Memory limit, in bytes.
     pub memory_limit: u64,
     /// Memory in use at the last heartbeat, in bytes.

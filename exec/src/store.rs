@@ -8,12 +8,14 @@ use std::io::{BufReader, BufWriter};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
+use datafusion::arrow::array::{ArrayRef, AsArray};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::ipc::reader::FileReader;
 use datafusion::arrow::ipc::writer::FileWriter;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::memory_pool::MemoryPool;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 use shoal_planner::shuffle::held_bytes;
 use shoal_planner::{JobId, PartitionKey, StageId};
 use tempfile::TempDir;
@@ -22,6 +24,13 @@ enum Entry {
     Memory {
         batches: Vec<RecordBatch>,
         bytes: usize,
+    },
+    /// Being written to spill file number `file`, outside the lock: readers still get
+    /// the batches, and the memory counts until the file is whole.
+    Spilling {
+        batches: Vec<RecordBatch>,
+        bytes: usize,
+        file: u64,
     },
     Disk {
         path: PathBuf,
@@ -36,6 +45,8 @@ struct Inner {
     /// Jobs that ended: a late `put` from a task that was still finishing is dropped.
     ended: HashSet<JobId>,
     memory_bytes: usize,
+    /// The part of `memory_bytes` being written to spill files.
+    spilling_bytes: usize,
     /// In-memory size of the buckets on disk now.
     disk_bytes: usize,
     spilled_total: usize,
@@ -127,12 +138,14 @@ impl ResultStore {
     /// Spills the largest in-memory buckets until the store is within its target (after
     /// a task reserved memory, say).
     pub fn make_room(&self) -> Result<()> {
-        let mut inner = self.inner.lock();
-        self.spill_to(&mut inner, self.target())
+        self.spill_to(self.inner.lock(), self.target())
     }
 
-    fn spill_to(&self, inner: &mut Inner, target: usize) -> Result<()> {
-        while inner.memory_bytes > target {
+    /// Spills the largest in-memory buckets, one at a time, until what stays in memory is
+    /// within `target`. Each file is written with the lock released: heartbeats, reads
+    /// and other tasks' outputs do not wait for the disk.
+    fn spill_to<'a>(&'a self, mut inner: MutexGuard<'a, Inner>, target: usize) -> Result<()> {
+        while inner.memory_bytes - inner.spilling_bytes > target {
             let victim = inner
                 .entries
                 .iter()
@@ -141,8 +154,46 @@ impl ResultStore {
                     _ => None,
                 })
                 .max();
-            let Some((_, victim)) = victim else { break };
-            self.spill(inner, victim)?;
+            let Some((_, key)) = victim else { break };
+            let Some(Entry::Memory { batches, bytes }) = inner.entries.remove(&key) else {
+                break;
+            };
+            inner.next_file += 1;
+            let file = inner.next_file;
+            inner.spilling_bytes += bytes;
+            let spilling = Entry::Spilling {
+                batches: batches.clone(),
+                bytes,
+                file,
+            };
+            inner.entries.insert(key, spilling);
+            let path = self.dir.path().join(format!(
+                "job{}-s{}-t{}-b{}-{file}.arrow",
+                key.job, key.task.stage, key.task.partition, key.bucket
+            ));
+            drop(inner);
+            let written = write_spill(&path, &batches);
+            inner = self.inner.lock();
+            // The bucket may have been dropped (its job ended) or replaced meanwhile.
+            let current = matches!(inner.entries.get(&key), Some(Entry::Spilling { file: f, .. }) if *f == file);
+            if !current {
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
+            inner.spilling_bytes -= bytes;
+            if let Err(e) = written {
+                let _ = std::fs::remove_file(&path);
+                inner.entries.insert(key, Entry::Memory { batches, bytes });
+                return Err(e.context(format!("spilling task output to {}", path.display())));
+            }
+            inner.memory_bytes -= bytes;
+            inner.spilled_total += 1;
+            inner.spilled_bytes += bytes as u64;
+            let unreported = inner.unreported_spills.entry(key.job).or_default();
+            unreported.0 += bytes as u64;
+            unreported.1 += 1;
+            inner.disk_bytes += bytes;
+            inner.entries.insert(key, Entry::Disk { path, bytes });
         }
         Ok(())
     }
@@ -184,46 +235,17 @@ impl ResultStore {
         if let Some(old) = inner.entries.insert(key, Entry::Memory { batches, bytes }) {
             Self::forget(&mut inner, old);
         }
-        self.spill_to(&mut inner, self.target())
-    }
-
-    fn spill(&self, inner: &mut Inner, key: PartitionKey) -> Result<()> {
-        let Some(Entry::Memory { batches, bytes }) = inner.entries.remove(&key) else {
-            return Ok(());
-        };
-        inner.next_file += 1;
-        let path = self.dir.path().join(format!(
-            "job{}-s{}-t{}-b{}-{}.arrow",
-            key.job, key.task.stage, key.task.partition, key.bucket, inner.next_file
-        ));
-        let write = || -> Result<()> {
-            let schema = batches[0].schema();
-            let mut writer = FileWriter::try_new(BufWriter::new(File::create(&path)?), &schema)?;
-            for batch in &batches {
-                writer.write(batch)?;
-            }
-            writer.finish()?;
-            Ok(())
-        };
-        if let Err(e) = write() {
-            let _ = std::fs::remove_file(&path);
-            inner.entries.insert(key, Entry::Memory { batches, bytes });
-            return Err(e.context(format!("spilling task output to {}", path.display())));
-        }
-        inner.memory_bytes -= bytes;
-        inner.spilled_total += 1;
-        inner.spilled_bytes += bytes as u64;
-        let unreported = inner.unreported_spills.entry(key.job).or_default();
-        unreported.0 += bytes as u64;
-        unreported.1 += 1;
-        inner.disk_bytes += bytes;
-        inner.entries.insert(key, Entry::Disk { path, bytes });
-        Ok(())
+        self.spill_to(inner, self.target())
     }
 
     fn forget(inner: &mut Inner, entry: Entry) {
         match entry {
             Entry::Memory { bytes, .. } => inner.memory_bytes -= bytes,
+            // The writer finds its entry gone and deletes the file.
+            Entry::Spilling { bytes, .. } => {
+                inner.memory_bytes -= bytes;
+                inner.spilling_bytes -= bytes;
+            }
             Entry::Disk { path, bytes } => {
                 inner.disk_bytes -= bytes;
                 let _ = std::fs::remove_file(path);
@@ -236,7 +258,9 @@ impl ResultStore {
         let path = {
             let inner = self.inner.lock();
             match inner.entries.get(key) {
-                Some(Entry::Memory { batches, .. }) => return Ok(batches.clone()),
+                Some(Entry::Memory { batches, .. } | Entry::Spilling { batches, .. }) => {
+                    return Ok(batches.clone());
+                }
                 Some(Entry::Disk { path, .. }) => path.clone(),
                 None => {
                     return Err(DataFusionError::Execution(format!(
@@ -305,7 +329,16 @@ impl ResultStore {
 
     /// Current counters.
     pub fn stats(&self) -> StoreStats {
-        let inner = self.inner.lock();
+        Self::stats_of(&self.inner.lock())
+    }
+
+    /// [`Self::stats`], or `None` while the store is busy (writing a spill file, say):
+    /// for a heartbeat, which must not wait.
+    pub fn try_stats(&self) -> Option<StoreStats> {
+        self.inner.try_lock().map(|inner| Self::stats_of(&inner))
+    }
+
+    fn stats_of(inner: &Inner) -> StoreStats {
         StoreStats {
             entries: inner.entries.len(),
             memory_bytes: inner.memory_bytes,
@@ -322,6 +355,44 @@ impl ResultStore {
             operator_spilled_bytes: inner.operator_spilled_bytes,
         }
     }
+}
+
+/// String and binary views of a batch may point into buffers far larger than the batch
+/// (slices of a scan's pages); IPC would send those whole, so views are compacted first.
+pub(crate) fn compact_views(batch: &RecordBatch) -> Result<RecordBatch> {
+    let mut changed = false;
+    let columns: Vec<ArrayRef> = batch
+        .columns()
+        .iter()
+        .map(|c| match c.data_type() {
+            DataType::Utf8View => {
+                changed = true;
+                Arc::new(c.as_string_view().gc()) as ArrayRef
+            }
+            DataType::BinaryView => {
+                changed = true;
+                Arc::new(c.as_binary_view().gc()) as ArrayRef
+            }
+            _ => Arc::clone(c),
+        })
+        .collect();
+    if !changed {
+        return Ok(batch.clone());
+    }
+    Ok(RecordBatch::try_new(batch.schema(), columns)?)
+}
+
+/// Writes `batches` to a new Arrow IPC file at `path`, each string and binary view
+/// column with only the bytes its rows use (IPC would write every buffer a view
+/// points into, for every batch that shares it).
+fn write_spill(path: &Path, batches: &[RecordBatch]) -> Result<()> {
+    let schema = batches[0].schema();
+    let mut writer = FileWriter::try_new(BufWriter::new(File::create(path)?), &schema)?;
+    for batch in batches {
+        writer.write(&compact_views(batch)?)?;
+    }
+    writer.finish()?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -406,5 +477,38 @@ mod tests {
         assert!(store.stats().spilled_entries >= 1);
         store.discard();
         assert!(!store.dir().exists());
+    }
+
+    #[test]
+    fn a_spill_file_keeps_only_the_strings_its_rows_use() {
+        use datafusion::arrow::array::{Array, AsArray, StringViewArray};
+        let scratch = tempfile::tempdir().unwrap();
+        // 1,000 slices of 10 rows over one column of 10,000 strings of 100 bytes: every
+        // slice points into the same 1 MB of string data.
+        let strings: StringViewArray = (0..10_000).map(|i| Some(format!("{i:0>100}"))).collect();
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "s",
+            DataType::Utf8View,
+            false,
+        )]));
+        let whole = RecordBatch::try_new(schema, vec![Arc::new(strings)]).unwrap();
+        let slices: Vec<RecordBatch> = (0..1000).map(|i| whole.slice(i * 10, 10)).collect();
+        let store = ResultStore::new(scratch.path(), 0).unwrap();
+        store.put(key(1, 0), slices).unwrap();
+        assert_eq!(store.stats().spilled_entries, 1);
+        let file = std::fs::read_dir(store.dir())
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        let size = file.metadata().unwrap().len();
+        // About 1 MB of strings plus framing; each slice writing the whole buffer would
+        // make it a thousand times that.
+        assert!(size < 3_000_000, "the spill file has {size} bytes");
+        let back = store.get(&key(1, 0)).unwrap();
+        assert_eq!(back.len(), 1000);
+        let last = back[999].column(0).as_string_view();
+        assert_eq!(last.len(), 10);
+        assert_eq!(last.value(9), format!("{:0>100}", 9999));
     }
 }

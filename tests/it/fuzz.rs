@@ -209,6 +209,7 @@ fn wire_seeds_are_conversations_the_scheduler_answers() {
             slots: 2,
             memory_limit: 1 << 30,
             resources: [("gpu".to_string(), 1.0)].into(),
+            group: String::new(),
         };
         Join(
             proto::WorkerMessage {

@@ -20,6 +20,7 @@ mod http;
 
 mod chaos;
 mod dashboard;
+mod groups;
 mod malformed;
 mod recovery;
 mod slt;

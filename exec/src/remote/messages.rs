@@ -37,6 +37,7 @@ pub(crate) fn registration(register: proto::Register) -> Result<(WorkerStatus, S
         slots: register.slots.max(1) as usize,
         resources: resources_from_proto(&register.resources),
         memory_limit: register.memory_limit,
+        group: register.group,
         ..Default::default()
     };
     Ok((info, register.flight_address))

@@ -669,6 +669,7 @@ pub(crate) fn status_to_proto(status: &ClusterStatus) -> proto::ClusterStatus {
                 retiring: w.retiring,
                 spilled_bytes: w.spilled_bytes,
                 spills: w.spills,
+                group: w.group.clone(),
             })
             .collect(),
         jobs: status
@@ -711,6 +712,7 @@ pub fn status_from_proto(status: proto::ClusterStatus) -> ClusterStatus {
                 retiring: w.retiring,
                 spilled_bytes: w.spilled_bytes,
                 spills: w.spills,
+                group: w.group,
             })
             .collect(),
         jobs: status

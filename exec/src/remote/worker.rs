@@ -53,6 +53,8 @@ pub struct WorkerOptions {
     pub scratch_dir: PathBuf,
     /// Named resources offered.
     pub resources: Resources,
+    /// The worker group it belongs to (empty: none).
+    pub group: String,
     /// Token and TLS.
     pub security: Security,
     /// How often to send a heartbeat.
@@ -75,6 +77,7 @@ impl WorkerOptions {
             store_memory_target: settings.store.memory_target.bytes(),
             scratch_dir: settings.scratch_path(),
             resources: Resources::default(),
+            group: String::new(),
             security,
             heartbeat_interval: Duration::from_millis(500),
             reconnect_timeout: Duration::from_secs_f64(settings.worker.reconnect_timeout.max(0.0)),
@@ -338,6 +341,7 @@ async fn register(
             slots: options.slots as u32,
             memory_limit: options.memory_limit as u64,
             resources: resources_to_proto(&options.resources),
+            group: options.group.clone(),
         })),
     };
     let _ = out.send(register);
@@ -498,6 +502,7 @@ async fn report(
 ) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut usage = WorkerUsage::default();
     loop {
         let mut batch = proto::WorkerBatch::default();
         let mut heartbeat = false;
@@ -528,7 +533,11 @@ async fn report(
             _ = tick.tick() => heartbeat = true,
         }
         batch.heartbeat = heartbeat.then(|| {
-            let usage = WorkerUsage::of(&runtime, &store);
+            // A store busy writing a spill file must not hold the heartbeat back: the
+            // usage last read goes out again.
+            if let Some(now) = WorkerUsage::try_of(&runtime, &store) {
+                usage = now;
+            }
             proto::Heartbeat {
                 memory_used: usage.memory_used,
                 memory_stored: usage.memory_stored,

@@ -1,20 +1,34 @@
 //! Failures: suspect and lost workers, whose outputs every job recomputes from lineage,
 //! and failed jobs.
 
+use std::time::Instant;
+
 use datafusion::common::DataFusionError;
 use shoal_planner::{ErrorKind, JobId, TaskId, WorkerId, kind_of, shoal_err};
 use tokio::sync::mpsc;
 
 use super::job::TaskState;
 use super::placement::Suspicion;
-use super::{MAX_ATTEMPTS, MAX_WORKER_CRASHES, Scheduler};
+use super::{MAX_ATTEMPTS, MAX_WORKER_CRASHES, Scheduler, TICK};
 use crate::protocol::{JobEventKind, WorkerMsg, failure_message};
 
 impl Scheduler {
+    /// Loses workers not heard from within the heartbeat timeout. Silence counts only
+    /// while this scheduler could listen: when its own checks came late (the process was
+    /// starved of CPU, say, with heartbeats waiting unread in its sockets), the delay is
+    /// not held against the workers.
     pub(super) fn lose_silent_workers(&mut self) {
         let Some(timeout) = self.heartbeat_timeout else {
             return;
         };
+        let now = Instant::now();
+        let stalled = now.duration_since(self.last_check).saturating_sub(2 * TICK);
+        self.last_check = now;
+        if !stalled.is_zero() {
+            for w in &mut self.workers {
+                w.last_heard = (w.last_heard + stalled).min(now);
+            }
+        }
         let silent: Vec<WorkerId> = self
             .workers
             .iter()

@@ -67,6 +67,9 @@ const SHORT_TASK_PREFETCH: usize = 64;
 /// misses some, and the task counts every event carries make it exact again at the next.
 const EVENT_BACKLOG: usize = 1024;
 
+/// How often the loop checks its timers: silent workers, jobs waiting for a place.
+const TICK: Duration = Duration::from_millis(200);
+
 /// Job events produced during one turn of the scheduler's loop. [`Scheduler::publish`]
 /// sends them as one batch at the end of the turn, so readers wake once per turn rather
 /// than once per event.
@@ -112,6 +115,8 @@ pub struct Scheduler {
     retiring: Vec<WorkerId>,
     /// How late the loop ran its last timer tick.
     loop_lag: Duration,
+    /// When workers' silence was last checked (see [`Self::lose_silent_workers`]).
+    last_check: Instant,
 }
 
 impl Scheduler {
@@ -152,6 +157,7 @@ impl Scheduler {
             panics: 0,
             retiring: Vec::new(),
             loop_lag: Duration::ZERO,
+            last_check: Instant::now(),
         }
     }
 
@@ -211,7 +217,7 @@ impl Scheduler {
 
     /// Handles events until every sender is gone; checks waiting jobs on a tick.
     pub async fn run(mut self, mut events: mpsc::UnboundedReceiver<Event>) {
-        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -224,6 +230,11 @@ impl Scheduler {
                 }
                 due = tick.tick() => {
                     self.loop_lag = due.elapsed();
+                    // Whatever came in while this process could not run is heard before
+                    // silence is judged.
+                    while let Ok(event) = events.try_recv() {
+                        self.step(event);
+                    }
                     self.check_timers();
                 }
             }
@@ -323,6 +334,14 @@ impl Scheduler {
     }
 
     pub(super) fn handle(&mut self, event: Event) {
+        // Any message from a worker shows it is alive, not only its heartbeats.
+        if let Event::TaskEnded { worker, .. }
+        | Event::Spilled { worker, .. }
+        | Event::Fetched { to: worker, .. } = &event
+            && let Some(w) = self.workers.get_mut(*worker)
+        {
+            w.last_heard = Instant::now();
+        }
         if matches!(
             event,
             Event::Submit { .. } | Event::TaskEnded { .. } | Event::EndJob(_)

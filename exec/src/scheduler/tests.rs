@@ -766,3 +766,5 @@ fn an_output_a_suspect_reports_after_the_suspicion_is_computed_again_elsewhere()
 }
 
 mod usage;
+
+mod silence;

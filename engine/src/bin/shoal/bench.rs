@@ -68,10 +68,13 @@ async fn scheduler(engine: &EngineArgs, args: SchedulerArgs) -> shoal::Result<()
     let (url, _children) = match &engine.cluster {
         Some(url) => (url.clone(), None),
         None => {
-            let (url, children, _) = crate::processes::spawn_local(
-                args.local_workers,
-                Some(1),
-                None,
+            let workers = crate::processes::LocalGroup {
+                workers: args.local_workers.max(1),
+                slots: 1,
+                ..Default::default()
+            };
+            let (url, children) = crate::processes::spawn_local(
+                &[workers],
                 None,
                 "127.0.0.1:0",
                 &crate::DashboardArgs::default(),

@@ -68,6 +68,9 @@ pub struct WorkerArgs {
     /// Named resources offered, e.g. gpu=1,ssd=1.
     #[arg(long, default_value = "")]
     resources: String,
+    /// The worker group this worker belongs to (a cluster spec's `[groups.NAME]`).
+    #[arg(long, value_name = "NAME")]
+    group: Option<String>,
     /// Address to serve task outputs on; port 0 picks a free one.
     #[arg(long, default_value = "127.0.0.1:0")]
     bind: String,
@@ -159,6 +162,9 @@ pub struct LocalArgs {
     /// Cluster token.
     #[arg(long, env = "SHOAL_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// A cluster spec (TOML) whose worker groups to start instead of --workers alike.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["nthreads", "memory"])]
+    spec: Option<String>,
 }
 
 /// Arguments of `shoal status`.
@@ -254,7 +260,11 @@ pub async fn worker(args: WorkerArgs, memory_limit: Option<String>) -> shoal::Re
     )?;
     let resources = Resources::parse(&args.resources)
         .map_err(|e| input(format!("--resources: {}", e.message())))?;
+    if let Some(group) = &args.group {
+        shoal_gateway::spec::check_group_name(group).map_err(|e| input(format!("--group: {e}")))?;
+    }
     let mut options = WorkerOptions::new(args.scheduler, &settings, security);
+    options.group = args.group.unwrap_or_default();
     options.bind = args.bind;
     options.advertise = args.advertise;
     options.resources = resources;
@@ -313,17 +323,30 @@ fn spawn_and_read_lines(
     Ok(lines)
 }
 
-/// A scheduler and `workers` worker processes on loopback, children of this process;
+/// Worker processes of one shape for [`spawn_local`].
+#[derive(Debug, Clone, Default)]
+pub struct LocalGroup {
+    /// The group's name (none: workers of no group).
+    pub name: Option<String>,
+    /// Worker processes.
+    pub workers: usize,
+    /// Task slots per worker.
+    pub slots: usize,
+    /// Memory limit per worker (default: the worker's own).
+    pub memory_limit: Option<String>,
+    /// Named resources each worker offers.
+    pub resources: String,
+}
+
+/// A scheduler and the workers of `groups` on loopback, children of this process;
 /// returns the scheduler's URL. The children stop when the returned value is dropped or
 /// this process ends.
 pub fn spawn_local(
-    workers: usize,
-    nthreads: Option<usize>,
-    memory_limit: Option<&str>,
+    groups: &[LocalGroup],
     token: Option<&str>,
     bind: &str,
     dashboard: &DashboardArgs,
-) -> shoal::Result<(String, Children, usize)> {
+) -> shoal::Result<(String, Children)> {
     let exe = std::env::current_exe()?;
     let mut children = Children(Vec::new());
     let mut scheduler = Command::new(&exe);
@@ -358,27 +381,69 @@ pub fn spawn_local(
         .filter(|u| u.starts_with("http"))
         .ok_or_else(|| input("the scheduler did not start".to_string()))?
         .to_string();
-    let workers = workers.max(1);
-    let slots = nthreads.unwrap_or((cores() / workers).max(1));
-    for _ in 0..workers {
-        let mut worker = Command::new(&exe);
-        worker
-            .args(["worker", "--exit-with-stdin", "--scheduler", &url])
-            .args(["--nthreads", &slots.to_string()])
-            .stdin(Stdio::piped());
-        if let Some(limit) = memory_limit {
-            worker.args(["--memory-limit", limit]);
-        }
-        if let Some(token) = token {
-            worker.env("SHOAL_TOKEN", token);
-        }
-        // The worker prints one line once the scheduler has accepted it.
-        let line = spawn_and_read_line(&mut worker, &mut children)?;
-        if !line.starts_with("shoal worker") {
-            return Err(input("a worker did not start".to_string()));
+    for group in groups {
+        for _ in 0..group.workers {
+            let mut worker = Command::new(&exe);
+            worker
+                .args(["worker", "--exit-with-stdin", "--scheduler", &url])
+                .args(["--nthreads", &group.slots.max(1).to_string()])
+                .stdin(Stdio::piped());
+            if !group.resources.is_empty() {
+                worker.args(["--resources", &group.resources]);
+            }
+            if let Some(limit) = &group.memory_limit {
+                worker.args(["--memory-limit", limit]);
+            }
+            if let Some(name) = &group.name {
+                worker.args(["--group", name]);
+            }
+            if let Some(token) = token {
+                worker.env("SHOAL_TOKEN", token);
+            }
+            // The worker prints one line once the scheduler has accepted it.
+            let line = spawn_and_read_line(&mut worker, &mut children)?;
+            if !line.starts_with("shoal worker") {
+                return Err(input("a worker did not start".to_string()));
+            }
         }
     }
-    Ok((url, children, slots))
+    Ok((url, children))
+}
+
+/// The worker groups of `shoal local`: those of `--spec`, or `--workers` alike.
+fn local_groups(args: &LocalArgs, memory_limit: Option<String>) -> shoal::Result<Vec<LocalGroup>> {
+    if let Some(path) = &args.spec {
+        let spec = shoal_gateway::ClusterSpec::from_file(path).map_err(|e| input(e.to_string()))?;
+        if spec.workers() == 0 {
+            return Err(input(format!("{path}: every group has 0 workers")));
+        }
+        let groups = spec.groups.iter().map(|(name, g)| LocalGroup {
+            name: Some(name.clone()),
+            workers: g.workers,
+            slots: g.slots,
+            memory_limit: g.memory.map(|m| m.to_string()).or(memory_limit.clone()),
+            resources: if g.resources.is_empty() {
+                String::new()
+            } else {
+                g.resources.to_string()
+            },
+        });
+        return Ok(groups.collect());
+    }
+    // The workers share this machine, as an embedded session's do.
+    let mut settings = settings_with([
+        ("workers", Some(args.workers.max(1).to_string())),
+        ("worker.memory_limit", args.memory.clone().or(memory_limit)),
+    ])?;
+    settings.resolve(cores(), None);
+    let workers = settings.workers.max(1);
+    Ok(vec![LocalGroup {
+        name: None,
+        workers,
+        slots: args.nthreads.unwrap_or((cores() / workers).max(1)),
+        memory_limit: Some(settings.worker.memory_limit.bytes().to_string()),
+        resources: String::new(),
+    }])
 }
 
 /// `shoal local`: a scheduler and workers as child processes on this machine.
@@ -387,26 +452,24 @@ pub async fn local(
     memory_limit: Option<String>,
     dashboard: &DashboardArgs,
 ) -> shoal::Result<()> {
-    // The workers share this machine, as an embedded session's do.
-    let mut settings = settings_with([
-        ("workers", Some(args.workers.max(1).to_string())),
-        ("worker.memory_limit", args.memory.or(memory_limit)),
-    ])?;
-    settings.resolve(cores(), None);
-    let workers = settings.workers;
-    let limit = settings.worker.memory_limit.bytes().to_string();
-    let (url, mut children, cpus) = spawn_local(
-        workers,
-        args.nthreads,
-        Some(&limit),
-        args.token.as_deref(),
-        &args.bind,
-        dashboard,
-    )?;
+    let groups = local_groups(&args, memory_limit)?;
+    let (url, mut children) = spawn_local(&groups, args.token.as_deref(), &args.bind, dashboard)?;
     println!("{url}");
     let _ = std::io::stdout().flush();
+    let shapes: Vec<String> = groups
+        .iter()
+        .map(|g| {
+            let name = g
+                .name
+                .as_deref()
+                .map(|n| format!("{n}: "))
+                .unwrap_or_default();
+            format!("{name}{} workers ({} slots each)", g.workers, g.slots)
+        })
+        .collect();
     eprintln!(
-        "shoal local: scheduler at {url} with {workers} workers ({cpus} slots each); Ctrl-C stops them"
+        "shoal local: scheduler at {url} with {}; Ctrl-C stops them",
+        shapes.join(", ")
     );
     loop {
         tokio::select! {
@@ -442,6 +505,7 @@ fn status_table(status: &ClusterStatus, csv: bool) -> String {
             "alive",
             "slots",
             "resources",
+            "group",
             "memory_limit",
             "memory_used",
             "running",
@@ -457,6 +521,7 @@ fn status_table(status: &ClusterStatus, csv: bool) -> String {
                 w.alive.to_string(),
                 w.slots.to_string(),
                 w.resources.to_string(),
+                w.group.clone(),
                 w.memory_limit.to_string(),
                 w.memory_used.to_string(),
                 w.tasks_running.to_string(),

@@ -82,6 +82,7 @@ fn register(version: u32) -> proto::WorkerMessage {
             slots: 0,
             memory_limit: u64::MAX,
             resources: [("gpu".to_string(), f64::NAN)].into(),
+            group: String::new(),
         })),
     }
 }
