@@ -2,8 +2,11 @@
 //!
 //! [`spec`] is the cluster spec: groups of workers of different shapes, in one TOML
 //! format read by `shoal local --spec`, the gateway, the Slurm script and the
-//! Kubernetes manifests.
+//! Kubernetes manifests. [`config`] is the gateway's own configuration: users and their
+//! tokens, per-user limits and named profiles.
 
+pub mod config;
 pub mod spec;
 
+pub use config::{GatewayConfig, Limits, Usage};
 pub use spec::{ClusterSpec, GroupSpec, SpecError};

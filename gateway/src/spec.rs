@@ -124,16 +124,7 @@ fn err<T>(message: impl Into<String>) -> Result<T, SpecError> {
 impl ClusterSpec {
     /// Parses and checks a TOML spec; `origin` (a file name) starts any error.
     pub fn from_toml(text: &str, origin: &str) -> Result<Self, SpecError> {
-        let raw: SpecText = toml::from_str(text).map_err(|e| {
-            let at = e
-                .span()
-                .map(|span| {
-                    let (line, column) = line_column(text, span.start);
-                    format!(":{line}:{column}")
-                })
-                .unwrap_or_default();
-            SpecError(format!("{origin}{at}: {}", e.message().trim()))
-        })?;
+        let raw: SpecText = parse_toml(text, origin)?;
         raw.check().map_err(|e| SpecError(format!("{origin}: {e}")))
     }
 
@@ -301,6 +292,24 @@ pub fn parse_duration(text: &DurationText) -> Result<Duration, String> {
         .ok()
         .filter(|d| !d.is_zero())
         .ok_or_else(|| format!("expected a duration above zero, got {value}"))
+}
+
+/// Parses TOML `text` into `T`; an error is one line starting `origin:LINE:COLUMN:`.
+pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    origin: &str,
+) -> Result<T, SpecError> {
+    toml::from_str(text).map_err(|e| {
+        let at = e
+            .span()
+            .map(|span| {
+                let (line, column) = line_column(text, span.start);
+                format!(":{line}:{column}")
+            })
+            .unwrap_or_default();
+        let message = e.message().split_whitespace().collect::<Vec<_>>().join(" ");
+        SpecError(format!("{origin}{at}: {message}"))
+    })
 }
 
 /// 1-based line and column of byte `offset` in `text`.

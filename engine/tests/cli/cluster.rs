@@ -186,6 +186,19 @@ impl Drop for Cluster {
 }
 
 /// Where cluster processes log: nowhere, or this test's stderr with `SHOAL_TEST_LOGS=1`.
+/// Runs TPC-H q03 with every task asking for `gpu=1`, checks its answer and returns the
+/// cluster's status after it.
+async fn q03_asking_for_a_gpu(session: &Session) -> shoal_exec::ClusterStatus {
+    session.register_dir(tpch_dir().to_str().unwrap()).unwrap();
+    session
+        .sql("set shoal.task.resources = 'gpu=1'")
+        .await
+        .unwrap();
+    let results = session.sql_script(shoal::tpch::QUERIES[2].1).await.unwrap();
+    assert_rows_eq("q03", &answer("q03"), &rows(results.last().unwrap()));
+    session.status().await.unwrap()
+}
+
 fn log_output() -> Stdio {
     if std::env::var_os("SHOAL_TEST_LOGS").is_some() {
         Stdio::inherit()
@@ -802,15 +815,7 @@ async fn tasks_asking_for_a_gpu_run_only_on_the_worker_that_has_one() {
     cluster.wait_for_workers(1);
     cluster.add_worker(&["--resources", "gpu=1"]);
     cluster.wait_for_workers(2);
-    let session = cluster.session();
-    session.register_dir(tpch_dir().to_str().unwrap()).unwrap();
-    session
-        .sql("set shoal.task.resources = 'gpu=1'")
-        .await
-        .unwrap();
-    let results = session.sql_script(shoal::tpch::QUERIES[2].1).await.unwrap();
-    assert_rows_eq("q03", &answer("q03"), &rows(results.last().unwrap()));
-    let status = session.status().await.unwrap();
+    let status = q03_asking_for_a_gpu(&cluster.session()).await;
     assert_eq!(status.workers[0].tasks_completed, 0, "{status:?}");
     assert!(status.workers[1].tasks_completed > 0, "{status:?}");
 

@@ -5,8 +5,7 @@ use std::process::{Command, Stdio};
 
 use shoal::Session;
 
-use super::common::{answer, assert_rows_eq, rows, tpch_dir};
-use super::{TOKEN, signal};
+use super::{TOKEN, q03_asking_for_a_gpu, signal};
 
 const TWO_GROUPS: &str = r#"
 # Two CPU workers and one with the (Shoal-named) gpu resource.
@@ -62,14 +61,7 @@ async fn local_starts_the_groups_of_a_spec_and_resources_pick_the_group() {
     let gpu = ("gpu".to_string(), 2, 768 << 20, 1.0);
     assert_eq!(shapes, vec![cpu.clone(), cpu, gpu]);
 
-    session.register_dir(tpch_dir().to_str().unwrap()).unwrap();
-    session
-        .sql("set shoal.task.resources = 'gpu=1'")
-        .await
-        .unwrap();
-    let results = session.sql_script(shoal::tpch::QUERIES[2].1).await.unwrap();
-    assert_rows_eq("q03", &answer("q03"), &rows(results.last().unwrap()));
-    let status = session.status().await.unwrap();
+    let status = q03_asking_for_a_gpu(&session).await;
     for w in &status.workers {
         let ran = w.tasks_completed > 0;
         assert_eq!(

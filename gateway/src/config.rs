@@ -1,0 +1,409 @@
+//! The gateway's configuration: where it listens and keeps its state, its users and
+//! their tokens, per-user limits, and named cluster profiles.
+//!
+//! ```toml
+//! [gateway]
+//! bind = "127.0.0.1:8686"
+//! data_dir = "/var/lib/shoal-gateway"
+//! backend = "local"
+//!
+//! [users.alice]
+//! token = "..."
+//!
+//! [limits]                # every user
+//! clusters = 2
+//! workers = 16
+//!
+//! [limits.users.alice]    # one user's own
+//! workers = 64
+//!
+//! [profiles.small.groups.cpu]
+//! workers = 2
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use shoal_planner::config::parse_bytes;
+
+use crate::spec::{ClusterSpec, SpecError, SpecText, check_group_name};
+
+/// The checked configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewayConfig {
+    /// Address of the REST API.
+    pub bind: String,
+    /// Where the state database and each cluster's files live.
+    pub data_dir: PathBuf,
+    /// Which backend starts clusters: `local`, `slurm` or `kubernetes`.
+    pub backend: String,
+    /// Users by name, with their tokens.
+    pub users: BTreeMap<String, String>,
+    /// Limits of users without their own.
+    pub limits: Limits,
+    /// Limits of named users.
+    pub user_limits: BTreeMap<String, Limits>,
+    /// Named cluster specs.
+    pub profiles: BTreeMap<String, ClusterSpec>,
+}
+
+/// What one user may hold at once; `None` is no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Clusters not stopped.
+    pub clusters: Option<usize>,
+    /// Workers over those clusters.
+    pub workers: Option<usize>,
+    /// Task slots over those workers.
+    pub slots: Option<usize>,
+    /// Worker memory over those workers, in bytes.
+    pub memory: Option<u64>,
+}
+
+/// What a user holds, or asks for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Clusters.
+    pub clusters: usize,
+    /// Workers.
+    pub workers: usize,
+    /// Task slots.
+    pub slots: usize,
+    /// Worker memory, in bytes.
+    pub memory: u64,
+}
+
+impl Usage {
+    /// What the clusters of `specs` hold.
+    pub fn of<'a>(specs: impl IntoIterator<Item = &'a ClusterSpec>) -> Self {
+        specs.into_iter().fold(Self::default(), |u, spec| Self {
+            clusters: u.clusters + 1,
+            workers: u.workers + spec.workers(),
+            slots: u.slots + spec.slots(),
+            memory: u.memory + spec.memory(),
+        })
+    }
+}
+
+impl Limits {
+    /// Whether `user`, holding `held` besides the cluster being changed, may hold
+    /// `wanted` too; the error says which limit and by how much, in one line.
+    pub fn admit(&self, user: &str, held: Usage, wanted: Usage) -> Result<(), String> {
+        let checks = [
+            (
+                "clusters",
+                self.clusters.map(|l| l as u64),
+                (held.clusters + wanted.clusters) as u64,
+            ),
+            (
+                "workers",
+                self.workers.map(|l| l as u64),
+                (held.workers + wanted.workers) as u64,
+            ),
+            (
+                "slots",
+                self.slots.map(|l| l as u64),
+                (held.slots + wanted.slots) as u64,
+            ),
+            (
+                "bytes of worker memory",
+                self.memory,
+                held.memory + wanted.memory,
+            ),
+        ];
+        for (what, limit, total) in checks {
+            if let Some(limit) = limit
+                && total > limit
+            {
+                return Err(format!(
+                    "user {user} may hold at most {limit} {what}; this would make {total}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigText {
+    #[serde(default)]
+    gateway: GatewayText,
+    #[serde(default)]
+    users: BTreeMap<String, UserText>,
+    #[serde(default)]
+    limits: LimitsSection,
+    #[serde(default)]
+    profiles: BTreeMap<String, SpecText>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct GatewayText {
+    bind: Option<String>,
+    data_dir: Option<PathBuf>,
+    backend: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserText {
+    token: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LimitsSection {
+    clusters: Option<usize>,
+    workers: Option<usize>,
+    slots: Option<usize>,
+    memory: Option<String>,
+    #[serde(default)]
+    users: BTreeMap<String, LimitsText>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LimitsText {
+    clusters: Option<usize>,
+    workers: Option<usize>,
+    slots: Option<usize>,
+    memory: Option<String>,
+}
+
+impl LimitsText {
+    fn check(&self, field: &str) -> Result<Limits, SpecError> {
+        let memory = match &self.memory {
+            None => None,
+            Some(text) => Some(
+                parse_bytes(text)
+                    .map_err(|e| SpecError(format!("{field}.memory: {}", e.message())))?
+                    as u64,
+            ),
+        };
+        Ok(Limits {
+            clusters: self.clusters,
+            workers: self.workers,
+            slots: self.slots,
+            memory,
+        })
+    }
+}
+
+/// The backends the gateway knows.
+pub const BACKENDS: [&str; 3] = ["local", "slurm", "kubernetes"];
+
+impl GatewayConfig {
+    /// Parses and checks a configuration; `origin` (a file name) starts any error.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Self, SpecError> {
+        let raw: ConfigText = crate::spec::parse_toml(text, origin)?;
+        let at = |e: SpecError| SpecError(format!("{origin}: {e}"));
+        let backend = raw.gateway.backend.unwrap_or_else(|| "local".into());
+        if !BACKENDS.contains(&backend.as_str()) {
+            return Err(at(SpecError(format!(
+                "gateway.backend: '{backend}' is not one of {}",
+                BACKENDS.join(", ")
+            ))));
+        }
+        let mut users = BTreeMap::new();
+        for (name, user) in raw.users {
+            check_user_name(&name).map_err(at)?;
+            if user.token.len() < 16 {
+                return Err(at(SpecError(format!(
+                    "users.{name}.token: use at least 16 characters"
+                ))));
+            }
+            users.insert(name, user.token);
+        }
+        let all = LimitsText {
+            clusters: raw.limits.clusters,
+            workers: raw.limits.workers,
+            slots: raw.limits.slots,
+            memory: raw.limits.memory.clone(),
+        };
+        let limits = all.check("limits").map_err(at)?;
+        let mut user_limits = BTreeMap::new();
+        for (name, text) in &raw.limits.users {
+            let limits = text.check(&format!("limits.users.{name}")).map_err(at)?;
+            user_limits.insert(name.clone(), limits);
+        }
+        let mut profiles = BTreeMap::new();
+        for (name, text) in &raw.profiles {
+            let spec = text
+                .check()
+                .map_err(|e| at(SpecError(format!("profiles.{name}: {e}"))))?;
+            profiles.insert(name.clone(), spec);
+        }
+        Ok(Self {
+            bind: raw.gateway.bind.unwrap_or_else(|| "127.0.0.1:8686".into()),
+            data_dir: raw
+                .gateway
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from("shoal-gateway")),
+            backend,
+            users,
+            limits,
+            user_limits,
+            profiles,
+        })
+    }
+
+    /// Reads and checks the configuration at `path`.
+    pub fn from_file(path: &str) -> Result<Self, SpecError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| SpecError(format!("cannot read the gateway configuration {path}: {e}")))?;
+        Self::from_toml(&text, path)
+    }
+
+    /// The limits that apply to `user`.
+    pub fn limits_of(&self, user: &str) -> Limits {
+        self.user_limits.get(user).copied().unwrap_or(self.limits)
+    }
+
+    /// The user a bearer token belongs to, compared in constant time per user.
+    pub fn user_of(&self, token: &str) -> Option<&str> {
+        self.users
+            .iter()
+            .find(|(_, t)| same_bytes(t.as_bytes(), token.as_bytes()))
+            .map(|(name, _)| name.as_str())
+    }
+}
+
+/// User names become parts of cluster names and paths.
+fn check_user_name(name: &str) -> Result<(), SpecError> {
+    check_group_name(name).map_err(|_| {
+        SpecError(format!(
+            "user name '{name}': expected 1 to 32 lowercase letters, digits or '-', starting with a letter"
+        ))
+    })
+}
+
+/// Equality that takes as long whatever the first differing byte.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = r#"
+[gateway]
+bind = "127.0.0.1:0"
+data_dir = "/tmp/gw"
+
+[users.alice]
+token = "alice-token-0123456789"
+
+[users.bob]
+token = "bob-token-0123456789ab"
+
+[limits]
+clusters = 1
+workers = 4
+memory = "8GiB"
+
+[limits.users.alice]
+clusters = 3
+workers = 10
+
+[profiles.small.groups.cpu]
+workers = 2
+memory = "1GiB"
+"#;
+
+    #[test]
+    fn users_limits_and_profiles_come_from_one_file() {
+        let config = GatewayConfig::from_toml(CONFIG, "gateway.toml").unwrap();
+        assert_eq!(config.backend, "local");
+        assert_eq!(config.user_of("alice-token-0123456789"), Some("alice"));
+        assert_eq!(config.user_of("alice-token-012345678"), None);
+        assert_eq!(config.user_of(""), None);
+        assert_eq!(config.limits_of("bob").workers, Some(4));
+        assert_eq!(config.limits_of("bob").memory, Some(8 << 30));
+        assert_eq!(config.limits_of("alice").workers, Some(10));
+        assert_eq!(
+            config.limits_of("alice").memory,
+            None,
+            "alice's own limits only"
+        );
+        assert_eq!(config.profiles["small"].workers(), 2);
+    }
+
+    #[test]
+    fn limits_name_what_would_be_exceeded() {
+        let config = GatewayConfig::from_toml(CONFIG, "gateway.toml").unwrap();
+        let small = &config.profiles["small"];
+        let bob = config.limits_of("bob");
+        assert_eq!(
+            bob.admit("bob", Usage::default(), Usage::of([small])),
+            Ok(())
+        );
+        // A second cluster.
+        let error = bob
+            .admit("bob", Usage::of([small]), Usage::of([small]))
+            .unwrap_err();
+        assert_eq!(
+            error,
+            "user bob may hold at most 1 clusters; this would make 2"
+        );
+        // Scaling to 5 workers: the cluster itself is what is asked for.
+        let wanted = Usage {
+            clusters: 1,
+            workers: 5,
+            slots: 5,
+            memory: 5 << 30,
+        };
+        let error = bob.admit("bob", Usage::default(), wanted).unwrap_err();
+        assert_eq!(
+            error,
+            "user bob may hold at most 4 workers; this would make 5"
+        );
+        let wanted = Usage {
+            clusters: 1,
+            workers: 3,
+            slots: 3,
+            memory: 9 << 30,
+        };
+        let error = bob.admit("bob", Usage::default(), wanted).unwrap_err();
+        assert!(
+            error.contains("at most 8589934592 bytes of worker memory"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_bad_configuration_is_refused_in_one_line() {
+        let cases = [
+            (
+                "[gateway]\nbackend = \"yarn\"\n",
+                "g.toml: gateway.backend: 'yarn' is not one of local, slurm, kubernetes",
+            ),
+            (
+                "[users.alice]\ntoken = \"short\"\n",
+                "g.toml: users.alice.token: use at least 16 characters",
+            ),
+            (
+                "[users.Alice]\ntoken = \"0123456789abcdef\"\n",
+                "g.toml: user name 'Alice'",
+            ),
+            (
+                "[limits]\nmemory = \"lots\"\n",
+                "g.toml: limits.memory: invalid size 'lots'",
+            ),
+            (
+                "[profiles.p.groups.cpu]\nslots = 0\n",
+                "g.toml: profiles.p: groups.cpu.slots: expected at least 1",
+            ),
+            ("[gateway]\nport = 1\n", "g.toml:2:1: unknown field `port`"),
+        ];
+        for (text, expected) in cases {
+            let error = GatewayConfig::from_toml(text, "g.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(error.starts_with(expected), "{text:?} gave {error:?}");
+            assert!(!error.contains('\n'), "{error:?}");
+        }
+    }
+}
