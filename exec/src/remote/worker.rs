@@ -502,7 +502,7 @@ async fn report(
 ) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut usage = WorkerUsage::default();
+    let mut usage = WorkerUsage::of(&runtime, &store);
     loop {
         let mut batch = proto::WorkerBatch::default();
         let mut heartbeat = false;
@@ -533,8 +533,8 @@ async fn report(
             _ = tick.tick() => heartbeat = true,
         }
         batch.heartbeat = heartbeat.then(|| {
-            // A store busy writing a spill file must not hold the heartbeat back: the
-            // usage last read goes out again.
+            // A busy store must not hold the heartbeat back: the usage last read goes
+            // out again.
             if let Some(now) = WorkerUsage::try_of(&runtime, &store) {
                 usage = now;
             }

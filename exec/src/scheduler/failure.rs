@@ -14,15 +14,17 @@ use crate::protocol::{JobEventKind, WorkerMsg, failure_message};
 
 impl Scheduler {
     /// Loses workers not heard from within the heartbeat timeout. Silence counts only
-    /// while this scheduler could listen: when its own checks came late (the process was
-    /// starved of CPU, say, with heartbeats waiting unread in its sockets), the delay is
-    /// not held against the workers.
+    /// while this scheduler could listen: when its own checks came late and not because
+    /// it was busy handling events (the process was starved of CPU, say, with heartbeats
+    /// waiting unread in its sockets), the delay is not held against the workers.
     pub(super) fn lose_silent_workers(&mut self) {
         let Some(timeout) = self.heartbeat_timeout else {
             return;
         };
         let now = Instant::now();
-        let stalled = now.duration_since(self.last_check).saturating_sub(2 * TICK);
+        let stalled = now
+            .duration_since(self.last_check)
+            .saturating_sub(2 * TICK + std::mem::take(&mut self.busy));
         self.last_check = now;
         if !stalled.is_zero() {
             for w in &mut self.workers {

@@ -117,6 +117,8 @@ pub struct Scheduler {
     loop_lag: Duration,
     /// When workers' silence was last checked (see [`Self::lose_silent_workers`]).
     last_check: Instant,
+    /// Time spent handling events since then: a busy loop is not a stalled one.
+    busy: Duration,
 }
 
 impl Scheduler {
@@ -158,6 +160,7 @@ impl Scheduler {
             retiring: Vec::new(),
             loop_lag: Duration::ZERO,
             last_check: Instant::now(),
+            busy: Duration::ZERO,
         }
     }
 
@@ -223,31 +226,36 @@ impl Scheduler {
             tokio::select! {
                 event = events.recv() => {
                     let Some(event) = event else { break };
+                    let started = Instant::now();
                     self.step(event);
                     while let Ok(event) = events.try_recv() {
                         self.step(event);
                     }
+                    self.guarded(None, Self::dispatch);
+                    self.publish();
+                    self.busy += started.elapsed();
                 }
                 due = tick.tick() => {
                     self.loop_lag = due.elapsed();
-                    // Whatever came in while this process could not run is heard before
-                    // silence is judged.
-                    while let Ok(event) = events.try_recv() {
+                    // What came in while this process could not run is heard before
+                    // silence is judged (no more than was queued, so the check runs).
+                    for _ in 0..events.len() {
+                        let Ok(event) = events.try_recv() else { break };
                         self.step(event);
                     }
-                    self.check_timers();
+                    self.tick();
                 }
             }
-            self.guarded(None, Self::dispatch);
-            self.publish();
         }
     }
 
     /// One turn of [`Self::run`]'s loop for `event`: handle it, dispatch, publish.
     pub(crate) fn turn(&mut self, event: Event) {
+        let started = Instant::now();
         self.step(event);
         self.guarded(None, Self::dispatch);
         self.publish();
+        self.busy += started.elapsed();
     }
 
     /// What [`Self::run`] does on its timer: loses silent workers and fails jobs that

@@ -84,3 +84,18 @@ fn a_scheduler_that_could_not_run_does_not_hold_its_own_stall_against_workers() 
     tick_for(&mut scheduler, Duration::from_secs(30), || None);
     assert!(!alive(&scheduler));
 }
+
+#[test]
+fn a_scheduler_busy_handling_events_still_loses_a_silent_worker_on_time() {
+    let timeout = Duration::from_secs(1);
+    let (mut scheduler, _rx) = one_worker(timeout);
+    scheduler.tick();
+    std::thread::sleep(timeout + Duration::from_millis(500));
+    // The gap was spent handling events, with heartbeats read as they came: not a stall.
+    scheduler.busy = timeout + Duration::from_millis(500);
+    scheduler.tick();
+    assert!(
+        !alive(&scheduler),
+        "lost at the first check past the timeout"
+    );
+}
