@@ -33,8 +33,6 @@ pub const MAX_GROUP_WORKERS: usize = 10_000;
 pub struct ClusterSpec {
     /// Stop the cluster after this long without a job (gateway clusters).
     pub idle_timeout: Option<Duration>,
-    /// Seconds without a heartbeat after which the scheduler loses a worker.
-    pub heartbeat_timeout: Option<f64>,
     /// The worker groups, by name.
     pub groups: BTreeMap<String, GroupSpec>,
 }
@@ -72,9 +70,6 @@ pub struct ClusterText {
     /// e.g. "30m", "90s", "2h" or a number of seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout: Option<DurationText>,
-    /// Seconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub heartbeat_timeout: Option<f64>,
 }
 
 /// A duration as a number of seconds or a string with a unit.
@@ -159,7 +154,6 @@ impl ClusterSpec {
             idle_timeout: self
                 .idle_timeout
                 .map(|d| DurationText::Seconds(d.as_secs_f64())),
-            heartbeat_timeout: self.heartbeat_timeout,
         };
         let groups = self
             .groups
@@ -191,13 +185,6 @@ impl SpecText {
                 parse_duration(d).map_err(|e| SpecError(format!("cluster.idle_timeout: {e}")))?,
             ),
         };
-        if let Some(t) = cluster.heartbeat_timeout
-            && !(t.is_finite() && t > 0.0)
-        {
-            return err(format!(
-                "cluster.heartbeat_timeout: expected seconds > 0, got {t}"
-            ));
-        }
         if self.groups.is_empty() {
             return err(
                 "no worker groups: add a [groups.NAME] table with workers, slots and memory",
@@ -242,7 +229,6 @@ impl SpecText {
         }
         Ok(ClusterSpec {
             idle_timeout,
-            heartbeat_timeout: cluster.heartbeat_timeout,
             groups,
         })
     }

@@ -146,9 +146,9 @@ fn cores() -> usize {
 /// Arguments of `shoal local`.
 #[derive(Args, Debug)]
 pub struct LocalArgs {
-    /// Worker processes to start.
-    #[arg(long, default_value_t = 2, env = "SHOAL_WORKERS")]
-    workers: usize,
+    /// Worker processes to start (default 2).
+    #[arg(long, env = "SHOAL_WORKERS")]
+    workers: Option<usize>,
     /// Task slots per worker (default: cores divided among the workers); Dask's name,
     /// also spelled --cpus.
     #[arg(long, visible_alias = "cpus", env = "SHOAL_WORKER_SLOTS")]
@@ -162,8 +162,9 @@ pub struct LocalArgs {
     /// Cluster token.
     #[arg(long, env = "SHOAL_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// A cluster spec (TOML) whose worker groups to start instead of --workers alike.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["nthreads", "memory"])]
+    /// A cluster spec (TOML) whose worker groups to start instead of --workers alike
+    /// (so not with --workers, --nthreads or --memory, nor their SHOAL_* variables).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["workers", "nthreads", "memory"])]
     spec: Option<String>,
 }
 
@@ -335,7 +336,7 @@ pub struct LocalGroup {
     /// Memory limit per worker (default: the worker's own).
     pub memory_limit: Option<String>,
     /// Named resources each worker offers.
-    pub resources: String,
+    pub resources: Resources,
 }
 
 /// A scheduler and the workers of `groups` on loopback, children of this process;
@@ -389,7 +390,7 @@ pub fn spawn_local(
                 .args(["--nthreads", &group.slots.max(1).to_string()])
                 .stdin(Stdio::piped());
             if !group.resources.is_empty() {
-                worker.args(["--resources", &group.resources]);
+                worker.args(["--resources", &group.resources.to_string()]);
             }
             if let Some(limit) = &group.memory_limit {
                 worker.args(["--memory-limit", limit]);
@@ -422,17 +423,16 @@ fn local_groups(args: &LocalArgs, memory_limit: Option<String>) -> shoal::Result
             workers: g.workers,
             slots: g.slots,
             memory_limit: g.memory.map(|m| m.to_string()).or(memory_limit.clone()),
-            resources: if g.resources.is_empty() {
-                String::new()
-            } else {
-                g.resources.to_string()
-            },
+            resources: g.resources.clone(),
         });
         return Ok(groups.collect());
     }
     // The workers share this machine, as an embedded session's do.
     let mut settings = settings_with([
-        ("workers", Some(args.workers.max(1).to_string())),
+        (
+            "workers",
+            Some(args.workers.unwrap_or(2).max(1).to_string()),
+        ),
         ("worker.memory_limit", args.memory.clone().or(memory_limit)),
     ])?;
     settings.resolve(cores(), None);
@@ -442,7 +442,7 @@ fn local_groups(args: &LocalArgs, memory_limit: Option<String>) -> shoal::Result
         workers,
         slots: args.nthreads.unwrap_or((cores() / workers).max(1)),
         memory_limit: Some(settings.worker.memory_limit.bytes().to_string()),
-        resources: String::new(),
+        resources: Resources::default(),
     }])
 }
 

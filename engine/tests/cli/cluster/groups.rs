@@ -88,4 +88,13 @@ fn local_refuses_a_bad_spec_in_one_line_naming_the_place() {
     let expected = format!("{}:3:1: unknown field `cores`", spec.display());
     assert!(stderr.contains(&expected), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    // A spec says how many workers: --workers beside it is refused, not ignored.
+    std::fs::write(&spec, TWO_GROUPS).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["local", "--spec", spec.to_str().unwrap(), "--workers", "3"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--workers"), "{stderr}");
 }
