@@ -23,11 +23,14 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
 use shoal_planner::config::parse_bytes;
 
-use crate::spec::{ClusterSpec, SpecError, SpecText, check_group_name};
+use crate::spec::{
+    ClusterSpec, DurationText, SpecError, SpecText, check_group_name, parse_duration,
+};
 
 /// The checked configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,6 +41,8 @@ pub struct GatewayConfig {
     pub data_dir: PathBuf,
     /// Which backend starts clusters: `local`, `slurm` or `kubernetes`.
     pub backend: String,
+    /// How often running clusters are checked (idle, scheduler gone).
+    pub check_interval: Duration,
     /// Users by name, with their tokens.
     pub users: BTreeMap<String, String>,
     /// Limits of users without their own.
@@ -144,6 +149,7 @@ struct GatewayText {
     bind: Option<String>,
     data_dir: Option<PathBuf>,
     backend: Option<String>,
+    check_interval: Option<DurationText>,
 }
 
 #[derive(Deserialize)]
@@ -206,6 +212,11 @@ impl GatewayConfig {
                 BACKENDS.join(", ")
             ))));
         }
+        let check_interval = match &raw.gateway.check_interval {
+            None => Duration::from_secs(5),
+            Some(d) => parse_duration(d)
+                .map_err(|e| at(SpecError(format!("gateway.check_interval: {e}"))))?,
+        };
         let mut users = BTreeMap::new();
         for (name, user) in raw.users {
             check_user_name(&name).map_err(at)?;
@@ -242,6 +253,7 @@ impl GatewayConfig {
                 .data_dir
                 .unwrap_or_else(|| PathBuf::from("shoal-gateway")),
             backend,
+            check_interval,
             users,
             limits,
             user_limits,

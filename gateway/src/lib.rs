@@ -5,7 +5,11 @@
 //! Kubernetes manifests. [`config`] is the gateway's own configuration: users and their
 //! tokens, per-user limits and named profiles.
 
+pub mod api;
+pub mod backend;
 pub mod config;
+pub mod db;
+pub mod service;
 pub mod spec;
 
 pub use config::{GatewayConfig, Limits, Usage};

@@ -37,15 +37,20 @@ pub fn split_link(link: &str) -> (String, String) {
 
 /// One HTTP/1.1 request to `host`, read to the end.
 pub fn request(host: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+    send(host, method, path, headers, "")
+}
+
+/// One HTTP/1.1 request to `host` with `body`, read to the end (60 s at most).
+pub fn send(host: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
     let mut stream = TcpStream::connect(host).unwrap();
     stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
+        .set_read_timeout(Some(Duration::from_secs(60)))
         .unwrap();
     let mut text = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
     for (name, value) in headers {
         text.push_str(&format!("{name}: {value}\r\n"));
     }
-    text.push_str("Content-Length: 0\r\n\r\n");
+    text.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
     stream.write_all(text.as_bytes()).unwrap();
     let mut raw = String::new();
     stream.read_to_string(&mut raw).unwrap();

@@ -20,6 +20,7 @@ mod http;
 
 mod chaos;
 mod dashboard;
+mod gateway;
 mod groups;
 mod malformed;
 mod recovery;
@@ -197,6 +198,23 @@ async fn q03_asking_for_a_gpu(session: &Session) -> shoal_exec::ClusterStatus {
     let results = session.sql_script(shoal::tpch::QUERIES[2].1).await.unwrap();
     assert_rows_eq("q03", &answer("q03"), &rows(results.last().unwrap()));
     session.status().await.unwrap()
+}
+
+/// Runs `shoal` with `args` (its log as [`log_output`] says) and returns it with the
+/// first line it printed.
+fn shoal_first_line(args: &[&str]) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log_output())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (child, line)
 }
 
 fn log_output() -> Stdio {

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_arrays;
 mod board;
+mod gateway;
 mod output;
 mod processes;
 mod run;
@@ -184,6 +185,11 @@ enum Command {
         /// The worker's id.
         worker: usize,
     },
+    /// Clusters as a service: `shoal gateway serve --config gateway.toml`.
+    Gateway {
+        #[command(subcommand)]
+        what: gateway::GatewayCommand,
+    },
     /// Serve a recorded event log (--event-log DIR) as a read-only dashboard, on
     /// --dashboard-bind (default 127.0.0.1:8787).
     Dashboard {
@@ -267,6 +273,7 @@ async fn run(cli: Cli) -> shoal::Result<()> {
                 Err(shoal::Error::input(format!("no running job {job}")))
             }
         }
+        Command::Gateway { what } => gateway::run(what).await,
         Command::Dashboard { replay } => board::replay(&replay, &cli.engine.dashboard).await,
         Command::Retire { worker } => {
             let session = cli.engine.cluster_session("retire")?;
@@ -338,7 +345,7 @@ fn main() -> ExitCode {
     let verbose = cli.verbose;
     init_logging(matches!(
         cli.command,
-        Command::Scheduler(_) | Command::Worker(_) | Command::Local(_)
+        Command::Scheduler(_) | Command::Worker(_) | Command::Local(_) | Command::Gateway { .. }
     ));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(match &cli.command {

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::http::{get, request, split_link};
-use super::{Cluster, TOKEN, log_output};
+use super::{Cluster, TOKEN, log_output, shoal_first_line};
 
 /// A scheduler serving its dashboard under `/shoal`, and the dashboard's link.
 fn scheduler_with_dashboard(dashboard_bind: &str) -> (Cluster, String) {
@@ -308,18 +308,13 @@ async fn an_event_log_replays_into_the_same_job_pages() {
         };
         (link, live)
     };
-    let mut replay = Command::new(env!("CARGO_BIN_EXE_shoal"))
-        .args(["dashboard", "--replay", log.to_str().unwrap()])
-        .args(["--dashboard-bind", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(log_output())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(replay.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (mut replay, line) = shoal_first_line(&[
+        "dashboard",
+        "--replay",
+        log.to_str().unwrap(),
+        "--dashboard-bind",
+        "127.0.0.1:0",
+    ]);
     let replayed_link = line
         .strip_prefix("shoal dashboard at ")
         .and_then(|rest| rest.split(' ').next())

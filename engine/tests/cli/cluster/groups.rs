@@ -1,11 +1,10 @@
 //! Worker groups from a cluster spec: `shoal local --spec`.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use shoal::Session;
 
-use super::{TOKEN, q03_asking_for_a_gpu, signal};
+use super::{TOKEN, q03_asking_for_a_gpu, shoal_first_line, signal};
 
 const TWO_GROUPS: &str = r#"
 # Two CPU workers and one with the (Shoal-named) gpu resource.
@@ -26,16 +25,8 @@ async fn local_starts_the_groups_of_a_spec_and_resources_pick_the_group() {
     let dir = tempfile::tempdir().unwrap();
     let spec = dir.path().join("cluster.toml");
     std::fs::write(&spec, TWO_GROUPS).unwrap();
-    let mut local = Command::new(env!("CARGO_BIN_EXE_shoal"))
-        .args(["local", "--spec", spec.to_str().unwrap(), "--token", TOKEN])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut url = String::new();
-    BufReader::new(local.stdout.take().unwrap())
-        .read_line(&mut url)
-        .unwrap();
+    let (mut local, url) =
+        shoal_first_line(&["local", "--spec", spec.to_str().unwrap(), "--token", TOKEN]);
     let url = url.trim();
     assert!(url.starts_with("http://"), "shoal local printed {url:?}");
     let session = Session::builder()

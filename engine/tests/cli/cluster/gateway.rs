@@ -1,0 +1,390 @@
+//! `shoal gateway serve` with the `local` backend: real scheduler and worker processes
+//! on 127.0.0.1, driven through the REST API as two users.
+
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use shoal::Session;
+
+use super::http::{Reply, send};
+use super::{kill9, q03_asking_for_a_gpu, shoal_first_line};
+
+const ALICE: &str = "alice-token-0123456789";
+const BOB: &str = "bob-token-0123456789ab";
+
+fn config_text(data: &Path) -> String {
+    format!(
+        r#"
+[gateway]
+bind = "127.0.0.1:0"
+data_dir = "{}"
+check_interval = "0.2s"
+
+[users.alice]
+token = "{ALICE}"
+
+[users.bob]
+token = "{BOB}"
+
+[limits]
+clusters = 1
+workers = 3
+
+[limits.users.alice]
+clusters = 2
+workers = 4
+
+[profiles.tiny]
+cluster = {{ idle_timeout = "1s" }}
+groups.cpu = {{ workers = 1, memory = "256MiB" }}
+"#,
+        data.display()
+    )
+}
+
+/// A gateway process and its `host:port`.
+struct Gateway(Child, String);
+
+impl Gateway {
+    fn start(config: &Path) -> Self {
+        let (child, line) =
+            shoal_first_line(&["gateway", "serve", "--config", config.to_str().unwrap()]);
+        let host = line.trim().rsplit("http://").next().unwrap().to_string();
+        assert!(
+            host.starts_with("127.0.0.1:"),
+            "the gateway printed {line:?}"
+        );
+        Self(child, host)
+    }
+
+    fn call(&self, token: &str, method: &str, path: &str, body: Option<Value>) -> Reply {
+        let auth = format!("Bearer {token}");
+        let mut headers = vec![("Authorization", auth.as_str())];
+        if body.is_some() {
+            headers.push(("Content-Type", "application/json"));
+        }
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        send(&self.1, method, path, &headers, &body)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Kills, when dropped, every process whose standard error goes to a file under its
+/// directory (the clusters' logs): a failed test leaves no cluster running.
+struct Leftovers(std::path::PathBuf);
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            if std::fs::read_link(entry.path().join("fd/2")).is_ok_and(|p| p.starts_with(&self.0)) {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            }
+        }
+    }
+}
+
+/// Processes whose environment holds cluster token `token`: a cluster's own.
+fn processes_with(token: &str) -> Vec<u32> {
+    let needle = format!("SHOAL_TOKEN={token}");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim().starts_with('Z'));
+        if !zombie && environ.split(|b| *b == 0).any(|v| v == needle.as_bytes()) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Polls `name` as `token` until `done` holds of it (30 s at most).
+fn wait_for(gateway: &Gateway, token: &str, name: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let cluster = gateway
+            .call(token, "GET", &format!("/api/v1/clusters/{name}"), None)
+            .json();
+        if done(&cluster) {
+            return cluster;
+        }
+        assert!(Instant::now() < deadline, "still {cluster}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn two_groups() -> Value {
+    json!({"spec": {"groups": {
+        "cpu": {"workers": 1, "memory": "512MiB"},
+        "gpu": {"workers": 1, "slots": 2, "memory": "512MiB", "resources": "gpu=1"},
+    }}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_creates_scales_and_stops_clusters_for_their_owners_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(&config, config_text(dir.path())).unwrap();
+    let _leftovers = Leftovers(dir.path().to_path_buf());
+    let gateway = Gateway::start(&config);
+
+    // Alice asks for two groups; the answer comes once every worker has joined.
+    let created = gateway.call(ALICE, "POST", "/api/v1/clusters", Some(two_groups()));
+    assert_eq!(created.status, 201, "{}", created.body);
+    let alice = created.json();
+    let name = alice["name"].as_str().unwrap().to_string();
+    assert_eq!(alice["state"], "running");
+    assert_eq!(alice["groups"]["cpu"]["alive"], 1);
+    assert_eq!(alice["groups"]["gpu"]["alive"], 1);
+    let token = alice["token"].as_str().unwrap().to_string();
+    let url = alice["scheduler"].as_str().unwrap().to_string();
+
+    // Her session reaches it with the cluster's token; tasks asking for the gpu
+    // resource run on the gpu group only.
+    let session = Session::builder()
+        .cluster(&url)
+        .token(&token)
+        .build()
+        .unwrap();
+    let status = q03_asking_for_a_gpu(&session).await;
+    for w in &status.workers {
+        assert_eq!(w.tasks_completed > 0, w.group == "gpu", "{status:?}");
+    }
+
+    // Bob neither sees, scales nor stops it; the gateway does not say it exists.
+    let path = format!("/api/v1/clusters/{name}");
+    for (method, path, body) in [
+        ("GET", path.clone(), None),
+        (
+            "POST",
+            format!("{path}/scale"),
+            Some(json!({"group": "cpu", "workers": 3})),
+        ),
+        ("DELETE", path.clone(), None),
+    ] {
+        let reply = gateway.call(BOB, method, &path, body);
+        assert_eq!(reply.status, 404, "{method} {path}: {}", reply.body);
+        assert_eq!(reply.json()["error"], format!("no cluster named {name}"));
+    }
+    assert_eq!(
+        gateway.call(BOB, "GET", "/api/v1/clusters", None).json(),
+        json!({"clusters": []})
+    );
+
+    // Scaling up starts workers of that group; down retires the surplus.
+    let scale = |workers: usize| {
+        let body = json!({"group": "cpu", "workers": workers});
+        gateway.call(ALICE, "POST", &format!("{path}/scale"), Some(body))
+    };
+    let up = scale(2);
+    assert_eq!(up.status, 200, "{}", up.body);
+    assert_eq!(up.json()["groups"]["cpu"]["alive"], 2);
+    let over = scale(4);
+    assert_eq!(over.status, 403);
+    assert_eq!(
+        over.json()["error"],
+        "user alice may hold at most 4 workers; this would make 5"
+    );
+    assert_eq!(scale(1).status, 200);
+    wait_for(&gateway, ALICE, &name, |c| c["groups"]["cpu"]["alive"] == 1);
+    let processes = 1 + 1 + 1;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while processes_with(&token).len() != processes {
+        assert!(Instant::now() < deadline, "the retired worker did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Stopping ends every process of the cluster; its record stays.
+    let stopped = gateway.call(ALICE, "DELETE", &path, None);
+    assert_eq!(stopped.status, 200, "{}", stopped.body);
+    assert_eq!(stopped.json()["state"], "stopped");
+    assert_eq!(stopped.json()["reason"], "stopped by alice");
+    assert!(processes_with(&token).is_empty());
+    assert!(
+        Session::builder()
+            .cluster(&url)
+            .token(&token)
+            .build()
+            .is_err()
+    );
+}
+
+#[test]
+fn the_gateway_refuses_bad_requests_and_requests_over_a_limit_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(&config, config_text(dir.path())).unwrap();
+    let _leftovers = Leftovers(dir.path().to_path_buf());
+    let gateway = Gateway::start(&config);
+    let create =
+        |token: &str, body: Value| gateway.call(token, "POST", "/api/v1/clusters", Some(body));
+
+    let anonymous = send(&gateway.1, "GET", "/api/v1/clusters", &[], "");
+    assert_eq!(anonymous.status, 401);
+    assert_eq!(
+        gateway
+            .call("nobody-0123456789", "GET", "/api/v1/clusters", None)
+            .status,
+        401
+    );
+    let cases = [
+        (
+            json!({"spec": {"groups": {"cpu": {"cores": 2}}}}),
+            "unknown field `cores`",
+        ),
+        (
+            json!({"spec": {"groups": {"cpu": {"memory": "lots"}}}}),
+            "groups.cpu.memory: invalid size 'lots'",
+        ),
+        (json!({"profile": "huge"}), "no profile named huge"),
+        (json!({}), "give either a spec or a profile"),
+        (
+            json!({"spec": {"groups": {"cpu": {"workers": 4}}}}),
+            "user bob may hold at most 3 workers; this would make 4",
+        ),
+    ];
+    for (body, expected) in cases {
+        let reply = create(BOB, body.clone());
+        assert!(
+            matches!(reply.status, 400 | 403),
+            "{body}: {} {}",
+            reply.status,
+            reply.body
+        );
+        let error = reply.json()["error"].as_str().unwrap().to_string();
+        assert!(error.contains(expected), "{body}: {error}");
+        assert!(!error.contains('\n'), "{error}");
+    }
+    // Nothing was started for any of them.
+    assert_eq!(
+        gateway.call(BOB, "GET", "/api/v1/clusters", None).json(),
+        json!({"clusters": []})
+    );
+
+    // One cluster is Bob's limit; a second is refused until the first is stopped.
+    let first = create(BOB, json!({"profile": "tiny"}));
+    assert_eq!(first.status, 201, "{}", first.body);
+    let second = create(BOB, json!({"profile": "tiny"}));
+    assert_eq!(second.status, 403);
+    assert_eq!(
+        second.json()["error"],
+        "user bob may hold at most 1 clusters; this would make 2"
+    );
+    let name = first.json()["name"].as_str().unwrap().to_string();
+    let scale = json!({"group": "gpu", "workers": 1});
+    let reply = gateway.call(
+        BOB,
+        "POST",
+        &format!("/api/v1/clusters/{name}/scale"),
+        Some(scale),
+    );
+    assert_eq!(reply.status, 400);
+    assert_eq!(
+        reply.json()["error"],
+        format!("cluster {name} has no group gpu (its groups: cpu)")
+    );
+}
+
+#[test]
+fn idle_clusters_stop_and_clusters_outlive_a_restarted_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(&config, config_text(dir.path())).unwrap();
+    let _leftovers = Leftovers(dir.path().to_path_buf());
+    let mut gateway = Gateway::start(&config);
+
+    // Bob's tiny cluster (idle_timeout 1 s) stops by itself, processes and all.
+    let tiny = gateway.call(
+        BOB,
+        "POST",
+        "/api/v1/clusters",
+        Some(json!({"profile": "tiny"})),
+    );
+    assert_eq!(tiny.status, 201, "{}", tiny.body);
+    let tiny = tiny.json();
+    let stopped = wait_for(&gateway, BOB, tiny["name"].as_str().unwrap(), |c| {
+        c["state"] == "stopped"
+    });
+    assert!(
+        stopped["reason"].as_str().unwrap().starts_with("idle for"),
+        "{stopped}"
+    );
+    assert!(processes_with(tiny["token"].as_str().unwrap()).is_empty());
+
+    // Alice's cluster outlives the gateway being killed, and the next gateway knows it.
+    let alice = gateway
+        .call(ALICE, "POST", "/api/v1/clusters", Some(two_groups()))
+        .json();
+    let name = alice["name"].as_str().unwrap().to_string();
+    let token = alice["token"].as_str().unwrap().to_string();
+    kill9(&mut gateway.0);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        processes_with(&token).len(),
+        3,
+        "scheduler and two workers still run"
+    );
+    gateway = Gateway::start(&config);
+    let again = gateway
+        .call(ALICE, "GET", &format!("/api/v1/clusters/{name}"), None)
+        .json();
+    assert_eq!(again["state"], "running", "{again}");
+    assert_eq!(again["groups"]["gpu"]["alive"], 1);
+    assert_eq!(again["token"], token);
+    // Numbers are not reused after a restart.
+    let next = gateway
+        .call(
+            BOB,
+            "POST",
+            "/api/v1/clusters",
+            Some(json!({"profile": "tiny"})),
+        )
+        .json();
+    assert_ne!(next["name"], tiny["name"]);
+    assert_ne!(next["name"], alice["name"]);
+
+    // A scheduler killed from outside shows as the cluster's state, and its workers go.
+    let scheduler = processes_with(&token)
+        .into_iter()
+        .find(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            cmdline.split(|b| *b == 0).any(|a| a == b"scheduler")
+        })
+        .expect("the scheduler's process");
+    assert!(
+        Command::new("kill")
+            .args(["-9", &scheduler.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let failed = wait_for(&gateway, ALICE, &name, |c| c["state"] == "failed");
+    assert_eq!(
+        failed["reason"],
+        "the scheduler ended without being stopped"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !processes_with(&token).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "workers of a failed cluster still run"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,470 @@
+//! What the gateway does, apart from HTTP: create, list, scale and stop clusters for
+//! their owners within their limits, and watch the running ones (idle shutdown, a
+//! scheduler gone from outside). Calls block (they start processes and wait for them):
+//! the API runs them off its runtime.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use shoal_exec::{Cluster, RemoteCluster, Security};
+
+use crate::backend::Backend;
+use crate::config::{GatewayConfig, Usage};
+use crate::db::{ClusterRow, Db, FAILED, RUNNING, STARTING, STOPPED};
+use crate::spec::{ClusterSpec, MAX_GROUP_WORKERS, SpecText};
+
+/// Why a request was refused; each maps to an HTTP status.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Refusal {
+    /// 400: the request itself is wrong.
+    BadRequest(String),
+    /// 401: no known token.
+    Unauthorized(String),
+    /// 403: beyond the user's limits.
+    OverLimit(String),
+    /// 404: no such cluster for this user (another user's is not named).
+    NotFound(String),
+    /// 409: the cluster is not running.
+    Conflict(String),
+    /// 502: the backend or the cluster failed.
+    Failed(String),
+}
+
+impl Refusal {
+    /// The one-line message.
+    pub fn message(&self) -> &str {
+        match self {
+            Self::BadRequest(m)
+            | Self::Unauthorized(m)
+            | Self::OverLimit(m)
+            | Self::NotFound(m)
+            | Self::Conflict(m)
+            | Self::Failed(m) => m,
+        }
+    }
+}
+
+type Outcome<T> = Result<T, Refusal>;
+
+/// A create request: a spec, or the name of one of the gateway's profiles.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRequest {
+    /// The cluster spec.
+    #[serde(default)]
+    pub spec: Option<SpecText>,
+    /// A profile of the gateway's configuration.
+    #[serde(default)]
+    pub profile: Option<String>,
+}
+
+/// The gateway: configuration, state and backend.
+pub struct Gateway {
+    config: GatewayConfig,
+    db: Db,
+    backend: Box<dyn Backend>,
+    /// Connections to running clusters' schedulers, by cluster name.
+    clients: Mutex<HashMap<String, Arc<RemoteCluster>>>,
+}
+
+fn now_secs() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn internal(e: String) -> Refusal {
+    Refusal::Failed(e)
+}
+
+/// A fresh cluster token: 32 random bytes as hex.
+fn new_token() -> Outcome<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| internal(format!("no randomness: {e}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn spec_of(row: &ClusterRow) -> Outcome<ClusterSpec> {
+    let text: SpecText = serde_json::from_str(&row.spec)
+        .map_err(|e| internal(format!("cluster {}: stored spec: {e}", row.name)))?;
+    text.check()
+        .map_err(|e| internal(format!("cluster {}: stored spec: {e}", row.name)))
+}
+
+fn ids_of(row: &ClusterRow) -> Value {
+    serde_json::from_str(&row.backend_ids).unwrap_or(Value::Null)
+}
+
+impl Gateway {
+    /// A gateway over `db` starting clusters with `backend`. Clusters left starting by a
+    /// gateway that stopped mid-way are cleaned up and marked failed.
+    pub fn new(config: GatewayConfig, db: Db, backend: Box<dyn Backend>) -> Outcome<Self> {
+        let gateway = Self {
+            config,
+            db,
+            backend,
+            clients: Mutex::new(HashMap::new()),
+        };
+        for mut row in gateway.db.list(None).map_err(internal)? {
+            if row.state == STARTING {
+                gateway.backend.stop(&ids_of(&row));
+                row.state = FAILED.into();
+                row.reason = "the gateway stopped while the cluster was starting".into();
+                gateway.db.put(&row).map_err(internal)?;
+            }
+        }
+        Ok(gateway)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &GatewayConfig {
+        &self.config
+    }
+
+    /// The user a bearer token belongs to.
+    pub fn authenticate(&self, token: Option<&str>) -> Outcome<String> {
+        let token = token.ok_or_else(|| {
+            Refusal::Unauthorized("missing token: send Authorization: Bearer TOKEN".into())
+        })?;
+        self.config
+            .user_of(token)
+            .map(str::to_string)
+            .ok_or_else(|| Refusal::Unauthorized("unknown token".into()))
+    }
+
+    fn owned(&self, user: &str, name: &str) -> Outcome<ClusterRow> {
+        match self.db.get(name).map_err(internal)? {
+            Some(row) if row.owner == user => Ok(row),
+            // Another user's cluster is as good as absent.
+            _ => Err(Refusal::NotFound(format!("no cluster named {name}"))),
+        }
+    }
+
+    /// What `user`'s live clusters other than `except` hold.
+    fn held(&self, user: &str, except: Option<&str>) -> Outcome<Usage> {
+        let rows = self.db.list(Some(user)).map_err(internal)?;
+        let specs = rows
+            .iter()
+            .filter(|r| r.state == RUNNING || r.state == STARTING)
+            .filter(|r| Some(r.name.as_str()) != except)
+            .map(spec_of)
+            .collect::<Outcome<Vec<_>>>()?;
+        Ok(Usage::of(&specs))
+    }
+
+    /// Creates a cluster for `user` and waits until its scheduler and workers started.
+    pub fn create(&self, user: &str, request: CreateRequest) -> Outcome<Value> {
+        let spec = match (&request.spec, &request.profile) {
+            (Some(text), None) => text.check().map_err(|e| Refusal::BadRequest(e.0))?,
+            (None, Some(profile)) => self
+                .config
+                .profiles
+                .get(profile)
+                .cloned()
+                .ok_or_else(|| Refusal::BadRequest(format!("no profile named {profile}")))?,
+            _ => {
+                return Err(Refusal::BadRequest(
+                    "give either a spec or a profile".into(),
+                ));
+            }
+        };
+        let held = self.held(user, None)?;
+        self.config
+            .limits_of(user)
+            .admit(user, held, Usage::of([&spec]))
+            .map_err(Refusal::OverLimit)?;
+        let number = self.db.next_number().map_err(internal)?;
+        let mut row = ClusterRow {
+            name: format!("{user}-{number}"),
+            owner: user.to_string(),
+            spec: serde_json::to_string(&spec.to_text()).map_err(|e| internal(e.to_string()))?,
+            state: STARTING.into(),
+            reason: String::new(),
+            scheduler: String::new(),
+            dashboard: String::new(),
+            token: new_token()?,
+            backend_ids: "{}".into(),
+            created: now_secs(),
+        };
+        self.db.put(&row).map_err(internal)?;
+        match self.backend.start(&row.name, &row.token, &spec) {
+            Ok(started) => {
+                row.scheduler = started.scheduler;
+                row.dashboard = started.dashboard;
+                row.backend_ids = started.ids.to_string();
+                self.db.put(&row).map_err(internal)?;
+                if let Err(e) = self.wait_for_workers(&row, &spec) {
+                    self.end(&mut row, FAILED, e.message().to_string())?;
+                    return Err(Refusal::Failed(format!(
+                        "cluster {} failed to start: {}",
+                        row.name,
+                        e.message()
+                    )));
+                }
+                row.state = RUNNING.into();
+                self.db.put(&row).map_err(internal)?;
+                self.view(&row, true)
+            }
+            Err(e) => {
+                row.state = FAILED.into();
+                row.reason = e.clone();
+                self.db.put(&row).map_err(internal)?;
+                Err(Refusal::Failed(format!(
+                    "cluster {} failed to start: {e}",
+                    row.name
+                )))
+            }
+        }
+    }
+
+    /// Waits until every group of `spec` has its workers registered with the scheduler.
+    fn wait_for_workers(&self, row: &ClusterRow, spec: &ClusterSpec) -> Outcome<()> {
+        let client = self.client(row)?;
+        let deadline = Instant::now() + WORKERS_JOIN_TIMEOUT;
+        loop {
+            let status = block_on(client.status()).map_err(|e| Refusal::Failed(e.to_string()))?;
+            let alive = alive_per_group(&status);
+            let short = spec
+                .groups
+                .iter()
+                .find(|(name, g)| alive.get(name.as_str()).copied().unwrap_or(0) < g.workers);
+            let Some((name, group)) = short else {
+                return Ok(());
+            };
+            if Instant::now() > deadline || !self.backend.scheduler_alive(&ids_of(row)) {
+                let joined = alive.get(name.as_str()).copied().unwrap_or(0);
+                return Err(Refusal::Failed(format!(
+                    "{joined} of {} workers of group {name} joined within {} s",
+                    group.workers,
+                    WORKERS_JOIN_TIMEOUT.as_secs()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `user`'s clusters, oldest first.
+    pub fn list(&self, user: &str) -> Outcome<Value> {
+        let rows = self.db.list(Some(user)).map_err(internal)?;
+        let views = rows
+            .iter()
+            .map(|r| self.view(r, false))
+            .collect::<Outcome<Vec<_>>>()?;
+        Ok(json!({ "clusters": views }))
+    }
+
+    /// One of `user`'s clusters, with its workers per group as its scheduler sees them.
+    pub fn get(&self, user: &str, name: &str) -> Outcome<Value> {
+        let row = self.owned(user, name)?;
+        self.view(&row, true)
+    }
+
+    /// Sets the number of workers of `group`: more are started, or the surplus retire
+    /// (their running tasks finish first).
+    pub fn scale(&self, user: &str, name: &str, group: &str, workers: usize) -> Outcome<Value> {
+        let mut row = self.owned(user, name)?;
+        if row.state != RUNNING {
+            return Err(Refusal::Conflict(format!(
+                "cluster {name} is {}",
+                row.state
+            )));
+        }
+        let mut spec = spec_of(&row)?;
+        let Some(shape) = spec.groups.get(group).cloned() else {
+            let known: Vec<&str> = spec.groups.keys().map(String::as_str).collect();
+            return Err(Refusal::BadRequest(format!(
+                "cluster {name} has no group {group} (its groups: {})",
+                known.join(", ")
+            )));
+        };
+        if workers > MAX_GROUP_WORKERS {
+            return Err(Refusal::BadRequest(format!(
+                "workers: at most {MAX_GROUP_WORKERS}, got {workers}"
+            )));
+        }
+        spec.groups.get_mut(group).expect("checked above").workers = workers;
+        let held = self.held(user, Some(name))?;
+        self.config
+            .limits_of(user)
+            .admit(user, held, Usage::of([&spec]))
+            .map_err(Refusal::OverLimit)?;
+        let mut ids = ids_of(&row);
+        if workers > shape.workers {
+            let count = workers - shape.workers;
+            self.backend
+                .add_workers(
+                    name,
+                    &row.token,
+                    &row.scheduler,
+                    (group, &shape),
+                    count,
+                    &mut ids,
+                )
+                .map_err(Refusal::Failed)?;
+        } else if workers < shape.workers {
+            self.retire(&row, group, shape.workers - workers)?;
+        }
+        row.spec = serde_json::to_string(&spec.to_text()).map_err(|e| internal(e.to_string()))?;
+        row.backend_ids = ids.to_string();
+        self.db.put(&row).map_err(internal)?;
+        self.wait_for_workers(&row, &spec)?;
+        self.view(&row, true)
+    }
+
+    /// Retires `count` workers of `group`, the newest first.
+    fn retire(&self, row: &ClusterRow, group: &str, count: usize) -> Outcome<()> {
+        let client = self.client(row)?;
+        let status = block_on(client.status()).map_err(|e| Refusal::Failed(e.to_string()))?;
+        let mut members: Vec<usize> = status
+            .workers
+            .iter()
+            .filter(|w| w.alive && !w.retiring && w.group == group)
+            .map(|w| w.id)
+            .collect();
+        members.sort_unstable_by(|a, b| b.cmp(a));
+        for id in members.into_iter().take(count) {
+            block_on(client.retire(id)).map_err(|e| Refusal::Failed(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Stops one of `user`'s clusters: its workers and scheduler.
+    pub fn stop(&self, user: &str, name: &str) -> Outcome<Value> {
+        let mut row = self.owned(user, name)?;
+        if row.state == RUNNING || row.state == STARTING {
+            self.end(&mut row, STOPPED, format!("stopped by {user}"))?;
+        }
+        self.view(&row, false)
+    }
+
+    fn end(&self, row: &mut ClusterRow, state: &str, reason: String) -> Outcome<()> {
+        self.backend.stop(&ids_of(row));
+        self.clients.lock().remove(&row.name);
+        row.state = state.into();
+        row.reason = reason;
+        self.db.put(row).map_err(internal)
+    }
+
+    /// Checks every running cluster once: one whose scheduler is gone fails, one idle
+    /// for longer than its `idle_timeout` stops; ended workers are forgotten.
+    pub fn check(&self) -> Outcome<()> {
+        for mut row in self.db.list(None).map_err(internal)? {
+            if row.state != RUNNING {
+                continue;
+            }
+            let mut ids = ids_of(&row);
+            if !self.backend.scheduler_alive(&ids) {
+                let reason = "the scheduler ended without being stopped".to_string();
+                self.end(&mut row, FAILED, reason)?;
+                continue;
+            }
+            self.backend.prune(&mut ids);
+            let pruned = ids.to_string();
+            if pruned != row.backend_ids {
+                row.backend_ids = pruned;
+                self.db.put(&row).map_err(internal)?;
+            }
+            let Some(idle_timeout) = spec_of(&row)?.idle_timeout else {
+                continue;
+            };
+            if let Some(idle) = self.idle_for(&row)?
+                && idle > idle_timeout
+            {
+                let reason = format!("idle for {:.0} s", idle.as_secs_f64());
+                self.end(&mut row, STOPPED, reason)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// How long the cluster has had no job, `None` while one runs.
+    fn idle_for(&self, row: &ClusterRow) -> Outcome<Option<Duration>> {
+        let status =
+            block_on(self.client(row)?.status()).map_err(|e| Refusal::Failed(e.to_string()))?;
+        if !status.jobs.is_empty() {
+            return Ok(None);
+        }
+        let created = UNIX_EPOCH + Duration::from_secs_f64(row.created);
+        let since = status.last_activity.unwrap_or(created).max(created);
+        Ok(Some(
+            SystemTime::now().duration_since(since).unwrap_or_default(),
+        ))
+    }
+
+    fn client(&self, row: &ClusterRow) -> Outcome<Arc<RemoteCluster>> {
+        if let Some(client) = self.clients.lock().get(&row.name) {
+            return Ok(Arc::clone(client));
+        }
+        let security = Security {
+            token: Some(row.token.clone()),
+            ..Default::default()
+        };
+        let client = RemoteCluster::connect(&row.scheduler, security)
+            .map_err(|e| Refusal::Failed(format!("cluster {}: {e}", row.name)))?;
+        let client = Arc::new(client);
+        self.clients
+            .lock()
+            .insert(row.name.clone(), Arc::clone(&client));
+        Ok(client)
+    }
+
+    /// The JSON form of a cluster; `live` adds the workers its scheduler counts per group.
+    fn view(&self, row: &ClusterRow, live: bool) -> Outcome<Value> {
+        let spec = spec_of(row)?;
+        let mut alive = HashMap::new();
+        if live && row.state == RUNNING {
+            let status =
+                block_on(self.client(row)?.status()).map_err(|e| Refusal::Failed(e.to_string()))?;
+            alive = alive_per_group(&status);
+        }
+        let groups: serde_json::Map<String, Value> = spec
+            .groups
+            .iter()
+            .map(|(name, g)| {
+                let mut group = json!({
+                    "workers": g.workers,
+                    "slots": g.slots,
+                    "memory": g.memory,
+                    "resources": g.resources.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+                });
+                if live && row.state == RUNNING {
+                    group["alive"] = json!(alive.get(name).copied().unwrap_or(0));
+                }
+                (name.clone(), group)
+            })
+            .collect();
+        Ok(json!({
+            "name": row.name,
+            "owner": row.owner,
+            "state": row.state,
+            "reason": row.reason,
+            "scheduler": row.scheduler,
+            "dashboard": row.dashboard,
+            "token": row.token,
+            "idle_timeout": spec.idle_timeout.map(|d| d.as_secs_f64()),
+            "groups": groups,
+            "created": row.created,
+        }))
+    }
+}
+
+/// Workers alive and not retiring, per group.
+fn alive_per_group(status: &shoal_exec::ClusterStatus) -> HashMap<String, usize> {
+    let mut alive = HashMap::new();
+    for w in status.workers.iter().filter(|w| w.alive && !w.retiring) {
+        *alive.entry(w.group.clone()).or_default() += 1;
+    }
+    alive
+}
+
+/// How long a cluster's workers may take to register.
+const WORKERS_JOIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs a client future from blocking code (the client has its own runtime).
+fn block_on<T>(future: futures::future::BoxFuture<'_, T>) -> T {
+    futures::executor::block_on(future)
+}
