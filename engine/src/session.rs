@@ -39,6 +39,8 @@ pub struct SessionBuilder {
     env_error: Option<String>,
     /// The scheduler to connect to, instead of starting an embedded cluster.
     cluster: Option<String>,
+    /// A gateway to ask for the cluster by name, instead of `cluster`.
+    gateway: Option<(shoal_gateway::client::GatewayClient, String)>,
     security: Security,
     tls_ca: Option<String>,
 }
@@ -100,6 +102,15 @@ impl SessionBuilder {
         self
     }
 
+    /// Connects to cluster `name` of the gateway at `gateway`, as the user whose gateway
+    /// token is `user_token`: `build` asks the gateway where its scheduler is and for its
+    /// cluster token (replacing [`Self::cluster`] and [`Self::token`]).
+    pub fn gateway_cluster(mut self, gateway: &str, user_token: &str, name: &str) -> Self {
+        let client = shoal_gateway::client::GatewayClient::new(gateway, user_token);
+        self.gateway = Some((client, name.to_string()));
+        self
+    }
+
     /// Connects to the cluster over TLS, trusting the CA certificate in this PEM file.
     pub fn tls_ca(mut self, path: &str) -> Self {
         self.tls_ca = Some(path.to_string());
@@ -120,9 +131,14 @@ impl SessionBuilder {
     }
 
     /// Starts the session's scheduler and workers.
-    pub fn build(self) -> Result<Session> {
+    pub fn build(mut self) -> Result<Session> {
         if let Some(e) = self.env_error {
             return Err(crate::Error::input(e));
+        }
+        if let Some((client, name)) = self.gateway.take() {
+            let found = client.connection(&name).map_err(crate::Error::input)?;
+            self.cluster = Some(found.scheduler);
+            self.security.token = Some(found.token);
         }
         let mut offers = Vec::new();
         for (worker, text) in &self.worker_resources {
@@ -234,6 +250,7 @@ impl Session {
             worker_resources: Vec::new(),
             env_error,
             cluster: None,
+            gateway: None,
             security: Security {
                 token: std::env::var("SHOAL_TOKEN").ok().filter(|t| !t.is_empty()),
                 ..Default::default()

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod backend;
+pub mod client;
 pub mod config;
 pub mod db;
 pub mod service;

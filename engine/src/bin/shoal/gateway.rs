@@ -4,7 +4,9 @@ use std::io::Write;
 use std::sync::Arc;
 
 use clap::{Args, Subcommand};
+use shoal_gateway::ClusterSpec;
 use shoal_gateway::backend::LocalBackend;
+use shoal_gateway::client::GatewayClient;
 use shoal_gateway::db::Db;
 use shoal_gateway::service::Gateway;
 use shoal_gateway::{GatewayConfig, api};
@@ -14,6 +16,66 @@ use shoal_gateway::{GatewayConfig, api};
 pub enum GatewayCommand {
     /// Serve the gateway's REST API; prints its URL.
     Serve(ServeArgs),
+    /// Create a cluster from a spec file or a profile; prints it as JSON.
+    Create {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// A cluster spec (TOML).
+        #[arg(long, value_name = "FILE", required_unless_present = "profile")]
+        spec: Option<String>,
+        /// One of the gateway's profiles.
+        #[arg(long, conflicts_with = "spec")]
+        profile: Option<String>,
+    },
+    /// List my clusters.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show one of my clusters as JSON (scheduler, token, workers alive per group).
+    Show {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The cluster's name.
+        name: String,
+    },
+    /// Set the number of workers of a group of one of my clusters.
+    Scale {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The cluster's name.
+        name: String,
+        /// The group.
+        #[arg(long)]
+        group: String,
+        /// Its new number of workers.
+        #[arg(long)]
+        workers: usize,
+    },
+    /// Stop one of my clusters.
+    Stop {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The cluster's name.
+        name: String,
+    },
+}
+
+/// Where the gateway is and who calls it.
+#[derive(Args, Debug)]
+pub struct ClientArgs {
+    /// The gateway's URL, e.g. http://gw:8686.
+    #[arg(long, env = "SHOAL_GATEWAY")]
+    gateway: String,
+    /// My gateway token.
+    #[arg(long, env = "SHOAL_GATEWAY_TOKEN", hide_env_values = true)]
+    gateway_token: String,
+}
+
+impl ClientArgs {
+    fn client(&self) -> GatewayClient {
+        GatewayClient::new(&self.gateway, &self.gateway_token)
+    }
 }
 
 /// Arguments of `shoal gateway serve`.
@@ -30,9 +92,64 @@ fn input(message: String) -> shoal::Error {
 
 /// Runs `shoal gateway …`.
 pub async fn run(command: GatewayCommand) -> shoal::Result<()> {
-    match command {
-        GatewayCommand::Serve(args) => serve(args).await,
+    let shown = match command {
+        GatewayCommand::Serve(args) => return serve(args).await,
+        GatewayCommand::Create {
+            client,
+            spec: Some(path),
+            ..
+        } => {
+            let spec = ClusterSpec::from_file(&path).map_err(|e| input(e.to_string()))?;
+            client.client().create(&spec).await
+        }
+        GatewayCommand::Create {
+            client, profile, ..
+        } => {
+            let profile = profile.unwrap_or_default();
+            client.client().create_from_profile(&profile).await
+        }
+        GatewayCommand::List { client } => {
+            let clusters = client.client().list().await.map_err(input)?;
+            println!("{}", cluster_table(&clusters));
+            return Ok(());
+        }
+        GatewayCommand::Show { client, name } => client.client().get(&name).await,
+        GatewayCommand::Scale {
+            client,
+            name,
+            group,
+            workers,
+        } => client.client().scale(&name, &group, workers).await,
+        GatewayCommand::Stop { client, name } => client.client().stop(&name).await,
+    };
+    let shown = shown.map_err(input)?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&shown).unwrap_or_default()
+    );
+    Ok(())
+}
+
+/// One line per cluster: name, state, workers per group, scheduler, reason.
+fn cluster_table(clusters: &[serde_json::Value]) -> String {
+    let mut lines = vec!["name  state  workers  scheduler  reason".to_string()];
+    for c in clusters {
+        let text = |key: &str| c[key].as_str().unwrap_or("").to_string();
+        let groups = c["groups"].as_object().cloned().unwrap_or_default();
+        let workers: Vec<String> = groups
+            .iter()
+            .map(|(name, g)| format!("{name}={}", g["workers"]))
+            .collect();
+        lines.push(format!(
+            "{}  {}  {}  {}  {}",
+            text("name"),
+            text("state"),
+            workers.join(","),
+            text("scheduler"),
+            text("reason")
+        ));
     }
+    lines.join("\n")
 }
 
 async fn serve(args: ServeArgs) -> shoal::Result<()> {

@@ -155,11 +155,11 @@ async fn the_gateway_creates_scales_and_stops_clusters_for_their_owners_only() {
     let token = alice["token"].as_str().unwrap().to_string();
     let url = alice["scheduler"].as_str().unwrap().to_string();
 
-    // Her session reaches it with the cluster's token; tasks asking for the gpu
+    // Her session finds it by name through the gateway; tasks asking for the gpu
     // resource run on the gpu group only.
+    let link = format!("http://{}", gateway.1);
     let session = Session::builder()
-        .cluster(&url)
-        .token(&token)
+        .gateway_cluster(&link, ALICE, &name)
         .build()
         .unwrap();
     let status = q03_asking_for_a_gpu(&session).await;
@@ -223,6 +223,78 @@ async fn the_gateway_creates_scales_and_stops_clusters_for_their_owners_only() {
             .build()
             .is_err()
     );
+    let error = Session::builder()
+        .gateway_cluster(&link, ALICE, &name)
+        .build()
+        .unwrap_err();
+    let expected = format!("cluster {name} is stopped: stopped by alice");
+    assert!(error.to_string().contains(&expected), "{error}");
+}
+
+/// Runs `shoal gateway ARGS` against `gateway` as Alice.
+fn shoal_gateway(gateway: &Gateway, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .arg("gateway")
+        .args(args)
+        .env("SHOAL_GATEWAY", format!("http://{}", gateway.1))
+        .env("SHOAL_GATEWAY_TOKEN", ALICE)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_command_line_client_creates_lists_scales_and_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(&config, config_text(dir.path())).unwrap();
+    let _leftovers = Leftovers(dir.path().to_path_buf());
+    let gateway = Gateway::start(&config);
+    let spec = dir.path().join("cluster.toml");
+    std::fs::write(&spec, "[groups.etl]\nworkers = 1\nmemory = \"256MiB\"\n").unwrap();
+    let out = shoal_gateway(&gateway, &["create", "--spec", spec.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let name = created["name"].as_str().unwrap().to_string();
+    assert_eq!(created["groups"]["etl"]["alive"], 1);
+
+    let out = shoal_gateway(
+        &gateway,
+        &["scale", &name, "--group", "etl", "--workers", "2"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let scaled: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(scaled["groups"]["etl"]["alive"], 2);
+    let list = shoal_gateway(&gateway, &["list"]);
+    let list = String::from_utf8_lossy(&list.stdout).to_string();
+    let line = list
+        .lines()
+        .find(|l| l.starts_with(&name))
+        .unwrap_or_else(|| panic!("{list}"));
+    assert!(line.contains("running  etl=2"), "{line}");
+
+    // A refusal is one line on stderr and exit code 1.
+    let out = shoal_gateway(
+        &gateway,
+        &["scale", &name, "--group", "etl", "--workers", "9"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let expected = "user alice may hold at most 4 workers; this would make 9";
+    assert!(stderr.contains(expected), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+
+    let out = shoal_gateway(&gateway, &["stop", &name]);
+    assert!(out.status.success());
+    let stopped: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stopped["state"], "stopped");
 }
 
 #[test]
