@@ -25,6 +25,7 @@ from ._expr import Expr, col, lit
 from ._frame import DataFrame, GroupBy, options
 from ._native import __version__
 from ._session import Client, Session, connect, default_session, set_default_session
+from .gateway import Gateway, GatewayCluster
 from .errors import (
     CancelledError,
     FetchFailedError,
@@ -57,6 +58,8 @@ __all__ = [
     "Dataset",
     "DatasetGroups",
     "FetchFailedError",
+    "Gateway",
+    "GatewayCluster",
     "GroupBy",
     "InputError",
     "InternalError",

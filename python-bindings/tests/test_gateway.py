@@ -1,0 +1,85 @@
+"""shoal.Gateway against a real `shoal gateway serve` with the local backend."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import shoal
+
+ALICE = "alice-token-0123456789"
+BOB = "bob-token-0123456789ab"
+
+
+@pytest.fixture
+def gateway(shoal_bin: Path, tmp_path: Path) -> Iterator[str]:
+    """A gateway for alice and bob (two workers each at most); yields its URL."""
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f"""
+[gateway]
+bind = "127.0.0.1:0"
+data_dir = "{tmp_path / 'data'}"
+check_interval = "0.2s"
+[users.alice]
+token = "{ALICE}"
+[users.bob]
+token = "{BOB}"
+[limits]
+workers = 2
+"""
+    )
+    process = subprocess.Popen(
+        [shoal_bin, "gateway", "serve", "--config", config],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline().strip()
+    assert line.startswith("shoal gateway listening on http://"), line
+    yield line.rsplit(" ", 1)[1]
+    # Stop whatever clusters a failed test left, then the gateway.
+    for token in (ALICE, BOB):
+        gw = shoal.Gateway(line.rsplit(" ", 1)[1], token=token)
+        for cluster in gw.list():
+            if cluster.state == "running":
+                cluster.stop()
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def test_a_gateway_cluster_runs_queries_scales_and_stops(
+    gateway: str, tmp_path: Path
+) -> None:
+    spec = tmp_path / "cluster.toml"
+    spec.write_text('[groups.cpu]\nworkers = 1\nmemory = "512MiB"\n')
+    gw = shoal.Gateway(gateway, token=ALICE)
+    cluster = gw.create(spec)
+    assert cluster.state == "running"
+    assert cluster.groups["cpu"]["alive"] == 1
+    with gw.connect(cluster.name) as s:
+        assert s.sql("select count(*) as n from generate_series(1, 1000)").to_pandas()["n"][0] == 1000
+    scaled = cluster.scale("cpu", 2)
+    assert scaled.groups["cpu"]["alive"] == 2
+    assert [c.name for c in gw.list()] == [cluster.name]
+    assert cluster.stop().state == "stopped"
+
+
+def test_the_gateway_s_refusals_are_input_errors(gateway: str) -> None:
+    alice = shoal.Gateway(gateway, token=ALICE)
+    cluster = alice.create({"groups": {"cpu": {"workers": 1, "memory": "256MiB"}}})
+    with pytest.raises(shoal.InputError, match="at most 2 workers; this would make 3"):
+        cluster.scale("cpu", 3)
+    with pytest.raises(shoal.InputError, match=f"no cluster named {cluster.name}"):
+        shoal.Gateway(gateway, token=BOB).get(cluster.name)
+    with pytest.raises(shoal.InputError, match="unknown field `cores`"):
+        alice.create({"groups": {"cpu": {"cores": 2}}})
+    with pytest.raises(shoal.InputError, match="unknown token"):
+        shoal.Gateway(gateway, token="nobody-0123456789").list()
+    cluster.stop()
+    with pytest.raises(shoal.InputError, match=f"cluster {cluster.name} is stopped"):
+        alice.connect(cluster.name)
