@@ -122,6 +122,7 @@ async fn stop(
 #[serde(deny_unknown_fields)]
 struct ScaleRequest {
     group: String,
+    #[serde(deserialize_with = "crate::spec::whole")]
     workers: usize,
 }
 

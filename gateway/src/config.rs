@@ -84,9 +84,9 @@ impl Usage {
     pub fn of<'a>(specs: impl IntoIterator<Item = &'a ClusterSpec>) -> Self {
         specs.into_iter().fold(Self::default(), |u, spec| Self {
             clusters: u.clusters + 1,
-            workers: u.workers + spec.workers(),
-            slots: u.slots + spec.slots(),
-            memory: u.memory + spec.memory(),
+            workers: u.workers.saturating_add(spec.workers()),
+            slots: u.slots.saturating_add(spec.slots()),
+            memory: u.memory.saturating_add(spec.memory()),
         })
     }
 }
@@ -99,22 +99,22 @@ impl Limits {
             (
                 "clusters",
                 self.clusters.map(|l| l as u64),
-                (held.clusters + wanted.clusters) as u64,
+                held.clusters.saturating_add(wanted.clusters) as u64,
             ),
             (
                 "workers",
                 self.workers.map(|l| l as u64),
-                (held.workers + wanted.workers) as u64,
+                held.workers.saturating_add(wanted.workers) as u64,
             ),
             (
                 "slots",
                 self.slots.map(|l| l as u64),
-                (held.slots + wanted.slots) as u64,
+                held.slots.saturating_add(wanted.slots) as u64,
             ),
             (
                 "bytes of worker memory",
                 self.memory,
-                held.memory + wanted.memory,
+                held.memory.saturating_add(wanted.memory),
             ),
         ];
         for (what, limit, total) in checks {
@@ -406,7 +406,7 @@ memory = "1GiB"
             ),
             (
                 "[profiles.p.groups.cpu]\nslots = 0\n",
-                "g.toml: profiles.p: groups.cpu.slots: expected at least 1",
+                "g.toml: profiles.p: groups.cpu.slots: expected 1 to 1024, got 0",
             ),
             ("[gateway]\nport = 1\n", "g.toml:2:1: unknown field `port`"),
         ];

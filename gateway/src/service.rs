@@ -55,10 +55,10 @@ type Outcome<T> = Result<T, Refusal>;
 #[serde(deny_unknown_fields)]
 pub struct CreateRequest {
     /// The cluster spec.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::spec::present")]
     pub spec: Option<SpecText>,
     /// A profile of the gateway's configuration.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::spec::present")]
     pub profile: Option<String>,
 }
 
@@ -165,7 +165,7 @@ impl Gateway {
                 .profiles
                 .get(profile)
                 .cloned()
-                .ok_or_else(|| Refusal::BadRequest(format!("no profile named {profile}")))?,
+                .ok_or_else(|| Refusal::NotFound(format!("no profile named {profile}")))?,
             _ => {
                 return Err(Refusal::BadRequest(
                     "give either a spec or a profile".into(),
@@ -276,7 +276,7 @@ impl Gateway {
         let mut spec = spec_of(&row)?;
         let Some(shape) = spec.groups.get(group).cloned() else {
             let known: Vec<&str> = spec.groups.keys().map(String::as_str).collect();
-            return Err(Refusal::BadRequest(format!(
+            return Err(Refusal::Conflict(format!(
                 "cluster {name} has no group {group} (its groups: {})",
                 known.join(", ")
             )));

@@ -28,6 +28,9 @@ use shoal_planner::config::parse_bytes;
 /// Most workers one group may ask for.
 pub const MAX_GROUP_WORKERS: usize = 10_000;
 
+/// Most task slots one worker may have.
+pub const MAX_SLOTS: usize = 1024;
+
 /// A cluster spec, checked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClusterSpec {
@@ -56,7 +59,11 @@ pub struct GroupSpec {
 #[serde(deny_unknown_fields)]
 pub struct SpecText {
     /// Cluster-wide settings.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub cluster: Option<ClusterText>,
     /// Worker groups by name.
     #[serde(default)]
@@ -68,7 +75,11 @@ pub struct SpecText {
 #[serde(deny_unknown_fields)]
 pub struct ClusterText {
     /// e.g. "30m", "90s", "2h" or a number of seconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub idle_timeout: Option<DurationText>,
 }
 
@@ -87,17 +98,68 @@ pub enum DurationText {
 #[serde(deny_unknown_fields)]
 pub struct GroupText {
     /// Worker processes (default 1).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present_count"
+    )]
     pub workers: Option<usize>,
     /// Task slots per worker (default 1).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present_count"
+    )]
     pub slots: Option<usize>,
     /// e.g. "4GiB".
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub memory: Option<String>,
     /// e.g. "gpu=1,ssd=1".
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub resources: Option<String>,
+}
+
+/// An optional field that, when given, is not `null`: absent and `null` would otherwise
+/// mean the same, and the API's schema has no nulls.
+pub fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}
+
+/// [`present`] for a count: a whole number, also when written `4.0`.
+pub fn present_count<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<usize>, D::Error> {
+    whole(deserializer).map(Some)
+}
+
+/// A whole number >= 0, also when written `4.0` (JSON Schema's integers include it).
+pub fn whole<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Number {
+        Whole(u64),
+        Float(f64),
+    }
+    let bad = |n: &dyn fmt::Display| {
+        serde::de::Error::custom(format!("expected a whole number >= 0, got {n}"))
+    };
+    match Number::deserialize(deserializer)? {
+        Number::Whole(n) => usize::try_from(n).map_err(|_| bad(&n)),
+        Number::Float(f) if f >= 0.0 && f.fract() == 0.0 && f < 1e15 => Ok(f as usize),
+        Number::Float(f) => Err(bad(&f)),
+    }
 }
 
 /// A spec that cannot be used: one line naming the field.
@@ -137,15 +199,16 @@ impl ClusterSpec {
 
     /// Task slots over every worker.
     pub fn slots(&self) -> usize {
-        self.groups.values().map(|g| g.workers * g.slots).sum()
+        self.groups.values().fold(0, |n, g| {
+            n.saturating_add(g.workers.saturating_mul(g.slots))
+        })
     }
 
     /// Memory over every worker with a limit, in bytes.
     pub fn memory(&self) -> u64 {
-        self.groups
-            .values()
-            .map(|g| g.workers as u64 * g.memory.unwrap_or(0))
-            .sum()
+        self.groups.values().fold(0, |n, g| {
+            n.saturating_add((g.workers as u64).saturating_mul(g.memory.unwrap_or(0)))
+        })
     }
 
     /// The spec as written, for storing and sending.
@@ -202,8 +265,11 @@ impl SpecText {
                 ));
             }
             let slots = group.slots.unwrap_or(1);
-            if slots == 0 {
-                return err(format!("{}: expected at least 1", field("slots")));
+            if !(1..=MAX_SLOTS).contains(&slots) {
+                return err(format!(
+                    "{}: expected 1 to {MAX_SLOTS}, got {slots}",
+                    field("slots")
+                ));
             }
             let memory = match &group.memory {
                 None => None,
@@ -274,11 +340,20 @@ pub fn parse_duration(text: &DurationText) -> Result<Duration, String> {
             (value, scale)
         }
     };
-    Duration::try_from_secs_f64(value * scale)
+    let seconds = value * scale;
+    if seconds > MAX_DURATION_SECS {
+        return Err(format!(
+            "expected at most {MAX_DURATION_SECS} s, got {seconds}"
+        ));
+    }
+    Duration::try_from_secs_f64(seconds)
         .ok()
         .filter(|d| !d.is_zero())
         .ok_or_else(|| format!("expected a duration above zero, got {value}"))
 }
+
+/// The longest duration a spec may give (about 317 years).
+pub const MAX_DURATION_SECS: f64 = 1e10;
 
 /// Parses TOML `text` into `T`; an error is one line starting `origin:LINE:COLUMN:`.
 pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(
@@ -359,7 +434,7 @@ resources = "gpu=1"
             ),
             (
                 "[groups.cpu]\nslots = 0\n",
-                "spec.toml: groups.cpu.slots: expected at least 1",
+                "spec.toml: groups.cpu.slots: expected 1 to 1024, got 0",
             ),
             ("[groups.GPU]\n", "spec.toml: group name 'GPU'"),
             (

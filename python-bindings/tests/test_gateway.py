@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import shoal
 
 ALICE = "alice-token-0123456789"
 BOB = "bob-token-0123456789ab"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -29,6 +32,7 @@ token = "{ALICE}"
 [users.bob]
 token = "{BOB}"
 [limits]
+clusters = 2
 workers = 2
 """
     )
@@ -42,7 +46,7 @@ workers = 2
     line = process.stdout.readline().strip()
     assert line.startswith("shoal gateway listening on http://"), line
     yield line.rsplit(" ", 1)[1]
-    # Stop whatever clusters a failed test left, then the gateway.
+    # Stop whatever clusters a test left, then the gateway.
     for token in (ALICE, BOB):
         gw = shoal.Gateway(line.rsplit(" ", 1)[1], token=token)
         for cluster in gw.list():
@@ -83,3 +87,27 @@ def test_the_gateway_s_refusals_are_input_errors(gateway: str) -> None:
     cluster.stop()
     with pytest.raises(shoal.InputError, match=f"cluster {cluster.name} is stopped"):
         alice.connect(cluster.name)
+
+
+def test_the_openapi_file_matches_the_server(gateway: str) -> None:
+    """schemathesis (from PyPI) checks the server against gateway/openapi.yaml: every
+    response's status and body as documented, schema-valid requests accepted and invalid
+    ones refused with a 4xx, no 5xx, auth required, and create -> get/scale/stop links.
+    A stopped cluster stays listed (as stopped), so its use-after-delete check is off."""
+    schemathesis = Path(sys.executable).parent / "schemathesis"
+    run = subprocess.run(
+        [
+            schemathesis, "run", ROOT / "gateway" / "openapi.yaml",
+            "--url", gateway,
+            "--header", f"Authorization: Bearer {BOB}",
+            "--checks", "all", "--exclude-checks", "use_after_free",
+            "--max-examples", "50", "--seed", "1", "--workers", "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    # The stateful phase followed create -> get/scale/stop with real clusters.
+    links = re.search(r"API Links:\s+(\d+) covered", run.stdout)
+    assert links and int(links.group(1)) > 0, run.stdout[-4000:]
