@@ -83,6 +83,19 @@ fn body<T>(json: Result<axum::Json<T>, JsonRejection>) -> Result<T, Refusal> {
     })
 }
 
+/// [`as_user`] for a call with a JSON body: an unknown caller is refused before the
+/// body is read.
+async fn with_body<T: Send + 'static>(
+    gateway: Arc<Gateway>,
+    headers: &HeaderMap,
+    request: Result<axum::Json<T>, JsonRejection>,
+    call: impl FnOnce(&Gateway, &str, T) -> Result<Value, Refusal> + Send + 'static,
+) -> Result<Value, Refusal> {
+    gateway.authenticate(bearer(headers))?;
+    let request = body(request)?;
+    as_user(gateway, headers, move |g, user| call(g, user, request)).await
+}
+
 async fn list(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
     reply(as_user(gateway, &headers, |g, user| g.list(user)).await)
 }
@@ -92,11 +105,10 @@ async fn create(
     headers: HeaderMap,
     request: Result<axum::Json<CreateRequest>, JsonRejection>,
 ) -> Response {
-    let outcome = match body(request) {
-        Ok(request) => as_user(gateway, &headers, move |g, user| g.create(user, request)).await,
-        Err(e) => Err(e),
-    };
-    match outcome {
+    let outcome = with_body(gateway, &headers, request, |g, user, request| {
+        g.create(user, request)
+    });
+    match outcome.await {
         Ok(body) => (StatusCode::CREATED, axum::Json(body)).into_response(),
         Err(e) => reply(Err(e)),
     }
@@ -132,16 +144,10 @@ async fn scale(
     headers: HeaderMap,
     request: Result<axum::Json<ScaleRequest>, JsonRejection>,
 ) -> Response {
-    let outcome = match body(request) {
-        Ok(r) => {
-            as_user(gateway, &headers, move |g, user| {
-                g.scale(user, &name, &r.group, r.workers)
-            })
-            .await
-        }
-        Err(e) => Err(e),
-    };
-    reply(outcome)
+    let outcome = with_body(gateway, &headers, request, move |g, user, r| {
+        g.scale(user, &name, &r.group, r.workers)
+    });
+    reply(outcome.await)
 }
 
 /// Serves the API on `listener` and checks the running clusters every

@@ -25,12 +25,20 @@ pub struct Started {
 
 /// Where clusters run: processes on this host, Slurm jobs, Kubernetes pods.
 pub trait Backend: Send + Sync {
-    /// Starts cluster `name`'s scheduler and every group's workers, all with `token`.
-    /// On an error, whatever it started is stopped again.
-    fn start(&self, name: &str, token: &str, spec: &ClusterSpec) -> Result<Started, String>;
+    /// Starts cluster `name`'s scheduler and every group's workers, all with `token`,
+    /// calling `record` with what it started so far after each start (so that a gateway
+    /// that dies part-way can stop it). On an error, whatever it started is stopped.
+    fn start(
+        &self,
+        name: &str,
+        token: &str,
+        spec: &ClusterSpec,
+        record: &dyn Fn(&Value),
+    ) -> Result<Started, String>;
 
     /// Starts `count` more workers of `group` for the cluster whose scheduler is at
-    /// `scheduler`, adding them to `ids`.
+    /// `scheduler`, adding each to `ids` as it starts (on an error, `ids` still holds
+    /// those that started).
     fn add_workers(
         &self,
         name: &str,
@@ -74,7 +82,9 @@ impl LocalBackend {
         }
     }
 
-    fn spawn(&self, command: &mut Command) -> Result<u32, String> {
+    /// Starts `command` in its own process group; returns its id as stored: the pid
+    /// and its start time, so that a pid the system reused is not taken for it.
+    fn spawn(&self, command: &mut Command) -> Result<Value, String> {
         let child = command
             .stdin(Stdio::null())
             .process_group(0)
@@ -82,11 +92,18 @@ impl LocalBackend {
             .map_err(|e| format!("cannot start {}: {e}", self.exe.display()))?;
         let pid = child.id();
         self.children.lock().push(child);
-        Ok(pid)
+        Ok(json!([pid, start_time(pid).unwrap_or(0)]))
+    }
+
+    /// Waits for the children of this gateway that ended, so they leave no zombies.
+    fn reap(&self) {
+        self.children
+            .lock()
+            .retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_))));
     }
 
     /// Waits until the scheduler writing `out` printed its URL and its dashboard's.
-    fn read_urls(&self, pid: u32, out: &Path, log: &Path) -> Result<(String, String), String> {
+    fn read_urls(&self, id: &Value, out: &Path, log: &Path) -> Result<(String, String), String> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             let text = std::fs::read_to_string(out).unwrap_or_default();
@@ -100,7 +117,8 @@ impl LocalBackend {
             if let (Some(scheduler), Some(dashboard)) = (scheduler, dashboard) {
                 return Ok((scheduler, dashboard));
             }
-            if !self.alive(pid) {
+            self.reap();
+            if !running(id) {
                 let log = std::fs::read_to_string(log).unwrap_or_default();
                 let last = log.lines().last().unwrap_or("no message");
                 return Err(format!("the scheduler exited at start: {last}"));
@@ -113,21 +131,6 @@ impl LocalBackend {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-    }
-
-    /// Whether process `pid` runs (not ended, not a zombie); reaps ended children.
-    fn alive(&self, pid: u32) -> bool {
-        self.children
-            .lock()
-            .retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_))));
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            return false;
-        };
-        // The state follows the command name, which is in parentheses.
-        let state = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.trim().chars().next());
-        !matches!(state, None | Some('Z' | 'X'))
     }
 
     fn log_file(&self, name: &str, file: &str) -> Result<File, String> {
@@ -143,48 +146,80 @@ impl LocalBackend {
     }
 }
 
-/// Process ids of `ids`: the scheduler's, then every worker's.
-fn pids(ids: &Value) -> (Option<u32>, Vec<u32>) {
-    let scheduler = ids["scheduler"].as_u64().map(|p| p as u32);
-    let workers = ids["workers"]
-        .as_array()
-        .map(|w| {
-            w.iter()
-                .filter_map(|p| p.as_u64())
-                .map(|p| p as u32)
-                .collect()
-        })
-        .unwrap_or_default();
-    (scheduler, workers)
+/// The fields after the command name in `/proc/PID/stat` (the state first).
+fn stat_fields(pid: u64) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces.
+    let (_, rest) = stat.rsplit_once(')')?;
+    Some(rest.split_whitespace().map(str::to_string).collect())
 }
 
-fn signal(pid: u32, name: &str) {
-    let _ = Command::new("kill")
-        .args([&format!("-{name}"), &pid.to_string()])
-        .stderr(Stdio::null())
-        .status();
+/// When process `pid` started, in clock ticks since boot (field 22 of its stat).
+fn start_time(pid: u32) -> Option<u64> {
+    stat_fields(u64::from(pid))?.get(19)?.parse().ok()
+}
+
+/// Whether process `id` (`[pid, start time]`) still runs: not ended, not a zombie, and
+/// not another process that was given the same pid.
+fn running(id: &Value) -> bool {
+    let (Some(pid), Some(started)) = (id[0].as_u64(), id[1].as_u64()) else {
+        return false;
+    };
+    let Some(fields) = stat_fields(pid) else {
+        return false;
+    };
+    let state = fields.first().and_then(|s| s.chars().next());
+    let same = fields.get(19).and_then(|s| s.parse::<u64>().ok()) == Some(started);
+    same && !matches!(state, None | Some('Z' | 'X'))
+}
+
+/// Sends signal `name` to process `id` if it still runs.
+fn signal(id: &Value, name: &str) {
+    if let Some(pid) = id[0].as_u64().filter(|_| running(id)) {
+        let _ = Command::new("kill")
+            .args([&format!("-{name}"), &pid.to_string()])
+            .stderr(Stdio::null())
+            .status();
+    }
 }
 
 impl Backend for LocalBackend {
-    fn start(&self, name: &str, token: &str, spec: &ClusterSpec) -> Result<Started, String> {
+    fn start(
+        &self,
+        name: &str,
+        token: &str,
+        spec: &ClusterSpec,
+        record: &dyn Fn(&Value),
+    ) -> Result<Started, String> {
         let out_path = self.dir.join(name).join("scheduler.out");
         let log_path = self.dir.join(name).join("scheduler.log");
         let out = self.log_file(name, "scheduler.out")?;
         let log = self.log_file(name, "scheduler.log")?;
-        let pid = self.spawn(
+        let scheduler = self.spawn(
             Command::new(&self.exe)
                 .args(["scheduler", "--bind", "127.0.0.1:0"])
-                .args(["--dashboard-bind", "127.0.0.1:0"])
+                // The dashboard shows the cluster's jobs: only to its token's holders.
+                .args([
+                    "--dashboard-bind",
+                    "127.0.0.1:0",
+                    "--dashboard-auth",
+                    "token",
+                ])
                 .env("SHOAL_TOKEN", token)
                 .stdout(out)
                 .stderr(log),
         )?;
-        let mut ids = json!({"scheduler": pid, "workers": []});
+        let mut ids = json!({"scheduler": scheduler, "workers": []});
+        record(&ids);
         let started = self
-            .read_urls(pid, &out_path, &log_path)
+            .read_urls(&scheduler, &out_path, &log_path)
             .and_then(|(url, board)| {
                 for (group, shape) in &spec.groups {
-                    self.add_workers(name, token, &url, (group, shape), shape.workers, &mut ids)?;
+                    let count = shape.workers;
+                    let added =
+                        self.add_workers(name, token, &url, (group, shape), count, &mut ids);
+                    record(&ids);
+                    added?;
                 }
                 Ok((url, board))
             });
@@ -224,40 +259,45 @@ impl Backend for LocalBackend {
             if !shape.resources.is_empty() {
                 command.args(["--resources", &shape.resources.to_string()]);
             }
-            let pid = self.spawn(&mut command)?;
+            let id = self.spawn(&mut command)?;
             if let Some(workers) = ids["workers"].as_array_mut() {
-                workers.push(json!(pid));
+                workers.push(id);
             }
         }
         Ok(())
     }
 
     fn stop(&self, ids: &Value) {
-        let (scheduler, workers) = pids(ids);
-        let all: Vec<u32> = workers.into_iter().chain(scheduler).collect();
-        for &pid in &all {
-            if self.alive(pid) {
-                signal(pid, "TERM");
-            }
+        let workers = ids["workers"].as_array().cloned().unwrap_or_default();
+        let all: Vec<Value> = workers
+            .into_iter()
+            .chain([ids["scheduler"].clone()])
+            .collect();
+        for id in &all {
+            signal(id, "TERM");
         }
         let deadline = Instant::now() + Duration::from_secs(5);
-        while all.iter().any(|&p| self.alive(p)) && Instant::now() < deadline {
+        loop {
+            self.reap();
+            if !all.iter().any(running) || Instant::now() > deadline {
+                break;
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
-        for pid in all {
-            if self.alive(pid) {
-                signal(pid, "KILL");
-            }
+        for id in &all {
+            signal(id, "KILL");
         }
+        self.reap();
     }
 
     fn scheduler_alive(&self, ids: &Value) -> bool {
-        pids(ids).0.is_some_and(|pid| self.alive(pid))
+        self.reap();
+        running(&ids["scheduler"])
     }
 
     fn prune(&self, ids: &mut Value) {
-        let (_, workers) = pids(ids);
-        let alive: Vec<u32> = workers.into_iter().filter(|&p| self.alive(p)).collect();
-        ids["workers"] = json!(alive);
+        self.reap();
+        let workers = ids["workers"].as_array().cloned().unwrap_or_default();
+        ids["workers"] = Value::Array(workers.into_iter().filter(running).collect());
     }
 }

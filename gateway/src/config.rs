@@ -225,6 +225,11 @@ impl GatewayConfig {
                     "users.{name}.token: use at least 16 characters"
                 ))));
             }
+            if let Some((other, _)) = users.iter().find(|(_, t)| **t == user.token) {
+                return Err(at(SpecError(format!(
+                    "users.{name}.token: the same as users.{other}.token; every user needs their own"
+                ))));
+            }
             users.insert(name, user.token);
         }
         let all = LimitsText {
@@ -407,6 +412,10 @@ memory = "1GiB"
             (
                 "[profiles.p.groups.cpu]\nslots = 0\n",
                 "g.toml: profiles.p: groups.cpu.slots: expected 1 to 1024, got 0",
+            ),
+            (
+                "[users.a]\ntoken = \"0123456789abcdef\"\n[users.b]\ntoken = \"0123456789abcdef\"\n",
+                "g.toml: users.b.token: the same as users.a.token",
             ),
             ("[gateway]\nport = 1\n", "g.toml:2:1: unknown field `port`"),
         ];

@@ -53,6 +53,13 @@ impl Db {
     pub fn open(path: &Path) -> Result<Self, String> {
         let shown = path.display().to_string();
         let conn = Connection::open(path).map_err(|e| fail(e, &shown))?;
+        // It holds every cluster's token: for the gateway's user only.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let private = std::fs::Permissions::from_mode(0o600);
+            std::fs::set_permissions(path, private)
+                .map_err(|e| format!("the gateway's state database {shown}: {e}"))?;
+        }
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
              CREATE TABLE IF NOT EXISTS clusters (

@@ -69,6 +69,10 @@ pub struct Gateway {
     backend: Box<dyn Backend>,
     /// Connections to running clusters' schedulers, by cluster name.
     clients: Mutex<HashMap<String, Arc<RemoteCluster>>>,
+    /// Held from a limit check to the record it admits.
+    admission: Mutex<()>,
+    /// One lock per cluster, for scale, stop and the periodic check.
+    busy: Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
 fn now_secs() -> f64 {
@@ -95,6 +99,10 @@ fn spec_of(row: &ClusterRow) -> Outcome<ClusterSpec> {
         .map_err(|e| internal(format!("cluster {}: stored spec: {e}", row.name)))
 }
 
+fn spec_json(spec: &ClusterSpec) -> Outcome<String> {
+    serde_json::to_string(&spec.to_text()).map_err(|e| internal(e.to_string()))
+}
+
 fn ids_of(row: &ClusterRow) -> Value {
     serde_json::from_str(&row.backend_ids).unwrap_or(Value::Null)
 }
@@ -108,6 +116,8 @@ impl Gateway {
             db,
             backend,
             clients: Mutex::new(HashMap::new()),
+            admission: Mutex::new(()),
+            busy: Mutex::new(HashMap::new()),
         };
         for mut row in gateway.db.list(None).map_err(internal)? {
             if row.state == STARTING {
@@ -172,26 +182,39 @@ impl Gateway {
                 ));
             }
         };
-        let held = self.held(user, None)?;
-        self.config
-            .limits_of(user)
-            .admit(user, held, Usage::of([&spec]))
-            .map_err(Refusal::OverLimit)?;
-        let number = self.db.next_number().map_err(internal)?;
-        let mut row = ClusterRow {
-            name: format!("{user}-{number}"),
-            owner: user.to_string(),
-            spec: serde_json::to_string(&spec.to_text()).map_err(|e| internal(e.to_string()))?,
-            state: STARTING.into(),
-            reason: String::new(),
-            scheduler: String::new(),
-            dashboard: String::new(),
-            token: new_token()?,
-            backend_ids: "{}".into(),
-            created: now_secs(),
+        let mut row = {
+            // Admission and the record that counts against the limits are one step:
+            // concurrent requests cannot both fit under a limit only one fits under.
+            let _admission = self.admission.lock();
+            self.admit(user, None, &spec)?;
+            let number = self.db.next_number().map_err(internal)?;
+            let row = ClusterRow {
+                name: format!("{user}-{number}"),
+                owner: user.to_string(),
+                spec: spec_json(&spec)?,
+                state: STARTING.into(),
+                reason: String::new(),
+                scheduler: String::new(),
+                dashboard: String::new(),
+                token: new_token()?,
+                backend_ids: "{}".into(),
+                created: now_secs(),
+            };
+            self.db.put(&row).map_err(internal)?;
+            row
         };
-        self.db.put(&row).map_err(internal)?;
-        match self.backend.start(&row.name, &row.token, &spec) {
+        let lock = self.cluster_lock(&row.name);
+        let _busy = lock.lock();
+        // What starts is recorded as it starts: a gateway that dies part-way stops it
+        // when it comes back.
+        let record = |ids: &Value| {
+            let mut starting = row.clone();
+            starting.backend_ids = ids.to_string();
+            if let Err(e) = self.db.put(&starting) {
+                tracing::warn!("cluster {}: {e}", row.name);
+            }
+        };
+        match self.backend.start(&row.name, &row.token, &spec, &record) {
             Ok(started) => {
                 row.scheduler = started.scheduler;
                 row.dashboard = started.dashboard;
@@ -219,6 +242,34 @@ impl Gateway {
                 )))
             }
         }
+    }
+
+    /// Whether `user` may hold `spec` beside their other live clusters (all but
+    /// `except`); a memory limit needs every group's memory stated.
+    fn admit(&self, user: &str, except: Option<&str>, spec: &ClusterSpec) -> Outcome<()> {
+        let limits = self.config.limits_of(user);
+        if limits.memory.is_some()
+            && let Some((group, _)) = spec.groups.iter().find(|(_, g)| g.memory.is_none())
+        {
+            return Err(Refusal::BadRequest(format!(
+                "groups.{group}.memory: required, since user {user} has a memory limit"
+            )));
+        }
+        let wanted = Usage::of([spec]);
+        if wanted.workers > MAX_GROUP_WORKERS {
+            return Err(Refusal::OverLimit(format!(
+                "a cluster may have at most {MAX_GROUP_WORKERS} workers; this would make {}",
+                wanted.workers
+            )));
+        }
+        let held = self.held(user, except)?;
+        limits.admit(user, held, wanted).map_err(Refusal::OverLimit)
+    }
+
+    /// The lock that scale, stop and the periodic check take for cluster `name`.
+    fn cluster_lock(&self, name: &str) -> Arc<Mutex<()>> {
+        let mut locks = self.busy.lock();
+        Arc::clone(locks.entry(name.to_string()).or_default())
     }
 
     /// Waits until every group of `spec` has its workers registered with the scheduler.
@@ -266,6 +317,8 @@ impl Gateway {
     /// Sets the number of workers of `group`: more are started, or the surplus retire
     /// (their running tasks finish first).
     pub fn scale(&self, user: &str, name: &str, group: &str, workers: usize) -> Outcome<Value> {
+        let lock = self.cluster_lock(name);
+        let _busy = lock.lock();
         let mut row = self.owned(user, name)?;
         if row.state != RUNNING {
             return Err(Refusal::Conflict(format!(
@@ -287,30 +340,29 @@ impl Gateway {
             )));
         }
         spec.groups.get_mut(group).expect("checked above").workers = workers;
-        let held = self.held(user, Some(name))?;
-        self.config
-            .limits_of(user)
-            .admit(user, held, Usage::of([&spec]))
-            .map_err(Refusal::OverLimit)?;
-        let mut ids = ids_of(&row);
-        if workers > shape.workers {
-            let count = workers - shape.workers;
-            self.backend
-                .add_workers(
-                    name,
-                    &row.token,
-                    &row.scheduler,
-                    (group, &shape),
-                    count,
-                    &mut ids,
-                )
-                .map_err(Refusal::Failed)?;
-        } else if workers < shape.workers {
-            self.retire(&row, group, shape.workers - workers)?;
+        {
+            let _admission = self.admission.lock();
+            self.admit(user, Some(name), &spec)?;
+            row.spec = spec_json(&spec)?;
+            self.db.put(&row).map_err(internal)?;
         }
-        row.spec = serde_json::to_string(&spec.to_text()).map_err(|e| internal(e.to_string()))?;
-        row.backend_ids = ids.to_string();
-        self.db.put(&row).map_err(internal)?;
+        let mut ids = ids_of(&row);
+        let changed = if workers > shape.workers {
+            let count = workers - shape.workers;
+            let target = (group, &shape);
+            let added =
+                self.backend
+                    .add_workers(name, &row.token, &row.scheduler, target, count, &mut ids);
+            // Workers that started are recorded even when a later one failed.
+            row.backend_ids = ids.to_string();
+            self.db.put(&row).map_err(internal)?;
+            added.map_err(Refusal::Failed)
+        } else if workers < shape.workers {
+            self.retire(&row, group, shape.workers - workers)
+        } else {
+            Ok(())
+        };
+        changed?;
         self.wait_for_workers(&row, &spec)?;
         self.view(&row, true)
     }
@@ -334,6 +386,8 @@ impl Gateway {
 
     /// Stops one of `user`'s clusters: its workers and scheduler.
     pub fn stop(&self, user: &str, name: &str) -> Outcome<Value> {
+        let lock = self.cluster_lock(name);
+        let _busy = lock.lock();
         let mut row = self.owned(user, name)?;
         if row.state == RUNNING || row.state == STARTING {
             self.end(&mut row, STOPPED, format!("stopped by {user}"))?;
@@ -350,33 +404,52 @@ impl Gateway {
     }
 
     /// Checks every running cluster once: one whose scheduler is gone fails, one idle
-    /// for longer than its `idle_timeout` stops; ended workers are forgotten.
+    /// for longer than its `idle_timeout` stops; ended workers are forgotten. A cluster
+    /// being scaled or stopped is left for the next check; one that cannot be checked
+    /// is logged and the others are still checked.
     pub fn check(&self) -> Outcome<()> {
-        for mut row in self.db.list(None).map_err(internal)? {
+        for row in self.db.list(None).map_err(internal)? {
             if row.state != RUNNING {
                 continue;
             }
-            let mut ids = ids_of(&row);
-            if !self.backend.scheduler_alive(&ids) {
-                let reason = "the scheduler ended without being stopped".to_string();
-                self.end(&mut row, FAILED, reason)?;
-                continue;
-            }
-            self.backend.prune(&mut ids);
-            let pruned = ids.to_string();
-            if pruned != row.backend_ids {
-                row.backend_ids = pruned;
-                self.db.put(&row).map_err(internal)?;
-            }
-            let Some(idle_timeout) = spec_of(&row)?.idle_timeout else {
+            let lock = self.cluster_lock(&row.name);
+            let Some(_busy) = lock.try_lock() else {
                 continue;
             };
-            if let Some(idle) = self.idle_for(&row)?
-                && idle > idle_timeout
-            {
-                let reason = format!("idle for {:.0} s", idle.as_secs_f64());
-                self.end(&mut row, STOPPED, reason)?;
+            if let Err(e) = self.check_one(&row.name) {
+                tracing::warn!("checking cluster {}: {}", row.name, e.message());
             }
+        }
+        Ok(())
+    }
+
+    fn check_one(&self, name: &str) -> Outcome<()> {
+        // Read again under the cluster's lock: a stop or scale may have just ended.
+        let Some(mut row) = self.db.get(name).map_err(internal)? else {
+            return Ok(());
+        };
+        if row.state != RUNNING {
+            return Ok(());
+        }
+        let mut ids = ids_of(&row);
+        if !self.backend.scheduler_alive(&ids) {
+            let reason = "the scheduler ended without being stopped".to_string();
+            return self.end(&mut row, FAILED, reason);
+        }
+        self.backend.prune(&mut ids);
+        let pruned = ids.to_string();
+        if pruned != row.backend_ids {
+            row.backend_ids = pruned;
+            self.db.put(&row).map_err(internal)?;
+        }
+        let Some(idle_timeout) = spec_of(&row)?.idle_timeout else {
+            return Ok(());
+        };
+        if let Some(idle) = self.idle_for(&row)?
+            && idle > idle_timeout
+        {
+            let reason = format!("idle for {:.0} s", idle.as_secs_f64());
+            self.end(&mut row, STOPPED, reason)?;
         }
         Ok(())
     }

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use shoal_planner::Resources;
 use shoal_planner::config::parse_bytes;
 
-/// Most workers one group may ask for.
+/// Most workers one group may ask for (and a gateway cluster in all).
 pub const MAX_GROUP_WORKERS: usize = 10_000;
 
 /// Most task slots one worker may have.

@@ -271,6 +271,14 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
         "The cluster token schedulers, workers and clients present (`--token`).",
     ),
     (
+        "SHOAL_GATEWAY",
+        "The gateway URL the `shoal gateway` client commands call (`--gateway`).",
+    ),
+    (
+        "SHOAL_GATEWAY_TOKEN",
+        "The user's gateway token those commands present (`--gateway-token`).",
+    ),
+    (
         "SHOAL_TLS_CA",
         "PEM certificate of the authority a client trusts for a TLS cluster (`--tls-ca`).",
     ),

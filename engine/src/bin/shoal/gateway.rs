@@ -48,9 +48,9 @@ pub enum GatewayCommand {
         /// The group.
         #[arg(long)]
         group: String,
-        /// Its new number of workers.
+        /// Its new number of workers (not --workers, which sizes embedded sessions).
         #[arg(long)]
-        workers: usize,
+        count: usize,
     },
     /// Stop one of my clusters.
     Stop {
@@ -118,8 +118,8 @@ pub async fn run(command: GatewayCommand) -> shoal::Result<()> {
             client,
             name,
             group,
-            workers,
-        } => client.client().scale(&name, &group, workers).await,
+            count,
+        } => client.client().scale(&name, &group, count).await,
         GatewayCommand::Stop { client, name } => client.client().stop(&name).await,
     };
     let shown = shown.map_err(input)?;

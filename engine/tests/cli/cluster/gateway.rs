@@ -31,6 +31,7 @@ token = "{BOB}"
 [limits]
 clusters = 1
 workers = 3
+memory = "4GiB"
 
 [limits.users.alice]
 clusters = 2
@@ -263,7 +264,7 @@ fn the_command_line_client_creates_lists_scales_and_stops() {
 
     let out = shoal_gateway(
         &gateway,
-        &["scale", &name, "--group", "etl", "--workers", "2"],
+        &["scale", &name, "--group", "etl", "--count", "2"],
     );
     assert!(
         out.status.success(),
@@ -283,7 +284,7 @@ fn the_command_line_client_creates_lists_scales_and_stops() {
     // A refusal is one line on stderr and exit code 1.
     let out = shoal_gateway(
         &gateway,
-        &["scale", &name, "--group", "etl", "--workers", "9"],
+        &["scale", &name, "--group", "etl", "--count", "9"],
     );
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -309,6 +310,10 @@ fn the_gateway_refuses_bad_requests_and_requests_over_a_limit_in_one_line() {
 
     let anonymous = send(&gateway.1, "GET", "/api/v1/clusters", &[], "");
     assert_eq!(anonymous.status, 401);
+    // An unknown caller hears nothing about its body.
+    let json = [("Content-Type", "application/json")];
+    let anonymous = send(&gateway.1, "POST", "/api/v1/clusters", &json, "{not json");
+    assert_eq!(anonymous.status, 401, "{}", anonymous.body);
     assert_eq!(
         gateway
             .call("nobody-0123456789", "GET", "/api/v1/clusters", None)
@@ -327,8 +332,19 @@ fn the_gateway_refuses_bad_requests_and_requests_over_a_limit_in_one_line() {
         (json!({"profile": "huge"}), "no profile named huge"),
         (json!({}), "give either a spec or a profile"),
         (
-            json!({"spec": {"groups": {"cpu": {"workers": 4}}}}),
+            json!({"spec": {"groups": {"cpu": {"workers": 4, "memory": "256MiB"}}}}),
             "user bob may hold at most 3 workers; this would make 4",
+        ),
+        (
+            json!({"spec": {"groups": {"cpu": {"workers": 1}}}}),
+            "groups.cpu.memory: required, since user bob has a memory limit",
+        ),
+        (
+            json!({"spec": {"groups": {
+                "a": {"workers": 6000, "memory": "1GiB"},
+                "b": {"workers": 6000, "memory": "1GiB"},
+            }}}),
+            "a cluster may have at most 10000 workers; this would make 12000",
         ),
     ];
     for (body, expected) in cases {
@@ -349,11 +365,19 @@ fn the_gateway_refuses_bad_requests_and_requests_over_a_limit_in_one_line() {
         json!({"clusters": []})
     );
 
-    // One cluster is Bob's limit; a second is refused until the first is stopped.
-    let first = create(BOB, json!({"profile": "tiny"}));
+    // One cluster is Bob's limit: of two asked for at once, one is refused.
+    let (first, second) = std::thread::scope(|s| {
+        let one = s.spawn(|| create(BOB, json!({"profile": "tiny"})));
+        let two = s.spawn(|| create(BOB, json!({"profile": "tiny"})));
+        (one.join().unwrap(), two.join().unwrap())
+    });
+    let (first, second) = if first.status == 201 {
+        (first, second)
+    } else {
+        (second, first)
+    };
     assert_eq!(first.status, 201, "{}", first.body);
-    let second = create(BOB, json!({"profile": "tiny"}));
-    assert_eq!(second.status, 403);
+    assert_eq!(second.status, 403, "{}", second.body);
     assert_eq!(
         second.json()["error"],
         "user bob may hold at most 1 clusters; this would make 2"
