@@ -3,7 +3,7 @@
 ::
 
     import shoal
-    gw = shoal.Gateway("http://gw:8686", token="...")     # or SHOAL_GATEWAY / SHOAL_GATEWAY_TOKEN
+    gw = shoal.Gateway("http://localhost:8686", token="...")   # or SHOAL_GATEWAY / SHOAL_GATEWAY_TOKEN
     cluster = gw.create("cluster.toml")                   # a spec file, a spec dict, or profile="small"
     with cluster.session() as s:                          # a shoal.Session on it
         s.sql("select 1").to_pandas()
