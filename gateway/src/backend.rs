@@ -52,9 +52,9 @@ pub trait Backend: Send + Sync {
     /// Stops everything in `ids`.
     fn stop(&self, ids: &Value);
 
-    /// Whether the cluster's scheduler still runs, as far as the backend can tell
-    /// (killed from outside, it does not).
-    fn scheduler_alive(&self, ids: &Value) -> bool;
+    /// Why the cluster's scheduler no longer runs (killed from outside, its job
+    /// cancelled), or `None` while it runs as far as the backend can tell.
+    fn scheduler_ended(&self, ids: &Value) -> Option<String>;
 
     /// Forgets the workers of `ids` that have ended (retired or killed).
     fn prune(&self, ids: &mut Value);
@@ -106,21 +106,12 @@ impl LocalBackend {
     fn read_urls(&self, id: &Value, out: &Path, log: &Path) -> Result<(String, String), String> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            let text = std::fs::read_to_string(out).unwrap_or_default();
-            let find = |prefix: &str| {
-                text.lines()
-                    .find_map(|l| l.strip_prefix(prefix))
-                    .map(|u| u.trim().to_string())
-            };
-            let scheduler = find("shoal scheduler listening on ");
-            let dashboard = find("shoal dashboard at ");
-            if let (Some(scheduler), Some(dashboard)) = (scheduler, dashboard) {
-                return Ok((scheduler, dashboard));
+            if let Some(urls) = scheduler_urls(out) {
+                return Ok(urls);
             }
             self.reap();
             if !running(id) {
-                let log = std::fs::read_to_string(log).unwrap_or_default();
-                let last = log.lines().last().unwrap_or("no message");
+                let last = last_line(log);
                 return Err(format!("the scheduler exited at start: {last}"));
             }
             if Instant::now() > deadline {
@@ -144,6 +135,26 @@ impl LocalBackend {
             .open(&path)
             .map_err(|e| format!("cannot open {}: {e}", path.display()))
     }
+}
+
+/// The scheduler's URL and its dashboard's, once the scheduler writing `out` printed them.
+pub(crate) fn scheduler_urls(out: &Path) -> Option<(String, String)> {
+    let text = std::fs::read_to_string(out).unwrap_or_default();
+    let find = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .map(|u| u.trim().to_string())
+    };
+    Some((
+        find("shoal scheduler listening on ")?,
+        find("shoal dashboard at ")?,
+    ))
+}
+
+/// The last line of the log at `path`, to say why a process ended.
+pub(crate) fn last_line(path: &Path) -> String {
+    let log = std::fs::read_to_string(path).unwrap_or_default();
+    log.lines().last().unwrap_or("no message").to_string()
 }
 
 /// The fields after the command name in `/proc/PID/stat` (the state first).
@@ -290,9 +301,11 @@ impl Backend for LocalBackend {
         self.reap();
     }
 
-    fn scheduler_alive(&self, ids: &Value) -> bool {
+    fn scheduler_ended(&self, ids: &Value) -> Option<String> {
         self.reap();
-        running(&ids["scheduler"])
+        let pid = &ids["scheduler"][0];
+        (!running(&ids["scheduler"]))
+            .then(|| format!("the scheduler (process {pid}) ended without being stopped"))
     }
 
     fn prune(&self, ids: &mut Value) {

@@ -51,6 +51,27 @@ pub struct GatewayConfig {
     pub user_limits: BTreeMap<String, Limits>,
     /// Named cluster specs.
     pub profiles: BTreeMap<String, ClusterSpec>,
+    /// How the `slurm` backend submits jobs.
+    pub slurm: SlurmConfig,
+}
+
+/// The `[slurm]` section: how the `slurm` backend submits its jobs.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlurmConfig {
+    /// The `shoal` binary on the compute nodes (default: the gateway's own).
+    pub shoal: Option<PathBuf>,
+    /// The address schedulers and workers listen on (default: each node's host name).
+    pub host: Option<String>,
+    /// More `sbatch` arguments for every job, e.g. `["--partition=batch", "--time=8:00:00"]`.
+    #[serde(default)]
+    pub sbatch_args: Vec<String>,
+    /// How long a scheduler's job may wait in the queue and start (default 5m).
+    #[serde(default, rename = "start_timeout")]
+    start_timeout_text: Option<DurationText>,
+    #[serde(skip)]
+    /// `start_timeout`, checked.
+    pub start_timeout: Option<Duration>,
 }
 
 /// What one user may hold at once; `None` is no limit.
@@ -141,6 +162,8 @@ struct ConfigText {
     limits: LimitsSection,
     #[serde(default)]
     profiles: BTreeMap<String, SpecText>,
+    #[serde(default)]
+    slurm: SlurmConfig,
 }
 
 #[derive(Deserialize, Default)]
@@ -251,6 +274,12 @@ impl GatewayConfig {
                 .map_err(|e| at(SpecError(format!("profiles.{name}: {e}"))))?;
             profiles.insert(name.clone(), spec);
         }
+        let mut slurm = raw.slurm;
+        if let Some(text) = &slurm.start_timeout_text {
+            let timeout = parse_duration(text)
+                .map_err(|e| at(SpecError(format!("slurm.start_timeout: {e}"))))?;
+            slurm.start_timeout = Some(timeout);
+        }
         Ok(Self {
             bind: raw.gateway.bind.unwrap_or_else(|| "127.0.0.1:8686".into()),
             data_dir: raw
@@ -263,6 +292,7 @@ impl GatewayConfig {
             limits,
             user_limits,
             profiles,
+            slurm,
         })
     }
 

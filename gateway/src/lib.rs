@@ -11,6 +11,7 @@ pub mod client;
 pub mod config;
 pub mod db;
 pub mod service;
+pub mod slurm;
 pub mod spec;
 
 pub use config::{GatewayConfig, Limits, Usage};

@@ -286,7 +286,7 @@ impl Gateway {
             let Some((name, group)) = short else {
                 return Ok(());
             };
-            if Instant::now() > deadline || !self.backend.scheduler_alive(&ids_of(row)) {
+            if Instant::now() > deadline || self.backend.scheduler_ended(&ids_of(row)).is_some() {
                 let joined = alive.get(name.as_str()).copied().unwrap_or(0);
                 return Err(Refusal::Failed(format!(
                     "{joined} of {} workers of group {name} joined within {} s",
@@ -432,8 +432,7 @@ impl Gateway {
             return Ok(());
         }
         let mut ids = ids_of(&row);
-        if !self.backend.scheduler_alive(&ids) {
-            let reason = "the scheduler ended without being stopped".to_string();
+        if let Some(reason) = self.backend.scheduler_ended(&ids) {
             return self.end(&mut row, FAILED, reason);
         }
         self.backend.prune(&mut ids);
@@ -488,12 +487,16 @@ impl Gateway {
     /// The JSON form of a cluster; `live` adds the workers its scheduler counts per group.
     fn view(&self, row: &ClusterRow, live: bool) -> Outcome<Value> {
         let spec = spec_of(row)?;
-        let mut alive = HashMap::new();
-        if live && row.state == RUNNING {
-            let status =
-                block_on(self.client(row)?.status()).map_err(|e| Refusal::Failed(e.to_string()))?;
-            alive = alive_per_group(&status);
-        }
+        // A scheduler that does not answer (ending, or killed and not yet checked)
+        // leaves the counts unknown rather than failing the request.
+        let alive = match live && row.state == RUNNING {
+            true => self
+                .client(row)
+                .ok()
+                .and_then(|client| block_on(client.status()).ok())
+                .map(|status| alive_per_group(&status)),
+            false => None,
+        };
         let groups: serde_json::Map<String, Value> = spec
             .groups
             .iter()
@@ -505,7 +508,7 @@ impl Gateway {
                     "resources": g.resources.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
                 });
                 if live && row.state == RUNNING {
-                    group["alive"] = json!(alive.get(name).copied().unwrap_or(0));
+                    group["alive"] = json!(alive.as_ref().map(|a| a.get(name).copied().unwrap_or(0)));
                 }
                 (name.clone(), group)
             })

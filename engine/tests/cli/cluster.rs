@@ -25,6 +25,7 @@ mod groups;
 mod malformed;
 mod recovery;
 mod slt;
+mod slurm;
 mod sql;
 
 use common::{answer, assert_rows_eq, events_until_done, rows, tpch_at, tpch_dir};

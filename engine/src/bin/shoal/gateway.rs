@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use clap::{Args, Subcommand};
 use shoal_gateway::ClusterSpec;
-use shoal_gateway::backend::LocalBackend;
+use shoal_gateway::backend::{Backend, LocalBackend};
 use shoal_gateway::client::GatewayClient;
 use shoal_gateway::db::Db;
 use shoal_gateway::service::Gateway;
+use shoal_gateway::slurm::SlurmBackend;
 use shoal_gateway::{GatewayConfig, api};
 
 /// What `shoal gateway` does.
@@ -154,23 +155,27 @@ fn cluster_table(clusters: &[serde_json::Value]) -> String {
 
 async fn serve(args: ServeArgs) -> shoal::Result<()> {
     let config = GatewayConfig::from_file(&args.config).map_err(|e| input(e.to_string()))?;
-    if config.backend != "local" {
-        return Err(input(format!(
-            "{}: gateway.backend '{}' is not available yet; use local",
-            args.config, config.backend
-        )));
-    }
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| input(format!("cannot create {}: {e}", config.data_dir.display())))?;
+    let exe = std::env::current_exe()?;
+    let clusters = config.data_dir.join("clusters");
+    let backend: Box<dyn Backend> = match config.backend.as_str() {
+        "local" => Box::new(LocalBackend::new(exe, clusters)),
+        "slurm" => Box::new(SlurmBackend::new(exe, clusters, &config.slurm)),
+        other => {
+            return Err(input(format!(
+                "{}: gateway.backend '{other}' is not available yet; use local or slurm",
+                args.config
+            )));
+        }
+    };
     let db = Db::open(&config.data_dir.join("gateway.sqlite")).map_err(input)?;
-    let backend = LocalBackend::new(std::env::current_exe()?, config.data_dir.join("clusters"));
     let listener = tokio::net::TcpListener::bind(&config.bind)
         .await
         .map_err(|e| input(format!("cannot listen on {}: {e}", config.bind)))?;
     let address = listener.local_addr()?;
     let check_interval = config.check_interval;
-    let gateway =
-        Gateway::new(config, db, Box::new(backend)).map_err(|e| input(e.message().to_string()))?;
+    let gateway = Gateway::new(config, db, backend).map_err(|e| input(e.message().to_string()))?;
     println!("shoal gateway listening on http://{address}");
     let _ = std::io::stdout().flush();
     tokio::select! {

@@ -8,6 +8,7 @@ mod output;
 mod processes;
 mod run;
 mod shell;
+mod spec;
 mod sql;
 mod statement;
 
@@ -190,6 +191,11 @@ enum Command {
         #[command(subcommand)]
         what: gateway::GatewayCommand,
     },
+    /// Read a cluster spec: `shoal spec groups cluster.toml`.
+    Spec {
+        #[command(subcommand)]
+        what: spec::SpecCommand,
+    },
     /// Serve a recorded event log (--event-log DIR) as a read-only dashboard, on
     /// --dashboard-bind (default 127.0.0.1:8787).
     Dashboard {
@@ -274,6 +280,7 @@ async fn run(cli: Cli) -> shoal::Result<()> {
             }
         }
         Command::Gateway { what } => gateway::run(what).await,
+        Command::Spec { what } => spec::run(what),
         Command::Dashboard { replay } => board::replay(&replay, &cli.engine.dashboard).await,
         Command::Retire { worker } => {
             let session = cli.engine.cluster_session("retire")?;

@@ -71,6 +71,10 @@ pub struct WorkerArgs {
     /// The worker group this worker belongs to (a cluster spec's `[groups.NAME]`).
     #[arg(long, value_name = "NAME")]
     group: Option<String>,
+    /// A cluster spec (TOML): the worker takes --group's slots, memory and resources
+    /// from it.
+    #[arg(long, value_name = "FILE", requires = "group", conflicts_with_all = ["nthreads", "memory", "resources"])]
+    spec: Option<String>,
     /// Address to serve task outputs on; port 0 picks a free one.
     #[arg(long, default_value = "127.0.0.1:0")]
     bind: String,
@@ -98,6 +102,33 @@ impl WorkerArgs {
 }
 
 impl WorkerArgs {
+    /// With `--spec`, takes the slots, memory limit and resources of `--group` from the
+    /// spec (a `--memory-limit` beside it is refused).
+    fn take_shape_from_spec(&mut self, memory_limit: &mut Option<String>) -> shoal::Result<()> {
+        let (Some(path), Some(group)) = (&self.spec, &self.group) else {
+            return Ok(());
+        };
+        if memory_limit.is_some() {
+            return Err(input(format!(
+                "--memory-limit: not with --spec (group {group} of {path} gives the memory)"
+            )));
+        }
+        let spec = shoal_gateway::ClusterSpec::from_file(path).map_err(|e| input(e.to_string()))?;
+        let Some(shape) = spec.groups.get(group) else {
+            let known: Vec<&str> = spec.groups.keys().map(String::as_str).collect();
+            return Err(input(format!(
+                "{path}: no group {group} (its groups: {})",
+                known.join(", ")
+            )));
+        };
+        self.nthreads = Some(shape.slots);
+        if !shape.resources.is_empty() {
+            self.resources = shape.resources.to_string();
+        }
+        *memory_limit = shape.memory.map(|m| m.to_string());
+        Ok(())
+    }
+
     /// Task slots: `--nthreads`, or the number of cores.
     pub fn slots(&self) -> usize {
         self.nthreads.unwrap_or_else(cores).max(1)
@@ -251,7 +282,8 @@ pub async fn scheduler(args: SchedulerArgs, dashboard: &DashboardArgs) -> shoal:
 }
 
 /// `shoal worker`: joins the scheduler and runs tasks until the connection ends.
-pub async fn worker(args: WorkerArgs, memory_limit: Option<String>) -> shoal::Result<()> {
+pub async fn worker(mut args: WorkerArgs, mut memory_limit: Option<String>) -> shoal::Result<()> {
+    args.take_shape_from_spec(&mut memory_limit)?;
     let settings = args.settings(memory_limit)?;
     let security = Security::from_files(
         args.token,

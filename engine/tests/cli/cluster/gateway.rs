@@ -46,10 +46,10 @@ groups.cpu = {{ workers = 1, memory = "256MiB" }}
 }
 
 /// A gateway process and its `host:port`.
-struct Gateway(Child, String);
+pub(super) struct Gateway(Child, pub(super) String);
 
 impl Gateway {
-    fn start(config: &Path) -> Self {
+    pub(super) fn start(config: &Path) -> Self {
         let (child, line) =
             shoal_first_line(&["gateway", "serve", "--config", config.to_str().unwrap()]);
         let host = line.trim().rsplit("http://").next().unwrap().to_string();
@@ -60,7 +60,7 @@ impl Gateway {
         Self(child, host)
     }
 
-    fn call(&self, token: &str, method: &str, path: &str, body: Option<Value>) -> Reply {
+    pub(super) fn call(&self, token: &str, method: &str, path: &str, body: Option<Value>) -> Reply {
         let auth = format!("Bearer {token}");
         let mut headers = vec![("Authorization", auth.as_str())];
         if body.is_some() {
@@ -116,7 +116,12 @@ fn processes_with(token: &str) -> Vec<u32> {
 }
 
 /// Polls `name` as `token` until `done` holds of it (30 s at most).
-fn wait_for(gateway: &Gateway, token: &str, name: &str, done: impl Fn(&Value) -> bool) -> Value {
+pub(super) fn wait_for(
+    gateway: &Gateway,
+    token: &str,
+    name: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let cluster = gateway
@@ -473,7 +478,7 @@ fn idle_clusters_stop_and_clusters_outlive_a_restarted_gateway() {
     let failed = wait_for(&gateway, ALICE, &name, |c| c["state"] == "failed");
     assert_eq!(
         failed["reason"],
-        "the scheduler ended without being stopped"
+        format!("the scheduler (process {scheduler}) ended without being stopped").as_str()
     );
     let deadline = Instant::now() + Duration::from_secs(10);
     while !processes_with(&token).is_empty() {

@@ -1,0 +1,388 @@
+//! The `slurm` backend: a cluster's scheduler is one Slurm batch job, and every start of
+//! workers of a group is another batch job whose one `srun` job step runs a worker per
+//! task. Jobs are submitted with `sbatch`, watched with `squeue` and stopped with `scancel`,
+//! all run as the gateway's user; each cluster's scripts and logs live under the gateway's
+//! `data_dir/clusters/NAME/`, which the compute nodes must share with the gateway's host.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::backend::{Backend, Started, last_line, scheduler_urls};
+use crate::config::SlurmConfig;
+use crate::spec::{ClusterSpec, GroupSpec};
+
+/// Starts clusters as Slurm jobs.
+pub struct SlurmBackend {
+    shoal: PathBuf,
+    dir: PathBuf,
+    host: Option<String>,
+    sbatch_args: Vec<String>,
+    start_timeout: Duration,
+}
+
+/// Job states in which a job holds, or will hold, its processes.
+const LIVE_STATES: [&str; 11] = [
+    "PENDING",
+    "CONFIGURING",
+    "RUNNING",
+    "SUSPENDED",
+    "REQUEUED",
+    "REQUEUE_HOLD",
+    "REQUEUE_FED",
+    "RESIZING",
+    "SIGNALING",
+    "STAGE_OUT",
+    "RESV_DEL_HOLD",
+];
+
+/// How long `stop` waits for cancelled jobs to leave the queue.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `text` as one word for `sh`.
+fn quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+/// Runs a Slurm command; its standard output, or its first error line.
+fn slurm(program: &str, args: &[String], env: &[(&str, &str)]) -> Result<String, String> {
+    let mut command = Command::new(program);
+    command.args(args);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let out = command
+        .output()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let first = stderr.lines().next().unwrap_or("no message");
+        return Err(format!("{program} failed ({}): {first}", out.status));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The state of every job of this user that Slurm still knows, by job id.
+fn job_states() -> Result<HashMap<String, String>, String> {
+    let args = ["--me", "--noheader", "--states=all", "--format=%i|%T"].map(String::from);
+    let out = slurm("squeue", &args, &[])?;
+    Ok(out
+        .lines()
+        .filter_map(|l| l.trim().split_once('|'))
+        .map(|(id, state)| (id.to_string(), state.to_string()))
+        .collect())
+}
+
+fn live(state: Option<&String>) -> bool {
+    state.is_some_and(|s| LIVE_STATES.contains(&s.as_str()))
+}
+
+/// Every job id in `ids`: the scheduler's, then the workers'.
+fn job_ids(ids: &Value) -> Vec<String> {
+    let workers = ids["workers"].as_array().cloned().unwrap_or_default();
+    ids["scheduler"]
+        .as_str()
+        .into_iter()
+        .map(str::to_string)
+        .chain(
+            workers
+                .iter()
+                .filter_map(|w| w["job"].as_str().map(str::to_string)),
+        )
+        .collect()
+}
+
+impl SlurmBackend {
+    /// Runs clusters with the `shoal` binary `shoal` (unless the configuration names
+    /// another), keeping their scripts and logs under `dir`.
+    pub fn new(shoal: PathBuf, dir: PathBuf, config: &SlurmConfig) -> Self {
+        Self {
+            shoal: config.shoal.clone().unwrap_or(shoal),
+            dir,
+            host: config.host.clone(),
+            sbatch_args: config.sbatch_args.clone(),
+            start_timeout: config.start_timeout.unwrap_or(Duration::from_secs(300)),
+        }
+    }
+
+    fn cluster_dir(&self, name: &str) -> Result<PathBuf, String> {
+        let dir = self.dir.join(name);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        Ok(dir)
+    }
+
+    /// `--bind`'s value in a script: the configured host, or the node's own name.
+    fn bind(&self) -> String {
+        match &self.host {
+            Some(host) => quote(&format!("{host}:0")),
+            None => r#""$(hostname):0""#.to_string(),
+        }
+    }
+
+    /// Writes `script` as `file` in the cluster's directory and submits it with
+    /// `options`; the job's id.
+    fn submit(
+        &self,
+        (name, token): (&str, &str),
+        file: &str,
+        options: &[String],
+        script: &str,
+    ) -> Result<String, String> {
+        let dir = self.cluster_dir(name)?;
+        let path = dir.join(file);
+        std::fs::write(&path, script)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        let mut args = vec![
+            "--parsable".to_string(),
+            format!("--chdir={}", dir.display()),
+        ];
+        args.extend(options.iter().cloned());
+        args.extend(self.sbatch_args.iter().cloned());
+        args.push(path.display().to_string());
+        let out = slurm("sbatch", &args, &[("SHOAL_TOKEN", token)])?;
+        // `--parsable` prints `ID` or `ID;CLUSTER`.
+        let id = out.trim().split(';').next().unwrap_or_default().to_string();
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("sbatch printed no job id: {}", out.trim()));
+        }
+        Ok(id)
+    }
+
+    /// Waits until the scheduler of job `job` printed its URLs to `out`.
+    fn read_urls(&self, job: &str, out: &Path, log: &Path) -> Result<(String, String), String> {
+        let deadline = Instant::now() + self.start_timeout;
+        let mut asked = Instant::now();
+        let mut state = "PENDING".to_string();
+        loop {
+            if let Some(urls) = scheduler_urls(out) {
+                return Ok(urls);
+            }
+            if asked.elapsed() > Duration::from_millis(500) {
+                asked = Instant::now();
+                let states = job_states()?;
+                if !live(states.get(job)) {
+                    let ended = states.get(job).map_or("gone", String::as_str);
+                    let last = last_line(log);
+                    return Err(format!(
+                        "the scheduler's Slurm job {job} ended at start ({ended}): {last}"
+                    ));
+                }
+                state = states[job].clone();
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "the scheduler's Slurm job {job} did not start within {} s (it is {state})",
+                    self.start_timeout.as_secs()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn start_scheduler(&self, name: &str, token: &str) -> Result<String, String> {
+        let dir = self.cluster_dir(name)?;
+        let script = format!(
+            "#!/bin/sh\n# shoal gateway: the scheduler of cluster {name}\nexec {} scheduler \
+             --bind {bind} --dashboard-bind {bind} --dashboard-auth token\n",
+            quote(&self.shoal.display().to_string()),
+            bind = self.bind(),
+        );
+        let options = [
+            format!("--job-name=shoal-{name}-scheduler"),
+            "--ntasks=1".into(),
+            "--cpus-per-task=1".into(),
+            format!("--output={}", dir.join("scheduler.out").display()),
+            format!("--error={}", dir.join("scheduler.log").display()),
+        ];
+        self.submit((name, token), "scheduler.sbatch", &options, &script)
+    }
+}
+
+impl Backend for SlurmBackend {
+    fn start(
+        &self,
+        name: &str,
+        token: &str,
+        spec: &ClusterSpec,
+        record: &dyn Fn(&Value),
+    ) -> Result<Started, String> {
+        let job = self.start_scheduler(name, token)?;
+        let mut ids = json!({"scheduler": job, "workers": []});
+        record(&ids);
+        let dir = self.dir.join(name);
+        let (out, log) = (dir.join("scheduler.out"), dir.join("scheduler.log"));
+        let started = self.read_urls(&job, &out, &log).and_then(|(url, board)| {
+            for (group, shape) in &spec.groups {
+                let count = shape.workers;
+                let added = self.add_workers(name, token, &url, (group, shape), count, &mut ids);
+                record(&ids);
+                added?;
+            }
+            Ok((url, board))
+        });
+        match started {
+            Ok((scheduler, dashboard)) => Ok(Started {
+                scheduler,
+                dashboard,
+                ids,
+            }),
+            Err(e) => {
+                self.stop(&ids);
+                Err(e)
+            }
+        }
+    }
+
+    fn add_workers(
+        &self,
+        name: &str,
+        token: &str,
+        scheduler: &str,
+        (group, shape): (&str, &GroupSpec),
+        count: usize,
+        ids: &mut Value,
+    ) -> Result<(), String> {
+        if count == 0 {
+            return Ok(());
+        }
+        let mut worker = vec![
+            quote(&self.shoal.display().to_string()),
+            "worker".into(),
+            format!("--scheduler {}", quote(scheduler)),
+            format!("--group {}", quote(group)),
+            format!("--nthreads {}", shape.slots),
+        ];
+        if let Some(memory) = shape.memory {
+            worker.push(format!("--memory-limit {memory}"));
+        }
+        if !shape.resources.is_empty() {
+            worker.push(format!(
+                "--resources {}",
+                quote(&shape.resources.to_string())
+            ));
+        }
+        // Each task binds its own node's address: the name is read on the node.
+        let step = match &self.host {
+            Some(_) => format!("{} --bind {}", worker.join(" "), self.bind()),
+            None => format!(
+                "sh -c 'exec \"$@\" --bind \"$(hostname):0\"' sh {}",
+                worker.join(" ")
+            ),
+        };
+        let script = format!(
+            "#!/bin/sh\n# shoal gateway: workers of group {group} of cluster {name}, one per \
+             task\nexec srun {step}\n"
+        );
+        let dir = self.cluster_dir(name)?;
+        let mut options = vec![
+            format!("--job-name=shoal-{name}-{group}"),
+            format!("--ntasks={count}"),
+            format!("--cpus-per-task={}", shape.slots),
+            "--output=/dev/null".into(),
+            format!(
+                "--error={}",
+                dir.join(format!("workers-{group}.log")).display()
+            ),
+            "--open-mode=append".into(),
+        ];
+        if let Some(memory) = shape.memory {
+            let per_cpu = memory.div_ceil(shape.slots as u64).div_ceil(1 << 20);
+            options.push(format!("--mem-per-cpu={per_cpu}M"));
+        }
+        let file = format!("workers-{group}.sbatch");
+        let job = self.submit((name, token), &file, &options, &script)?;
+        if let Some(workers) = ids["workers"].as_array_mut() {
+            workers.push(json!({"job": job, "group": group, "workers": count}));
+        }
+        Ok(())
+    }
+
+    fn stop(&self, ids: &Value) {
+        let jobs = job_ids(ids);
+        if jobs.is_empty() {
+            return;
+        }
+        if let Err(e) = slurm("scancel", &jobs, &[]) {
+            tracing::warn!("cancelling Slurm jobs {}: {e}", jobs.join(","));
+        }
+        // Cancelled jobs stay in the queue as COMPLETING until their processes ended.
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            match job_states() {
+                Ok(states) => {
+                    let held = |j: &String| {
+                        let state = states.get(j);
+                        live(state) || state.is_some_and(|s| s == "COMPLETING")
+                    };
+                    if !jobs.iter().any(held) {
+                        return;
+                    }
+                }
+                Err(e) => tracing::warn!("{e}"),
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        tracing::warn!("Slurm jobs {} were still ending after stop", jobs.join(","));
+    }
+
+    fn scheduler_ended(&self, ids: &Value) -> Option<String> {
+        let job = ids["scheduler"].as_str()?;
+        match job_states() {
+            Ok(states) => match states.get(job) {
+                state if live(state) => None,
+                Some(state) => Some(format!("the scheduler's Slurm job {job} is {state}")),
+                None => Some(format!(
+                    "the scheduler's Slurm job {job} is no longer known to Slurm"
+                )),
+            },
+            Err(e) => {
+                // Slurm cannot say: the cluster is left as it is until it can.
+                tracing::warn!("{e}");
+                None
+            }
+        }
+    }
+
+    fn prune(&self, ids: &mut Value) {
+        let Ok(states) = job_states() else {
+            return;
+        };
+        let workers = ids["workers"].as_array().cloned().unwrap_or_default();
+        ids["workers"] = Value::Array(
+            workers
+                .into_iter()
+                .filter(|w| live(w["job"].as_str().and_then(|j| states.get(j))))
+                .collect(),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_words_survive_the_shell() {
+        assert_eq!(quote("plain"), "'plain'");
+        assert_eq!(quote("it's"), r"'it'\''s'");
+        let out = Command::new("sh")
+            .args(["-c", &format!("printf %s {}", quote("a b'c$HOME"))])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), "a b'c$HOME");
+    }
+
+    #[test]
+    fn job_ids_list_the_scheduler_then_the_workers() {
+        let ids = json!({"scheduler": "7", "workers": [
+            {"job": "8", "group": "cpu", "workers": 2},
+            {"job": "9", "group": "gpu", "workers": 1},
+        ]});
+        assert_eq!(job_ids(&ids), ["7", "8", "9"]);
+        assert!(job_ids(&json!({})).is_empty());
+    }
+}
