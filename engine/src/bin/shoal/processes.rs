@@ -285,6 +285,12 @@ pub async fn scheduler(args: SchedulerArgs, dashboard: &DashboardArgs) -> shoal:
 pub async fn worker(mut args: WorkerArgs, mut memory_limit: Option<String>) -> shoal::Result<()> {
     args.take_shape_from_spec(&mut memory_limit)?;
     let settings = args.settings(memory_limit)?;
+    let drain = Drain {
+        scheduler: args.scheduler.clone(),
+        token: args.token.clone(),
+        tls_ca: args.tls_ca.clone(),
+        id: Arc::new(std::sync::OnceLock::new()),
+    };
     let security = Security::from_files(
         args.token,
         args.tls.tls_cert.as_deref(),
@@ -302,13 +308,59 @@ pub async fn worker(mut args: WorkerArgs, mut memory_limit: Option<String>) -> s
     options.advertise = args.advertise;
     options.resources = resources;
     let base = base_runtime()?;
+    let own_id = Arc::clone(&drain.id);
+    let worker = run_worker(options, &base, move |id, address| {
+        let _ = own_id.set(id);
+        println!("shoal worker {id} serving task outputs at {address}");
+        let _ = std::io::stdout().flush();
+    });
+    tokio::pin!(worker);
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
-        result = run_worker(options, &base, |id, address| {
-            println!("shoal worker {id} serving task outputs at {address}");
-            let _ = std::io::stdout().flush();
-        }) => Ok(result?),
+        result = &mut worker => return Ok(result?),
+        _ = tokio::signal::ctrl_c() => return Ok(()),
+        _ = stdin_closed(args.exit_with_stdin) => return Ok(()),
+        _ = terminate.recv() => {}
+    }
+    // SIGTERM (Kubernetes, `scancel`, `kill`): drain. The scheduler retires this worker,
+    // its running tasks finish and their outputs move on, then it exits; a second
+    // SIGTERM or an interrupt exits at once.
+    if let Err(e) = drain.retire().await {
+        tracing::warn!("cannot drain before exiting: {e}");
+        return Ok(());
+    }
+    tokio::select! {
+        result = worker => Ok(result?),
         _ = tokio::signal::ctrl_c() => Ok(()),
-        _ = stdin_closed(args.exit_with_stdin) => Ok(()),
+        _ = terminate.recv() => Ok(()),
+    }
+}
+
+/// What a worker needs to ask its scheduler to retire it.
+struct Drain {
+    scheduler: String,
+    token: Option<String>,
+    tls_ca: Option<String>,
+    /// The worker's id, once it joined.
+    id: Arc<std::sync::OnceLock<usize>>,
+}
+
+impl Drain {
+    async fn retire(&self) -> shoal::Result<()> {
+        let Some(&id) = self.id.get() else {
+            return Err(input("the worker had not joined yet".to_string()));
+        };
+        let mut builder = shoal::Session::builder().cluster(&self.scheduler);
+        if let Some(token) = &self.token {
+            builder = builder.token(token);
+        }
+        if let Some(ca) = &self.tls_ca {
+            builder = builder.tls_ca(ca);
+        }
+        let session = builder.build()?;
+        tracing::info!("SIGTERM: worker {id} drains (its running tasks finish), then exits");
+        session.retire(id).await?;
+        Ok(())
     }
 }
 

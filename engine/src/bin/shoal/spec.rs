@@ -1,9 +1,12 @@
 //! `shoal spec`: reads a cluster spec for scripts (the Slurm batch script) and
 //! deployments.
 
+use std::path::Path;
+
 use clap::Subcommand;
 use shoal::Error;
 use shoal_gateway::ClusterSpec;
+use shoal_gateway::k8s::{Target, to_yaml};
 
 /// What `shoal spec` does.
 #[derive(Subcommand, Debug)]
@@ -14,6 +17,25 @@ pub enum SpecCommand {
         /// The cluster spec (TOML).
         file: String,
     },
+    /// Print Kubernetes manifests (YAML) for a cluster spec: the scheduler's Deployment
+    /// and Service and one worker Deployment per group (slots and memory as container
+    /// limits, the token from a Secret).
+    Kubernetes {
+        /// The cluster spec (TOML).
+        file: String,
+        /// Prefix of the objects' names, and their `app.kubernetes.io/instance` label.
+        #[arg(long, default_value = "shoal")]
+        name: String,
+        /// The container image (deploy/Dockerfile builds one).
+        #[arg(long, default_value = "shoal:dev")]
+        image: String,
+        /// The Secret whose key `token` holds the cluster token.
+        #[arg(long, default_value = "shoal-token")]
+        secret: String,
+        /// Only the worker Deployments (an overlay adding groups to a base).
+        #[arg(long)]
+        workers_only: bool,
+    },
 }
 
 /// Runs `shoal spec WHAT`.
@@ -22,6 +44,31 @@ pub fn run(what: SpecCommand) -> shoal::Result<()> {
         SpecCommand::Groups { file } => {
             let spec = ClusterSpec::from_file(&file).map_err(|e| Error::input(e.to_string()))?;
             print!("{}", group_lines(&spec));
+            Ok(())
+        }
+        SpecCommand::Kubernetes {
+            file,
+            name,
+            image,
+            secret,
+            workers_only,
+        } => {
+            let spec = ClusterSpec::from_file(&file).map_err(|e| Error::input(e.to_string()))?;
+            shoal_gateway::spec::check_group_name(&name)
+                .map_err(|e| Error::input(format!("--name: {e}")))?;
+            let target = Target {
+                cluster: name,
+                image,
+                secret,
+            };
+            let objects = target.manifests(&spec, !workers_only);
+            print!(
+                "# Made by `shoal spec kubernetes` from {}; edit the spec, not this file.\n{}",
+                Path::new(&file)
+                    .file_name()
+                    .map_or(file.clone(), |f| f.to_string_lossy().into()),
+                to_yaml(&objects)
+            );
             Ok(())
         }
     }

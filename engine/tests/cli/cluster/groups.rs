@@ -89,3 +89,42 @@ fn local_refuses_a_bad_spec_in_one_line_naming_the_place() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--workers"), "{stderr}");
 }
+
+/// A worker sent SIGTERM (what Kubernetes and `scancel` send) drains: its running task
+/// finishes, nothing new goes to it, it exits with success, and the scheduler shows it
+/// retired rather than lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_sent_sigterm_drains_and_exits() {
+    use futures::TryStreamExt;
+
+    let mut cluster = super::Cluster::start(2);
+    let session = cluster.session();
+    let job = super::start_job(&session, &super::slow_query(20_000_000)).await;
+    let busy = loop {
+        let status = session.status().await.unwrap();
+        if let Some(w) = status.workers.iter().find(|w| w.tasks_running > 0) {
+            break w.id;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    signal(&cluster.workers[busy], "TERM");
+    let batches: Vec<_> = job.stream.try_collect().await.unwrap();
+    let expected = vec![vec!["97".to_string(), (96 * 97 / 2).to_string()]];
+    super::assert_rows_eq("with a worker draining", &expected, &super::rows(&batches));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let exit = loop {
+        if let Some(exit) = cluster.workers[busy].try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker did not exit"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(exit.success(), "{exit}");
+    let status = session.status().await.unwrap();
+    let drained = &status.workers[busy];
+    assert!(!drained.alive && drained.retiring, "{status:?}");
+    assert!(drained.tasks_completed >= 1, "{status:?}");
+}

@@ -277,7 +277,12 @@ fn the_batch_script_runs_a_job_on_a_cluster_made_from_a_spec() {
 #[test]
 fn the_deployment_scripts_are_shellcheck_clean() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let scripts = ["deploy/slurm/shoal.sbatch", ".ci/slurm.sh", ".ci/run"];
+    let scripts = [
+        "deploy/slurm/shoal.sbatch",
+        ".ci/slurm.sh",
+        ".ci/kubectl.sh",
+        ".ci/run",
+    ];
     match Command::new("shellcheck")
         .current_dir(&root)
         .args(scripts)
