@@ -70,7 +70,7 @@ async fn as_user(
     headers: &HeaderMap,
     call: impl FnOnce(&Gateway, &str) -> Result<Value, Refusal> + Send + 'static,
 ) -> Result<Value, Refusal> {
-    let user = gateway.authenticate(bearer(headers))?;
+    let user = gateway.authenticate(bearer(headers)).await?;
     tokio::task::spawn_blocking(move || call(&gateway, &user))
         .await
         .map_err(|e| Refusal::Failed(format!("the request failed: {e}")))?
@@ -91,7 +91,7 @@ async fn with_body<T: Send + 'static>(
     request: Result<axum::Json<T>, JsonRejection>,
     call: impl FnOnce(&Gateway, &str, T) -> Result<Value, Refusal> + Send + 'static,
 ) -> Result<Value, Refusal> {
-    gateway.authenticate(bearer(headers))?;
+    gateway.authenticate(bearer(headers)).await?;
     let request = body(request)?;
     as_user(gateway, headers, move |g, user| call(g, user, request)).await
 }

@@ -53,6 +53,28 @@ pub struct GatewayConfig {
     pub profiles: BTreeMap<String, ClusterSpec>,
     /// How the `slurm` backend submits jobs.
     pub slurm: SlurmConfig,
+    /// Where the `kubernetes` backend creates pods.
+    pub kubernetes: KubernetesConfig,
+    /// The JupyterHub whose users' tokens are accepted too.
+    pub jupyterhub: Option<crate::hub::HubConfig>,
+}
+
+/// The `[kubernetes]` section: where the `kubernetes` backend creates pods.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesConfig {
+    /// The API server's URL (default: the pod's service account, or the kubeconfig).
+    pub api: Option<String>,
+    /// The namespace (default: the service account's or the kubeconfig's).
+    pub namespace: Option<String>,
+    /// The container image with `shoal` as its entry point (required).
+    pub image: Option<String>,
+    /// How long a scheduler pod may take to be ready (default 5m).
+    #[serde(default, rename = "start_timeout")]
+    start_timeout_text: Option<DurationText>,
+    #[serde(skip)]
+    /// `start_timeout`, checked.
+    pub start_timeout: Option<Duration>,
 }
 
 /// The `[slurm]` section: how the `slurm` backend submits its jobs.
@@ -164,6 +186,9 @@ struct ConfigText {
     profiles: BTreeMap<String, SpecText>,
     #[serde(default)]
     slurm: SlurmConfig,
+    #[serde(default)]
+    kubernetes: KubernetesConfig,
+    jupyterhub: Option<crate::hub::HubConfig>,
 }
 
 #[derive(Deserialize, Default)]
@@ -280,6 +305,17 @@ impl GatewayConfig {
                 .map_err(|e| at(SpecError(format!("slurm.start_timeout: {e}"))))?;
             slurm.start_timeout = Some(timeout);
         }
+        let mut kubernetes = raw.kubernetes;
+        if let Some(text) = &kubernetes.start_timeout_text {
+            let timeout = parse_duration(text)
+                .map_err(|e| at(SpecError(format!("kubernetes.start_timeout: {e}"))))?;
+            kubernetes.start_timeout = Some(timeout);
+        }
+        if backend == "kubernetes" && kubernetes.image.is_none() {
+            return Err(at(SpecError(
+                "kubernetes.image: the backend needs the image to run (deploy/Dockerfile builds one)".into(),
+            )));
+        }
         Ok(Self {
             bind: raw.gateway.bind.unwrap_or_else(|| "127.0.0.1:8686".into()),
             data_dir: raw
@@ -293,6 +329,8 @@ impl GatewayConfig {
             user_limits,
             profiles,
             slurm,
+            kubernetes,
+            jupyterhub: raw.jupyterhub,
         })
     }
 

@@ -15,6 +15,7 @@ use shoal_exec::{Cluster, RemoteCluster, Security};
 use crate::backend::Backend;
 use crate::config::{GatewayConfig, Usage};
 use crate::db::{ClusterRow, Db, FAILED, RUNNING, STARTING, STOPPED};
+use crate::hub::{Hub, HubError, local_name};
 use crate::spec::{ClusterSpec, MAX_GROUP_WORKERS, SpecText};
 
 /// Why a request was refused; each maps to an HTTP status.
@@ -73,6 +74,8 @@ pub struct Gateway {
     admission: Mutex<()>,
     /// One lock per cluster, for scale, stop and the periodic check.
     busy: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// The JupyterHub asked about tokens that are not the configuration's.
+    hub: Option<Hub>,
 }
 
 fn now_secs() -> f64 {
@@ -111,7 +114,9 @@ impl Gateway {
     /// A gateway over `db` starting clusters with `backend`. Clusters left starting by a
     /// gateway that stopped mid-way are cleaned up and marked failed.
     pub fn new(config: GatewayConfig, db: Db, backend: Box<dyn Backend>) -> Outcome<Self> {
+        let hub = config.jupyterhub.as_ref().map(Hub::new);
         let gateway = Self {
+            hub,
             config,
             db,
             backend,
@@ -136,14 +141,21 @@ impl Gateway {
     }
 
     /// The user a bearer token belongs to.
-    pub fn authenticate(&self, token: Option<&str>) -> Outcome<String> {
+    pub async fn authenticate(&self, token: Option<&str>) -> Outcome<String> {
         let token = token.ok_or_else(|| {
             Refusal::Unauthorized("missing token: send Authorization: Bearer TOKEN".into())
         })?;
-        self.config
-            .user_of(token)
-            .map(str::to_string)
-            .ok_or_else(|| Refusal::Unauthorized("unknown token".into()))
+        if let Some(user) = self.config.user_of(token) {
+            return Ok(user.to_string());
+        }
+        let unknown = || Refusal::Unauthorized("unknown token".into());
+        match &self.hub {
+            None => Err(unknown()),
+            Some(hub) => hub.user_of(token).await.map_err(|e| match e {
+                HubError::Unknown => unknown(),
+                HubError::Unreachable(why) => Refusal::Failed(why),
+            }),
+        }
     }
 
     fn owned(&self, user: &str, name: &str) -> Outcome<ClusterRow> {
@@ -189,7 +201,8 @@ impl Gateway {
             self.admit(user, None, &spec)?;
             let number = self.db.next_number().map_err(internal)?;
             let row = ClusterRow {
-                name: format!("{user}-{number}"),
+                // Hub users' names may hold characters cluster names cannot.
+                name: format!("{}-{number}", local_name(user)),
                 owner: user.to_string(),
                 spec: spec_json(&spec)?,
                 state: STARTING.into(),

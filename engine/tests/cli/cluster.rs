@@ -22,6 +22,7 @@ mod chaos;
 mod dashboard;
 mod gateway;
 mod groups;
+mod kubernetes;
 mod malformed;
 mod recovery;
 mod slt;

@@ -4,6 +4,7 @@
 
     import shoal
     gw = shoal.Gateway("http://localhost:8686", token="...")   # or SHOAL_GATEWAY / SHOAL_GATEWAY_TOKEN
+                                                           # (or JUPYTERHUB_API_TOKEN)
     cluster = gw.create("cluster.toml")                   # a spec file, a spec dict, or profile="small"
     with cluster.session() as s:                          # a shoal.Session on it
         s.sql("select 1").to_pandas()
@@ -65,10 +66,17 @@ class Gateway:
 
     def __init__(self, address: str | None = None, *, token: str | None = None) -> None:
         address = address or os.environ.get("SHOAL_GATEWAY")
-        token = token or os.environ.get("SHOAL_GATEWAY_TOKEN")
+        # In a JupyterHub notebook the server's own API token will do, for a gateway
+        # that accepts the hub's tokens.
+        token = (
+            token
+            or os.environ.get("SHOAL_GATEWAY_TOKEN")
+            or os.environ.get("JUPYTERHUB_API_TOKEN")
+        )
         if not address or not token:
             raise InputError(
-                "a gateway address and token are needed (or SHOAL_GATEWAY and SHOAL_GATEWAY_TOKEN)"
+                "a gateway address and token are needed (or SHOAL_GATEWAY and "
+                "SHOAL_GATEWAY_TOKEN, or JUPYTERHUB_API_TOKEN)"
             )
         self.address = address.rstrip("/")
         self._token = token

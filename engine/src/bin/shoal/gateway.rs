@@ -8,6 +8,7 @@ use shoal_gateway::ClusterSpec;
 use shoal_gateway::backend::{Backend, LocalBackend};
 use shoal_gateway::client::GatewayClient;
 use shoal_gateway::db::Db;
+use shoal_gateway::kubernetes::KubernetesBackend;
 use shoal_gateway::service::Gateway;
 use shoal_gateway::slurm::SlurmBackend;
 use shoal_gateway::{GatewayConfig, api};
@@ -162,11 +163,13 @@ async fn serve(args: ServeArgs) -> shoal::Result<()> {
     let backend: Box<dyn Backend> = match config.backend.as_str() {
         "local" => Box::new(LocalBackend::new(exe, clusters)),
         "slurm" => Box::new(SlurmBackend::new(exe, clusters, &config.slurm)),
-        other => {
-            return Err(input(format!(
-                "{}: gateway.backend '{other}' is not available yet; use local or slurm",
-                args.config
-            )));
+        _ => {
+            // The client runs on a runtime of its own, made outside this one.
+            let settings = config.kubernetes.clone();
+            let made = tokio::task::spawn_blocking(move || KubernetesBackend::new(&settings))
+                .await
+                .map_err(|e| input(format!("the Kubernetes client failed: {e}")))?;
+            Box::new(made.map_err(|e| input(format!("{}: {e}", args.config)))?)
         }
     };
     let db = Db::open(&config.data_dir.join("gateway.sqlite")).map_err(input)?;

@@ -3,6 +3,8 @@
 
 use std::path::Path;
 use std::process::{Child, Command};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -488,4 +490,97 @@ fn idle_clusters_stop_and_clusters_outlive_a_restarted_gateway() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A stand-in JupyterHub: `GET /hub/api/user` answers with the owner of the token in
+/// `Authorization: token T`, and counts the questions.
+fn stand_in_hub(asked: Arc<AtomicUsize>) -> String {
+    let app = axum::Router::new().route(
+        "/hub/api/user",
+        axum::routing::get(move |headers: axum::http::HeaderMap| {
+            asked.fetch_add(1, Ordering::SeqCst);
+            let token = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("token "))
+                .unwrap_or_default()
+                .to_string();
+            async move {
+                let user = match token.as_str() {
+                    CAROL_HUB => json!({"kind": "user", "name": "Carol.C", "admin": false}),
+                    DAVE_HUB => json!({"kind": "user", "name": "dave", "admin": false}),
+                    _ => return (axum::http::StatusCode::FORBIDDEN, axum::Json(json!({}))),
+                };
+                (axum::http::StatusCode::OK, axum::Json(user))
+            }
+        }),
+    );
+    super::kubernetes::serve(app)
+}
+
+const CAROL_HUB: &str = "carol-hub-api-token-1";
+const DAVE_HUB: &str = "dave-hub-api-token-22";
+
+/// With `[jupyterhub]`, a hub user's API token is their gateway token: clusters are
+/// theirs alone, names the hub allows but cluster names do not are mapped, the hub is
+/// asked once a minute per token, and an unreachable hub is a 502 that says so.
+#[test]
+fn jupyterhub_users_reach_the_gateway_with_their_hub_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let asked = Arc::new(AtomicUsize::new(0));
+    let hub = stand_in_hub(Arc::clone(&asked));
+    let config = dir.path().join("gateway.toml");
+    let text = format!(
+        "{}\n[jupyterhub]\nurl = \"{hub}/\"\n",
+        config_text(dir.path())
+    );
+    std::fs::write(&config, text).unwrap();
+    let _leftovers = Leftovers(dir.path().to_path_buf());
+    let gateway = Gateway::start(&config);
+
+    let spec = json!({"spec": {"groups": {"cpu": {"workers": 1, "memory": "256MiB"}}}});
+    let created = gateway.call(CAROL_HUB, "POST", "/api/v1/clusters", Some(spec));
+    assert_eq!(created.status, 201, "{}", created.body);
+    let carol = created.json();
+    assert_eq!(carol["owner"], "Carol.C");
+    let name = carol["name"].as_str().unwrap().to_string();
+    assert!(name.starts_with("carol-c-"), "{name}");
+    let path = format!("/api/v1/clusters/{name}");
+    assert_eq!(gateway.call(CAROL_HUB, "GET", &path, None).status, 200);
+    // Dave, another hub user, and Alice, a user of the file, do not see it.
+    for token in [DAVE_HUB, ALICE] {
+        assert_eq!(gateway.call(token, "GET", &path, None).status, 404);
+        let mine = gateway.call(token, "GET", "/api/v1/clusters", None).json();
+        assert_eq!(mine, json!({"clusters": []}));
+    }
+    let unknown = gateway.call("not-a-hub-token-at-all", "GET", "/api/v1/clusters", None);
+    assert_eq!(unknown.status, 401);
+    assert_eq!(unknown.json()["error"], "unknown token");
+    // Three hub tokens, each asked about once; Alice's is the file's.
+    assert_eq!(asked.load(Ordering::SeqCst), 3);
+    let stopped = gateway.call(CAROL_HUB, "DELETE", &path, None);
+    assert_eq!(stopped.json()["state"], "stopped");
+
+    // A hub that does not answer: the caller learns why.
+    drop(gateway);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let gone = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let text = format!(
+        "{}\n[jupyterhub]\nurl = \"{gone}\"\n",
+        config_text(dir.path())
+    );
+    std::fs::write(&config, text).unwrap();
+    let gateway = Gateway::start(&config);
+    let reply = gateway.call(CAROL_HUB, "GET", "/api/v1/clusters", None);
+    assert_eq!(reply.status, 502);
+    let error = reply.json()["error"].as_str().unwrap().to_string();
+    assert!(
+        error.starts_with(&format!("JupyterHub at {gone}/hub/api/user did not answer")),
+        "{error}"
+    );
+    assert_eq!(
+        gateway.call(ALICE, "GET", "/api/v1/clusters", None).status,
+        200
+    );
 }
