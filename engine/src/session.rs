@@ -111,6 +111,18 @@ impl SessionBuilder {
         self
     }
 
+    /// Trusts the authority whose PEM certificate is at `path` for an https:// gateway
+    /// (after [`gateway_cluster`](Self::gateway_cluster)).
+    pub fn gateway_ca(mut self, path: &str) -> Self {
+        if let Some((client, name)) = self.gateway.take() {
+            match client.with_ca_file(path) {
+                Ok(client) => self.gateway = Some((client, name)),
+                Err(e) => self.env_error = Some(e),
+            }
+        }
+        self
+    }
+
     /// Connects to the cluster over TLS, trusting the CA certificate in this PEM file.
     pub fn tls_ca(mut self, path: &str) -> Self {
         self.tls_ca = Some(path.to_string());
@@ -135,10 +147,13 @@ impl SessionBuilder {
         if let Some(e) = self.env_error {
             return Err(crate::Error::input(e));
         }
+        let mut cluster_ca = None;
         if let Some((client, name)) = self.gateway.take() {
             let found = client.connection(&name).map_err(crate::Error::input)?;
             self.cluster = Some(found.scheduler);
             self.security.token = Some(found.token);
+            // The cluster's own authority, which the gateway hands its owner.
+            cluster_ca = found.tls_ca;
         }
         let mut offers = Vec::new();
         for (worker, text) in &self.worker_resources {
@@ -150,12 +165,15 @@ impl SessionBuilder {
         }
         let backend = match &self.cluster {
             Some(url) => {
-                let security = Security::from_files(
+                let mut security = Security::from_files(
                     self.security.token.clone(),
                     None,
                     None,
                     self.tls_ca.as_deref(),
                 )?;
+                if let Some(ca) = cluster_ca {
+                    security.ca = Some(ca.into_bytes());
+                }
                 Some(RemoteCluster::connect(url, security)?)
             }
             None => None,

@@ -22,6 +22,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::service::{CreateRequest, Gateway, Refusal};
+use crate::tls::TlsListener;
 
 /// The API over `gateway`.
 pub fn router(gateway: Arc<Gateway>) -> Router {
@@ -155,6 +156,7 @@ async fn scale(
 pub async fn serve(
     gateway: Arc<Gateway>,
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     check_interval: std::time::Duration,
 ) -> std::io::Result<()> {
     let checker = Arc::clone(&gateway);
@@ -171,8 +173,15 @@ pub async fn serve(
             }
         }
     };
+    let app = router(gateway);
+    let served = async move {
+        match tls {
+            Some(config) => axum::serve(TlsListener::new(listener, config), app).await,
+            None => axum::serve(listener, app).await,
+        }
+    };
     tokio::select! {
-        served = axum::serve(listener, router(gateway)) => served,
+        served = served => served,
         () = checks => Ok(()),
     }
 }

@@ -11,6 +11,7 @@ use parking_lot::Mutex;
 use serde_json::{Value, json};
 
 use crate::spec::{ClusterSpec, GroupSpec};
+use crate::tls::ClusterTls;
 
 /// A cluster's scheduler, once started.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,6 +22,8 @@ pub struct Started {
     pub dashboard: String,
     /// What the backend started, to stop it later.
     pub ids: Value,
+    /// The PEM certificate of the cluster's authority, when it speaks TLS.
+    pub tls_ca: Option<String>,
 }
 
 /// Where clusters run: processes on this host, Slurm jobs, Kubernetes pods.
@@ -65,6 +68,8 @@ pub trait Backend: Send + Sync {
 pub struct LocalBackend {
     exe: PathBuf,
     dir: PathBuf,
+    /// Whether clusters get certificates of their own and speak TLS.
+    tls: bool,
     /// Children of this gateway process, reaped as they end.
     children: Mutex<Vec<Child>>,
 }
@@ -73,11 +78,13 @@ pub struct LocalBackend {
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl LocalBackend {
-    /// Runs clusters with the `shoal` binary `exe`, keeping their logs under `dir`.
-    pub fn new(exe: PathBuf, dir: PathBuf) -> Self {
+    /// Runs clusters with the `shoal` binary `exe`, keeping their logs under `dir`; with
+    /// `tls`, each gets its own certificate authority.
+    pub fn new(exe: PathBuf, dir: PathBuf, tls: bool) -> Self {
         Self {
             exe,
             dir,
+            tls,
             children: Mutex::new(Vec::new()),
         }
     }
@@ -206,9 +213,24 @@ impl Backend for LocalBackend {
         let log_path = self.dir.join(name).join("scheduler.log");
         let out = self.log_file(name, "scheduler.out")?;
         let log = self.log_file(name, "scheduler.log")?;
+        let tls = match self.tls {
+            true => {
+                let hosts = ["localhost".to_string(), "127.0.0.1".to_string()];
+                Some(ClusterTls::generate(&self.dir.join(name), name, &hosts)?)
+            }
+            false => None,
+        };
+        let mut command = Command::new(&self.exe);
+        command.args(["scheduler", "--bind", "127.0.0.1:0"]);
+        if let Some(tls) = &tls {
+            command
+                .arg("--tls-cert")
+                .arg(&tls.cert)
+                .arg("--tls-key")
+                .arg(&tls.key);
+        }
         let scheduler = self.spawn(
-            Command::new(&self.exe)
-                .args(["scheduler", "--bind", "127.0.0.1:0"])
+            command
                 // The dashboard shows the cluster's jobs: only to its token's holders.
                 .args([
                     "--dashboard-bind",
@@ -234,11 +256,13 @@ impl Backend for LocalBackend {
                 }
                 Ok((url, board))
             });
-        match started {
-            Ok((scheduler, dashboard)) => Ok(Started {
+        let tls_ca = tls.as_ref().map(ClusterTls::ca_pem).transpose();
+        match started.and_then(|urls| Ok((urls, tls_ca?))) {
+            Ok(((scheduler, dashboard), tls_ca)) => Ok(Started {
                 scheduler,
                 dashboard,
                 ids,
+                tls_ca,
             }),
             Err(e) => {
                 self.stop(&ids);
@@ -269,6 +293,15 @@ impl Backend for LocalBackend {
             }
             if !shape.resources.is_empty() {
                 command.args(["--resources", &shape.resources.to_string()]);
+            }
+            let tls = ClusterTls::in_dir(&self.dir.join(name));
+            if tls.exists() {
+                command
+                    .arg("--tls-cert")
+                    .arg(&tls.cert)
+                    .arg("--tls-key")
+                    .arg(&tls.key);
+                command.arg("--tls-ca").arg(&tls.ca);
             }
             let id = self.spawn(&mut command)?;
             if let Some(workers) = ids["workers"].as_array_mut() {

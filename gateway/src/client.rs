@@ -20,6 +20,24 @@ pub struct Connection {
     pub scheduler: String,
     /// The cluster token.
     pub token: String,
+    /// The PEM certificate of the cluster's authority, when it speaks TLS.
+    pub tls_ca: Option<String>,
+}
+
+/// An error and its causes in one line (reqwest's own message leaves out why a
+/// connection failed, e.g. a certificate it does not trust).
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = cause.source();
+    }
+    line.replace('\n', " ")
 }
 
 impl GatewayClient {
@@ -30,6 +48,19 @@ impl GatewayClient {
             token: token.to_string(),
             http: reqwest::Client::new(),
         }
+    }
+
+    /// Trusts, besides the system's authorities, the one whose PEM certificate is at
+    /// `path` (an https:// gateway with a certificate of its own authority).
+    pub fn with_ca_file(mut self, path: &str) -> Result<Self, String> {
+        let pem = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+        let ca = reqwest::Certificate::from_pem(&pem)
+            .map_err(|e| format!("{path}: not a PEM certificate: {e}"))?;
+        self.http = reqwest::Client::builder()
+            .add_root_certificate(ca)
+            .build()
+            .map_err(|e| format!("{path}: {e}"))?;
+        Ok(self)
     }
 
     async fn call(
@@ -46,7 +77,7 @@ impl GatewayClient {
         let response = request
             .send()
             .await
-            .map_err(|e| format!("cannot reach the gateway at {}: {e}", self.url))?;
+            .map_err(|e| format!("cannot reach the gateway at {}: {}", self.url, causes(&e)))?;
         let status = response.status();
         let text = response
             .text()
@@ -129,6 +160,7 @@ impl GatewayClient {
             Ok(Connection {
                 scheduler: text("scheduler"),
                 token: text("token"),
+                tls_ca: cluster["tls_ca"].as_str().map(str::to_string),
             })
         })
         .join()

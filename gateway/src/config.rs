@@ -43,6 +43,11 @@ pub struct GatewayConfig {
     pub backend: String,
     /// How often running clusters are checked (idle, scheduler gone).
     pub check_interval: Duration,
+    /// The certificate chain and key (PEM files) the API is served over TLS with.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Whether each cluster gets its own certificate authority and its scheduler and
+    /// workers speak TLS.
+    pub cluster_tls: bool,
     /// Users by name, with their tokens.
     pub users: BTreeMap<String, String>,
     /// Limits of users without their own.
@@ -198,6 +203,10 @@ struct GatewayText {
     data_dir: Option<PathBuf>,
     backend: Option<String>,
     check_interval: Option<DurationText>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    #[serde(default)]
+    cluster_tls: bool,
 }
 
 #[derive(Deserialize)]
@@ -299,6 +308,26 @@ impl GatewayConfig {
                 .map_err(|e| at(SpecError(format!("profiles.{name}: {e}"))))?;
             profiles.insert(name.clone(), spec);
         }
+        let tls = match (raw.gateway.tls_cert.clone(), raw.gateway.tls_key.clone()) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => {
+                return Err(at(SpecError(
+                    "gateway.tls_cert and gateway.tls_key: give both or neither".into(),
+                )));
+            }
+        };
+        let cluster_tls = raw.gateway.cluster_tls;
+        if cluster_tls && backend == "kubernetes" {
+            return Err(at(SpecError(
+                "gateway.cluster_tls: not available with the kubernetes backend yet".into(),
+            )));
+        }
+        if cluster_tls && backend == "slurm" && raw.slurm.host.is_none() {
+            return Err(at(SpecError(
+                "gateway.cluster_tls: the slurm backend needs slurm.host, the address its certificates name".into(),
+            )));
+        }
         let mut slurm = raw.slurm;
         if let Some(text) = &slurm.start_timeout_text {
             let timeout = parse_duration(text)
@@ -324,6 +353,8 @@ impl GatewayConfig {
                 .unwrap_or_else(|| PathBuf::from("shoal-gateway")),
             backend,
             check_interval,
+            tls,
+            cluster_tls,
             users,
             limits,
             user_limits,

@@ -39,6 +39,9 @@ pub struct ClusterRow {
     pub backend_ids: String,
     /// Unix seconds.
     pub created: f64,
+    /// The PEM certificate of the cluster's own authority, when its scheduler serves TLS
+    /// (empty when not).
+    pub tls_ca: String,
 }
 
 /// The database, one connection behind a lock (the gateway's writes are few).
@@ -77,6 +80,18 @@ impl Db {
              CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);",
         )
         .map_err(|e| fail(e, &shown))?;
+        // Databases of gateways before cluster TLS lack the column.
+        let has_tls_ca: bool = conn
+            .query_row(
+                "SELECT COUNT(*) > 0 FROM pragma_table_info('clusters') WHERE name = 'tls_ca'",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(|e| fail(e, &shown))?;
+        if !has_tls_ca {
+            conn.execute_batch("ALTER TABLE clusters ADD COLUMN tls_ca TEXT NOT NULL DEFAULT ''")
+                .map_err(|e| fail(e, &shown))?;
+        }
         Ok(Self(Mutex::new(conn)))
     }
 
@@ -99,8 +114,9 @@ impl Db {
             .lock()
             .execute(
                 "INSERT OR REPLACE INTO clusters
-                 (name, owner, spec, state, reason, scheduler, dashboard, token, backend_ids, created)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                 (name, owner, spec, state, reason, scheduler, dashboard, token, backend_ids,
+                  created, tls_ca)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 params![
                     row.name,
                     row.owner,
@@ -111,7 +127,8 @@ impl Db {
                     row.dashboard,
                     row.token,
                     row.backend_ids,
-                    row.created
+                    row.created,
+                    row.tls_ca
                 ],
             )
             .map(|_| ())
@@ -143,7 +160,7 @@ impl Db {
 }
 
 const SELECT: &str = "SELECT name, owner, spec, state, reason, scheduler, dashboard, token, \
-                      backend_ids, created FROM clusters";
+                      backend_ids, created, tls_ca FROM clusters";
 
 fn row_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<ClusterRow> {
     Ok(ClusterRow {
@@ -157,5 +174,6 @@ fn row_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<ClusterRow> {
         token: row.get(7)?,
         backend_ids: row.get(8)?,
         created: row.get(9)?,
+        tls_ca: row.get(10)?,
     })
 }

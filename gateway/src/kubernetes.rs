@@ -276,6 +276,7 @@ impl Backend for KubernetesBackend {
             scheduler: format!("http://{host}:{SCHEDULER_PORT}"),
             dashboard: format!("http://{host}:{DASHBOARD_PORT}/"),
             ids,
+            tls_ca: None,
         })
     }
 

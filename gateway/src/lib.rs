@@ -16,6 +16,7 @@ pub mod kubernetes;
 pub mod service;
 pub mod slurm;
 pub mod spec;
+pub mod tls;
 
 pub use config::{GatewayConfig, Limits, Usage};
 pub use spec::{ClusterSpec, GroupSpec, SpecError};

@@ -212,6 +212,7 @@ impl Gateway {
                 token: new_token()?,
                 backend_ids: "{}".into(),
                 created: now_secs(),
+                tls_ca: String::new(),
             };
             self.db.put(&row).map_err(internal)?;
             row
@@ -231,6 +232,7 @@ impl Gateway {
             Ok(started) => {
                 row.scheduler = started.scheduler;
                 row.dashboard = started.dashboard;
+                row.tls_ca = started.tls_ca.unwrap_or_default();
                 row.backend_ids = started.ids.to_string();
                 self.db.put(&row).map_err(internal)?;
                 if let Err(e) = self.wait_for_workers(&row, &spec) {
@@ -486,6 +488,7 @@ impl Gateway {
         }
         let security = Security {
             token: Some(row.token.clone()),
+            ca: (!row.tls_ca.is_empty()).then(|| row.tls_ca.clone().into_bytes()),
             ..Default::default()
         };
         let client = RemoteCluster::connect(&row.scheduler, security)
@@ -534,6 +537,7 @@ impl Gateway {
             "scheduler": row.scheduler,
             "dashboard": row.dashboard,
             "token": row.token,
+            "tls_ca": (!row.tls_ca.is_empty()).then_some(&row.tls_ca),
             "idle_timeout": spec.idle_timeout.map(|d| d.as_secs_f64()),
             "groups": groups,
             "created": row.created,

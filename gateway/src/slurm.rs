@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use crate::backend::{Backend, Started, last_line, scheduler_urls};
 use crate::config::SlurmConfig;
 use crate::spec::{ClusterSpec, GroupSpec};
+use crate::tls::ClusterTls;
 
 /// Starts clusters as Slurm jobs.
 pub struct SlurmBackend {
@@ -22,6 +23,8 @@ pub struct SlurmBackend {
     host: Option<String>,
     sbatch_args: Vec<String>,
     start_timeout: Duration,
+    /// Whether clusters get certificates of their own (naming `host`) and speak TLS.
+    tls: bool,
 }
 
 /// Job states in which a job holds, or will hold, its processes.
@@ -97,9 +100,11 @@ fn job_ids(ids: &Value) -> Vec<String> {
 
 impl SlurmBackend {
     /// Runs clusters with the `shoal` binary `shoal` (unless the configuration names
-    /// another), keeping their scripts and logs under `dir`.
-    pub fn new(shoal: PathBuf, dir: PathBuf, config: &SlurmConfig) -> Self {
+    /// another), keeping their scripts and logs under `dir`; with `tls`, each cluster gets
+    /// its own certificate authority (the configuration's `host` must be set).
+    pub fn new(shoal: PathBuf, dir: PathBuf, config: &SlurmConfig, tls: bool) -> Self {
         Self {
+            tls,
             shoal: config.shoal.clone().unwrap_or(shoal),
             dir,
             host: config.host.clone(),
@@ -183,13 +188,43 @@ impl SlurmBackend {
         }
     }
 
+    /// The TLS flags of the cluster's processes (`with_ca`: workers, which also connect
+    /// to peers), when the cluster has certificates.
+    fn tls_flags(&self, name: &str, with_ca: bool) -> String {
+        let tls = ClusterTls::in_dir(&self.dir.join(name));
+        if !tls.exists() {
+            return String::new();
+        }
+        let path = |p: &Path| quote(&p.display().to_string());
+        let mut flags = format!(
+            " --tls-cert {} --tls-key {}",
+            path(&tls.cert),
+            path(&tls.key)
+        );
+        if with_ca {
+            flags.push_str(&format!(" --tls-ca {}", path(&tls.ca)));
+        }
+        flags
+    }
+
     fn start_scheduler(&self, name: &str, token: &str) -> Result<String, String> {
         let dir = self.cluster_dir(name)?;
+        if self.tls {
+            // The processes print the addresses they bound: name those as well.
+            let host = self.host.clone().unwrap_or_else(|| "localhost".into());
+            let mut hosts = vec![host.clone()];
+            if let Ok(addresses) = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), 0)) {
+                hosts.extend(addresses.map(|a| a.ip().to_string()));
+            }
+            hosts.dedup();
+            ClusterTls::generate(&dir, name, &hosts)?;
+        }
         let script = format!(
             "#!/bin/sh\n# shoal gateway: the scheduler of cluster {name}\nexec {} scheduler \
-             --bind {bind} --dashboard-bind {bind} --dashboard-auth token\n",
+             --bind {bind} --dashboard-bind {bind} --dashboard-auth token{tls}\n",
             quote(&self.shoal.display().to_string()),
             bind = self.bind(),
+            tls = self.tls_flags(name, false),
         );
         let options = [
             format!("--job-name=shoal-{name}-scheduler"),
@@ -224,11 +259,17 @@ impl Backend for SlurmBackend {
             }
             Ok((url, board))
         });
-        match started {
-            Ok((scheduler, dashboard)) => Ok(Started {
+        let tls = ClusterTls::in_dir(&dir);
+        let tls_ca = match self.tls {
+            true => tls.ca_pem().map(Some),
+            false => Ok(None),
+        };
+        match started.and_then(|urls| Ok((urls, tls_ca?))) {
+            Ok(((scheduler, dashboard), tls_ca)) => Ok(Started {
                 scheduler,
                 dashboard,
                 ids,
+                tls_ca,
             }),
             Err(e) => {
                 self.stop(&ids);
@@ -264,6 +305,10 @@ impl Backend for SlurmBackend {
                 "--resources {}",
                 quote(&shape.resources.to_string())
             ));
+        }
+        let tls = self.tls_flags(name, true);
+        if !tls.is_empty() {
+            worker.push(tls.trim().to_string());
         }
         // Each task binds its own node's address: the name is read on the node.
         let step = match &self.host {

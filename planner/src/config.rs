@@ -279,6 +279,11 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
         "The user's gateway token those commands present (`--gateway-token`).",
     ),
     (
+        "SHOAL_GATEWAY_CA",
+        "PEM certificate of the authority those commands trust for an https:// gateway \
+         (`--gateway-ca`).",
+    ),
+    (
         "SHOAL_TLS_CA",
         "PEM certificate of the authority a client trusts for a TLS cluster (`--tls-ca`).",
     ),

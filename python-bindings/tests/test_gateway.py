@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -111,3 +113,64 @@ def test_the_openapi_file_matches_the_server(gateway: str) -> None:
     # The stateful phase followed create -> get/scale/stop with real clusters.
     links = re.search(r"API Links:\s+(\d+) covered", run.stdout)
     assert links and int(links.group(1)) > 0, run.stdout[-4000:]
+
+
+def certificates(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """An authority (openssl) and a certificate it signs for 127.0.0.1: cert, key, CA."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed")
+    ca, ca_key = tmp_path / "ca.pem", tmp_path / "ca.key"
+    cert, key, csr = tmp_path / "api.pem", tmp_path / "api.key", tmp_path / "api.csr"
+    ext = tmp_path / "san.ext"
+    ext.write_text("subjectAltName = IP:127.0.0.1\n")
+    for args in (
+        ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+        + ["-keyout", ca_key, "-out", ca, "-days", "2", "-subj", "/CN=test authority"],
+        ["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+        + ["-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1"],
+        ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial"]
+        + ["-out", cert, "-days", "2", "-extfile", ext],
+    ):
+        subprocess.run([openssl, *map(str, args)], check=True, capture_output=True)
+    return cert, key, ca
+
+
+def test_a_tls_gateway_hands_out_tls_clusters(shoal_bin: Path, tmp_path: Path) -> None:
+    cert, key, ca = certificates(tmp_path)
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f"""
+[gateway]
+bind = "127.0.0.1:0"
+data_dir = "{tmp_path / 'data'}"
+tls_cert = "{cert}"
+tls_key = "{key}"
+cluster_tls = true
+[users.alice]
+token = "{ALICE}"
+"""
+    )
+    process = subprocess.Popen(
+        [shoal_bin, "gateway", "serve", "--config", config],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().strip().rsplit(" ", 1)[1]
+        assert url.startswith("https://127.0.0.1:"), url
+        os.environ.pop("SHOAL_GATEWAY_CA", None)
+        with pytest.raises(shoal.ShoalIOError, match="certificate"):
+            shoal.Gateway(url, token=ALICE).list()
+        gw = shoal.Gateway(url, token=ALICE, ca=str(ca))
+        cluster = gw.create({"groups": {"cpu": {"workers": 1, "memory": "512MiB"}}})
+        assert cluster.scheduler.startswith("https://127.0.0.1:")
+        assert cluster.tls_ca is not None and cluster.tls_ca.startswith("-----BEGIN CERTIFICATE-----")
+        with cluster.session() as s:
+            assert s.sql("select 41 + 1 as x").to_pandas()["x"][0] == 42
+        assert cluster.stop().state == "stopped"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

@@ -21,6 +21,7 @@ mod http;
 mod chaos;
 mod dashboard;
 mod gateway;
+mod gateway_tls;
 mod groups;
 mod kubernetes;
 mod malformed;

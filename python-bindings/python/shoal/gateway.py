@@ -4,7 +4,8 @@
 
     import shoal
     gw = shoal.Gateway("http://localhost:8686", token="...")   # or SHOAL_GATEWAY / SHOAL_GATEWAY_TOKEN
-                                                           # (or JUPYTERHUB_API_TOKEN)
+                                                           # (or JUPYTERHUB_API_TOKEN); ca="ca.pem"
+                                                           # (or SHOAL_GATEWAY_CA) for https
     cluster = gw.create("cluster.toml")                   # a spec file, a spec dict, or profile="small"
     with cluster.session() as s:                          # a shoal.Session on it
         s.sql("select 1").to_pandas()
@@ -20,6 +21,8 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
+import tempfile
 import tomllib
 import urllib.error
 import urllib.request
@@ -45,11 +48,19 @@ class GatewayCluster:
     #: Per group: ``workers`` asked for, ``slots``, ``memory``, ``resources`` and, for a
     #: running cluster fetched on its own, ``alive``.
     groups: dict[str, dict[str, Any]]
+    #: The PEM certificate of the cluster's own authority, when it speaks TLS.
+    tls_ca: str | None = field(default=None, repr=False)
 
     def session(self, **options: Any) -> Session:
         """A :class:`shoal.Session` on this cluster (``options`` as for ``Session``)."""
         if self.state != "running":
             raise InputError(f"cluster {self.name} is {self.state}: {self.reason}")
+        if self.tls_ca and "tls_ca" not in options:
+            # The session reads the authority from a file: one private to this user.
+            fd, path = tempfile.mkstemp(prefix=f"shoal-{self.name}-", suffix="-ca.pem")
+            with os.fdopen(fd, "w") as f:
+                f.write(self.tls_ca)
+            options["tls_ca"] = path
         return Session(self.scheduler, token=self.token, **options)
 
     def scale(self, group: str, workers: int) -> GatewayCluster:
@@ -64,7 +75,9 @@ class GatewayCluster:
 class Gateway:
     """The gateway at ``address``, called as the user whose token is ``token``."""
 
-    def __init__(self, address: str | None = None, *, token: str | None = None) -> None:
+    def __init__(
+        self, address: str | None = None, *, token: str | None = None, ca: str | None = None
+    ) -> None:
         address = address or os.environ.get("SHOAL_GATEWAY")
         # In a JupyterHub notebook the server's own API token will do, for a gateway
         # that accepts the hub's tokens.
@@ -80,6 +93,9 @@ class Gateway:
             )
         self.address = address.rstrip("/")
         self._token = token
+        # An https:// gateway whose certificate comes from an authority of its own.
+        ca = ca or os.environ.get("SHOAL_GATEWAY_CA")
+        self._tls = ssl.create_default_context(cafile=ca) if ca else None
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         data = None if body is None else json.dumps(body).encode()
@@ -88,7 +104,7 @@ class Gateway:
         if data is not None:
             request.add_header("Content-Type", "application/json")
         try:
-            with urllib.request.urlopen(request, timeout=300) as response:
+            with urllib.request.urlopen(request, timeout=300, context=self._tls) as response:
                 reply: dict[str, Any] = json.loads(response.read())
                 return reply
         except urllib.error.HTTPError as e:
@@ -103,7 +119,7 @@ class Gateway:
 
     def _cluster(self, reply: dict[str, Any]) -> GatewayCluster:
         keys = ("name", "state", "reason", "scheduler", "dashboard", "token", "groups")
-        return GatewayCluster(self, **{k: reply[k] for k in keys})
+        return GatewayCluster(self, **{k: reply[k] for k in keys}, tls_ca=reply.get("tls_ca"))
 
     def create(
         self,

@@ -72,11 +72,19 @@ pub struct ClientArgs {
     /// My gateway token.
     #[arg(long, env = "SHOAL_GATEWAY_TOKEN", hide_env_values = true)]
     gateway_token: String,
+    /// PEM certificate of the authority to trust for an https:// gateway (besides the
+    /// system's).
+    #[arg(long, value_name = "FILE", env = "SHOAL_GATEWAY_CA")]
+    gateway_ca: Option<String>,
 }
 
 impl ClientArgs {
-    fn client(&self) -> GatewayClient {
-        GatewayClient::new(&self.gateway, &self.gateway_token)
+    fn client(&self) -> shoal::Result<GatewayClient> {
+        let client = GatewayClient::new(&self.gateway, &self.gateway_token);
+        match &self.gateway_ca {
+            Some(path) => client.with_ca_file(path).map_err(input),
+            None => Ok(client),
+        }
     }
 }
 
@@ -102,27 +110,27 @@ pub async fn run(command: GatewayCommand) -> shoal::Result<()> {
             ..
         } => {
             let spec = ClusterSpec::from_file(&path).map_err(|e| input(e.to_string()))?;
-            client.client().create(&spec).await
+            client.client()?.create(&spec).await
         }
         GatewayCommand::Create {
             client, profile, ..
         } => {
             let profile = profile.unwrap_or_default();
-            client.client().create_from_profile(&profile).await
+            client.client()?.create_from_profile(&profile).await
         }
         GatewayCommand::List { client } => {
-            let clusters = client.client().list().await.map_err(input)?;
+            let clusters = client.client()?.list().await.map_err(input)?;
             println!("{}", cluster_table(&clusters));
             return Ok(());
         }
-        GatewayCommand::Show { client, name } => client.client().get(&name).await,
+        GatewayCommand::Show { client, name } => client.client()?.get(&name).await,
         GatewayCommand::Scale {
             client,
             name,
             group,
             count,
-        } => client.client().scale(&name, &group, count).await,
-        GatewayCommand::Stop { client, name } => client.client().stop(&name).await,
+        } => client.client()?.scale(&name, &group, count).await,
+        GatewayCommand::Stop { client, name } => client.client()?.stop(&name).await,
     };
     let shown = shown.map_err(input)?;
     println!(
@@ -161,8 +169,13 @@ async fn serve(args: ServeArgs) -> shoal::Result<()> {
     let exe = std::env::current_exe()?;
     let clusters = config.data_dir.join("clusters");
     let backend: Box<dyn Backend> = match config.backend.as_str() {
-        "local" => Box::new(LocalBackend::new(exe, clusters)),
-        "slurm" => Box::new(SlurmBackend::new(exe, clusters, &config.slurm)),
+        "local" => Box::new(LocalBackend::new(exe, clusters, config.cluster_tls)),
+        "slurm" => Box::new(SlurmBackend::new(
+            exe,
+            clusters,
+            &config.slurm,
+            config.cluster_tls,
+        )),
         _ => {
             // The client runs on a runtime of its own, made outside this one.
             let settings = config.kubernetes.clone();
@@ -178,11 +191,19 @@ async fn serve(args: ServeArgs) -> shoal::Result<()> {
         .map_err(|e| input(format!("cannot listen on {}: {e}", config.bind)))?;
     let address = listener.local_addr()?;
     let check_interval = config.check_interval;
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(
+            shoal_gateway::tls::server_config(cert, key)
+                .map_err(|e| input(format!("{}: gateway.tls_cert: {e}", args.config)))?,
+        ),
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let gateway = Gateway::new(config, db, backend).map_err(|e| input(e.message().to_string()))?;
-    println!("shoal gateway listening on http://{address}");
+    println!("shoal gateway listening on {scheme}://{address}");
     let _ = std::io::stdout().flush();
     tokio::select! {
-        served = api::serve(Arc::new(gateway), listener, check_interval) => Ok(served?),
+        served = api::serve(Arc::new(gateway), listener, tls, check_interval) => Ok(served?),
         _ = tokio::signal::ctrl_c() => Ok(()),
     }
 }

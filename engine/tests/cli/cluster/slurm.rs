@@ -53,12 +53,18 @@ fn queued(prefix: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A name of `base` unique to this test process: Slurm's queue is shared by every run
+/// on the machine, and jobs are told apart by name.
+fn unique(base: &str) -> String {
+    format!("{base}-{}", std::process::id())
+}
+
 /// Cancels, when dropped, the jobs named with its prefix: a failed test leaves none.
-struct CancelJobs(&'static str);
+struct CancelJobs(String);
 
 impl Drop for CancelJobs {
     fn drop(&mut self) {
-        for (id, _) in queued(self.0) {
+        for (id, _) in queued(&self.0) {
             let _ = Command::new("scancel").arg(&id).status();
         }
     }
@@ -108,9 +114,10 @@ async fn the_slurm_backend_runs_scales_and_idles_out_a_two_group_cluster() {
     if !slurm_is_up() {
         return;
     }
-    let _cancel = CancelJobs("shoal-ada-");
+    let user = unique("ada");
+    let _cancel = CancelJobs(format!("shoal-{user}-"));
     let dir = tempfile::tempdir().unwrap();
-    let gateway = Gateway::start(&config(dir.path(), "ada", ADA));
+    let gateway = Gateway::start(&config(dir.path(), &user, ADA));
     let spec = json!({"spec": {
         "cluster": {"idle_timeout": "15s"},
         "groups": {
@@ -188,9 +195,10 @@ fn a_scheduler_job_cancelled_from_outside_shows_as_the_clusters_state() {
     if !slurm_is_up() {
         return;
     }
-    let _cancel = CancelJobs("shoal-bea-");
+    let user = unique("bea");
+    let _cancel = CancelJobs(format!("shoal-{user}-"));
     let dir = tempfile::tempdir().unwrap();
-    let gateway = Gateway::start(&config(dir.path(), "bea", BEA));
+    let gateway = Gateway::start(&config(dir.path(), &user, BEA));
     let spec = json!({"spec": {"groups": {"cpu": {"workers": 1, "slots": 1}}}});
     let created = gateway.call(BEA, "POST", "/api/v1/clusters", Some(spec));
     assert_eq!(created.status, 201, "{}", created.body);
@@ -215,7 +223,8 @@ fn the_batch_script_runs_a_job_on_a_cluster_made_from_a_spec() {
     if !slurm_is_up() {
         return;
     }
-    let _cancel = CancelJobs("shoal-script-test");
+    let job_name = unique("shoal-script-test");
+    let _cancel = CancelJobs(job_name.clone());
     let dir = tempfile::tempdir().unwrap();
     let spec = dir.path().join("cluster.toml");
     std::fs::write(
@@ -238,7 +247,8 @@ fn the_batch_script_runs_a_job_on_a_cluster_made_from_a_spec() {
     .unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/slurm/shoal.sbatch");
     let out = Command::new("sbatch")
-        .args(["--parsable", "--job-name=shoal-script-test"])
+        .arg("--parsable")
+        .arg(format!("--job-name={job_name}"))
         .args(["--ntasks=3", "--cpus-per-task=1", "--error=shoal-%j.err"])
         .arg(format!("--chdir={}", dir.path().display()))
         .arg(&script)
@@ -253,7 +263,7 @@ fn the_batch_script_runs_a_job_on_a_cluster_made_from_a_spec() {
         String::from_utf8_lossy(&out.stderr)
     );
     let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    wait_until_dequeued("shoal-script-test");
+    wait_until_dequeued(&job_name);
     let state = slurm("scontrol", &["show", "job", &id]);
     let run = dir.path().join(format!("shoal-{id}"));
     let output = std::fs::read_to_string(dir.path().join(format!("shoal-{id}.out")));

@@ -1,0 +1,170 @@
+//! TLS for the gateway: its own API served over TLS from a certificate and key it is
+//! given, and a certificate authority made for each cluster, whose certificate the
+//! cluster's scheduler and workers serve and trust, and which only the cluster's owner
+//! is handed (with the cluster token).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::server::TlsStream;
+
+/// A cluster's certificate files: its authority, and the certificate (with its key)
+/// that its scheduler and workers serve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterTls {
+    /// The authority's certificate (PEM).
+    pub ca: PathBuf,
+    /// The cluster's certificate (PEM).
+    pub cert: PathBuf,
+    /// Its private key (PEM, mode 0600).
+    pub key: PathBuf,
+}
+
+impl ClusterTls {
+    /// The files under a cluster's directory `dir`.
+    pub fn in_dir(dir: &Path) -> Self {
+        let tls = dir.join("tls");
+        Self {
+            ca: tls.join("ca.pem"),
+            cert: tls.join("cert.pem"),
+            key: tls.join("key.pem"),
+        }
+    }
+
+    /// Whether the files were made.
+    pub fn exists(&self) -> bool {
+        self.ca.exists() && self.cert.exists() && self.key.exists()
+    }
+
+    /// Makes a new authority for cluster `name` and a certificate it signs for `hosts`
+    /// (names or IP addresses), written under `dir`.
+    pub fn generate(dir: &Path, name: &str, hosts: &[String]) -> Result<Self, String> {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+            KeyPair,
+        };
+        let fail = |e: rcgen::Error| format!("cannot make cluster {name}'s certificates: {e}");
+        let ca_key = KeyPair::generate().map_err(fail)?;
+        let mut ca = CertificateParams::new(Vec::new()).map_err(fail)?;
+        ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        ca.distinguished_name.push(
+            DnType::CommonName,
+            format!("shoal cluster {name} authority"),
+        );
+        let ca_cert = ca.self_signed(&ca_key).map_err(fail)?;
+        let issuer = Issuer::new(ca, ca_key);
+        let key = KeyPair::generate().map_err(fail)?;
+        let mut leaf = CertificateParams::new(hosts.to_vec()).map_err(fail)?;
+        leaf.distinguished_name
+            .push(DnType::CommonName, format!("shoal cluster {name}"));
+        leaf.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let cert = leaf.signed_by(&key, &issuer).map_err(fail)?;
+        let files = Self::in_dir(dir);
+        let parent = files.ca.parent().unwrap_or(dir);
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        write_private(&files.key, &key.serialize_pem())?;
+        let write = |path: &Path, text: String| {
+            std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+        };
+        write(&files.cert, cert.pem())?;
+        write(&files.ca, ca_cert.pem())?;
+        Ok(files)
+    }
+
+    /// The authority's certificate, as the owner is handed it.
+    pub fn ca_pem(&self) -> Result<String, String> {
+        std::fs::read_to_string(&self.ca)
+            .map_err(|e| format!("cannot read {}: {e}", self.ca.display()))
+    }
+}
+
+/// Writes `text` to a new file only its owner can read.
+fn write_private(path: &Path, text: &str) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// The TLS server configuration of certificate chain `cert` and key `key` (PEM files).
+pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, String> {
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("{}: not a PEM certificate: {e}", cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!("{}: no certificate in it", cert.display()));
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("{}: not a PEM private key: {e}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
+    Ok(Arc::new(config))
+}
+
+/// A TCP listener whose connections are accepted over TLS; a client that does not
+/// finish its handshake within ten seconds, or fails it, is dropped.
+pub struct TlsListener {
+    tcp: TcpListener,
+    acceptor: TlsAcceptor,
+}
+
+impl TlsListener {
+    /// Serves `config` on `tcp`.
+    pub fn new(tcp: TcpListener, config: Arc<rustls::ServerConfig>) -> Self {
+        Self {
+            tcp,
+            acceptor: TlsAcceptor::from(config),
+        }
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let (tcp, address) = match self.tcp.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of descriptors, say: wait rather than spin.
+                    tracing::warn!("accepting a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let handshake = self.acceptor.accept(tcp);
+            match tokio::time::timeout(Duration::from_secs(10), handshake).await {
+                Ok(Ok(tls)) => return (tls, address),
+                Ok(Err(e)) => tracing::debug!("TLS handshake with {address}: {e}"),
+                Err(_) => tracing::debug!("TLS handshake with {address} timed out"),
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
