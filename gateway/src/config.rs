@@ -318,11 +318,6 @@ impl GatewayConfig {
             }
         };
         let cluster_tls = raw.gateway.cluster_tls;
-        if cluster_tls && backend == "kubernetes" {
-            return Err(at(SpecError(
-                "gateway.cluster_tls: not available with the kubernetes backend yet".into(),
-            )));
-        }
         if cluster_tls && backend == "slurm" && raw.slurm.host.is_none() {
             return Err(at(SpecError(
                 "gateway.cluster_tls: the slurm backend needs slurm.host, the address its certificates name".into(),

@@ -23,9 +23,15 @@ pub struct Target {
     pub cluster: String,
     /// The container image with `shoal` as its entry point.
     pub image: String,
-    /// The Secret holding the cluster token under the key `token`.
+    /// The Secret holding the cluster token under the key `token` (and, with `tls`, the
+    /// cluster's certificates under `ca.pem`, `cert.pem` and `key.pem`).
     pub secret: String,
+    /// With TLS: the namespace, whose name the workers' addresses carry.
+    pub tls: Option<String>,
 }
+
+/// Where a TLS cluster's pods find the certificates of its Secret.
+const TLS_DIR: &str = "/etc/shoal/tls";
 
 impl Target {
     /// The scheduler's Service (and Deployment or Pod) name.
@@ -35,7 +41,69 @@ impl Target {
 
     /// The scheduler's URL inside the Kubernetes cluster.
     pub fn scheduler_url(&self) -> String {
-        format!("http://{}:{SCHEDULER_PORT}", self.scheduler())
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}:{SCHEDULER_PORT}", self.scheduler())
+    }
+
+    /// The headless Service that gives a TLS cluster's workers DNS names (which its
+    /// certificate names with a wildcard).
+    pub fn workers_service_name(&self) -> String {
+        format!("{}-workers", self.cluster)
+    }
+
+    /// The names a TLS cluster's certificate is for: the scheduler's Service and every
+    /// worker under the headless Service.
+    pub fn tls_names(&self, namespace: &str) -> Vec<String> {
+        let scheduler = self.scheduler();
+        let workers = self.workers_service_name();
+        vec![
+            scheduler.clone(),
+            format!("{scheduler}.{namespace}.svc"),
+            format!("{scheduler}.{namespace}.svc.cluster.local"),
+            format!("*.{workers}.{namespace}.svc"),
+        ]
+    }
+
+    /// The headless Service of a TLS cluster's workers.
+    pub fn workers_service(&self) -> Value {
+        json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": self.workers_service_name(), "labels": self.labels("worker", None)},
+            "spec": {
+                "clusterIP": "None",
+                "selector": self.labels("worker", None),
+                "ports": [{"name": "outputs", "port": WORKER_PORT, "targetPort": "outputs"}],
+            },
+        })
+    }
+
+    /// Adds a TLS cluster's certificates to a pod spec: the Secret's files mounted for
+    /// its container (readable by the pod's group only), and their flags.
+    fn with_tls(&self, mut pod: Value, worker: bool) -> Value {
+        if self.tls.is_none() {
+            return pod;
+        }
+        let items: Vec<Value> = ["ca.pem", "cert.pem", "key.pem"]
+            .iter()
+            .map(|f| json!({"key": f, "path": f}))
+            .collect();
+        pod["volumes"] = json!([{"name": "tls", "secret": {"secretName": self.secret, "defaultMode": 0o440, "items": items}}]);
+        pod["securityContext"]["fsGroup"] = json!(10001);
+        let container = &mut pod["containers"][0];
+        container["volumeMounts"] =
+            json!([{"name": "tls", "mountPath": TLS_DIR, "readOnly": true}]);
+        if let Some(args) = container["args"].as_array_mut() {
+            for flag in ["cert", "key"] {
+                args.push(json!(format!("--tls-{flag}")));
+                args.push(json!(format!("{TLS_DIR}/{flag}.pem")));
+            }
+            if worker {
+                args.push(json!("--tls-ca"));
+                args.push(json!(format!("{TLS_DIR}/ca.pem")));
+            }
+        }
+        pod
     }
 
     /// The labels of one component's objects (and the selector of its pods).
@@ -124,23 +192,42 @@ impl Target {
         })
     }
 
-    /// A worker pod's spec: SIGTERM drains it, within [`DRAIN_SECONDS`].
+    /// A worker pod's spec: SIGTERM drains it, within [`DRAIN_SECONDS`]. A TLS
+    /// cluster's worker is reached by its DNS name under the headless Service.
     pub fn worker_pod_spec(&self, group: &str, shape: &GroupSpec, restart: &str) -> Value {
-        json!({
+        let mut pod = json!({
             "restartPolicy": restart,
             "terminationGracePeriodSeconds": DRAIN_SECONDS,
             "securityContext": {"runAsNonRoot": true, "runAsUser": 10001, "runAsGroup": 10001},
             "containers": [self.worker_container(group, shape)],
-        })
+        });
+        if let Some(namespace) = &self.tls {
+            let workers = self.workers_service_name();
+            pod["subdomain"] = json!(workers);
+            let container = &mut pod["containers"][0];
+            let name = json!({"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}});
+            if let Some(env) = container["env"].as_array_mut() {
+                env.insert(1, name);
+            }
+            if let Some(args) = container["args"].as_array_mut()
+                && let Some(at) = args.iter().position(|a| a == "--advertise")
+            {
+                args[at + 1] = json!(format!(
+                    "$(POD_NAME).{workers}.{namespace}.svc:{WORKER_PORT}"
+                ));
+            }
+        }
+        self.with_tls(pod, true)
     }
 
     /// The scheduler pod's spec.
     pub fn scheduler_pod_spec(&self, restart: &str) -> Value {
-        json!({
+        let pod = json!({
             "restartPolicy": restart,
             "securityContext": {"runAsNonRoot": true, "runAsUser": 10001, "runAsGroup": 10001},
             "containers": [self.scheduler_container()],
-        })
+        });
+        self.with_tls(pod, false)
     }
 
     /// The scheduler's Service: its gRPC port and its dashboard.
@@ -301,6 +388,7 @@ mod tests {
             cluster: "shoal".into(),
             image: "shoal:dev".into(),
             secret: "shoal-token".into(),
+            tls: None,
         }
     }
 

@@ -15,6 +15,7 @@ use crate::backend::{Backend, Started};
 use crate::config::KubernetesConfig;
 use crate::k8s::{DASHBOARD_PORT, SCHEDULER_PORT, Target};
 use crate::spec::{ClusterSpec, GroupSpec};
+use crate::tls::Certificates;
 
 /// Starts clusters as pods through the Kubernetes API.
 pub struct KubernetesBackend {
@@ -22,6 +23,8 @@ pub struct KubernetesBackend {
     namespace: String,
     image: String,
     start_timeout: Duration,
+    /// Whether clusters get certificates of their own and speak TLS.
+    tls: bool,
     /// Runs the API calls: the backend's methods are called from blocking threads.
     runtime: Option<tokio::runtime::Runtime>,
 }
@@ -82,8 +85,9 @@ fn ready(pod: &Pod) -> bool {
 
 impl KubernetesBackend {
     /// A backend talking to the API server of `config` (`api`, or the in-cluster service
-    /// account or kubeconfig when it is not given).
-    pub fn new(config: &KubernetesConfig) -> Result<Self, String> {
+    /// account or kubeconfig when it is not given); with `tls`, each cluster gets its own
+    /// certificate authority.
+    pub fn new(config: &KubernetesConfig, tls: bool) -> Result<Self, String> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("kubernetes-api")
@@ -115,6 +119,7 @@ impl KubernetesBackend {
             namespace: config.namespace.clone().unwrap_or(inferred),
             image,
             start_timeout: config.start_timeout.unwrap_or(Duration::from_secs(300)),
+            tls,
             runtime: Some(runtime),
         })
     }
@@ -131,6 +136,7 @@ impl KubernetesBackend {
             cluster: format!("shoal-{name}"),
             image: self.image.clone(),
             secret: format!("shoal-{name}-token"),
+            tls: self.tls.then(|| self.namespace.clone()),
         }
     }
 
@@ -158,9 +164,14 @@ impl KubernetesBackend {
             .map_err(|e| api_error(&format!("cannot create pod {name}"), e))
     }
 
-    /// Creates the scheduler pod, then its Secret and Service owned by it; the pod's
-    /// owner reference for the rest.
-    async fn start_scheduler(&self, target: &Target, token: &str) -> Result<Value, String> {
+    /// Creates the scheduler pod, then its Secret (the token, and a TLS cluster's
+    /// certificates) and Services owned by it; the pod's owner reference for the rest,
+    /// and a TLS cluster's authority.
+    async fn start_scheduler(
+        &self,
+        target: &Target,
+        token: &str,
+    ) -> Result<(Value, Option<String>), String> {
         let labels = target.labels("scheduler", None);
         let metadata = self.metadata(target.scheduler(), labels.clone(), None);
         let pod = self
@@ -173,24 +184,44 @@ impl KubernetesBackend {
             "uid": pod.metadata.uid.clone().unwrap_or_default(),
             "controller": true,
         });
+        let mut data = json!({"token": token});
+        let mut ca = None;
+        if target.tls.is_some() {
+            let names = target.tls_names(&self.namespace);
+            let made = Certificates::new(&target.cluster, &names)?;
+            data["ca.pem"] = json!(made.ca);
+            data["cert.pem"] = json!(made.cert);
+            data["key.pem"] = json!(made.key);
+            ca = Some(made.ca);
+        }
         let secret: Secret = typed(json!({
             "apiVersion": "v1",
             "kind": "Secret",
             "metadata": self.metadata(target.secret.clone(), labels.clone(), Some(&owner)),
             "type": "Opaque",
-            "stringData": {"token": token},
+            "stringData": data,
         }))?;
         Api::<Secret>::namespaced(self.client.clone(), &self.namespace)
             .create(&PostParams::default(), &secret)
             .await
             .map_err(|e| api_error(&format!("cannot create secret {}", target.secret), e))?;
-        let mut service = target.scheduler_service();
-        service["metadata"] = self.metadata(target.scheduler(), labels, Some(&owner));
-        Api::<Service>::namespaced(self.client.clone(), &self.namespace)
-            .create(&PostParams::default(), &typed(service)?)
-            .await
-            .map_err(|e| api_error(&format!("cannot create service {}", target.scheduler()), e))?;
-        Ok(owner)
+        let mut services = vec![target.scheduler_service()];
+        if target.tls.is_some() {
+            services.push(target.workers_service());
+        }
+        for mut service in services {
+            let name = service["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let labels = service["metadata"]["labels"].clone();
+            service["metadata"] = self.metadata(name.clone(), labels, Some(&owner));
+            Api::<Service>::namespaced(self.client.clone(), &self.namespace)
+                .create(&PostParams::default(), &typed(service)?)
+                .await
+                .map_err(|e| api_error(&format!("cannot create service {name}"), e))?;
+        }
+        Ok((owner, ca))
     }
 
     /// Waits until the scheduler pod is ready (its `/readyz` answers).
@@ -252,12 +283,13 @@ impl Backend for KubernetesBackend {
         });
         record(&ids);
         let started = self.block_on(async {
-            let owner = self.start_scheduler(&target, token).await?;
+            let (owner, ca) = self.start_scheduler(&target, token).await?;
             ids["owner"] = owner;
             record(&ids);
-            self.wait_until_ready(&target.scheduler()).await
+            self.wait_until_ready(&target.scheduler()).await?;
+            Ok(ca)
         });
-        let started = started.and_then(|()| {
+        let started = started.and_then(|ca| {
             let url = target.scheduler_url();
             for (group, shape) in &spec.groups {
                 let count = shape.workers;
@@ -265,18 +297,22 @@ impl Backend for KubernetesBackend {
                 record(&ids);
                 added?;
             }
-            Ok(())
+            Ok(ca)
         });
-        if let Err(e) = started {
-            self.stop(&ids);
-            return Err(e);
-        }
+        let tls_ca = match started {
+            Ok(ca) => ca,
+            Err(e) => {
+                self.stop(&ids);
+                return Err(e);
+            }
+        };
         let host = format!("{}.{}.svc", target.scheduler(), self.namespace);
+        let scheme = if tls_ca.is_some() { "https" } else { "http" };
         Ok(Started {
-            scheduler: format!("http://{host}:{SCHEDULER_PORT}"),
+            scheduler: format!("{scheme}://{host}:{SCHEDULER_PORT}"),
             dashboard: format!("http://{host}:{DASHBOARD_PORT}/"),
             ids,
-            tls_ca: None,
+            tls_ca,
         })
     }
 
@@ -318,9 +354,11 @@ impl Backend for KubernetesBackend {
             for pod in names.iter().rev() {
                 self.delete_quietly(self.pods(), pod).await;
             }
-            let services = Api::<Service>::namespaced(self.client.clone(), &self.namespace);
-            self.delete_quietly(services, &format!("{cluster}-scheduler"))
-                .await;
+            for service in ["scheduler", "workers"] {
+                let services = Api::<Service>::namespaced(self.client.clone(), &self.namespace);
+                self.delete_quietly(services, &format!("{cluster}-{service}"))
+                    .await;
+            }
             let secrets = Api::<Secret>::namespaced(self.client.clone(), &self.namespace);
             self.delete_quietly(secrets, &format!("{cluster}-token"))
                 .await;

@@ -44,8 +44,43 @@ impl ClusterTls {
     }
 
     /// Makes a new authority for cluster `name` and a certificate it signs for `hosts`
-    /// (names or IP addresses), written under `dir`.
+    /// (names, `*.` wildcards or IP addresses), written under `dir`.
     pub fn generate(dir: &Path, name: &str, hosts: &[String]) -> Result<Self, String> {
+        let made = Certificates::new(name, hosts)?;
+        let files = Self::in_dir(dir);
+        let parent = files.ca.parent().unwrap_or(dir);
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        write_private(&files.key, &made.key)?;
+        let write = |path: &Path, text: &str| {
+            std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+        };
+        write(&files.cert, &made.cert)?;
+        write(&files.ca, &made.ca)?;
+        Ok(files)
+    }
+
+    /// The authority's certificate, as the owner is handed it.
+    pub fn ca_pem(&self) -> Result<String, String> {
+        std::fs::read_to_string(&self.ca)
+            .map_err(|e| format!("cannot read {}: {e}", self.ca.display()))
+    }
+}
+
+/// A cluster's authority and the certificate it signed, as PEM text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Certificates {
+    /// The authority's certificate.
+    pub ca: String,
+    /// The cluster's certificate.
+    pub cert: String,
+    /// Its private key.
+    pub key: String,
+}
+
+impl Certificates {
+    /// A new authority for cluster `name`, and a certificate it signs for `hosts`.
+    pub fn new(name: &str, hosts: &[String]) -> Result<Self, String> {
         use rcgen::{
             BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
             KeyPair,
@@ -69,23 +104,11 @@ impl ClusterTls {
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
         let cert = leaf.signed_by(&key, &issuer).map_err(fail)?;
-        let files = Self::in_dir(dir);
-        let parent = files.ca.parent().unwrap_or(dir);
-        std::fs::create_dir_all(parent)
-            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
-        write_private(&files.key, &key.serialize_pem())?;
-        let write = |path: &Path, text: String| {
-            std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
-        };
-        write(&files.cert, cert.pem())?;
-        write(&files.ca, ca_cert.pem())?;
-        Ok(files)
-    }
-
-    /// The authority's certificate, as the owner is handed it.
-    pub fn ca_pem(&self) -> Result<String, String> {
-        std::fs::read_to_string(&self.ca)
-            .map_err(|e| format!("cannot read {}: {e}", self.ca.display()))
+        Ok(Self {
+            ca: ca_cert.pem(),
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+        })
     }
 }
 

@@ -35,11 +35,18 @@ def test_errors_map_to_their_kind_with_one_line(session: shoal.Session) -> None:
 
 
 def test_ctrl_c_cancels_the_job_and_raises_keyboard_interrupt(session: shoal.Session) -> None:
+    # A process started in the background by a non-interactive shell inherits SIGINT
+    # ignored, and Python then installs no handler for it: have Python's own, as in a
+    # terminal.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT))
     started = time.monotonic()
     timer.start()
-    with pytest.raises(KeyboardInterrupt):
-        session.sql(LONG_QUERY).to_arrow()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            session.sql(LONG_QUERY).to_arrow()
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert time.monotonic() - started < 1.0 + 1.0, "raised within a second of the signal"
     # The job is gone from every worker soon after.
     deadline = time.monotonic() + 10

@@ -178,8 +178,8 @@ async fn serve(args: ServeArgs) -> shoal::Result<()> {
         )),
         _ => {
             // The client runs on a runtime of its own, made outside this one.
-            let settings = config.kubernetes.clone();
-            let made = tokio::task::spawn_blocking(move || KubernetesBackend::new(&settings))
+            let (settings, tls) = (config.kubernetes.clone(), config.cluster_tls);
+            let made = tokio::task::spawn_blocking(move || KubernetesBackend::new(&settings, tls))
                 .await
                 .map_err(|e| input(format!("the Kubernetes client failed: {e}")))?;
             Box::new(made.map_err(|e| input(format!("{}: {e}", args.config)))?)

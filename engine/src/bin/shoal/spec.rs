@@ -60,6 +60,7 @@ pub fn run(what: SpecCommand) -> shoal::Result<()> {
                 cluster: name,
                 image,
                 secret,
+                tls: None,
             };
             let objects = target.manifests(&spec, !workers_only);
             print!(

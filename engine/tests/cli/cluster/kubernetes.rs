@@ -136,7 +136,7 @@ pub(super) fn serve(app: axum::Router) -> String {
     url
 }
 
-fn backend(url: &str, image: &str) -> KubernetesBackend {
+fn backend(url: &str, image: &str, tls: bool) -> KubernetesBackend {
     let config = GatewayConfig::from_toml(
         &format!(
             "[gateway]\nbackend = \"kubernetes\"\n[kubernetes]\napi = \"{url}\"\n\
@@ -145,7 +145,7 @@ fn backend(url: &str, image: &str) -> KubernetesBackend {
         "gateway.toml",
     )
     .unwrap();
-    KubernetesBackend::new(&config.kubernetes).unwrap()
+    KubernetesBackend::new(&config.kubernetes, tls).unwrap()
 }
 
 fn object(store: &Store, kind: &str, name: &str) -> Value {
@@ -173,7 +173,10 @@ fn assert_parses(container: &Value) {
         .as_array()
         .unwrap()
         .iter()
-        .map(|a| a.as_str().unwrap().replace("$(POD_IP)", "10.1.2.3"))
+        .map(|a| {
+            let arg = a.as_str().unwrap().replace("$(POD_IP)", "10.1.2.3");
+            arg.replace("$(POD_NAME)", "pod-0")
+        })
         .collect();
     let out = Command::new(env!("CARGO_BIN_EXE_shoal"))
         .args(&args)
@@ -190,7 +193,7 @@ fn assert_parses(container: &Value) {
 #[test]
 fn the_kubernetes_backend_creates_owns_prunes_and_deletes_pods() {
     let (url, store) = stand_in();
-    let backend = backend(&url, "registry.example/shoal:1");
+    let backend = backend(&url, "registry.example/shoal:1", false);
     let spec = ClusterSpec::from_toml(
         "[groups.cpu]\nworkers = 2\nslots = 2\nmemory = \"1GiB\"\n\
          [groups.gpu]\nworkers = 1\nresources = \"gpu=1\"\n",
@@ -314,7 +317,7 @@ fn the_kubernetes_backend_creates_owns_prunes_and_deletes_pods() {
 #[test]
 fn a_scheduler_pod_that_fails_at_start_leaves_nothing_behind() {
     let (url, store) = stand_in();
-    let backend = backend(&url, "missing:image");
+    let backend = backend(&url, "missing:image", false);
     let spec = ClusterSpec::from_toml("[groups.cpu]\n", "cluster.toml").unwrap();
     let error = backend.start("bob-1", "t", &spec, &|_| {}).unwrap_err();
     assert_eq!(
@@ -331,7 +334,7 @@ fn an_unreachable_api_server_is_a_one_line_error() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("https://{}", closed.local_addr().unwrap());
     drop(closed);
-    let backend = backend(&url, "shoal:dev");
+    let backend = backend(&url, "shoal:dev", false);
     let spec = ClusterSpec::from_toml("[groups.cpu]\n", "cluster.toml").unwrap();
     let error = backend.start("eve-1", "t", &spec, &|_| {}).unwrap_err();
     assert!(
@@ -339,4 +342,75 @@ fn an_unreachable_api_server_is_a_one_line_error() {
         "{error}"
     );
     assert!(!error.contains('\n'), "{error}");
+}
+
+/// With `cluster_tls`, a cluster's authority and certificate travel in its Secret,
+/// mounted for every container; workers get DNS names under a headless Service, which
+/// the certificate names with a wildcard, and the owner is handed the authority.
+#[test]
+fn a_tls_cluster_gets_its_certificates_through_its_secret() {
+    let (url, store) = stand_in();
+    let backend = backend(&url, "shoal:dev", true);
+    let spec = ClusterSpec::from_toml("[groups.cpu]\nworkers = 2\n", "cluster.toml").unwrap();
+    let started = backend.start("tls-1", "t", &spec, &|_| {}).unwrap();
+    assert_eq!(
+        started.scheduler,
+        "https://shoal-tls-1-scheduler.shoal-test.svc:7070"
+    );
+    let ca = started.tls_ca.clone().unwrap();
+    let secret = object(&store, "secrets", "shoal-tls-1-token");
+    assert_eq!(secret["stringData"]["ca.pem"], ca.as_str());
+    let cert = secret["stringData"]["cert.pem"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let cert_file = dir.path().join("cert.pem");
+    std::fs::write(&cert_file, &cert).unwrap();
+    let names = Command::new("openssl")
+        .args(["x509", "-noout", "-ext", "subjectAltName", "-in"])
+        .arg(&cert_file)
+        .output()
+        .unwrap();
+    let names = String::from_utf8_lossy(&names.stdout).to_string();
+    for name in [
+        "DNS:shoal-tls-1-scheduler,",
+        "DNS:shoal-tls-1-scheduler.shoal-test.svc,",
+        "DNS:*.shoal-tls-1-workers.shoal-test.svc",
+    ] {
+        assert!(names.contains(name), "{name} in {names}");
+    }
+    let workers = object(&store, "services", "shoal-tls-1-workers");
+    assert_eq!(workers["spec"]["clusterIP"], "None");
+
+    let pod = object(&store, "pods", "shoal-tls-1-cpu-1");
+    assert_eq!(pod["spec"]["subdomain"], "shoal-tls-1-workers");
+    assert_eq!(
+        pod["spec"]["volumes"][0]["secret"]["secretName"],
+        "shoal-tls-1-token"
+    );
+    let container = &pod["spec"]["containers"][0];
+    assert_eq!(container["volumeMounts"][0]["mountPath"], "/etc/shoal/tls");
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    for pair in [
+        ["--scheduler", "https://shoal-tls-1-scheduler:7070"],
+        [
+            "--advertise",
+            "$(POD_NAME).shoal-tls-1-workers.shoal-test.svc:7071",
+        ],
+        ["--tls-ca", "/etc/shoal/tls/ca.pem"],
+        ["--tls-cert", "/etc/shoal/tls/cert.pem"],
+    ] {
+        assert!(args.windows(2).any(|w| w == pair), "{pair:?} in {args:?}");
+    }
+    assert_parses(container);
+    let scheduler = object(&store, "pods", "shoal-tls-1-scheduler");
+    assert_parses(&scheduler["spec"]["containers"][0]);
+    backend.stop(&started.ids);
+    assert!(self::names(&store).is_empty(), "{:?}", self::names(&store));
 }
