@@ -61,6 +61,12 @@ pub trait Backend: Send + Sync {
 
     /// Forgets the workers of `ids` that have ended (retired or killed).
     fn prune(&self, ids: &mut Value);
+
+    /// How long started workers may take to join (queued jobs and image pulls take
+    /// longer than processes).
+    fn join_timeout(&self) -> Duration {
+        Duration::from_secs(60)
+    }
 }
 
 /// Processes on the gateway's own host, each in its own process group so that they

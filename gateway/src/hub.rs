@@ -39,6 +39,9 @@ pub enum HubError {
 #[derive(Deserialize)]
 struct HubUser {
     name: String,
+    /// `user`, or `service` for a hub service's token (not a person: refused).
+    #[serde(default)]
+    kind: Option<String>,
 }
 
 impl Hub {
@@ -76,7 +79,8 @@ impl Hub {
                 let user: HubUser = reply.json().await.map_err(|e| {
                     HubError::Unreachable(format!("JupyterHub at {url} sent no user: {e}"))
                 })?;
-                Some(user.name)
+                // A service's token is not a user's.
+                (user.kind.as_deref().unwrap_or("user") == "user").then_some(user.name)
             }
             401 | 403 | 404 => None,
             other => {

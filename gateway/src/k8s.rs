@@ -72,6 +72,8 @@ impl Target {
             "metadata": {"name": self.workers_service_name(), "labels": self.labels("worker", None)},
             "spec": {
                 "clusterIP": "None",
+                // Workers have no readiness probe; their names resolve as soon as they run.
+                "publishNotReadyAddresses": true,
                 "selector": self.labels("worker", None),
                 "ports": [{"name": "outputs", "port": WORKER_PORT, "targetPort": "outputs"}],
             },
@@ -199,6 +201,8 @@ impl Target {
             "restartPolicy": restart,
             "terminationGracePeriodSeconds": DRAIN_SECONDS,
             "securityContext": {"runAsNonRoot": true, "runAsUser": 10001, "runAsGroup": 10001},
+            // Users' queries run here: no Kubernetes API credentials for them to read.
+            "automountServiceAccountToken": false,
             "containers": [self.worker_container(group, shape)],
         });
         if let Some(namespace) = &self.tls {
@@ -225,6 +229,8 @@ impl Target {
         let pod = json!({
             "restartPolicy": restart,
             "securityContext": {"runAsNonRoot": true, "runAsUser": 10001, "runAsGroup": 10001},
+            // Users' queries run here: no Kubernetes API credentials for them to read.
+            "automountServiceAccountToken": false,
             "containers": [self.scheduler_container()],
         });
         self.with_tls(pod, false)

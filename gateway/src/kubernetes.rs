@@ -100,7 +100,14 @@ impl KubernetesBackend {
                     let uri = url
                         .parse()
                         .map_err(|e| format!("kubernetes.api: not a URL: {e}"))?;
-                    Config::new(uri)
+                    // The service account's or kubeconfig's credentials, at this address.
+                    match Config::infer().await {
+                        Ok(mut inferred) => {
+                            inferred.cluster_url = uri;
+                            inferred
+                        }
+                        Err(_) => Config::new(uri),
+                    }
                 }
                 None => Config::infer()
                     .await
@@ -331,10 +338,20 @@ impl Backend for KubernetesBackend {
             for _ in 0..count {
                 let index = ids["next"].as_u64().unwrap_or(0);
                 let pod = format!("{}-{group}-{index}", target.cluster);
+                if pod.len() > 63 {
+                    // Pod names are DNS labels (and a TLS worker's host name).
+                    return Err(format!(
+                        "pod name {pod} is longer than Kubernetes allows (63): use a shorter user or group name"
+                    ));
+                }
                 let labels = target.labels("worker", Some(group));
                 let metadata = self.metadata(pod.clone(), labels, Some(&owner));
-                self.create_pod(metadata, target.worker_pod_spec(group, shape, "Never"))
-                    .await?;
+                let mut spec = target.worker_pod_spec(group, shape, "Never");
+                if target.tls.is_some() {
+                    // With the subdomain, the pod's name under the workers' Service.
+                    spec["hostname"] = json!(pod);
+                }
+                self.create_pod(metadata, spec).await?;
                 ids["next"] = json!(index + 1);
                 if let Some(workers) = ids["workers"].as_array_mut() {
                     workers.push(json!(pod));
@@ -382,6 +399,10 @@ impl Backend for KubernetesBackend {
                 None
             }
         }
+    }
+
+    fn join_timeout(&self) -> Duration {
+        self.start_timeout
     }
 
     fn prune(&self, ids: &mut Value) {

@@ -151,10 +151,19 @@ impl Gateway {
         let unknown = || Refusal::Unauthorized("unknown token".into());
         match &self.hub {
             None => Err(unknown()),
-            Some(hub) => hub.user_of(token).await.map_err(|e| match e {
-                HubError::Unknown => unknown(),
-                HubError::Unreachable(why) => Refusal::Failed(why),
-            }),
+            Some(hub) => {
+                let user = hub.user_of(token).await.map_err(|e| match e {
+                    HubError::Unknown => unknown(),
+                    HubError::Unreachable(why) => Refusal::Failed(why),
+                })?;
+                // The gateway's own users are not the hub's to claim.
+                if self.config.users.contains_key(&user) {
+                    return Err(Refusal::Unauthorized(format!(
+                        "hub user {user} has the name of one of the gateway's users; only that user's own token is accepted"
+                    )));
+                }
+                Ok(user)
+            }
         }
     }
 
@@ -290,7 +299,7 @@ impl Gateway {
     /// Waits until every group of `spec` has its workers registered with the scheduler.
     fn wait_for_workers(&self, row: &ClusterRow, spec: &ClusterSpec) -> Outcome<()> {
         let client = self.client(row)?;
-        let deadline = Instant::now() + WORKERS_JOIN_TIMEOUT;
+        let deadline = Instant::now() + self.backend.join_timeout();
         loop {
             let status = block_on(client.status()).map_err(|e| Refusal::Failed(e.to_string()))?;
             let alive = alive_per_group(&status);
@@ -306,7 +315,7 @@ impl Gateway {
                 return Err(Refusal::Failed(format!(
                     "{joined} of {} workers of group {name} joined within {} s",
                     group.workers,
-                    WORKERS_JOIN_TIMEOUT.as_secs()
+                    self.backend.join_timeout().as_secs()
                 )));
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -553,9 +562,6 @@ fn alive_per_group(status: &shoal_exec::ClusterStatus) -> HashMap<String, usize>
     }
     alive
 }
-
-/// How long a cluster's workers may take to register.
-const WORKERS_JOIN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Runs a client future from blocking code (the client has its own runtime).
 fn block_on<T>(future: futures::future::BoxFuture<'_, T>) -> T {

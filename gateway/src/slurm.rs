@@ -42,6 +42,9 @@ const LIVE_STATES: [&str; 11] = [
     "RESV_DEL_HOLD",
 ];
 
+/// The first line of every script: without the cluster token, nothing starts.
+const TOKEN_CHECK: &str = ": \"${SHOAL_TOKEN:?the cluster token did not reach the job}\"\n";
+
 /// How long `stop` waits for cancelled jobs to leave the queue.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -103,6 +106,8 @@ impl SlurmBackend {
     /// another), keeping their scripts and logs under `dir`; with `tls`, each cluster gets
     /// its own certificate authority (the configuration's `host` must be set).
     pub fn new(shoal: PathBuf, dir: PathBuf, config: &SlurmConfig, tls: bool) -> Self {
+        // Slurm reads paths from the job's directory: give it whole ones.
+        let dir = std::path::absolute(&dir).unwrap_or(dir);
         Self {
             tls,
             shoal: config.shoal.clone().unwrap_or(shoal),
@@ -144,9 +149,13 @@ impl SlurmBackend {
         let mut args = vec![
             "--parsable".to_string(),
             format!("--chdir={}", dir.display()),
+            // A lost node must not start the job again elsewhere, behind the gateway's back.
+            "--no-requeue".to_string(),
         ];
         args.extend(options.iter().cloned());
         args.extend(self.sbatch_args.iter().cloned());
+        // The token reaches the job through its environment, whatever the site's default.
+        args.push("--export=ALL".to_string());
         args.push(path.display().to_string());
         let out = slurm("sbatch", &args, &[("SHOAL_TOKEN", token)])?;
         // `--parsable` prints `ID` or `ID;CLUSTER`.
@@ -168,7 +177,14 @@ impl SlurmBackend {
             }
             if asked.elapsed() > Duration::from_millis(500) {
                 asked = Instant::now();
-                let states = job_states()?;
+                // Slurm busy for a moment is not the job's end: ask again until the deadline.
+                let states = match job_states() {
+                    Ok(states) => states,
+                    Err(e) => {
+                        tracing::warn!("{e}");
+                        continue;
+                    }
+                };
                 if !live(states.get(job)) {
                     let ended = states.get(job).map_or("gone", String::as_str);
                     let last = last_line(log);
@@ -220,7 +236,7 @@ impl SlurmBackend {
             ClusterTls::generate(&dir, name, &hosts)?;
         }
         let script = format!(
-            "#!/bin/sh\n# shoal gateway: the scheduler of cluster {name}\nexec {} scheduler \
+            "#!/bin/sh\n# shoal gateway: the scheduler of cluster {name}\n{TOKEN_CHECK}exec {} scheduler \
              --bind {bind} --dashboard-bind {bind} --dashboard-auth token{tls}\n",
             quote(&self.shoal.display().to_string()),
             bind = self.bind(),
@@ -230,6 +246,8 @@ impl SlurmBackend {
             format!("--job-name=shoal-{name}-scheduler"),
             "--ntasks=1".into(),
             "--cpus-per-task=1".into(),
+            // Without it, a site where memory is consumable gives it the whole node's.
+            "--mem=1G".into(),
             format!("--output={}", dir.join("scheduler.out").display()),
             format!("--error={}", dir.join("scheduler.log").display()),
         ];
@@ -320,7 +338,8 @@ impl Backend for SlurmBackend {
         };
         let script = format!(
             "#!/bin/sh\n# shoal gateway: workers of group {group} of cluster {name}, one per \
-             task\nexec srun {step}\n"
+             task\n{TOKEN_CHECK}exec srun --cpus-per-task={} {step}\n",
+            shape.slots
         );
         let dir = self.cluster_dir(name)?;
         let mut options = vec![
@@ -378,7 +397,8 @@ impl Backend for SlurmBackend {
         let job = ids["scheduler"].as_str()?;
         match job_states() {
             Ok(states) => match states.get(job) {
-                state if live(state) => None,
+                // Ending: its final state (CANCELLED, FAILED, …) shows at the next check.
+                state if live(state) || state.is_some_and(|s| s == "COMPLETING") => None,
                 Some(state) => Some(format!("the scheduler's Slurm job {job} is {state}")),
                 None => Some(format!(
                     "the scheduler's Slurm job {job} is no longer known to Slurm"
@@ -390,6 +410,10 @@ impl Backend for SlurmBackend {
                 None
             }
         }
+    }
+
+    fn join_timeout(&self) -> Duration {
+        self.start_timeout
     }
 
     fn prune(&self, ids: &mut Value) {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
@@ -79,8 +80,16 @@ pub struct Certificates {
 }
 
 impl Certificates {
-    /// A new authority for cluster `name`, and a certificate it signs for `hosts`.
+    /// A new authority for cluster `name`, and a certificate it signs for `hosts` and
+    /// the loopback names (the scheduler's own dashboard connects to it there). The
+    /// certificate file holds the chain: the certificate, then the authority's.
     pub fn new(name: &str, hosts: &[String]) -> Result<Self, String> {
+        let mut hosts = hosts.to_vec();
+        for own in ["localhost", "127.0.0.1"] {
+            if !hosts.iter().any(|h| h == own) {
+                hosts.push(own.to_string());
+            }
+        }
         use rcgen::{
             BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
             KeyPair,
@@ -96,7 +105,7 @@ impl Certificates {
         let ca_cert = ca.self_signed(&ca_key).map_err(fail)?;
         let issuer = Issuer::new(ca, ca_key);
         let key = KeyPair::generate().map_err(fail)?;
-        let mut leaf = CertificateParams::new(hosts.to_vec()).map_err(fail)?;
+        let mut leaf = CertificateParams::new(hosts).map_err(fail)?;
         leaf.distinguished_name
             .push(DnType::CommonName, format!("shoal cluster {name}"));
         leaf.extended_key_usages = vec![
@@ -106,7 +115,7 @@ impl Certificates {
         let cert = leaf.signed_by(&key, &issuer).map_err(fail)?;
         Ok(Self {
             ca: ca_cert.pem(),
-            cert: cert.pem(),
+            cert: format!("{}{}", cert.pem(), ca_cert.pem()),
             key: key.serialize_pem(),
         })
     }
@@ -146,11 +155,13 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
     Ok(Arc::new(config))
 }
 
-/// A TCP listener whose connections are accepted over TLS; a client that does not
-/// finish its handshake within ten seconds, or fails it, is dropped.
+/// A TCP listener whose connections are accepted over TLS. Handshakes run side by side
+/// (a client that connects and sends nothing holds up no one); one not finished within
+/// ten seconds, or failed, is dropped.
 pub struct TlsListener {
     tcp: TcpListener,
     acceptor: TlsAcceptor,
+    handshakes: JoinSet<Option<(TlsStream<TcpStream>, SocketAddr)>>,
 }
 
 impl TlsListener {
@@ -159,6 +170,7 @@ impl TlsListener {
         Self {
             tcp,
             acceptor: TlsAcceptor::from(config),
+            handshakes: JoinSet::new(),
         }
     }
 }
@@ -169,20 +181,35 @@ impl axum::serve::Listener for TlsListener {
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
-            let (tcp, address) = match self.tcp.accept().await {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of descriptors, say: wait rather than spin.
-                    tracing::warn!("accepting a connection: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
+            tokio::select! {
+                accepted = self.tcp.accept() => match accepted {
+                    Ok((tcp, address)) => {
+                        let handshake = self.acceptor.accept(tcp);
+                        self.handshakes.spawn(async move {
+                            match tokio::time::timeout(Duration::from_secs(10), handshake).await {
+                                Ok(Ok(tls)) => Some((tls, address)),
+                                Ok(Err(e)) => {
+                                    tracing::debug!("TLS handshake with {address}: {e}");
+                                    None
+                                }
+                                Err(_) => {
+                                    tracing::debug!("TLS handshake with {address} timed out");
+                                    None
+                                }
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        // Out of descriptors, say: wait rather than spin.
+                        tracing::warn!("accepting a connection: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                Some(done) = self.handshakes.join_next(), if !self.handshakes.is_empty() => {
+                    if let Ok(Some(connection)) = done {
+                        return connection;
+                    }
                 }
-            };
-            let handshake = self.acceptor.accept(tcp);
-            match tokio::time::timeout(Duration::from_secs(10), handshake).await {
-                Ok(Ok(tls)) => return (tls, address),
-                Ok(Err(e)) => tracing::debug!("TLS handshake with {address}: {e}"),
-                Err(_) => tracing::debug!("TLS handshake with {address} timed out"),
             }
         }
     }

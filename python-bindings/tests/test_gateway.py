@@ -172,5 +172,9 @@ token = "{ALICE}"
             assert s.sql("select 41 + 1 as x").to_pandas()["x"][0] == 42
         assert cluster.stop().state == "stopped"
     finally:
+        # Whatever the test left running stops with the gateway's help first.
+        for left in shoal.Gateway(url, token=ALICE, ca=str(ca)).list():
+            if left.state == "running":
+                left.stop()
         process.terminate()
         process.wait(timeout=30)

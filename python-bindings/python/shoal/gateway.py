@@ -56,11 +56,13 @@ class GatewayCluster:
         if self.state != "running":
             raise InputError(f"cluster {self.name} is {self.state}: {self.reason}")
         if self.tls_ca and "tls_ca" not in options:
-            # The session reads the authority from a file: one private to this user.
-            fd, path = tempfile.mkstemp(prefix=f"shoal-{self.name}-", suffix="-ca.pem")
-            with os.fdopen(fd, "w") as f:
-                f.write(self.tls_ca)
-            options["tls_ca"] = path
+            # The session reads the authority from a file: one per cluster, in a
+            # directory private to this user, written again on each call.
+            folder = Path(tempfile.gettempdir()) / f"shoal-{os.getuid()}"
+            folder.mkdir(mode=0o700, exist_ok=True)
+            path = folder / f"{self.name}-ca.pem"
+            path.write_text(self.tls_ca)
+            options["tls_ca"] = str(path)
         return Session(self.scheduler, token=self.token, **options)
 
     def scale(self, group: str, workers: int) -> GatewayCluster:

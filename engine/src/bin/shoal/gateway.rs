@@ -199,7 +199,11 @@ async fn serve(args: ServeArgs) -> shoal::Result<()> {
         None => None,
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let gateway = Gateway::new(config, db, backend).map_err(|e| input(e.message().to_string()))?;
+    // Cleaning up clusters left starting calls the backend, which blocks.
+    let gateway = tokio::task::spawn_blocking(move || Gateway::new(config, db, backend))
+        .await
+        .map_err(|e| input(format!("the gateway failed to start: {e}")))?
+        .map_err(|e| input(e.message().to_string()))?;
     println!("shoal gateway listening on {scheme}://{address}");
     let _ = std::io::stdout().flush();
     tokio::select! {

@@ -509,6 +509,8 @@ fn stand_in_hub(asked: Arc<AtomicUsize>) -> String {
                 let user = match token.as_str() {
                     CAROL_HUB => json!({"kind": "user", "name": "Carol.C", "admin": false}),
                     DAVE_HUB => json!({"kind": "user", "name": "dave", "admin": false}),
+                    ALICE_HUB => json!({"kind": "user", "name": "alice", "admin": false}),
+                    SERVICE_HUB => json!({"kind": "service", "name": "dashboards"}),
                     _ => return (axum::http::StatusCode::FORBIDDEN, axum::Json(json!({}))),
                 };
                 (axum::http::StatusCode::OK, axum::Json(user))
@@ -520,6 +522,8 @@ fn stand_in_hub(asked: Arc<AtomicUsize>) -> String {
 
 const CAROL_HUB: &str = "carol-hub-api-token-1";
 const DAVE_HUB: &str = "dave-hub-api-token-22";
+const ALICE_HUB: &str = "a-hub-user-named-alice";
+const SERVICE_HUB: &str = "a-hub-service-token-1";
 
 /// With `[jupyterhub]`, a hub user's API token is their gateway token: clusters are
 /// theirs alone, names the hub allows but cluster names do not are mapped, the hub is
@@ -556,8 +560,20 @@ fn jupyterhub_users_reach_the_gateway_with_their_hub_tokens() {
     let unknown = gateway.call("not-a-hub-token-at-all", "GET", "/api/v1/clusters", None);
     assert_eq!(unknown.status, 401);
     assert_eq!(unknown.json()["error"], "unknown token");
-    // Three hub tokens, each asked about once; Alice's is the file's.
-    assert_eq!(asked.load(Ordering::SeqCst), 3);
+    // A hub user cannot claim the name of one of the file's users, nor a hub service
+    // pass for a user.
+    let claimed = gateway.call(ALICE_HUB, "GET", "/api/v1/clusters", None);
+    assert_eq!(claimed.status, 401, "{}", claimed.body);
+    assert!(
+        claimed.json()["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("hub user alice has the name")
+    );
+    let service = gateway.call(SERVICE_HUB, "GET", "/api/v1/clusters", None);
+    assert_eq!(service.status, 401);
+    // Five hub tokens, each asked about once; Alice's own is the file's.
+    assert_eq!(asked.load(Ordering::SeqCst), 5);
     let stopped = gateway.call(CAROL_HUB, "DELETE", &path, None);
     assert_eq!(stopped.json()["state"], "stopped");
 

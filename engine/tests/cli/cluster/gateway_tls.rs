@@ -100,6 +100,10 @@ async fn the_api_and_each_clusters_traffic_speak_tls() {
     assert!(error.contains("certificate"), "{error}");
     assert_eq!(error.trim().lines().count(), 1, "{error}");
 
+    // A client that connects and never says hello holds up no one.
+    let _silent = std::net::TcpStream::connect(host).unwrap();
+    assert!(gateway_cli(&url, Some(&api_ca), &["list"]).status.success());
+
     let spec = dir.path().join("cluster.toml");
     std::fs::write(&spec, "[groups.cpu]\nworkers = 2\nmemory = \"512MiB\"\n").unwrap();
     let out = gateway_cli(
@@ -122,6 +126,11 @@ async fn the_api_and_each_clusters_traffic_speak_tls() {
         "{cluster}"
     );
     assert_ne!(cluster_ca, std::fs::read_to_string(&api_ca).unwrap());
+    // The scheduler's own dashboard reaches it over TLS: it answers ready.
+    let board = cluster["dashboard"].as_str().unwrap();
+    let board_host = board.trim_start_matches("http://").trim_end_matches('/');
+    let ready = super::http::send(board_host, "GET", "/readyz", &[], "");
+    assert_eq!((ready.status, ready.body.trim()), (200, "ready"));
     // The key stays the gateway's own.
     let key_file = dir.path().join("clusters").join(&name).join("tls/key.pem");
     let mode = std::os::unix::fs::PermissionsExt::mode(

@@ -70,7 +70,7 @@ impl Drop for CancelJobs {
     }
 }
 
-fn config(dir: &Path, user: &str, token: &str) -> PathBuf {
+fn config(dir: &Path, user: &str, token: &str, cluster_tls: bool) -> PathBuf {
     let path = dir.join("gateway.toml");
     let text = format!(
         r#"
@@ -79,6 +79,7 @@ bind = "127.0.0.1:0"
 data_dir = "{}"
 backend = "slurm"
 check_interval = "0.2s"
+cluster_tls = {cluster_tls}
 
 [users.{user}]
 token = "{token}"
@@ -117,7 +118,7 @@ async fn the_slurm_backend_runs_scales_and_idles_out_a_two_group_cluster() {
     let user = unique("ada");
     let _cancel = CancelJobs(format!("shoal-{user}-"));
     let dir = tempfile::tempdir().unwrap();
-    let gateway = Gateway::start(&config(dir.path(), &user, ADA));
+    let gateway = Gateway::start(&config(dir.path(), &user, ADA, false));
     let spec = json!({"spec": {
         "cluster": {"idle_timeout": "15s"},
         "groups": {
@@ -188,8 +189,9 @@ async fn the_slurm_backend_runs_scales_and_idles_out_a_two_group_cluster() {
     assert!(jobs(&format!("shoal-{prefix}")).is_empty());
 }
 
-/// Cancelling the scheduler's job from outside (`scancel`) makes the cluster `failed`,
-/// saying so, and its workers' jobs are cancelled too.
+/// A cluster with TLS (its own authority, which the owner is handed) starts as Slurm
+/// jobs; cancelling the scheduler's job from outside (`scancel`) makes the cluster
+/// `failed`, saying so, and its workers' jobs are cancelled too.
 #[test]
 fn a_scheduler_job_cancelled_from_outside_shows_as_the_clusters_state() {
     if !slurm_is_up() {
@@ -198,11 +200,26 @@ fn a_scheduler_job_cancelled_from_outside_shows_as_the_clusters_state() {
     let user = unique("bea");
     let _cancel = CancelJobs(format!("shoal-{user}-"));
     let dir = tempfile::tempdir().unwrap();
-    let gateway = Gateway::start(&config(dir.path(), &user, BEA));
+    let gateway = Gateway::start(&config(dir.path(), &user, BEA, true));
     let spec = json!({"spec": {"groups": {"cpu": {"workers": 1, "slots": 1}}}});
     let created = gateway.call(BEA, "POST", "/api/v1/clusters", Some(spec));
     assert_eq!(created.status, 201, "{}", created.body);
-    let name = created.json()["name"].as_str().unwrap().to_string();
+    let cluster = created.json();
+    let name = cluster["name"].as_str().unwrap().to_string();
+    // The gateway saw the worker join over TLS, with the cluster's own authority.
+    assert_eq!(cluster["groups"]["cpu"]["alive"], 1);
+    assert!(
+        cluster["scheduler"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://127.0.0.1:")
+    );
+    assert!(
+        cluster["tls_ca"]
+            .as_str()
+            .unwrap()
+            .starts_with("-----BEGIN CERTIFICATE-----")
+    );
     let (job, _) = queued(&format!("shoal-{name}-scheduler"))
         .pop()
         .expect("the scheduler's job");
