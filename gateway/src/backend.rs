@@ -150,6 +150,66 @@ impl LocalBackend {
     }
 }
 
+/// The ids of `ids` as strings: the scheduler's, then each worker's as `worker` reads
+/// it from its entry.
+pub(crate) fn scheduler_then_workers(
+    ids: &Value,
+    worker: impl Fn(&Value) -> &Value,
+) -> Vec<String> {
+    let workers = ids["workers"].as_array().cloned().unwrap_or_default();
+    [&ids["scheduler"]]
+        .into_iter()
+        .chain(workers.iter().map(worker))
+        .filter_map(|id| id.as_str().map(str::to_string))
+        .collect()
+}
+
+/// A cluster's scheduler, once it answers.
+pub(crate) struct Ready {
+    /// Its URL, as the cluster's users reach it.
+    pub scheduler: String,
+    /// Its dashboard's URL.
+    pub dashboard: String,
+    /// The cluster's authority, when it speaks TLS.
+    pub tls_ca: Option<String>,
+    /// Its URL as the cluster's workers reach it.
+    pub workers_url: String,
+}
+
+/// What a backend's `start` does once the scheduler answered (or failed to): starts
+/// every group's workers, recording `ids` after each group. On any error, the
+/// scheduler's included, everything in `ids` is stopped.
+pub(crate) fn start_groups(
+    backend: &dyn Backend,
+    (name, token, spec): (&str, &str, &ClusterSpec),
+    record: &dyn Fn(&Value),
+    mut ids: Value,
+    ready: Result<Ready, String>,
+) -> Result<Started, String> {
+    let added = ready.and_then(|ready| {
+        for (group, shape) in &spec.groups {
+            let count = shape.workers;
+            let url = &ready.workers_url;
+            let added = backend.add_workers(name, token, url, (group, shape), count, &mut ids);
+            record(&ids);
+            added?;
+        }
+        Ok(ready)
+    });
+    match added {
+        Ok(ready) => Ok(Started {
+            scheduler: ready.scheduler,
+            dashboard: ready.dashboard,
+            ids,
+            tls_ca: ready.tls_ca,
+        }),
+        Err(e) => {
+            backend.stop(&ids);
+            Err(e)
+        }
+    }
+}
+
 /// The scheduler's URL and its dashboard's, once the scheduler writing `out` printed them.
 pub(crate) fn scheduler_urls(out: &Path) -> Option<(String, String)> {
     let text = std::fs::read_to_string(out).unwrap_or_default();
@@ -248,33 +308,19 @@ impl Backend for LocalBackend {
                 .stdout(out)
                 .stderr(log),
         )?;
-        let mut ids = json!({"scheduler": scheduler, "workers": []});
+        let ids = json!({"scheduler": scheduler, "workers": []});
         record(&ids);
-        let started = self
-            .read_urls(&scheduler, &out_path, &log_path)
-            .and_then(|(url, board)| {
-                for (group, shape) in &spec.groups {
-                    let count = shape.workers;
-                    let added =
-                        self.add_workers(name, token, &url, (group, shape), count, &mut ids);
-                    record(&ids);
-                    added?;
-                }
-                Ok((url, board))
-            });
-        let tls_ca = tls.as_ref().map(ClusterTls::ca_pem).transpose();
-        match started.and_then(|urls| Ok((urls, tls_ca?))) {
-            Ok(((scheduler, dashboard), tls_ca)) => Ok(Started {
-                scheduler,
-                dashboard,
-                ids,
-                tls_ca,
-            }),
-            Err(e) => {
-                self.stop(&ids);
-                Err(e)
-            }
-        }
+        let ready =
+            self.read_urls(&scheduler, &out_path, &log_path)
+                .and_then(|(url, dashboard)| {
+                    Ok(Ready {
+                        workers_url: url.clone(),
+                        scheduler: url,
+                        dashboard,
+                        tls_ca: tls.as_ref().map(ClusterTls::ca_pem).transpose()?,
+                    })
+                });
+        start_groups(self, (name, token, spec), record, ids, ready)
     }
 
     fn add_workers(

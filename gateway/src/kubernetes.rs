@@ -11,7 +11,7 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{Client, Config};
 use serde_json::{Value, json};
 
-use crate::backend::{Backend, Started};
+use crate::backend::{Backend, Ready, Started, scheduler_then_workers, start_groups};
 use crate::config::KubernetesConfig;
 use crate::k8s::{DASHBOARD_PORT, SCHEDULER_PORT, Target};
 use crate::spec::{ClusterSpec, GroupSpec};
@@ -53,17 +53,7 @@ fn typed<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, String> {
 
 /// The pods of `ids`: the scheduler's name, then the workers'.
 fn pod_names(ids: &Value) -> Vec<String> {
-    let workers = ids["workers"].as_array().cloned().unwrap_or_default();
-    ids["scheduler"]
-        .as_str()
-        .into_iter()
-        .map(str::to_string)
-        .chain(
-            workers
-                .iter()
-                .filter_map(|w| w.as_str().map(str::to_string)),
-        )
-        .collect()
+    scheduler_then_workers(ids, |w| w)
 }
 
 /// A pod's phase, and whether it is being deleted.
@@ -138,12 +128,15 @@ impl KubernetesBackend {
             .block_on(future)
     }
 
-    fn target(&self, name: &str) -> Target {
+    /// Cluster `name`'s objects; with TLS as recorded in its `ids` when they say (a
+    /// cluster keeps what it started with when the configuration changes).
+    fn target(&self, name: &str, ids: Option<&Value>) -> Target {
+        let tls = ids.and_then(|ids| ids["tls"].as_bool()).unwrap_or(self.tls);
         Target {
             cluster: format!("shoal-{name}"),
             image: self.image.clone(),
             secret: format!("shoal-{name}-token"),
-            tls: self.tls.then(|| self.namespace.clone()),
+            tls: tls.then(|| self.namespace.clone()),
         }
     }
 
@@ -280,47 +273,35 @@ impl Backend for KubernetesBackend {
         spec: &ClusterSpec,
         record: &dyn Fn(&Value),
     ) -> Result<Started, String> {
-        let target = self.target(name);
+        let target = self.target(name, None);
         let mut ids = json!({
             "namespace": self.namespace,
             "cluster": target.cluster,
             "scheduler": target.scheduler(),
             "workers": [],
             "next": 0,
+            "tls": self.tls,
         });
         record(&ids);
-        let started = self.block_on(async {
+        let ready = self.block_on(async {
             let (owner, ca) = self.start_scheduler(&target, token).await?;
             ids["owner"] = owner;
             record(&ids);
             self.wait_until_ready(&target.scheduler()).await?;
             Ok(ca)
         });
-        let started = started.and_then(|ca| {
-            let url = target.scheduler_url();
-            for (group, shape) in &spec.groups {
-                let count = shape.workers;
-                let added = self.add_workers(name, token, &url, (group, shape), count, &mut ids);
-                record(&ids);
-                added?;
-            }
-            Ok(ca)
-        });
-        let tls_ca = match started {
-            Ok(ca) => ca,
-            Err(e) => {
-                self.stop(&ids);
-                return Err(e);
-            }
-        };
         let host = format!("{}.{}.svc", target.scheduler(), self.namespace);
-        let scheme = if tls_ca.is_some() { "https" } else { "http" };
-        Ok(Started {
-            scheduler: format!("{scheme}://{host}:{SCHEDULER_PORT}"),
+        let ready = ready.map(|tls_ca| Ready {
+            scheduler: match tls_ca {
+                Some(_) => format!("https://{host}:{SCHEDULER_PORT}"),
+                None => format!("http://{host}:{SCHEDULER_PORT}"),
+            },
             dashboard: format!("http://{host}:{DASHBOARD_PORT}/"),
-            ids,
             tls_ca,
-        })
+            // Workers reach the scheduler by its Service's short name.
+            workers_url: target.scheduler_url(),
+        });
+        start_groups(self, (name, token, spec), record, ids, ready)
     }
 
     fn add_workers(
@@ -332,7 +313,7 @@ impl Backend for KubernetesBackend {
         count: usize,
         ids: &mut Value,
     ) -> Result<(), String> {
-        let target = self.target(name);
+        let target = self.target(name, Some(ids));
         let owner = ids["owner"].clone();
         self.block_on(async {
             for _ in 0..count {

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::backend::{Backend, Started, last_line, scheduler_urls};
+use crate::backend::{
+    Backend, Ready, Started, last_line, scheduler_then_workers, scheduler_urls, start_groups,
+};
 use crate::config::SlurmConfig;
 use crate::spec::{ClusterSpec, GroupSpec};
 use crate::tls::ClusterTls;
@@ -88,17 +90,7 @@ fn live(state: Option<&String>) -> bool {
 
 /// Every job id in `ids`: the scheduler's, then the workers'.
 fn job_ids(ids: &Value) -> Vec<String> {
-    let workers = ids["workers"].as_array().cloned().unwrap_or_default();
-    ids["scheduler"]
-        .as_str()
-        .into_iter()
-        .map(str::to_string)
-        .chain(
-            workers
-                .iter()
-                .filter_map(|w| w["job"].as_str().map(str::to_string)),
-        )
-        .collect()
+    scheduler_then_workers(ids, |w| &w["job"])
 }
 
 impl SlurmBackend {
@@ -264,36 +256,25 @@ impl Backend for SlurmBackend {
         record: &dyn Fn(&Value),
     ) -> Result<Started, String> {
         let job = self.start_scheduler(name, token)?;
-        let mut ids = json!({"scheduler": job, "workers": []});
+        let ids = json!({"scheduler": job, "workers": []});
         record(&ids);
         let dir = self.dir.join(name);
         let (out, log) = (dir.join("scheduler.out"), dir.join("scheduler.log"));
-        let started = self.read_urls(&job, &out, &log).and_then(|(url, board)| {
-            for (group, shape) in &spec.groups {
-                let count = shape.workers;
-                let added = self.add_workers(name, token, &url, (group, shape), count, &mut ids);
-                record(&ids);
-                added?;
-            }
-            Ok((url, board))
-        });
-        let tls = ClusterTls::in_dir(&dir);
-        let tls_ca = match self.tls {
-            true => tls.ca_pem().map(Some),
-            false => Ok(None),
-        };
-        match started.and_then(|urls| Ok((urls, tls_ca?))) {
-            Ok(((scheduler, dashboard), tls_ca)) => Ok(Started {
-                scheduler,
-                dashboard,
-                ids,
-                tls_ca,
-            }),
-            Err(e) => {
-                self.stop(&ids);
-                Err(e)
-            }
-        }
+        let ready = self
+            .read_urls(&job, &out, &log)
+            .and_then(|(url, dashboard)| {
+                let tls_ca = match self.tls {
+                    true => Some(ClusterTls::in_dir(&dir).ca_pem()?),
+                    false => None,
+                };
+                Ok(Ready {
+                    workers_url: url.clone(),
+                    scheduler: url,
+                    dashboard,
+                    tls_ca,
+                })
+            });
+        start_groups(self, (name, token, spec), record, ids, ready)
     }
 
     fn add_workers(

@@ -246,7 +246,7 @@ fn the_batch_script_runs_a_job_on_a_cluster_made_from_a_spec() {
     let spec = dir.path().join("cluster.toml");
     std::fs::write(
         &spec,
-        "[groups.cpu]\nworkers = 2\nslots = 1\n\n\
+        "[groups.cpu]\nworkers = 2\nslots = 1\nmemory = \"256MiB\"\n\n\
          [groups.gpu]\nworkers = 1\nslots = 1\nresources = \"gpu=1\"\n",
     )
     .unwrap();
