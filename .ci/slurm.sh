@@ -34,11 +34,19 @@ if [ ! -s /etc/munge/munge.key ]; then
   chown munge:munge /etc/munge/munge.key
   chmod 0400 /etc/munge/munge.key
 fi
+# No controller answers: start every daemon afresh (any left from before, say stopped
+# by a package upgrade half-way, would only get in the way).
+for daemon in slurmctld slurmd munged; do
+  pkill -x "$daemon" 2>/dev/null || true
+done
+for _ in $(seq 1 50); do
+  pgrep -x slurmctld >/dev/null || pgrep -x slurmd >/dev/null || pgrep -x munged >/dev/null ||
+    break
+  sleep 0.1
+done
 mkdir -p /run/munge /var/log/munge /var/lib/munge
 chown munge:munge /run/munge /var/log/munge /var/lib/munge
-if ! pgrep -x munged >/dev/null; then
-  runuser -u munge -- munged
-fi
+runuser -u munge -- munged
 
 # One node on 127.0.0.1 that claims 16 CPUs and 16 GiB (`config_overrides`), so that a
 # cluster's scheduler and several workers fit beside each other on a 2-core machine.
@@ -72,8 +80,8 @@ NodeName=$host NodeAddr=127.0.0.1 CPUs=16 RealMemory=16384 State=UNKNOWN
 PartitionName=shoal Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
 
-pgrep -x slurmctld >/dev/null || slurmctld
-pgrep -x slurmd >/dev/null || slurmd
+slurmctld
+slurmd
 
 for _ in $(seq 1 150); do
   if sinfo --noheader --format=%T 2>/dev/null | grep -Eq '^(idle|mixed|allocated)'; then
