@@ -318,11 +318,6 @@ impl GatewayConfig {
             }
         };
         let cluster_tls = raw.gateway.cluster_tls;
-        if cluster_tls && backend == "slurm" && raw.slurm.host.is_none() {
-            return Err(at(SpecError(
-                "gateway.cluster_tls: the slurm backend needs slurm.host, the address its certificates name".into(),
-            )));
-        }
         let mut slurm = raw.slurm;
         if let Some(text) = &slurm.start_timeout_text {
             let timeout = parse_duration(text)

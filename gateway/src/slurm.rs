@@ -196,6 +196,33 @@ impl SlurmBackend {
         }
     }
 
+    /// What a cluster's certificate names: the configured `host`, or else every node
+    /// Slurm has (names and addresses, since any may run a scheduler or a worker), with
+    /// the addresses they resolve to (the processes advertise what they bound).
+    fn tls_names(&self) -> Result<Vec<String>, String> {
+        let mut names: Vec<String> = match &self.host {
+            Some(host) => vec![host.clone()],
+            None => {
+                let args = ["--noheader", "--Node", "--format=%N|%n|%o"].map(String::from);
+                slurm("sinfo", &args, &[])?
+                    .lines()
+                    .flat_map(|l| l.trim().split('|').map(str::to_string).collect::<Vec<_>>())
+                    .filter(|n| !n.is_empty() && n != "(null)")
+                    .collect()
+            }
+        };
+        let resolved: Vec<String> = names
+            .iter()
+            .filter_map(|n| std::net::ToSocketAddrs::to_socket_addrs(&(n.as_str(), 0)).ok())
+            .flatten()
+            .map(|a| a.ip().to_string())
+            .collect();
+        names.extend(resolved);
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
     /// The TLS flags of the cluster's processes (`with_ca`: workers, which also connect
     /// to peers), when the cluster has certificates.
     fn tls_flags(&self, name: &str, with_ca: bool) -> String {
@@ -218,14 +245,7 @@ impl SlurmBackend {
     fn start_scheduler(&self, name: &str, token: &str) -> Result<String, String> {
         let dir = self.cluster_dir(name)?;
         if self.tls {
-            // The processes print the addresses they bound: name those as well.
-            let host = self.host.clone().unwrap_or_else(|| "localhost".into());
-            let mut hosts = vec![host.clone()];
-            if let Ok(addresses) = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), 0)) {
-                hosts.extend(addresses.map(|a| a.ip().to_string()));
-            }
-            hosts.dedup();
-            ClusterTls::generate(&dir, name, &hosts)?;
+            ClusterTls::generate(&dir, name, &self.tls_names()?)?;
         }
         let script = format!(
             "#!/bin/sh\n# shoal gateway: the scheduler of cluster {name}\n{TOKEN_CHECK}exec {} scheduler \

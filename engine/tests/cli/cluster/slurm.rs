@@ -85,10 +85,15 @@ cluster_tls = {cluster_tls}
 token = "{token}"
 
 [slurm]
-host = "127.0.0.1"
-start_timeout = "60s"
+{host}start_timeout = "60s"
 "#,
-        dir.display()
+        dir.display(),
+        // With TLS, no fixed address: the certificate names Slurm's nodes.
+        host = if cluster_tls {
+            ""
+        } else {
+            "host = \"127.0.0.1\"\n"
+        },
     );
     std::fs::write(&path, text).unwrap();
     path
@@ -220,6 +225,16 @@ fn a_scheduler_job_cancelled_from_outside_shows_as_the_clusters_state() {
             .unwrap()
             .starts_with("-----BEGIN CERTIFICATE-----")
     );
+    // The certificate names Slurm's node (as `sinfo` lists it), where any process may run.
+    let node = slurm("sinfo", &["--noheader", "--Node", "--format=%N"]);
+    let cert = dir.path().join("clusters").join(&name).join("tls/cert.pem");
+    let names = Command::new("openssl")
+        .args(["x509", "-noout", "-ext", "subjectAltName", "-in"])
+        .arg(&cert)
+        .output()
+        .unwrap();
+    let names = String::from_utf8_lossy(&names.stdout).to_string();
+    assert!(names.contains(&format!("DNS:{}", node.trim())), "{names}");
     let (job, _) = queued(&format!("shoal-{name}-scheduler"))
         .pop()
         .expect("the scheduler's job");
