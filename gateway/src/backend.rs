@@ -176,6 +176,18 @@ pub(crate) struct Ready {
     pub workers_url: String,
 }
 
+impl Ready {
+    /// A scheduler that users and workers reach at the same `url`.
+    pub(crate) fn at(url: String, dashboard: String, tls_ca: Option<String>) -> Self {
+        Self {
+            workers_url: url.clone(),
+            scheduler: url,
+            dashboard,
+            tls_ca,
+        }
+    }
+}
+
 /// What a backend's `start` does once the scheduler answered (or failed to): starts
 /// every group's workers, recording `ids` after each group. On any error, the
 /// scheduler's included, everything in `ids` is stopped.
@@ -313,12 +325,11 @@ impl Backend for LocalBackend {
         let ready =
             self.read_urls(&scheduler, &out_path, &log_path)
                 .and_then(|(url, dashboard)| {
-                    Ok(Ready {
-                        workers_url: url.clone(),
-                        scheduler: url,
+                    Ok(Ready::at(
+                        url,
                         dashboard,
-                        tls_ca: tls.as_ref().map(ClusterTls::ca_pem).transpose()?,
-                    })
+                        tls.as_ref().map(ClusterTls::ca_pem).transpose()?,
+                    ))
                 });
         start_groups(self, (name, token, spec), record, ids, ready)
     }

@@ -287,12 +287,7 @@ impl Backend for SlurmBackend {
                     true => Some(ClusterTls::in_dir(&dir).ca_pem()?),
                     false => None,
                 };
-                Ok(Ready {
-                    workers_url: url.clone(),
-                    scheduler: url,
-                    dashboard,
-                    tls_ca,
-                })
+                Ok(Ready::at(url, dashboard, tls_ca))
             });
         start_groups(self, (name, token, spec), record, ids, ready)
     }

@@ -137,6 +137,9 @@ fn write_private(path: &Path, text: &str) -> Result<(), String> {
 
 /// The TLS server configuration of certificate chain `cert` and key `key` (PEM files).
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, String> {
+    for path in [cert, key] {
+        std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    }
     let chain = CertificateDer::pem_file_iter(cert)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .map_err(|e| format!("{}: not a PEM certificate: {e}", cert.display()))?;

@@ -19,6 +19,20 @@ BOB = "bob-token-0123456789ab"
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def serve(shoal_bin: Path, config: Path) -> tuple[subprocess.Popen[str], str]:
+    """Starts `shoal gateway serve --config config`; the process and the URL it printed."""
+    process = subprocess.Popen(
+        [shoal_bin, "gateway", "serve", "--config", config],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline().strip()
+    assert line.startswith("shoal gateway listening on "), line
+    return process, line.rsplit(" ", 1)[1]
+
+
 @pytest.fixture
 def gateway(shoal_bin: Path, tmp_path: Path) -> Iterator[str]:
     """A gateway for alice and bob (two workers each at most); yields its URL."""
@@ -38,19 +52,12 @@ clusters = 2
 workers = 2
 """
     )
-    process = subprocess.Popen(
-        [shoal_bin, "gateway", "serve", "--config", config],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline().strip()
-    assert line.startswith("shoal gateway listening on http://"), line
-    yield line.rsplit(" ", 1)[1]
+    process, url = serve(shoal_bin, config)
+    assert url.startswith("http://"), url
+    yield url
     # Stop whatever clusters a test left, then the gateway.
     for token in (ALICE, BOB):
-        gw = shoal.Gateway(line.rsplit(" ", 1)[1], token=token)
+        gw = shoal.Gateway(url, token=token)
         for cluster in gw.list():
             if cluster.state == "running":
                 cluster.stop()
@@ -151,15 +158,8 @@ cluster_tls = true
 token = "{ALICE}"
 """
     )
-    process = subprocess.Popen(
-        [shoal_bin, "gateway", "serve", "--config", config],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    process, url = serve(shoal_bin, config)
     try:
-        assert process.stdout is not None
-        url = process.stdout.readline().strip().rsplit(" ", 1)[1]
         assert url.startswith("https://127.0.0.1:"), url
         os.environ.pop("SHOAL_GATEWAY_CA", None)
         with pytest.raises(shoal.ShoalIOError, match="certificate"):

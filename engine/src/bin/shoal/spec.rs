@@ -54,8 +54,11 @@ pub fn run(what: SpecCommand) -> shoal::Result<()> {
             workers_only,
         } => {
             let spec = ClusterSpec::from_file(&file).map_err(|e| Error::input(e.to_string()))?;
-            shoal_gateway::spec::check_group_name(&name)
-                .map_err(|e| Error::input(format!("--name: {e}")))?;
+            shoal_gateway::spec::check_group_name(&name).map_err(|_| {
+                Error::input(format!(
+                    "--name: '{name}': expected 1 to 32 lowercase letters, digits or '-', starting with a letter"
+                ))
+            })?;
             let target = Target {
                 cluster: name,
                 image,
