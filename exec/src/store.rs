@@ -225,7 +225,13 @@ impl ResultStore {
     }
 
     /// Keeps a finished bucket, spilling the largest in-memory buckets if over target.
+    /// String and binary view columns that point into buffers mostly of other rows (a
+    /// scan's pages) are compacted first, so a small bucket does not keep them alive.
     pub fn put(&self, key: PartitionKey, batches: Vec<RecordBatch>) -> Result<()> {
+        let batches = batches
+            .iter()
+            .map(compact_wasteful_views)
+            .collect::<Result<Vec<_>>>()?;
         let bytes = held_bytes(&batches);
         let mut inner = self.inner.lock();
         if inner.ended.contains(&key.job) {
@@ -382,6 +388,49 @@ pub(crate) fn compact_views(batch: &RecordBatch) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(batch.schema(), columns)?)
 }
 
+/// A view column's buffers may hold this much more than its rows use before
+/// [`ResultStore::put`] compacts it: a multiple of what the rows use, plus a slack that
+/// spares small batches the copy.
+const VIEW_WASTE_FACTOR: usize = 2;
+const VIEW_WASTE_SLACK: usize = 64 * 1024;
+
+/// `batch` with each string or binary view column whose buffers are mostly bytes of
+/// other rows compacted; other columns, and the batch when none is, as they are.
+fn compact_wasteful_views(batch: &RecordBatch) -> Result<RecordBatch> {
+    let wasteful = |buffers: &[datafusion::arrow::buffer::Buffer], used: usize| {
+        let held: usize = buffers.iter().map(|b| b.capacity()).sum();
+        held > VIEW_WASTE_FACTOR * used + VIEW_WASTE_SLACK
+    };
+    let mut changed = false;
+    let columns: Vec<ArrayRef> = batch
+        .columns()
+        .iter()
+        .map(|c| match c.data_type() {
+            DataType::Utf8View => {
+                let views = c.as_string_view();
+                if wasteful(views.data_buffers(), views.total_buffer_bytes_used()) {
+                    changed = true;
+                    return Arc::new(views.gc()) as ArrayRef;
+                }
+                Arc::clone(c)
+            }
+            DataType::BinaryView => {
+                let views = c.as_binary_view();
+                if wasteful(views.data_buffers(), views.total_buffer_bytes_used()) {
+                    changed = true;
+                    return Arc::new(views.gc()) as ArrayRef;
+                }
+                Arc::clone(c)
+            }
+            _ => Arc::clone(c),
+        })
+        .collect();
+    if !changed {
+        return Ok(batch.clone());
+    }
+    Ok(RecordBatch::try_new(batch.schema(), columns)?)
+}
+
 /// Writes `batches` to a new Arrow IPC file at `path`, each string and binary view
 /// column with only the bytes its rows use (IPC would write every buffer a view
 /// points into, for every batch that shares it).
@@ -434,6 +483,38 @@ mod tests {
             (800_000..900_000).contains(&stats.memory_bytes),
             "the 800 kB buffer once: {stats:?}"
         );
+    }
+
+    #[test]
+    fn a_bucket_keeps_only_the_strings_its_rows_use() {
+        use datafusion::arrow::array::{AsArray, StringViewArray};
+        // 100 rows of a column of 10,000 strings of 100 bytes (1 MB of string data, as
+        // a scan's page would hold): stored, they hold about 10 kB, not the megabyte.
+        let strings: StringViewArray = (0..10_000).map(|i| Some(format!("{i:0>100}"))).collect();
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "s",
+            DataType::Utf8View,
+            false,
+        )]));
+        let whole = RecordBatch::try_new(schema, vec![Arc::new(strings)]).unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let store = ResultStore::new(scratch.path(), 100_000_000).unwrap();
+        store.put(key(1, 0), vec![whole.slice(500, 100)]).unwrap();
+        let held = store.stats().memory_bytes;
+        assert!(held < 100_000, "a 100-row bucket holds {held} bytes");
+        let back = store.get(&key(1, 0)).unwrap();
+        assert_eq!(
+            back[0].column(0).as_string_view().value(99),
+            format!("{:0>100}", 599)
+        );
+        // A batch that uses most of its strings is kept as it is, uncopied.
+        store.put(key(1, 1), vec![whole.clone()]).unwrap();
+        let kept = store.get(&key(1, 1)).unwrap();
+        let (a, b) = (
+            kept[0].column(0).as_string_view(),
+            whole.column(0).as_string_view(),
+        );
+        assert_eq!(a.data_buffers()[0].as_ptr(), b.data_buffers()[0].as_ptr());
     }
 
     #[test]

@@ -327,6 +327,36 @@ fn bench_prints_every_query_and_a_total() {
 }
 
 #[test]
+fn bench_scheduler_simulates_thousands_of_workers_in_one_process() {
+    let out = shoal(&[
+        "bench",
+        "scheduler",
+        "--simulate-workers",
+        "10,5000",
+        "--tasks",
+        "20000",
+        "--iterations",
+        "1",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    for (line, workers) in lines.iter().zip(["10", "5000"]) {
+        let rest = line
+            .strip_prefix(&format!("{workers} workers: "))
+            .unwrap_or_else(|| panic!("{text}"));
+        let rate: f64 = rest.split(' ').next().unwrap().parse().unwrap();
+        assert!(rate > 0.0 && rest.contains(" tasks/s ("), "{text}");
+    }
+    assert!(lines[0].ends_with("(100% of 10 workers)"), "{text}");
+    assert_one_line_error(
+        &shoal(&["bench", "scheduler", "--simulate-workers", "10,0"]),
+        "--simulate-workers: each count must be at least 1",
+    );
+}
+
+#[test]
 fn readme_settings_table_is_generated_from_the_config() {
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();

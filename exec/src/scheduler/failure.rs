@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use datafusion::common::DataFusionError;
-use shoal_planner::{ErrorKind, JobId, TaskId, WorkerId, kind_of, shoal_err};
+use shoal_planner::{ErrorKind, JobId, Resources, TaskId, WorkerId, kind_of, shoal_err};
 use tokio::sync::mpsc;
 
 use super::job::TaskState;
@@ -60,6 +60,7 @@ impl Scheduler {
             slot.suspect = Some(Suspicion::Probing);
             let _ = probe.send((worker, slot.status.address.clone()));
         }
+        self.reindex(worker);
         let ids: Vec<JobId> = self.jobs.keys().copied().collect();
         for job in ids {
             if let Some(state) = self.jobs.get_mut(&job)
@@ -87,7 +88,10 @@ impl Scheduler {
         // that was only silent learns that it left the cluster.
         slot.tx = mpsc::unbounded_channel().0;
         let address = slot.status.address.clone();
-        let any_alive = self.workers.iter().any(|w| w.status.alive);
+        let offer = slot.status.resources.clone();
+        self.room.count_offer(&offer, -1);
+        self.reindex(worker);
+        let any_alive = self.room.feasible(&Resources::default());
         let ids: Vec<JobId> = self.jobs.keys().copied().collect();
         for job in ids {
             let state = self.jobs.get_mut(&job).expect("job exists");

@@ -11,9 +11,13 @@ use shoal_planner::{JobId, Locations, Resources, StageId, TaskId, WorkerId};
 use tokio::sync::oneshot;
 
 use super::Outbox;
+use super::room::{ANY, PoolId};
 use crate::protocol::{
     JobEvent, JobEventKind, JobOutputs, JobSpec, Progress, Relocations, StagePlan, TaskReport,
 };
+
+/// Workers holding a stage's inputs that placement looks at besides the index's choice.
+const HOLDERS: usize = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum TaskState {
@@ -66,8 +70,13 @@ pub(super) struct JobState {
     /// Where each stage's inputs are, built once per stage and shared by its tasks;
     /// cleared when an input stage completes (again).
     pub(super) input_locations: Vec<Option<Locations>>,
+    /// The workers holding most of each stage's input bytes, for locality; built and
+    /// cleared with `input_locations`.
+    pub(super) holders: Vec<Option<Vec<WorkerId>>>,
     pub(super) ready: VecDeque<TaskId>,
     pub(super) request: Resources,
+    /// The pool of the placement index its tasks are placed from.
+    pub(super) pool: PoolId,
     pub(super) placement_timeout: Duration,
     /// Since when no worker offers `request`.
     pub(super) waiting_since: Option<Instant>,
@@ -118,12 +127,14 @@ impl JobState {
             released: vec![false; n],
             bytes_on: vec![FxHashMap::default(); n],
             input_locations: vec![None; n],
+            holders: vec![None; n],
             plans: spec.stages.into_iter().map(|s| Some(s.plan)).collect(),
             done: Some(done),
             relocated,
             read: vec![false; result_tasks],
             ready: VecDeque::new(),
             request: spec.request,
+            pool: ANY,
             placement_timeout: spec.placement_timeout,
             waiting_since: None,
             tasks_total,
@@ -193,7 +204,7 @@ impl JobState {
         }
         for i in 0..self.consumers[stage].len() {
             let consumer = self.consumers[stage][i];
-            self.input_locations[consumer] = None;
+            self.forget_inputs(consumer);
             self.inputs_left[consumer] -= 1;
             if self.inputs_left[consumer] == 0 {
                 self.queue_stage(consumer);
@@ -268,7 +279,7 @@ impl JobState {
         }
         for i in 0..self.consumers[stage].len() {
             let consumer = self.consumers[stage][i];
-            self.input_locations[consumer] = None;
+            self.forget_inputs(consumer);
             self.inputs_left[consumer] += 1;
             for state in &mut self.tasks[consumer] {
                 if *state == TaskState::Queued {
@@ -399,6 +410,39 @@ impl JobState {
             .iter()
             .map(|&s| self.bytes_on[s].get(&worker).copied().unwrap_or(0))
             .fold(0, u64::saturating_add)
+    }
+
+    /// Where `stage`'s inputs are has changed.
+    pub(super) fn forget_inputs(&mut self, stage: StageId) {
+        self.input_locations[stage] = None;
+        self.holders[stage] = None;
+    }
+
+    /// Finds the workers holding most of `stage`'s input bytes (see [`Self::holders`]).
+    pub(super) fn find_holders(&mut self, stage: StageId) {
+        if self.holders[stage].is_some() || self.inputs[stage].is_empty() {
+            return;
+        }
+        let mut bytes: FxHashMap<WorkerId, u64> = FxHashMap::default();
+        for &input in &self.inputs[stage] {
+            for (&worker, &b) in &self.bytes_on[input] {
+                let held = bytes.entry(worker).or_default();
+                *held = held.saturating_add(b);
+            }
+        }
+        let mut ranked: Vec<(u64, WorkerId)> = bytes
+            .into_iter()
+            .filter(|(_, b)| *b > 0)
+            .map(|(w, b)| (b, w))
+            .collect();
+        ranked.sort_unstable_by_key(|&(b, w)| (std::cmp::Reverse(b), w));
+        self.holders[stage] = Some(ranked.iter().take(HOLDERS).map(|(_, w)| *w).collect());
+    }
+
+    /// The workers holding most of `stage`'s input bytes, most first, at most [`HOLDERS`]
+    /// of them, as [`Self::find_holders`] last found them.
+    pub(super) fn holders(&self, stage: StageId) -> &[WorkerId] {
+        self.holders[stage].as_deref().unwrap_or(&[])
     }
 
     pub(super) fn locations(&mut self, stage: StageId) -> Locations {

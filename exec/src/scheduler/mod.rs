@@ -1,9 +1,10 @@
 //! The scheduler: one task that owns every job's state and reacts to events.
 //!
 //! A stage's tasks become ready when all of its input stages have finished. Ready tasks
-//! go to workers with room, preferring the worker that already holds most of the task's
-//! input bytes, then the least loaded one. Jobs take turns (round robin), so a large job
-//! does not starve a small one.
+//! go to workers with room, preferring an idle one, then the worker that already holds
+//! most of the task's input bytes, then the least loaded one; an index of the workers
+//! with room keeps that choice from looking at every worker. Jobs take turns (round
+//! robin), so a large job does not starve a small one.
 //!
 //! Workers may join and leave at any time. When one is lost, its running tasks are run
 //! again elsewhere and the outputs it held are recomputed from lineage: the stages that
@@ -20,6 +21,8 @@
 mod failure;
 mod job;
 mod placement;
+mod room;
+pub mod simulate;
 mod status;
 #[cfg(test)]
 mod tests;
@@ -40,6 +43,7 @@ use crate::protocol::{
 };
 use job::{JobState, TaskState};
 use placement::{Suspicion, WorkerSlot};
+use room::Room;
 
 /// How many times one task may be started before its job fails.
 pub const MAX_ATTEMPTS: u32 = 4;
@@ -89,6 +93,8 @@ impl Outbox {
 /// The scheduler's state; [`Scheduler::run`] is its event loop.
 pub struct Scheduler {
     workers: Vec<WorkerSlot>,
+    /// The workers with room, for placement.
+    room: Room,
     jobs: FxHashMap<JobId, JobState>,
     turn: VecDeque<JobId>,
     /// Tasks in flight per slot: above one, a worker has its next task before it asks.
@@ -146,6 +152,7 @@ impl Scheduler {
     pub fn empty(prefetch: usize, heartbeat_timeout: Option<Duration>) -> Self {
         Self {
             workers: Vec::new(),
+            room: Room::default(),
             jobs: FxHashMap::default(),
             turn: VecDeque::new(),
             prefetch: prefetch.max(1),
@@ -201,11 +208,15 @@ impl Scheduler {
         info.alive = true;
         info.tasks_running = 0;
         info.retiring = false;
-        for w in self.workers.iter().filter(|w| w.status.alive) {
-            let _ = w.tx.send(WorkerMsg::Peer(id, info.address.clone()));
-            let _ = tx.send(WorkerMsg::Peer(w.status.id, w.status.address.clone()));
+        // Workers without a data port (simulated ones) have no address to tell.
+        if !info.address.is_empty() {
+            for w in self.workers.iter().filter(|w| w.status.alive) {
+                let _ = w.tx.send(WorkerMsg::Peer(id, info.address.clone()));
+                let _ = tx.send(WorkerMsg::Peer(w.status.id, w.status.address.clone()));
+            }
+            let _ = tx.send(WorkerMsg::Peer(id, info.address.clone()));
         }
-        let _ = tx.send(WorkerMsg::Peer(id, info.address.clone()));
+        self.room.count_offer(&info.resources, 1);
         self.workers.push(WorkerSlot {
             tx,
             available: info.resources.clone(),
@@ -215,6 +226,7 @@ impl Scheduler {
             mean_task_secs: 1.0,
             suspect: None,
         });
+        self.reindex(id);
         id
     }
 
@@ -300,6 +312,7 @@ impl Scheduler {
         tracing::info!("worker {worker} retires");
         w.status.retiring = true;
         self.retiring.push(worker);
+        self.reindex(worker);
         true
     }
 
@@ -381,7 +394,8 @@ impl Scheduler {
                     let _ = done.send(Err(e));
                     return;
                 }
-                let state = JobState::new(job, spec, done, relocated, self.outbox.clone());
+                let mut state = JobState::new(job, spec, done, relocated, self.outbox.clone());
+                state.pool = self.room.register(&state.request);
                 self.jobs.insert(job, state);
                 self.turn.push_back(job);
             }
@@ -469,17 +483,18 @@ impl Scheduler {
                 };
                 let _ = w.tx.send(msg);
             }
-            for w in &mut self.workers {
-                let held: Vec<_> = w
+            for id in 0..self.workers.len() {
+                let held: Vec<_> = self.workers[id]
                     .holding
                     .keys()
                     .filter(|(j, _)| *j == job)
                     .copied()
                     .collect();
                 for (j, t) in held {
-                    w.release(j, t, false);
+                    self.release_task(id, j, t, false);
                 }
             }
+            self.room.unregister(state.pool);
             self.turn.retain(|j| *j != job);
         }
     }
@@ -492,6 +507,7 @@ impl Scheduler {
             if w.suspect == Some(Suspicion::Reachable) {
                 tracing::info!("worker {worker} is reachable again");
                 w.suspect = None;
+                self.reindex(worker);
             }
         }
     }
@@ -515,9 +531,15 @@ impl Scheduler {
             // A late report from an attempt that was already given up on.
             return;
         }
-        if let Some(slot) = self.workers.get_mut(worker) {
-            slot.release(job, task, matches!(outcome, TaskOutcome::Finished(_)));
-        }
+        self.release_task(
+            worker,
+            job,
+            task,
+            matches!(outcome, TaskOutcome::Finished(_)),
+        );
+        let Some(state) = self.jobs.get_mut(&job) else {
+            return;
+        };
         if state.failed {
             return;
         }
@@ -547,7 +569,7 @@ impl Scheduler {
                 state.tasks[task.stage][task.partition] = TaskState::Waiting;
                 let attempts = &mut state.attempts[task.stage][task.partition];
                 *attempts = attempts.saturating_sub(1);
-                state.input_locations[task.stage] = None;
+                state.forget_inputs(task.stage);
                 let new_loss = self.workers.get(from).is_some_and(WorkerSlot::usable);
                 if new_loss {
                     state.fetch_failures += 1;

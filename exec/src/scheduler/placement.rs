@@ -1,14 +1,18 @@
 //! Placement: which worker runs each ready task. A task goes to a worker that is usable,
-//! has room and offers the resources it asks for; among those, the one holding most of its
-//! input bytes, then the least loaded. Jobs take turns.
+//! has room and offers the resources it asks for; among those, an idle one first, then
+//! the one holding most of its input bytes, then the least loaded (within a factor of
+//! two). Jobs take turns. The workers with room are kept in an index ([`super::room`]),
+//! so placing a task costs the same on ten workers as on ten thousand.
 
+use std::cmp::Reverse;
 use std::time::Instant;
 
 use rustc_hash::FxHashMap;
-use shoal_planner::{ErrorKind, JobId, Resources, TaskId, shoal_err};
+use shoal_planner::{ErrorKind, JobId, Resources, TaskId, WorkerId, shoal_err};
 use tokio::sync::mpsc;
 
-use super::job::TaskState;
+use super::job::{JobState, TaskState};
+use super::room::{Room, bucket};
 use super::{SHORT_TASK, Scheduler};
 use crate::protocol::{JobEventKind, Launch, WorkerMsg, WorkerStatus};
 
@@ -85,9 +89,7 @@ impl Scheduler {
     }
 
     pub(super) fn feasible_somewhere(&self, request: &Resources) -> bool {
-        self.workers
-            .iter()
-            .any(|w| w.status.alive && w.status.resources.covers(request))
+        self.room.feasible(request)
     }
 
     pub(super) fn fail_jobs_waiting_too_long(&mut self) {
@@ -135,18 +137,56 @@ impl Scheduler {
         }
     }
 
-    /// Gives ready tasks to workers with room, jobs taking turns. A task goes to a worker
-    /// with a free slot and the resources it asks for free; among those, the one holding
-    /// most of its input bytes, then the least loaded.
+    /// Files `worker` in the placement index as it is now: with room if it may run
+    /// tasks and has fewer in flight than it may have.
+    pub(super) fn reindex(&mut self, worker: WorkerId) {
+        let entry = self.room_entry(worker);
+        self.room.update(worker, entry);
+    }
+
+    /// Where `worker` belongs in the placement index now: its key and free resources.
+    fn room_entry(&self, worker: WorkerId) -> Option<(u8, Resources)> {
+        let w = self.workers.get(worker)?;
+        let capacity = w.capacity(self.prefetch, self.short_task_prefetch);
+        let running = w.status.tasks_running;
+        (w.usable() && running < capacity).then(|| {
+            // Room in powers of two: a worker changes buckets only when its room halves
+            // or doubles, not with every task that starts or ends; busy workers still
+            // fill up evenly, within a factor of two.
+            let bucket = bucket(running < w.status.slots, capacity - running);
+            (bucket, w.available.clone())
+        })
+    }
+
+    /// Whether every worker is filed in the placement index where it belongs.
+    #[cfg(test)]
+    pub(super) fn room_is_current(&self) -> bool {
+        (0..self.workers.len()).all(|w| self.room.entry(w) == self.room_entry(w).as_ref())
+    }
+
+    /// A task of `job` on `worker` ended (`finished`: it stored its output).
+    pub(super) fn release_task(
+        &mut self,
+        worker: WorkerId,
+        job: JobId,
+        task: TaskId,
+        finished: bool,
+    ) {
+        if let Some(slot) = self.workers.get_mut(worker) {
+            slot.release(job, task, finished);
+            self.reindex(worker);
+        }
+    }
+
+    /// Gives ready tasks to workers with room, jobs taking turns (see the module's
+    /// doc). The cost does not grow with the number of workers: the index of workers
+    /// with room names the best one locality aside, and only the few workers holding
+    /// most of a stage's inputs are looked at besides.
     pub(super) fn dispatch(&mut self) {
         let mut idle_rounds = 0;
         while idle_rounds < self.turn.len() {
             let (prefetch, short) = (self.prefetch, self.short_task_prefetch);
-            if !self
-                .workers
-                .iter()
-                .any(|w| w.usable() && w.status.tasks_running < w.capacity(prefetch, short))
-            {
+            if !self.room.any() {
                 return;
             }
             let Some(job) = self.turn.pop_front() else {
@@ -170,35 +210,11 @@ impl Scheduler {
                 idle_rounds += 1;
                 continue;
             };
-            let chosen = self
-                .workers
-                .iter()
-                .filter(|w| {
-                    w.usable()
-                        && w.status.tasks_running < w.capacity(prefetch, short)
-                        && w.available.covers(&state.request)
-                })
-                .max_by_key(|w| {
-                    // An idle slot first: prefetching onto a busy worker while another
-                    // one idles would serialise the stage.
-                    let idle = w.status.tasks_running < w.status.slots;
-                    let free = w.capacity(prefetch, short) - w.status.tasks_running;
-                    (
-                        idle,
-                        state.locality(task.stage, w.status.id),
-                        free,
-                        std::cmp::Reverse(w.status.id),
-                    )
-                })
-                .map(|w| w.status.id);
-            let Some(worker) = chosen else {
+            let capacity = |w: &WorkerSlot| w.capacity(prefetch, short);
+            let Some(worker) = choose(&mut self.room, &self.workers, state, task, capacity) else {
                 // Busy feasible workers free up later; with none at all, the job waits
                 // until its placement timeout and `status` says why.
-                if !self
-                    .workers
-                    .iter()
-                    .any(|w| w.status.alive && w.status.resources.covers(&state.request))
-                {
+                if !self.room.feasible(&state.request) {
                     state.waiting_since.get_or_insert_with(Instant::now);
                 }
                 idle_rounds += 1;
@@ -241,6 +257,50 @@ impl Scheduler {
             if slot.tx.send(WorkerMsg::Launch(Box::new(launch))).is_err() {
                 self.lose_worker(worker, "its connection closed");
             }
+            self.reindex(worker);
         }
     }
+}
+
+/// The worker `task` of `state`'s job goes to, if any has room: the index's first for
+/// the job's request, or one of the workers holding most of the stage's inputs if that
+/// one is preferred (see [`Scheduler::dispatch`]).
+fn choose(
+    room: &mut Room,
+    workers: &[WorkerSlot],
+    state: &mut JobState,
+    task: TaskId,
+    capacity: impl Fn(&WorkerSlot) -> usize,
+) -> Option<WorkerId> {
+    state.find_holders(task.stage);
+    let state = &*state;
+    let fits = |w: &WorkerSlot| {
+        w.usable() && w.status.tasks_running < capacity(w) && w.available.covers(&state.request)
+    };
+    let preference = |w: &WorkerSlot| {
+        let id = w.status.id;
+        (
+            w.status.tasks_running < w.status.slots,
+            state.locality(task.stage, id),
+            capacity(w) - w.status.tasks_running,
+            Reverse(id),
+        )
+    };
+    let mut best = room.first(state.pool).map(|id| {
+        let w = &workers[id];
+        debug_assert!(fits(w), "the placement index is stale for worker {id}");
+        (preference(w), id)
+    });
+    for &id in state.holders(task.stage) {
+        room.looked_at += 1;
+        let w = &workers[id];
+        if !fits(w) {
+            continue;
+        }
+        let p = preference(w);
+        if best.as_ref().is_none_or(|(b, _)| p > *b) {
+            best = Some((p, id));
+        }
+    }
+    best.map(|(_, id)| id)
 }

@@ -13,6 +13,7 @@ use crate::protocol::{
     TaskOutcome, TaskReport, WorkerMsg, WorkerStatus, WorkerUsage, failure_message,
 };
 
+mod flat;
 mod recovery;
 
 type Done = oneshot::Receiver<Result<JobOutputs, DataFusionError>>;
@@ -114,6 +115,10 @@ impl Harness {
     /// Feeds one event and dispatches, as one turn of the event loop does.
     fn event(&mut self, event: Event) {
         self.scheduler.turn(event);
+        assert!(
+            self.scheduler.room_is_current(),
+            "the placement index is stale"
+        );
     }
 
     /// Tasks launched on `worker` since the last call, with their input locations.
@@ -202,6 +207,15 @@ fn fetch_failed(from: WorkerId) -> TaskOutcome {
     }
 }
 
+/// The task of `stage` of `job` whose output `worker` holds.
+fn done_on(h: &Harness, job: JobId, stage: StageId, worker: WorkerId) -> TaskId {
+    let partition = h.scheduler.jobs[&job].tasks[stage]
+        .iter()
+        .position(|t| *t == super::job::TaskState::Done { worker })
+        .expect("a task of the stage finished on the worker");
+    TaskId { stage, partition }
+}
+
 /// Finishes every task launched so far, then returns the launches that followed.
 fn finish_launched(h: &mut Harness, job: JobId) -> Vec<(WorkerId, TaskId, u32)> {
     let launched: Vec<_> = (0..h.inboxes.len())
@@ -222,6 +236,7 @@ fn reports_about_a_peer_already_suspect_do_not_use_up_the_fetch_budget() {
     // flight at once.
     let mut done = h.submit(1, &[(&[], 2), (&[0], 400)]);
     let consumers = finish_launched(&mut h, 1);
+    let producer = done_on(&h, 1, 0, 0);
     let on_1: Vec<_> = consumers.iter().filter(|(w, ..)| *w == 1).collect();
     assert!(
         on_1.len() > MAX_FETCH_FAILURES as usize + 1,
@@ -240,10 +255,6 @@ fn reports_about_a_peer_already_suspect_do_not_use_up_the_fetch_budget() {
     assert!(h.probes.try_recv().is_err(), "one probe per suspicion");
     assert!(h.launched(0).is_empty(), "nothing new on the suspect");
     let relaunched: Vec<_> = h.launched(1).into_iter().map(|(t, a, _)| (t, a)).collect();
-    let producer = TaskId {
-        stage: 0,
-        partition: 0,
-    };
     assert_eq!(
         relaunched.iter().map(|(t, _)| *t).collect::<Vec<_>>(),
         vec![producer]
@@ -312,6 +323,7 @@ fn a_lost_worker_s_outputs_are_recomputed_and_consumers_read_the_new_copies() {
     let mut done = h.submit(1, &[(&[], 2), (&[0], 2)]);
     let consumers = finish_launched(&mut h, 1);
     assert_eq!(consumers.len(), 2);
+    let lost = done_on(&h, 1, 0, 0);
     // Launches carry where the producers' outputs are: one on each worker.
     h.event(Event::WorkerLost {
         worker: 0,
@@ -326,10 +338,7 @@ fn a_lost_worker_s_outputs_are_recomputed_and_consumers_read_the_new_copies() {
     let relaunched = h.launched(1);
     assert_eq!(
         relaunched.iter().map(|(t, ..)| *t).collect::<Vec<_>>(),
-        vec![TaskId {
-            stage: 0,
-            partition: 0
-        }]
+        vec![lost]
     );
     let (task, attempt, _) = relaunched[0].clone();
     h.finish(1, 1, task, attempt);
@@ -413,7 +422,10 @@ fn a_failed_task_fails_its_job_naming_task_worker_and_cause() {
     assert_eq!(kind, ErrorKind::Input, "the cause's kind");
     assert_eq!(
         error,
-        "stage 0 task 1 of job 3 failed on worker 1: Execution error: division by zero"
+        format!(
+            "stage 0 task {} of job 3 failed on worker 1: Execution error: division by zero",
+            task.partition
+        )
     );
     assert!(h.cancelled(0, 3), "the job's other task is stopped");
 }

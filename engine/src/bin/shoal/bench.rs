@@ -6,6 +6,7 @@ use std::time::Instant;
 use clap::{Args, Subcommand};
 use futures::TryStreamExt;
 use shoal_exec::Cluster as _;
+use shoal_exec::scheduler::simulate::Simulation;
 
 use crate::EngineArgs;
 
@@ -44,6 +45,11 @@ pub struct SchedulerArgs {
     /// Worker processes to start when no --cluster is given.
     #[arg(long, default_value_t = 2)]
     local_workers: usize,
+    /// Instead of worker processes, this many workers simulated in this process (each
+    /// answers a launch at once), e.g. 10,100,1000,10000: one line per count, with its
+    /// rate as a share of the first count's.
+    #[arg(long, value_delimiter = ',', conflicts_with = "local_workers")]
+    simulate_workers: Vec<usize>,
 }
 
 /// The stages of a no-op graph: (input stages, tasks) per stage.
@@ -63,8 +69,52 @@ fn noop_graph(shape: GraphShape, tasks: usize) -> Vec<(Vec<usize>, usize)> {
     }
 }
 
+/// The median of timed runs' rates, the first run (a warm-up) left out.
+fn median_after_warm_up(mut rates: Vec<f64>) -> f64 {
+    rates.remove(0);
+    rates.sort_by(f64::total_cmp);
+    rates[rates.len() / 2]
+}
+
+/// `shoal bench scheduler --simulate-workers`: the scheduler's rate with simulated
+/// workers of one slot each, per worker count.
+async fn simulated(args: &SchedulerArgs, prefetch: usize) -> shoal::Result<()> {
+    if args.simulate_workers.contains(&0) {
+        return Err(shoal::Error::input(
+            "--simulate-workers: each count must be at least 1",
+        ));
+    }
+    let stages = noop_graph(args.graph, args.tasks);
+    let total: usize = stages.iter().map(|(_, n)| n).sum();
+    println!(
+        "# shoal scheduler with simulated workers (1 slot, prefetch {prefetch}), {:?} graph of \
+         {total} tasks",
+        args.graph
+    );
+    let mut first = None;
+    for &workers in &args.simulate_workers {
+        let mut sim = Simulation::start(workers, 1, prefetch).await?;
+        let mut rates = Vec::new();
+        for _ in 0..=args.iterations.max(1) {
+            rates.push(total as f64 / sim.run(&stages).await?.as_secs_f64());
+        }
+        let rate = median_after_warm_up(rates);
+        let share = rate / *first.get_or_insert(rate);
+        println!(
+            "{workers} workers: {rate:.0} tasks/s ({:.0}% of {} workers)",
+            share * 100.0,
+            args.simulate_workers[0]
+        );
+    }
+    Ok(())
+}
+
 /// `shoal bench scheduler`: no-op graphs through a scheduler and its worker processes.
 async fn scheduler(engine: &EngineArgs, args: SchedulerArgs) -> shoal::Result<()> {
+    if !args.simulate_workers.is_empty() {
+        let settings = shoal::ShoalConfig::from_env()?.settings;
+        return simulated(&args, settings.scheduler.prefetch).await;
+    }
     let (url, _children) = match &engine.cluster {
         Some(url) => (url.clone(), None),
         None => {
@@ -103,16 +153,12 @@ async fn scheduler(engine: &EngineArgs, args: SchedulerArgs) -> shoal::Result<()
         args.graph
     );
     let mut rates = Vec::new();
-    for i in 0..=args.iterations.max(1) {
+    for _ in 0..=args.iterations.max(1) {
         let started = Instant::now();
         cluster.run_noop(&stages).await?;
-        let rate = total as f64 / started.elapsed().as_secs_f64();
-        if i > 0 {
-            rates.push(rate);
-        }
+        rates.push(total as f64 / started.elapsed().as_secs_f64());
     }
-    rates.sort_by(f64::total_cmp);
-    println!("{:.0} tasks/s", rates[rates.len() / 2]);
+    println!("{:.0} tasks/s", median_after_warm_up(rates));
     Ok(())
 }
 
