@@ -141,8 +141,11 @@ struct ScanProto {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ShoalCodec;
 
-/// Serialises a stage plan (or any plan containing Shoal's nodes) to bytes.
+/// Serialises a stage plan (or any plan containing Shoal's nodes) to bytes. A join's
+/// [`crate::build_bounds::BuildBoundsExec`] is left out: the filter it fills is shared only within this
+/// process, and the decoded scans read without it.
 pub fn encode_plan(plan: Arc<dyn ExecutionPlan>) -> Result<Vec<u8>> {
+    let plan = crate::build_bounds::without_build_bounds(plan)?;
     Ok(physical_plan_to_bytes_with_proto_converter(plan, &ShoalCodec, &CheckedConverter)?.to_vec())
 }
 

@@ -73,6 +73,7 @@ macro_rules! leaf_plan_methods {
 }
 
 pub mod array;
+pub mod build_bounds;
 pub mod checked;
 pub mod codec;
 pub mod config;

@@ -41,8 +41,9 @@ pub enum Placement {
 
 /// The settings every Shoal plan is made and decoded with, whatever the user `SET`.
 ///
-/// - A partitioned hash join's dynamic filter waits until every partition built its
-///   side; stage tasks run a few at a time, so that wait could last forever.
+/// - A hash join's dynamic filter waits until every partition built its side; stage
+///   tasks run a few at a time, so that wait could last forever. (Plans whose tasks run
+///   in this process get the filters back, filled another way: see `build_bounds`.)
 /// - A task runs one partition of a scan, possibly in another process: it reads its own
 ///   files only, never its siblings'.
 /// - `shoal.execution.partitions`, when set, is the partition count.
@@ -101,7 +102,13 @@ pub struct JobPlanner<'a> {
 impl<'a> JobPlanner<'a> {
     /// A planner over `state` (Shoal's session policy is applied to a copy).
     pub fn new(mut state: SessionState, placement: Placement, runner: &'a dyn RunGraph) -> Self {
-        apply_session_policy(state.config_mut().options_mut());
+        let options = state.config_mut().options_mut();
+        apply_session_policy(options);
+        if placement == Placement::InProcess {
+            // Tasks share the plan's filters here: broadcast joins fill theirs once their
+            // build side is in (`build_bounds`).
+            options.optimizer.enable_join_dynamic_filter_pushdown = true;
+        }
         Self {
             state,
             placement,
@@ -137,7 +144,7 @@ impl<'a> JobPlanner<'a> {
     pub fn graph_of(&self, physical: Arc<dyn ExecutionPlan>) -> Result<TaskGraph> {
         let physical = match self.placement {
             Placement::Processes => crate::distribute::independent_partitions(physical)?,
-            Placement::InProcess => physical,
+            Placement::InProcess => crate::build_bounds::fill_join_filters(physical)?,
         };
         let resources = self
             .state

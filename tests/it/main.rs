@@ -11,6 +11,7 @@ mod flight;
 mod fuzz;
 mod http;
 mod labeled;
+mod pruning;
 mod runtime;
 mod slt;
 mod slt_runner;

@@ -1,0 +1,108 @@
+//! A broadcast join's build-side bounds reach its probe-side scan in a session whose
+//! tasks share this process: Parquet row groups outside them are skipped.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Int64Array, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::file::properties::WriterProperties;
+use shoal::Session;
+
+use crate::common::rows;
+
+/// A Parquet file of `k` (and `v = 2k`) for each key, in row groups of `group` rows.
+fn write_keys(path: &Path, keys: impl Iterator<Item = i64>, group: usize) {
+    let keys: Vec<i64> = keys.collect();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Int64, false),
+        Field::new("v", DataType::Int64, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![
+            Arc::new(Int64Array::from(keys.clone())),
+            Arc::new(Int64Array::from_iter_values(keys.iter().map(|k| 2 * k))),
+        ],
+    )
+    .unwrap();
+    let props = WriterProperties::builder()
+        .set_max_row_group_row_count(Some(group))
+        .build();
+    let mut writer =
+        ArrowWriter::try_new(File::create(path).unwrap(), schema, Some(props)).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+}
+
+/// The value of metric `name` in an `EXPLAIN ANALYZE` line.
+fn metric(line: &str, name: &str) -> Option<String> {
+    let metrics = &line[line.find("metrics=[")?..];
+    let rest = &metrics[metrics.find(&format!(" {name}="))? + name.len() + 2..];
+    Some(rest.split([',', ']']).next()?.trim().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broadcast_join_s_build_keys_prune_the_probe_side_s_row_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    // 100 row groups of 1,000 keys; the dimension's keys all fall in the first three.
+    write_keys(&dir.path().join("fact.parquet"), 0..100_000, 1000);
+    write_keys(
+        &dir.path().join("dim.parquet"),
+        [500, 1500, 2500].into_iter(),
+        1000,
+    );
+    let session = Session::builder().workers(2).build().unwrap();
+    session.register_dir(dir.path().to_str().unwrap()).unwrap();
+    let sql = "SELECT count(*), sum(f.v) FROM fact f JOIN dim d ON f.k = d.k";
+    let result = session.sql_script(sql).await.unwrap();
+    assert_eq!(
+        rows(&result[0]),
+        vec![vec!["3".to_string(), "9000".to_string()]]
+    );
+    let analyzed = session
+        .sql_script(&format!("EXPLAIN ANALYZE {sql}"))
+        .await
+        .unwrap();
+    let plan = rows(&analyzed[0]).concat().join("\n");
+    let scan = plan
+        .lines()
+        .find(|l| l.contains("fact.parquet"))
+        .unwrap_or_else(|| panic!("no scan of fact.parquet in\n{plan}"));
+    assert!(
+        scan.contains("DynamicFilter [ k@0 >= 500 AND k@0 <= 2500 ]"),
+        "{scan}"
+    );
+    // Three row groups of 1,000 rows read, of 100: the other 97 were skipped.
+    assert_eq!(
+        metric(scan, "output_rows").as_deref(),
+        Some("3000"),
+        "{scan}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_by_limit_stops_reading_row_groups_that_cannot_make_the_top() {
+    let dir = tempfile::tempdir().unwrap();
+    write_keys(&dir.path().join("fact.parquet"), 0..100_000, 1000);
+    let session = Session::builder().workers(2).build().unwrap();
+    session.register_dir(dir.path().to_str().unwrap()).unwrap();
+    let sql = "SELECT k FROM fact ORDER BY k LIMIT 3";
+    let result = session.sql_script(sql).await.unwrap();
+    let keys: Vec<String> = rows(&result[0]).into_iter().map(|r| r[0].clone()).collect();
+    assert_eq!(keys, ["0", "1", "2"]);
+    let analyzed = session
+        .sql_script(&format!("EXPLAIN ANALYZE {sql}"))
+        .await
+        .unwrap();
+    let plan = rows(&analyzed[0]).concat().join("\n");
+    let scan = plan
+        .lines()
+        .find(|l| l.contains("fact.parquet"))
+        .unwrap_or_else(|| panic!("no scan of fact.parquet in\n{plan}"));
+    let read: usize = metric(scan, "output_rows").unwrap().parse().unwrap();
+    // Once each partition's top three are in, no later row group can beat them.
+    assert!(read < 10_000, "{read} rows read: {scan}");
+}
