@@ -20,6 +20,8 @@ if [ ! -f "$DATA/lineitem.parquet" ]; then
 fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
+fi
+if ! .venv/bin/python -c 'import datafusion, duckdb' 2>/dev/null; then
   .venv/bin/pip install --quiet 'datafusion==55.*' 'duckdb==1.*'
 fi
 

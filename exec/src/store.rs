@@ -390,8 +390,11 @@ pub(crate) fn compact_views(batch: &RecordBatch) -> Result<RecordBatch> {
 
 /// A view column's buffers may hold this much more than its rows use before
 /// [`ResultStore::put`] compacts it: a multiple of what the rows use, plus a slack that
-/// spares small batches the copy.
-const VIEW_WASTE_FACTOR: usize = 2;
+/// spares small batches the copy. Buckets of a hash exchange each use a share of the
+/// buffers they split (half of them for two buckets), which they hold together: copying
+/// those would cost time and save nothing, so only a small share counts as waste (a
+/// selective filter's rows, or one bucket of many).
+const VIEW_WASTE_FACTOR: usize = 8;
 const VIEW_WASTE_SLACK: usize = 64 * 1024;
 
 /// `batch` with each string or binary view column whose buffers are mostly bytes of

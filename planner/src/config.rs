@@ -91,6 +91,8 @@ config_namespace! {
     pub struct ExecutionSettings {
         /// Partitions per exchange (0: total worker slots).
         pub partitions: usize, default = 0
+        /// In an embedded session, a broadcast hash join passes the bounds of its build keys to the probe side's Parquet scans, which skip row groups outside them.
+        pub join_dynamic_filters: bool, default = true
     }
 }
 
@@ -589,6 +591,7 @@ mod tests {
                 "worker.reconnect_timeout",
                 "store.memory_target",
                 "execution.partitions",
+                "execution.join_dynamic_filters",
                 "scratch_dir",
                 "task.resources",
                 "task.placement_timeout",

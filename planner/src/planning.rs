@@ -104,10 +104,14 @@ impl<'a> JobPlanner<'a> {
     pub fn new(mut state: SessionState, placement: Placement, runner: &'a dyn RunGraph) -> Self {
         let options = state.config_mut().options_mut();
         apply_session_policy(options);
+        let join_filters = options
+            .extensions
+            .get::<ShoalConfig>()
+            .is_none_or(|c| c.settings.execution.join_dynamic_filters);
         if placement == Placement::InProcess {
             // Tasks share the plan's filters here: broadcast joins fill theirs once their
             // build side is in (`build_bounds`).
-            options.optimizer.enable_join_dynamic_filter_pushdown = true;
+            options.optimizer.enable_join_dynamic_filter_pushdown = join_filters;
         }
         Self {
             state,

@@ -81,6 +81,19 @@ async fn a_broadcast_join_s_build_keys_prune_the_probe_side_s_row_groups() {
         Some("3000"),
         "{scan}"
     );
+    // The setting turns them off.
+    let off = "SET shoal.execution.join_dynamic_filters = false";
+    let analyzed = session
+        .sql_script(&format!("{off}; EXPLAIN ANALYZE {sql}"))
+        .await
+        .unwrap();
+    let plan = rows(analyzed.last().unwrap()).concat().join("\n");
+    let scan = plan.lines().find(|l| l.contains("fact.parquet")).unwrap();
+    assert_eq!(
+        metric(scan, "output_rows").as_deref(),
+        Some("100000"),
+        "{scan}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
