@@ -83,9 +83,23 @@ fn plan_totals(
     for metric in plan.metrics().iter().flat_map(|m| m.iter()) {
         let value = metric.value();
         let unit = match value {
+            MetricValue::PruningMetrics {
+                name,
+                pruning_metrics,
+            } => {
+                // What a scan skipped (row groups, pages, files) and what it kept: NAME
+                // counts the skipped ones, NAME_matched the others.
+                for (name, n) in [
+                    (name.to_string(), pruning_metrics.pruned()),
+                    (format!("{name}_matched"), pruning_metrics.matched()),
+                ] {
+                    let total = totals.entry((node, name)).or_insert((0, MetricUnit::Count));
+                    total.0 = total.0.saturating_add(n as u64);
+                }
+                continue;
+            }
             MetricValue::StartTimestamp(_)
             | MetricValue::EndTimestamp(_)
-            | MetricValue::PruningMetrics { .. }
             | MetricValue::Ratio { .. }
             | MetricValue::Custom { .. } => continue,
             MetricValue::ElapsedCompute(_) | MetricValue::Time { .. } => MetricUnit::Nanos,

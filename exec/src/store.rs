@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use datafusion::arrow::array::{ArrayRef, AsArray};
+use datafusion::arrow::buffer::Buffer;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::ipc::reader::FileReader;
 use datafusion::arrow::ipc::writer::FileWriter;
@@ -366,26 +367,7 @@ impl ResultStore {
 /// String and binary views of a batch may point into buffers far larger than the batch
 /// (slices of a scan's pages); IPC would send those whole, so views are compacted first.
 pub(crate) fn compact_views(batch: &RecordBatch) -> Result<RecordBatch> {
-    let mut changed = false;
-    let columns: Vec<ArrayRef> = batch
-        .columns()
-        .iter()
-        .map(|c| match c.data_type() {
-            DataType::Utf8View => {
-                changed = true;
-                Arc::new(c.as_string_view().gc()) as ArrayRef
-            }
-            DataType::BinaryView => {
-                changed = true;
-                Arc::new(c.as_binary_view().gc()) as ArrayRef
-            }
-            _ => Arc::clone(c),
-        })
-        .collect();
-    if !changed {
-        return Ok(batch.clone());
-    }
-    Ok(RecordBatch::try_new(batch.schema(), columns)?)
+    compact_views_where(batch, |_, _| true)
 }
 
 /// A view column's buffers may hold this much more than its rows use before
@@ -400,32 +382,38 @@ const VIEW_WASTE_SLACK: usize = 64 * 1024;
 /// `batch` with each string or binary view column whose buffers are mostly bytes of
 /// other rows compacted; other columns, and the batch when none is, as they are.
 fn compact_wasteful_views(batch: &RecordBatch) -> Result<RecordBatch> {
-    let wasteful = |buffers: &[datafusion::arrow::buffer::Buffer], used: usize| {
+    compact_views_where(batch, |buffers, used| {
         let held: usize = buffers.iter().map(|b| b.capacity()).sum();
         held > VIEW_WASTE_FACTOR * used + VIEW_WASTE_SLACK
-    };
+    })
+}
+
+/// `batch` with each string or binary view column for which `compact(its buffers, the
+/// bytes its rows use)` holds compacted.
+fn compact_views_where(
+    batch: &RecordBatch,
+    compact: impl Fn(&[Buffer], usize) -> bool,
+) -> Result<RecordBatch> {
     let mut changed = false;
     let columns: Vec<ArrayRef> = batch
         .columns()
         .iter()
-        .map(|c| match c.data_type() {
-            DataType::Utf8View => {
-                let views = c.as_string_view();
-                if wasteful(views.data_buffers(), views.total_buffer_bytes_used()) {
-                    changed = true;
-                    return Arc::new(views.gc()) as ArrayRef;
+        .map(|c| {
+            let compacted = match c.data_type() {
+                DataType::Utf8View => {
+                    let views = c.as_string_view();
+                    compact(views.data_buffers(), views.total_buffer_bytes_used())
+                        .then(|| Arc::new(views.gc()) as ArrayRef)
                 }
-                Arc::clone(c)
-            }
-            DataType::BinaryView => {
-                let views = c.as_binary_view();
-                if wasteful(views.data_buffers(), views.total_buffer_bytes_used()) {
-                    changed = true;
-                    return Arc::new(views.gc()) as ArrayRef;
+                DataType::BinaryView => {
+                    let views = c.as_binary_view();
+                    compact(views.data_buffers(), views.total_buffer_bytes_used())
+                        .then(|| Arc::new(views.gc()) as ArrayRef)
                 }
-                Arc::clone(c)
-            }
-            _ => Arc::clone(c),
+                _ => None,
+            };
+            changed |= compacted.is_some();
+            compacted.unwrap_or_else(|| Arc::clone(c))
         })
         .collect();
     if !changed {

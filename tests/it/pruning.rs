@@ -37,6 +37,19 @@ fn write_keys(path: &Path, keys: impl Iterator<Item = i64>, group: usize) {
     writer.close().unwrap();
 }
 
+/// The line of `EXPLAIN ANALYZE sql` that shows the scan of fact.parquet.
+async fn scan_of_fact(session: &Session, sql: &str) -> String {
+    let analyzed = session
+        .sql_script(&format!("EXPLAIN ANALYZE {sql}"))
+        .await
+        .unwrap();
+    let plan = rows(&analyzed[0]).concat().join("\n");
+    plan.lines()
+        .find(|l| l.contains("fact.parquet"))
+        .unwrap_or_else(|| panic!("no scan of fact.parquet in\n{plan}"))
+        .to_string()
+}
+
 /// The value of metric `name` in an `EXPLAIN ANALYZE` line.
 fn metric(line: &str, name: &str) -> Option<String> {
     let metrics = &line[line.find("metrics=[")?..];
@@ -62,35 +75,35 @@ async fn a_broadcast_join_s_build_keys_prune_the_probe_side_s_row_groups() {
         rows(&result[0]),
         vec![vec!["3".to_string(), "9000".to_string()]]
     );
-    let analyzed = session
-        .sql_script(&format!("EXPLAIN ANALYZE {sql}"))
-        .await
-        .unwrap();
-    let plan = rows(&analyzed[0]).concat().join("\n");
-    let scan = plan
-        .lines()
-        .find(|l| l.contains("fact.parquet"))
-        .unwrap_or_else(|| panic!("no scan of fact.parquet in\n{plan}"));
+    let scan = scan_of_fact(&session, sql).await;
     assert!(
         scan.contains("DynamicFilter [ k@0 >= 500 AND k@0 <= 2500 ]"),
         "{scan}"
     );
     // Three row groups of 1,000 rows read, of 100: the other 97 were skipped.
     assert_eq!(
-        metric(scan, "output_rows").as_deref(),
+        metric(&scan, "output_rows").as_deref(),
         Some("3000"),
         "{scan}"
     );
+    assert_eq!(
+        metric(&scan, "row_groups_pruned_statistics").as_deref(),
+        Some("97"),
+        "{scan}"
+    );
+    assert_eq!(
+        metric(&scan, "row_groups_pruned_statistics_matched").as_deref(),
+        Some("3"),
+        "{scan}"
+    );
     // The setting turns them off.
-    let off = "SET shoal.execution.join_dynamic_filters = false";
-    let analyzed = session
-        .sql_script(&format!("{off}; EXPLAIN ANALYZE {sql}"))
+    session
+        .sql_script("SET shoal.execution.join_dynamic_filters = false")
         .await
         .unwrap();
-    let plan = rows(analyzed.last().unwrap()).concat().join("\n");
-    let scan = plan.lines().find(|l| l.contains("fact.parquet")).unwrap();
+    let scan = scan_of_fact(&session, sql).await;
     assert_eq!(
-        metric(scan, "output_rows").as_deref(),
+        metric(&scan, "output_rows").as_deref(),
         Some("100000"),
         "{scan}"
     );
@@ -106,16 +119,8 @@ async fn an_order_by_limit_stops_reading_row_groups_that_cannot_make_the_top() {
     let result = session.sql_script(sql).await.unwrap();
     let keys: Vec<String> = rows(&result[0]).into_iter().map(|r| r[0].clone()).collect();
     assert_eq!(keys, ["0", "1", "2"]);
-    let analyzed = session
-        .sql_script(&format!("EXPLAIN ANALYZE {sql}"))
-        .await
-        .unwrap();
-    let plan = rows(&analyzed[0]).concat().join("\n");
-    let scan = plan
-        .lines()
-        .find(|l| l.contains("fact.parquet"))
-        .unwrap_or_else(|| panic!("no scan of fact.parquet in\n{plan}"));
-    let read: usize = metric(scan, "output_rows").unwrap().parse().unwrap();
+    let scan = scan_of_fact(&session, sql).await;
+    let read: usize = metric(&scan, "output_rows").unwrap().parse().unwrap();
     // Once each partition's top three are in, no later row group can beat them.
     assert!(read < 10_000, "{read} rows read: {scan}");
 }

@@ -318,52 +318,6 @@ fn failure(done: &mut Done) -> (ErrorKind, String) {
 }
 
 #[test]
-fn a_lost_worker_s_outputs_are_recomputed_and_consumers_read_the_new_copies() {
-    let mut h = Harness::new(2, 1);
-    let mut done = h.submit(1, &[(&[], 2), (&[0], 2)]);
-    let consumers = finish_launched(&mut h, 1);
-    assert_eq!(consumers.len(), 2);
-    let lost = done_on(&h, 1, 0, 0);
-    // Launches carry where the producers' outputs are: one on each worker.
-    h.event(Event::WorkerLost {
-        worker: 0,
-        cause: "killed".into(),
-    });
-    // The consumer on worker 1 was still running with the old locations; it fails to
-    // fetch from the lost worker. Then the producer output held on worker 0 is computed
-    // again on worker 1, before any consumer.
-    let &(_, running, running_attempt) = consumers.iter().find(|(w, ..)| *w == 1).unwrap();
-    assert!(h.launched(1).is_empty(), "worker 1's slot is busy");
-    h.end(1, 1, running, running_attempt, fetch_failed(0));
-    let relaunched = h.launched(1);
-    assert_eq!(
-        relaunched.iter().map(|(t, ..)| *t).collect::<Vec<_>>(),
-        vec![lost]
-    );
-    let (task, attempt, _) = relaunched[0].clone();
-    h.finish(1, 1, task, attempt);
-    // Both consumers run again on worker 1, reading only from worker 1.
-    let mut left = 2;
-    while left > 0 {
-        let launched = h.launched(1);
-        assert!(!launched.is_empty(), "the consumers run on worker 1");
-        for (task, attempt, locations) in launched {
-            assert_eq!(task.stage, 1);
-            assert_eq!(locations[&0], vec![1, 1], "{task}");
-            h.finish(1, 1, task, attempt);
-            left -= 1;
-        }
-    }
-    let outputs = done.try_recv().unwrap().unwrap();
-    assert_eq!(outputs.len(), 2);
-    assert!(outputs.iter().all(|(_, w)| *w == 1), "{outputs:?}");
-    assert_eq!(
-        h.scheduler.jobs[&1].fetch_failures, 0,
-        "the loss was already known"
-    );
-}
-
-#[test]
 fn a_task_whose_workers_keep_dying_stops_before_it_takes_more_down() {
     let mut h = Harness::new(6, 1);
     let mut done = h.submit(7, &[(&[], 1)]);
