@@ -383,7 +383,9 @@ const VIEW_WASTE_SLACK: usize = 64 * 1024;
 /// other rows compacted; other columns, and the batch when none is, as they are.
 fn compact_wasteful_views(batch: &RecordBatch) -> Result<RecordBatch> {
     compact_views_where(batch, |buffers, used| {
-        let held: usize = buffers.iter().map(|b| b.capacity()).sum();
+        // The bytes the buffers span (a decoded batch's buffers are slices of a larger
+        // message, which `capacity` would count whole).
+        let held: usize = buffers.iter().map(|b| b.len()).sum();
         held > VIEW_WASTE_FACTOR * used + VIEW_WASTE_SLACK
     })
 }

@@ -46,18 +46,14 @@ pub fn fill_join_filters(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn Executi
                 return Ok(Transformed::no(node));
             };
             let without = join.builder().reset_state().build_exec()?;
-            if *join.partition_mode() != PartitionMode::CollectLeft
-                || join.null_equality() != NullEquality::NullEqualsNothing
-            {
+            let keys = bounded_keys(join)?;
+            let used = filter
+                .expression_id()
+                .is_some_and(|id| reads_expression(join.right(), id));
+            let Some(keys) = keys.filter(|_| used) else {
                 filter.mark_complete();
                 return Ok(Transformed::yes(without));
-            }
-            let right_schema = join.right().schema();
-            let keys = join
-                .on()
-                .iter()
-                .map(|(l, r)| Ok((Arc::clone(l), Arc::clone(r), r.data_type(&right_schema)?)))
-                .collect::<Result<Vec<_>>>()?;
+            };
             let build = Arc::new(BuildBoundsExec::new(Arc::clone(join.left()), keys, filter));
             let children = vec![build as Arc<dyn ExecutionPlan>, Arc::clone(join.right())];
             Ok(Transformed::yes(replace_children_if_necessary(
@@ -65,6 +61,53 @@ pub fn fill_join_filters(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn Executi
             )?))
         })?
         .data)
+}
+
+/// The join's keys (build side, probe side, probe type) if its build keys' bounds make a
+/// sound filter of its probe side: a join that collects its build side once and in which
+/// NULL keys match nothing, not a null-aware anti join (`NOT IN`, which must see every
+/// probe-side NULL), over keys that are not dictionary-encoded.
+fn bounded_keys(join: &HashJoinExec) -> Result<Option<Vec<Key>>> {
+    if *join.partition_mode() != PartitionMode::CollectLeft
+        || join.null_equality() != NullEquality::NullEqualsNothing
+        || join.null_aware
+    {
+        return Ok(None);
+    }
+    let (left_schema, right_schema) = (join.left().schema(), join.right().schema());
+    let mut keys = Vec::new();
+    for (build, probe) in join.on() {
+        let (build_type, probe_type) = (
+            build.data_type(&left_schema)?,
+            probe.data_type(&right_schema)?,
+        );
+        if matches!(build_type, DataType::Dictionary(..))
+            || matches!(probe_type, DataType::Dictionary(..))
+        {
+            return Ok(None);
+        }
+        keys.push((Arc::clone(build), Arc::clone(probe), probe_type));
+    }
+    Ok(Some(keys))
+}
+
+/// Whether an expression of `plan` or below it is (or contains) the one with id `id`:
+/// whether some operator of the probe side took the join's filter.
+fn reads_expression(plan: &Arc<dyn ExecutionPlan>, id: u64) -> bool {
+    let mut found = false;
+    let _ = plan.apply(|node| {
+        node.apply_expressions(&mut |expr| {
+            expr.apply(|e| {
+                found |= e.expression_id() == Some(id);
+                Ok(if found {
+                    TreeNodeRecursion::Stop
+                } else {
+                    TreeNodeRecursion::Continue
+                })
+            })
+        })
+    });
+    found
 }
 
 /// `plan` without its [`BuildBoundsExec`]s (each replaced by its input).
@@ -163,14 +206,20 @@ impl ExecutionPlan for BuildBoundsExec {
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let input = self.input.execute(partition, context)?;
-        let mut bounds = Vec::with_capacity(self.keys.len());
-        for (build, ..) in &self.keys {
-            let data_type = build.data_type(&self.input.schema())?;
-            bounds.push((
-                MinAccumulator::try_new(&data_type)?,
-                MaxAccumulator::try_new(&data_type)?,
-            ));
-        }
+        let schema = self.input.schema();
+        let bounds = self
+            .keys
+            .iter()
+            .map(|(build, ..)| {
+                let data_type = build.data_type(&schema)?;
+                Ok((
+                    MinAccumulator::try_new(&data_type)?,
+                    MaxAccumulator::try_new(&data_type)?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()
+            .inspect_err(|e| tracing::debug!("no join filter: {e}"))
+            .ok();
         Ok(Box::pin(BoundsStream {
             input,
             keys: self.keys.clone(),
@@ -181,33 +230,47 @@ impl ExecutionPlan for BuildBoundsExec {
     }
 }
 
+/// The filter is an optimisation: when the bounds cannot be computed (`bounds` is
+/// `None`), it stays "true" and the query goes on.
 struct BoundsStream {
     input: SendableRecordBatchStream,
     keys: Vec<Key>,
-    bounds: Vec<(MinAccumulator, MaxAccumulator)>,
+    bounds: Option<Vec<(MinAccumulator, MaxAccumulator)>>,
     rows: usize,
     /// Taken when the filter is set.
     filter: Option<Arc<DynamicFilterPhysicalExpr>>,
 }
 
 impl BoundsStream {
-    fn add(&mut self, batch: &RecordBatch) -> Result<()> {
+    fn add(&mut self, batch: &RecordBatch) {
         self.rows += batch.num_rows();
-        for ((build, ..), (min, max)) in self.keys.iter().zip(&mut self.bounds) {
-            let values = build.evaluate(batch)?.into_array(batch.num_rows())?;
-            min.update_batch(std::slice::from_ref(&values))?;
-            max.update_batch(&[values])?;
+        let Some(bounds) = &mut self.bounds else {
+            return;
+        };
+        let mut update = || {
+            for ((build, ..), (min, max)) in self.keys.iter().zip(bounds.iter_mut()) {
+                let values = build.evaluate(batch)?.into_array(batch.num_rows())?;
+                min.update_batch(std::slice::from_ref(&values))?;
+                max.update_batch(&[values])?;
+            }
+            Result::<()>::Ok(())
+        };
+        if let Err(e) = update() {
+            tracing::debug!("no join filter: {e}");
+            self.bounds = None;
         }
-        Ok(())
     }
 
     /// The filter the build side's keys give: each probe key within its bounds.
     fn predicate(&mut self) -> Result<Arc<dyn PhysicalExpr>> {
+        let Some(bounds) = &mut self.bounds else {
+            return Ok(lit(true));
+        };
         if self.rows == 0 {
             return Ok(lit(false));
         }
         let mut conjuncts: Vec<Arc<dyn PhysicalExpr>> = Vec::new();
-        for ((_, probe, probe_type), (min, max)) in self.keys.iter().zip(&mut self.bounds) {
+        for ((_, probe, probe_type), (min, max)) in self.keys.iter().zip(bounds.iter_mut()) {
             let (low, high) = (min.evaluate()?, max.evaluate()?);
             if low.is_null() || high.is_null() {
                 // Only NULL keys, which match nothing.
@@ -223,12 +286,15 @@ impl BoundsStream {
             .unwrap_or_else(|| lit(true)))
     }
 
-    fn publish(&mut self) -> Result<()> {
+    /// Sets the filter (once); on an error it stays "true".
+    fn publish(&mut self) {
         if let Some(filter) = self.filter.take() {
-            filter.update(self.predicate()?)?;
+            let updated = self.predicate().and_then(|p| filter.update(p));
+            if let Err(e) = updated {
+                tracing::debug!("no join filter: {e}");
+            }
             filter.mark_complete();
         }
-        Ok(())
     }
 }
 
@@ -242,16 +308,8 @@ impl Stream for BoundsStream {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let polled = self.input.poll_next_unpin(cx);
         match &polled {
-            Poll::Ready(Some(Ok(batch))) => {
-                if let Err(e) = self.add(batch) {
-                    return Poll::Ready(Some(Err(e)));
-                }
-            }
-            Poll::Ready(None) => {
-                if let Err(e) = self.publish() {
-                    return Poll::Ready(Some(Err(e)));
-                }
-            }
+            Poll::Ready(Some(Ok(batch))) => self.add(batch),
+            Poll::Ready(None) => self.publish(),
             _ => {}
         }
         polled

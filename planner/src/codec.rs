@@ -142,8 +142,9 @@ struct ScanProto {
 pub struct ShoalCodec;
 
 /// Serialises a stage plan (or any plan containing Shoal's nodes) to bytes. A join's
-/// [`crate::build_bounds::BuildBoundsExec`] is left out: the filter it fills is shared only within this
-/// process, and the decoded scans read without it.
+/// [`crate::build_bounds::BuildBoundsExec`] is left out: the filter it fills is shared
+/// only within this process; a decoded scan keeps the filter as it was when encoded
+/// (usually still "true") and nothing fills it.
 pub fn encode_plan(plan: Arc<dyn ExecutionPlan>) -> Result<Vec<u8>> {
     let plan = crate::build_bounds::without_build_bounds(plan)?;
     Ok(physical_plan_to_bytes_with_proto_converter(plan, &ShoalCodec, &CheckedConverter)?.to_vec())

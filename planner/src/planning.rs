@@ -128,7 +128,7 @@ impl<'a> JobPlanner<'a> {
     /// The stages of `plan` as planned, without computing its subqueries first: what
     /// `EXPLAIN` shows.
     pub async fn stage_graph(&self, plan: &LogicalPlan) -> Result<TaskGraph> {
-        crate::split::split_into_stages(self.physical_plan(plan).await?)
+        crate::split::split_into_stages(self.placed(self.physical_plan(plan).await?)?)
     }
 
     /// The graph a job for `plan` runs: uncorrelated scalar subqueries are computed first
@@ -146,10 +146,7 @@ impl<'a> JobPlanner<'a> {
 
     /// The graph for an already planned physical plan.
     pub fn graph_of(&self, physical: Arc<dyn ExecutionPlan>) -> Result<TaskGraph> {
-        let physical = match self.placement {
-            Placement::Processes => crate::distribute::independent_partitions(physical)?,
-            Placement::InProcess => crate::build_bounds::fill_join_filters(physical)?,
-        };
+        let physical = self.placed(physical)?;
         let resources = self
             .state
             .config_options()
@@ -158,6 +155,15 @@ impl<'a> JobPlanner<'a> {
             .map(ShoalConfig::task_resources)
             .unwrap_or_default();
         Ok(crate::split::split_into_stages(physical)?.with_resources(&resources))
+    }
+
+    /// `physical` as it runs where this planner's tasks run: partitions that stand alone
+    /// for other processes, join filters filled for this one.
+    fn placed(&self, physical: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+        match self.placement {
+            Placement::Processes => crate::distribute::independent_partitions(physical),
+            Placement::InProcess => crate::build_bounds::fill_join_filters(physical),
+        }
     }
 
     /// Replaces each uncorrelated scalar subquery of the optimized `plan` by its value.

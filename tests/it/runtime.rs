@@ -66,8 +66,15 @@ async fn broadcast_join_build_side_is_its_own_stage() {
         use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
         if let Some(join) = plan.downcast_ref::<HashJoinExec>()
             && *join.partition_mode() == PartitionMode::CollectLeft
-            && let Some(read) = join.left().downcast_ref::<shoal_planner::ShuffleReadExec>()
         {
+            // The build side's bounds are taken on the way (`BuildBoundsExec`).
+            let mut left = join.left();
+            if left.is::<shoal_planner::build_bounds::BuildBoundsExec>() {
+                left = left.children()[0];
+            }
+            let read = left
+                .downcast_ref::<shoal_planner::ShuffleReadExec>()
+                .expect("the build side is read from its stage");
             out.push((read.stage(), read.mode()));
         }
         for child in plan.children() {

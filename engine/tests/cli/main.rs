@@ -354,6 +354,17 @@ fn bench_scheduler_simulates_thousands_of_workers_in_one_process() {
         &shoal(&["bench", "scheduler", "--simulate-workers", "10,0"]),
         "--simulate-workers: each count must be at least 1",
     );
+    assert_one_line_error(
+        &shoal(&[
+            "bench",
+            "scheduler",
+            "--simulate-workers",
+            "10",
+            "--cluster",
+            "http://127.0.0.1:1",
+        ]),
+        "--simulate-workers runs its own scheduler: it takes no --cluster",
+    );
 }
 
 #[test]

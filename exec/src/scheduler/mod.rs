@@ -396,7 +396,10 @@ impl Scheduler {
                 }
                 let mut state = JobState::new(job, spec, done, relocated, self.outbox.clone());
                 state.pool = self.room.register(&state.request);
-                self.jobs.insert(job, state);
+                if let Some(old) = self.jobs.insert(job, state) {
+                    // A client reusing a job id replaces that job.
+                    self.room.unregister(old.pool);
+                }
                 self.turn.push_back(job);
             }
             Event::TaskEnded {

@@ -1,8 +1,10 @@
 //! The placement index: for each distinct resource request of the jobs in the scheduler,
-//! the workers with room for one more such task, in the order placement prefers them.
-//! A worker's entry moves whenever its room changes (a task starts or ends, it joins,
-//! retires, falls under suspicion or is lost), at a cost of O(requests · log workers);
-//! placing a task then reads the first entry instead of looking at every worker.
+//! the workers with room for one more such task, in buckets in the order placement
+//! prefers them. A worker's entry moves whenever its room changes (a task starts or ends,
+//! it joins, retires, falls under suspicion or is lost), at a cost of O(requests);
+//! placing a task then reads the first bucket's last entry instead of looking at every
+//! worker. Only a job with a request no other job has costs O(workers), once, to build
+//! its pool.
 
 use shoal_planner::{Resources, WorkerId};
 
@@ -73,8 +75,8 @@ impl Pool {
         self.position[worker] = NOWHERE;
     }
 
-    /// The preferred worker: the last to arrive in the first bucket that has any (its
-    /// state is the likeliest to still be in the cache).
+    /// The preferred worker: the one at the end of the first bucket that has any (usually
+    /// the last to arrive, whose state is the likeliest to still be in the cache).
     fn first(&self) -> Option<WorkerId> {
         let bucket = self.filled.trailing_zeros() as usize;
         self.buckets.get(bucket)?.last().copied()
@@ -82,7 +84,8 @@ impl Pool {
 }
 
 /// Workers with room, per resource request; and which resources alive workers offer.
-/// Every operation takes the same time whatever the number of workers.
+/// Every operation but [`Room::register`] of a new request takes the same time whatever
+/// the number of workers.
 pub(super) struct Room {
     pools: Vec<Option<Pool>>,
     /// Each worker's current bucket and the free resources it was filed under, `None`
@@ -181,6 +184,38 @@ impl Room {
     #[cfg(test)]
     pub(super) fn entry(&self, worker: WorkerId) -> Option<&(u8, Resources)> {
         self.entries.get(worker)?.as_ref()
+    }
+
+    /// Whether every pool holds exactly the workers filed with free resources covering
+    /// its request, each at its recorded position, and marks its non-empty buckets.
+    #[cfg(test)]
+    pub(super) fn consistent(&self) -> bool {
+        self.pools.iter().flatten().all(|pool| {
+            let mut members = 0;
+            for (worker, entry) in self.entries.iter().enumerate() {
+                let at = pool.position.get(worker).copied().unwrap_or(NOWHERE);
+                match entry {
+                    Some((bucket, free)) if free.covers(&pool.request) => {
+                        let bucket = &pool.buckets[usize::from(*bucket)];
+                        if bucket.get(at as usize) != Some(&worker) {
+                            return false;
+                        }
+                        members += 1;
+                    }
+                    _ if at != NOWHERE => return false,
+                    _ => {}
+                }
+            }
+            let filled =
+                (0..128).all(|b| (pool.filled >> b & 1 == 1) != pool.buckets[b].is_empty());
+            filled && pool.buckets.iter().map(Vec::len).sum::<usize>() == members
+        })
+    }
+
+    /// Pools in use (the one for tasks that ask for nothing included).
+    #[cfg(test)]
+    pub(super) fn pools(&self) -> usize {
+        self.pools.iter().flatten().count()
     }
 
     /// Whether any worker has room for a task that asks for nothing.

@@ -108,7 +108,11 @@ impl Simulation {
             relocated: None,
         };
         send(&self.events, submit)?;
-        outputs.await.map_err(|_| stopped())??;
+        // No-op tasks end at once: a job that takes minutes is a scheduler bug.
+        tokio::time::timeout(Duration::from_secs(600), outputs)
+            .await
+            .map_err(|_| DataFusionError::Internal(format!("simulated job {job} hung")))?
+            .map_err(|_| stopped())??;
         let took = started.elapsed();
         send(&self.events, Event::EndJob(job))?;
         Ok(took)

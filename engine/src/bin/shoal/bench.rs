@@ -112,6 +112,11 @@ async fn simulated(args: &SchedulerArgs, prefetch: usize) -> shoal::Result<()> {
 /// `shoal bench scheduler`: no-op graphs through a scheduler and its worker processes.
 async fn scheduler(engine: &EngineArgs, args: SchedulerArgs) -> shoal::Result<()> {
     if !args.simulate_workers.is_empty() {
+        if engine.cluster.is_some() {
+            return Err(shoal::Error::input(
+                "--simulate-workers runs its own scheduler: it takes no --cluster",
+            ));
+        }
         let settings = shoal::ShoalConfig::from_env()?.settings;
         return simulated(&args, settings.scheduler.prefetch).await;
     }

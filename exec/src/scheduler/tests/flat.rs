@@ -104,7 +104,9 @@ fn tasks_asking_for_a_resource_find_its_few_workers_among_many() {
         h.scheduler.room.looked_at
     );
     // With the gpu job gone its pool goes too; a job asking for nothing uses them all.
+    assert_eq!(h.scheduler.room.pools(), 2);
     h.event(Event::EndJob(1));
+    assert_eq!(h.scheduler.room.pools(), 1);
     let _done = h.submit(2, &[(&[], 2000)]);
     assert!((0..2000).all(|w| h.launched(w).len() == 1));
 }
