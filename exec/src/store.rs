@@ -478,18 +478,24 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_bucket_keeps_only_the_strings_its_rows_use() {
-        use datafusion::arrow::array::{AsArray, StringViewArray};
-        // 100 rows of a column of 10,000 strings of 100 bytes (1 MB of string data, as
-        // a scan's page would hold): stored, they hold about 10 kB, not the megabyte.
+    /// One string view column `s` of 10,000 strings of 100 bytes: the row number, padded.
+    fn megabyte_of_strings() -> RecordBatch {
+        use datafusion::arrow::array::StringViewArray;
         let strings: StringViewArray = (0..10_000).map(|i| Some(format!("{i:0>100}"))).collect();
         let schema = Arc::new(Schema::new(vec![Field::new(
             "s",
             DataType::Utf8View,
             false,
         )]));
-        let whole = RecordBatch::try_new(schema, vec![Arc::new(strings)]).unwrap();
+        RecordBatch::try_new(schema, vec![Arc::new(strings)]).unwrap()
+    }
+
+    #[test]
+    fn a_bucket_keeps_only_the_strings_its_rows_use() {
+        use datafusion::arrow::array::AsArray;
+        // 100 rows of a column of 10,000 strings of 100 bytes (1 MB of string data, as
+        // a scan's page would hold): stored, they hold about 10 kB, not the megabyte.
+        let whole = megabyte_of_strings();
         let scratch = tempfile::tempdir().unwrap();
         let store = ResultStore::new(scratch.path(), 100_000_000).unwrap();
         store.put(key(1, 0), vec![whole.slice(500, 100)]).unwrap();
@@ -555,17 +561,11 @@ mod tests {
 
     #[test]
     fn a_spill_file_keeps_only_the_strings_its_rows_use() {
-        use datafusion::arrow::array::{Array, AsArray, StringViewArray};
+        use datafusion::arrow::array::{Array, AsArray};
         let scratch = tempfile::tempdir().unwrap();
         // 1,000 slices of 10 rows over one column of 10,000 strings of 100 bytes: every
         // slice points into the same 1 MB of string data.
-        let strings: StringViewArray = (0..10_000).map(|i| Some(format!("{i:0>100}"))).collect();
-        let schema = Arc::new(Schema::new(vec![Field::new(
-            "s",
-            DataType::Utf8View,
-            false,
-        )]));
-        let whole = RecordBatch::try_new(schema, vec![Arc::new(strings)]).unwrap();
+        let whole = megabyte_of_strings();
         let slices: Vec<RecordBatch> = (0..1000).map(|i| whole.slice(i * 10, 10)).collect();
         let store = ResultStore::new(scratch.path(), 0).unwrap();
         store.put(key(1, 0), slices).unwrap();
