@@ -239,6 +239,17 @@ async fn start_job(session: &Session, sql: &str) -> shoal_exec::JobHandle {
     job
 }
 
+/// Waits until some worker runs a task; its id.
+async fn busy_worker(session: &Session) -> usize {
+    loop {
+        let status = session.status().await.unwrap();
+        if let Some(w) = status.workers.iter().find(|w| w.tasks_running > 0) {
+            return w.id;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Waits until no job is left and no worker runs a task.
 async fn wait_until_idle(session: &Session) {
     let deadline = Instant::now() + Duration::from_secs(10);

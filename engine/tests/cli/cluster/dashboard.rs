@@ -225,13 +225,7 @@ async fn retiring_a_worker_drains_it_and_it_exits() {
     let session = cluster.session();
     let job = super::start_job(&session, &super::slow_query(20_000_000)).await;
     // The worker running the scan.
-    let busy = loop {
-        let status = session.status().await.unwrap();
-        if let Some(w) = status.workers.iter().find(|w| w.tasks_running > 0) {
-            break w.id;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let busy = super::busy_worker(&session).await;
     let path = format!("/shoal/api/v1/workers/{busy}/retire");
     assert_eq!(request(&host, "POST", &path, &[]).status, 401);
     let bearer = format!("Bearer {TOKEN}");

@@ -100,13 +100,7 @@ async fn a_worker_sent_sigterm_drains_and_exits() {
     let mut cluster = super::Cluster::start(2);
     let session = cluster.session();
     let job = super::start_job(&session, &super::slow_query(20_000_000)).await;
-    let busy = loop {
-        let status = session.status().await.unwrap();
-        if let Some(w) = status.workers.iter().find(|w| w.tasks_running > 0) {
-            break w.id;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    };
+    let busy = super::busy_worker(&session).await;
     signal(&cluster.workers[busy], "TERM");
     let batches: Vec<_> = job.stream.try_collect().await.unwrap();
     let expected = vec![vec!["97".to_string(), (96 * 97 / 2).to_string()]];
