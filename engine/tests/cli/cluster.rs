@@ -46,6 +46,9 @@ struct Cluster {
     worker_env: Vec<(String, String)>,
     /// Address space (KiB) of the workers started from now on, set with `ulimit -v`.
     worker_address_space: Option<u64>,
+    /// The workers' scratch space: a killed worker cannot remove its result store, so the
+    /// cluster removes them all when it is dropped (after its processes).
+    scratch: tempfile::TempDir,
 }
 
 /// Starts `shoal scheduler` on `bind` with `args` (and `token`); returns it and its URL.
@@ -80,6 +83,11 @@ impl Cluster {
     fn scheduler(token: Option<&str>, scheduler_args: &[&str]) -> Self {
         let (scheduler, url) = spawn_scheduler(token, "127.0.0.1:0", scheduler_args);
         assert!(url.starts_with("http"), "the scheduler said {url:?}");
+        Self::with_scheduler(url, scheduler, token)
+    }
+
+    /// The cluster of a scheduler already running at `url`, and no workers yet.
+    fn with_scheduler(url: String, scheduler: Child, token: Option<&str>) -> Self {
         Self {
             url,
             scheduler,
@@ -88,6 +96,7 @@ impl Cluster {
             extra: Vec::new(),
             worker_env: Vec::new(),
             worker_address_space: None,
+            scratch: tempfile::tempdir().expect("a scratch directory"),
         }
     }
 
@@ -114,6 +123,7 @@ impl Cluster {
         cmd.args(["worker", "--exit-with-stdin", "--scheduler", &self.url])
             .args(&self.extra)
             .args(args)
+            .env("SHOAL_SCRATCH_DIR", self.scratch.path())
             .envs(self.worker_env.iter().map(|(k, v)| (k, v)))
             .env_remove("SHOAL_TOKEN")
             .stdin(Stdio::piped())

@@ -36,15 +36,7 @@ fn scheduler_with_dashboard(dashboard_bind: &str) -> (Cluster, String) {
         .strip_prefix("shoal dashboard at ")
         .unwrap_or_else(|| panic!("the scheduler said {first:?} then {second:?}"))
         .to_string();
-    let cluster = Cluster {
-        url,
-        scheduler,
-        workers: Vec::new(),
-        token: Some(TOKEN.to_string()),
-        extra: Vec::new(),
-        worker_env: Vec::new(),
-        worker_address_space: None,
-    };
+    let cluster = Cluster::with_scheduler(url, scheduler, Some(TOKEN));
     (cluster, link)
 }
 
