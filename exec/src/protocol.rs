@@ -107,6 +107,9 @@ pub struct JobSpec {
     pub request: Resources,
     /// How long the job may wait for a worker that can run its tasks.
     pub placement_timeout: Duration,
+    /// Whether a stage may start while the stages it reads still run (once every task of
+    /// them is placed), reading their outputs as they finish.
+    pub pipelined: bool,
     /// What the job is, for its `Submitted` event.
     pub outline: Arc<JobOutline>,
 }
@@ -116,13 +119,15 @@ impl JobSpec {
     pub fn local(graph: TaskGraph, ctx: Arc<TaskContext>) -> Self {
         let request = graph.resources.clone();
         let outline = Arc::new(JobOutline::of(&graph));
-        let placement_timeout = ctx
+        let shoal = ctx
             .session_config()
             .options()
             .extensions
-            .get::<ShoalConfig>()
+            .get::<ShoalConfig>();
+        let placement_timeout = shoal
             .map(|c| c.placement_timeout())
             .unwrap_or(Duration::from_secs(60));
+        let pipelined = shoal.is_none_or(|c| c.settings.execution.pipelined_exchanges);
         let stages = graph
             .stages
             .into_iter()
@@ -139,6 +144,7 @@ impl JobSpec {
             stages,
             request,
             placement_timeout,
+            pipelined,
             outline,
         }
     }
@@ -566,6 +572,18 @@ pub enum WorkerMsg {
     ReleaseJob(JobId),
     /// Drop one stage's outputs: every stage reading them has finished.
     ReleaseStage(JobId, StageId),
+    /// Task `partition` of stage `stage` of the job finished on `worker`: tasks started
+    /// before it (pipelined exchanges) may read its output now.
+    Located {
+        /// The job.
+        job: JobId,
+        /// The producing task.
+        task: TaskId,
+        /// The worker holding its output.
+        worker: WorkerId,
+    },
+    /// Stop this run of a task, whether it runs or waits here; its report is ignored.
+    CancelTask(JobId, TaskId, u32),
     /// Worker `id` serves its outputs at this address.
     Peer(WorkerId, String),
     /// The worker was retired and runs nothing more: it leaves the cluster and exits.

@@ -8,7 +8,7 @@
 //! and the result store spills to make room for it.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use datafusion::common::{Result, internal_datafusion_err};
@@ -17,7 +17,10 @@ use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::execution_plan::reset_plan_states;
-use shoal_planner::{JobId, ShuffleEnv, ShuffleIo, StageId, TaskId, WorkerId, bucket_bytes};
+use shoal_planner::{
+    InputLocations, JobId, Locations, ShuffleEnv, ShuffleIo, StageId, TaskId, WorkerId,
+    bucket_bytes,
+};
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 
@@ -90,13 +93,27 @@ impl Worker {
         // have left that state failed for good: later tasks of the stage run a copy with
         // fresh state instead.
         let mut fresh = FreshPlans::default();
+        // The input locations of tasks started here, to fill in as producers finish.
+        let mut boards = Boards::default();
         let mut tick = tokio::time::interval(Duration::from_millis(50));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 msg = inbox.recv() => match msg {
                     None => break,
-                    Some(WorkerMsg::Launch(launch)) => queue.push_back(*launch),
+                    Some(WorkerMsg::Launch(launch)) => {
+                        boards.add(launch.job, &launch.locations);
+                        queue.push_back(*launch);
+                    }
+                    Some(WorkerMsg::Located { job, task, worker }) => boards.fill(job, task, worker),
+                    Some(WorkerMsg::CancelTask(job, task, attempt)) => {
+                        // Its report is ignored (the scheduler gave up on this run), so the
+                        // queued one needs none.
+                        if let Some(handle) = handles.get(&(job, task, attempt)) {
+                            handle.abort();
+                        }
+                        queue.retain(|l| (l.job, l.task, l.attempt) != (job, task, attempt));
+                    }
                     Some(WorkerMsg::CancelJob(job)) => {
                         for ((j, _, _), handle) in &handles {
                             if *j == job {
@@ -104,6 +121,7 @@ impl Worker {
                             }
                         }
                         fresh.forget(job, None);
+                        boards.forget(job);
                         queue.retain(|l| {
                             if l.job != job {
                                 return true;
@@ -118,6 +136,7 @@ impl Worker {
                     }
                     Some(WorkerMsg::ReleaseJob(job)) => {
                         fresh.forget(job, None);
+                        boards.forget(job);
                         self.store.remove_job(job);
                     }
                     Some(WorkerMsg::ReleaseStage(job, stage)) => {
@@ -253,6 +272,40 @@ impl Worker {
                 spills,
             });
         }
+    }
+}
+
+/// The input locations handed to tasks of each job on this worker that some producer's
+/// output is still missing from: a `Located` fills them in.
+#[derive(Default)]
+struct Boards(HashMap<JobId, Vec<Weak<InputLocations>>>);
+
+impl Boards {
+    fn add(&mut self, job: JobId, locations: &Locations) {
+        if locations.complete() {
+            return;
+        }
+        let boards = self.0.entry(job).or_default();
+        boards.retain(|b| b.strong_count() > 0);
+        if !boards.iter().any(|b| std::ptr::eq(b.as_ptr(), Arc::as_ptr(locations))) {
+            boards.push(Arc::downgrade(locations));
+        }
+    }
+
+    fn fill(&mut self, job: JobId, task: TaskId, worker: WorkerId) {
+        if let Some(boards) = self.0.get_mut(&job) {
+            boards.retain(|b| match b.upgrade() {
+                Some(board) => {
+                    board.fill(task.stage, task.partition, worker);
+                    !board.complete()
+                }
+                None => false,
+            });
+        }
+    }
+
+    fn forget(&mut self, job: JobId) {
+        self.0.remove(&job);
     }
 }
 

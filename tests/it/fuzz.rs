@@ -231,6 +231,7 @@ fn wire_seeds_are_conversations_the_scheduler_answers() {
                 config: [("datafusion.execution.target_partitions".into(), "2".into())].into(),
                 resources: Default::default(),
                 placement_timeout_secs: 5.0,
+                pipelined: true,
                 recompute_results: true,
                 outline: None,
             }

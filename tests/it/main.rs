@@ -12,6 +12,7 @@ mod fuzz;
 mod http;
 mod labeled;
 mod pruning;
+mod pipelined;
 mod runtime;
 mod slt;
 mod slt_runner;

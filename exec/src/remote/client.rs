@@ -404,6 +404,7 @@ fn submit_request(
         config,
         resources,
         placement_timeout_secs: shoal.settings.task.placement_timeout,
+        pipelined: shoal.settings.execution.pipelined_exchanges,
         recompute_results: !matches!(hazard, Some(ReplayHazard::Effects(_))),
         outline: Some(crate::outline::JobOutline::of(graph).to_proto()),
     })

@@ -161,6 +161,7 @@ pub(crate) fn job_spec(submit: proto::SubmitJob) -> Result<JobSpec, Status> {
         stages,
         request: resources_from_proto(&submit.resources),
         placement_timeout,
+        pipelined: submit.pipelined,
         outline: Arc::new(JobOutline::default()),
     };
     let outline = JobOutline::from_proto(submit.outline.unwrap_or_default())

@@ -27,7 +27,7 @@ pub mod proto {
 }
 
 /// The control-plane version; a worker of another version is refused when it registers.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 fn resources_from_proto(map: &HashMap<String, f64>) -> Resources {
     map.iter().map(|(k, v)| (k.clone(), *v)).collect()

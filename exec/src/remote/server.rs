@@ -12,7 +12,7 @@ use futures::Stream;
 use parking_lot::{Mutex, RwLock};
 use rustc_hash::{FxHashMap, FxHashSet};
 use shoal_planner::config::ShoalSettings;
-use shoal_planner::{JobId, Locations, StageId, WorkerId, kind_of};
+use shoal_planner::{JobId, Locations, StageId, TaskId, WorkerId, kind_of};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_stream::StreamExt;
@@ -542,6 +542,18 @@ async fn write_worker(
     }
 }
 
+/// How a launch's input locations say "not finished yet".
+pub(crate) const NOT_LOCATED: u64 = u64::MAX;
+
+fn task_ref(job: JobId, task: TaskId, attempt: u32) -> proto::TaskRef {
+    proto::TaskRef {
+        job,
+        stage: task.stage as u32,
+        partition: task.partition as u32,
+        attempt,
+    }
+}
+
 fn stage_ref(job: JobId, stage: StageId) -> Option<proto::StageRef> {
     Some(proto::StageRef {
         job,
@@ -606,20 +618,19 @@ pub(crate) fn encode_command(
                     .insert((launch.job, stage), Arc::clone(&launch.locations));
                 launch
                     .locations
-                    .iter()
+                    .snapshot()
+                    .into_iter()
                     .map(|(stage, workers)| proto::StageLocations {
-                        stage: *stage as u32,
-                        workers: workers.iter().map(|&w| w as u64).collect(),
+                        stage: stage as u32,
+                        workers: workers
+                            .iter()
+                            .map(|w| w.map_or(NOT_LOCATED, |w| w as u64))
+                            .collect(),
                     })
                     .collect()
             };
             push(command::Kind::Launch(proto::Launch {
-                task: Some(proto::TaskRef {
-                    job: launch.job,
-                    stage: stage as u32,
-                    partition: launch.task.partition as u32,
-                    attempt: launch.attempt,
-                }),
+                task: Some(task_ref(launch.job, launch.task, launch.attempt)),
                 inputs,
             }));
         }
@@ -639,6 +650,15 @@ pub(crate) fn encode_command(
                 job,
                 stage: stage as u32,
             }));
+        }
+        WorkerMsg::Located { job, task, worker } => {
+            push(command::Kind::Located(proto::Located {
+                task: Some(task_ref(job, task, 0)),
+                worker: worker as u64,
+            }))
+        }
+        WorkerMsg::CancelTask(job, task, attempt) => {
+            push(command::Kind::CancelTask(task_ref(job, task, attempt)))
         }
         WorkerMsg::Peer(id, address) => push(command::Kind::Peer(proto::Peer {
             worker_id: id as u64,

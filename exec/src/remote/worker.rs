@@ -14,8 +14,8 @@ use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::session_state::SessionStateBuilder;
 use shoal_planner::config::ShoalSettings;
 use shoal_planner::{
-    ErrorKind, JobId, Locations, Resources, StageId, TaskId, WorkerId, decode_plan, kind_of,
-    shoal_err, task_session_config,
+    ErrorKind, InputLocations, JobId, Locations, Resources, StageId, TaskId, WorkerId, decode_plan,
+    kind_of, shoal_err, task_session_config,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -25,6 +25,7 @@ use tonic::Request;
 
 use super::control::{connect_error, control_client};
 use super::events::failure_to_proto;
+use super::server::NOT_LOCATED;
 use super::proto::{self, command, scheduler_message, worker_message};
 use super::{PROTOCOL_VERSION, resources_to_proto};
 use crate::flight::{FlightTransport, StoreFlightService, serve};
@@ -415,6 +416,22 @@ impl Commands {
                 let _ = self.inbox.send(WorkerMsg::ReleaseJob(job));
             }
             command::Kind::Exit(exit) => self.exit = exit,
+            command::Kind::Located(located) => {
+                if let Some(task) = located.task {
+                    let _ = self.inbox.send(WorkerMsg::Located {
+                        job: task.job,
+                        task: task_id(&task),
+                        worker: located.worker as WorkerId,
+                    });
+                }
+            }
+            command::Kind::CancelTask(task) => {
+                let _ = self.inbox.send(WorkerMsg::CancelTask(
+                    task.job,
+                    task_id(&task),
+                    task.attempt,
+                ));
+            }
             command::Kind::ReleaseStage(stage) => {
                 let key = (stage.job, stage.stage as StageId);
                 self.plans.remove(&key);
@@ -431,10 +448,7 @@ impl Commands {
 
     fn launch(&mut self, launch: proto::Launch) {
         let Some(task) = launch.task else { return };
-        let id_of = TaskId {
-            stage: task.stage as StageId,
-            partition: task.partition as usize,
-        };
+        let id_of = task_id(&task);
         let key = (task.job, id_of.stage);
         let plan = match self.plans.get(&key) {
             Some(Ok(plan)) => plan.clone(),
@@ -459,11 +473,15 @@ impl Commands {
                 .inputs
                 .into_iter()
                 .map(|l| {
-                    let workers = l.workers.iter().map(|&w| w as WorkerId).collect();
+                    let workers = l
+                        .workers
+                        .iter()
+                        .map(|&w| (w != NOT_LOCATED).then_some(w as WorkerId))
+                        .collect();
                     (l.stage as StageId, workers)
                 })
                 .collect();
-            self.locations.insert(key, Arc::new(fresh));
+            self.locations.insert(key, Arc::new(InputLocations::new(fresh)));
         }
         let _ = self.inbox.send(WorkerMsg::Launch(Box::new(Launch {
             job: task.job,
@@ -472,6 +490,13 @@ impl Commands {
             plan,
             locations: Arc::clone(&self.locations[&key]),
         })));
+    }
+}
+
+fn task_id(task: &proto::TaskRef) -> TaskId {
+    TaskId {
+        stage: task.stage as StageId,
+        partition: task.partition as usize,
     }
 }
 

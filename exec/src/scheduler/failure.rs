@@ -117,7 +117,7 @@ impl Scheduler {
                         && w == worker
                     {
                         let task = TaskId { stage, partition };
-                        state.tasks[stage][partition] = TaskState::Waiting;
+                        state.wait_again(task);
                         state.crashes[stage][partition] += 1;
                         if state.crashes[stage][partition] >= MAX_WORKER_CRASHES {
                             let why = format!(
@@ -144,6 +144,59 @@ impl Scheduler {
             }
             state.lose_outputs(worker);
             self.send_releases(job);
+        }
+    }
+
+    /// Tasks that started before their inputs were complete (pipelined exchanges) and
+    /// read a stage a task of which must run again start over: they may wait for it in
+    /// the slots it needs. Their stages start again once every input task is placed.
+    pub(super) fn restart_stalled(&mut self) {
+        let jobs: Vec<JobId> = self
+            .jobs
+            .iter()
+            .filter(|(_, state)| !state.stalled.is_empty())
+            .map(|(&job, _)| job)
+            .collect();
+        for job in jobs {
+            let mut stopped = Vec::new();
+            let state = self.jobs.get_mut(&job).expect("job exists");
+            while let Some(stage) = state.stalled.pop() {
+                for i in 0..state.consumers[stage].len() {
+                    let consumer = state.consumers[stage][i];
+                    if !state.started_early(consumer) {
+                        continue;
+                    }
+                    state.early[consumer].clear();
+                    state.forget_inputs(consumer);
+                    state.stage_started[consumer] = false;
+                    for partition in 0..state.tasks[consumer].len() {
+                        let task = TaskId {
+                            stage: consumer,
+                            partition,
+                        };
+                        match state.tasks[consumer][partition] {
+                            TaskState::Running { worker, attempt } => {
+                                // Its next run has a new attempt number, so the report of
+                                // this one (cancelled) is told apart from it.
+                                state.wait_again(task);
+                                stopped.push((worker, task, attempt));
+                            }
+                            TaskState::Queued => {
+                                // Its entry in `ready` is skipped when popped.
+                                state.tasks[consumer][partition] = TaskState::Waiting;
+                            }
+                            TaskState::Waiting | TaskState::Done { .. } => {}
+                        }
+                    }
+                }
+            }
+            for (worker, task, attempt) in stopped {
+                tracing::debug!(job, %task, attempt, worker, "restarting an early task");
+                let _ = self.workers[worker]
+                    .tx
+                    .send(WorkerMsg::CancelTask(job, task, attempt));
+                self.release_task(worker, job, task, false);
+            }
         }
     }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use datafusion::common::DataFusionError;
 use rustc_hash::FxHashMap;
-use shoal_planner::{JobId, Locations, Resources, StageId, TaskId, WorkerId};
+use shoal_planner::{InputLocations, JobId, Locations, Resources, StageId, TaskId, WorkerId};
 use tokio::sync::oneshot;
 
 use super::Outbox;
@@ -60,6 +60,17 @@ pub(super) struct JobState {
     pub(super) tasks_left: Vec<usize>,
     /// Unfinished input stages per stage.
     pub(super) inputs_left: Vec<usize>,
+    /// Running tasks per stage.
+    pub(super) running: Vec<usize>,
+    /// Whether a stage may start while its inputs still run (see [`Self::start_early`]).
+    pub(super) pipelined: bool,
+    /// Per stage, the workers given tasks of it before its inputs were complete: they
+    /// hear where each input task's output is as it finishes.
+    pub(super) early: Vec<Vec<WorkerId>>,
+    /// Stages a task of which went back to waiting: tasks of their consumers that
+    /// started early may wait for it while holding slots it needs, so they start over
+    /// (see `Scheduler::restart_stalled`).
+    pub(super) stalled: Vec<StageId>,
     /// Unfinished consumer stages per stage; at zero its outputs are released.
     pub(super) consumers_left: Vec<usize>,
     pub(super) stage_done: Vec<bool>,
@@ -123,6 +134,10 @@ impl JobState {
             fetch_retries: spec.stages.iter().map(|s| vec![0; s.tasks]).collect(),
             tasks_left: spec.stages.iter().map(|s| s.tasks).collect(),
             inputs_left: spec.stages.iter().map(|s| s.inputs.len()).collect(),
+            running: vec![0; n],
+            pipelined: spec.pipelined,
+            early: vec![Vec::new(); n],
+            stalled: Vec::new(),
             stage_done: vec![false; n],
             released: vec![false; n],
             bytes_on: vec![FxHashMap::default(); n],
@@ -208,6 +223,8 @@ impl JobState {
             self.inputs_left[consumer] -= 1;
             if self.inputs_left[consumer] == 0 {
                 self.queue_stage(consumer);
+            } else {
+                self.start_early(consumer);
             }
         }
         if stage == self.result_stage() {
@@ -305,7 +322,7 @@ impl JobState {
     /// they bound a task that keeps failing, not one whose output keeps being lost (each
     /// loss is a lost worker, which other bounds count).
     pub(super) fn unfinish(&mut self, task: TaskId) {
-        self.tasks[task.stage][task.partition] = TaskState::Waiting;
+        self.wait_again(task);
         self.attempts[task.stage][task.partition] = 0;
         self.tasks_left[task.stage] += 1;
         self.tasks_done -= 1;
@@ -380,6 +397,7 @@ impl JobState {
         attempt: u32,
         report: &TaskReport,
     ) {
+        self.running[task.stage] -= 1;
         self.tasks[task.stage][task.partition] = TaskState::Done { worker };
         // Saturating: the sizes come from the worker, over the network.
         let output_bytes = report
@@ -449,22 +467,102 @@ impl JobState {
         if let Some(cached) = &self.input_locations[stage] {
             return Arc::clone(cached);
         }
-        let built: Locations = Arc::new(
+        let built: Locations = Arc::new(InputLocations::new(
             self.inputs[stage]
                 .iter()
                 .map(|&s| {
                     let workers = self.tasks[s]
                         .iter()
                         .map(|t| match t {
-                            TaskState::Done { worker } => *worker,
-                            _ => 0,
+                            TaskState::Done { worker } => Some(*worker),
+                            _ => None,
                         })
                         .collect();
                     (s, workers)
                 })
                 .collect(),
-        );
+        ));
         self.input_locations[stage] = Some(Arc::clone(&built));
         built
+    }
+
+    /// `task` was placed on `worker`: a stage reading its stage may be able to start.
+    pub(super) fn launched(&mut self, task: TaskId, worker: WorkerId, attempt: u32) {
+        self.tasks[task.stage][task.partition] = TaskState::Running { worker, attempt };
+        self.running[task.stage] += 1;
+        if self.inputs_left[task.stage] > 0 && !self.early[task.stage].contains(&worker) {
+            self.early[task.stage].push(worker);
+        }
+        for i in 0..self.consumers[task.stage].len() {
+            let consumer = self.consumers[task.stage][i];
+            self.start_early(consumer);
+        }
+    }
+
+    /// Queues `stage` before its inputs are complete if the job is pipelined and every
+    /// unfinished task of every input stage is placed. Its tasks then read each input as
+    /// it finishes. Waiting for every input task to be placed keeps this free of
+    /// deadlock: an early task only waits for tasks placed before it, which a worker
+    /// starts first (its queue is in order), so no early task holds a slot a task it
+    /// waits for needs. A task that must run again breaks that order; see `stalled`.
+    pub(super) fn start_early(&mut self, stage: StageId) {
+        if !self.pipelined
+            || self.stage_started[stage]
+            || self.inputs_left[stage] == 0
+            || self.tasks_left[stage] == 0
+        {
+            return;
+        }
+        let placed = self.inputs[stage]
+            .iter()
+            .all(|&i| self.stage_done[i] || self.tasks_left[i] == self.running[i]);
+        if placed {
+            self.queue_stage(stage);
+        }
+    }
+
+    /// Whether `stage`'s tasks may be placed (or run) while an input is incomplete.
+    pub(super) fn started_early(&self, stage: StageId) -> bool {
+        self.pipelined && self.stage_started[stage] && self.inputs_left[stage] > 0
+    }
+
+    /// A running or finished `task` must run (again): it waits.
+    pub(super) fn wait_again(&mut self, task: TaskId) {
+        let state = &mut self.tasks[task.stage][task.partition];
+        if let TaskState::Running { .. } = state {
+            self.running[task.stage] -= 1;
+        }
+        *state = TaskState::Waiting;
+        let early = self.consumers[task.stage]
+            .iter()
+            .any(|&c| self.started_early(c));
+        if early && !self.stalled.contains(&task.stage) {
+            self.stalled.push(task.stage);
+        }
+    }
+
+    /// A task of `stage` finished on `worker`: where to tell the workers running its
+    /// consumers' early tasks, and the consumers' shared input locations, filled in.
+    pub(super) fn announce(&mut self, task: TaskId, worker: WorkerId) -> Vec<WorkerId> {
+        let mut to = Vec::new();
+        for i in 0..self.consumers[task.stage].len() {
+            let consumer = self.consumers[task.stage][i];
+            if self.early[consumer].is_empty() {
+                continue;
+            }
+            if let Some(board) = &self.input_locations[consumer] {
+                board.fill(task.stage, task.partition, worker);
+            }
+            for &w in &self.early[consumer] {
+                if !to.contains(&w) {
+                    to.push(w);
+                }
+            }
+            if self.inputs_left[consumer] == 0 {
+                // Its inputs are complete: later tasks of it get every location at launch.
+                self.early[consumer].clear();
+            }
+        }
+        to
     }
 }

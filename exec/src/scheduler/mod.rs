@@ -550,6 +550,9 @@ impl Scheduler {
             TaskOutcome::Finished(report) => {
                 self.workers[worker].status.tasks_completed += 1;
                 state.finished(task, worker, attempt, &report);
+                for to in state.announce(task, worker) {
+                    let _ = self.workers[to].tx.send(WorkerMsg::Located { job, task, worker });
+                }
                 self.send_releases(job);
             }
             TaskOutcome::FetchFailed { from, cause } => {
@@ -569,7 +572,7 @@ impl Scheduler {
                     self.fail_task(job, task, worker, shoal_err(ErrorKind::FetchFailed, why));
                     return;
                 }
-                state.tasks[task.stage][task.partition] = TaskState::Waiting;
+                state.wait_again(task);
                 let attempts = &mut state.attempts[task.stage][task.partition];
                 *attempts = attempts.saturating_sub(1);
                 state.forget_inputs(task.stage);
@@ -598,7 +601,7 @@ impl Scheduler {
             }
             TaskOutcome::Failed(cause) => self.fail_task(job, task, worker, cause),
             TaskOutcome::Cancelled => {
-                state.tasks[task.stage][task.partition] = TaskState::Waiting;
+                state.wait_again(task);
                 state.requeue_open_stages();
                 self.send_releases(job);
             }

@@ -184,6 +184,7 @@ impl Scheduler {
     /// with room names the best one locality aside, and only the few workers holding
     /// most of a stage's inputs are looked at besides.
     pub(super) fn dispatch(&mut self) {
+        self.restart_stalled();
         let mut idle_rounds = 0;
         while idle_rounds < self.turn.len() {
             let (prefetch, short) = (self.prefetch, self.short_task_prefetch);
@@ -244,7 +245,7 @@ impl Scheduler {
             };
             state.attempts[task.stage][task.partition] += 1;
             let attempt = state.attempts[task.stage][task.partition];
-            state.tasks[task.stage][task.partition] = TaskState::Running { worker, attempt };
+            state.launched(task, worker, attempt);
             let locations = state.locations(task.stage);
             tracing::debug!(job, %task, attempt, worker, ?locations, "launch");
             state.emit(JobEventKind::TaskStarted {

@@ -97,6 +97,8 @@ impl Simulation {
                 .collect(),
             request: Resources::default(),
             placement_timeout: Duration::from_secs(60),
+            // No-op tasks read nothing: there is nothing to pipeline.
+            pipelined: false,
             outline: Default::default(),
         };
         let started = Instant::now();

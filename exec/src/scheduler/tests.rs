@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use datafusion::common::DataFusionError;
-use shoal_planner::{ErrorKind, JobId, Locations, Resources, StageId, TaskId, WorkerId, kind_of};
+use shoal_planner::{ErrorKind, JobId, Resources, StageId, TaskId, WorkerId, kind_of};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::{MAX_FETCH_FAILURES, MAX_WORKER_CRASHES, Scheduler};
@@ -14,6 +14,7 @@ use crate::protocol::{
 };
 
 mod flat;
+mod pipelined;
 mod recovery;
 
 type Done = oneshot::Receiver<Result<JobOutputs, DataFusionError>>;
@@ -121,12 +122,12 @@ impl Harness {
         );
     }
 
-    /// Tasks launched on `worker` since the last call, with their input locations.
-    fn launched(&mut self, worker: WorkerId) -> Vec<(TaskId, u32, Locations)> {
+    /// Tasks launched on `worker` since the last call, with their input locations then.
+    fn launched(&mut self, worker: WorkerId) -> Vec<(TaskId, u32, Inputs)> {
         let mut out = Vec::new();
         while let Ok(msg) = self.inboxes[worker].try_recv() {
             match msg {
-                WorkerMsg::Launch(l) => out.push((l.task, l.attempt, l.locations)),
+                WorkerMsg::Launch(l) => out.push((l.task, l.attempt, l.locations.snapshot())),
                 other => self.other[worker].push(other),
             }
         }
@@ -183,6 +184,9 @@ impl Harness {
     }
 }
 
+/// Input locations as a launch carried them.
+type Inputs = std::collections::HashMap<StageId, Vec<Option<WorkerId>>>;
+
 /// A job of no-op stages (`inputs`, `tasks`).
 fn noop_spec(stages: &[(&[StageId], usize)], request: Resources, timeout: Duration) -> JobSpec {
     JobSpec {
@@ -196,6 +200,7 @@ fn noop_spec(stages: &[(&[StageId], usize)], request: Resources, timeout: Durati
             .collect(),
         request,
         placement_timeout: timeout,
+        pipelined: false,
         outline: Default::default(),
     }
 }
@@ -721,7 +726,7 @@ fn an_output_a_suspect_reports_after_the_suspicion_is_computed_again_elsewhere()
     h.finish(1, 0, late, late_attempt);
     h.finish(1, 1, again, again_attempt);
     let (consumer, consumer_attempt, locations) = h.launched(1).pop().unwrap();
-    assert_eq!(locations[&0][late.partition], 0);
+    assert_eq!(locations[&0][late.partition], Some(0));
     // ...and when the consumer cannot fetch it, that costs the job nothing, and it is
     // computed again on worker 1.
     h.end(1, 1, consumer, consumer_attempt, fetch_failed(0));

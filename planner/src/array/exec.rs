@@ -249,7 +249,8 @@ async fn fetch_inputs(
                     return internal_err!("array inputs must be read inside Shoal's executor");
                 };
                 let (stage, task, bucket) = program.source(node, chunk)?;
-                let (key, from) = shuffle.source(stage, task, bucket)?;
+                let from = shuffle.located(stage, task).await?;
+                let key = shuffle.key(stage, task, bucket);
                 fetches.push(((node, chunk), shuffle.io.fetch(key, from)?));
             }
             Op::ZarrRead { .. } => reads.push((node, chunk)),

@@ -2,11 +2,12 @@
 
 use std::collections::HashMap;
 use std::fmt::Debug;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{Result, internal_datafusion_err};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use tokio::sync::watch;
 
 use crate::graph::{JobId, StageId, TaskId};
 
@@ -24,9 +25,86 @@ pub struct PartitionKey {
     pub bucket: usize,
 }
 
-/// Where each input stage's task outputs are: worker per task, in partition order.
-/// Shared by every task of a stage.
-pub type Locations = Arc<HashMap<StageId, Vec<WorkerId>>>;
+/// Where each input stage's task outputs are: the worker holding each task's output, in
+/// partition order, `None` while that task has not finished. Shared by a stage's tasks.
+pub type Locations = Arc<InputLocations>;
+
+/// The input locations of a stage's tasks. A consumer stage may start while its
+/// producers still run (pipelined exchanges): entries are filled in as producers finish,
+/// and readers waiting for one are woken. An entry, once set, never changes: when a
+/// producer's output moves (recomputed elsewhere), the scheduler hands later tasks a new
+/// `InputLocations`.
+pub struct InputLocations {
+    stages: Mutex<HashMap<StageId, Vec<Option<WorkerId>>>>,
+    changed: watch::Sender<u64>,
+}
+
+impl InputLocations {
+    /// Locations with these entries.
+    pub fn new(stages: HashMap<StageId, Vec<Option<WorkerId>>>) -> Self {
+        Self {
+            stages: Mutex::new(stages),
+            changed: watch::Sender::new(0),
+        }
+    }
+
+    /// Where the output of task `task` of `stage` is: `Ok(None)` while it is not known
+    /// yet, an error if this stage reads no such task.
+    pub fn get(&self, stage: StageId, task: usize) -> Result<Option<WorkerId>> {
+        let stages = self.lock();
+        stages
+            .get(&stage)
+            .and_then(|l| l.get(task).copied())
+            .ok_or_else(|| internal_datafusion_err!("no location for stage {stage} task {task}"))
+    }
+
+    /// Records that task `task` of `stage` left its output on `worker`, if that was not
+    /// known yet and this stage reads it; wakes waiting readers. Returns whether it was new.
+    pub fn fill(&self, stage: StageId, task: usize, worker: WorkerId) -> bool {
+        let filled = {
+            let mut stages = self.lock();
+            match stages.get_mut(&stage).and_then(|l| l.get_mut(task)) {
+                Some(entry @ None) => {
+                    *entry = Some(worker);
+                    true
+                }
+                _ => false,
+            }
+        };
+        if filled {
+            self.changed.send_modify(|n| *n += 1);
+        }
+        filled
+    }
+
+    /// Every entry, by stage.
+    pub fn snapshot(&self) -> HashMap<StageId, Vec<Option<WorkerId>>> {
+        self.lock().clone()
+    }
+
+    /// Whether every entry is known.
+    pub fn complete(&self) -> bool {
+        self.lock().values().all(|l| l.iter().all(Option::is_some))
+    }
+
+    /// A receiver that sees a change after each entry filled from now on.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<StageId, Vec<Option<WorkerId>>>> {
+        // The map is consistent after every write: a panicked holder left nothing half done.
+        self.stages.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Debug for InputLocations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut stages: Vec<_> = self.snapshot().into_iter().collect();
+        stages.sort_unstable_by_key(|(stage, _)| *stage);
+        f.debug_map().entries(stages).finish()
+    }
+}
 
 /// Moves task outputs: `put` keeps a bucket on the worker running the task, `fetch`
 /// streams a bucket from the worker that holds it (itself or a peer).
@@ -52,28 +130,32 @@ pub struct ShuffleEnv {
 }
 
 impl ShuffleEnv {
-    /// Names bucket `bucket` of task `task` of input stage `stage` of this job, and the
-    /// worker that holds it.
-    pub fn source(
-        &self,
-        stage: StageId,
-        task: usize,
-        bucket: usize,
-    ) -> Result<(PartitionKey, WorkerId)> {
-        let from = *self
-            .locations
-            .get(&stage)
-            .and_then(|l| l.get(task))
-            .ok_or_else(|| internal_datafusion_err!("no location for stage {stage} task {task}"))?;
-        let key = PartitionKey {
+    /// The worker holding the output of task `task` of input stage `stage`, once that task
+    /// has finished: a consumer may start while its producers still run.
+    pub async fn located(&self, stage: StageId, task: usize) -> Result<WorkerId> {
+        // Subscribed before looking: a fill between the look and the wait is not missed.
+        let mut changes = self.locations.subscribe();
+        loop {
+            if let Some(worker) = self.locations.get(stage, task)? {
+                return Ok(worker);
+            }
+            changes
+                .changed()
+                .await
+                .map_err(|_| internal_datafusion_err!("input locations were dropped"))?;
+        }
+    }
+
+    /// Names bucket `bucket` of task `task` of input stage `stage` of this job.
+    pub fn key(&self, stage: StageId, task: usize, bucket: usize) -> PartitionKey {
+        PartitionKey {
             job: self.job,
             task: TaskId {
                 stage,
                 partition: task,
             },
             bucket,
-        };
-        Ok((key, from))
+        }
     }
 }
 

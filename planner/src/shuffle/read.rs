@@ -8,9 +8,10 @@ use datafusion::physical_plan::coop::make_cooperative;
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
-use futures::{StreamExt, TryStreamExt};
+use datafusion::common::internal_datafusion_err;
+use futures::{Stream, TryStreamExt};
 
-use super::env::shuffle_env;
+use super::env::{ShuffleEnv, shuffle_env};
 use crate::graph::StageId;
 
 /// Which buckets an output partition of a [`ShuffleReadExec`] reads.
@@ -91,6 +92,61 @@ impl DisplayAs for ShuffleReadExec {
     }
 }
 
+/// The streams of `sources` (task, bucket) of `stage`, each opened as soon as its task's
+/// output is located: a consumer started while its producers still run reads the finished
+/// ones first and waits for the others.
+fn in_completion_order(
+    env: Arc<ShuffleEnv>,
+    stage: StageId,
+    sources: Vec<(usize, usize)>,
+) -> impl Stream<Item = Result<SendableRecordBatchStream>> {
+    let changes = env.locations.subscribe();
+    futures::stream::unfold(
+        (env, sources, changes),
+        move |(env, mut pending, mut changes)| async move {
+            if pending.is_empty() {
+                return None;
+            }
+            loop {
+                // Marks what is seen now: a fill after this look wakes the wait below.
+                changes.borrow_and_update();
+                let mut next = None;
+                for (i, &(task, _)) in pending.iter().enumerate() {
+                    match env.locations.get(stage, task) {
+                        Ok(Some(worker)) => {
+                            next = Some(Ok((i, worker)));
+                            break;
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            next = Some(Err(e));
+                            break;
+                        }
+                    }
+                }
+                let opened = match next {
+                    Some(Ok((i, worker))) => {
+                        let (task, bucket) = pending.remove(i);
+                        env.io.fetch(env.key(stage, task, bucket), worker)
+                    }
+                    Some(Err(e)) => {
+                        pending.clear();
+                        Err(e)
+                    }
+                    None => match changes.changed().await {
+                        Ok(()) => continue,
+                        Err(_) => {
+                            pending.clear();
+                            Err(internal_datafusion_err!("input locations were dropped"))
+                        }
+                    },
+                };
+                return Some((opened, (env, pending, changes)));
+            }
+        },
+    )
+}
+
 impl ExecutionPlan for ShuffleReadExec {
     leaf_plan_methods!("ShuffleReadExec");
 
@@ -100,15 +156,8 @@ impl ExecutionPlan for ShuffleReadExec {
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let env = shuffle_env(&context)?;
-        let fetches = self
-            .sources(partition)
-            .into_iter()
-            .map(|(task, bucket)| env.source(self.stage, task, bucket))
-            .collect::<Result<Vec<_>>>()?;
-        let io = Arc::clone(&env.io);
         let baseline = BaselineMetrics::new(&self.metrics, partition);
-        let stream = futures::stream::iter(fetches)
-            .map(move |(key, from)| io.fetch(key, from))
+        let stream = in_completion_order(env, self.stage, self.sources(partition))
             .try_flatten()
             .inspect_ok(move |b| baseline.record_output(b.num_rows()));
         // Buckets already in memory are always ready; the cooperative wrapper yields once
