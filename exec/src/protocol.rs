@@ -127,7 +127,7 @@ impl JobSpec {
         let placement_timeout = shoal
             .map(|c| c.placement_timeout())
             .unwrap_or(Duration::from_secs(60));
-        let pipelined = shoal.is_none_or(|c| c.settings.execution.pipelined_exchanges);
+        let pipelined = shoal.is_some_and(|c| c.settings.execution.pipelined_exchanges);
         let stages = graph
             .stages
             .into_iter()

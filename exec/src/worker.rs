@@ -107,32 +107,12 @@ impl Worker {
                     }
                     Some(WorkerMsg::Located { job, task, worker }) => boards.fill(job, task, worker),
                     Some(WorkerMsg::CancelTask(job, task, attempt)) => {
-                        // Its report is ignored (the scheduler gave up on this run), so the
-                        // queued one needs none.
-                        if let Some(handle) = handles.get(&(job, task, attempt)) {
-                            handle.abort();
-                        }
-                        queue.retain(|l| (l.job, l.task, l.attempt) != (job, task, attempt));
+                        cancel_task((job, task, attempt), &handles, &mut queue);
                     }
                     Some(WorkerMsg::CancelJob(job)) => {
-                        for ((j, _, _), handle) in &handles {
-                            if *j == job {
-                                handle.abort();
-                            }
-                        }
                         fresh.forget(job, None);
                         boards.forget(job);
-                        queue.retain(|l| {
-                            if l.job != job {
-                                return true;
-                            }
-                            let _ = events.send(Event::TaskEnded {
-                                job, task: l.task, attempt: l.attempt, worker: self.id,
-                                outcome: TaskOutcome::Cancelled,
-                            });
-                            false
-                        });
-                        self.store.remove_job(job);
+                        self.cancel_job(job, &handles, &mut queue, &events);
                     }
                     Some(WorkerMsg::ReleaseJob(job)) => {
                         fresh.forget(job, None);
@@ -178,8 +158,13 @@ impl Worker {
                 }
                 _ = tick.tick(), if !queue.is_empty() => {}
             }
-            // Start queued tasks while there are free slots and memory to spare.
-            while let Some(need) = queue.front().and_then(|l| self.admits(l, running.len())) {
+            // Start queued tasks while there are free slots and memory to spare; a task
+            // whose inputs are all there goes before one that would wait for some (it
+            // only waits for tasks placed before it, which are never behind it).
+            while let Some(need) = {
+                promote_ready(&mut queue);
+                queue.front().and_then(|l| self.admits(l, running.len()))
+            } {
                 let mut launch = queue.pop_front().expect("queue is not empty");
                 let key = (launch.job, launch.task, launch.attempt);
                 let plan = fresh.apply(&mut launch);
@@ -214,6 +199,36 @@ impl Worker {
 }
 
 impl Worker {
+    /// Stops `job`'s tasks here: running ones are aborted (and report `Cancelled` as they
+    /// end), queued ones report it now; its outputs are dropped.
+    fn cancel_job(
+        &self,
+        job: JobId,
+        handles: &HashMap<Key, AbortHandle>,
+        queue: &mut VecDeque<Launch>,
+        events: &mpsc::UnboundedSender<Event>,
+    ) {
+        for ((j, _, _), handle) in handles {
+            if *j == job {
+                handle.abort();
+            }
+        }
+        queue.retain(|l| {
+            if l.job != job {
+                return true;
+            }
+            let _ = events.send(Event::TaskEnded {
+                job,
+                task: l.task,
+                attempt: l.attempt,
+                worker: self.id,
+                outcome: TaskOutcome::Cancelled,
+            });
+            false
+        });
+        self.store.remove_job(job);
+    }
+
     /// The bytes `launch` reserves if it may start beside `running` tasks now (see
     /// [`may_start`] and [`fits`]), `None` if it must wait.
     fn admits(&self, launch: &Launch, running: usize) -> Option<usize> {
@@ -287,7 +302,10 @@ impl Boards {
         }
         let boards = self.0.entry(job).or_default();
         boards.retain(|b| b.strong_count() > 0);
-        if !boards.iter().any(|b| std::ptr::eq(b.as_ptr(), Arc::as_ptr(locations))) {
+        if !boards
+            .iter()
+            .any(|b| std::ptr::eq(b.as_ptr(), Arc::as_ptr(locations)))
+        {
             boards.push(Arc::downgrade(locations));
         }
     }
@@ -338,6 +356,26 @@ impl FreshPlans {
     fn forget(&mut self, job: JobId, stage: Option<StageId>) {
         self.0
             .retain(|(j, s), _| *j != job || stage.is_some_and(|stage| *s != stage));
+    }
+}
+
+/// Stops one run of a task, running or queued. Its report is ignored (the scheduler gave
+/// up on this run), so a queued one sends none.
+fn cancel_task(key: Key, handles: &HashMap<Key, AbortHandle>, queue: &mut VecDeque<Launch>) {
+    if let Some(handle) = handles.get(&key) {
+        handle.abort();
+    }
+    queue.retain(|l| (l.job, l.task, l.attempt) != key);
+}
+
+/// Moves the first queued task whose inputs are all located to the front, if the front
+/// one would wait for some.
+fn promote_ready(queue: &mut VecDeque<Launch>) {
+    if queue.front().is_some_and(|l| !l.locations.complete())
+        && let Some(i) = queue.iter().position(|l| l.locations.complete())
+        && let Some(ready) = queue.remove(i)
+    {
+        queue.push_front(ready);
     }
 }
 

@@ -93,8 +93,8 @@ config_namespace! {
         pub partitions: usize, default = 0
         /// In an embedded session, a broadcast hash join passes the bounds of its build keys to the probe side's Parquet scans, which skip row groups outside them.
         pub join_dynamic_filters: bool, default = true
-        /// A stage may start once every task of the stages it reads is placed, and reads their outputs as each finishes (sorts and broadcast builds still wait for all of their input).
-        pub pipelined_exchanges: bool, default = true
+        /// A stage may start once every task of the stages it reads is placed, and reads their outputs as each finishes (off by default: no faster on TPC-H on 2 cores, see Performance).
+        pub pipelined_exchanges: bool, default = false
     }
 }
 

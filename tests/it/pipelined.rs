@@ -36,9 +36,9 @@ async fn early_starts(session: &Session, query: &str) -> Vec<(StageId, StageId)>
     };
     let mut early = Vec::new();
     for (consumer, reads) in inputs.iter().enumerate() {
-        let first_start = seen.iter().position(|e| {
-            matches!(e.kind, JobEventKind::TaskStarted { task, .. } if task.stage == consumer)
-        });
+        let first_start = seen.iter().position(
+            |e| matches!(e.kind, JobEventKind::TaskStarted { task, .. } if task.stage == consumer),
+        );
         for &input in reads {
             if first_start.is_some_and(|start| start < finished_at(input)) {
                 early.push((consumer, input));
@@ -51,6 +51,10 @@ async fn early_starts(session: &Session, query: &str) -> Vec<(StageId, StageId)>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumer_stages_start_before_their_inputs_finish_and_answer_exactly() {
     let session = tpch_session(2, 2);
+    session
+        .sql("SET shoal.execution.pipelined_exchanges = true")
+        .await
+        .unwrap();
     for query in ["q18", "q21", "q03"] {
         let early = early_starts(&session, query).await;
         assert!(
@@ -61,12 +65,8 @@ async fn consumer_stages_start_before_their_inputs_finish_and_answer_exactly() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_pipelining_off_every_stage_waits_for_its_inputs() {
+async fn by_default_every_stage_waits_for_its_inputs() {
     let session = tpch_session(2, 2);
-    session
-        .sql("SET shoal.execution.pipelined_exchanges = false")
-        .await
-        .unwrap();
     for query in ["q18", "q21", "q03"] {
         assert_eq!(early_starts(&session, query).await, [], "{query}");
     }

@@ -651,12 +651,10 @@ pub(crate) fn encode_command(
                 stage: stage as u32,
             }));
         }
-        WorkerMsg::Located { job, task, worker } => {
-            push(command::Kind::Located(proto::Located {
-                task: Some(task_ref(job, task, 0)),
-                worker: worker as u64,
-            }))
-        }
+        WorkerMsg::Located { job, task, worker } => push(command::Kind::Located(proto::Located {
+            task: Some(task_ref(job, task, 0)),
+            worker: worker as u64,
+        })),
         WorkerMsg::CancelTask(job, task, attempt) => {
             push(command::Kind::CancelTask(task_ref(job, task, attempt)))
         }

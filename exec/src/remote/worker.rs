@@ -25,8 +25,8 @@ use tonic::Request;
 
 use super::control::{connect_error, control_client};
 use super::events::failure_to_proto;
-use super::server::NOT_LOCATED;
 use super::proto::{self, command, scheduler_message, worker_message};
+use super::server::NOT_LOCATED;
 use super::{PROTOCOL_VERSION, resources_to_proto};
 use crate::flight::{FlightTransport, StoreFlightService, serve};
 use crate::protocol::{Event, Launch, StagePlan, TaskOutcome, WorkerMsg, WorkerUsage};
@@ -481,7 +481,8 @@ impl Commands {
                     (l.stage as StageId, workers)
                 })
                 .collect();
-            self.locations.insert(key, Arc::new(InputLocations::new(fresh)));
+            self.locations
+                .insert(key, Arc::new(InputLocations::new(fresh)));
         }
         let _ = self.inbox.send(WorkerMsg::Launch(Box::new(Launch {
             job: task.job,

@@ -220,7 +220,7 @@ impl Scheduler {
             return;
         }
         state.failed = true;
-        state.ready.clear();
+        state.clear_ready();
         if let Some(done) = state.done.take() {
             state.emit(event);
             let _ = done.send(Err(error));

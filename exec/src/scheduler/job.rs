@@ -85,6 +85,9 @@ pub(super) struct JobState {
     /// cleared with `input_locations`.
     pub(super) holders: Vec<Option<Vec<WorkerId>>>,
     pub(super) ready: VecDeque<TaskId>,
+    /// Ready tasks of stages started before their inputs were complete: placed after
+    /// `ready`'s, which can run at once.
+    pub(super) ready_early: VecDeque<TaskId>,
     pub(super) request: Resources,
     /// The pool of the placement index its tasks are placed from.
     pub(super) pool: PoolId,
@@ -148,6 +151,7 @@ impl JobState {
             relocated,
             read: vec![false; result_tasks],
             ready: VecDeque::new(),
+            ready_early: VecDeque::new(),
             request: spec.request,
             pool: ANY,
             placement_timeout: spec.placement_timeout,
@@ -189,10 +193,16 @@ impl JobState {
     /// Queues the stage's waiting tasks (its inputs are all there).
     pub(super) fn queue_stage(&mut self, stage: StageId) {
         let mut queued = false;
+        let early = self.inputs_left[stage] > 0;
         for partition in 0..self.tasks[stage].len() {
             if self.tasks[stage][partition] == TaskState::Waiting {
                 self.tasks[stage][partition] = TaskState::Queued;
-                self.ready.push_back(TaskId { stage, partition });
+                let ready = if early {
+                    &mut self.ready_early
+                } else {
+                    &mut self.ready
+                };
+                ready.push_back(TaskId { stage, partition });
                 queued = true;
             }
         }
@@ -484,6 +494,42 @@ impl JobState {
         ));
         self.input_locations[stage] = Some(Arc::clone(&built));
         built
+    }
+
+    /// The next ready task to place (entries whose task went back to waiting are
+    /// dropped): tasks that can run at once first, then those of stages started early.
+    pub(super) fn next_ready(&mut self) -> Option<TaskId> {
+        for ready in [&mut self.ready, &mut self.ready_early] {
+            while let Some(task) = ready.front()
+                && self.tasks[task.stage][task.partition] != TaskState::Queued
+            {
+                ready.pop_front();
+            }
+            if let Some(&task) = ready.front() {
+                return Some(task);
+            }
+        }
+        None
+    }
+
+    /// Takes `task`, which [`Self::next_ready`] returned, off its queue.
+    pub(super) fn take_ready(&mut self, task: TaskId) {
+        if self.ready.front() == Some(&task) {
+            self.ready.pop_front();
+        } else if self.ready_early.front() == Some(&task) {
+            self.ready_early.pop_front();
+        }
+    }
+
+    /// Whether any task is in a ready queue (maybe one gone back to waiting).
+    pub(super) fn next_queued_exists(&self) -> bool {
+        !self.ready.is_empty() || !self.ready_early.is_empty()
+    }
+
+    /// Forgets every ready task.
+    pub(super) fn clear_ready(&mut self) {
+        self.ready.clear();
+        self.ready_early.clear();
     }
 
     /// `task` was placed on `worker`: a stage reading its stage may be able to start.

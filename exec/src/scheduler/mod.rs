@@ -551,7 +551,9 @@ impl Scheduler {
                 self.workers[worker].status.tasks_completed += 1;
                 state.finished(task, worker, attempt, &report);
                 for to in state.announce(task, worker) {
-                    let _ = self.workers[to].tx.send(WorkerMsg::Located { job, task, worker });
+                    let _ = self.workers[to]
+                        .tx
+                        .send(WorkerMsg::Located { job, task, worker });
                 }
                 self.send_releases(job);
             }

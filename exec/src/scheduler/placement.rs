@@ -11,7 +11,7 @@ use rustc_hash::FxHashMap;
 use shoal_planner::{ErrorKind, JobId, Resources, TaskId, WorkerId, shoal_err};
 use tokio::sync::mpsc;
 
-use super::job::{JobState, TaskState};
+use super::job::JobState;
 use super::room::{Room, bucket};
 use super::{SHORT_TASK, Scheduler};
 use crate::protocol::{JobEventKind, Launch, WorkerMsg, WorkerStatus};
@@ -96,7 +96,7 @@ impl Scheduler {
         // Start the clock for jobs no worker can ever run, even while every slot is busy.
         let mut now_waiting = Vec::new();
         for (id, job) in &self.jobs {
-            if !job.ready.is_empty() && !job.failed && !self.feasible_somewhere(&job.request) {
+            if job.next_queued_exists() && !job.failed && !self.feasible_somewhere(&job.request) {
                 now_waiting.push(*id);
             }
         }
@@ -200,15 +200,9 @@ impl Scheduler {
                 continue;
             };
             if state.failed {
-                state.ready.clear();
+                state.clear_ready();
             }
-            // Skip entries whose task went back to waiting.
-            while let Some(task) = state.ready.front()
-                && state.tasks[task.stage][task.partition] != TaskState::Queued
-            {
-                state.ready.pop_front();
-            }
-            let Some(&task) = state.ready.front() else {
+            let Some(task) = state.next_ready() else {
                 idle_rounds += 1;
                 continue;
             };
@@ -232,7 +226,7 @@ impl Scheduler {
                 continue;
             };
             idle_rounds = 0;
-            state.ready.pop_front();
+            state.take_ready(task);
             state.waiting_since = None;
             let Some(plan) = state.plans[task.stage].clone() else {
                 // An output was lost after its stage's plan was let go of.

@@ -9,6 +9,8 @@ mod env;
 mod read;
 mod write;
 
-pub use env::{InputLocations, Locations, PartitionKey, ShuffleEnv, ShuffleIo, WorkerId, shuffle_env};
+pub use env::{
+    InputLocations, Locations, PartitionKey, ShuffleEnv, ShuffleIo, WorkerId, shuffle_env,
+};
 pub use read::{ReadMode, ShuffleReadExec};
 pub use write::{ShuffleWriteExec, bucket_bytes, held_bytes, summary_schema};

@@ -3,12 +3,12 @@
 use std::sync::Arc;
 
 use datafusion::common::Result;
+use datafusion::common::internal_datafusion_err;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::coop::make_cooperative;
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
-use datafusion::common::internal_datafusion_err;
 use futures::{Stream, TryStreamExt};
 
 use super::env::{ShuffleEnv, shuffle_env};

@@ -12,7 +12,11 @@ impl Harness {
     /// Like `submit`, for a job whose stages may start while their inputs run.
     fn submit_pipelined(&mut self, job: JobId, stages: &[(&[StageId], usize)]) -> Done {
         let (done, rx) = oneshot::channel();
-        let mut spec = noop_spec(stages, Resources::default(), std::time::Duration::from_secs(60));
+        let mut spec = noop_spec(
+            stages,
+            Resources::default(),
+            std::time::Duration::from_secs(60),
+        );
         spec.pipelined = true;
         self.event(Event::Submit {
             job,
@@ -68,7 +72,10 @@ fn a_consumer_starts_once_every_producer_task_is_placed_and_hears_where_each_fin
         }
     }
     let started = h.scheduler.jobs[&1].stage_started[1];
-    assert!(started, "the consumer stage started before its input finished");
+    assert!(
+        started,
+        "the consumer stage started before its input finished"
+    );
     let producer = |on: &[(TaskId, u32, super::Inputs)]| {
         on.iter()
             .find(|(t, ..)| t.stage == 0)
@@ -111,7 +118,11 @@ fn a_consumer_waits_while_a_producer_task_is_not_placed() {
     h.finish(1, 0, second[0].0, second[0].1);
     let consumer = h.launched(0);
     assert_eq!(consumer.len(), 1);
-    assert_eq!(consumer[0].2[&0], [Some(0), Some(0)], "placed after its inputs: all known");
+    assert_eq!(
+        consumer[0].2[&0],
+        [Some(0), Some(0)],
+        "placed after its inputs: all known"
+    );
 }
 
 #[test]
@@ -145,7 +156,10 @@ fn early_consumers_start_over_when_a_producer_must_run_again() {
         .filter(|(w, ..)| *w == 0)
         .map(|(_, t, a)| (*t, *a))
         .collect();
-    assert_eq!(stopped, on_0_consumer, "the live worker's early consumer stops");
+    assert_eq!(
+        stopped, on_0_consumer,
+        "the live worker's early consumer stops"
+    );
     // ... the producer runs again on the worker left, ahead of them, and then they do,
     // as a new attempt (the stopped run's report is told apart by its number).
     let order: Vec<TaskId> = relaunched.iter().map(|(t, ..)| *t).collect();
@@ -155,7 +169,10 @@ fn early_consumers_start_over_when_a_producer_must_run_again() {
         .into_iter()
         .filter(|e| matches!(e.kind, JobEventKind::StageStarted { stage: 1 }))
         .count();
-    assert_eq!(consumer_starts, 2, "started early, and again after the loss");
+    assert_eq!(
+        consumer_starts, 2,
+        "started early, and again after the loss"
+    );
     for (t, a, inputs) in &relaunched {
         if t.stage == 1 {
             assert_eq!(*a, 2, "a restart is a new attempt");
