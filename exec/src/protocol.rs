@@ -607,3 +607,15 @@ pub enum TaskOutcome {
     /// The task was aborted by a cancel.
     Cancelled,
 }
+
+impl TaskOutcome {
+    /// How the task ended, in a word.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Finished(_) => "finished",
+            Self::FetchFailed { .. } => "fetch failed",
+            Self::Failed(_) => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}

@@ -88,10 +88,7 @@ impl Worker {
         let mut by_id: HashMap<tokio::task::Id, Started> = HashMap::new();
         let mut busy = vec![false; self.slots.max(1)];
         let mut handles: HashMap<Key, AbortHandle> = HashMap::new();
-        // A stage's plan is shared by its tasks on this worker, and so is operator state
-        // built once per plan (a broadcast join's hash table). A task that failed may
-        // have left that state failed for good: later tasks of the stage run a copy with
-        // fresh state instead.
+        // Plans with fresh operator state for stages whose runs failed or were stopped.
         let mut fresh = FreshPlans::default();
         // The input locations of tasks started here, to fill in as producers finish.
         let mut boards = Boards::default();
@@ -107,7 +104,7 @@ impl Worker {
                     }
                     Some(WorkerMsg::Located { job, task, worker }) => boards.fill(job, task, worker),
                     Some(WorkerMsg::CancelTask(job, task, attempt)) => {
-                        cancel_task((job, task, attempt), &handles, &mut queue);
+                        cancel_task((job, task, attempt), &handles, &mut queue, &by_id, &mut fresh);
                     }
                     Some(WorkerMsg::CancelJob(job)) => {
                         fresh.forget(job, None);
@@ -152,6 +149,7 @@ impl Worker {
                             self.finished(key.0, report, slot, started);
                         }
                         let (job, task, attempt) = key;
+                        tracing::debug!(worker = self.id, job, %task, attempt, outcome = outcome.kind(), "task ends");
                         self.report_transfers(&events);
                         let _ = events.send(Event::TaskEnded { job, task, attempt, worker: self.id, outcome });
                     }
@@ -311,6 +309,7 @@ impl Boards {
     }
 
     fn fill(&mut self, job: JobId, task: TaskId, worker: WorkerId) {
+        tracing::debug!(job, %task, at = worker, "located");
         if let Some(boards) = self.0.get_mut(&job) {
             boards.retain(|b| match b.upgrade() {
                 Some(board) => {
@@ -327,7 +326,11 @@ impl Boards {
     }
 }
 
-/// Copies with fresh operator state of the stage plans whose tasks failed here.
+/// Copies with fresh operator state of the stage plans whose tasks failed or were
+/// stopped here. A stage's plan is shared by its tasks on a worker, and so is operator
+/// state built once per plan (a broadcast join's hash table). A task that failed may have
+/// left that state failed for good, and one that was stopped may have left it waiting for
+/// inputs that never come: later tasks of the stage run a copy with fresh state instead.
 #[derive(Default)]
 struct FreshPlans(HashMap<(JobId, StageId), Arc<dyn ExecutionPlan>>);
 
@@ -360,12 +363,24 @@ impl FreshPlans {
 }
 
 /// Stops one run of a task, running or queued. Its report is ignored (the scheduler gave
-/// up on this run), so a queued one sends none.
-fn cancel_task(key: Key, handles: &HashMap<Key, AbortHandle>, queue: &mut VecDeque<Launch>) {
+/// up on this run), so a queued one sends none. Operator state its stage's plan shares
+/// (a join's build side) may be bound to the stopped run's inputs, which may never come:
+/// later runs of the stage here get a fresh copy of the plan.
+fn cancel_task(
+    key: Key,
+    handles: &HashMap<Key, AbortHandle>,
+    queue: &mut VecDeque<Launch>,
+    running: &HashMap<tokio::task::Id, Started>,
+    fresh: &mut FreshPlans,
+) {
     if let Some(handle) = handles.get(&key) {
         handle.abort();
     }
     queue.retain(|l| (l.job, l.task, l.attempt) != key);
+    let plan = running.values().find(|started| started.0 == key);
+    if let Some((_, _, _, Some(plan), _)) = plan {
+        fresh.renew(key.0, key.1.stage, Arc::clone(plan));
+    }
 }
 
 /// Moves the first queued task whose inputs are all located to the front, if the front
@@ -478,8 +493,144 @@ async fn execute(
 
 #[cfg(test)]
 mod tests {
-    use super::{fits, may_start, operator_spills};
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use datafusion::arrow::array::{Int64Array, RecordBatch};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::common::NullEquality;
+    use datafusion::datasource::memory::MemorySourceConfig;
+    use datafusion::execution::runtime_env::RuntimeEnv;
+    use datafusion::logical_expr::JoinType;
+    use datafusion::physical_expr::EquivalenceProperties;
+    use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+    use datafusion::physical_plan::expressions::col;
+    use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
+    use datafusion::physical_plan::{ExecutionPlan, Partitioning, PlanProperties};
+    use datafusion::prelude::SessionContext;
+    use shoal_planner::{
+        InputLocations, OutputSpec, PartitionKey, ReadMode, ShuffleReadExec, ShuffleWriteExec,
+        TaskId,
+    };
+    use tokio::sync::mpsc;
+
+    use super::{Worker, fits, may_start, operator_spills};
     use crate::metrics::{MetricUnit, OperatorMetric};
+    use crate::protocol::{Event, Launch, StagePlan, WorkerMsg};
+    use crate::store::ResultStore;
+    use crate::transport::{FetchLog, InProcessTransport, WorkerIo};
+
+    /// A stage whose plan builds a hash table once for all its tasks on a worker, from
+    /// stage 1's output, and probes it with the same rows.
+    fn join_stage(batch: &RecordBatch) -> Arc<dyn ExecutionPlan> {
+        let schema = batch.schema();
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(&schema)),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        let build = Arc::new(ShuffleReadExec::new(
+            1,
+            1,
+            ReadMode::Gather,
+            Arc::new(properties),
+        ));
+        let probe =
+            MemorySourceConfig::try_new_exec(&[vec![batch.clone()]], Arc::clone(&schema), None)
+                .unwrap();
+        let on = vec![(col("a", &schema).unwrap(), col("a", &schema).unwrap())];
+        let join = HashJoinExec::try_new(
+            build,
+            probe,
+            on,
+            None,
+            &JoinType::Inner,
+            None,
+            PartitionMode::CollectLeft,
+            NullEquality::NullEqualsNothing,
+            false,
+        )
+        .unwrap();
+        Arc::new(ShuffleWriteExec::new(Arc::new(join), OutputSpec::Single))
+    }
+
+    #[tokio::test]
+    async fn a_run_started_after_a_cancelled_one_does_not_wait_for_its_inputs() {
+        let scratch = tempfile::tempdir().unwrap();
+        let store = Arc::new(ResultStore::new(scratch.path(), usize::MAX).unwrap());
+        let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, false)]));
+        let rows = Int64Array::from(vec![1, 2, 3]);
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(rows)]).unwrap();
+        let key = |stage, partition| PartitionKey {
+            job: 1,
+            task: TaskId { stage, partition },
+            bucket: 0,
+        };
+        store.put(key(1, 0), vec![batch.clone()]).unwrap();
+        let transport = Arc::new(InProcessTransport::new(vec![Arc::clone(&store)]));
+        let fetched = Arc::new(FetchLog::default());
+        let worker = Worker {
+            id: 0,
+            slots: 2,
+            pause_above: usize::MAX,
+            memory_limit: usize::MAX,
+            runtime: Arc::new(RuntimeEnv::default()),
+            store: Arc::clone(&store),
+            io: Arc::new(WorkerIo::new(0, transport, Arc::clone(&fetched))),
+            fetched,
+            compute: None,
+        };
+        let (tx, inbox) = mpsc::unbounded_channel();
+        let (events, mut reports) = mpsc::unbounded_channel();
+        let mut loops = tokio::task::JoinSet::new();
+        loops.spawn(worker.run(inbox, events, |_, _| {}));
+
+        let plan = join_stage(&batch);
+        let ctx = SessionContext::new().task_ctx();
+        let task = TaskId {
+            stage: 2,
+            partition: 0,
+        };
+        let launch = |attempt, locations: &Arc<InputLocations>| {
+            WorkerMsg::Launch(Box::new(Launch {
+                job: 1,
+                task,
+                attempt,
+                plan: StagePlan::Decoded {
+                    plan: Arc::clone(&plan),
+                    ctx: Arc::clone(&ctx),
+                },
+                locations: Arc::clone(locations),
+            }))
+        };
+        // The first run starts early: its build side waits for stage 1, whose task then
+        // runs again elsewhere, so this board is never filled in.
+        let early = Arc::new(InputLocations::new(HashMap::from([(1, vec![None])])));
+        tx.send(launch(1, &early)).unwrap();
+        while early.readers() == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        tx.send(WorkerMsg::CancelTask(1, task, 1)).unwrap();
+        let located = Arc::new(InputLocations::new(HashMap::from([(1, vec![Some(0)])])));
+        tx.send(launch(2, &located)).unwrap();
+
+        let mut outcomes = Vec::new();
+        while outcomes.len() < 2 {
+            let report = tokio::time::timeout(Duration::from_secs(30), reports.recv()).await;
+            let Ok(Some(Event::TaskEnded {
+                attempt, outcome, ..
+            })) = report
+            else {
+                panic!("no report within 30 s: the second run waits, {outcomes:?} so far");
+            };
+            outcomes.push((attempt, outcome.kind()));
+        }
+        assert_eq!(outcomes, [(1, "cancelled"), (2, "finished")]);
+        let joined = store.get(&key(2, 0)).unwrap();
+        assert_eq!(joined.iter().map(RecordBatch::num_rows).sum::<usize>(), 3);
+    }
 
     #[test]
     fn operator_spills_sum_every_operator_s_spill_metrics() {

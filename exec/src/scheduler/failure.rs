@@ -126,7 +126,9 @@ impl Scheduler {
                                  it is not run again"
                             );
                             given_up = Some((task, why));
-                        } else if state.attempts[stage][partition] >= MAX_ATTEMPTS
+                        } else if state.attempts[stage][partition]
+                            .saturating_sub(state.restarts[stage][partition])
+                            >= MAX_ATTEMPTS
                             && given_up.is_none()
                         {
                             let why = format!(
@@ -159,6 +161,7 @@ impl Scheduler {
             .collect();
         for job in jobs {
             let mut stopped = Vec::new();
+            let mut unstarted = Vec::new();
             let state = self.jobs.get_mut(&job).expect("job exists");
             while let Some(stage) = state.stalled.pop() {
                 for i in 0..state.consumers[stage].len() {
@@ -169,6 +172,7 @@ impl Scheduler {
                     state.early[consumer].clear();
                     state.forget_inputs(consumer);
                     state.stage_started[consumer] = false;
+                    unstarted.push(consumer);
                     for partition in 0..state.tasks[consumer].len() {
                         let task = TaskId {
                             stage: consumer,
@@ -177,8 +181,10 @@ impl Scheduler {
                         match state.tasks[consumer][partition] {
                             TaskState::Running { worker, attempt } => {
                                 // Its next run has a new attempt number, so the report of
-                                // this one (cancelled) is told apart from it.
+                                // this one (cancelled) is told apart from it; the run does
+                                // not count toward the task's attempts.
                                 state.wait_again(task);
+                                state.restarts[consumer][partition] += 1;
                                 stopped.push((worker, task, attempt));
                             }
                             TaskState::Queued => {
@@ -189,6 +195,11 @@ impl Scheduler {
                         }
                     }
                 }
+            }
+            // Started again at once if its inputs' tasks are all placed again already (the
+            // input task was placed again in the dispatch that found it lost).
+            for stage in unstarted {
+                state.start_early(stage);
             }
             for (worker, task, attempt) in stopped {
                 tracing::debug!(job, %task, attempt, worker, "restarting an early task");

@@ -56,6 +56,9 @@ pub(super) struct JobState {
     pub(super) crashes: Vec<Vec<u32>>,
     /// Runs of each task that failed to fetch an input.
     pub(super) fetch_retries: Vec<Vec<u32>>,
+    /// Runs of each task stopped because an input task had to run again (see
+    /// `Scheduler::restart_stalled`): they have attempt numbers but are not attempts.
+    pub(super) restarts: Vec<Vec<u32>>,
     /// Unfinished tasks per stage.
     pub(super) tasks_left: Vec<usize>,
     /// Unfinished input stages per stage.
@@ -135,6 +138,7 @@ impl JobState {
             attempts: spec.stages.iter().map(|s| vec![0; s.tasks]).collect(),
             crashes: spec.stages.iter().map(|s| vec![0; s.tasks]).collect(),
             fetch_retries: spec.stages.iter().map(|s| vec![0; s.tasks]).collect(),
+            restarts: spec.stages.iter().map(|s| vec![0; s.tasks]).collect(),
             tasks_left: spec.stages.iter().map(|s| s.tasks).collect(),
             inputs_left: spec.stages.iter().map(|s| s.inputs.len()).collect(),
             running: vec![0; n],
@@ -334,6 +338,7 @@ impl JobState {
     pub(super) fn unfinish(&mut self, task: TaskId) {
         self.wait_again(task);
         self.attempts[task.stage][task.partition] = 0;
+        self.restarts[task.stage][task.partition] = 0;
         self.tasks_left[task.stage] += 1;
         self.tasks_done -= 1;
     }

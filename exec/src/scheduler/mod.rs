@@ -530,6 +530,7 @@ impl Scheduler {
             .tasks
             .get(task.stage)
             .and_then(|stage| stage.get(task.partition));
+        tracing::debug!(job, %task, attempt, worker, outcome = outcome.kind(), "task ended");
         if current != Some(&TaskState::Running { worker, attempt }) {
             // A late report from an attempt that was already given up on.
             return;

@@ -261,6 +261,8 @@ impl Scheduler {
             slot.holding.insert((job, task), (request, Instant::now()));
             if slot.tx.send(WorkerMsg::Launch(Box::new(launch))).is_err() {
                 self.lose_worker(worker, "its connection closed");
+                // Early tasks waiting for what it ran must not keep the slots it needs.
+                self.restart_stalled();
             }
             self.reindex(worker);
         }

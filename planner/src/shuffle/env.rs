@@ -92,6 +92,12 @@ impl InputLocations {
         self.changed.subscribe()
     }
 
+    /// How many readers are subscribed to changes: tasks (or their operators) waiting
+    /// for a producer that has not finished yet.
+    pub fn readers(&self) -> usize {
+        self.changed.receiver_count()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<StageId, Vec<Option<WorkerId>>>> {
         // The map is consistent after every write: a panicked holder left nothing half done.
         self.stages.lock().unwrap_or_else(|e| e.into_inner())

@@ -3,13 +3,12 @@
 use std::sync::Arc;
 
 use datafusion::common::Result;
-use datafusion::common::internal_datafusion_err;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::coop::make_cooperative;
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
-use futures::{Stream, TryStreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 
 use super::env::{ShuffleEnv, shuffle_env};
 use crate::graph::StageId;
@@ -92,59 +91,24 @@ impl DisplayAs for ShuffleReadExec {
     }
 }
 
-/// The streams of `sources` (task, bucket) of `stage`, each opened as soon as its task's
-/// output is located: a consumer started while its producers still run reads the finished
-/// ones first and waits for the others.
-fn in_completion_order(
+/// The streams of `sources` (task, bucket) of `stage`, in order, each opened once its
+/// task's output is located: a consumer started while its producers still run reads the
+/// finished ones and waits for the next. The order is always the sources' order, so a
+/// task run again reads its input in the same order as before (an output written round
+/// robin or cut by a `LIMIT` depends on it, and consumers may have read part of it).
+fn in_order_when_located(
     env: Arc<ShuffleEnv>,
     stage: StageId,
     sources: Vec<(usize, usize)>,
 ) -> impl Stream<Item = Result<SendableRecordBatchStream>> {
-    let changes = env.locations.subscribe();
-    futures::stream::unfold(
-        (env, sources, changes),
-        move |(env, mut pending, mut changes)| async move {
-            if pending.is_empty() {
-                return None;
-            }
-            loop {
-                // Marks what is seen now: a fill after this look wakes the wait below.
-                changes.borrow_and_update();
-                let mut next = None;
-                for (i, &(task, _)) in pending.iter().enumerate() {
-                    match env.locations.get(stage, task) {
-                        Ok(Some(worker)) => {
-                            next = Some(Ok((i, worker)));
-                            break;
-                        }
-                        Ok(None) => {}
-                        Err(e) => {
-                            next = Some(Err(e));
-                            break;
-                        }
-                    }
-                }
-                let opened = match next {
-                    Some(Ok((i, worker))) => {
-                        let (task, bucket) = pending.remove(i);
-                        env.io.fetch(env.key(stage, task, bucket), worker)
-                    }
-                    Some(Err(e)) => {
-                        pending.clear();
-                        Err(e)
-                    }
-                    None => match changes.changed().await {
-                        Ok(()) => continue,
-                        Err(_) => {
-                            pending.clear();
-                            Err(internal_datafusion_err!("input locations were dropped"))
-                        }
-                    },
-                };
-                return Some((opened, (env, pending, changes)));
-            }
-        },
-    )
+    futures::stream::iter(sources).then(move |(task, bucket)| {
+        let env = Arc::clone(&env);
+        async move {
+            tracing::debug!(job = env.job, task = %env.task, stage, input = task, "reads");
+            let worker = env.located(stage, task).await?;
+            env.io.fetch(env.key(stage, task, bucket), worker)
+        }
+    })
 }
 
 impl ExecutionPlan for ShuffleReadExec {
@@ -157,7 +121,7 @@ impl ExecutionPlan for ShuffleReadExec {
     ) -> Result<SendableRecordBatchStream> {
         let env = shuffle_env(&context)?;
         let baseline = BaselineMetrics::new(&self.metrics, partition);
-        let stream = in_completion_order(env, self.stage, self.sources(partition))
+        let stream = in_order_when_located(env, self.stage, self.sources(partition))
             .try_flatten()
             .inspect_ok(move |b| baseline.record_output(b.num_rows()));
         // Buckets already in memory are always ready; the cooperative wrapper yields once
