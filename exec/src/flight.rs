@@ -29,7 +29,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::security::{Security, incoming};
 use crate::store::ResultStore;
-use crate::transport::{Transport, batches_stream, fetch_error};
+use crate::transport::{Transport, bucket_stream, fetch_error};
 
 /// Encodes a bucket's key as a Flight ticket.
 pub fn ticket_for(key: PartitionKey) -> Ticket {
@@ -355,12 +355,18 @@ fn flight_error(from: WorkerId, e: FlightError) -> DataFusionError {
 }
 
 impl Transport for FlightTransport {
-    fn put(&self, local: WorkerId, key: PartitionKey, batches: Vec<RecordBatch>) -> Result<()> {
+    fn put(
+        &self,
+        local: WorkerId,
+        key: PartitionKey,
+        part: usize,
+        batches: Vec<RecordBatch>,
+    ) -> Result<()> {
         let store = self
             .local
             .get(&local)
             .ok_or_else(|| DataFusionError::Execution(format!("worker {local} is not here")))?;
-        store.put(key, batches)
+        store.put_part(key, part, batches)
     }
 
     fn fetch(&self, key: PartitionKey, from: WorkerId) -> Result<SendableRecordBatchStream> {
@@ -368,7 +374,7 @@ impl Transport for FlightTransport {
         if self.local_reads
             && let Some(store) = self.local.get(&from)
         {
-            return Ok(batches_stream(store.get(&key)?));
+            return bucket_stream(store.batches(&key)?);
         }
         fetch_bucket(self.channel(from)?, &self.security, key, from)
     }

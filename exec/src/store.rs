@@ -40,9 +40,15 @@ enum Entry {
     },
 }
 
+/// Part `.1` of bucket `.0`: a task whose output outgrows its share of the memory limit
+/// hands it over in parts as it goes.
+type Slot = (PartitionKey, usize);
+
 #[derive(Default)]
 struct Inner {
-    entries: HashMap<PartitionKey, Entry>,
+    entries: HashMap<Slot, Entry>,
+    /// How many parts each bucket has.
+    parts: HashMap<PartitionKey, usize>,
     /// Jobs that ended: a late `put` from a task that was still finishing is dropped.
     ended: HashSet<JobId>,
     memory_bytes: usize,
@@ -155,8 +161,8 @@ impl ResultStore {
                     _ => None,
                 })
                 .max();
-            let Some((_, key)) = victim else { break };
-            let Some(Entry::Memory { batches, bytes }) = inner.entries.remove(&key) else {
+            let Some((_, slot)) = victim else { break };
+            let Some(Entry::Memory { batches, bytes }) = inner.entries.remove(&slot) else {
                 break;
             };
             inner.next_file += 1;
@@ -167,16 +173,17 @@ impl ResultStore {
                 bytes,
                 file,
             };
-            inner.entries.insert(key, spilling);
+            inner.entries.insert(slot, spilling);
+            let (key, part) = slot;
             let path = self.dir.path().join(format!(
-                "job{}-s{}-t{}-b{}-{file}.arrow",
+                "job{}-s{}-t{}-b{}-p{part}-{file}.arrow",
                 key.job, key.task.stage, key.task.partition, key.bucket
             ));
             drop(inner);
             let written = write_spill(&path, &batches);
             inner = self.inner.lock();
             // The bucket may have been dropped (its job ended) or replaced meanwhile.
-            let current = matches!(inner.entries.get(&key), Some(Entry::Spilling { file: f, .. }) if *f == file);
+            let current = matches!(inner.entries.get(&slot), Some(Entry::Spilling { file: f, .. }) if *f == file);
             if !current {
                 let _ = std::fs::remove_file(&path);
                 continue;
@@ -184,7 +191,7 @@ impl ResultStore {
             inner.spilling_bytes -= bytes;
             if let Err(e) = written {
                 let _ = std::fs::remove_file(&path);
-                inner.entries.insert(key, Entry::Memory { batches, bytes });
+                inner.entries.insert(slot, Entry::Memory { batches, bytes });
                 return Err(e.context(format!("spilling task output to {}", path.display())));
             }
             inner.memory_bytes -= bytes;
@@ -194,7 +201,7 @@ impl ResultStore {
             unreported.0 += bytes as u64;
             unreported.1 += 1;
             inner.disk_bytes += bytes;
-            inner.entries.insert(key, Entry::Disk { path, bytes });
+            inner.entries.insert(slot, Entry::Disk { path, bytes });
         }
         Ok(())
     }
@@ -225,10 +232,23 @@ impl ResultStore {
         unreported.1 += files;
     }
 
-    /// Keeps a finished bucket, spilling the largest in-memory buckets if over target.
-    /// String and binary view columns that point into buffers mostly of other rows (a
-    /// scan's pages) are compacted first, so a small bucket does not keep them alive.
+    /// Keeps a finished bucket (as its only part), spilling the largest in-memory buckets
+    /// if over target.
     pub fn put(&self, key: PartitionKey, batches: Vec<RecordBatch>) -> Result<()> {
+        self.put_part(key, 0, batches)
+    }
+
+    /// Keeps part `part` of bucket `key`, spilling the largest in-memory parts if over
+    /// target. Part 0 replaces every part the bucket had (a task run again here writes
+    /// its output afresh); later parts follow it. String and binary view columns that
+    /// point into buffers mostly of other rows (a scan's pages) are compacted first, so a
+    /// small bucket does not keep them alive.
+    pub fn put_part(
+        &self,
+        key: PartitionKey,
+        part: usize,
+        batches: Vec<RecordBatch>,
+    ) -> Result<()> {
         let batches = batches
             .iter()
             .map(compact_wasteful_views)
@@ -238,8 +258,21 @@ impl ResultStore {
         if inner.ended.contains(&key.job) {
             return Ok(());
         }
+        let before = inner.parts.insert(key, part + 1).unwrap_or(0);
+        let dropped = if part == 0 { 0..before } else { 0..0 };
+        if part > 0 && before > part {
+            inner.parts.insert(key, before);
+        }
+        for p in dropped {
+            if let Some(old) = inner.entries.remove(&(key, p)) {
+                Self::forget(&mut inner, old);
+            }
+        }
         inner.memory_bytes += bytes;
-        if let Some(old) = inner.entries.insert(key, Entry::Memory { batches, bytes }) {
+        if let Some(old) = inner
+            .entries
+            .insert((key, part), Entry::Memory { batches, bytes })
+        {
             Self::forget(&mut inner, old);
         }
         self.spill_to(inner, self.target())
@@ -260,32 +293,37 @@ impl ResultStore {
         }
     }
 
+    /// Where each part of bucket `key` is, in order.
+    fn sources(&self, key: &PartitionKey) -> Result<Vec<Source>> {
+        let inner = self.inner.lock();
+        let Some(&parts) = inner.parts.get(key) else {
+            return Err(DataFusionError::Execution(format!(
+                "output of job {} {} bucket {} is not in this worker's store",
+                key.job, key.task, key.bucket
+            )));
+        };
+        Ok((0..parts)
+            .filter_map(|part| match inner.entries.get(&(*key, part))? {
+                Entry::Memory { batches, .. } | Entry::Spilling { batches, .. } => {
+                    Some(Source::Batches(batches.clone()))
+                }
+                Entry::Disk { path, .. } => Some(Source::File(path.clone())),
+            })
+            .collect())
+    }
+
     /// The batches of bucket `key` (shared with the store when in memory).
     pub fn get(&self, key: &PartitionKey) -> Result<Vec<RecordBatch>> {
-        let path = {
-            let inner = self.inner.lock();
-            match inner.entries.get(key) {
-                Some(Entry::Memory { batches, .. } | Entry::Spilling { batches, .. }) => {
-                    return Ok(batches.clone());
-                }
-                Some(Entry::Disk { path, .. }) => path.clone(),
-                None => {
-                    return Err(DataFusionError::Execution(format!(
-                        "output of job {} {} bucket {} is not in this worker's store",
-                        key.job, key.task, key.bucket
-                    )));
-                }
-            }
-        };
-        let reader = FileReader::try_new(BufReader::new(File::open(&path)?), None)?;
-        reader
-            .map(|b| {
-                b.map_err(|e| {
-                    DataFusionError::from(e)
-                        .context(format!("reading spill file {}", path.display()))
-                })
-            })
-            .collect()
+        self.batches(key)?.collect()
+    }
+
+    /// The batches of bucket `key`, read from its spill files one at a time as they are
+    /// taken: a reader holds one batch of a spilled bucket at a time, not all of it.
+    pub fn batches(&self, key: &PartitionKey) -> Result<BucketBatches> {
+        Ok(BucketBatches {
+            sources: self.sources(key)?.into_iter(),
+            current: Box::new(std::iter::empty()),
+        })
     }
 
     /// Drops every output of `job`, deleting its spill files.
@@ -301,17 +339,18 @@ impl ResultStore {
 
     fn remove_where(&self, doomed: impl Fn(&PartitionKey) -> bool) {
         let mut inner = self.inner.lock();
-        let keys: Vec<PartitionKey> = inner
+        let slots: Vec<Slot> = inner
             .entries
             .keys()
-            .filter(|k| doomed(k))
+            .filter(|(k, _)| doomed(k))
             .copied()
             .collect();
-        for key in keys {
-            if let Some(entry) = inner.entries.remove(&key) {
+        for slot in slots {
+            if let Some(entry) = inner.entries.remove(&slot) {
                 Self::forget(&mut inner, entry);
             }
         }
+        inner.parts.retain(|k, _| !doomed(k));
     }
 
     /// Drops every output and forgets which jobs ended, for a worker that registers with a
@@ -360,6 +399,45 @@ impl ResultStore {
             flight_reads: inner.flight_reads,
             operator_spills: inner.operator_spills,
             operator_spilled_bytes: inner.operator_spilled_bytes,
+        }
+    }
+}
+
+/// Where one part of a bucket is.
+enum Source {
+    Batches(Vec<RecordBatch>),
+    File(PathBuf),
+}
+
+/// The batches of a bucket, part after part; a spilled part is read as it is reached.
+pub struct BucketBatches {
+    sources: std::vec::IntoIter<Source>,
+    current: Box<dyn Iterator<Item = Result<RecordBatch>> + Send>,
+}
+
+impl Iterator for BucketBatches {
+    type Item = Result<RecordBatch>;
+
+    fn next(&mut self) -> Option<Result<RecordBatch>> {
+        loop {
+            if let Some(batch) = self.current.next() {
+                return Some(batch);
+            }
+            self.current = match self.sources.next()? {
+                Source::Batches(batches) => Box::new(batches.into_iter().map(Ok)),
+                Source::File(path) => match File::open(&path)
+                    .map_err(DataFusionError::from)
+                    .and_then(|f| Ok(FileReader::try_new(BufReader::new(f), None)?))
+                {
+                    Ok(reader) => Box::new(reader.map(move |b| {
+                        b.map_err(|e| {
+                            DataFusionError::from(e)
+                                .context(format!("reading spill file {}", path.display()))
+                        })
+                    })),
+                    Err(e) => Box::new(std::iter::once(Err(e))),
+                },
+            };
         }
     }
 }
@@ -441,8 +519,8 @@ fn write_spill(path: &Path, batches: &[RecordBatch]) -> Result<()> {
 mod tests {
     use std::sync::Arc;
 
-    use datafusion::arrow::array::Int64Array;
-    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::arrow::array::{AsArray, Int64Array};
+    use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
     use shoal_planner::TaskId;
 
     use super::*;
@@ -557,6 +635,35 @@ mod tests {
         assert!(store.stats().spilled_entries >= 1);
         store.discard();
         assert!(!store.dir().exists());
+    }
+
+    #[test]
+    fn a_bucket_in_parts_reads_back_in_order_and_part_zero_starts_it_afresh() {
+        let scratch = tempfile::tempdir().unwrap();
+        // Room for the smallest part in memory: the others go to disk.
+        let store = ResultStore::new(scratch.path(), 3_000).unwrap();
+        let first = |batches: &[RecordBatch]| {
+            let column = batches[0].column(0).as_primitive::<Int64Type>();
+            (batches.len(), column.value(column.len() - 1))
+        };
+        store.put_part(key(1, 0), 0, vec![batch(1000)]).unwrap();
+        store.put_part(key(1, 0), 1, vec![batch(500)]).unwrap();
+        store.put_part(key(1, 0), 2, vec![batch(10)]).unwrap();
+        assert!(store.stats().spilled_entries >= 2, "{:?}", store.stats());
+        let rows: Vec<usize> = store
+            .batches(&key(1, 0))
+            .unwrap()
+            .map(|b| b.unwrap().num_rows())
+            .collect();
+        assert_eq!(rows, [1000, 500, 10]);
+        assert_eq!(first(&store.get(&key(1, 0)).unwrap()), (3, 999));
+        // A run of the task again: its part 0 drops all three, files too.
+        store.put_part(key(1, 0), 0, vec![batch(7)]).unwrap();
+        assert_eq!(first(&store.get(&key(1, 0)).unwrap()), (1, 6));
+        assert_eq!(store.stats().entries, 1);
+        assert_eq!(std::fs::read_dir(store.dir()).unwrap().count(), 0);
+        store.remove_stage(1, 0);
+        assert!(store.get(&key(1, 0)).is_err(), "no parts left to read");
     }
 
     #[test]

@@ -13,13 +13,20 @@ use parking_lot::Mutex;
 use shoal_planner::error::causes;
 use shoal_planner::{ErrorKind, JobId, PartitionKey, ShoalError, ShuffleIo, WorkerId};
 
-use crate::store::ResultStore;
+use crate::store::{BucketBatches, ResultStore};
 
 /// How task outputs travel. The in-process implementation hands batches over by `Arc`;
 /// a network implementation serves the same calls from peers over the wire.
 pub trait Transport: std::fmt::Debug + Send + Sync {
-    /// Stores finished bucket `key` on worker `local`, where its task ran.
-    fn put(&self, local: WorkerId, key: PartitionKey, batches: Vec<RecordBatch>) -> Result<()>;
+    /// Stores part `part` of bucket `key` on worker `local`, where its task runs (see
+    /// [`ShuffleIo::put`]).
+    fn put(
+        &self,
+        local: WorkerId,
+        key: PartitionKey,
+        part: usize,
+        batches: Vec<RecordBatch>,
+    ) -> Result<()>;
 
     /// Streams bucket `key` from worker `from`, for a consuming task or the client.
     fn fetch(&self, key: PartitionKey, from: WorkerId) -> Result<SendableRecordBatchStream>;
@@ -51,14 +58,34 @@ impl InProcessTransport {
 }
 
 impl Transport for InProcessTransport {
-    fn put(&self, local: WorkerId, key: PartitionKey, batches: Vec<RecordBatch>) -> Result<()> {
-        self.store(local)?.put(key, batches)
+    fn put(
+        &self,
+        local: WorkerId,
+        key: PartitionKey,
+        part: usize,
+        batches: Vec<RecordBatch>,
+    ) -> Result<()> {
+        self.store(local)?.put_part(key, part, batches)
     }
 
     fn fetch(&self, key: PartitionKey, from: WorkerId) -> Result<SendableRecordBatchStream> {
-        let batches = self.store(from)?.get(&key)?;
-        Ok(batches_stream(batches))
+        bucket_stream(self.store(from)?.batches(&key)?)
     }
+}
+
+/// A stream over a bucket of a store in this process, read as it is consumed.
+pub fn bucket_stream(mut batches: BucketBatches) -> Result<SendableRecordBatchStream> {
+    // The stream states its schema up front: the first batch's.
+    let first = batches.next().transpose()?;
+    let schema = first
+        .as_ref()
+        .map(|b| b.schema())
+        .unwrap_or_else(|| Arc::new(Schema::empty()));
+    let rest = first.map(Ok).into_iter().chain(batches);
+    Ok(Box::pin(RecordBatchStreamAdapter::new(
+        schema,
+        futures::stream::iter(rest),
+    )))
 }
 
 /// A stream over batches already in memory.
@@ -131,8 +158,8 @@ impl WorkerIo {
 }
 
 impl ShuffleIo for WorkerIo {
-    fn put(&self, key: PartitionKey, batches: Vec<RecordBatch>) -> Result<()> {
-        self.transport.put(self.local, key, batches)
+    fn put(&self, key: PartitionKey, part: usize, batches: Vec<RecordBatch>) -> Result<()> {
+        self.transport.put(self.local, key, part, batches)
     }
 
     fn fetch(&self, key: PartitionKey, from: WorkerId) -> Result<SendableRecordBatchStream> {

@@ -115,8 +115,10 @@ impl Debug for InputLocations {
 /// Moves task outputs: `put` keeps a bucket on the worker running the task, `fetch`
 /// streams a bucket from the worker that holds it (itself or a peer).
 pub trait ShuffleIo: Debug + Send + Sync {
-    /// Stores the finished bucket `key` on this worker.
-    fn put(&self, key: PartitionKey, batches: Vec<RecordBatch>) -> Result<()>;
+    /// Stores part `part` of bucket `key` on this worker. A task writes a bucket's parts
+    /// in order from 0 (most buckets have only part 0); part 0 replaces what the bucket
+    /// held before (an earlier run's output).
+    fn put(&self, key: PartitionKey, part: usize, batches: Vec<RecordBatch>) -> Result<()>;
 
     /// Streams bucket `key` from worker `from`; errors surface in the stream.
     fn fetch(&self, key: PartitionKey, from: WorkerId) -> Result<SendableRecordBatchStream>;

@@ -10,6 +10,9 @@ use datafusion::arrow::compute::BatchCoalescer;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Result, internal_datafusion_err, internal_err};
+use datafusion::execution::memory_pool::{
+    MemoryConsumer, MemoryLimit, MemoryPool, MemoryReservation,
+};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
@@ -22,7 +25,7 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
-use super::env::{PartitionKey, shuffle_env};
+use super::env::{PartitionKey, ShuffleEnv, shuffle_env};
 use crate::graph::OutputSpec;
 
 static SUMMARY_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
@@ -96,6 +99,86 @@ fn shrunk(batch: RecordBatch) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new_with_options(
         schema, columns, &options,
     )?)
+}
+
+/// A task's output buckets as they fill. Their batches wait in memory, counted in the
+/// task's memory pool; when they reach an eighth of the pool, or
+/// the pool has no room for more, they go to the store as the next part of their bucket
+/// (which keeps them in memory or on disk within the worker's limit). So a task's output
+/// is never held whole outside the limit, and never takes much of the room its own
+/// operators (a join's hash table, an aggregation) need.
+struct Outputs {
+    env: Arc<ShuffleEnv>,
+    pending: Vec<Vec<RecordBatch>>,
+    /// Bytes pending, and how many may be before they are handed over.
+    pending_bytes: usize,
+    most: usize,
+    /// Parts handed over, per bucket.
+    parts: Vec<usize>,
+    rows: Vec<u64>,
+    bytes: Vec<u64>,
+    reservation: MemoryReservation,
+}
+
+impl Outputs {
+    fn new(env: Arc<ShuffleEnv>, buckets: usize, pool: &Arc<dyn MemoryPool>) -> Self {
+        let most = match pool.memory_limit() {
+            MemoryLimit::Finite(limit) => limit / 8,
+            MemoryLimit::Infinite | MemoryLimit::Unknown => usize::MAX,
+        };
+        // Not a spilling consumer: a fair pool would halve the share of the task's other
+        // spilling operators for it, while it holds an eighth at most.
+        let reservation =
+            MemoryConsumer::new(format!("ShuffleWriteExec[{}]", env.task)).register(pool);
+        Self {
+            env,
+            pending: vec![Vec::new(); buckets],
+            pending_bytes: 0,
+            most,
+            parts: vec![0; buckets],
+            rows: vec![0; buckets],
+            bytes: vec![0; buckets],
+            reservation,
+        }
+    }
+
+    fn push(&mut self, bucket: usize, batch: RecordBatch) -> Result<()> {
+        let buckets = self.pending.len();
+        let Some(pending) = self.pending.get_mut(bucket) else {
+            return internal_err!("a task wrote more than {buckets} pieces");
+        };
+        let size = batch.get_array_memory_size();
+        pending.push(batch);
+        self.pending_bytes += size;
+        if self.pending_bytes > self.most || self.reservation.try_grow(size).is_err() {
+            self.hand_over(false)?;
+        }
+        Ok(())
+    }
+
+    /// Hands every pending batch to the store as the next part of its bucket. The `last`
+    /// time, every bucket gets at least its part 0, empty or not, which replaces what an
+    /// earlier run of the task left.
+    fn hand_over(&mut self, last: bool) -> Result<()> {
+        for bucket in 0..self.pending.len() {
+            if self.pending[bucket].is_empty() && !(last && self.parts[bucket] == 0) {
+                continue;
+            }
+            let batches = std::mem::take(&mut self.pending[bucket]);
+            self.rows[bucket] += batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+            self.bytes[bucket] += held_bytes(&batches) as u64;
+            let key = PartitionKey {
+                job: self.env.job,
+                task: self.env.task,
+                bucket,
+            };
+            self.env.io.put(key, self.parts[bucket], batches)?;
+            self.parts[bucket] += 1;
+        }
+        self.reservation.free();
+        self.pending_bytes = 0;
+        Ok(())
+    }
 }
 
 /// Runs one partition of its input, buckets the batches per [`OutputSpec`] and stores
@@ -199,10 +282,11 @@ impl ExecutionPlan for ShuffleWriteExec {
         let pieces = matches!(self.output, OutputSpec::Pieces(_));
         let batch_size = context.session_config().batch_size();
         let schema = self.input.schema();
+        let pool = Arc::clone(context.memory_pool());
         let input = self.input.execute(partition, context)?;
         let rows_out = MetricBuilder::new(&self.metrics).output_rows(partition);
         let fut = async move {
-            let mut out: Vec<Vec<RecordBatch>> = vec![Vec::new(); buckets];
+            let mut outputs = Outputs::new(env, buckets, &pool);
             // Hash and round-robin splitting cut each batch into `buckets` small pieces;
             // consumers run faster on full batches, so pieces are glued back per bucket.
             let mut coalescers: Vec<BatchCoalescer> = match partitioner {
@@ -222,16 +306,11 @@ impl ExecutionPlan for ShuffleWriteExec {
                 }
                 let batch = conform(batch, &schema)?;
                 match partitioner.as_mut() {
-                    None => {
-                        let Some(out) = out.get_mut(bucket) else {
-                            return internal_err!("a task wrote more than {buckets} pieces");
-                        };
-                        out.push(batch)
-                    }
+                    None => outputs.push(bucket, batch)?,
                     Some(p) => p.partition(batch, |bucket, b| {
                         coalescers[bucket].push_batch(b)?;
                         while let Some(full) = coalescers[bucket].next_completed_batch() {
-                            out[bucket].push(shrunk(full)?);
+                            outputs.push(bucket, shrunk(full)?)?;
                         }
                         Ok(())
                     })?,
@@ -240,22 +319,12 @@ impl ExecutionPlan for ShuffleWriteExec {
             for (bucket, coalescer) in coalescers.iter_mut().enumerate() {
                 coalescer.finish_buffered_batch()?;
                 while let Some(rest) = coalescer.next_completed_batch() {
-                    out[bucket].push(shrunk(rest)?);
+                    outputs.push(bucket, shrunk(rest)?)?;
                 }
             }
-            let mut rows = Vec::with_capacity(buckets);
-            let mut bytes = Vec::with_capacity(buckets);
-            for (bucket, batches) in out.into_iter().enumerate() {
-                rows.push(batches.iter().map(|b| b.num_rows() as u64).sum::<u64>());
-                bytes.push(held_bytes(&batches) as u64);
-                rows_out.add(rows[bucket] as usize);
-                let key = PartitionKey {
-                    job: env.job,
-                    task: env.task,
-                    bucket,
-                };
-                env.io.put(key, batches)?;
-            }
+            outputs.hand_over(true)?;
+            let (rows, bytes) = (outputs.rows, outputs.bytes);
+            rows_out.add(rows.iter().sum::<u64>() as usize);
             let summary = RecordBatch::try_new(
                 summary_schema(),
                 vec![
@@ -296,11 +365,13 @@ mod tests {
     use std::collections::HashMap;
     use std::sync::Arc;
 
-    use datafusion::arrow::array::{RecordBatch, StringViewArray};
-    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::arrow::array::{AsArray, Int64Array, RecordBatch, StringViewArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema, UInt64Type};
     use datafusion::common::{Result, exec_err};
     use datafusion::datasource::memory::MemorySourceConfig;
     use datafusion::execution::SendableRecordBatchStream;
+    use datafusion::execution::memory_pool::FairSpillPool;
+    use datafusion::execution::runtime_env::RuntimeEnvBuilder;
     use datafusion::physical_plan::expressions::col;
     use datafusion::physical_plan::{ExecutionPlan, Partitioning};
     use datafusion::prelude::{SessionConfig, SessionContext};
@@ -314,13 +385,83 @@ mod tests {
     struct Discard;
 
     impl ShuffleIo for Discard {
-        fn put(&self, _key: PartitionKey, _batches: Vec<RecordBatch>) -> Result<()> {
+        fn put(&self, _key: PartitionKey, _part: usize, _batches: Vec<RecordBatch>) -> Result<()> {
             Ok(())
         }
 
         fn fetch(&self, _key: PartitionKey, _from: WorkerId) -> Result<SendableRecordBatchStream> {
             exec_err!("nothing to fetch")
         }
+    }
+
+    /// Records each part handed over: bucket, part, rows.
+    #[derive(Debug, Default)]
+    struct Record(std::sync::Mutex<Vec<(usize, usize, usize)>>);
+
+    impl ShuffleIo for Record {
+        fn put(&self, key: PartitionKey, part: usize, batches: Vec<RecordBatch>) -> Result<()> {
+            let rows = batches.iter().map(RecordBatch::num_rows).sum();
+            self.0.lock().unwrap().push((key.bucket, part, rows));
+            Ok(())
+        }
+
+        fn fetch(&self, _key: PartitionKey, _from: WorkerId) -> Result<SendableRecordBatchStream> {
+            exec_err!("nothing to fetch")
+        }
+    }
+
+    #[tokio::test]
+    async fn output_beyond_the_task_s_memory_goes_to_the_store_in_parts() {
+        // 100 batches of 8,192 rows, 64 KiB each: 6.4 MB, against a pool of 1 MiB.
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+        let batches: Vec<RecordBatch> = (0..100)
+            .map(|b| {
+                let column = Int64Array::from_iter_values(b * 8192..(b + 1) * 8192);
+                RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(column)]).unwrap()
+            })
+            .collect();
+        let source =
+            MemorySourceConfig::try_new_exec(&[batches], Arc::clone(&schema), None).unwrap();
+        let hash = Partitioning::Hash(vec![col("x", &schema).unwrap()], 3);
+        let write = ShuffleWriteExec::new(source, OutputSpec::Repartition(hash));
+        let record = Arc::new(Record::default());
+        let env = ShuffleEnv {
+            job: 1,
+            task: TaskId {
+                stage: 0,
+                partition: 0,
+            },
+            locations: Arc::new(InputLocations::new(HashMap::new())),
+            io: Arc::clone(&record) as Arc<dyn ShuffleIo>,
+        };
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(Arc::new(FairSpillPool::new(1 << 20)))
+            .build_arc()
+            .unwrap();
+        let config = SessionConfig::new().with_extension(Arc::new(env));
+        let ctx = SessionContext::new_with_config_rt(config, runtime).task_ctx();
+        let summary = datafusion::physical_plan::common::collect(write.execute(0, ctx).unwrap())
+            .await
+            .unwrap();
+
+        let parts = record.0.lock().unwrap().clone();
+        for bucket in 0..3 {
+            let numbers: Vec<usize> = parts
+                .iter()
+                .filter(|p| p.0 == bucket)
+                .map(|p| p.1)
+                .collect();
+            assert!(numbers.len() >= 3, "bucket {bucket} in parts {numbers:?}");
+            assert_eq!(
+                numbers,
+                (0..numbers.len()).collect::<Vec<_>>(),
+                "bucket {bucket}"
+            );
+        }
+        let rows: usize = parts.iter().map(|p| p.2).sum();
+        assert_eq!(rows, 819_200);
+        let counted = summary[0].column(1).as_primitive::<UInt64Type>();
+        assert_eq!(counted.iter().flatten().sum::<u64>(), 819_200);
     }
 
     #[tokio::test]
