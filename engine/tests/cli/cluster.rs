@@ -25,6 +25,7 @@ mod gateway_tls;
 mod groups;
 mod kubernetes;
 mod malformed;
+mod memory;
 mod recovery;
 mod slt;
 mod slurm;

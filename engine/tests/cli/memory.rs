@@ -16,18 +16,18 @@ const LIMIT: u64 = 24 << 20;
 const WORKERS: u64 = 2;
 
 /// A finished child: exit success, stdout, stderr and peak resident bytes.
-struct Finished {
-    ok: bool,
-    status: std::process::ExitStatus,
-    stdout: String,
-    stderr: String,
-    peak: u64,
+pub(crate) struct Finished {
+    pub(crate) ok: bool,
+    pub(crate) status: std::process::ExitStatus,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+    pub(crate) peak: u64,
 }
 
 /// Runs `command` (which prints `peak resident memory: N bytes` on stderr as it ends,
 /// as `shoal --verbose` does) to the end. The kernel's `ru_maxrss` would not do: a
 /// process started from this one inherits this test's own peak at `exec`.
-fn run_measured(mut command: Command) -> Finished {
+pub(crate) fn run_measured(mut command: Command) -> Finished {
     let out = command.output().expect("run the job");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let peak = stderr

@@ -52,7 +52,7 @@ fn data(sf: f64) -> PathBuf {
 
 /// Whether `actual` holds `expected`'s rows, in order or (for ties an `ORDER BY` leaves
 /// open) in some order; numbers compare with a small tolerance.
-fn same_answer(expected: &[Vec<String>], actual: &[Vec<String>]) -> bool {
+pub(super) fn same_answer(expected: &[Vec<String>], actual: &[Vec<String>]) -> bool {
     let equal = |e: &[Vec<String>], a: &[Vec<String>]| {
         e.len() == a.len()
             && e.iter()
