@@ -410,6 +410,41 @@ mod tests {
         }
     }
 
+    /// Writes `batches` hashed on `column` into `buckets` buckets through `io`, in a memory
+    /// pool of `pool` bytes (unbounded for `None`); returns the write's summary.
+    async fn hash_write(
+        batches: Vec<RecordBatch>,
+        column: &str,
+        buckets: usize,
+        io: Arc<dyn ShuffleIo>,
+        pool: Option<usize>,
+    ) -> Vec<RecordBatch> {
+        let schema = batches[0].schema();
+        let source =
+            MemorySourceConfig::try_new_exec(&[batches], Arc::clone(&schema), None).unwrap();
+        let hash = Partitioning::Hash(vec![col(column, &schema).unwrap()], buckets);
+        let write = ShuffleWriteExec::new(source, OutputSpec::Repartition(hash));
+        let env = ShuffleEnv {
+            job: 1,
+            task: TaskId {
+                stage: 0,
+                partition: 0,
+            },
+            locations: Arc::new(InputLocations::new(HashMap::new())),
+            io,
+        };
+        let mut runtime = RuntimeEnvBuilder::new();
+        if let Some(bytes) = pool {
+            runtime = runtime.with_memory_pool(Arc::new(FairSpillPool::new(bytes)));
+        }
+        let config = SessionConfig::new().with_extension(Arc::new(env));
+        let ctx = SessionContext::new_with_config_rt(config, runtime.build_arc().unwrap());
+        let stream = write.execute(0, ctx.task_ctx()).unwrap();
+        datafusion::physical_plan::common::collect(stream)
+            .await
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn output_beyond_the_task_s_memory_goes_to_the_store_in_parts() {
         // 100 batches of 8,192 rows, 64 KiB each: 6.4 MB, against a pool of 1 MiB.
@@ -420,29 +455,8 @@ mod tests {
                 RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(column)]).unwrap()
             })
             .collect();
-        let source =
-            MemorySourceConfig::try_new_exec(&[batches], Arc::clone(&schema), None).unwrap();
-        let hash = Partitioning::Hash(vec![col("x", &schema).unwrap()], 3);
-        let write = ShuffleWriteExec::new(source, OutputSpec::Repartition(hash));
         let record = Arc::new(Record::default());
-        let env = ShuffleEnv {
-            job: 1,
-            task: TaskId {
-                stage: 0,
-                partition: 0,
-            },
-            locations: Arc::new(InputLocations::new(HashMap::new())),
-            io: Arc::clone(&record) as Arc<dyn ShuffleIo>,
-        };
-        let runtime = RuntimeEnvBuilder::new()
-            .with_memory_pool(Arc::new(FairSpillPool::new(1 << 20)))
-            .build_arc()
-            .unwrap();
-        let config = SessionConfig::new().with_extension(Arc::new(env));
-        let ctx = SessionContext::new_with_config_rt(config, runtime).task_ctx();
-        let summary = datafusion::physical_plan::common::collect(write.execute(0, ctx).unwrap())
-            .await
-            .unwrap();
+        let summary = hash_write(batches, "x", 3, Arc::clone(&record) as _, Some(1 << 20)).await;
 
         let parts = record.0.lock().unwrap().clone();
         for bucket in 0..3 {
@@ -480,25 +494,7 @@ mod tests {
             })
             .collect();
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-        let source =
-            MemorySourceConfig::try_new_exec(&[batches], Arc::clone(&schema), None).unwrap();
-        let hash = Partitioning::Hash(vec![col("s", &schema).unwrap()], 2);
-        let write = ShuffleWriteExec::new(source, OutputSpec::Repartition(hash));
-
-        let env = ShuffleEnv {
-            job: 1,
-            task: TaskId {
-                stage: 0,
-                partition: 0,
-            },
-            locations: Arc::new(InputLocations::new(HashMap::new())),
-            io: Arc::new(Discard),
-        };
-        let config = SessionConfig::new().with_extension(Arc::new(env));
-        let ctx = SessionContext::new_with_config(config).task_ctx();
-        let summary = datafusion::physical_plan::common::collect(write.execute(0, ctx).unwrap())
-            .await
-            .unwrap();
+        let summary = hash_write(batches, "s", 2, Arc::new(Discard), None).await;
         let held: u64 = bucket_bytes(&summary).unwrap().iter().sum();
         // Each row: a 16-byte view and its 20 bytes of string.
         let used = (rows * 36) as f64;
