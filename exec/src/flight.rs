@@ -108,12 +108,15 @@ pub fn ipc_carries(schema: &Schema) -> bool {
 /// with the dictionaries it needs, encoded as it is sent. Not arrow-flight's encoder:
 /// it declares a `LargeList` column as a `List`, which the reader then decodes from
 /// 64-bit offsets as if they were 32-bit (wrong lists, or an invalid batch).
-fn flight_messages(batches: Vec<RecordBatch>) -> impl Stream<Item = Result<FlightData, Status>> {
+fn flight_messages(
+    first: Option<RecordBatch>,
+    rest: impl Stream<Item = Result<RecordBatch, Status>>,
+) -> impl Stream<Item = Result<FlightData, Status>> {
     let options = IpcWriteOptions::default();
     let generator = IpcDataGenerator::default();
     let mut dictionaries = DictionaryTracker::new(false);
     // Encoding the schema assigns the dictionary ids the batches refer to.
-    let schema = batches.first().map(|b| {
+    let schema = first.as_ref().map(|b| {
         let schema = generator.schema_to_bytes_with_dictionary_tracker(
             &b.schema(),
             &mut dictionaries,
@@ -122,7 +125,12 @@ fn flight_messages(batches: Vec<RecordBatch>) -> impl Stream<Item = Result<Fligh
         FlightData::from(schema)
     });
     let mut context = IpcWriteContext::default();
-    let encoded = futures::stream::iter(batches).flat_map(move |batch| {
+    let batches = futures::stream::iter(first.map(Ok)).chain(rest);
+    let encoded = batches.flat_map(move |batch| {
+        let batch = match batch {
+            Ok(batch) => batch,
+            Err(status) => return futures::stream::iter(vec![Err(status)]),
+        };
         let messages = match generator.encode(&batch, &mut dictionaries, &options, &mut context) {
             Ok((dictionaries, batch)) => dictionaries
                 .into_iter()
@@ -166,22 +174,28 @@ impl FlightService for StoreFlightService {
             Status::invalid_argument("a Shoal ticket is 32 bytes: job, stage, task, bucket")
         })?;
         // Reading a spill file and compacting views take time in proportion to the
-        // output: off the runtime that also carries the worker's heartbeats.
-        let store = Arc::clone(&self.store);
-        let batches = tokio::task::spawn_blocking(move || {
-            let batches = store
-                .get(&key)
-                .map_err(|e| Status::not_found(e.to_string()))?;
-            store.note_flight_read();
-            batches
-                .iter()
-                .map(crate::store::compact_views)
-                .collect::<Result<Vec<_>>>()
-                .map_err(|e| Status::internal(e.to_string()))
-        })
-        .await
-        .map_err(|e| Status::internal(format!("reading a task output failed: {e}")))??;
-        Ok(Response::new(Box::pin(flight_messages(batches))))
+        // output: off the runtime that also carries the worker's heartbeats, a batch at a
+        // time (a spilled bucket is never read whole), until the fetch is dropped.
+        let batches = self
+            .store
+            .batches(&key)
+            .map_err(|e| Status::not_found(e.to_string()))?;
+        self.store.note_flight_read();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+        tokio::task::spawn_blocking(move || {
+            for batch in batches {
+                let batch = batch
+                    .and_then(|b| crate::store::compact_views(&b))
+                    .map_err(|e| Status::internal(e.to_string()));
+                let failed = batch.is_err();
+                if tx.blocking_send(batch).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        let first = rx.recv().await.transpose()?;
+        let rest = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        Ok(Response::new(Box::pin(flight_messages(first, rest))))
     }
 
     async fn handshake(
