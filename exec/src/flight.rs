@@ -23,7 +23,7 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::{Stream, StreamExt, TryStreamExt};
 use parking_lot::{Mutex, RwLock};
-use shoal_planner::{PartitionKey, TaskId, WorkerId};
+use shoal_planner::{Part, PartitionKey, TaskId, WorkerId};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -183,10 +183,25 @@ impl FlightService for StoreFlightService {
         self.store.note_flight_read();
         let (tx, mut rx) = tokio::sync::mpsc::channel(2);
         tokio::task::spawn_blocking(move || {
-            for batch in batches {
-                let batch = batch
-                    .and_then(|b| crate::store::compact_views(&b))
-                    .map_err(|e| Status::internal(e.to_string()));
+            let mut batches = batches;
+            loop {
+                // A panic reading the bucket (a damaged spill file) must end the stream
+                // with an error: a stream that just stops would lose rows unnoticed.
+                let next = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    batches.next().map(|batch| {
+                        batch
+                            .and_then(|b| crate::store::compact_views(&b))
+                            .map_err(|e| Status::internal(e.to_string()))
+                    })
+                }));
+                let batch = match next {
+                    Ok(Some(batch)) => batch,
+                    Ok(None) => break,
+                    Err(panic) => Err(Status::internal(format!(
+                        "reading the bucket panicked: {}",
+                        crate::panic_message(panic)
+                    ))),
+                };
                 let failed = batch.is_err();
                 if tx.blocking_send(batch).is_err() || failed {
                     break;
@@ -373,7 +388,7 @@ impl Transport for FlightTransport {
         &self,
         local: WorkerId,
         key: PartitionKey,
-        part: usize,
+        part: Part,
         batches: Vec<RecordBatch>,
     ) -> Result<()> {
         let store = self

@@ -18,7 +18,7 @@ use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::memory_pool::MemoryPool;
 use parking_lot::{Mutex, MutexGuard};
 use shoal_planner::shuffle::held_bytes;
-use shoal_planner::{JobId, PartitionKey, StageId};
+use shoal_planner::{JobId, Part, PartitionKey, StageId, TaskId};
 use tempfile::TempDir;
 
 enum Entry {
@@ -44,11 +44,19 @@ enum Entry {
 /// hands it over in parts as it goes.
 type Slot = (PartitionKey, usize);
 
+/// The parts of one bucket: which run of its task wrote them, how many there are, and
+/// whether the last one is in (only then can the bucket be read).
+#[derive(Clone, Copy)]
+struct Bucket {
+    attempt: u32,
+    parts: usize,
+    complete: bool,
+}
+
 #[derive(Default)]
 struct Inner {
     entries: HashMap<Slot, Entry>,
-    /// How many parts each bucket has.
-    parts: HashMap<PartitionKey, usize>,
+    buckets: HashMap<PartitionKey, Bucket>,
     /// Jobs that ended: a late `put` from a task that was still finishing is dropped.
     ended: HashSet<JobId>,
     memory_bytes: usize,
@@ -69,11 +77,11 @@ struct Inner {
 /// Counters describing a store.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StoreStats {
-    /// Buckets held.
+    /// Bucket parts held (most buckets are one part).
     pub entries: usize,
     /// Bytes held in memory.
     pub memory_bytes: usize,
-    /// Buckets currently on disk.
+    /// Bucket parts currently on disk.
     pub spilled_entries: usize,
     /// Their in-memory size.
     pub disk_bytes: usize,
@@ -90,7 +98,8 @@ pub struct StoreStats {
     pub operator_spilled_bytes: u64,
 }
 
-/// Task outputs of one worker, keyed by (job, task, bucket).
+/// Task outputs of one worker, keyed by (job, task, bucket), each bucket in one or more
+/// parts.
 pub struct ResultStore {
     dir: TempDir,
     memory_target: usize,
@@ -235,20 +244,14 @@ impl ResultStore {
     /// Keeps a finished bucket (as its only part), spilling the largest in-memory buckets
     /// if over target.
     pub fn put(&self, key: PartitionKey, batches: Vec<RecordBatch>) -> Result<()> {
-        self.put_part(key, 0, batches)
+        self.put_part(key, Part::WHOLE, batches)
     }
 
-    /// Keeps part `part` of bucket `key`, spilling the largest in-memory parts if over
-    /// target. Part 0 replaces every part the bucket had (a task run again here writes
-    /// its output afresh); later parts follow it. String and binary view columns that
-    /// point into buffers mostly of other rows (a scan's pages) are compacted first, so a
-    /// small bucket does not keep them alive.
-    pub fn put_part(
-        &self,
-        key: PartitionKey,
-        part: usize,
-        batches: Vec<RecordBatch>,
-    ) -> Result<()> {
+    /// Keeps `part` of bucket `key` (see [`Part`]), spilling the largest in-memory parts
+    /// if over target. String and binary view columns that point into buffers mostly of
+    /// other rows (a scan's pages) are compacted first, so a small bucket does not keep
+    /// them alive.
+    pub fn put_part(&self, key: PartitionKey, part: Part, batches: Vec<RecordBatch>) -> Result<()> {
         let batches = batches
             .iter()
             .map(compact_wasteful_views)
@@ -258,24 +261,53 @@ impl ResultStore {
         if inner.ended.contains(&key.job) {
             return Ok(());
         }
-        let before = inner.parts.insert(key, part + 1).unwrap_or(0);
-        let dropped = if part == 0 { 0..before } else { 0..0 };
-        if part > 0 && before > part {
-            inner.parts.insert(key, before);
+        let fresh = Bucket {
+            attempt: part.attempt,
+            parts: 0,
+            complete: false,
+        };
+        let mut bucket = inner.buckets.get(&key).copied().unwrap_or(fresh);
+        if part.attempt < bucket.attempt {
+            // A late part of a run that was stopped: a later run owns the bucket.
+            return Ok(());
         }
-        for p in dropped {
-            if let Some(old) = inner.entries.remove(&(key, p)) {
-                Self::forget(&mut inner, old);
-            }
+        if part.number == 0 || part.attempt > bucket.attempt {
+            Self::drop_parts(&mut inner, key, bucket.parts);
+            bucket = fresh;
         }
+        bucket.parts = bucket.parts.max(part.number + 1);
+        bucket.complete = part.last;
+        inner.buckets.insert(key, bucket);
         inner.memory_bytes += bytes;
-        if let Some(old) = inner
-            .entries
-            .insert((key, part), Entry::Memory { batches, bytes })
-        {
+        let entry = Entry::Memory { batches, bytes };
+        if let Some(old) = inner.entries.insert((key, part.number), entry) {
             Self::forget(&mut inner, old);
         }
         self.spill_to(inner, self.target())
+    }
+
+    fn drop_parts(inner: &mut Inner, key: PartitionKey, parts: usize) {
+        for number in 0..parts {
+            if let Some(old) = inner.entries.remove(&(key, number)) {
+                Self::forget(inner, old);
+            }
+        }
+    }
+
+    /// Drops what run `attempt` of `task` of `job` left of buckets it did not complete:
+    /// the run failed or was stopped.
+    pub fn discard_run(&self, job: JobId, task: TaskId, attempt: u32) {
+        let mut inner = self.inner.lock();
+        let left: Vec<(PartitionKey, usize)> = inner
+            .buckets
+            .iter()
+            .filter(|(k, b)| k.job == job && k.task == task && b.attempt == attempt && !b.complete)
+            .map(|(k, b)| (*k, b.parts))
+            .collect();
+        for (key, parts) in left {
+            Self::drop_parts(&mut inner, key, parts);
+            inner.buckets.remove(&key);
+        }
     }
 
     fn forget(inner: &mut Inner, entry: Entry) {
@@ -296,20 +328,26 @@ impl ResultStore {
     /// Where each part of bucket `key` is, in order.
     fn sources(&self, key: &PartitionKey) -> Result<Vec<Source>> {
         let inner = self.inner.lock();
-        let Some(&parts) = inner.parts.get(key) else {
-            return Err(DataFusionError::Execution(format!(
+        let missing = || {
+            DataFusionError::Execution(format!(
                 "output of job {} {} bucket {} is not in this worker's store",
                 key.job, key.task, key.bucket
-            )));
+            ))
         };
-        Ok((0..parts)
-            .filter_map(|part| match inner.entries.get(&(*key, part))? {
-                Entry::Memory { batches, .. } | Entry::Spilling { batches, .. } => {
-                    Some(Source::Batches(batches.clone()))
+        let bucket = inner
+            .buckets
+            .get(key)
+            .filter(|b| b.complete)
+            .ok_or_else(missing)?;
+        (0..bucket.parts)
+            .map(|part| match inner.entries.get(&(*key, part)) {
+                Some(Entry::Memory { batches, .. } | Entry::Spilling { batches, .. }) => {
+                    Ok(Source::Batches(batches.clone()))
                 }
-                Entry::Disk { path, .. } => Some(Source::File(path.clone())),
+                Some(Entry::Disk { path, .. }) => Ok(Source::File(path.clone())),
+                None => Err(missing()),
             })
-            .collect())
+            .collect()
     }
 
     /// The batches of bucket `key` (shared with the store when in memory).
@@ -350,7 +388,7 @@ impl ResultStore {
                 Self::forget(&mut inner, entry);
             }
         }
-        inner.parts.retain(|k, _| !doomed(k));
+        inner.buckets.retain(|k, _| !doomed(k));
     }
 
     /// Drops every output and forgets which jobs ended, for a worker that registers with a
@@ -638,17 +676,29 @@ mod tests {
     }
 
     #[test]
-    fn a_bucket_in_parts_reads_back_in_order_and_part_zero_starts_it_afresh() {
+    fn a_bucket_in_parts_reads_back_in_order_once_complete_and_a_later_run_replaces_it() {
         let scratch = tempfile::tempdir().unwrap();
         // Room for the smallest part in memory: the others go to disk.
         let store = ResultStore::new(scratch.path(), 3_000).unwrap();
+        let part = |attempt, number, last| Part {
+            attempt,
+            number,
+            last,
+        };
         let first = |batches: &[RecordBatch]| {
             let column = batches[0].column(0).as_primitive::<Int64Type>();
             (batches.len(), column.value(column.len() - 1))
         };
-        store.put_part(key(1, 0), 0, vec![batch(1000)]).unwrap();
-        store.put_part(key(1, 0), 1, vec![batch(500)]).unwrap();
-        store.put_part(key(1, 0), 2, vec![batch(10)]).unwrap();
+        store
+            .put_part(key(1, 0), part(1, 0, false), vec![batch(1000)])
+            .unwrap();
+        store
+            .put_part(key(1, 0), part(1, 1, false), vec![batch(500)])
+            .unwrap();
+        assert!(store.get(&key(1, 0)).is_err(), "not complete yet");
+        store
+            .put_part(key(1, 0), part(1, 2, true), vec![batch(10)])
+            .unwrap();
         assert!(store.stats().spilled_entries >= 2, "{:?}", store.stats());
         let rows: Vec<usize> = store
             .batches(&key(1, 0))
@@ -657,9 +707,24 @@ mod tests {
             .collect();
         assert_eq!(rows, [1000, 500, 10]);
         assert_eq!(first(&store.get(&key(1, 0)).unwrap()), (3, 999));
-        // A run of the task again: its part 0 drops all three, files too.
-        store.put_part(key(1, 0), 0, vec![batch(7)]).unwrap();
+        // A later run: its first part drops all three, files too; a late part of the
+        // earlier run changes nothing.
+        store
+            .put_part(key(1, 0), part(2, 0, true), vec![batch(7)])
+            .unwrap();
+        store
+            .put_part(key(1, 0), part(1, 3, true), vec![batch(8)])
+            .unwrap();
         assert_eq!(first(&store.get(&key(1, 0)).unwrap()), (1, 6));
+        assert_eq!(store.stats().entries, 1);
+        assert_eq!(std::fs::read_dir(store.dir()).unwrap().count(), 0);
+        // A run that fails leaves nothing behind, and takes nothing a completed run wrote.
+        store
+            .put_part(key(1, 1), part(3, 0, false), vec![batch(5000)])
+            .unwrap();
+        store.discard_run(1, key(1, 1).task, 3);
+        store.discard_run(1, key(1, 0).task, 2);
+        assert!(store.get(&key(1, 1)).is_err());
         assert_eq!(store.stats().entries, 1);
         assert_eq!(std::fs::read_dir(store.dir()).unwrap().count(), 0);
         store.remove_stage(1, 0);

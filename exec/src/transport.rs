@@ -11,20 +11,20 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::TryStreamExt;
 use parking_lot::Mutex;
 use shoal_planner::error::causes;
-use shoal_planner::{ErrorKind, JobId, PartitionKey, ShoalError, ShuffleIo, WorkerId};
+use shoal_planner::{ErrorKind, JobId, Part, PartitionKey, ShoalError, ShuffleIo, WorkerId};
 
 use crate::store::{BucketBatches, ResultStore};
 
 /// How task outputs travel. The in-process implementation hands batches over by `Arc`;
 /// a network implementation serves the same calls from peers over the wire.
 pub trait Transport: std::fmt::Debug + Send + Sync {
-    /// Stores part `part` of bucket `key` on worker `local`, where its task runs (see
-    /// [`ShuffleIo::put`]).
+    /// Stores `part` of bucket `key` on worker `local`, where its task runs (see
+    /// [`Part`]).
     fn put(
         &self,
         local: WorkerId,
         key: PartitionKey,
-        part: usize,
+        part: Part,
         batches: Vec<RecordBatch>,
     ) -> Result<()>;
 
@@ -62,7 +62,7 @@ impl Transport for InProcessTransport {
         &self,
         local: WorkerId,
         key: PartitionKey,
-        part: usize,
+        part: Part,
         batches: Vec<RecordBatch>,
     ) -> Result<()> {
         self.store(local)?.put_part(key, part, batches)
@@ -86,18 +86,6 @@ pub fn bucket_stream(mut batches: BucketBatches) -> Result<SendableRecordBatchSt
         schema,
         futures::stream::iter(rest),
     )))
-}
-
-/// A stream over batches already in memory.
-pub fn batches_stream(batches: Vec<RecordBatch>) -> SendableRecordBatchStream {
-    let schema = batches
-        .first()
-        .map(|b| b.schema())
-        .unwrap_or_else(|| Arc::new(Schema::empty()));
-    Box::pin(RecordBatchStreamAdapter::new(
-        schema,
-        futures::stream::iter(batches.into_iter().map(Ok)),
-    ))
 }
 
 /// Fetching a bucket from `worker` failed: the scheduler recomputes what that peer held.
@@ -158,7 +146,7 @@ impl WorkerIo {
 }
 
 impl ShuffleIo for WorkerIo {
-    fn put(&self, key: PartitionKey, part: usize, batches: Vec<RecordBatch>) -> Result<()> {
+    fn put(&self, key: PartitionKey, part: Part, batches: Vec<RecordBatch>) -> Result<()> {
         self.transport.put(self.local, key, part, batches)
     }
 

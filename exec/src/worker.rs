@@ -145,8 +145,9 @@ impl Worker {
                             fresh.renew(key.0, key.1.stage, plan);
                         }
                         let mut outcome = outcome;
-                        if let TaskOutcome::Finished(report) = &mut outcome {
-                            self.finished(key.0, report, slot, started);
+                        match &mut outcome {
+                            TaskOutcome::Finished(report) => self.finished(key.0, report, slot, started),
+                            _ => self.store.discard_run(key.0, key.1, key.2),
                         }
                         let (job, task, attempt) = key;
                         tracing::debug!(worker = self.id, job, %task, attempt, outcome = outcome.kind(), "task ends");
@@ -456,9 +457,9 @@ async fn execute(
     let Launch {
         job,
         task,
+        attempt,
         plan,
         locations,
-        ..
     } = launch;
     let (plan, ctx) = match plan {
         StagePlan::Decoded { plan, ctx } => (plan, ctx),
@@ -472,6 +473,7 @@ async fn execute(
     let env = ShuffleEnv {
         job,
         task,
+        attempt,
         locations,
         io,
     };

@@ -101,7 +101,7 @@ pub use planning::{JobPlanner, Placement, RunGraph, apply_session_policy, task_s
 pub use replay::{ReplayHazard, graph_replay_hazard, replay_hazard};
 pub use resources::Resources;
 pub use shuffle::{
-    InputLocations, Locations, PartitionKey, ReadMode, ShuffleEnv, ShuffleIo, ShuffleReadExec,
-    ShuffleWriteExec, WorkerId, bucket_bytes,
+    InputLocations, Locations, Part, PartitionKey, ReadMode, ShuffleEnv, ShuffleIo,
+    ShuffleReadExec, ShuffleWriteExec, WorkerId, bucket_bytes,
 };
 pub use split::split_into_stages;

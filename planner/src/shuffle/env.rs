@@ -112,13 +112,35 @@ impl Debug for InputLocations {
     }
 }
 
+/// Which part of a bucket a `put` stores. A task hands its output over in parts when it
+/// outgrows its share of memory, numbered from 0 per bucket; its last part completes the
+/// bucket, which only then can be read. A part 0, or a part of a later run of the task,
+/// replaces what the bucket held; a part of an earlier run (one stopped while it still
+/// wrote) is ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Part {
+    /// The run of the task (its attempt) that wrote it.
+    pub attempt: u32,
+    /// Its number within the bucket.
+    pub number: usize,
+    /// Whether it completes the bucket.
+    pub last: bool,
+}
+
+impl Part {
+    /// The whole bucket in one part, from a task's first run.
+    pub const WHOLE: Part = Part {
+        attempt: 0,
+        number: 0,
+        last: true,
+    };
+}
+
 /// Moves task outputs: `put` keeps a bucket on the worker running the task, `fetch`
 /// streams a bucket from the worker that holds it (itself or a peer).
 pub trait ShuffleIo: Debug + Send + Sync {
-    /// Stores part `part` of bucket `key` on this worker. A task writes a bucket's parts
-    /// in order from 0 (most buckets have only part 0); part 0 replaces what the bucket
-    /// held before (an earlier run's output).
-    fn put(&self, key: PartitionKey, part: usize, batches: Vec<RecordBatch>) -> Result<()>;
+    /// Stores `part` of bucket `key` on this worker (see [`Part`]).
+    fn put(&self, key: PartitionKey, part: Part, batches: Vec<RecordBatch>) -> Result<()>;
 
     /// Streams bucket `key` from worker `from`; errors surface in the stream.
     fn fetch(&self, key: PartitionKey, from: WorkerId) -> Result<SendableRecordBatchStream>;
@@ -131,6 +153,8 @@ pub struct ShuffleEnv {
     pub job: JobId,
     /// The running task.
     pub task: TaskId,
+    /// Which run of the task this is.
+    pub attempt: u32,
     /// Where the outputs of each input stage are: worker per task, in partition order.
     pub locations: Locations,
     /// The worker's transport.

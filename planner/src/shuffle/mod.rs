@@ -10,7 +10,7 @@ mod read;
 mod write;
 
 pub use env::{
-    InputLocations, Locations, PartitionKey, ShuffleEnv, ShuffleIo, WorkerId, shuffle_env,
+    InputLocations, Locations, Part, PartitionKey, ShuffleEnv, ShuffleIo, WorkerId, shuffle_env,
 };
 pub use read::{ReadMode, ShuffleReadExec};
 pub use write::{ShuffleWriteExec, bucket_bytes, held_bytes, summary_schema};

@@ -25,7 +25,7 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
-use super::env::{PartitionKey, ShuffleEnv, shuffle_env};
+use super::env::{Part, PartitionKey, ShuffleEnv, shuffle_env};
 use crate::graph::OutputSpec;
 
 static SUMMARY_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
@@ -101,18 +101,26 @@ fn shrunk(batch: RecordBatch) -> Result<RecordBatch> {
     )?)
 }
 
-/// A task's output buckets as they fill. Their batches wait in memory, counted in the
-/// task's memory pool; when they reach an eighth of the pool, or
-/// the pool has no room for more, they go to the store as the next part of their bucket
-/// (which keeps them in memory or on disk within the worker's limit). So a task's output
-/// is never held whole outside the limit, and never takes much of the room its own
-/// operators (a join's hash table, an aggregation) need.
+/// The least a task hands over at once when its memory pool is full.
+const MIN_PART: usize = 1 << 20;
+
+/// A task's output buckets as they fill. The batches of a hash or round-robin exchange
+/// (glued back together here, so they own their buffers) wait in memory counted in the
+/// task's memory pool; when they reach an eighth of the pool, or the pool has no room for
+/// more, they go to the store as the next part of their bucket (which keeps them in
+/// memory or on disk within the worker's limit). So such an output is never held whole
+/// outside the limit, and never takes much of the room the task's own operators (a join's
+/// hash table, an aggregation) need. Other outputs are passed on as their operators made
+/// them, often slices of larger batches whose buffers several of them share: split into
+/// parts, the store would count a shared buffer once per part, so they go over whole at
+/// the end.
 struct Outputs {
     env: Arc<ShuffleEnv>,
     pending: Vec<Vec<RecordBatch>>,
-    /// Bytes pending, and how many may be before they are handed over.
+    /// Bytes pending, and how many may be before they are handed over (`None`: all at
+    /// the end).
     pending_bytes: usize,
-    most: usize,
+    most: Option<usize>,
     /// Parts handed over, per bucket.
     parts: Vec<usize>,
     rows: Vec<u64>,
@@ -121,10 +129,15 @@ struct Outputs {
 }
 
 impl Outputs {
-    fn new(env: Arc<ShuffleEnv>, buckets: usize, pool: &Arc<dyn MemoryPool>) -> Self {
+    fn new(
+        env: Arc<ShuffleEnv>,
+        buckets: usize,
+        pool: &Arc<dyn MemoryPool>,
+        in_parts: bool,
+    ) -> Self {
         let most = match pool.memory_limit() {
-            MemoryLimit::Finite(limit) => limit / 8,
-            MemoryLimit::Infinite | MemoryLimit::Unknown => usize::MAX,
+            MemoryLimit::Finite(limit) if in_parts => Some(limit / 8),
+            _ => None,
         };
         // Not a spilling consumer: a fair pool would halve the share of the task's other
         // spilling operators for it, while it holds an eighth at most.
@@ -149,19 +162,25 @@ impl Outputs {
         };
         let size = batch.get_array_memory_size();
         pending.push(batch);
-        self.pending_bytes += size;
-        if self.pending_bytes > self.most || self.reservation.try_grow(size).is_err() {
-            self.hand_over(false)?;
+        if let Some(most) = self.most {
+            self.pending_bytes += size;
+            // A full pool hands over no less than a part's worth: not a part per batch.
+            let full = || self.pending_bytes >= MIN_PART;
+            if self.pending_bytes > most || (self.reservation.try_grow(size).is_err() && full()) {
+                self.hand_over(false)?;
+            }
         }
         Ok(())
     }
 
     /// Hands every pending batch to the store as the next part of its bucket. The `last`
-    /// time, every bucket gets at least its part 0, empty or not, which replaces what an
-    /// earlier run of the task left.
+    /// time, every bucket gets its last part, empty or not, which completes it.
     fn hand_over(&mut self, last: bool) -> Result<()> {
+        // What this task holds is in the store now: its room is free for the store too.
+        self.reservation.free();
+        self.pending_bytes = 0;
         for bucket in 0..self.pending.len() {
-            if self.pending[bucket].is_empty() && !(last && self.parts[bucket] == 0) {
+            if self.pending[bucket].is_empty() && !last {
                 continue;
             }
             let batches = std::mem::take(&mut self.pending[bucket]);
@@ -172,11 +191,14 @@ impl Outputs {
                 task: self.env.task,
                 bucket,
             };
-            self.env.io.put(key, self.parts[bucket], batches)?;
+            let part = Part {
+                attempt: self.env.attempt,
+                number: self.parts[bucket],
+                last,
+            };
+            self.env.io.put(key, part, batches)?;
             self.parts[bucket] += 1;
         }
-        self.reservation.free();
-        self.pending_bytes = 0;
         Ok(())
     }
 }
@@ -286,7 +308,7 @@ impl ExecutionPlan for ShuffleWriteExec {
         let input = self.input.execute(partition, context)?;
         let rows_out = MetricBuilder::new(&self.metrics).output_rows(partition);
         let fut = async move {
-            let mut outputs = Outputs::new(env, buckets, &pool);
+            let mut outputs = Outputs::new(env, buckets, &pool, partitioner.is_some());
             // Hash and round-robin splitting cut each batch into `buckets` small pieces;
             // consumers run faster on full batches, so pieces are glued back per bucket.
             let mut coalescers: Vec<BatchCoalescer> = match partitioner {
@@ -378,14 +400,16 @@ mod tests {
 
     use super::{ShuffleWriteExec, bucket_bytes};
     use crate::graph::{OutputSpec, TaskId};
-    use crate::shuffle::env::{InputLocations, PartitionKey, ShuffleEnv, ShuffleIo, WorkerId};
+    use crate::shuffle::env::{
+        InputLocations, Part, PartitionKey, ShuffleEnv, ShuffleIo, WorkerId,
+    };
 
     /// Keeps nothing: the test reads the bucket sizes from the write's summary.
     #[derive(Debug)]
     struct Discard;
 
     impl ShuffleIo for Discard {
-        fn put(&self, _key: PartitionKey, _part: usize, _batches: Vec<RecordBatch>) -> Result<()> {
+        fn put(&self, _key: PartitionKey, _part: Part, _batches: Vec<RecordBatch>) -> Result<()> {
             Ok(())
         }
 
@@ -396,10 +420,10 @@ mod tests {
 
     /// Records each part handed over: bucket, part, rows.
     #[derive(Debug, Default)]
-    struct Record(std::sync::Mutex<Vec<(usize, usize, usize)>>);
+    struct Record(std::sync::Mutex<Vec<(usize, Part, usize)>>);
 
     impl ShuffleIo for Record {
-        fn put(&self, key: PartitionKey, part: usize, batches: Vec<RecordBatch>) -> Result<()> {
+        fn put(&self, key: PartitionKey, part: Part, batches: Vec<RecordBatch>) -> Result<()> {
             let rows = batches.iter().map(RecordBatch::num_rows).sum();
             self.0.lock().unwrap().push((key.bucket, part, rows));
             Ok(())
@@ -430,6 +454,7 @@ mod tests {
                 stage: 0,
                 partition: 0,
             },
+            attempt: 2,
             locations: Arc::new(InputLocations::new(HashMap::new())),
             io,
         };
@@ -460,17 +485,22 @@ mod tests {
 
         let parts = record.0.lock().unwrap().clone();
         for bucket in 0..3 {
-            let numbers: Vec<usize> = parts
+            let mine: Vec<Part> = parts
                 .iter()
                 .filter(|p| p.0 == bucket)
                 .map(|p| p.1)
                 .collect();
-            assert!(numbers.len() >= 3, "bucket {bucket} in parts {numbers:?}");
-            assert_eq!(
-                numbers,
-                (0..numbers.len()).collect::<Vec<_>>(),
-                "bucket {bucket}"
-            );
+            assert!(mine.len() >= 3, "bucket {bucket} in parts {mine:?}");
+            // Numbered in order, all from this run, the last one completing the bucket.
+            let n = mine.len();
+            let want: Vec<Part> = (0..n)
+                .map(|number| Part {
+                    attempt: 2,
+                    number,
+                    last: number == n - 1,
+                })
+                .collect();
+            assert_eq!(mine, want, "bucket {bucket}");
         }
         let rows: usize = parts.iter().map(|p| p.2).sum();
         assert_eq!(rows, 819_200);
