@@ -23,7 +23,7 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::{Stream, StreamExt, TryStreamExt};
 use parking_lot::{Mutex, RwLock};
-use shoal_planner::{Part, PartitionKey, TaskId, WorkerId};
+use shoal_planner::{PartitionKey, TaskId, WorkerId};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -384,18 +384,10 @@ fn flight_error(from: WorkerId, e: FlightError) -> DataFusionError {
 }
 
 impl Transport for FlightTransport {
-    fn put(
-        &self,
-        local: WorkerId,
-        key: PartitionKey,
-        part: Part,
-        batches: Vec<RecordBatch>,
-    ) -> Result<()> {
-        let store = self
-            .local
-            .get(&local)
-            .ok_or_else(|| DataFusionError::Execution(format!("worker {local} is not here")))?;
-        store.put_part(key, part, batches)
+    fn local_store(&self, worker: WorkerId) -> Result<&Arc<ResultStore>> {
+        self.local
+            .get(&worker)
+            .ok_or_else(|| DataFusionError::Execution(format!("worker {worker} is not here")))
     }
 
     fn fetch(&self, key: PartitionKey, from: WorkerId) -> Result<SendableRecordBatchStream> {

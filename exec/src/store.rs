@@ -680,25 +680,23 @@ mod tests {
         let scratch = tempfile::tempdir().unwrap();
         // Room for the smallest part in memory: the others go to disk.
         let store = ResultStore::new(scratch.path(), 3_000).unwrap();
-        let part = |attempt, number, last| Part {
-            attempt,
-            number,
-            last,
+        // Part `number` of run `attempt` of bucket `key`: `rows` rows.
+        let put = |key, attempt, number, last, rows| {
+            let part = Part {
+                attempt,
+                number,
+                last,
+            };
+            store.put_part(key, part, vec![batch(rows)]).unwrap();
         };
         let first = |batches: &[RecordBatch]| {
             let column = batches[0].column(0).as_primitive::<Int64Type>();
             (batches.len(), column.value(column.len() - 1))
         };
-        store
-            .put_part(key(1, 0), part(1, 0, false), vec![batch(1000)])
-            .unwrap();
-        store
-            .put_part(key(1, 0), part(1, 1, false), vec![batch(500)])
-            .unwrap();
+        put(key(1, 0), 1, 0, false, 1000);
+        put(key(1, 0), 1, 1, false, 500);
         assert!(store.get(&key(1, 0)).is_err(), "not complete yet");
-        store
-            .put_part(key(1, 0), part(1, 2, true), vec![batch(10)])
-            .unwrap();
+        put(key(1, 0), 1, 2, true, 10);
         assert!(store.stats().spilled_entries >= 2, "{:?}", store.stats());
         let rows: Vec<usize> = store
             .batches(&key(1, 0))
@@ -709,19 +707,13 @@ mod tests {
         assert_eq!(first(&store.get(&key(1, 0)).unwrap()), (3, 999));
         // A later run: its first part drops all three, files too; a late part of the
         // earlier run changes nothing.
-        store
-            .put_part(key(1, 0), part(2, 0, true), vec![batch(7)])
-            .unwrap();
-        store
-            .put_part(key(1, 0), part(1, 3, true), vec![batch(8)])
-            .unwrap();
+        put(key(1, 0), 2, 0, true, 7);
+        put(key(1, 0), 1, 3, true, 8);
         assert_eq!(first(&store.get(&key(1, 0)).unwrap()), (1, 6));
         assert_eq!(store.stats().entries, 1);
         assert_eq!(std::fs::read_dir(store.dir()).unwrap().count(), 0);
         // A run that fails leaves nothing behind, and takes nothing a completed run wrote.
-        store
-            .put_part(key(1, 1), part(3, 0, false), vec![batch(5000)])
-            .unwrap();
+        put(key(1, 1), 3, 0, false, 5000);
         store.discard_run(1, key(1, 1).task, 3);
         store.discard_run(1, key(1, 0).task, 2);
         assert!(store.get(&key(1, 1)).is_err());

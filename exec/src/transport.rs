@@ -18,6 +18,9 @@ use crate::store::{BucketBatches, ResultStore};
 /// How task outputs travel. The in-process implementation hands batches over by `Arc`;
 /// a network implementation serves the same calls from peers over the wire.
 pub trait Transport: std::fmt::Debug + Send + Sync {
+    /// The result store of worker `worker`, which must run in this process.
+    fn local_store(&self, worker: WorkerId) -> Result<&Arc<ResultStore>>;
+
     /// Stores `part` of bucket `key` on worker `local`, where its task runs (see
     /// [`Part`]).
     fn put(
@@ -26,7 +29,9 @@ pub trait Transport: std::fmt::Debug + Send + Sync {
         key: PartitionKey,
         part: Part,
         batches: Vec<RecordBatch>,
-    ) -> Result<()>;
+    ) -> Result<()> {
+        self.local_store(local)?.put_part(key, part, batches)
+    }
 
     /// Streams bucket `key` from worker `from`, for a consuming task or the client.
     fn fetch(&self, key: PartitionKey, from: WorkerId) -> Result<SendableRecordBatchStream>;
@@ -45,12 +50,6 @@ impl InProcessTransport {
         Self { stores }
     }
 
-    fn store(&self, worker: WorkerId) -> Result<&Arc<ResultStore>> {
-        self.stores
-            .get(worker)
-            .ok_or_else(|| DataFusionError::Execution(format!("unknown worker {worker}")))
-    }
-
     /// The stores, by worker id.
     pub fn stores(&self) -> &[Arc<ResultStore>] {
         &self.stores
@@ -58,18 +57,14 @@ impl InProcessTransport {
 }
 
 impl Transport for InProcessTransport {
-    fn put(
-        &self,
-        local: WorkerId,
-        key: PartitionKey,
-        part: Part,
-        batches: Vec<RecordBatch>,
-    ) -> Result<()> {
-        self.store(local)?.put_part(key, part, batches)
+    fn local_store(&self, worker: WorkerId) -> Result<&Arc<ResultStore>> {
+        self.stores
+            .get(worker)
+            .ok_or_else(|| DataFusionError::Execution(format!("unknown worker {worker}")))
     }
 
     fn fetch(&self, key: PartitionKey, from: WorkerId) -> Result<SendableRecordBatchStream> {
-        bucket_stream(self.store(from)?.batches(&key)?)
+        bucket_stream(self.local_store(from)?.batches(&key)?)
     }
 }
 

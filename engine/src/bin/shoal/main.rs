@@ -323,7 +323,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// process's resident memory until the system runs short: under a limit of tens of
 /// megabytes that was more than half of what a `shoal sql` process held. Arenas committed
 /// on demand give freed memory back at once, and TPC-H SF1 through `shoal sql` ran
-/// faster with them too (4.0-4.1 s against 4.7-5.1 s, alternating runs here). This runs
+/// faster with them too (4.1-4.3 s against 4.5-5.1 s, alternating runs here). This runs
 /// before `main`, and so before the first allocation; the environment variable
 /// `MIMALLOC_ARENA_EAGER_COMMIT` still overrides it.
 #[cfg(target_os = "linux")]
