@@ -1,4 +1,4 @@
-//! Dynamic filters of broadcast hash joins for plans whose tasks share this process.
+//! Dynamic filters of broadcast hash joins, in this process or in each worker process.
 //!
 //! DataFusion gives a hash join a dynamic filter that its probe side's scans evaluate:
 //! once the build side is in, the filter becomes "key within the build keys' bounds", so
@@ -10,6 +10,10 @@
 //! filter is taken off it and a [`BuildBoundsExec`] over its build side fills the filter
 //! when the build input ends. Other joins' filters (a partitioned join's would hold one
 //! partition's bounds) are marked complete as "true", which filters nothing.
+//!
+//! A stage sent to a worker process carries its joins' filters (see
+//! [`join_filters_for_encoding`]); the worker that decodes it fills them the same way, and
+//! its tasks of the stage share them (each reads the same broadcast build side).
 
 use std::fmt;
 use std::pin::Pin;
@@ -34,6 +38,20 @@ use futures::{Stream, StreamExt};
 
 /// `plan` with each hash join's dynamic filter filled as the module's doc says.
 pub fn fill_join_filters(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    join_filters(plan, true)
+}
+
+/// [`fill_join_filters`] for a stage plan just decoded: every join that kept its filter
+/// through [`encode_plan`](crate::encode_plan) fills it, as it did where it was planned,
+/// even when the scans that read it went to another stage (so the decoded plan has the
+/// planned plan's operators, and the metrics its tasks report line up with them).
+pub fn fill_decoded_join_filters(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    join_filters(plan, false)
+}
+
+/// Fills the filters of the joins that can fill them (and, when `if_read`, whose probe
+/// side reads them); takes the others'.
+fn join_filters(plan: Arc<dyn ExecutionPlan>, if_read: bool) -> Result<Arc<dyn ExecutionPlan>> {
     Ok(plan
         .transform_up(|node| {
             let Some(join) = node.downcast_ref::<HashJoinExec>() else {
@@ -45,12 +63,13 @@ pub fn fill_join_filters(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn Executi
             let Some(filter) = join.dynamic_filter_expr().cloned() else {
                 return Ok(Transformed::no(node));
             };
-            let without = join.builder().reset_state().build_exec()?;
             let keys = bounded_keys(join)?;
-            let used = filter
-                .expression_id()
-                .is_some_and(|id| reads_expression(join.right(), id));
-            let Some(keys) = keys.filter(|_| used) else {
+            let read = !if_read
+                || filter
+                    .expression_id()
+                    .is_some_and(|id| reads_expression(join.right(), id));
+            let without = join.builder().reset_state().build_exec()?;
+            let Some(keys) = keys.filter(|_| read) else {
                 filter.mark_complete();
                 return Ok(Transformed::yes(without));
             };
@@ -110,12 +129,30 @@ fn reads_expression(plan: &Arc<dyn ExecutionPlan>, id: u64) -> bool {
     found
 }
 
-/// `plan` without its [`BuildBoundsExec`]s (each replaced by its input).
-pub fn without_build_bounds(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+/// `plan` as it is encoded for another process: each [`BuildBoundsExec`] is taken out
+/// and its filter put back on its join, which the plan codec carries together with the
+/// probe-side scans' copies of it as one filter; the decoding process fills it again
+/// ([`fill_decoded_join_filters`]).
+pub fn join_filters_for_encoding(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
     Ok(plan
-        .transform_up(|node| match node.downcast_ref::<BuildBoundsExec>() {
-            Some(build) => Ok(Transformed::yes(Arc::clone(&build.input))),
-            None => Ok(Transformed::no(node)),
+        .transform_up(|node| {
+            let Some(join) = node.downcast_ref::<HashJoinExec>() else {
+                return Ok(Transformed::no(node));
+            };
+            let Some(build) = join.left().downcast_ref::<BuildBoundsExec>() else {
+                return Ok(Transformed::no(node));
+            };
+            let filter = Arc::clone(&build.filter);
+            let children = vec![Arc::clone(&build.input), Arc::clone(join.right())];
+            let unwrapped = replace_children_if_necessary(Arc::clone(&node), children)?;
+            let Some(unwrapped) = unwrapped.downcast_ref::<HashJoinExec>() else {
+                return Ok(Transformed::yes(unwrapped));
+            };
+            let join = unwrapped
+                .builder()
+                .build()?
+                .with_dynamic_filter_expr(filter)?;
+            Ok(Transformed::yes(Arc::new(join) as Arc<dyn ExecutionPlan>))
         })?
         .data)
 }

@@ -179,7 +179,11 @@ impl PhysicalProtoConverterExtension for CheckedConverter {
         if let Some(ExprType::Literal(value)) = &proto.expr_type {
             check_scalar(value)?;
         }
-        self.default_proto_to_physical_expr(proto, input_schema, ctx)
+        let decoded = self.default_proto_to_physical_expr(proto, input_schema, ctx)?;
+        match proto.expr_id {
+            Some(id) => crate::codec::shared_expr(id, decoded),
+            None => Ok(decoded),
+        }
     }
 
     /// DataFusion's protobuf form keeps a non-null `Float16` literal as a `Float32` value

@@ -5,6 +5,7 @@
 //! `ShuffleReadExec` and `FileScanContextExec` as extension nodes. Use [`encode_plan`]
 //! and [`decode_plan`].
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::Schema;
@@ -13,7 +14,7 @@ use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{Result, internal_datafusion_err, internal_err, plan_err};
 use datafusion::execution::TaskContext;
-use datafusion::physical_expr::{EquivalenceProperties, LexOrdering};
+use datafusion::physical_expr::{EquivalenceProperties, LexOrdering, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::{ExecutionPlan, PlanProperties};
 use datafusion_proto::bytes::physical_plan_to_bytes_with_proto_converter;
@@ -141,12 +142,11 @@ struct ScanProto {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ShoalCodec;
 
-/// Serialises a stage plan (or any plan containing Shoal's nodes) to bytes. A join's
-/// [`crate::build_bounds::BuildBoundsExec`] is left out: the filter it fills is shared
-/// only within this process; a decoded scan keeps the filter as it was when encoded
-/// (usually still "true") and nothing fills it.
+/// Serialises a stage plan (or any plan containing Shoal's nodes) to bytes. A broadcast
+/// join's dynamic filter travels with it and with the probe-side scans that read it,
+/// in the state it had (see [`crate::build_bounds`]).
 pub fn encode_plan(plan: Arc<dyn ExecutionPlan>) -> Result<Vec<u8>> {
-    let plan = crate::build_bounds::without_build_bounds(plan)?;
+    let plan = crate::build_bounds::join_filters_for_encoding(plan)?;
     Ok(physical_plan_to_bytes_with_proto_converter(plan, &ShoalCodec, &CheckedConverter)?.to_vec())
 }
 
@@ -156,9 +156,14 @@ const MAX_DECODE_DEPTH: usize = 16;
 
 std::thread_local! {
     static DECODE_DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// The expressions with an id (dynamic filters) decoded so far by the outermost
+    /// [`decode_plan`] on this thread, nested scans included.
+    static SHARED_EXPRS: std::cell::RefCell<HashMap<u64, Arc<dyn PhysicalExpr>>> =
+        std::cell::RefCell::new(HashMap::new());
 }
 
-/// One level of [`decode_plan`] on this thread, left when dropped.
+/// One level of [`decode_plan`] on this thread, left when dropped. The outermost level
+/// starts and ends with no shared expressions.
 struct DecodeDepth;
 
 impl DecodeDepth {
@@ -166,6 +171,9 @@ impl DecodeDepth {
         DECODE_DEPTH.with(|depth| {
             let now = depth.get() + 1;
             (now <= MAX_DECODE_DEPTH).then(|| {
+                if now == 1 {
+                    SHARED_EXPRS.with(|shared| shared.borrow_mut().clear());
+                }
                 depth.set(now);
                 DecodeDepth
             })
@@ -175,11 +183,39 @@ impl DecodeDepth {
 
 impl Drop for DecodeDepth {
     fn drop(&mut self) {
-        DECODE_DEPTH.with(|depth| depth.set(depth.get().saturating_sub(1)));
+        let left = DECODE_DEPTH.with(|depth| {
+            let left = depth.get().saturating_sub(1);
+            depth.set(left);
+            left
+        });
+        if left == 0 {
+            SHARED_EXPRS.with(|shared| shared.borrow_mut().clear());
+        }
     }
 }
 
-/// Rebuilds a plan from [`encode_plan`]'s bytes; functions resolve through `ctx`. Bytes
+/// `decoded`, the expression with id `id`, sharing its state with the expression of the
+/// same id decoded earlier in this plan: a join's dynamic filter and the copy a probe-side
+/// scan evaluates are one filter again, so what the join sets the scan sees.
+pub(crate) fn shared_expr(
+    id: u64,
+    decoded: Arc<dyn PhysicalExpr>,
+) -> Result<Arc<dyn PhysicalExpr>> {
+    let earlier = SHARED_EXPRS.with(|shared| shared.borrow().get(&id).cloned());
+    match earlier {
+        Some(earlier) => {
+            let children = decoded.children().into_iter().cloned().collect();
+            earlier.with_new_children(children)
+        }
+        None => {
+            SHARED_EXPRS.with(|shared| shared.borrow_mut().insert(id, Arc::clone(&decoded)));
+            Ok(decoded)
+        }
+    }
+}
+
+/// Rebuilds a plan from [`encode_plan`]'s bytes, its broadcast joins filling their
+/// dynamic filters again; functions resolve through `ctx`. Bytes
 /// that do not make a plan are an error: `datafusion-proto` unwraps some fields it expects
 /// (e.g. Parquet options), so its panics on malformed input are caught and reported here,
 /// and a worker keeps running whatever the network hands it. Embedded Arrow IPC streams
@@ -198,7 +234,9 @@ pub fn decode_plan(bytes: &[u8], ctx: &TaskContext) -> Result<Arc<dyn ExecutionP
     };
     let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let decode_ctx = PhysicalPlanDecodeContext::new(ctx, &ShoalCodec);
-        CheckedConverter.proto_to_execution_plan(&node, &decode_ctx)
+        CheckedConverter
+            .proto_to_execution_plan(&node, &decode_ctx)
+            .and_then(crate::build_bounds::fill_decoded_join_filters)
     }));
     decoded.unwrap_or_else(|panic| {
         malformed(&format!(

@@ -108,11 +108,9 @@ impl<'a> JobPlanner<'a> {
             .extensions
             .get::<ShoalConfig>()
             .is_none_or(|c| c.settings.execution.join_dynamic_filters);
-        if placement == Placement::InProcess {
-            // Tasks share the plan's filters here: broadcast joins fill theirs once their
-            // build side is in (`build_bounds`).
-            options.optimizer.enable_join_dynamic_filter_pushdown = join_filters;
-        }
+        // Broadcast joins fill their filters once their build side is in: here for
+        // tasks sharing the plan, in each worker for the stage it decoded (`build_bounds`).
+        options.optimizer.enable_join_dynamic_filter_pushdown = join_filters;
         Self {
             state,
             placement,
@@ -158,10 +156,12 @@ impl<'a> JobPlanner<'a> {
     }
 
     /// `physical` as it runs where this planner's tasks run: partitions that stand alone
-    /// for other processes, join filters filled for this one.
+    /// for other processes, and broadcast joins that fill their dynamic filters.
     fn placed(&self, physical: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
         match self.placement {
-            Placement::Processes => crate::distribute::independent_partitions(physical),
+            Placement::Processes => crate::build_bounds::fill_join_filters(
+                crate::distribute::independent_partitions(physical)?,
+            ),
             Placement::InProcess => crate::build_bounds::fill_join_filters(physical),
         }
     }

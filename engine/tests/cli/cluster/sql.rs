@@ -184,3 +184,62 @@ async fn deletes_and_updates_of_in_memory_tables_apply_once() {
         [["1", "10"], ["2", "40"]]
     );
 }
+
+/// A Parquet file of `k` and `v = 2k` for each key, in row groups of 1,000 rows.
+fn write_keys(path: &std::path::Path, keys: Vec<i64>) {
+    use shoal::datafusion::arrow::array::{Int64Array, RecordBatch};
+    use shoal::datafusion::parquet::arrow::ArrowWriter;
+    use shoal::datafusion::parquet::file::properties::WriterProperties;
+    let doubled: Vec<i64> = keys.iter().map(|k| 2 * k).collect();
+    let batch = RecordBatch::try_from_iter([
+        ("k", std::sync::Arc::new(Int64Array::from(keys)) as _),
+        ("v", std::sync::Arc::new(Int64Array::from(doubled)) as _),
+    ])
+    .unwrap();
+    let props = WriterProperties::builder()
+        .set_max_row_group_row_count(Some(1000))
+        .build();
+    let file = std::fs::File::create(path).unwrap();
+    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props)).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+}
+
+/// The value of metric `name` on the `EXPLAIN ANALYZE` line of the scan of fact.parquet.
+async fn fact_scan_metric(session: &shoal::Session, sql: &str, name: &str) -> String {
+    let plan = query(session, &format!("EXPLAIN ANALYZE {sql}")).await[0][1].clone();
+    let scan = plan
+        .lines()
+        .find(|l| l.contains("fact.parquet"))
+        .unwrap_or_else(|| panic!("no scan of fact.parquet in\n{plan}"));
+    let metrics = &scan[scan.find("metrics=[").expect("metrics")..];
+    let at = metrics
+        .find(&format!(" {name}="))
+        .unwrap_or_else(|| panic!("no {name} in {scan}"));
+    let value = &metrics[at + name.len() + 2..];
+    value.split([',', ']']).next().unwrap().trim().to_string()
+}
+
+/// A broadcast join's dynamic filter reaches the workers with the stage that reads it:
+/// each worker fills it from the build side it read, and its probe-side scans skip the
+/// row groups outside the build keys' bounds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcast_join_filters_prune_scans_on_the_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    // 100 row groups of 1,000 keys; the dimension's keys all fall in the first three.
+    write_keys(&dir.path().join("fact.parquet"), (0..100_000).collect());
+    write_keys(&dir.path().join("dim.parquet"), vec![500, 1500, 2500]);
+    let cluster = Cluster::start(2);
+    let session = cluster.session();
+    session.register_dir(dir.path().to_str().unwrap()).unwrap();
+    let sql = "SELECT count(*), sum(f.v) FROM fact f JOIN dim d ON f.k = d.k";
+    assert_eq!(query(&session, sql).await, [["3", "9000"]]);
+    let metric = |name| fact_scan_metric(&session, sql, name);
+    // Three row groups of 1,000 rows read, of 100: the other 97 were skipped.
+    assert_eq!(metric("output_rows").await, "3000");
+    assert_eq!(metric("row_groups_pruned_statistics").await, "97");
+    assert_eq!(metric("row_groups_pruned_statistics_matched").await, "3");
+    query(&session, "SET shoal.execution.join_dynamic_filters = false").await;
+    assert_eq!(metric("output_rows").await, "100000");
+    assert_eq!(query(&session, sql).await, [["3", "9000"]]);
+}
