@@ -6,6 +6,7 @@
 //! `decode_plan` catches decoder panics. So each stream is walked first, and every
 //! declared metadata and body length must fit in the bytes that are actually there.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
@@ -126,6 +127,39 @@ fn check_scalar(value: &ScalarValue) -> Result<()> {
     }
 }
 
+std::thread_local! {
+    /// The expressions with an id (dynamic filters) decoded so far by the outermost
+    /// `decode_plan` on this thread, nested scans included.
+    static SHARED_EXPRS: std::cell::RefCell<HashMap<u64, Arc<dyn PhysicalExpr>>> =
+        std::cell::RefCell::new(HashMap::new());
+}
+
+/// Starts or ends the outermost `decode_plan` on this thread: no expression is shared
+/// with another plan's.
+pub(crate) fn forget_shared_exprs() {
+    SHARED_EXPRS.with(|shared| shared.borrow_mut().clear());
+}
+
+/// `decoded`, the expression with id `id`, sharing its state with the expression of the
+/// same id decoded earlier in this plan: a join's dynamic filter and the copy a probe-side
+/// scan evaluates are one filter again, so what the join sets the scan sees.
+pub(crate) fn shared_expr(
+    id: u64,
+    decoded: Arc<dyn PhysicalExpr>,
+) -> Result<Arc<dyn PhysicalExpr>> {
+    let earlier = SHARED_EXPRS.with(|shared| shared.borrow().get(&id).cloned());
+    match earlier {
+        Some(earlier) => {
+            let children = decoded.children().into_iter().cloned().collect();
+            earlier.with_new_children(children)
+        }
+        None => {
+            SHARED_EXPRS.with(|shared| shared.borrow_mut().insert(id, Arc::clone(&decoded)));
+            Ok(decoded)
+        }
+    }
+}
+
 /// Decodes plans like DataFusion's own converter, checking in-memory tables' IPC streams
 /// and nested literals first (see the module docs), and mending each decoded node where
 /// the wire form lost something (`crate::repair`). It is handed down to every node and
@@ -181,7 +215,7 @@ impl PhysicalProtoConverterExtension for CheckedConverter {
         }
         let decoded = self.default_proto_to_physical_expr(proto, input_schema, ctx)?;
         match proto.expr_id {
-            Some(id) => crate::codec::shared_expr(id, decoded),
+            Some(id) => shared_expr(id, decoded),
             None => Ok(decoded),
         }
     }

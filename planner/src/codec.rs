@@ -5,7 +5,6 @@
 //! `ShuffleReadExec` and `FileScanContextExec` as extension nodes. Use [`encode_plan`]
 //! and [`decode_plan`].
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::Schema;
@@ -14,9 +13,9 @@ use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{Result, internal_datafusion_err, internal_err, plan_err};
 use datafusion::execution::TaskContext;
-use datafusion::physical_expr::{EquivalenceProperties, LexOrdering, PhysicalExpr};
+use datafusion::physical_expr::{EquivalenceProperties, LexOrdering};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::{ExecutionPlan, PlanProperties};
+use datafusion::physical_plan::{ExecutionPlan, Partitioning, PlanProperties};
 use datafusion_proto::bytes::physical_plan_to_bytes_with_proto_converter;
 use datafusion_proto::physical_plan::from_proto::{
     parse_physical_sort_exprs, parse_protobuf_partitioning,
@@ -35,13 +34,14 @@ use crate::array::{CellDim, CellScanExec, CellVar, ChunkExec, ChunkGrid, NdChunk
 use crate::checked::{CheckedConverter, check_ipc_stream};
 use crate::equivalence::{EquivalenceProto, decode_equivalences, encode_equivalences};
 use crate::graph::OutputSpec;
+use crate::key_filter::KeyFilterExec;
 use crate::scan::FileScanContextExec;
 use crate::shuffle::{ReadMode, ShuffleReadExec, ShuffleWriteExec};
 use crate::sink::StagedSinkExec;
 
 #[derive(Clone, PartialEq, prost::Message)]
 struct NodeProto {
-    #[prost(oneof = "Kind", tags = "1, 2, 3, 4, 5, 6")]
+    #[prost(oneof = "Kind", tags = "1, 2, 3, 4, 5, 6, 7")]
     kind: Option<Kind>,
 }
 
@@ -59,6 +59,16 @@ enum Kind {
     Cells(CellsProto),
     #[prost(message, tag = "6")]
     StagedSink(StagedSinkProto),
+    #[prost(message, tag = "7")]
+    KeyFilter(KeyFilterProto),
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct KeyFilterProto {
+    /// The probe keys, as the expressions of a hash partitioning (which the plan codec
+    /// already carries).
+    #[prost(message, optional, tag = "1")]
+    keys: Option<protobuf::Partitioning>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -107,6 +117,9 @@ struct WriteProto {
     /// Buckets of `OutputSpec::Pieces` (0 for the others).
     #[prost(uint64, tag = "2")]
     pieces: u64,
+    /// Whether a hash exchange also summarises its keys.
+    #[prost(bool, tag = "3")]
+    key_summary: bool,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -127,6 +140,9 @@ struct ReadProto {
     /// Equal expressions and constants (see [`crate::equivalence`]).
     #[prost(message, repeated, tag = "7")]
     equivalences: Vec<EquivalenceProto>,
+    /// The bucket a `ReadMode::Bucket` read reads.
+    #[prost(uint64, optional, tag = "8")]
+    bucket: Option<u64>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -156,10 +172,6 @@ const MAX_DECODE_DEPTH: usize = 16;
 
 std::thread_local! {
     static DECODE_DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-    /// The expressions with an id (dynamic filters) decoded so far by the outermost
-    /// [`decode_plan`] on this thread, nested scans included.
-    static SHARED_EXPRS: std::cell::RefCell<HashMap<u64, Arc<dyn PhysicalExpr>>> =
-        std::cell::RefCell::new(HashMap::new());
 }
 
 /// One level of [`decode_plan`] on this thread, left when dropped. The outermost level
@@ -172,7 +184,7 @@ impl DecodeDepth {
             let now = depth.get() + 1;
             (now <= MAX_DECODE_DEPTH).then(|| {
                 if now == 1 {
-                    SHARED_EXPRS.with(|shared| shared.borrow_mut().clear());
+                    crate::checked::forget_shared_exprs();
                 }
                 depth.set(now);
                 DecodeDepth
@@ -189,27 +201,7 @@ impl Drop for DecodeDepth {
             left
         });
         if left == 0 {
-            SHARED_EXPRS.with(|shared| shared.borrow_mut().clear());
-        }
-    }
-}
-
-/// `decoded`, the expression with id `id`, sharing its state with the expression of the
-/// same id decoded earlier in this plan: a join's dynamic filter and the copy a probe-side
-/// scan evaluates are one filter again, so what the join sets the scan sees.
-pub(crate) fn shared_expr(
-    id: u64,
-    decoded: Arc<dyn PhysicalExpr>,
-) -> Result<Arc<dyn PhysicalExpr>> {
-    let earlier = SHARED_EXPRS.with(|shared| shared.borrow().get(&id).cloned());
-    match earlier {
-        Some(earlier) => {
-            let children = decoded.children().into_iter().cloned().collect();
-            earlier.with_new_children(children)
-        }
-        None => {
-            SHARED_EXPRS.with(|shared| shared.borrow_mut().insert(id, Arc::clone(&decoded)));
-            Ok(decoded)
+            crate::checked::forget_shared_exprs();
         }
     }
 }
@@ -244,6 +236,32 @@ pub fn decode_plan(bytes: &[u8], ctx: &TaskContext) -> Result<Arc<dyn ExecutionP
             crate::panic_message(panic)
         ))
     })
+}
+
+/// A [`KeyFilterExec`] over `inputs` (its input and its summaries' read).
+fn decode_key_filter(
+    filter: &KeyFilterProto,
+    inputs: &[Arc<dyn ExecutionPlan>],
+    decode_ctx: &PhysicalPlanDecodeContext<'_>,
+    proto_converter: &dyn PhysicalProtoConverterExtension,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let [input, summaries] = inputs else {
+        return internal_err!("KeyFilterExec takes two inputs, got {}", inputs.len());
+    };
+    let keys = parse_protobuf_partitioning(
+        filter.keys.as_ref(),
+        decode_ctx,
+        &input.schema(),
+        proto_converter,
+    )?;
+    let Some(Partitioning::Hash(keys, _)) = keys else {
+        return internal_err!("KeyFilterExec without keys");
+    };
+    Ok(Arc::new(KeyFilterExec::new(
+        Arc::clone(input),
+        Arc::clone(summaries),
+        keys,
+    )))
 }
 
 impl PhysicalExtensionCodec for ShoalCodec {
@@ -283,7 +301,12 @@ impl PhysicalExtensionCodec for ShoalCodec {
                     }
                     None => OutputSpec::Single,
                 };
-                Ok(Arc::new(ShuffleWriteExec::new(Arc::clone(input), output)))
+                let exec = ShuffleWriteExec::new(Arc::clone(input), output);
+                Ok(Arc::new(if write.key_summary {
+                    exec.with_key_summary()
+                } else {
+                    exec
+                }))
             }
             Some(Kind::Read(read)) => {
                 let proto_schema = read
@@ -315,10 +338,10 @@ impl PhysicalExtensionCodec for ShoalCodec {
                     EmissionType::Incremental,
                     Boundedness::Bounded,
                 );
-                let mode = if read.per_task {
-                    ReadMode::PerTask
-                } else {
-                    ReadMode::Gather
+                let mode = match (read.bucket, read.per_task) {
+                    (Some(bucket), _) => ReadMode::Bucket(bucket as usize),
+                    (None, true) => ReadMode::PerTask,
+                    (None, false) => ReadMode::Gather,
                 };
                 Ok(Arc::new(ShuffleReadExec::new(
                     read.stage as usize,
@@ -339,6 +362,9 @@ impl PhysicalExtensionCodec for ShoalCodec {
                     Arc::clone(input),
                     staged.id,
                 )))
+            }
+            Some(Kind::KeyFilter(filter)) => {
+                decode_key_filter(&filter, inputs, &decode_ctx, proto_converter)
             }
             Some(Kind::Scan(scan)) => {
                 let input = decode_plan(&scan.input, ctx)?;
@@ -365,6 +391,7 @@ impl PhysicalExtensionCodec for ShoalCodec {
             Kind::Write(WriteProto {
                 partitioning,
                 pieces,
+                key_summary: write.key_summary(),
             })
         } else if let Some(read) = node.downcast_ref::<ShuffleReadExec>() {
             let properties = read.properties();
@@ -377,6 +404,10 @@ impl PhysicalExtensionCodec for ShoalCodec {
                 stage: read.stage() as u64,
                 input_tasks: read.input_tasks() as u64,
                 per_task: read.mode() == ReadMode::PerTask,
+                bucket: match read.mode() {
+                    ReadMode::Bucket(bucket) => Some(bucket as u64),
+                    _ => None,
+                },
                 schema: Some(protobuf::Schema::try_from(schema.as_ref())?),
                 partitioning: Some(serialize_partitioning(
                     &properties.partitioning,
@@ -394,6 +425,11 @@ impl PhysicalExtensionCodec for ShoalCodec {
             Kind::Chunk(encode_program(chunk.program())?)
         } else if let Some(cells) = node.downcast_ref::<CellScanExec>() {
             Kind::Cells(encode_cells(cells)?)
+        } else if let Some(filter) = node.downcast_ref::<KeyFilterExec>() {
+            let keys = Partitioning::Hash(filter.keys().to_vec(), 1);
+            Kind::KeyFilter(KeyFilterProto {
+                keys: Some(serialize_partitioning(&keys, self, proto_converter)?),
+            })
         } else if let Some(staged) = node.downcast_ref::<StagedSinkExec>() {
             Kind::StagedSink(StagedSinkProto {
                 id: staged.id().to_string(),

@@ -81,6 +81,7 @@ pub mod distribute;
 mod equivalence;
 pub mod error;
 pub mod graph;
+pub mod key_filter;
 pub mod planning;
 mod repair;
 pub mod replay;

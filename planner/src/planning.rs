@@ -97,6 +97,8 @@ pub struct JobPlanner<'a> {
     state: SessionState,
     placement: Placement,
     runner: &'a dyn RunGraph,
+    /// Whether partitioned joins filter their probe side by their build keys.
+    key_filters: bool,
 }
 
 impl<'a> JobPlanner<'a> {
@@ -115,6 +117,7 @@ impl<'a> JobPlanner<'a> {
             state,
             placement,
             runner,
+            key_filters: join_filters,
         }
     }
 
@@ -126,7 +129,7 @@ impl<'a> JobPlanner<'a> {
     /// The stages of `plan` as planned, without computing its subqueries first: what
     /// `EXPLAIN` shows.
     pub async fn stage_graph(&self, plan: &LogicalPlan) -> Result<TaskGraph> {
-        crate::split::split_into_stages(self.placed(self.physical_plan(plan).await?)?)
+        self.staged(self.placed(self.physical_plan(plan).await?)?)
     }
 
     /// The graph a job for `plan` runs: uncorrelated scalar subqueries are computed first
@@ -152,7 +155,18 @@ impl<'a> JobPlanner<'a> {
             .get::<ShoalConfig>()
             .map(ShoalConfig::task_resources)
             .unwrap_or_default();
-        Ok(crate::split::split_into_stages(physical)?.with_resources(&resources))
+        Ok(self.staged(physical)?.with_resources(&resources))
+    }
+
+    /// `physical` cut into stages, partitioned joins filtering their probe side by their
+    /// build side's keys (`key_filter`) unless join filters are off.
+    fn staged(&self, physical: Arc<dyn ExecutionPlan>) -> Result<TaskGraph> {
+        let graph = crate::split::split_into_stages(physical)?;
+        if self.key_filters {
+            crate::key_filter::add_key_filters(graph)
+        } else {
+            Ok(graph)
+        }
     }
 
     /// `physical` as it runs where this planner's tasks run: partitions that stand alone

@@ -162,3 +162,100 @@ async fn not_in_still_sees_every_null_of_its_subquery() {
         .unwrap();
     assert_eq!(rows(&result[0]), Vec::<Vec<String>>::new());
 }
+
+/// The line of `EXPLAIN ANALYZE sql` that contains `needle`.
+async fn analyzed_line(session: &Session, sql: &str, needle: &str) -> String {
+    let analyzed = session
+        .sql_script(&format!("EXPLAIN ANALYZE {sql}"))
+        .await
+        .unwrap();
+    let plan = rows(&analyzed[0]).concat().join("\n");
+    plan.lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no {needle} in\n{plan}"))
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_join_s_probe_stage_drops_rows_its_build_keys_rule_out() {
+    let dir = tempfile::tempdir().unwrap();
+    write_keys(&dir.path().join("fact.parquet"), 0..100_000, 1000);
+    write_keys(
+        &dir.path().join("dim.parquet"),
+        [500, 1500, 2500].into_iter(),
+        1000,
+    );
+    // More distinct keys than a build task lists: only their bounds filter.
+    write_keys(&dir.path().join("wide.parquet"), 10_000..80_000, 1000);
+    let session = Session::builder().workers(2).build().unwrap();
+    session.register_dir(dir.path().to_str().unwrap()).unwrap();
+    // Every join partitioned, however small its build side.
+    session
+        .sql_script(
+            "SET datafusion.optimizer.hash_join_single_partition_threshold = 0; \
+             SET datafusion.optimizer.hash_join_single_partition_threshold_rows = 0",
+        )
+        .await
+        .unwrap();
+    let cases = [
+        (
+            "SELECT count(*), sum(f.v) FROM fact f JOIN dim d ON f.k = d.k",
+            ["3", "9000"],
+            "99997",
+        ),
+        (
+            "SELECT count(*), sum(f.v) FROM fact f JOIN wide w ON f.k = w.k",
+            ["70000", "6299930000"],
+            "30000",
+        ),
+        // A semi join (the build side is the subquery's) filters the same way.
+        (
+            "SELECT count(*), sum(v) FROM fact WHERE k IN (SELECT k FROM dim)",
+            ["3", "9000"],
+            "99997",
+        ),
+    ];
+    for (sql, answer, dropped) in cases {
+        let result = session.sql_script(sql).await.unwrap();
+        assert_eq!(
+            rows(&result[0]),
+            vec![answer.map(String::from).to_vec()],
+            "{sql}"
+        );
+        let line = analyzed_line(&session, sql, "KeyFilterExec").await;
+        assert_eq!(
+            metric(&line, "rows_dropped").as_deref(),
+            Some(dropped),
+            "{sql}: {line}"
+        );
+    }
+    // Joins that keep unmatched probe rows lose none.
+    for sql in [
+        "SELECT count(*), count(d.k) FROM dim d RIGHT JOIN fact f ON f.k = d.k",
+        "SELECT count(*), count(d.k) FROM fact f LEFT JOIN dim d ON f.k = d.k",
+        "SELECT count(*), count(d.k) FROM fact f FULL JOIN dim d ON f.k = d.k",
+    ] {
+        let result = session.sql_script(sql).await.unwrap();
+        assert_eq!(
+            rows(&result[0]),
+            vec![vec!["100000".to_string(), "3".to_string()]],
+            "{sql}"
+        );
+    }
+    let sql = "SELECT count(*) FROM fact WHERE k NOT IN (SELECT k FROM dim)";
+    let result = session.sql_script(sql).await.unwrap();
+    assert_eq!(rows(&result[0]), vec![vec!["99997".to_string()]], "{sql}");
+    // The setting turns them off.
+    session
+        .sql_script("SET shoal.execution.join_dynamic_filters = false")
+        .await
+        .unwrap();
+    let sql = "SELECT count(*), sum(f.v) FROM fact f JOIN dim d ON f.k = d.k";
+    let plan = session.sql_script(&format!("EXPLAIN {sql}")).await.unwrap();
+    assert!(!rows(&plan[0]).concat().join("\n").contains("KeyFilterExec"));
+    let result = session.sql_script(sql).await.unwrap();
+    assert_eq!(
+        rows(&result[0]),
+        vec![vec!["3".to_string(), "9000".to_string()]]
+    );
+}

@@ -22,6 +22,9 @@ pub enum ReadMode {
     /// Partition `p` reads the whole output of task `p` (keeps per-task order for a
     /// sort-preserving merge).
     PerTask,
+    /// The one partition reads this bucket of every task (a build stage's key summaries,
+    /// see [`crate::key_filter`]).
+    Bucket(usize),
 }
 
 /// Reads the output of stage `stage` (which has `input_tasks` tasks) as this plan's input.
@@ -71,6 +74,7 @@ impl ShuffleReadExec {
         match self.mode {
             ReadMode::Gather => (0..self.input_tasks).map(|t| (t, partition)).collect(),
             ReadMode::PerTask => vec![(partition, 0)],
+            ReadMode::Bucket(bucket) => (0..self.input_tasks).map(|t| (t, bucket)).collect(),
         }
     }
 }
@@ -78,8 +82,9 @@ impl ShuffleReadExec {
 impl DisplayAs for ShuffleReadExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         let mode = match self.mode {
-            ReadMode::Gather => "gather",
-            ReadMode::PerTask => "per_task",
+            ReadMode::Gather => "gather".to_string(),
+            ReadMode::PerTask => "per_task".to_string(),
+            ReadMode::Bucket(bucket) => format!("bucket({bucket})"),
         };
         write!(
             f,

@@ -209,6 +209,9 @@ impl Outputs {
 pub struct ShuffleWriteExec {
     input: Arc<dyn ExecutionPlan>,
     output: OutputSpec,
+    /// Whether a hash exchange also writes a summary of its keys, as one more bucket
+    /// (see [`crate::key_filter`]).
+    key_summary: bool,
     metrics: ExecutionPlanMetricsSet,
     properties: Arc<PlanProperties>,
 }
@@ -225,9 +228,23 @@ impl ShuffleWriteExec {
         Self {
             input,
             output,
+            key_summary: false,
             metrics: ExecutionPlanMetricsSet::new(),
             properties: Arc::new(properties),
         }
+    }
+
+    /// This write, also summarising its keys in bucket `n` of a hash exchange into `n`
+    /// buckets (see [`crate::key_filter`]).
+    pub fn with_key_summary(&self) -> Self {
+        let mut write = Self::new(Arc::clone(&self.input), self.output.clone());
+        write.key_summary = matches!(self.output, OutputSpec::Repartition(Partitioning::Hash(..)));
+        write
+    }
+
+    /// Whether the write summarises its keys.
+    pub fn key_summary(&self) -> bool {
+        self.key_summary
     }
 
     /// The fragment below the write.
@@ -243,7 +260,11 @@ impl ShuffleWriteExec {
 
 impl DisplayAs for ShuffleWriteExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        write!(f, "ShuffleWriteExec: output={}", self.output)
+        write!(f, "ShuffleWriteExec: output={}", self.output)?;
+        if self.key_summary {
+            write!(f, ", key_summary")?;
+        }
+        Ok(())
     }
 }
 
@@ -281,7 +302,9 @@ impl ExecutionPlan for ShuffleWriteExec {
         if children.len() != 1 {
             return internal_err!("ShuffleWriteExec takes one child");
         }
-        Ok(Arc::new(Self::new(children.remove(0), self.output.clone())))
+        let mut write = Self::new(children.remove(0), self.output.clone());
+        write.key_summary = self.key_summary;
+        Ok(Arc::new(write))
     }
 
     fn execute(
@@ -301,6 +324,12 @@ impl ExecutionPlan for ShuffleWriteExec {
             )?),
         };
         let buckets = self.output.buckets();
+        let mut keys = match &self.output {
+            OutputSpec::Repartition(Partitioning::Hash(exprs, _)) if self.key_summary => Some(
+                crate::key_filter::KeySummary::new(exprs.clone(), &self.input.schema())?,
+            ),
+            _ => None,
+        };
         let pieces = matches!(self.output, OutputSpec::Pieces(_));
         let batch_size = context.session_config().batch_size();
         let schema = self.input.schema();
@@ -308,7 +337,8 @@ impl ExecutionPlan for ShuffleWriteExec {
         let input = self.input.execute(partition, context)?;
         let rows_out = MetricBuilder::new(&self.metrics).output_rows(partition);
         let fut = async move {
-            let mut outputs = Outputs::new(env, buckets, &pool, partitioner.is_some());
+            let written = buckets + usize::from(keys.is_some());
+            let mut outputs = Outputs::new(env, written, &pool, partitioner.is_some());
             // Hash and round-robin splitting cut each batch into `buckets` small pieces;
             // consumers run faster on full batches, so pieces are glued back per bucket.
             let mut coalescers: Vec<BatchCoalescer> = match partitioner {
@@ -327,6 +357,9 @@ impl ExecutionPlan for ShuffleWriteExec {
                     continue;
                 }
                 let batch = conform(batch, &schema)?;
+                if let Some(keys) = &mut keys {
+                    keys.add(&batch);
+                }
                 match partitioner.as_mut() {
                     None => outputs.push(bucket, batch)?,
                     Some(p) => p.partition(batch, |bucket, b| {
@@ -344,13 +377,19 @@ impl ExecutionPlan for ShuffleWriteExec {
                     outputs.push(bucket, shrunk(rest)?)?;
                 }
             }
+            if let Some(keys) = keys {
+                let summary = keys.finish()?;
+                if summary.num_rows() > 0 {
+                    outputs.push(buckets, summary)?;
+                }
+            }
             outputs.hand_over(true)?;
             let (rows, bytes) = (outputs.rows, outputs.bytes);
             rows_out.add(rows.iter().sum::<u64>() as usize);
             let summary = RecordBatch::try_new(
                 summary_schema(),
                 vec![
-                    Arc::new(UInt64Array::from_iter_values(0..buckets as u64)),
+                    Arc::new(UInt64Array::from_iter_values(0..written as u64)),
                     Arc::new(UInt64Array::from(rows)),
                     Arc::new(UInt64Array::from(bytes)),
                 ],
