@@ -120,6 +120,9 @@ struct WriteProto {
     /// Whether a hash exchange also summarises its keys.
     #[prost(bool, tag = "3")]
     key_summary: bool,
+    /// The size of the summary's Bloom filter, a power of two of bits.
+    #[prost(uint32, tag = "4")]
+    bloom_log2: u32,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -303,7 +306,10 @@ impl PhysicalExtensionCodec for ShoalCodec {
                 };
                 let exec = ShuffleWriteExec::new(Arc::clone(input), output);
                 Ok(Arc::new(if write.key_summary {
-                    exec.with_key_summary()
+                    let Ok(bloom_log2) = u8::try_from(write.bloom_log2) else {
+                        return internal_err!("a Bloom filter of 2^{} bits", write.bloom_log2);
+                    };
+                    exec.with_key_summary(bloom_log2)
                 } else {
                     exec
                 }))
@@ -391,7 +397,8 @@ impl PhysicalExtensionCodec for ShoalCodec {
             Kind::Write(WriteProto {
                 partitioning,
                 pieces,
-                key_summary: write.key_summary(),
+                key_summary: write.key_summary().is_some(),
+                bloom_log2: write.key_summary().map_or(0, u32::from),
             })
         } else if let Some(read) = node.downcast_ref::<ShuffleReadExec>() {
             let properties = read.properties();

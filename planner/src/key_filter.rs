@@ -5,10 +5,10 @@
 //! join keys. When the join keeps no probe row that found no match (inner, semi and anti
 //! joins on the build side's rows, left joins), the probe stage may drop rows whose keys
 //! are not among the build side's. So the build stage's writer also summarises the keys it
-//! writes (their bounds, and the distinct keys while there are few), as one more bucket of
-//! each task's output ([`KeySummary`]); the probe stage reads those summaries first, once
-//! the build stage has finished, and keeps only rows within the bounds and among the keys
-//! ([`KeyFilterExec`]). A selective build side (TPC-H's `part` filtered by brand and
+//! writes (their bounds, the distinct keys while there are few, and a Bloom filter of them
+//! otherwise), as one more bucket of each task's output ([`KeySummary`]); the probe stage
+//! reads those summaries first, once the build stage has finished, and keeps only rows
+//! within the bounds and among the keys, or passing the Bloom filter ([`KeyFilterExec`]). A selective build side (TPC-H's `part` filtered by brand and
 //! container) then cuts the probe side (`lineitem`) to the rows that can join before a
 //! single one is shuffled. The probe stage waits for the build stage: it reads its output.
 
@@ -16,10 +16,14 @@ use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt8Array};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BinaryArray, BooleanArray, RecordBatch, UInt8Array,
+};
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt8Type};
 use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::common::hash_utils::create_hashes;
+use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{JoinType, NullEquality, Result, ScalarValue, internal_err};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -30,7 +34,7 @@ use datafusion::physical_expr::{
     EquivalenceProperties, PhysicalExpr, PhysicalExprRef, conjunction,
 };
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
+use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode, SeededRandomState};
 use datafusion::physical_plan::metrics::{
     BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
 };
@@ -48,6 +52,17 @@ const TASK_KEYS: usize = 1 << 16;
 /// Distinct keys (summed over the build tasks) a probe task tests rows against; beyond
 /// that it tests the bounds only.
 const PROBE_KEYS: usize = 1 << 16;
+/// The most rows a build side is expected to have for its keys to filter the probe side
+/// (its Bloom filter would need more than the largest size to be selective).
+const BUILD_ROWS: usize = 1 << 22;
+/// Bloom filter sizes, as powers of two of bits: about 16 bits per expected build row
+/// within these bounds (at most 4 MiB).
+const BLOOM_LOG2: (u8, u8) = (16, 25);
+/// A probe task stops testing rows once this many were tested and at least
+/// [`GIVE_UP_PERCENT`] of them passed.
+const GIVE_UP_AFTER: usize = 1 << 17;
+/// See [`GIVE_UP_AFTER`].
+const GIVE_UP_PERCENT: usize = 95;
 
 /// What a row of a key summary holds (its `kind` column).
 mod kind {
@@ -61,9 +76,76 @@ mod kind {
     pub const MANY: u8 = 3;
     /// The task could not summarise its keys: nothing may be dropped.
     pub const UNKNOWN: u8 = 4;
+    /// The task's Bloom filter (in the `bloom` column).
+    pub const BLOOM: u8 = 5;
 }
 
-/// The schema of a key summary: one column per key (named `k0`, `k1`, …) and `kind`.
+/// Hashes keys for the Bloom filters, the same in every process (a seed of its own, not
+/// the hash exchanges').
+const BLOOM_HASH: SeededRandomState = SeededRandomState::with_seed(0x6b65_7973);
+
+/// A Bloom filter of `64 * words.len()` bits (a power of two), three bits per key.
+#[derive(Debug, Clone)]
+struct Bloom {
+    words: Vec<u64>,
+}
+
+impl Bloom {
+    fn new(log2: u8) -> Self {
+        Self {
+            words: vec![0; (1usize << log2.clamp(6, 40)) / 64],
+        }
+    }
+
+    fn bits(&self, hash: u64) -> [usize; 3] {
+        let mask = (self.words.len() * 64 - 1) as u64;
+        let step = hash.rotate_left(21) | 1;
+        [0u64, 1, 2].map(|i| (hash.wrapping_add(i.wrapping_mul(step)) & mask) as usize)
+    }
+
+    fn insert(&mut self, hash: u64) {
+        for bit in self.bits(hash) {
+            self.words[bit / 64] |= 1 << (bit % 64);
+        }
+    }
+
+    fn contains(&self, hash: u64) -> bool {
+        self.bits(hash)
+            .iter()
+            .all(|&bit| self.words[bit / 64] & (1 << (bit % 64)) != 0)
+    }
+
+    fn to_bytes(&self) -> Vec<u8> {
+        self.words.iter().flat_map(|w| w.to_le_bytes()).collect()
+    }
+
+    /// Adds the keys of another filter of the same size (`bytes` as [`Self::to_bytes`]).
+    fn union_bytes(&mut self, bytes: &[u8]) -> Result<()> {
+        if bytes.len() != self.words.len() * 8 {
+            return internal_err!(
+                "Bloom filters of {} and {} bytes",
+                bytes.len(),
+                self.words.len() * 8
+            );
+        }
+        for (word, chunk) in self.words.iter_mut().zip(bytes.chunks_exact(8)) {
+            let mut le = [0u8; 8];
+            le.copy_from_slice(chunk);
+            *word |= u64::from_le_bytes(le);
+        }
+        Ok(())
+    }
+}
+
+/// The hashes of the rows of `columns` (the keys).
+fn key_hashes(columns: &[ArrayRef], rows: usize) -> Result<Vec<u64>> {
+    let mut hashes = vec![0; rows];
+    create_hashes(columns, BLOOM_HASH.random_state(), &mut hashes)?;
+    Ok(hashes)
+}
+
+/// The schema of a key summary: one column per key (named `k0`, `k1`, …), `kind` and
+/// `bloom`.
 pub fn summary_schema(key_types: &[DataType]) -> SchemaRef {
     let mut fields: Vec<Field> = key_types
         .iter()
@@ -71,6 +153,7 @@ pub fn summary_schema(key_types: &[DataType]) -> SchemaRef {
         .map(|(i, t)| Field::new(format!("k{i}"), t.clone(), true))
         .collect();
     fields.push(Field::new("kind", DataType::UInt8, false));
+    fields.push(Field::new("bloom", DataType::Binary, true));
     Arc::new(Schema::new(fields))
 }
 
@@ -83,13 +166,15 @@ pub(crate) struct KeySummary {
     /// The distinct keys in the row format; `None` once there were more than
     /// [`TASK_KEYS`].
     distinct: Option<HashSet<Box<[u8]>>>,
+    bloom: Bloom,
     rows: usize,
     failed: bool,
 }
 
 impl KeySummary {
-    /// A summary of `keys` (hash-partitioning expressions) over batches of `input`.
-    pub(crate) fn new(keys: Vec<PhysicalExprRef>, input: &Schema) -> Result<Self> {
+    /// A summary of `keys` (hash-partitioning expressions) over batches of `input`, with a
+    /// Bloom filter of `2^bloom_log2` bits.
+    pub(crate) fn new(keys: Vec<PhysicalExprRef>, input: &Schema, bloom_log2: u8) -> Result<Self> {
         let types = keys
             .iter()
             .map(|k| k.data_type(input))
@@ -105,6 +190,7 @@ impl KeySummary {
             bounds,
             converter,
             distinct: Some(HashSet::new()),
+            bloom: Bloom::new(bloom_log2),
             rows: 0,
             failed: false,
         })
@@ -132,11 +218,20 @@ impl KeySummary {
             min.update_batch(std::slice::from_ref(column))?;
             max.update_batch(std::slice::from_ref(column))?;
         }
+        let valid = |i: usize| columns.iter().all(|c| c.is_valid(i));
+        for (i, hash) in key_hashes(&columns, batch.num_rows())?
+            .into_iter()
+            .enumerate()
+        {
+            if valid(i) {
+                self.bloom.insert(hash);
+            }
+        }
         if let Some(distinct) = &mut self.distinct {
             let rows = self.converter.convert_columns(&columns)?;
             for (i, row) in rows.iter().enumerate() {
                 // A key with a NULL matches nothing: not listed.
-                if columns.iter().all(|c| c.is_valid(i)) && !distinct.contains(row.as_ref()) {
+                if valid(i) && !distinct.contains(row.as_ref()) {
                     distinct.insert(row.as_ref().into());
                 }
             }
@@ -149,6 +244,7 @@ impl KeySummary {
 
     /// The summary as one batch (no rows when the task wrote none).
     pub(crate) fn finish(mut self) -> Result<RecordBatch> {
+        let mut bloom = Vec::new();
         let kinds_and_columns = if self.failed {
             Some((vec![kind::UNKNOWN], self.null_columns(1)?))
         } else if self.rows == 0 {
@@ -174,8 +270,9 @@ impl KeySummary {
                     columns = concat_columns(&columns, &keys)?;
                 }
                 None => {
-                    kinds.push(kind::MANY);
-                    columns = concat_columns(&columns, &self.null_columns(1)?)?;
+                    kinds.extend([kind::MANY, kind::BLOOM]);
+                    columns = concat_columns(&columns, &self.null_columns(2)?)?;
+                    bloom = self.bloom.to_bytes();
                 }
             }
             Some((kinds, columns))
@@ -183,7 +280,12 @@ impl KeySummary {
         let Some((kinds, mut columns)) = kinds_and_columns else {
             return Ok(RecordBatch::new_empty(Arc::clone(&self.schema)));
         };
+        let blooms: BinaryArray = kinds
+            .iter()
+            .map(|k| (*k == kind::BLOOM).then_some(bloom.as_slice()))
+            .collect();
         columns.push(Arc::new(UInt8Array::from(kinds)));
+        columns.push(Arc::new(blooms));
         Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
     }
 
@@ -210,13 +312,71 @@ fn concat_columns(a: &[ArrayRef], b: &[ArrayRef]) -> Result<Vec<ArrayRef>> {
         .collect()
 }
 
-/// The filter the build tasks' summaries give over probe keys `probe` (the same types
-/// as the build keys, evaluated on `schema`): `None` to keep every row.
-fn key_predicate(
+/// What a probe row must pass: a predicate over its keys, and their hash must be in the
+/// Bloom filter when there is one.
+struct KeyTest {
+    keys: Vec<PhysicalExprRef>,
+    predicate: Option<Arc<dyn PhysicalExpr>>,
+    bloom: Option<Bloom>,
+}
+
+impl KeyTest {
+    fn keep_all(keys: &[PhysicalExprRef]) -> Self {
+        Self::of(keys, None, None)
+    }
+
+    fn of(
+        keys: &[PhysicalExprRef],
+        predicate: Option<Arc<dyn PhysicalExpr>>,
+        bloom: Option<Bloom>,
+    ) -> Self {
+        Self {
+            keys: keys.to_vec(),
+            predicate,
+            bloom,
+        }
+    }
+
+    /// The rows of `batch` that pass.
+    fn keep(&self, batch: RecordBatch) -> Result<RecordBatch> {
+        let rows = batch.num_rows();
+        let mut mask = match &self.predicate {
+            None => None,
+            Some(predicate) => match predicate.evaluate(&batch)? {
+                ColumnarValue::Array(mask) => Some(mask.as_boolean().clone()),
+                ColumnarValue::Scalar(ScalarValue::Boolean(Some(true))) => None,
+                ColumnarValue::Scalar(_) => return Ok(batch.slice(0, 0)),
+            },
+        };
+        if let Some(bloom) = &self.bloom {
+            let columns = self
+                .keys
+                .iter()
+                .map(|k| k.evaluate(&batch)?.into_array(rows))
+                .collect::<Result<Vec<_>>>()?;
+            let passed: BooleanArray = key_hashes(&columns, rows)?
+                .into_iter()
+                .map(|h| Some(bloom.contains(h)))
+                .collect();
+            mask = Some(match mask {
+                Some(mask) => datafusion::arrow::compute::and(&mask, &passed)?,
+                None => passed,
+            });
+        }
+        match mask {
+            Some(mask) => Ok(filter_record_batch(&batch, &mask)?),
+            None => Ok(batch),
+        }
+    }
+}
+
+/// The test the build tasks' summaries give over probe keys `probe` (the same types as
+/// the build keys, evaluated on `schema`).
+fn key_test(
     summaries: &[RecordBatch],
     probe: &[PhysicalExprRef],
     schema: &Schema,
-) -> Result<Option<Arc<dyn PhysicalExpr>>> {
+) -> Result<KeyTest> {
     let (mut mins, mut maxs): (Vec<Vec<ArrayRef>>, Vec<Vec<ArrayRef>>) =
         (vec![Vec::new(); probe.len()], vec![Vec::new(); probe.len()]);
     let mut keys: Vec<Vec<ArrayRef>> = vec![Vec::new(); probe.len()];
@@ -242,7 +402,7 @@ fn key_predicate(
         }
         for k in kinds.values().iter() {
             match *k {
-                kind::UNKNOWN => return Ok(None),
+                kind::UNKNOWN => return Ok(KeyTest::keep_all(probe)),
                 kind::MANY => many = true,
                 kind::KEY => listed += 1,
                 _ => {}
@@ -251,7 +411,7 @@ fn key_predicate(
     }
     if rows == 0 {
         // No build rows: nothing joins.
-        return Ok(Some(lit(false)));
+        return Ok(KeyTest::of(probe, Some(lit(false)), None));
     }
     let mut conjuncts: Vec<Arc<dyn PhysicalExpr>> = Vec::new();
     for (i, key) in probe.iter().enumerate() {
@@ -269,7 +429,7 @@ fn key_predicate(
         let (low, high) = (min.evaluate()?, max.evaluate()?);
         if low.is_null() || high.is_null() {
             // Only NULL keys, which match nothing.
-            return Ok(Some(lit(false)));
+            return Ok(KeyTest::of(probe, Some(lit(false)), None));
         }
         conjuncts.push(Arc::new(BinaryExpr::new(
             Arc::clone(key),
@@ -292,7 +452,41 @@ fn key_predicate(
             )?));
         }
     }
-    Ok(Some(conjunction(conjuncts)))
+    let bloom = match many {
+        true => bloom_of(summaries, &keys)?,
+        false => None,
+    };
+    Ok(KeyTest::of(probe, Some(conjunction(conjuncts)), bloom))
+}
+
+/// The union of the build tasks' Bloom filters, with the keys of the tasks that listed
+/// theirs instead (`keys`, per key column) added.
+fn bloom_of(summaries: &[RecordBatch], keys: &[Vec<ArrayRef>]) -> Result<Option<Bloom>> {
+    let mut union: Option<Bloom> = None;
+    for batch in summaries {
+        let Some(blooms) = batch.column_by_name("bloom") else {
+            return internal_err!("a key summary without Bloom filters");
+        };
+        for bytes in blooms.as_binary::<i32>().iter().flatten() {
+            let bloom = union.get_or_insert_with(|| Bloom {
+                words: vec![0; bytes.len() / 8],
+            });
+            bloom.union_bytes(bytes)?;
+        }
+    }
+    let Some(mut bloom) = union else {
+        return Ok(None);
+    };
+    // Each task's listed keys, column by column.
+    let tasks = keys.first().map_or(0, Vec::len);
+    for task in 0..tasks {
+        let columns: Vec<ArrayRef> = keys.iter().map(|k| Arc::clone(&k[task])).collect();
+        let rows = columns.first().map_or(0, |c| c.len());
+        for hash in key_hashes(&columns, rows)? {
+            bloom.insert(hash);
+        }
+    }
+    Ok(Some(bloom))
 }
 
 /// Passes on the rows of `input` whose `keys` may match the build side of the join they
@@ -381,29 +575,27 @@ impl ExecutionPlan for KeyFilterExec {
         let summaries = self.summaries.execute(0, Arc::clone(&context))?;
         let input = Arc::clone(&self.input);
         let keys = self.keys.clone();
+        let keys_kept = self.keys.clone();
         let schema = self.input.schema();
         let baseline = BaselineMetrics::new(&self.metrics, partition);
         let dropped: Count = MetricBuilder::new(&self.metrics).counter("rows_dropped", partition);
         let out_schema = Arc::clone(&schema);
         let rows = async move {
             let summaries: Vec<RecordBatch> = summaries.try_collect().await?;
-            let predicate = key_predicate(&summaries, &keys, &schema)?;
+            let mut test = key_test(&summaries, &keys, &schema)?;
             // The input starts only now: a scan below sees no row it need not read.
             let input = input.execute(partition, context)?;
+            let (mut seen, mut kept_rows) = (0, 0);
             Ok::<_, datafusion::common::DataFusionError>(input.map(
                 move |batch| -> Result<RecordBatch> {
                     let batch = batch?;
                     let before = batch.num_rows();
-                    let kept = match &predicate {
-                        None => batch,
-                        Some(predicate) => match predicate.evaluate(&batch)? {
-                            ColumnarValue::Array(mask) => {
-                                filter_record_batch(&batch, mask.as_boolean())?
-                            }
-                            ColumnarValue::Scalar(ScalarValue::Boolean(Some(true))) => batch,
-                            ColumnarValue::Scalar(_) => batch.slice(0, 0),
-                        },
-                    };
+                    let kept = test.keep(batch)?;
+                    (seen, kept_rows) = (seen + before, kept_rows + kept.num_rows());
+                    if seen >= GIVE_UP_AFTER && kept_rows * 100 >= seen * GIVE_UP_PERCENT {
+                        // Nearly every row passes: testing the rest costs more than it saves.
+                        test = KeyTest::keep_all(&keys_kept);
+                    }
                     dropped.add(before - kept.num_rows());
                     baseline.record_output(kept.num_rows());
                     Ok(kept)
@@ -445,10 +637,32 @@ fn hash_keys(graph: &TaskGraph, stage: StageId) -> Option<(&Vec<PhysicalExprRef>
     }
 }
 
-/// The stage a plan node reads whole (a gathering [`ShuffleReadExec`]).
-fn gathered_stage(plan: &Arc<dyn ExecutionPlan>) -> Option<StageId> {
+/// The stage a plan node reads whole (a gathering [`ShuffleReadExec`]) and the rows the
+/// planner expected it to write.
+fn gathered_stage(plan: &Arc<dyn ExecutionPlan>) -> Option<(StageId, Precision<usize>)> {
     let read = plan.downcast_ref::<ShuffleReadExec>()?;
-    (read.mode() == ReadMode::Gather).then(|| read.stage())
+    (read.mode() == ReadMode::Gather).then(|| (read.stage(), read.estimated_rows()))
+}
+
+/// Whether filtering is worth making the probe stage wait for the build stage, from the
+/// planner's estimates of their rows: a build side whose keys a Bloom filter can hold,
+/// under a probe side many times larger. A build side whose size is known exactly is a
+/// whole table (nothing filtered it): its keys are the ones the probe side refers to, so
+/// only a few keys listed exactly are worth it. Without estimates, no.
+fn worth_filtering(build_rows: Precision<usize>, probe_rows: Precision<usize>) -> bool {
+    let (Some(&build), Some(&probe)) = (build_rows.get_value(), probe_rows.get_value()) else {
+        return false;
+    };
+    let whole_table = matches!(build_rows, Precision::Exact(_));
+    build <= if whole_table { PROBE_KEYS } else { BUILD_ROWS } && probe >= 8 * build.max(1)
+}
+
+/// The Bloom filter size for a build side expected to have `rows` rows.
+fn bloom_log2(rows: usize) -> u8 {
+    let bits = rows.saturating_mul(16).max(1);
+    // The least power of two of at least `bits`.
+    let log2 = usize::BITS - (bits - 1).leading_zeros();
+    (log2.min(u32::from(u8::MAX)) as u8).clamp(BLOOM_LOG2.0, BLOOM_LOG2.1)
 }
 
 /// How many times the stages of `graph` read stage `stage`.
@@ -461,18 +675,19 @@ fn reads_of(graph: &TaskGraph, stage: StageId) -> usize {
         .count()
 }
 
-/// A (build stage, probe stage, probe keys) of a partitioned join that may filter its
-/// probe side by its build keys.
-type Filterable = (StageId, StageId, Vec<PhysicalExprRef>);
+/// A (build stage, probe stage, probe keys, Bloom filter size) of a partitioned join that
+/// may filter its probe side by its build keys.
+type Filterable = (StageId, StageId, Vec<PhysicalExprRef>, u8);
 
 /// The partitioned joins of `plan` whose probe stage may drop what cannot match.
 fn filterable_joins(graph: &TaskGraph, plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<Filterable>) {
     if let Some(join) = plan.downcast_ref::<HashJoinExec>()
         && *join.partition_mode() == PartitionMode::Partitioned
         && drops_unmatched_probe_rows(join)
-        && let (Some(build), Some(probe)) =
+        && let (Some((build, build_rows)), Some((probe, probe_rows))) =
             (gathered_stage(join.left()), gathered_stage(join.right()))
         && build < probe
+        && worth_filtering(build_rows, probe_rows)
         && let (Some((build_keys, _)), Some((probe_keys, _))) =
             (hash_keys(graph, build), hash_keys(graph, probe))
     {
@@ -490,7 +705,8 @@ fn filterable_joins(graph: &TaskGraph, plan: &Arc<dyn ExecutionPlan>, out: &mut 
             && types_match
             && reads_of(graph, probe) == 1
         {
-            out.push((build, probe, probe_keys.clone()));
+            let bloom = bloom_log2(build_rows.get_value().copied().unwrap_or(0));
+            out.push((build, probe, probe_keys.clone(), bloom));
         }
     }
     for child in plan.children() {
@@ -506,8 +722,8 @@ pub fn add_key_filters(mut graph: TaskGraph) -> Result<TaskGraph> {
     for stage in &graph.stages {
         filterable_joins(&graph, &stage.plan, &mut found);
     }
-    for (build, probe, keys) in found {
-        let Some((summarised, summaries)) = summarised(&graph, build)? else {
+    for (build, probe, keys, bloom) in found {
+        let Some((summarised, summaries)) = summarised(&graph, build, bloom)? else {
             continue;
         };
         let probe_stage = &mut graph.stages[probe];
@@ -521,8 +737,8 @@ pub fn add_key_filters(mut graph: TaskGraph) -> Result<TaskGraph> {
         ));
         let filtered = ShuffleWriteExec::new(filtered, write.output().clone());
         probe_stage.plan = Arc::new(match write.key_summary() {
-            true => filtered.with_key_summary(),
-            false => filtered,
+            Some(bloom) => filtered.with_key_summary(bloom),
+            None => filtered,
         });
         graph.stages[build].plan = summarised;
         let probe_stage = &mut graph.stages[probe];
@@ -537,7 +753,7 @@ pub fn add_key_filters(mut graph: TaskGraph) -> Result<TaskGraph> {
 type Summarised = (Arc<dyn ExecutionPlan>, Arc<dyn ExecutionPlan>);
 
 /// Build stage `build`'s plan summarising its keys, and a read of its summaries.
-fn summarised(graph: &TaskGraph, build: StageId) -> Result<Option<Summarised>> {
+fn summarised(graph: &TaskGraph, build: StageId, bloom: u8) -> Result<Option<Summarised>> {
     let stage = &graph.stages[build];
     let (Some((keys, buckets)), Some(write)) = (
         hash_keys(graph, build),
@@ -561,5 +777,51 @@ fn summarised(graph: &TaskGraph, build: StageId) -> Result<Option<Summarised>> {
             Boundedness::Bounded,
         )),
     ));
-    Ok(Some((Arc::new(write.with_key_summary()), summaries)))
+    Ok(Some((Arc::new(write.with_key_summary(bloom)), summaries)))
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::Int64Array;
+
+    use super::*;
+
+    #[test]
+    fn a_bloom_filter_keeps_every_key_it_holds_and_few_others() {
+        let held: ArrayRef = Arc::new(Int64Array::from_iter_values((0..10_000).map(|k| 2 * k)));
+        let others: ArrayRef =
+            Arc::new(Int64Array::from_iter_values((0..10_000).map(|k| 2 * k + 1)));
+        let mut bloom = Bloom::new(bloom_log2(10_000));
+        for hash in key_hashes(&[Arc::clone(&held)], 10_000).unwrap() {
+            bloom.insert(hash);
+        }
+        // Through bytes, as a probe task reads it.
+        let mut read = Bloom::new(bloom_log2(10_000));
+        read.union_bytes(&bloom.to_bytes()).unwrap();
+        let hashes = |a: &ArrayRef| key_hashes(std::slice::from_ref(a), 10_000).unwrap();
+        assert!(hashes(&held).into_iter().all(|h| read.contains(h)));
+        let passed = hashes(&others)
+            .into_iter()
+            .filter(|&h| read.contains(h))
+            .count();
+        // 16 bits per key and three bits each: well under 1% get through.
+        assert!(passed < 100, "{passed} of 10,000 others passed");
+        assert!(read.union_bytes(&[0; 8]).is_err());
+    }
+
+    #[test]
+    fn filtering_is_planned_for_small_or_filtered_build_sides_under_large_probe_sides() {
+        use Precision::{Absent, Exact, Inexact};
+        // A filtered build side, many times smaller than the probe side.
+        assert!(worth_filtering(Inexact(1_000_000), Inexact(60_000_000)));
+        assert!(!worth_filtering(Inexact(1_000_000), Inexact(6_000_000)));
+        assert!(!worth_filtering(Inexact(BUILD_ROWS + 1), Exact(1 << 40)));
+        // A whole table: only while its keys are listed.
+        assert!(worth_filtering(Exact(3), Exact(100)));
+        assert!(!worth_filtering(Exact(150_000), Exact(15_000_000)));
+        assert!(!worth_filtering(Absent, Exact(15_000_000)));
+        assert_eq!(bloom_log2(0), BLOOM_LOG2.0);
+        assert_eq!(bloom_log2(140_000), 22);
+        assert_eq!(bloom_log2(usize::MAX), BLOOM_LOG2.1);
+    }
 }

@@ -16,6 +16,7 @@
 use std::sync::Arc;
 
 use datafusion::common::Result;
+use datafusion::common::stats::Precision;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
@@ -27,7 +28,9 @@ use datafusion::physical_plan::recursive_query::RecursiveQueryExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
-use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, PlanProperties};
+use datafusion::physical_plan::{
+    ExecutionPlan, ExecutionPlanProperties, PlanProperties, StatisticsArgs, StatisticsContext,
+};
 
 use crate::graph::{OutputSpec, Stage, StageId, TaskGraph};
 use crate::scan::FileScanContextExec;
@@ -46,6 +49,8 @@ pub fn split_into_stages(plan: Arc<dyn ExecutionPlan>) -> Result<TaskGraph> {
 #[derive(Default)]
 struct Splitter {
     stages: Vec<Stage>,
+    /// DataFusion's estimates of the exchanges' rows, computed once per operator.
+    statistics: StatisticsContext,
 }
 
 impl Splitter {
@@ -99,12 +104,14 @@ impl Splitter {
                 eq.clear_orderings();
                 properties.set_eq_properties(eq);
             }
-            let read: Arc<dyn ExecutionPlan> = Arc::new(ShuffleReadExec::new(
-                stage,
-                tasks,
-                ReadMode::Gather,
-                Arc::new(properties),
-            ));
+            let estimated_rows = self
+                .statistics
+                .compute(plan.as_ref(), &StatisticsArgs::new())
+                .map_or(Precision::Absent, |s| s.num_rows);
+            let read: Arc<dyn ExecutionPlan> = Arc::new(
+                ShuffleReadExec::new(stage, tasks, ReadMode::Gather, Arc::new(properties))
+                    .with_estimated_rows(estimated_rows),
+            );
             // An order-preserving exchange merges sorted inputs; here each partition is
             // sorted again locally instead.
             return Ok(match ordering {

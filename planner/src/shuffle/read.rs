@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use datafusion::common::Result;
+use datafusion::common::stats::Precision;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::coop::make_cooperative;
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
@@ -33,6 +34,9 @@ pub struct ShuffleReadExec {
     stage: StageId,
     input_tasks: usize,
     mode: ReadMode,
+    /// The rows the planner expected the read stage to write (from the statistics of the
+    /// exchange this read replaced; not carried to other processes).
+    estimated_rows: Precision<usize>,
     metrics: ExecutionPlanMetricsSet,
     properties: Arc<PlanProperties>,
 }
@@ -49,9 +53,22 @@ impl ShuffleReadExec {
             stage,
             input_tasks,
             mode,
+            estimated_rows: Precision::Absent,
             metrics: ExecutionPlanMetricsSet::new(),
             properties,
         }
+    }
+
+    /// This read, expecting `rows` rows (see [`Self::estimated_rows`]).
+    pub fn with_estimated_rows(mut self, rows: Precision<usize>) -> Self {
+        self.estimated_rows = rows;
+        self
+    }
+
+    /// The rows the planner expected the read stage to write: exact (a whole table, say),
+    /// an estimate (after a filter or a join) or unknown.
+    pub fn estimated_rows(&self) -> Precision<usize> {
+        self.estimated_rows
     }
 
     /// The stage read.

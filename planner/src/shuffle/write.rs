@@ -211,7 +211,8 @@ pub struct ShuffleWriteExec {
     output: OutputSpec,
     /// Whether a hash exchange also writes a summary of its keys, as one more bucket
     /// (see [`crate::key_filter`]).
-    key_summary: bool,
+    /// Its Bloom filter's size as a power of two of bits (see [`crate::key_filter`]).
+    key_summary: Option<u8>,
     metrics: ExecutionPlanMetricsSet,
     properties: Arc<PlanProperties>,
 }
@@ -228,7 +229,7 @@ impl ShuffleWriteExec {
         Self {
             input,
             output,
-            key_summary: false,
+            key_summary: None,
             metrics: ExecutionPlanMetricsSet::new(),
             properties: Arc::new(properties),
         }
@@ -236,14 +237,18 @@ impl ShuffleWriteExec {
 
     /// This write, also summarising its keys in bucket `n` of a hash exchange into `n`
     /// buckets (see [`crate::key_filter`]).
-    pub fn with_key_summary(&self) -> Self {
+    /// buckets (see [`crate::key_filter`]), with a Bloom filter of `2^bloom_log2` bits.
+    pub fn with_key_summary(&self, bloom_log2: u8) -> Self {
         let mut write = Self::new(Arc::clone(&self.input), self.output.clone());
-        write.key_summary = matches!(self.output, OutputSpec::Repartition(Partitioning::Hash(..)));
+        if matches!(self.output, OutputSpec::Repartition(Partitioning::Hash(..))) {
+            write.key_summary = Some(bloom_log2);
+        }
         write
     }
 
-    /// Whether the write summarises its keys.
-    pub fn key_summary(&self) -> bool {
+    /// Whether the write summarises its keys, and the size of its Bloom filter (a power
+    /// of two of bits).
+    pub fn key_summary(&self) -> Option<u8> {
         self.key_summary
     }
 
@@ -261,8 +266,8 @@ impl ShuffleWriteExec {
 impl DisplayAs for ShuffleWriteExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         write!(f, "ShuffleWriteExec: output={}", self.output)?;
-        if self.key_summary {
-            write!(f, ", key_summary")?;
+        if let Some(bloom_log2) = self.key_summary {
+            write!(f, ", key_summary(bloom=2^{bloom_log2})")?;
         }
         Ok(())
     }
@@ -325,9 +330,14 @@ impl ExecutionPlan for ShuffleWriteExec {
         };
         let buckets = self.output.buckets();
         let mut keys = match &self.output {
-            OutputSpec::Repartition(Partitioning::Hash(exprs, _)) if self.key_summary => Some(
-                crate::key_filter::KeySummary::new(exprs.clone(), &self.input.schema())?,
-            ),
+            OutputSpec::Repartition(Partitioning::Hash(exprs, _)) => match self.key_summary {
+                Some(bloom_log2) => Some(crate::key_filter::KeySummary::new(
+                    exprs.clone(),
+                    &self.input.schema(),
+                    bloom_log2,
+                )?),
+                None => None,
+            },
             _ => None,
         };
         let pieces = matches!(self.output, OutputSpec::Pieces(_));
