@@ -91,7 +91,7 @@ config_namespace! {
     pub struct ExecutionSettings {
         /// Partitions per exchange (0: total worker slots).
         pub partitions: usize, default = 0
-        /// In an embedded session, a broadcast hash join passes the bounds of its build keys to the probe side's Parquet scans, which skip row groups outside them.
+        /// A broadcast hash join passes the bounds of its build keys to the probe side's Parquet scans in its stage, which skip row groups outside them; a partitioned one has its probe stage drop rows outside its build keys before the shuffle (embedded and on worker processes).
         pub join_dynamic_filters: bool, default = true
         /// A stage may start once every task of the stages it reads is placed, and reads their outputs as each finishes (off by default: no faster on TPC-H on 2 cores, see Performance).
         pub pipelined_exchanges: bool, default = false

@@ -58,6 +58,18 @@ pub fn tpch_session(workers: usize, partitions: usize) -> Session {
 }
 
 /// Rows of an answer file (pipe-separated, header skipped).
+/// Makes DataFusion plan every hash join of `session` partitioned, however small its
+/// build side.
+pub async fn partition_every_join(session: &Session) {
+    session
+        .sql_script(
+            "SET datafusion.optimizer.hash_join_single_partition_threshold = 0; \
+             SET datafusion.optimizer.hash_join_single_partition_threshold_rows = 0",
+        )
+        .await
+        .unwrap();
+}
+
 pub fn answer(query: &str) -> Vec<Vec<String>> {
     let path = shared_dir().join(format!("tpch/answers/sf0.01/{query}.csv"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));

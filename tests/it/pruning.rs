@@ -11,7 +11,7 @@ use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::file::properties::WriterProperties;
 use shoal::Session;
 
-use crate::common::rows;
+use crate::common::{partition_every_join, rows};
 
 /// A Parquet file of `k` (and `v = 2k`) for each key, in row groups of `group` rows.
 fn write_keys(path: &Path, keys: impl Iterator<Item = i64>, group: usize) {
@@ -57,16 +57,22 @@ fn metric(line: &str, name: &str) -> Option<String> {
     Some(rest.split([',', ']']).next()?.trim().to_string())
 }
 
+/// fact.parquet with keys `0..fact_rows` in row groups of `group` rows, and dim.parquet
+/// with three keys, all in fact's first 3,000.
+fn write_fact_and_dim(dir: &Path, fact_rows: i64, group: usize) {
+    write_keys(&dir.join("fact.parquet"), 0..fact_rows, group);
+    write_keys(
+        &dir.join("dim.parquet"),
+        [500, 1500, 2500].into_iter(),
+        1000,
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broadcast_join_s_build_keys_prune_the_probe_side_s_row_groups() {
     let dir = tempfile::tempdir().unwrap();
     // 100 row groups of 1,000 keys; the dimension's keys all fall in the first three.
-    write_keys(&dir.path().join("fact.parquet"), 0..100_000, 1000);
-    write_keys(
-        &dir.path().join("dim.parquet"),
-        [500, 1500, 2500].into_iter(),
-        1000,
-    );
+    write_fact_and_dim(dir.path(), 100_000, 1000);
     let session = Session::builder().workers(2).build().unwrap();
     session.register_dir(dir.path().to_str().unwrap()).unwrap();
     let sql = "SELECT count(*), sum(f.v) FROM fact f JOIN dim d ON f.k = d.k";
@@ -181,12 +187,7 @@ async fn a_partitioned_join_s_probe_stage_drops_rows_its_build_keys_rule_out() {
     let dir = tempfile::tempdir().unwrap();
     // Filtering makes the probe stage wait for the build stage: it is planned where the
     // probe side is expected to be many times larger.
-    write_keys(&dir.path().join("fact.parquet"), 0..1_200_000, 10_000);
-    write_keys(
-        &dir.path().join("dim.parquet"),
-        [500, 1500, 2500].into_iter(),
-        1000,
-    );
+    write_fact_and_dim(dir.path(), 1_200_000, 10_000);
     // More distinct keys than a build task lists (every other key in a range): their
     // bounds and a Bloom filter of them filter.
     write_keys(
@@ -196,14 +197,7 @@ async fn a_partitioned_join_s_probe_stage_drops_rows_its_build_keys_rule_out() {
     );
     let session = Session::builder().workers(2).build().unwrap();
     session.register_dir(dir.path().to_str().unwrap()).unwrap();
-    // Every join partitioned, however small its build side.
-    session
-        .sql_script(
-            "SET datafusion.optimizer.hash_join_single_partition_threshold = 0; \
-             SET datafusion.optimizer.hash_join_single_partition_threshold_rows = 0",
-        )
-        .await
-        .unwrap();
+    partition_every_join(&session).await;
     let cases = [
         (
             "SELECT count(*), sum(f.v) FROM fact f JOIN dim d ON f.k = d.k",

@@ -1,7 +1,7 @@
 //! All 22 TPC-H queries at scale factor 0.01 through SQL, against the shared answers,
 //! with two workers and several partitions per exchange.
 
-use crate::common::{answer, assert_rows_eq, rows, tpch_session};
+use crate::common::{answer, assert_rows_eq, partition_every_join, rows, tpch_session};
 
 async fn check(query: &str) {
     let session = tpch_session(2, 3);
@@ -37,13 +37,7 @@ tpch_tests!(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_join_partitioned_with_key_filters() {
     let session = tpch_session(2, 3);
-    session
-        .sql_script(
-            "SET datafusion.optimizer.hash_join_single_partition_threshold = 0; \
-             SET datafusion.optimizer.hash_join_single_partition_threshold_rows = 0",
-        )
-        .await
-        .unwrap();
+    partition_every_join(&session).await;
     let mut filtered: Vec<&str> = Vec::new();
     for (query, sql) in shoal::tpch::QUERIES {
         let results = session

@@ -205,6 +205,15 @@ fn write_keys(path: &std::path::Path, keys: Vec<i64>) {
     writer.close().unwrap();
 }
 
+/// A directory of fact.parquet (keys 0..100,000 in 100 row groups) and dim.parquet
+/// (three keys, all in fact's first three row groups), and a cluster of two workers.
+fn fact_and_dim_on_a_cluster() -> (tempfile::TempDir, Cluster) {
+    let dir = tempfile::tempdir().unwrap();
+    write_keys(&dir.path().join("fact.parquet"), (0..100_000).collect());
+    write_keys(&dir.path().join("dim.parquet"), vec![500, 1500, 2500]);
+    (dir, Cluster::start(2))
+}
+
 /// The value of metric `name` on the `EXPLAIN ANALYZE` line of the scan of fact.parquet.
 async fn fact_scan_metric(session: &shoal::Session, sql: &str, name: &str) -> String {
     let plan = query(session, &format!("EXPLAIN ANALYZE {sql}")).await[0][1].clone();
@@ -225,11 +234,7 @@ async fn fact_scan_metric(session: &shoal::Session, sql: &str, name: &str) -> St
 /// row groups outside the build keys' bounds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broadcast_join_filters_prune_scans_on_the_workers() {
-    let dir = tempfile::tempdir().unwrap();
-    // 100 row groups of 1,000 keys; the dimension's keys all fall in the first three.
-    write_keys(&dir.path().join("fact.parquet"), (0..100_000).collect());
-    write_keys(&dir.path().join("dim.parquet"), vec![500, 1500, 2500]);
-    let cluster = Cluster::start(2);
+    let (dir, cluster) = fact_and_dim_on_a_cluster();
     let session = cluster.session();
     session.register_dir(dir.path().to_str().unwrap()).unwrap();
     let sql = "SELECT count(*), sum(f.v) FROM fact f JOIN dim d ON f.k = d.k";
@@ -249,10 +254,7 @@ async fn broadcast_join_filters_prune_scans_on_the_workers() {
 /// a selective build side drops the probe rows that cannot match before the shuffle.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitioned_joins_filter_their_probe_side_on_the_workers() {
-    let dir = tempfile::tempdir().unwrap();
-    write_keys(&dir.path().join("fact.parquet"), (0..100_000).collect());
-    write_keys(&dir.path().join("dim.parquet"), vec![500, 1500, 2500]);
-    let cluster = Cluster::start(2);
+    let (dir, cluster) = fact_and_dim_on_a_cluster();
     let session = cluster.session();
     session.register_dir(dir.path().to_str().unwrap()).unwrap();
     session.register_dir(tpch_dir().to_str().unwrap()).unwrap();
