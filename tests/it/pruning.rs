@@ -39,15 +39,7 @@ fn write_keys(path: &Path, keys: impl Iterator<Item = i64>, group: usize) {
 
 /// The line of `EXPLAIN ANALYZE sql` that shows the scan of fact.parquet.
 async fn scan_of_fact(session: &Session, sql: &str) -> String {
-    let analyzed = session
-        .sql_script(&format!("EXPLAIN ANALYZE {sql}"))
-        .await
-        .unwrap();
-    let plan = rows(&analyzed[0]).concat().join("\n");
-    plan.lines()
-        .find(|l| l.contains("fact.parquet"))
-        .unwrap_or_else(|| panic!("no scan of fact.parquet in\n{plan}"))
-        .to_string()
+    analyzed_line(session, sql, "fact.parquet").await
 }
 
 /// The value of metric `name` in an `EXPLAIN ANALYZE` line.

@@ -284,3 +284,21 @@ async fn partitioned_joins_filter_their_probe_side_on_the_workers() {
         super::assert_rows_eq(name, &super::answer(name), &rows(results.last().unwrap()));
     }
 }
+
+/// `ORDER BY … LIMIT` on worker processes: the top-k sort's dynamic filter reaches the
+/// scan below it in the decoded stage as the same filter, so row groups that cannot make
+/// the top rows are skipped there too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_by_limit_skips_row_groups_on_the_workers() {
+    let (dir, cluster) = fact_and_dim_on_a_cluster();
+    let session = cluster.session();
+    session.register_dir(dir.path().to_str().unwrap()).unwrap();
+    let sql = "SELECT k FROM fact ORDER BY k LIMIT 3";
+    assert_eq!(query(&session, sql).await, [["0"], ["1"], ["2"]]);
+    let read: usize = fact_scan_metric(&session, sql, "output_rows")
+        .await
+        .parse()
+        .unwrap();
+    // Once each task's top three are in, no later row group can beat them.
+    assert!(read < 10_000, "{read} rows read");
+}
