@@ -452,16 +452,18 @@ fn key_test(
             )?));
         }
     }
-    let bloom = match many {
-        true => bloom_of(summaries, &keys)?,
+    // Keys listed by every task but too many to test one by one go into a Bloom filter
+    // too.
+    let bloom = match many || listed > PROBE_KEYS {
+        true => Some(bloom_of(summaries, &keys, listed)?),
         false => None,
     };
     Ok(KeyTest::of(probe, Some(conjunction(conjuncts)), bloom))
 }
 
 /// The union of the build tasks' Bloom filters, with the keys of the tasks that listed
-/// theirs instead (`keys`, per key column) added.
-fn bloom_of(summaries: &[RecordBatch], keys: &[Vec<ArrayRef>]) -> Result<Option<Bloom>> {
+/// theirs instead (`keys`, per key column; `listed` in all) added: every build key passes.
+fn bloom_of(summaries: &[RecordBatch], keys: &[Vec<ArrayRef>], listed: usize) -> Result<Bloom> {
     let mut union: Option<Bloom> = None;
     for batch in summaries {
         let Some(blooms) = batch.column_by_name("bloom") else {
@@ -474,9 +476,7 @@ fn bloom_of(summaries: &[RecordBatch], keys: &[Vec<ArrayRef>]) -> Result<Option<
             bloom.union_bytes(bytes)?;
         }
     }
-    let Some(mut bloom) = union else {
-        return Ok(None);
-    };
+    let mut bloom = union.unwrap_or_else(|| Bloom::new(bloom_log2(listed)));
     // Each task's listed keys, column by column.
     let tasks = keys.first().map_or(0, Vec::len);
     for task in 0..tasks {
@@ -486,7 +486,7 @@ fn bloom_of(summaries: &[RecordBatch], keys: &[Vec<ArrayRef>]) -> Result<Option<
             bloom.insert(hash);
         }
     }
-    Ok(Some(bloom))
+    Ok(bloom)
 }
 
 /// Passes on the rows of `input` whose `keys` may match the build side of the join they
@@ -807,6 +807,60 @@ mod tests {
         // 16 bits per key and three bits each: well under 1% get through.
         assert!(passed < 100, "{passed} of 10,000 others passed");
         assert!(read.union_bytes(&[0; 8]).is_err());
+    }
+
+    /// The summary a build task writes of keys `keys` (one BIGINT column `k`).
+    fn summary_of(keys: impl Iterator<Item = i64>, bloom_log2: u8) -> RecordBatch {
+        let schema = Schema::new(vec![Field::new("k", DataType::Int64, false)]);
+        let k: PhysicalExprRef = datafusion::physical_expr::expressions::col("k", &schema).unwrap();
+        let mut summary = KeySummary::new(vec![k], &schema, bloom_log2).unwrap();
+        let batch = RecordBatch::try_from_iter([(
+            "k",
+            Arc::new(Int64Array::from_iter_values(keys)) as ArrayRef,
+        )])
+        .unwrap();
+        summary.add(&batch);
+        summary.finish().unwrap()
+    }
+
+    /// How many of `probe` keys pass the test the summaries give.
+    fn passing(summaries: &[RecordBatch], probe: impl Iterator<Item = i64>) -> usize {
+        let batch = RecordBatch::try_from_iter([(
+            "k",
+            Arc::new(Int64Array::from_iter_values(probe)) as ArrayRef,
+        )])
+        .unwrap();
+        let k = datafusion::physical_expr::expressions::col("k", &batch.schema()).unwrap();
+        let test = key_test(summaries, &[k], &batch.schema()).unwrap();
+        test.keep(batch).unwrap().num_rows()
+    }
+
+    #[test]
+    fn probe_rows_pass_when_their_key_may_be_a_build_key() {
+        // Two tasks listing 40,000 keys each: too many to test one by one, so a Bloom
+        // filter of them; every build key passes, few others do.
+        let listed = [
+            summary_of((0..80_000).step_by(2), 16),
+            summary_of((80_000..160_000).step_by(2), 16),
+        ];
+        assert_eq!(passing(&listed, (0..160_000).step_by(2)), 80_000);
+        let odd = passing(&listed, (1..160_000).step_by(2));
+        assert!(odd < 800, "{odd} of 80,000 odd keys passed");
+        // One task with more keys than it lists (a Bloom filter) and one listing a few:
+        // the keys of both pass.
+        let mixed = [
+            summary_of((0..140_000).step_by(2), bloom_log2(140_000)),
+            summary_of([1_000_001, 1_000_003].into_iter(), bloom_log2(140_000)),
+        ];
+        assert_eq!(passing(&mixed, (0..140_000).step_by(2)), 70_000);
+        assert_eq!(passing(&mixed, [1_000_001, 1_000_003].into_iter()), 2);
+        assert!(passing(&mixed, (1..140_000).step_by(2)) < 700);
+        // Beyond the bounds, nothing; few keys, exactly those.
+        assert_eq!(passing(&mixed, 1_000_004..1_100_000), 0);
+        let few = [summary_of([5, 7].into_iter(), 16)];
+        assert_eq!(passing(&few, 0..10), 2);
+        // No build rows at all: nothing joins.
+        assert_eq!(passing(&[summary_of(std::iter::empty(), 16)], 0..10), 0);
     }
 
     #[test]
