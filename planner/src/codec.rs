@@ -260,6 +260,7 @@ fn decode_key_filter(
     let Some(Partitioning::Hash(keys, _)) = keys else {
         return internal_err!("KeyFilterExec without keys");
     };
+    crate::key_filter::check_summary_schema(&keys, &input.schema(), &summaries.schema())?;
     Ok(Arc::new(KeyFilterExec::new(
         Arc::clone(input),
         Arc::clone(summaries),
@@ -306,10 +307,7 @@ impl PhysicalExtensionCodec for ShoalCodec {
                 };
                 let exec = ShuffleWriteExec::new(Arc::clone(input), output);
                 Ok(Arc::new(if write.key_summary {
-                    let Ok(bloom_log2) = u8::try_from(write.bloom_log2) else {
-                        return internal_err!("a Bloom filter of 2^{} bits", write.bloom_log2);
-                    };
-                    exec.with_key_summary(bloom_log2)
+                    exec.with_key_summary(crate::key_filter::bloom_size(write.bloom_log2)?)
                 } else {
                     exec
                 }))

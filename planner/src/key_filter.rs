@@ -25,7 +25,7 @@ use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::hash_utils::create_hashes;
 use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{JoinType, NullEquality, Result, ScalarValue, internal_err};
+use datafusion::common::{JoinType, NullEquality, Result, ScalarValue, internal_err, plan_err};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::functions_aggregate::min_max::{MaxAccumulator, MinAccumulator};
 use datafusion::logical_expr::{Accumulator, ColumnarValue, Operator};
@@ -93,8 +93,21 @@ struct Bloom {
 impl Bloom {
     fn new(log2: u8) -> Self {
         Self {
-            words: vec![0; (1usize << log2.clamp(6, 40)) / 64],
+            words: vec![0; (1usize << log2.clamp(BLOOM_LOG2.0, BLOOM_LOG2.1)) / 64],
         }
+    }
+
+    /// A filter of `bytes` (as [`Self::to_bytes`] wrote them).
+    fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let sizes = (1usize << BLOOM_LOG2.0) / 8..=(1usize << BLOOM_LOG2.1) / 8;
+        if !bytes.len().is_power_of_two() || !sizes.contains(&bytes.len()) {
+            return internal_err!("a key summary's Bloom filter of {} bytes", bytes.len());
+        }
+        let mut bloom = Self {
+            words: vec![0; bytes.len() / 8],
+        };
+        bloom.union_bytes(bytes)?;
+        Ok(bloom)
     }
 
     fn bits(&self, hash: u64) -> [usize; 3] {
@@ -325,6 +338,11 @@ impl KeyTest {
         Self::of(keys, None, None)
     }
 
+    /// Keeps every row from now on.
+    fn give_up(&mut self) {
+        (self.predicate, self.bloom) = (None, None);
+    }
+
     fn of(
         keys: &[PhysicalExprRef],
         predicate: Option<Arc<dyn PhysicalExpr>>,
@@ -385,6 +403,13 @@ fn key_test(
         let Some(kinds) = batch.column_by_name("kind") else {
             return internal_err!("a key summary without kinds");
         };
+        if batch.num_columns() != probe.len() + 2 {
+            return internal_err!(
+                "a key summary of {} columns for {} keys",
+                batch.num_columns(),
+                probe.len()
+            );
+        }
         let kinds = kinds.as_primitive::<UInt8Type>();
         rows += batch.num_rows();
         for (value, wanted) in [
@@ -470,10 +495,10 @@ fn bloom_of(summaries: &[RecordBatch], keys: &[Vec<ArrayRef>], listed: usize) ->
             return internal_err!("a key summary without Bloom filters");
         };
         for bytes in blooms.as_binary::<i32>().iter().flatten() {
-            let bloom = union.get_or_insert_with(|| Bloom {
-                words: vec![0; bytes.len() / 8],
-            });
-            bloom.union_bytes(bytes)?;
+            match &mut union {
+                Some(bloom) => bloom.union_bytes(bytes)?,
+                None => union = Some(Bloom::from_bytes(bytes)?),
+            }
         }
     }
     let mut bloom = union.unwrap_or_else(|| Bloom::new(bloom_log2(listed)));
@@ -575,7 +600,6 @@ impl ExecutionPlan for KeyFilterExec {
         let summaries = self.summaries.execute(0, Arc::clone(&context))?;
         let input = Arc::clone(&self.input);
         let keys = self.keys.clone();
-        let keys_kept = self.keys.clone();
         let schema = self.input.schema();
         let baseline = BaselineMetrics::new(&self.metrics, partition);
         let dropped: Count = MetricBuilder::new(&self.metrics).counter("rows_dropped", partition);
@@ -594,7 +618,7 @@ impl ExecutionPlan for KeyFilterExec {
                     (seen, kept_rows) = (seen + before, kept_rows + kept.num_rows());
                     if seen >= GIVE_UP_AFTER && kept_rows * 100 >= seen * GIVE_UP_PERCENT {
                         // Nearly every row passes: testing the rest costs more than it saves.
-                        test = KeyTest::keep_all(&keys_kept);
+                        test.give_up();
                     }
                     dropped.add(before - kept.num_rows());
                     baseline.record_output(kept.num_rows());
@@ -655,6 +679,39 @@ fn worth_filtering(build_rows: Precision<usize>, probe_rows: Precision<usize>) -
     };
     let whole_table = matches!(build_rows, Precision::Exact(_));
     build <= if whole_table { PROBE_KEYS } else { BUILD_ROWS } && probe >= 8 * build.max(1)
+}
+
+/// A Bloom filter size a decoded plan asks for, if it is one the planner makes.
+pub(crate) fn bloom_size(log2: u32) -> Result<u8> {
+    match u8::try_from(log2) {
+        Ok(log2) if (BLOOM_LOG2.0..=BLOOM_LOG2.1).contains(&log2) => Ok(log2),
+        _ => plan_err!(
+            "a key summary's Bloom filter of 2^{log2} bits (sizes go from 2^{} to 2^{})",
+            BLOOM_LOG2.0,
+            BLOOM_LOG2.1
+        ),
+    }
+}
+
+/// Checks that `summaries` (a decoded plan's read of key summaries) has the columns a
+/// summary of `keys` (evaluated on `input`) has.
+pub(crate) fn check_summary_schema(
+    keys: &[PhysicalExprRef],
+    input: &Schema,
+    summaries: &Schema,
+) -> Result<()> {
+    let types = keys
+        .iter()
+        .map(|k| k.data_type(input))
+        .collect::<Result<Vec<_>>>()?;
+    let expected = summary_schema(&types);
+    if expected.fields() != summaries.fields() {
+        return plan_err!(
+            "a key filter over {} keys reads summaries of another shape: {summaries}",
+            keys.len()
+        );
+    }
+    Ok(())
 }
 
 /// The Bloom filter size for a build side expected to have `rows` rows.
@@ -807,6 +864,30 @@ mod tests {
         // 16 bits per key and three bits each: well under 1% get through.
         assert!(passed < 100, "{passed} of 10,000 others passed");
         assert!(read.union_bytes(&[0; 8]).is_err());
+    }
+
+    #[test]
+    fn summaries_and_sizes_that_no_planner_made_are_refused() {
+        assert_eq!(bloom_size(20).unwrap(), 20);
+        for log2 in [0, 15, 26, 40, 300] {
+            let err = bloom_size(log2).unwrap_err().to_string();
+            assert!(err.contains(&format!("2^{log2} bits")), "{err}");
+        }
+        // Bloom filters read from a summary: a power of two of bytes within the sizes.
+        for bytes in [0, 7, 8, 100, 1 << 12, 12_288, 1 << 23] {
+            assert!(Bloom::from_bytes(&vec![0; bytes]).is_err(), "{bytes} bytes");
+        }
+        assert!(Bloom::from_bytes(&vec![0; 1 << 14]).is_ok());
+        // A summary batch of another shape than its keys'.
+        let one = summary_of([1, 2].into_iter(), 16);
+        let batch =
+            RecordBatch::try_from_iter([("k", Arc::new(Int64Array::from(vec![1])) as ArrayRef)])
+                .unwrap();
+        let k = datafusion::physical_expr::expressions::col("k", &batch.schema()).unwrap();
+        let two = [Arc::clone(&k), k];
+        assert!(key_test(std::slice::from_ref(&one), &two, &batch.schema()).is_err());
+        assert!(check_summary_schema(&two, &batch.schema(), &one.schema()).is_err());
+        assert!(check_summary_schema(&two[..1], &batch.schema(), &one.schema()).is_ok());
     }
 
     /// The summary a build task writes of keys `keys` (one BIGINT column `k`).

@@ -209,9 +209,9 @@ impl Outputs {
 pub struct ShuffleWriteExec {
     input: Arc<dyn ExecutionPlan>,
     output: OutputSpec,
-    /// Whether a hash exchange also writes a summary of its keys, as one more bucket
-    /// (see [`crate::key_filter`]).
-    /// Its Bloom filter's size as a power of two of bits (see [`crate::key_filter`]).
+    /// Whether a hash exchange also writes a summary of its keys, as one more bucket, and
+    /// the size of the summary's Bloom filter as a power of two of bits (see
+    /// [`crate::key_filter`]).
     key_summary: Option<u8>,
     metrics: ExecutionPlanMetricsSet,
     properties: Arc<PlanProperties>,
@@ -236,7 +236,6 @@ impl ShuffleWriteExec {
     }
 
     /// This write, also summarising its keys in bucket `n` of a hash exchange into `n`
-    /// buckets (see [`crate::key_filter`]).
     /// buckets (see [`crate::key_filter`]), with a Bloom filter of `2^bloom_log2` bits.
     pub fn with_key_summary(&self, bloom_log2: u8) -> Self {
         let mut write = Self::new(Arc::clone(&self.input), self.output.clone());

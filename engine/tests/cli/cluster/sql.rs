@@ -258,16 +258,11 @@ async fn partitioned_joins_filter_their_probe_side_on_the_workers() {
     let session = cluster.session();
     session.register_dir(dir.path().to_str().unwrap()).unwrap();
     session.register_dir(tpch_dir().to_str().unwrap()).unwrap();
-    query(
-        &session,
-        "SET datafusion.optimizer.hash_join_single_partition_threshold = 0",
-    )
-    .await;
-    query(
-        &session,
-        "SET datafusion.optimizer.hash_join_single_partition_threshold_rows = 0",
-    )
-    .await;
+    for threshold in ["", "_rows"] {
+        let setting =
+            format!("datafusion.optimizer.hash_join_single_partition_threshold{threshold}");
+        query(&session, &format!("SET {setting} = 0")).await;
+    }
     let sql = "SELECT count(*), sum(f.v) FROM fact f JOIN dim d ON f.k = d.k";
     assert_eq!(query(&session, sql).await, [["3", "9000"]]);
     let plan = query(&session, &format!("EXPLAIN ANALYZE {sql}")).await[0][1].clone();
