@@ -157,6 +157,15 @@ pub fn join_filters_for_encoding(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn
         .data)
 }
 
+/// `plan` without the [`BuildBoundsExec`] over it, if there is one: a join's build side
+/// for a second join that should not fill the first one's filter again.
+pub(crate) fn without_build_bounds(plan: &Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
+    match plan.downcast_ref::<BuildBoundsExec>() {
+        Some(build) => Arc::clone(&build.input),
+        None => Arc::clone(plan),
+    }
+}
+
 /// A join key: its expression on the build side, on the probe side, and the probe
 /// side's type.
 type Key = (PhysicalExprRef, PhysicalExprRef, DataType);

@@ -170,12 +170,16 @@ impl<'a> JobPlanner<'a> {
     }
 
     /// `physical` as it runs where this planner's tasks run: partitions that stand alone
-    /// for other processes, and broadcast joins that fill their dynamic filters.
+    /// for other processes (semi, anti and mark joins reduced once their filters are
+    /// placed, see `distribute`), and broadcast joins that fill their dynamic filters.
     fn placed(&self, physical: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
         match self.placement {
-            Placement::Processes => crate::build_bounds::fill_join_filters(
-                crate::distribute::independent_partitions(physical)?,
-            ),
+            Placement::Processes => {
+                let independent = crate::distribute::independent_partitions(physical)?;
+                crate::distribute::reduce_semi_joins(crate::build_bounds::fill_join_filters(
+                    independent,
+                )?)
+            }
             Placement::InProcess => crate::build_bounds::fill_join_filters(physical),
         }
     }

@@ -13,6 +13,7 @@
 //! stage whose single gathered output each probe task reads. Everything between
 //! exchanges stays in one fused pipeline, one task per partition.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::common::Result;
@@ -51,6 +52,9 @@ struct Splitter {
     stages: Vec<Stage>,
     /// DataFusion's estimates of the exchanges' rows, computed once per operator.
     statistics: StatisticsContext,
+    /// The read each exchange already cut became, by the exchange's address: an
+    /// exchange the plan reaches twice (a build side two joins read) is one stage.
+    cut: HashMap<usize, Arc<dyn ExecutionPlan>>,
 }
 
 impl Splitter {
@@ -74,6 +78,21 @@ impl Splitter {
     }
 
     fn visit(&mut self, plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+        let address = Arc::as_ptr(&plan) as *const () as usize;
+        if let Some(read) = self.cut.get(&address) {
+            return Ok(Arc::clone(read));
+        }
+        let exchange = plan.is::<RepartitionExec>()
+            || plan.is::<CoalescePartitionsExec>()
+            || plan.is::<SortPreservingMergeExec>();
+        let visited = self.visit_once(plan)?;
+        if exchange {
+            self.cut.insert(address, Arc::clone(&visited));
+        }
+        Ok(visited)
+    }
+
+    fn visit_once(&mut self, plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
         if plan.is::<RecursiveQueryExec>() {
             // A recursive query re-runs its recursive term against a work table it
             // refills each round; it stays one unit inside the task that runs it.

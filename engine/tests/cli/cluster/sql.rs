@@ -297,3 +297,47 @@ async fn order_by_limit_skips_row_groups_on_the_workers() {
     // Once each task's top three are in, no later row group can beat them.
     assert!(read < 10_000, "{read} rows read");
 }
+
+/// Semi, anti and mark joins against a small build side on worker processes: each probe
+/// task keeps the fact rows that match something (a right semi join against the
+/// broadcast build side) and one task finishes the join, so the fact table is never
+/// shuffled; the answers are those of the join computed in one place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn semi_and_anti_joins_leave_their_probe_side_where_it_is() {
+    let (dir, cluster) = fact_and_dim_on_a_cluster();
+    write_keys(
+        &dir.path().join("wide.parquet"),
+        vec![500, 1500, 2500, 100_000, 250_000],
+    );
+    let session = cluster.session();
+    session.register_dir(dir.path().to_str().unwrap()).unwrap();
+    let cases = [
+        (
+            "EXISTS (SELECT 1 FROM fact f WHERE f.k = w.k AND f.v >= w.v)",
+            vec!["500", "1500", "2500"],
+        ),
+        (
+            "NOT EXISTS (SELECT 1 FROM fact f WHERE f.k = w.k)",
+            vec!["100000", "250000"],
+        ),
+        (
+            "EXISTS (SELECT 1 FROM fact f WHERE f.k = w.k AND f.v > w.v - 2) OR w.k > 200000",
+            vec!["500", "1500", "2500", "250000"],
+        ),
+        ("w.k IN (SELECT k FROM fact WHERE v < 2000)", vec!["500"]),
+    ];
+    for (condition, expected) in cases {
+        let sql = format!("SELECT w.k FROM wide w WHERE {condition} ORDER BY w.k");
+        let got: Vec<String> = query(&session, &sql).await.concat();
+        assert_eq!(got, expected, "{sql}");
+        let plan = query(&session, &format!("EXPLAIN ANALYZE {sql}")).await[0][1].clone();
+        assert!(plan.contains("join_type=RightSemi"), "{sql}\n{plan}");
+        // The only stages writing hashed buckets are none: nothing was shuffled.
+        assert!(
+            !plan
+                .lines()
+                .any(|l| l.contains("ShuffleWriteExec: output=Hash")),
+            "{sql}\n{plan}"
+        );
+    }
+}
