@@ -29,6 +29,7 @@ use datafusion_proto::physical_plan::{
 use datafusion_proto::protobuf;
 use prost::Message;
 
+use crate::adaptive::{AdaptiveJoinExec, BroadcastSwitch};
 use crate::array::program::{ChunkProgram, ProgramNode};
 use crate::array::{CellDim, CellScanExec, CellVar, ChunkExec, ChunkGrid, NdChunk, Op};
 use crate::checked::{CheckedConverter, check_ipc_stream};
@@ -41,7 +42,7 @@ use crate::sink::StagedSinkExec;
 
 #[derive(Clone, PartialEq, prost::Message)]
 struct NodeProto {
-    #[prost(oneof = "Kind", tags = "1, 2, 3, 4, 5, 6, 7")]
+    #[prost(oneof = "Kind", tags = "1, 2, 3, 4, 5, 6, 7, 8")]
     kind: Option<Kind>,
 }
 
@@ -61,6 +62,15 @@ enum Kind {
     StagedSink(StagedSinkProto),
     #[prost(message, tag = "7")]
     KeyFilter(KeyFilterProto),
+    #[prost(message, tag = "8")]
+    AdaptiveJoin(AdaptiveJoinProto),
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct AdaptiveJoinProto {
+    /// The most build rows the broadcast join takes.
+    #[prost(uint64, tag = "1")]
+    max_rows: u64,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -123,6 +133,10 @@ struct WriteProto {
     /// The size of the summary's Bloom filter, a power of two of bits.
     #[prost(uint32, tag = "4")]
     bloom_log2: u32,
+    /// With a second input (a build stage's key summaries): the most build rows for which
+    /// every row stays in the task's own bucket (see `crate::adaptive`).
+    #[prost(uint64, optional, tag = "5")]
+    own_bucket_max_rows: Option<u64>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -146,6 +160,9 @@ struct ReadProto {
     /// The bucket a `ReadMode::Bucket` read reads.
     #[prost(uint64, optional, tag = "8")]
     bucket: Option<u64>,
+    /// The buckets a `ReadMode::Buckets` read reads (all below this one).
+    #[prost(uint64, optional, tag = "9")]
+    buckets: Option<u64>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -168,6 +185,10 @@ pub fn encode_plan(plan: Arc<dyn ExecutionPlan>) -> Result<Vec<u8>> {
     let plan = crate::build_bounds::join_filters_for_encoding(plan)?;
     Ok(physical_plan_to_bytes_with_proto_converter(plan, &ShoalCodec, &CheckedConverter)?.to_vec())
 }
+
+/// The most buckets per task a decoded read may read at once (a broadcast of a hash
+/// exchange's whole output reads as many as the exchange has partitions).
+const MAX_BUCKETS: u64 = 1 << 16;
 
 /// How deep [`decode_plan`] may be entered within itself (a scan's wrapped plan is
 /// decoded on its own); Shoal's plans nest one level.
@@ -241,6 +262,53 @@ pub fn decode_plan(bytes: &[u8], ctx: &TaskContext) -> Result<Arc<dyn ExecutionP
     })
 }
 
+/// A [`ShuffleWriteExec`] over `inputs` (its input, and a build stage's key summaries
+/// when it keeps rows in the task's own bucket for a small build side).
+fn decode_write(
+    write: &WriteProto,
+    inputs: &[Arc<dyn ExecutionPlan>],
+    decode_ctx: &PhysicalPlanDecodeContext<'_>,
+    proto_converter: &dyn PhysicalProtoConverterExtension,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let (input, summaries) = match (inputs, write.own_bucket_max_rows) {
+        ([input], None) => (input, None),
+        ([input, summaries], Some(max_rows)) => (input, Some((summaries, max_rows))),
+        _ => return internal_err!("ShuffleWriteExec with {} inputs", inputs.len()),
+    };
+    let output = match parse_protobuf_partitioning(
+        write.partitioning.as_ref(),
+        decode_ctx,
+        &input.schema(),
+        proto_converter,
+    )? {
+        Some(p) => OutputSpec::Repartition(p),
+        None if write.pieces > 0 => {
+            let buckets = input
+                .downcast_ref::<ChunkExec>()
+                .map(|c| c.program().buckets());
+            if buckets != Some(write.pieces as usize) {
+                return internal_err!(
+                    "a stage writes {} pieces its array program does not cut",
+                    write.pieces
+                );
+            }
+            OutputSpec::Pieces(write.pieces as usize)
+        }
+        None => OutputSpec::Single,
+    };
+    let mut exec = ShuffleWriteExec::new(Arc::clone(input), output);
+    if write.key_summary {
+        exec = exec.with_key_summary(crate::key_filter::bloom_size(write.bloom_log2)?);
+    }
+    if let Some((summaries, max_rows)) = summaries {
+        exec = exec.with_broadcast_switch(BroadcastSwitch {
+            summaries: Arc::clone(summaries),
+            max_rows,
+        });
+    }
+    Ok(Arc::new(exec))
+}
+
 /// A [`KeyFilterExec`] over `inputs` (its input and its summaries' read).
 fn decode_key_filter(
     filter: &KeyFilterProto,
@@ -280,38 +348,7 @@ impl PhysicalExtensionCodec for ShoalCodec {
             .map_err(|e| internal_datafusion_err!("cannot decode a Shoal plan node: {e}"))?;
         let decode_ctx = PhysicalPlanDecodeContext::new(ctx, self);
         match node.kind {
-            Some(Kind::Write(write)) => {
-                let [input] = inputs else {
-                    return internal_err!("ShuffleWriteExec takes one input, got {}", inputs.len());
-                };
-                let output = match parse_protobuf_partitioning(
-                    write.partitioning.as_ref(),
-                    &decode_ctx,
-                    &input.schema(),
-                    proto_converter,
-                )? {
-                    Some(p) => OutputSpec::Repartition(p),
-                    None if write.pieces > 0 => {
-                        let buckets = input
-                            .downcast_ref::<ChunkExec>()
-                            .map(|c| c.program().buckets());
-                        if buckets != Some(write.pieces as usize) {
-                            return internal_err!(
-                                "a stage writes {} pieces its array program does not cut",
-                                write.pieces
-                            );
-                        }
-                        OutputSpec::Pieces(write.pieces as usize)
-                    }
-                    None => OutputSpec::Single,
-                };
-                let exec = ShuffleWriteExec::new(Arc::clone(input), output);
-                Ok(Arc::new(if write.key_summary {
-                    exec.with_key_summary(crate::key_filter::bloom_size(write.bloom_log2)?)
-                } else {
-                    exec
-                }))
-            }
+            Some(Kind::Write(write)) => decode_write(&write, inputs, &decode_ctx, proto_converter),
             Some(Kind::Read(read)) => {
                 let proto_schema = read
                     .schema
@@ -342,10 +379,14 @@ impl PhysicalExtensionCodec for ShoalCodec {
                     EmissionType::Incremental,
                     Boundedness::Bounded,
                 );
-                let mode = match (read.bucket, read.per_task) {
-                    (Some(bucket), _) => ReadMode::Bucket(bucket as usize),
-                    (None, true) => ReadMode::PerTask,
-                    (None, false) => ReadMode::Gather,
+                let mode = match (read.bucket, read.buckets, read.per_task) {
+                    (Some(bucket), _, _) => ReadMode::Bucket(bucket as usize),
+                    (None, Some(n), _) if n <= MAX_BUCKETS => ReadMode::Buckets(n as usize),
+                    (None, Some(n), _) => {
+                        return internal_err!("a read of {n} buckets per task");
+                    }
+                    (None, None, true) => ReadMode::PerTask,
+                    (None, None, false) => ReadMode::Gather,
                 };
                 Ok(Arc::new(ShuffleReadExec::new(
                     read.stage as usize,
@@ -369,6 +410,20 @@ impl PhysicalExtensionCodec for ShoalCodec {
             }
             Some(Kind::KeyFilter(filter)) => {
                 decode_key_filter(&filter, inputs, &decode_ctx, proto_converter)
+            }
+            Some(Kind::AdaptiveJoin(adaptive)) => {
+                let [partitioned, broadcast, summaries] = inputs else {
+                    return internal_err!(
+                        "AdaptiveJoinExec takes three inputs, got {}",
+                        inputs.len()
+                    );
+                };
+                Ok(Arc::new(AdaptiveJoinExec::try_new(
+                    Arc::clone(partitioned),
+                    Arc::clone(broadcast),
+                    Arc::clone(summaries),
+                    adaptive.max_rows,
+                )?))
             }
             Some(Kind::Scan(scan)) => {
                 let input = decode_plan(&scan.input, ctx)?;
@@ -397,6 +452,7 @@ impl PhysicalExtensionCodec for ShoalCodec {
                 pieces,
                 key_summary: write.key_summary().is_some(),
                 bloom_log2: write.key_summary().map_or(0, u32::from),
+                own_bucket_max_rows: write.broadcast_switch().map(|s| s.max_rows),
             })
         } else if let Some(read) = node.downcast_ref::<ShuffleReadExec>() {
             let properties = read.properties();
@@ -411,6 +467,10 @@ impl PhysicalExtensionCodec for ShoalCodec {
                 per_task: read.mode() == ReadMode::PerTask,
                 bucket: match read.mode() {
                     ReadMode::Bucket(bucket) => Some(bucket as u64),
+                    _ => None,
+                },
+                buckets: match read.mode() {
+                    ReadMode::Buckets(n) => Some(n as u64),
                     _ => None,
                 },
                 schema: Some(protobuf::Schema::try_from(schema.as_ref())?),
@@ -434,6 +494,10 @@ impl PhysicalExtensionCodec for ShoalCodec {
             let keys = Partitioning::Hash(filter.keys().to_vec(), 1);
             Kind::KeyFilter(KeyFilterProto {
                 keys: Some(serialize_partitioning(&keys, self, proto_converter)?),
+            })
+        } else if let Some(adaptive) = node.downcast_ref::<AdaptiveJoinExec>() {
+            Kind::AdaptiveJoin(AdaptiveJoinProto {
+                max_rows: adaptive.max_rows(),
             })
         } else if let Some(staged) = node.downcast_ref::<StagedSinkExec>() {
             Kind::StagedSink(StagedSinkProto {

@@ -93,6 +93,8 @@ config_namespace! {
         pub partitions: usize, default = 0
         /// A broadcast hash join passes the bounds of its build keys to the probe side's Parquet scans in its stage, which skip row groups outside them; a partitioned one has its probe stage drop rows outside its build keys before the shuffle (embedded and on worker processes).
         pub join_dynamic_filters: bool, default = true
+        /// A partitioned join whose probe stage filters by its build keys becomes a broadcast join at run time when its finished build stage wrote at most `datafusion.optimizer.hash_join_single_partition_threshold_rows` rows: the probe rows then stay with the task that made them (needs `join_dynamic_filters`).
+        pub runtime_broadcast: bool, default = true
         /// A stage may start once every task of the stages it reads is placed, and reads their outputs as each finishes (off by default: no faster on TPC-H on 2 cores, see Performance).
         pub pipelined_exchanges: bool, default = false
     }
@@ -594,6 +596,7 @@ mod tests {
                 "store.memory_target",
                 "execution.partitions",
                 "execution.join_dynamic_filters",
+                "execution.runtime_broadcast",
                 "execution.pipelined_exchanges",
                 "scratch_dir",
                 "task.resources",

@@ -78,6 +78,8 @@ mod kind {
     pub const UNKNOWN: u8 = 4;
     /// The task's Bloom filter (in the `bloom` column).
     pub const BLOOM: u8 = 5;
+    /// The rows the task wrote (eight little-endian bytes in the `bloom` column).
+    pub const ROWS: u8 = 6;
 }
 
 /// Hashes keys for the Bloom filters, the same in every process (a seed of its own, not
@@ -211,6 +213,7 @@ impl KeySummary {
 
     /// Adds a batch's keys; an error leaves the summary "unknown".
     pub(crate) fn add(&mut self, batch: &RecordBatch) {
+        self.rows += batch.num_rows();
         if self.failed || batch.num_rows() == 0 {
             return;
         }
@@ -221,7 +224,6 @@ impl KeySummary {
     }
 
     fn try_add(&mut self, batch: &RecordBatch) -> Result<()> {
-        self.rows += batch.num_rows();
         let columns = self
             .keys
             .iter()
@@ -290,12 +292,19 @@ impl KeySummary {
             }
             Some((kinds, columns))
         };
-        let Some((kinds, mut columns)) = kinds_and_columns else {
+        let Some((mut kinds, columns)) = kinds_and_columns else {
             return Ok(RecordBatch::new_empty(Arc::clone(&self.schema)));
         };
+        kinds.push(kind::ROWS);
+        let mut columns = concat_columns(&columns, &self.null_columns(1)?)?;
+        let rows = (self.rows as u64).to_le_bytes();
         let blooms: BinaryArray = kinds
             .iter()
-            .map(|k| (*k == kind::BLOOM).then_some(bloom.as_slice()))
+            .map(|k| match *k {
+                kind::BLOOM => Some(bloom.as_slice()),
+                kind::ROWS => Some(rows.as_slice()),
+                _ => None,
+            })
             .collect();
         columns.push(Arc::new(UInt8Array::from(kinds)));
         columns.push(Arc::new(blooms));
@@ -491,10 +500,7 @@ fn key_test(
 fn bloom_of(summaries: &[RecordBatch], keys: &[Vec<ArrayRef>], listed: usize) -> Result<Bloom> {
     let mut union: Option<Bloom> = None;
     for batch in summaries {
-        let Some(blooms) = batch.column_by_name("bloom") else {
-            return internal_err!("a key summary without Bloom filters");
-        };
-        for bytes in blooms.as_binary::<i32>().iter().flatten() {
+        for bytes in payloads(batch, kind::BLOOM)? {
             match &mut union {
                 Some(bloom) => bloom.union_bytes(bytes)?,
                 None => union = Some(Bloom::from_bytes(bytes)?),
@@ -512,6 +518,40 @@ fn bloom_of(summaries: &[RecordBatch], keys: &[Vec<ArrayRef>], listed: usize) ->
         }
     }
     Ok(bloom)
+}
+
+/// The `bloom` column's values of the rows of kind `wanted` in a summary batch.
+fn payloads(batch: &RecordBatch, wanted: u8) -> Result<Vec<&[u8]>> {
+    let (Some(kinds), Some(values)) = (batch.column_by_name("kind"), batch.column_by_name("bloom"))
+    else {
+        return internal_err!("a key summary without kinds or Bloom filters");
+    };
+    let kinds = kinds.as_primitive::<UInt8Type>();
+    Ok(values
+        .as_binary::<i32>()
+        .iter()
+        .zip(kinds.values().iter())
+        .filter_map(|(value, k)| if *k == wanted { value } else { None })
+        .collect())
+}
+
+/// The rows the build tasks whose summaries these are wrote in all, if every task that
+/// wrote rows says how many.
+pub(crate) fn build_rows(summaries: &[RecordBatch]) -> Result<Option<u64>> {
+    let mut total: u64 = 0;
+    for batch in summaries.iter().filter(|b| b.num_rows() > 0) {
+        let counts = payloads(batch, kind::ROWS)?;
+        if counts.is_empty() {
+            return Ok(None);
+        }
+        for bytes in counts {
+            let Ok(le) = <[u8; 8]>::try_from(bytes) else {
+                return internal_err!("a key summary's row count of {} bytes", bytes.len());
+            };
+            total = total.saturating_add(u64::from_le_bytes(le));
+        }
+    }
+    Ok(Some(total))
 }
 
 /// Passes on the rows of `input` whose `keys` may match the build side of the join they

@@ -72,6 +72,7 @@ macro_rules! leaf_plan_methods {
     };
 }
 
+pub mod adaptive;
 pub mod array;
 pub mod build_bounds;
 pub mod checked;

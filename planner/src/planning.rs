@@ -99,6 +99,9 @@ pub struct JobPlanner<'a> {
     runner: &'a dyn RunGraph,
     /// Whether partitioned joins filter their probe side by their build keys.
     key_filters: bool,
+    /// The most rows a finished build stage may have for its partitioned join to become
+    /// a broadcast join at run time (0: never).
+    broadcast_rows: u64,
 }
 
 impl<'a> JobPlanner<'a> {
@@ -106,10 +109,12 @@ impl<'a> JobPlanner<'a> {
     pub fn new(mut state: SessionState, placement: Placement, runner: &'a dyn RunGraph) -> Self {
         let options = state.config_mut().options_mut();
         apply_session_policy(options);
-        let join_filters = options
-            .extensions
-            .get::<ShoalConfig>()
-            .is_none_or(|c| c.settings.execution.join_dynamic_filters);
+        let shoal = options.extensions.get::<ShoalConfig>();
+        let join_filters = shoal.is_none_or(|c| c.settings.execution.join_dynamic_filters);
+        let broadcast_rows = match shoal.is_none_or(|c| c.settings.execution.runtime_broadcast) {
+            true => options.optimizer.hash_join_single_partition_threshold_rows as u64,
+            false => 0,
+        };
         // Broadcast joins fill their filters once their build side is in: here for
         // tasks sharing the plan, in each worker for the stage it decoded (`build_bounds`).
         options.optimizer.enable_join_dynamic_filter_pushdown = join_filters;
@@ -118,6 +123,7 @@ impl<'a> JobPlanner<'a> {
             placement,
             runner,
             key_filters: join_filters,
+            broadcast_rows,
         }
     }
 
@@ -159,14 +165,15 @@ impl<'a> JobPlanner<'a> {
     }
 
     /// `physical` cut into stages, partitioned joins filtering their probe side by their
-    /// build side's keys (`key_filter`) unless join filters are off.
+    /// build side's keys (`key_filter`) unless join filters are off, and those choosing a
+    /// broadcast once their build side's size is known (`adaptive`).
     fn staged(&self, physical: Arc<dyn ExecutionPlan>) -> Result<TaskGraph> {
         let graph = crate::split::split_into_stages(physical)?;
-        if self.key_filters {
-            crate::key_filter::add_key_filters(graph)
-        } else {
-            Ok(graph)
+        if !self.key_filters {
+            return Ok(graph);
         }
+        let graph = crate::key_filter::add_key_filters(graph)?;
+        crate::adaptive::add_runtime_broadcasts(graph, self.broadcast_rows)
     }
 
     /// `physical` as it runs where this planner's tasks run: partitions that stand alone

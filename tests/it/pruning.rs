@@ -253,3 +253,85 @@ async fn a_partitioned_join_s_probe_stage_drops_rows_its_build_keys_rule_out() {
         vec![vec!["3".to_string(), "9000".to_string()]]
     );
 }
+
+/// A partitioned join whose build stage turns out small becomes a broadcast join at run
+/// time: planned partitioned (DataFusion was told no build side is small enough by its
+/// byte estimate), it reads the build stage's row count once that stage is done and
+/// joins every build row with each probe task's rows where they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_join_broadcasts_a_build_side_found_small_at_run_time() {
+    let dir = tempfile::tempdir().unwrap();
+    write_fact_and_dim(dir.path(), 1_200_000, 10_000);
+    write_keys(
+        &dir.path().join("wide.parquet"),
+        (10_000..290_000).step_by(2),
+        10_000,
+    );
+    let session = Session::builder().workers(2).build().unwrap();
+    session.register_dir(dir.path().to_str().unwrap()).unwrap();
+    session
+        .sql_script("SET datafusion.optimizer.hash_join_single_partition_threshold = 0")
+        .await
+        .unwrap();
+    let small = "SELECT count(*), sum(f.v) FROM fact f JOIN dim d ON f.k = d.k";
+    let wide = "SELECT count(*), sum(f.v) FROM fact f JOIN wide w ON f.k = w.k WHERE w.v > 0";
+    let cases = [
+        // Three build rows, under the default 131,072.
+        ("", small, ["3", "9000"], "broadcast_tasks=2"),
+        // 140,000 build rows: partitioned as planned, unless the limit is raised.
+        ("", wide, ["140000", "41999720000"], "partitioned_tasks=2"),
+        (
+            "200000",
+            wide,
+            ["140000", "41999720000"],
+            "broadcast_tasks=2",
+        ),
+        ("2", small, ["3", "9000"], "partitioned_tasks=2"),
+    ];
+    for (limit, sql, answer, chosen) in cases {
+        if !limit.is_empty() {
+            let set = "SET datafusion.optimizer.hash_join_single_partition_threshold_rows";
+            session
+                .sql_script(&format!("{set} = {limit}"))
+                .await
+                .unwrap();
+        }
+        let result = session.sql_script(sql).await.unwrap();
+        assert_eq!(
+            rows(&result[0]),
+            vec![answer.map(String::from).to_vec()],
+            "{sql}"
+        );
+        let line = analyzed_line(&session, sql, "AdaptiveJoinExec").await;
+        assert!(line.contains(chosen), "{limit} {sql}: {line}");
+    }
+    // Its stages cross to worker processes: the plan codec carries them.
+    let df = session.sql(small).await.unwrap();
+    let graph = session.prepare(df.logical_plan()).await.unwrap();
+    let task_ctx = session.context().task_ctx();
+    for stage in &graph.stages {
+        let bytes = shoal_planner::encode_plan(std::sync::Arc::clone(&stage.plan)).unwrap();
+        let decoded = shoal_planner::decode_plan(&bytes, &task_ctx)
+            .unwrap_or_else(|e| panic!("stage {}: {e}", stage.id));
+        assert_eq!(
+            datafusion::physical_plan::displayable(decoded.as_ref())
+                .indent(true)
+                .to_string(),
+            datafusion::physical_plan::displayable(stage.plan.as_ref())
+                .indent(true)
+                .to_string()
+        );
+    }
+    // The setting turns the choice off: the join stays as planned.
+    session
+        .sql_script("SET shoal.execution.runtime_broadcast = false")
+        .await
+        .unwrap();
+    let plan = session
+        .sql_script(&format!("EXPLAIN {small}"))
+        .await
+        .unwrap();
+    let plan = rows(&plan[0]).concat().join("\n");
+    assert!(!plan.contains("AdaptiveJoinExec"), "{plan}");
+    assert!(plan.contains("KeyFilterExec"), "{plan}");
+}

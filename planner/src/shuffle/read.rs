@@ -26,6 +26,9 @@ pub enum ReadMode {
     /// The one partition reads this bucket of every task (a build stage's key summaries,
     /// see [`crate::key_filter`]).
     Bucket(usize),
+    /// The one partition reads buckets `0..n` of every task: a hash exchange's whole
+    /// output, broadcast (see [`crate::adaptive`]).
+    Buckets(usize),
 }
 
 /// Reads the output of stage `stage` (which has `input_tasks` tasks) as this plan's input.
@@ -92,6 +95,9 @@ impl ShuffleReadExec {
             ReadMode::Gather => (0..self.input_tasks).map(|t| (t, partition)).collect(),
             ReadMode::PerTask => vec![(partition, 0)],
             ReadMode::Bucket(bucket) => (0..self.input_tasks).map(|t| (t, bucket)).collect(),
+            ReadMode::Buckets(n) => (0..self.input_tasks)
+                .flat_map(|t| (0..n).map(move |b| (t, b)))
+                .collect(),
         }
     }
 }
@@ -102,6 +108,7 @@ impl DisplayAs for ShuffleReadExec {
             ReadMode::Gather => "gather".to_string(),
             ReadMode::PerTask => "per_task".to_string(),
             ReadMode::Bucket(bucket) => format!("bucket({bucket})"),
+            ReadMode::Buckets(n) => format!("buckets({n})"),
         };
         write!(
             f,

@@ -26,6 +26,7 @@ use datafusion::physical_plan::{
 use futures::StreamExt;
 
 use super::env::{Part, PartitionKey, ShuffleEnv, shuffle_env};
+use crate::adaptive::BroadcastSwitch;
 use crate::graph::OutputSpec;
 
 static SUMMARY_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
@@ -213,6 +214,9 @@ pub struct ShuffleWriteExec {
     /// the size of the summary's Bloom filter as a power of two of bits (see
     /// [`crate::key_filter`]).
     key_summary: Option<u8>,
+    /// When the build side these summaries describe is small, every row goes to the
+    /// task's own bucket instead of being hashed (see [`crate::adaptive`]).
+    switch: Option<BroadcastSwitch>,
     metrics: ExecutionPlanMetricsSet,
     properties: Arc<PlanProperties>,
 }
@@ -230,6 +234,7 @@ impl ShuffleWriteExec {
             input,
             output,
             key_summary: None,
+            switch: None,
             metrics: ExecutionPlanMetricsSet::new(),
             properties: Arc::new(properties),
         }
@@ -239,10 +244,25 @@ impl ShuffleWriteExec {
     /// buckets (see [`crate::key_filter`]), with a Bloom filter of `2^bloom_log2` bits.
     pub fn with_key_summary(&self, bloom_log2: u8) -> Self {
         let mut write = Self::new(Arc::clone(&self.input), self.output.clone());
+        write.switch = self.switch.clone();
         if matches!(self.output, OutputSpec::Repartition(Partitioning::Hash(..))) {
             write.key_summary = Some(bloom_log2);
         }
         write
+    }
+
+    /// This write, keeping its rows in the task's own bucket when `switch` says the
+    /// join they go to broadcasts its build side (see [`crate::adaptive`]).
+    pub fn with_broadcast_switch(&self, switch: BroadcastSwitch) -> Self {
+        let mut write = Self::new(Arc::clone(&self.input), self.output.clone());
+        write.key_summary = self.key_summary;
+        write.switch = Some(switch);
+        write
+    }
+
+    /// What decides whether the write keeps its rows in the task's own bucket.
+    pub fn broadcast_switch(&self) -> Option<&BroadcastSwitch> {
+        self.switch.as_ref()
     }
 
     /// Whether the write summarises its keys, and the size of its Bloom filter (a power
@@ -268,6 +288,9 @@ impl DisplayAs for ShuffleWriteExec {
         if let Some(bloom_log2) = self.key_summary {
             write!(f, ", key_summary(bloom=2^{bloom_log2})")?;
         }
+        if let Some(switch) = &self.switch {
+            write!(f, ", own_bucket_if_build_rows<={}", switch.max_rows)?;
+        }
         Ok(())
     }
 }
@@ -282,7 +305,10 @@ impl ExecutionPlan for ShuffleWriteExec {
     }
 
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.input]
+        match &self.switch {
+            Some(switch) => vec![&self.input, &switch.summaries],
+            None => vec![&self.input],
+        }
     }
 
     fn apply_expressions(
@@ -303,11 +329,16 @@ impl ExecutionPlan for ShuffleWriteExec {
         self: Arc<Self>,
         mut children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if children.len() != 1 {
-            return internal_err!("ShuffleWriteExec takes one child");
+        let wanted = 1 + usize::from(self.switch.is_some());
+        if children.len() != wanted {
+            return internal_err!("ShuffleWriteExec takes {wanted} children");
         }
         let mut write = Self::new(children.remove(0), self.output.clone());
         write.key_summary = self.key_summary;
+        write.switch = self.switch.as_ref().map(|s| BroadcastSwitch {
+            summaries: children.remove(0),
+            max_rows: s.max_rows,
+        });
         Ok(Arc::new(write))
     }
 
@@ -318,6 +349,10 @@ impl ExecutionPlan for ShuffleWriteExec {
     ) -> Result<SendableRecordBatchStream> {
         let env = shuffle_env(&context)?;
         let input_partitions = self.input.output_partitioning().partition_count();
+        let switch = match &self.switch {
+            Some(s) => Some((s.summaries.execute(0, Arc::clone(&context))?, s.max_rows)),
+            None => None,
+        };
         let mut partitioner = match &self.output {
             OutputSpec::Single | OutputSpec::Pieces(_) => None,
             OutputSpec::Repartition(p) => Some(BatchPartitioner::try_new(
@@ -346,8 +381,18 @@ impl ExecutionPlan for ShuffleWriteExec {
         let input = self.input.execute(partition, context)?;
         let rows_out = MetricBuilder::new(&self.metrics).output_rows(partition);
         let fut = async move {
+            // Rows that stay in the task's own bucket for a broadcast join are not hashed
+            // (but still handed over in parts, as hashed ones would be).
+            let in_parts = partitioner.is_some();
+            let mut own_bucket = 0;
+            if let Some((summaries, max_rows)) = switch
+                && crate::adaptive::broadcast_chosen(summaries, max_rows).await?
+            {
+                partitioner = None;
+                own_bucket = partition % buckets;
+            }
             let written = buckets + usize::from(keys.is_some());
-            let mut outputs = Outputs::new(env, written, &pool, partitioner.is_some());
+            let mut outputs = Outputs::new(env, written, &pool, in_parts);
             // Hash and round-robin splitting cut each batch into `buckets` small pieces;
             // consumers run faster on full batches, so pieces are glued back per bucket.
             let mut coalescers: Vec<BatchCoalescer> = match partitioner {
@@ -360,7 +405,7 @@ impl ExecutionPlan for ShuffleWriteExec {
             let mut next_piece = 0;
             while let Some(batch) = input.next().await {
                 let batch = batch?;
-                let bucket = if pieces { next_piece } else { 0 };
+                let bucket = if pieces { next_piece } else { own_bucket };
                 next_piece += 1;
                 if batch.num_rows() == 0 {
                     continue;

@@ -341,3 +341,33 @@ async fn semi_and_anti_joins_leave_their_probe_side_where_it_is() {
         );
     }
 }
+
+/// A partitioned join whose build stage turns out small is broadcast at run time on
+/// worker processes too: the adaptive join and the probe stage's writer travel in the
+/// stage plans, and every task chooses alike from the build stage's row count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_side_found_small_is_broadcast_on_the_workers() {
+    let (dir, cluster) = fact_and_dim_on_a_cluster();
+    let session = cluster.session();
+    session.register_dir(dir.path().to_str().unwrap()).unwrap();
+    query(
+        &session,
+        "SET datafusion.optimizer.hash_join_single_partition_threshold = 0",
+    )
+    .await;
+    let sql = "SELECT count(*), sum(f.v) FROM fact f JOIN dim d ON f.k = d.k";
+    for (limit, chosen) in [
+        ("131072", "broadcast_tasks=2"),
+        ("2", "partitioned_tasks=2"),
+    ] {
+        let set = "SET datafusion.optimizer.hash_join_single_partition_threshold_rows";
+        query(&session, &format!("{set} = {limit}")).await;
+        assert_eq!(query(&session, sql).await, [["3", "9000"]]);
+        let plan = query(&session, &format!("EXPLAIN ANALYZE {sql}")).await[0][1].clone();
+        let line = plan
+            .lines()
+            .find(|l| l.contains("AdaptiveJoinExec"))
+            .unwrap_or_else(|| panic!("no AdaptiveJoinExec in\n{plan}"));
+        assert!(line.contains(chosen), "{limit}: {line}");
+    }
+}
