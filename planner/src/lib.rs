@@ -90,6 +90,7 @@ pub mod resources;
 pub mod scan;
 pub mod shuffle;
 pub mod sink;
+pub mod small_inputs;
 pub mod split;
 mod window_filter;
 pub use window_filter::windows_need_the_client;

@@ -176,10 +176,13 @@ impl<'a> JobPlanner<'a> {
         crate::adaptive::add_runtime_broadcasts(graph, self.broadcast_rows)
     }
 
-    /// `physical` as it runs where this planner's tasks run: partitions that stand alone
+    /// `physical` as it runs where this planner's tasks run: small inputs in one
+    /// partition (`small_inputs`), partitions that stand alone
     /// for other processes (semi, anti and mark joins reduced once their filters are
     /// placed, see `distribute`), and broadcast joins that fill their dynamic filters.
     fn placed(&self, physical: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+        let batch_size = self.state.config().batch_size();
+        let physical = crate::small_inputs::small_inputs_unspread(physical, batch_size)?;
         match self.placement {
             Placement::Processes => {
                 let independent = crate::distribute::independent_partitions(physical)?;
