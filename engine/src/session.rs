@@ -337,6 +337,7 @@ impl Session {
             .with_config(session_config)
             .with_runtime_env(Arc::clone(&runtime))
             .with_default_features()
+            .with_optimizer_rule(Arc::new(shoal_planner::join_order::JoinOrder))
             .with_table_factory("ZARR".to_string(), Arc::new(ZarrTableFactory))
             .build();
         let ctx = SessionContext::new_with_state(state);

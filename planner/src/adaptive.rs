@@ -197,14 +197,18 @@ pub fn add_runtime_broadcasts(mut graph: TaskGraph, max_rows: u64) -> Result<Tas
     Ok(graph)
 }
 
-/// `plan` (a stage's) with its first join that may broadcast at run time made adaptive,
-/// the probe stage of that join and the switch its writer gets; `None` when there is no
-/// such join, or only below an operator that needs its input's partitioning.
+/// A stage's plan with an adaptive join, the probe stage of that join, and the switch
+/// the probe stage's writer gets.
+type Adapted = (Arc<dyn ExecutionPlan>, StageId, BroadcastSwitch);
+
+/// `plan` (a stage's) with its first join that may broadcast at run time made adaptive;
+/// `None` when there is no such join, or only below an operator that needs its input's
+/// partitioning.
 fn adapted(
     graph: &TaskGraph,
     plan: &Arc<dyn ExecutionPlan>,
     max_rows: u64,
-) -> Result<Option<(Arc<dyn ExecutionPlan>, StageId, BroadcastSwitch)>> {
+) -> Result<Option<Adapted>> {
     if let Some(join) = plan.downcast_ref::<HashJoinExec>()
         && let Some((build, probe)) = adaptable(graph, join)
     {
@@ -243,8 +247,8 @@ fn adapted(
 
 /// The (build, probe) stages of `join` if it may choose a broadcast at run time: an
 /// inner or right semi partitioned join over gathered reads of two stages, whose probe
-/// stage filters by the build stage's key summaries (so it waits for them) and writes
-/// nothing else.
+/// stage filters by the build stage's key summaries (so it waits for them), writes
+/// nothing else, and has no other reader.
 fn adaptable(graph: &TaskGraph, join: &HashJoinExec) -> Option<(StageId, StageId)> {
     if *join.partition_mode() != PartitionMode::Partitioned
         || !matches!(join.join_type(), JoinType::Inner | JoinType::RightSemi)
@@ -271,8 +275,9 @@ fn adaptable(graph: &TaskGraph, join: &HashJoinExec) -> Option<(StageId, StageId
         write.output(),
         OutputSpec::Repartition(Partitioning::Hash(..))
     );
-    (reads_build && hashed && write.key_summary().is_none() && write.broadcast_switch().is_none())
-        .then_some((build, probe))
+    let only_reader = crate::key_filter::reads_of(graph, probe) == 1;
+    let plain = write.key_summary().is_none() && write.broadcast_switch().is_none();
+    (reads_build && hashed && only_reader && plain).then_some((build, probe))
 }
 
 /// A read of build stage `build`'s key summaries, as the probe stage's filter reads them.

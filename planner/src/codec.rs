@@ -186,9 +186,9 @@ pub fn encode_plan(plan: Arc<dyn ExecutionPlan>) -> Result<Vec<u8>> {
     Ok(physical_plan_to_bytes_with_proto_converter(plan, &ShoalCodec, &CheckedConverter)?.to_vec())
 }
 
-/// The most buckets per task a decoded read may read at once (a broadcast of a hash
-/// exchange's whole output reads as many as the exchange has partitions).
-const MAX_BUCKETS: u64 = 1 << 16;
+/// The most buckets a decoded read may read into one partition (a broadcast of a hash
+/// exchange's whole output reads every bucket of every task).
+const MAX_BUCKETS: u64 = 1 << 24;
 
 /// How deep [`decode_plan`] may be entered within itself (a scan's wrapped plan is
 /// decoded on its own); Shoal's plans nest one level.
@@ -301,6 +301,9 @@ fn decode_write(
         exec = exec.with_key_summary(crate::key_filter::bloom_size(write.bloom_log2)?);
     }
     if let Some((summaries, max_rows)) = summaries {
+        if !matches!(exec.output(), OutputSpec::Repartition(p) if p.partition_count() > 0) {
+            return internal_err!("a write keeping rows in its own bucket without buckets");
+        }
         exec = exec.with_broadcast_switch(BroadcastSwitch {
             summaries: Arc::clone(summaries),
             max_rows,
@@ -381,9 +384,14 @@ impl PhysicalExtensionCodec for ShoalCodec {
                 );
                 let mode = match (read.bucket, read.buckets, read.per_task) {
                     (Some(bucket), _, _) => ReadMode::Bucket(bucket as usize),
-                    (None, Some(n), _) if n <= MAX_BUCKETS => ReadMode::Buckets(n as usize),
+                    (None, Some(n), _) if n.saturating_mul(read.input_tasks) <= MAX_BUCKETS => {
+                        ReadMode::Buckets(n as usize)
+                    }
                     (None, Some(n), _) => {
-                        return internal_err!("a read of {n} buckets per task");
+                        return internal_err!(
+                            "a read of {n} buckets of each of {} tasks",
+                            read.input_tasks
+                        );
                     }
                     (None, None, true) => ReadMode::PerTask,
                     (None, None, false) => ReadMode::Gather,

@@ -91,6 +91,8 @@ config_namespace! {
     pub struct ExecutionSettings {
         /// Partitions per exchange (0: total worker slots).
         pub partitions: usize, default = 0
+        /// In a tree of inner joins over tables of local files, a small filtered table (a nation by name) joins right after the table it is joined with, not where FROM lists it.
+        pub join_order: bool, default = true
         /// A broadcast hash join passes the bounds of its build keys to the probe side's Parquet scans in its stage, which skip row groups outside them; a partitioned one has its probe stage drop rows outside its build keys before the shuffle (embedded and on worker processes).
         pub join_dynamic_filters: bool, default = true
         /// A partitioned join whose probe stage filters by its build keys becomes a broadcast join at run time when its finished build stage wrote at most `datafusion.optimizer.hash_join_single_partition_threshold_rows` rows: the probe rows then stay with the task that made them (needs `join_dynamic_filters`).
@@ -595,6 +597,7 @@ mod tests {
                 "worker.reconnect_timeout",
                 "store.memory_target",
                 "execution.partitions",
+                "execution.join_order",
                 "execution.join_dynamic_filters",
                 "execution.runtime_broadcast",
                 "execution.pipelined_exchanges",

@@ -168,6 +168,7 @@ fn hash_partitioned(
         && *count == n
         && exprs.len() == keys.len()
         && exprs.iter().zip(&keys).all(|(a, b)| a.eq(b))
+        && hashed_by_an_exchange(&plan)
     {
         return Ok(plan);
     }
@@ -179,6 +180,27 @@ fn hash_partitioned(
         input,
         Partitioning::Hash(keys, n),
     )?))
+}
+
+/// Whether `plan`'s hash partitioning was made by a hash exchange (and kept by the
+/// operators above it), not declared by a scan of files grouped by a partition column,
+/// whose groups are not hashed the way an exchange hashes the other side.
+fn hashed_by_an_exchange(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    let mut at = Arc::clone(plan);
+    loop {
+        if at.is::<RepartitionExec>() {
+            return true;
+        }
+        let same = at
+            .children()
+            .into_iter()
+            .find(|c| c.output_partitioning() == at.output_partitioning())
+            .cloned();
+        match same {
+            Some(child) => at = child,
+            None => return false,
+        }
+    }
 }
 
 /// `plan` with each semi, anti and mark hash join that shares its build rows between

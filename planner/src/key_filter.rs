@@ -22,7 +22,6 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt8Type};
 use datafusion::arrow::row::{RowConverter, SortField};
-use datafusion::common::hash_utils::create_hashes;
 use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{JoinType, NullEquality, Result, ScalarValue, internal_err, plan_err};
@@ -34,7 +33,7 @@ use datafusion::physical_expr::{
     EquivalenceProperties, PhysicalExpr, PhysicalExprRef, conjunction,
 };
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode, SeededRandomState};
+use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
 use datafusion::physical_plan::metrics::{
     BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
 };
@@ -46,6 +45,9 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::graph::{OutputSpec, StageId, TaskGraph};
 use crate::shuffle::{ReadMode, ShuffleReadExec, ShuffleWriteExec};
+
+mod bloom;
+use bloom::{Bloom, key_hashes};
 
 /// Distinct keys a build task lists before it gives only their bounds.
 const TASK_KEYS: usize = 1 << 16;
@@ -80,83 +82,6 @@ mod kind {
     pub const BLOOM: u8 = 5;
     /// The rows the task wrote (eight little-endian bytes in the `bloom` column).
     pub const ROWS: u8 = 6;
-}
-
-/// Hashes keys for the Bloom filters, the same in every process (a seed of its own, not
-/// the hash exchanges').
-const BLOOM_HASH: SeededRandomState = SeededRandomState::with_seed(0x6b65_7973);
-
-/// A Bloom filter of `64 * words.len()` bits (a power of two), three bits per key.
-#[derive(Debug, Clone)]
-struct Bloom {
-    words: Vec<u64>,
-}
-
-impl Bloom {
-    fn new(log2: u8) -> Self {
-        Self {
-            words: vec![0; (1usize << log2.clamp(BLOOM_LOG2.0, BLOOM_LOG2.1)) / 64],
-        }
-    }
-
-    /// A filter of `bytes` (as [`Self::to_bytes`] wrote them).
-    fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        let sizes = (1usize << BLOOM_LOG2.0) / 8..=(1usize << BLOOM_LOG2.1) / 8;
-        if !bytes.len().is_power_of_two() || !sizes.contains(&bytes.len()) {
-            return internal_err!("a key summary's Bloom filter of {} bytes", bytes.len());
-        }
-        let mut bloom = Self {
-            words: vec![0; bytes.len() / 8],
-        };
-        bloom.union_bytes(bytes)?;
-        Ok(bloom)
-    }
-
-    fn bits(&self, hash: u64) -> [usize; 3] {
-        let mask = (self.words.len() * 64 - 1) as u64;
-        let step = hash.rotate_left(21) | 1;
-        [0u64, 1, 2].map(|i| (hash.wrapping_add(i.wrapping_mul(step)) & mask) as usize)
-    }
-
-    fn insert(&mut self, hash: u64) {
-        for bit in self.bits(hash) {
-            self.words[bit / 64] |= 1 << (bit % 64);
-        }
-    }
-
-    fn contains(&self, hash: u64) -> bool {
-        self.bits(hash)
-            .iter()
-            .all(|&bit| self.words[bit / 64] & (1 << (bit % 64)) != 0)
-    }
-
-    fn to_bytes(&self) -> Vec<u8> {
-        self.words.iter().flat_map(|w| w.to_le_bytes()).collect()
-    }
-
-    /// Adds the keys of another filter of the same size (`bytes` as [`Self::to_bytes`]).
-    fn union_bytes(&mut self, bytes: &[u8]) -> Result<()> {
-        if bytes.len() != self.words.len() * 8 {
-            return internal_err!(
-                "Bloom filters of {} and {} bytes",
-                bytes.len(),
-                self.words.len() * 8
-            );
-        }
-        for (word, chunk) in self.words.iter_mut().zip(bytes.chunks_exact(8)) {
-            let mut le = [0u8; 8];
-            le.copy_from_slice(chunk);
-            *word |= u64::from_le_bytes(le);
-        }
-        Ok(())
-    }
-}
-
-/// The hashes of the rows of `columns` (the keys).
-fn key_hashes(columns: &[ArrayRef], rows: usize) -> Result<Vec<u64>> {
-    let mut hashes = vec![0; rows];
-    create_hashes(columns, BLOOM_HASH.random_state(), &mut hashes)?;
-    Ok(hashes)
 }
 
 /// The schema of a key summary: one column per key (named `k0`, `k1`, …), `kind` and
@@ -522,13 +447,16 @@ fn bloom_of(summaries: &[RecordBatch], keys: &[Vec<ArrayRef>], listed: usize) ->
 
 /// The `bloom` column's values of the rows of kind `wanted` in a summary batch.
 fn payloads(batch: &RecordBatch, wanted: u8) -> Result<Vec<&[u8]>> {
-    let (Some(kinds), Some(values)) = (batch.column_by_name("kind"), batch.column_by_name("bloom"))
-    else {
+    let kinds = batch
+        .column_by_name("kind")
+        .and_then(|c| c.as_primitive_opt::<UInt8Type>());
+    let values = batch
+        .column_by_name("bloom")
+        .and_then(|c| c.as_binary_opt::<i32>());
+    let (Some(kinds), Some(values)) = (kinds, values) else {
         return internal_err!("a key summary without kinds or Bloom filters");
     };
-    let kinds = kinds.as_primitive::<UInt8Type>();
     Ok(values
-        .as_binary::<i32>()
         .iter()
         .zip(kinds.values().iter())
         .filter_map(|(value, k)| if *k == wanted { value } else { None })
@@ -763,7 +691,7 @@ fn bloom_log2(rows: usize) -> u8 {
 }
 
 /// How many times the stages of `graph` read stage `stage`.
-fn reads_of(graph: &TaskGraph, stage: StageId) -> usize {
+pub(crate) fn reads_of(graph: &TaskGraph, stage: StageId) -> usize {
     graph
         .stages
         .iter()

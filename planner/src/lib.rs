@@ -82,6 +82,7 @@ pub mod distribute;
 mod equivalence;
 pub mod error;
 pub mod graph;
+pub mod join_order;
 pub mod key_filter;
 pub mod planning;
 mod repair;
@@ -97,7 +98,6 @@ pub use window_filter::windows_need_the_client;
 
 pub use codec::{ShoalCodec, decode_plan, encode_plan};
 pub use config::ShoalConfig;
-pub use distribute::independent_partitions;
 pub use error::{ErrorKind, ShoalError, catch_planner_panic, kind_of, panic_message, shoal_err};
 pub use graph::{JobId, OutputSpec, Stage, StageId, TaskGraph, TaskId};
 pub use planning::{JobPlanner, Placement, RunGraph, apply_session_policy, task_session_config};

@@ -381,31 +381,32 @@ impl ExecutionPlan for ShuffleWriteExec {
         let input = self.input.execute(partition, context)?;
         let rows_out = MetricBuilder::new(&self.metrics).output_rows(partition);
         let fut = async move {
-            // Rows that stay in the task's own bucket for a broadcast join are not hashed
-            // (but still handed over in parts, as hashed ones would be).
             let in_parts = partitioner.is_some();
-            let mut own_bucket = 0;
+            // Rows that stay in the task's own bucket for a broadcast join are not hashed,
+            // but glued and handed over in parts as hashed ones are (so slices sharing a
+            // buffer are not counted once per part).
+            let mut own_bucket = None;
             if let Some((summaries, max_rows)) = switch
                 && crate::adaptive::broadcast_chosen(summaries, max_rows).await?
             {
                 partitioner = None;
-                own_bucket = partition % buckets;
+                own_bucket = Some(partition % buckets.max(1));
             }
             let written = buckets + usize::from(keys.is_some());
             let mut outputs = Outputs::new(env, written, &pool, in_parts);
             // Hash and round-robin splitting cut each batch into `buckets` small pieces;
             // consumers run faster on full batches, so pieces are glued back per bucket.
-            let mut coalescers: Vec<BatchCoalescer> = match partitioner {
-                Some(_) => (0..buckets)
+            let mut coalescers: Vec<BatchCoalescer> = match in_parts {
+                true => (0..buckets)
                     .map(|_| BatchCoalescer::new(Arc::clone(&schema), batch_size))
                     .collect(),
-                None => Vec::new(),
+                false => Vec::new(),
             };
             let mut input = input;
             let mut next_piece = 0;
             while let Some(batch) = input.next().await {
                 let batch = batch?;
-                let bucket = if pieces { next_piece } else { own_bucket };
+                let bucket = if pieces { next_piece } else { 0 };
                 next_piece += 1;
                 if batch.num_rows() == 0 {
                     continue;
@@ -414,9 +415,15 @@ impl ExecutionPlan for ShuffleWriteExec {
                 if let Some(keys) = &mut keys {
                     keys.add(&batch);
                 }
-                match partitioner.as_mut() {
-                    None => outputs.push(bucket, batch)?,
-                    Some(p) => p.partition(batch, |bucket, b| {
+                match (partitioner.as_mut(), own_bucket) {
+                    (None, Some(own)) => {
+                        coalescers[own].push_batch(batch)?;
+                        while let Some(full) = coalescers[own].next_completed_batch() {
+                            outputs.push(own, shrunk(full)?)?;
+                        }
+                    }
+                    (None, None) => outputs.push(bucket, batch)?,
+                    (Some(p), _) => p.partition(batch, |bucket, b| {
                         coalescers[bucket].push_batch(b)?;
                         while let Some(full) = coalescers[bucket].next_completed_batch() {
                             outputs.push(bucket, shrunk(full)?)?;
