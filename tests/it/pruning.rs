@@ -174,14 +174,14 @@ async fn analyzed_line(session: &Session, sql: &str, needle: &str) -> String {
         .to_string()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_partitioned_join_s_probe_stage_drops_rows_its_build_keys_rule_out() {
+/// A session over fact.parquet (1,200,000 keys), dim.parquet (three keys) and
+/// wide.parquet (140,000 keys, every other one in a range: more distinct keys than a
+/// build task lists, so their bounds and a Bloom filter of them filter). Filtering makes
+/// a probe stage wait for its build stage: it is planned where the probe side is
+/// expected to be many times larger.
+fn fact_dim_and_wide() -> (tempfile::TempDir, Session) {
     let dir = tempfile::tempdir().unwrap();
-    // Filtering makes the probe stage wait for the build stage: it is planned where the
-    // probe side is expected to be many times larger.
     write_fact_and_dim(dir.path(), 1_200_000, 10_000);
-    // More distinct keys than a build task lists (every other key in a range): their
-    // bounds and a Bloom filter of them filter.
     write_keys(
         &dir.path().join("wide.parquet"),
         (10_000..290_000).step_by(2),
@@ -189,6 +189,12 @@ async fn a_partitioned_join_s_probe_stage_drops_rows_its_build_keys_rule_out() {
     );
     let session = Session::builder().workers(2).build().unwrap();
     session.register_dir(dir.path().to_str().unwrap()).unwrap();
+    (dir, session)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_join_s_probe_stage_drops_rows_its_build_keys_rule_out() {
+    let (_dir, session) = fact_dim_and_wide();
     partition_every_join(&session).await;
     let cases = [
         (
@@ -260,15 +266,7 @@ async fn a_partitioned_join_s_probe_stage_drops_rows_its_build_keys_rule_out() {
 /// joins every build row with each probe task's rows where they are.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitioned_join_broadcasts_a_build_side_found_small_at_run_time() {
-    let dir = tempfile::tempdir().unwrap();
-    write_fact_and_dim(dir.path(), 1_200_000, 10_000);
-    write_keys(
-        &dir.path().join("wide.parquet"),
-        (10_000..290_000).step_by(2),
-        10_000,
-    );
-    let session = Session::builder().workers(2).build().unwrap();
-    session.register_dir(dir.path().to_str().unwrap()).unwrap();
+    let (_dir, session) = fact_dim_and_wide();
     session
         .sql_script("SET datafusion.optimizer.hash_join_single_partition_threshold = 0")
         .await
