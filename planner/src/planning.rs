@@ -181,8 +181,8 @@ impl<'a> JobPlanner<'a> {
     /// for other processes (semi, anti and mark joins reduced once their filters are
     /// placed, see `distribute`), and broadcast joins that fill their dynamic filters.
     fn placed(&self, physical: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
-        let batch_size = self.state.config().batch_size();
-        let physical = crate::small_inputs::small_inputs_unspread(physical, batch_size)?;
+        let small = crate::small_inputs::SMALL_BATCHES * self.state.config().batch_size();
+        let physical = crate::small_inputs::small_inputs_unspread(physical, small)?;
         match self.placement {
             Placement::Processes => {
                 let independent = crate::distribute::independent_partitions(physical)?;

@@ -5,8 +5,9 @@
 //! rows (TPC-H's `nation` and `region`, a file of one row group) that buys nothing, and in
 //! Shoal every exchange is a stage boundary: one task that writes, and consumers that wait
 //! for it and fetch its buckets (over the network on worker processes). A round-robin
-//! exchange over one partition expected to hold at most a batch of rows is dropped: its
-//! input is read where its consumers run.
+//! exchange over one partition expected to hold at most [`SMALL_BATCHES`] batches of rows
+//! (TPC-H's `supplier` at SF1) is dropped: its input is read where its consumers run, and
+//! what a single task does with so few rows costs less than a stage boundary.
 
 use std::sync::Arc;
 
@@ -16,6 +17,9 @@ use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::{
     ExecutionPlan, ExecutionPlanProperties, Partitioning, StatisticsArgs, StatisticsContext,
 };
+
+/// Batches of rows a single-partition input may be expected to hold to stay unspread.
+pub const SMALL_BATCHES: usize = 8;
 
 /// `plan` without its round-robin exchanges over one partition of at most `max_rows`
 /// rows (as DataFusion's statistics expect).
