@@ -11,6 +11,8 @@
 //! within the bounds and among the keys, or passing the Bloom filter ([`KeyFilterExec`]). A selective build side (TPC-H's `part` filtered by brand and
 //! container) then cuts the probe side (`lineitem`) to the rows that can join before a
 //! single one is shuffled. The probe stage waits for the build stage: it reads its output.
+//! When the probe side is the final aggregation of a stage's partial one, grouped by the
+//! join keys, that stage filters below its partial aggregation instead (`aggregated`).
 
 use std::collections::HashSet;
 use std::fmt;
@@ -43,9 +45,12 @@ use datafusion::physical_plan::{
 };
 use futures::{StreamExt, TryStreamExt};
 
+use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
+
 use crate::graph::{OutputSpec, StageId, TaskGraph};
 use crate::shuffle::{ReadMode, ShuffleReadExec, ShuffleWriteExec};
 
+mod aggregated;
 mod bloom;
 use bloom::{Bloom, key_hashes};
 
@@ -700,9 +705,10 @@ pub(crate) fn reads_of(graph: &TaskGraph, stage: StageId) -> usize {
         .count()
 }
 
-/// A (build stage, probe stage, probe keys, Bloom filter size) of a partitioned join that
-/// may filter its probe side by its build keys.
-type Filterable = (StageId, StageId, Vec<PhysicalExprRef>, u8);
+/// A (build stage, probe stage, probe keys, Bloom filter size, whether the probe stage
+/// filters below its partial aggregation) of a partitioned join that may filter its probe
+/// side by its build keys.
+type Filterable = (StageId, StageId, Vec<PhysicalExprRef>, u8, bool);
 
 /// The partitioned joins of `plan` whose probe stage may drop what cannot match.
 fn filterable_joins(graph: &TaskGraph, plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<Filterable>) {
@@ -731,8 +737,15 @@ fn filterable_joins(graph: &TaskGraph, plan: &Arc<dyn ExecutionPlan>, out: &mut 
             && reads_of(graph, probe) == 1
         {
             let bloom = bloom_log2(build_rows.get_value().copied().unwrap_or(0));
-            out.push((build, probe, probe_keys.clone(), bloom));
+            out.push((build, probe, probe_keys.clone(), bloom, false));
         }
+    }
+    if let Some(join) = plan.downcast_ref::<HashJoinExec>()
+        && *join.partition_mode() == PartitionMode::Partitioned
+        && drops_unmatched_probe_rows(join)
+        && let Some(found) = aggregated::through_partial_aggregate(graph, join)
+    {
+        out.push(found);
     }
     for child in plan.children() {
         filterable_joins(graph, child, out);
@@ -747,7 +760,7 @@ pub fn add_key_filters(mut graph: TaskGraph) -> Result<TaskGraph> {
     for stage in &graph.stages {
         filterable_joins(&graph, &stage.plan, &mut found);
     }
-    for (build, probe, keys, bloom) in found {
+    for (build, probe, keys, bloom, below_aggregate) in found {
         let Some((summarised, summaries)) = summarised(&graph, build, bloom)? else {
             continue;
         };
@@ -755,11 +768,21 @@ pub fn add_key_filters(mut graph: TaskGraph) -> Result<TaskGraph> {
         let Some(write) = probe_stage.plan.downcast_ref::<ShuffleWriteExec>() else {
             continue;
         };
-        let filtered = Arc::new(KeyFilterExec::new(
-            Arc::clone(write.input()),
-            summaries,
-            keys,
-        ));
+        let filtered: Arc<dyn ExecutionPlan> = match below_aggregate {
+            true => {
+                let Some(partial) = aggregated::partial_aggregate(&probe_stage.plan) else {
+                    continue;
+                };
+                let rows = KeyFilterExec::new(Arc::clone(partial.input()), summaries, keys);
+                let rows: Arc<dyn ExecutionPlan> = Arc::new(rows);
+                replace_children_if_necessary(Arc::clone(write.input()), vec![rows])?
+            }
+            false => Arc::new(KeyFilterExec::new(
+                Arc::clone(write.input()),
+                summaries,
+                keys,
+            )),
+        };
         let filtered = ShuffleWriteExec::new(filtered, write.output().clone());
         probe_stage.plan = Arc::new(match write.key_summary() {
             Some(bloom) => filtered.with_key_summary(bloom),

@@ -333,3 +333,42 @@ async fn a_partitioned_join_broadcasts_a_build_side_found_small_at_run_time() {
     assert!(!plan.contains("AdaptiveJoinExec"), "{plan}");
     assert!(plan.contains("KeyFilterExec"), "{plan}");
 }
+
+/// TPC-H q17 joins a few parts with the average quantity of every part's line items:
+/// the stage that aggregates `lineitem` by part filters its rows by the parts' keys
+/// before the partial aggregation, so only the kept parts' groups are formed (at SF 0.2,
+/// where `lineitem`'s 1.2 million rows make waiting for the parts worth it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn q17_aggregates_only_the_line_items_of_the_parts_it_keeps() {
+    let dir = tempfile::tempdir().unwrap();
+    for table in ["part", "lineitem"] {
+        shoal::tpch::write_table(table, 0.2, dir.path()).unwrap();
+    }
+    let session = Session::builder().workers(2).build().unwrap();
+    session.register_dir(dir.path().to_str().unwrap()).unwrap();
+    let (_, q17) = shoal::tpch::QUERIES
+        .iter()
+        .find(|(name, _)| *name == "q17")
+        .unwrap();
+    let filtered = session.sql_script(q17).await.unwrap();
+    let analyzed = session
+        .sql_script(&format!("EXPLAIN ANALYZE {q17}"))
+        .await
+        .unwrap();
+    let plan = rows(&analyzed[0]).concat().join("\n");
+    let lines: Vec<&str> = plan.lines().collect();
+    let partial = lines
+        .iter()
+        .position(|l| l.contains("AggregateExec: mode=Partial, gby=[l_partkey@"))
+        .unwrap_or_else(|| panic!("{plan}"));
+    let below = lines[partial + 1];
+    assert!(below.contains("KeyFilterExec"), "{plan}");
+    let dropped: usize = metric(below, "rows_dropped").unwrap().parse().unwrap();
+    assert!(dropped > 1_150_000, "{below}");
+    session
+        .sql_script("SET shoal.execution.join_dynamic_filters = false")
+        .await
+        .unwrap();
+    let unfiltered = session.sql_script(q17).await.unwrap();
+    assert_eq!(rows(&filtered[0]), rows(&unfiltered[0]));
+}
