@@ -37,7 +37,7 @@ use datafusion::physical_plan::{
 use futures::TryStreamExt;
 
 use crate::graph::{OutputSpec, StageId, TaskGraph};
-use crate::key_filter::KeyFilterExec;
+use crate::key_filter::{KeyFilterExec, gathered_stage};
 use crate::shuffle::{ReadMode, ShuffleReadExec, ShuffleWriteExec};
 
 /// The build stage's key summaries and the most rows it may have written for its join
@@ -210,9 +210,8 @@ fn adapted(
     max_rows: u64,
 ) -> Result<Option<Adapted>> {
     if let Some(join) = plan.downcast_ref::<HashJoinExec>()
-        && let Some((build, probe)) = adaptable(graph, join)
+        && let Some((build, probe, summaries)) = adaptable(graph, join)
     {
-        let summaries = summaries_read(graph, build, probe)?;
         let broadcast = broadcast_join(graph, join, build)?;
         let adaptive = AdaptiveJoinExec::try_new(
             Arc::clone(plan),
@@ -245,67 +244,45 @@ fn adapted(
     Ok(None)
 }
 
-/// The (build, probe) stages of `join` if it may choose a broadcast at run time: an
-/// inner or right semi partitioned join over gathered reads of two stages, whose probe
-/// stage filters by the build stage's key summaries (so it waits for them), writes
-/// nothing else, and has no other reader.
-fn adaptable(graph: &TaskGraph, join: &HashJoinExec) -> Option<(StageId, StageId)> {
+/// The (build, probe) stages of `join` and a read of the build stage's key summaries, if
+/// it may choose a broadcast at run time: an inner or right semi partitioned join over
+/// gathered reads of two stages, whose probe stage filters by those summaries (so it
+/// waits for them), writes nothing else, and has no other reader.
+fn adaptable(
+    graph: &TaskGraph,
+    join: &HashJoinExec,
+) -> Option<(StageId, StageId, Arc<dyn ExecutionPlan>)> {
     if *join.partition_mode() != PartitionMode::Partitioned
         || !matches!(join.join_type(), JoinType::Inner | JoinType::RightSemi)
     {
         return None;
     }
-    let gathered = |plan: &Arc<dyn ExecutionPlan>| {
-        let read = plan.downcast_ref::<ShuffleReadExec>()?;
-        (read.mode() == ReadMode::Gather).then_some(read.stage())
-    };
-    let (build, probe) = (gathered(join.left())?, gathered(join.right())?);
+    let (build, _) = gathered_stage(join.left())?;
+    let (probe, _) = gathered_stage(join.right())?;
     let write = graph
         .stages
         .get(probe)?
         .plan
         .downcast_ref::<ShuffleWriteExec>()?;
     let filter = write.input().downcast_ref::<KeyFilterExec>()?;
-    let reads_build = filter
+    let summaries = filter
         .children()
-        .get(1)
-        .and_then(|s| s.downcast_ref::<ShuffleReadExec>())
-        .is_some_and(|s| s.stage() == build);
+        .get(1)?
+        .downcast_ref::<ShuffleReadExec>()
+        .filter(|s| s.stage() == build)?;
     let hashed = matches!(
         write.output(),
         OutputSpec::Repartition(Partitioning::Hash(..))
     );
     let only_reader = crate::key_filter::reads_of(graph, probe) == 1;
     let plain = write.key_summary().is_none() && write.broadcast_switch().is_none();
-    (reads_build && hashed && only_reader && plain).then_some((build, probe))
-}
-
-/// A read of build stage `build`'s key summaries, as the probe stage's filter reads them.
-fn summaries_read(
-    graph: &TaskGraph,
-    build: StageId,
-    probe: StageId,
-) -> Result<Arc<dyn ExecutionPlan>> {
-    let write = graph.stages[probe]
-        .plan
-        .downcast_ref::<ShuffleWriteExec>()
-        .ok_or_else(|| internal_datafusion_err!("a probe stage without a writer"))?;
-    let filter = write
-        .input()
-        .downcast_ref::<KeyFilterExec>()
-        .ok_or_else(|| internal_datafusion_err!("a probe stage without a key filter"))?;
-    let read = filter
-        .children()
-        .get(1)
-        .and_then(|s| s.downcast_ref::<ShuffleReadExec>())
-        .filter(|s| s.stage() == build)
-        .ok_or_else(|| internal_datafusion_err!("a key filter without a summaries read"))?;
-    Ok(Arc::new(ShuffleReadExec::new(
-        read.stage(),
-        read.input_tasks(),
-        read.mode(),
-        Arc::clone(read.properties()),
-    )))
+    let copy = ShuffleReadExec::new(
+        summaries.stage(),
+        summaries.input_tasks(),
+        summaries.mode(),
+        Arc::clone(summaries.properties()),
+    );
+    (hashed && only_reader && plain).then(|| (build, probe, Arc::new(copy) as _))
 }
 
 /// `join` as a broadcast join: the whole output of build stage `build` (every data

@@ -369,13 +369,7 @@ mod tests {
         ];
         for (condition, join_type) in cases {
             let sql = format!("select b.k, b.v from b where {condition}");
-            let planned = ctx
-                .sql(&sql)
-                .await
-                .unwrap()
-                .create_physical_plan()
-                .await
-                .unwrap();
+            let planned = crate::test_support::planned(&ctx, &sql).await;
             let before = joins(&planned);
             assert!(
                 before.contains(&format!("{join_type} CollectLeft")),
@@ -421,13 +415,7 @@ mod tests {
     async fn a_partitioned_left_join_hashes_each_side_once() {
         let ctx = session();
         let sql = "select b.k, p.v from b left join p on b.k = p.k and p.v > b.v";
-        let planned = ctx
-            .sql(sql)
-            .await
-            .unwrap()
-            .create_physical_plan()
-            .await
-            .unwrap();
+        let planned = crate::test_support::planned(&ctx, sql).await;
         assert_eq!(joins(&planned), ["Left CollectLeft"]);
         let independent = independent_partitions(Arc::clone(&planned)).unwrap();
         assert_eq!(joins(&independent), ["Left Partitioned"]);

@@ -11,7 +11,9 @@
 //! on its key, so joining it early mostly drops rows: those it rules out leave before the
 //! larger joins.
 //!
-//! Sizes are estimates: a table's file bytes, times a fifth per filter conjunct on it.
+//! Sizes are estimates: a table's file bytes, times a fifth per filter conjunct on it (a
+//! predicate DataFusion both gives the scan and keeps above it counts twice: a crude
+//! estimate, used only to tell a few kilobytes from the rest).
 //! An input whose size is unknown (not local files, or more than filters and projections
 //! over one table), a tree that is not left-deep or joins an input to none before it, or
 //! a join with anything but equalities and filters is left as written.
@@ -80,6 +82,19 @@ fn inner_equi_join(plan: &LogicalPlan) -> bool {
             && !join.on.is_empty())
 }
 
+/// The join under `plan` when `plan` only picks columns of a join the rule may move (the
+/// projections DataFusion puts between joins, which the rule looks through).
+fn columns_of_a_join(plan: &LogicalPlan) -> Option<&LogicalPlan> {
+    match plan {
+        LogicalPlan::Projection(p)
+            if inner_equi_join(&p.input) && p.expr.iter().all(|e| matches!(e, Expr::Column(_))) =>
+        {
+            Some(&p.input)
+        }
+        _ => None,
+    }
+}
+
 /// A tree of inner joins taken apart: its inputs, its equalities and its other filters.
 #[derive(Default)]
 struct Cluster {
@@ -101,13 +116,10 @@ impl Cluster {
                     self.filters.extend(split_conjunction_owned(filter.clone()));
                 }
             }
-            LogicalPlan::Projection(projection)
-                if inner_equi_join(&projection.input)
-                    && projection.expr.iter().all(|e| matches!(e, Expr::Column(_))) =>
-            {
-                self.take_apart(&projection.input);
-            }
-            _ => self.inputs.push(plan.clone()),
+            _ => match columns_of_a_join(plan) {
+                Some(join) => self.take_apart(join),
+                None => self.inputs.push(plan.clone()),
+            },
         }
     }
 
@@ -248,15 +260,7 @@ fn left_deep_order(plan: &LogicalPlan) -> Option<Vec<LogicalPlan>> {
     let mut inputs = Vec::new();
     let mut at = plan;
     loop {
-        at = match at {
-            LogicalPlan::Projection(p)
-                if inner_equi_join(&p.input)
-                    && p.expr.iter().all(|e| matches!(e, Expr::Column(_))) =>
-            {
-                &p.input
-            }
-            _ => at,
-        };
+        at = columns_of_a_join(at).unwrap_or(at);
         match at {
             LogicalPlan::Join(join) if inner_equi_join(at) => {
                 let mut right = Cluster::default();

@@ -636,7 +636,7 @@ fn hash_keys(graph: &TaskGraph, stage: StageId) -> Option<(&Vec<PhysicalExprRef>
 
 /// The stage a plan node reads whole (a gathering [`ShuffleReadExec`]) and the rows the
 /// planner expected it to write.
-fn gathered_stage(plan: &Arc<dyn ExecutionPlan>) -> Option<(StageId, Precision<usize>)> {
+pub(crate) fn gathered_stage(plan: &Arc<dyn ExecutionPlan>) -> Option<(StageId, Precision<usize>)> {
     let read = plan.downcast_ref::<ShuffleReadExec>()?;
     (read.mode() == ReadMode::Gather).then(|| (read.stage(), read.estimated_rows()))
 }

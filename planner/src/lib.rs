@@ -72,6 +72,21 @@ macro_rules! leaf_plan_methods {
     };
 }
 
+/// What the planner's unit tests share.
+#[cfg(test)]
+mod test_support {
+    use std::sync::Arc;
+
+    use datafusion::physical_plan::ExecutionPlan;
+    use datafusion::prelude::SessionContext;
+
+    /// DataFusion's physical plan of `sql` in `ctx`.
+    pub(crate) async fn planned(ctx: &SessionContext, sql: &str) -> Arc<dyn ExecutionPlan> {
+        let df = ctx.sql(sql).await.unwrap();
+        df.create_physical_plan().await.unwrap()
+    }
+}
+
 pub mod adaptive;
 pub mod array;
 pub mod build_bounds;

@@ -72,13 +72,7 @@ mod tests {
         let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(4));
         ctx.register_table("t", Arc::new(table)).unwrap();
         let sql = "select sum(a * 2) from t where a % 3 = 0";
-        let plan = ctx
-            .sql(sql)
-            .await
-            .unwrap()
-            .create_physical_plan()
-            .await
-            .unwrap();
+        let plan = crate::test_support::planned(&ctx, sql).await;
         (ctx, plan)
     }
 

@@ -253,13 +253,7 @@ mod tests {
         let config = SessionConfig::new().with_target_partitions(partitions);
         let ctx = SessionContext::new_with_config(config);
         ctx.register_table("t", Arc::new(table)).unwrap();
-        let plan = ctx
-            .sql(sql)
-            .await
-            .unwrap()
-            .create_physical_plan()
-            .await
-            .unwrap();
+        let plan = crate::test_support::planned(&ctx, sql).await;
         split_into_stages(plan).unwrap()
     }
 

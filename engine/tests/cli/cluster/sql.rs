@@ -214,13 +214,18 @@ fn fact_and_dim_on_a_cluster() -> (tempfile::TempDir, Cluster) {
     (dir, Cluster::start(2))
 }
 
+/// The first line of `sql`'s `EXPLAIN ANALYZE` that holds `needle`.
+async fn analyzed_line(session: &shoal::Session, sql: &str, needle: &str) -> String {
+    let plan = query(session, &format!("EXPLAIN ANALYZE {sql}")).await[0][1].clone();
+    plan.lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no {needle} in\n{plan}"))
+        .to_string()
+}
+
 /// The value of metric `name` on the `EXPLAIN ANALYZE` line of the scan of fact.parquet.
 async fn fact_scan_metric(session: &shoal::Session, sql: &str, name: &str) -> String {
-    let plan = query(session, &format!("EXPLAIN ANALYZE {sql}")).await[0][1].clone();
-    let scan = plan
-        .lines()
-        .find(|l| l.contains("fact.parquet"))
-        .unwrap_or_else(|| panic!("no scan of fact.parquet in\n{plan}"));
+    let scan = analyzed_line(session, sql, "fact.parquet").await;
     let metrics = &scan[scan.find("metrics=[").expect("metrics")..];
     let at = metrics
         .find(&format!(" {name}="))
@@ -265,11 +270,7 @@ async fn partitioned_joins_filter_their_probe_side_on_the_workers() {
     }
     let sql = "SELECT count(*), sum(f.v) FROM fact f JOIN dim d ON f.k = d.k";
     assert_eq!(query(&session, sql).await, [["3", "9000"]]);
-    let plan = query(&session, &format!("EXPLAIN ANALYZE {sql}")).await[0][1].clone();
-    let line = plan
-        .lines()
-        .find(|l| l.contains("KeyFilterExec"))
-        .unwrap_or_else(|| panic!("no KeyFilterExec in\n{plan}"));
+    let line = analyzed_line(&session, sql, "KeyFilterExec").await;
     assert!(line.contains("rows_dropped=99997"), "{line}");
     for (name, sql) in shoal::tpch::QUERIES {
         let results = session
@@ -332,7 +333,7 @@ async fn semi_and_anti_joins_leave_their_probe_side_where_it_is() {
         assert_eq!(got, expected, "{sql}");
         let plan = query(&session, &format!("EXPLAIN ANALYZE {sql}")).await[0][1].clone();
         assert!(plan.contains("join_type=RightSemi"), "{sql}\n{plan}");
-        // The only stages writing hashed buckets are none: nothing was shuffled.
+        // No stage writes hashed buckets: nothing was shuffled.
         assert!(
             !plan
                 .lines()
@@ -363,11 +364,7 @@ async fn a_build_side_found_small_is_broadcast_on_the_workers() {
         let set = "SET datafusion.optimizer.hash_join_single_partition_threshold_rows";
         query(&session, &format!("{set} = {limit}")).await;
         assert_eq!(query(&session, sql).await, [["3", "9000"]]);
-        let plan = query(&session, &format!("EXPLAIN ANALYZE {sql}")).await[0][1].clone();
-        let line = plan
-            .lines()
-            .find(|l| l.contains("AdaptiveJoinExec"))
-            .unwrap_or_else(|| panic!("no AdaptiveJoinExec in\n{plan}"));
+        let line = analyzed_line(&session, sql, "AdaptiveJoinExec").await;
         assert!(line.contains(chosen), "{limit}: {line}");
     }
 }
