@@ -281,7 +281,7 @@ impl Cluster for EmbeddedCluster {
             .spawn(follow_progress(job, updates, progress_tx, released));
         let sent = self.events.send(Event::Submit {
             job,
-            spec: JobSpec::local(graph, ctx),
+            spec: Box::new(JobSpec::local(graph, ctx)),
             done: done_tx,
             relocated: None,
         });

@@ -175,8 +175,9 @@ pub enum Event {
     Submit {
         /// Its id.
         job: JobId,
-        /// What to run.
-        spec: JobSpec,
+        /// What to run (boxed, as is every large field of an event, so that the events
+        /// queued for the scheduler, one per task ending, stay small).
+        spec: Box<JobSpec>,
         /// Answered once: the result locations, or the first failure.
         done: oneshot::Sender<Result<JobOutputs, DataFusionError>>,
         /// Where result partitions lost after `done` was answered are recomputed to;
@@ -223,7 +224,7 @@ pub enum Event {
     /// A worker process registered; the reply is its id.
     WorkerJoined {
         /// Where it is and what it offers (`id` is ignored).
-        info: WorkerStatus,
+        info: Box<WorkerStatus>,
         /// Commands for it.
         tx: mpsc::UnboundedSender<WorkerMsg>,
         /// Its id.

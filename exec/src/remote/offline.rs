@@ -108,7 +108,11 @@ impl OfflineScheduler {
         let (info, _) = registration(register)?;
         let (tx, commands) = mpsc::unbounded_channel();
         let (reply, mut id) = oneshot::channel();
-        self.scheduler.turn(Event::WorkerJoined { info, tx, reply });
+        self.scheduler.turn(Event::WorkerJoined {
+            info: Box::new(info),
+            tx,
+            reply,
+        });
         let id = id
             .try_recv()
             .map_err(|_| Status::internal("the scheduler did not answer"))?;
@@ -193,7 +197,7 @@ impl OfflineScheduler {
         let (relocated, relocations) = mpsc::unbounded_channel();
         self.scheduler.turn(Event::Submit {
             job,
-            spec,
+            spec: Box::new(spec),
             done,
             relocated: recompute_results.then_some(relocated),
         });

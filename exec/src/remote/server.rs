@@ -204,7 +204,11 @@ impl proto::scheduler_server::Scheduler for Service {
         let (tx, commands) = mpsc::unbounded_channel();
         let (reply, id) = oneshot::channel();
         self.events
-            .send(Event::WorkerJoined { info, tx, reply })
+            .send(Event::WorkerJoined {
+                info: Box::new(info),
+                tx,
+                reply,
+            })
             .map_err(|_| Status::unavailable("the scheduler is shutting down"))?;
         let id = id
             .await
@@ -239,7 +243,7 @@ impl proto::scheduler_server::Scheduler for Service {
         self.events
             .send(Event::Submit {
                 job,
-                spec,
+                spec: Box::new(spec),
                 done,
                 relocated: recompute_results.then_some(relocated),
             })

@@ -89,8 +89,10 @@ impl Scheduler {
         slot.tx = mpsc::unbounded_channel().0;
         let address = slot.status.address.clone();
         let offer = slot.status.resources.clone();
+        let slots = slot.status.slots;
         self.room.count_offer(&offer, -1);
         self.reindex(worker);
+        self.count_slots(slots, false);
         let any_alive = self.room.feasible(&Resources::default());
         let ids: Vec<JobId> = self.jobs.keys().copied().collect();
         for job in ids {

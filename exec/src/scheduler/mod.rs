@@ -64,8 +64,16 @@ pub const MAX_TASK_FETCH_RETRIES: u32 = 64;
 /// Tasks shorter than this, launch to report, count as short.
 const SHORT_TASK: f64 = 0.002;
 
-/// Tasks in flight per slot for workers running short tasks.
+/// Tasks in flight per slot for workers running short tasks, at most.
 const SHORT_TASK_PREFETCH: usize = 64;
+
+/// Tasks in flight on the whole cluster that short-task prefetching aims at: with more
+/// slots than this divided by [`SHORT_TASK_PREFETCH`], each slot gets fewer (never fewer
+/// than the ordinary prefetch). A scheduler places a bounded number of tasks per second,
+/// so the tasks that keep every worker busy across a round trip are bounded too (their
+/// rate times the round trip); tasks queued beyond that only wait, and the scheduler's
+/// state for them outgrows the CPU's caches.
+const PREFETCH_BUDGET: usize = 1024;
 
 /// Batches of job events kept for readers that fall behind; a reader that falls further
 /// misses some, and the task counts every event carries make it exact again at the next.
@@ -100,8 +108,12 @@ pub struct Scheduler {
     /// Tasks in flight per slot: above one, a worker has its next task before it asks.
     prefetch: usize,
     /// Tasks in flight per slot on a worker whose tasks take under [`SHORT_TASK`]: the
-    /// round trip, not the work, limits such tasks.
+    /// round trip, not the work, limits such tasks. At most `short_task_limit`, fewer
+    /// on a cluster of many slots (see [`PREFETCH_BUDGET`]).
     short_task_prefetch: usize,
+    short_task_limit: usize,
+    /// Slots of the workers alive.
+    alive_slots: usize,
     /// Workers silent for longer are lost (workers in this process are never checked).
     heartbeat_timeout: Option<Duration>,
     /// Where suspect workers are sent to have their data port probed; without it (workers
@@ -133,6 +145,7 @@ impl Scheduler {
     pub fn new(workers: Vec<(mpsc::UnboundedSender<WorkerMsg>, Resources)>, slots: usize) -> Self {
         let mut scheduler = Self::empty(1, None);
         // Workers in this process are a channel send away: no round trip to hide.
+        scheduler.short_task_limit = 1;
         scheduler.short_task_prefetch = 1;
         for (tx, resources) in workers {
             scheduler.join(
@@ -157,6 +170,8 @@ impl Scheduler {
             turn: VecDeque::new(),
             prefetch: prefetch.max(1),
             short_task_prefetch: SHORT_TASK_PREFETCH.max(prefetch),
+            short_task_limit: SHORT_TASK_PREFETCH.max(prefetch),
+            alive_slots: 0,
             heartbeat_timeout,
             probe: None,
             current: None,
@@ -217,6 +232,7 @@ impl Scheduler {
             let _ = tx.send(WorkerMsg::Peer(id, info.address.clone()));
         }
         self.room.count_offer(&info.resources, 1);
+        let slots = info.slots;
         self.workers.push(WorkerSlot {
             tx,
             available: info.resources.clone(),
@@ -227,7 +243,29 @@ impl Scheduler {
             suspect: None,
         });
         self.reindex(id);
+        self.count_slots(slots, true);
         id
+    }
+
+    /// Counts the `slots` of a worker that `joined` (or was lost), and refits the
+    /// short-task prefetch to the slots alive (see [`PREFETCH_BUDGET`]); when it changes,
+    /// so does every worker's room, which happens a few dozen times at most as a cluster
+    /// grows.
+    pub(super) fn count_slots(&mut self, slots: usize, joined: bool) {
+        self.alive_slots = match joined {
+            true => self.alive_slots + slots,
+            false => self.alive_slots.saturating_sub(slots),
+        };
+        let fitted = (PREFETCH_BUDGET / self.alive_slots.max(1)).clamp(
+            self.prefetch.min(self.short_task_limit),
+            self.short_task_limit,
+        );
+        if fitted != self.short_task_prefetch {
+            self.short_task_prefetch = fitted;
+            for worker in 0..self.workers.len() {
+                self.reindex(worker);
+            }
+        }
     }
 
     /// Handles events until every sender is gone; checks waiting jobs on a tick.
@@ -394,7 +432,7 @@ impl Scheduler {
                     let _ = done.send(Err(e));
                     return;
                 }
-                let mut state = JobState::new(job, spec, done, relocated, self.outbox.clone());
+                let mut state = JobState::new(job, *spec, done, relocated, self.outbox.clone());
                 state.pool = self.room.register(&state.request);
                 if let Some(old) = self.jobs.insert(job, state) {
                     // A client reusing a job id replaces that job.
@@ -434,7 +472,7 @@ impl Scheduler {
                 let _ = reply.send(self.retire(worker));
             }
             Event::WorkerJoined { info, tx, reply } => {
-                let id = self.join(info, tx);
+                let id = self.join(*info, tx);
                 tracing::info!("worker {id} joined");
                 let _ = reply.send(id);
             }

@@ -105,7 +105,7 @@ impl Simulation {
         let (done, outputs) = oneshot::channel();
         let submit = Event::Submit {
             job,
-            spec,
+            spec: Box::new(spec),
             done,
             relocated: None,
         };
@@ -146,7 +146,11 @@ async fn simulated_workers(
             ..Default::default()
         };
         if events
-            .send(Event::WorkerJoined { info, tx, reply })
+            .send(Event::WorkerJoined {
+                info: Box::new(info),
+                tx,
+                reply,
+            })
             .is_err()
         {
             return;

@@ -68,7 +68,7 @@ impl Harness {
         let (done, rx) = oneshot::channel();
         self.event(Event::Submit {
             job,
-            spec: noop_spec(stages, request, timeout),
+            spec: Box::new(noop_spec(stages, request, timeout)),
             done,
             relocated: None,
         });
@@ -89,7 +89,11 @@ impl Harness {
         let (relocated, relocations) = mpsc::unbounded_channel();
         self.event(Event::Submit {
             job,
-            spec: noop_spec(stages, Resources::default(), Duration::from_secs(60)),
+            spec: Box::new(noop_spec(
+                stages,
+                Resources::default(),
+                Duration::from_secs(60),
+            )),
             done,
             relocated: Some(relocated),
         });
@@ -152,7 +156,11 @@ impl Harness {
             slots: 1,
             ..Default::default()
         };
-        self.event(Event::WorkerJoined { info, tx, reply });
+        self.event(Event::WorkerJoined {
+            info: Box::new(info),
+            tx,
+            reply,
+        });
         self.inboxes.push(rx);
         self.other.push(Vec::new());
         id.try_recv().expect("the scheduler answers at once")

@@ -6,7 +6,12 @@ use super::*;
 
 /// A harness of `n` one-slot workers with no data port (no peer addresses to tell).
 fn quiet(n: usize, resources: impl Fn(usize) -> Resources) -> Harness {
-    let mut h = Harness::new(0, 1);
+    prefetching(n, 1, resources)
+}
+
+/// [`quiet`] with `prefetch` tasks in flight per slot.
+fn prefetching(n: usize, prefetch: usize, resources: impl Fn(usize) -> Resources) -> Harness {
+    let mut h = Harness::new(0, prefetch);
     for i in 0..n {
         let (tx, rx) = mpsc::unbounded_channel();
         let info = WorkerStatus {
@@ -109,4 +114,32 @@ fn tasks_asking_for_a_resource_find_its_few_workers_among_many() {
     assert_eq!(h.scheduler.room.pools(), 1);
     let _done = h.submit(2, &[(&[], 2000)]);
     assert!((0..2000).all(|w| h.launched(w).len() == 1));
+}
+
+/// Tasks in flight on `h`'s workers once a job of many tasks is placed, every worker
+/// having run short tasks so far.
+fn in_flight_on_short_workers(h: &mut Harness) -> usize {
+    for w in 0..h.inboxes.len() {
+        h.scheduler.workers[w].mean_task_secs = 0.0;
+        h.scheduler.reindex(w);
+    }
+    let _done = h.submit(1, &[(&[], 100_000)]);
+    (0..h.inboxes.len()).map(|w| h.launched(w).len()).sum()
+}
+
+#[test]
+fn short_tasks_queue_deep_on_a_few_workers_and_shallow_on_many() {
+    // Eight one-slot workers each hold 64 short tasks: their round trips overlap.
+    let mut few = quiet(8, |_| Resources::default());
+    assert_eq!(in_flight_on_short_workers(&mut few), 8 * 64);
+    // On 2,048 workers the cluster's budget of 1,024 gives less than one more per
+    // slot: each holds the ordinary prefetch of two, not 64 (131,072 in all).
+    let mut many = prefetching(2048, 2, |_| Resources::default());
+    assert_eq!(in_flight_on_short_workers(&mut many), 2048 * 2);
+    // Workers lost give their share back to the others: 1,024 / 64 slots = 16 each.
+    for w in 64..2048 {
+        many.scheduler.lose_worker(w, "test");
+    }
+    assert_eq!(many.scheduler.short_task_prefetch, 16);
+    assert!(many.scheduler.room_is_current());
 }

@@ -20,7 +20,7 @@ impl Harness {
         spec.pipelined = true;
         self.event(Event::Submit {
             job,
-            spec,
+            spec: Box::new(spec),
             done,
             relocated: None,
         });
