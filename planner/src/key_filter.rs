@@ -52,7 +52,9 @@ use crate::shuffle::{ReadMode, ShuffleReadExec, ShuffleWriteExec};
 
 mod aggregated;
 mod bloom;
+mod through_joins;
 use bloom::{Bloom, key_hashes};
+pub(crate) use through_joins::isolate_builds;
 
 /// Distinct keys a build task lists before it gives only their bounds.
 const TASK_KEYS: usize = 1 << 16;
@@ -746,6 +748,9 @@ fn filterable_joins(graph: &TaskGraph, plan: &Arc<dyn ExecutionPlan>, out: &mut 
         && let Some(found) = aggregated::through_partial_aggregate(graph, join)
     {
         out.push(found);
+    }
+    if let Some(join) = plan.downcast_ref::<HashJoinExec>() {
+        out.extend(through_joins::probe_stages(graph, join));
     }
     for child in plan.children() {
         filterable_joins(graph, child, out);

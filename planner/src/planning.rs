@@ -168,10 +168,11 @@ impl<'a> JobPlanner<'a> {
     /// build side's keys (`key_filter`) unless join filters are off, and those choosing a
     /// broadcast once their build side's size is known (`adaptive`).
     fn staged(&self, physical: Arc<dyn ExecutionPlan>) -> Result<TaskGraph> {
-        let graph = crate::split::split_into_stages(physical)?;
         if !self.key_filters {
-            return Ok(graph);
+            return crate::split::split_into_stages(physical);
         }
+        let physical = crate::key_filter::isolate_builds(physical)?;
+        let graph = crate::split::split_into_stages(physical)?;
         let graph = crate::key_filter::add_key_filters(graph)?;
         crate::adaptive::add_runtime_broadcasts(graph, self.broadcast_rows)
     }

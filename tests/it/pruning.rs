@@ -44,7 +44,7 @@ async fn scan_of_fact(session: &Session, sql: &str) -> String {
 
 /// The value of metric `name` in an `EXPLAIN ANALYZE` line.
 fn metric(line: &str, name: &str) -> Option<String> {
-    let metrics = &line[line.find("metrics=[")?..];
+    let metrics = format!(" {}", &line[line.find("metrics=[")? + "metrics=[".len()..]);
     let rest = &metrics[metrics.find(&format!(" {name}="))? + name.len() + 2..];
     Some(rest.split([',', ']']).next()?.trim().to_string())
 }
@@ -334,41 +334,76 @@ async fn a_partitioned_join_broadcasts_a_build_side_found_small_at_run_time() {
     assert!(plan.contains("KeyFilterExec"), "{plan}");
 }
 
-/// TPC-H q17 joins a few parts with the average quantity of every part's line items:
-/// the stage that aggregates `lineitem` by part filters its rows by the parts' keys
-/// before the partial aggregation, so only the kept parts' groups are formed (at SF 0.2,
-/// where `lineitem`'s 1.2 million rows make waiting for the parts worth it).
+/// TPC-H at SF 0.2, where `lineitem`'s 1.2 million rows make waiting for a small build
+/// side worth it:
+/// - q17 joins a few parts with the average quantity of every part's line items: the
+///   stage that aggregates `lineitem` by part filters its rows by the parts' keys before
+///   the partial aggregation, so only the kept parts' groups are formed;
+/// - q18 keeps the orders of more than 300 units, an aggregation computed in the stage of
+///   the join under which `orders` and `lineitem` are joined: that aggregation becomes a
+///   stage of its own, and the `lineitem` stage under the join drops the line items of
+///   every other order before they are shuffled.
+///
+/// Both give the same answers with join filters off.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn q17_aggregates_only_the_line_items_of_the_parts_it_keeps() {
+async fn q17_and_q18_filter_line_items_by_keys_another_stage_found() {
     let dir = tempfile::tempdir().unwrap();
-    for table in ["part", "lineitem"] {
+    for table in ["part", "lineitem", "orders", "customer"] {
         shoal::tpch::write_table(table, 0.2, dir.path()).unwrap();
     }
     let session = Session::builder().workers(2).build().unwrap();
     session.register_dir(dir.path().to_str().unwrap()).unwrap();
-    let (_, q17) = shoal::tpch::QUERIES
-        .iter()
-        .find(|(name, _)| *name == "q17")
-        .unwrap();
-    let filtered = session.sql_script(q17).await.unwrap();
-    let analyzed = session
-        .sql_script(&format!("EXPLAIN ANALYZE {q17}"))
-        .await
-        .unwrap();
-    let plan = rows(&analyzed[0]).concat().join("\n");
-    let lines: Vec<&str> = plan.lines().collect();
+    let query = |name: &str| {
+        let (_, sql) = shoal::tpch::QUERIES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .unwrap();
+        *sql
+    };
+    let (q17, q18) = (query("q17"), query("q18"));
+    let mut filtered = Vec::new();
+    let mut plans = Vec::new();
+    for sql in [q17, q18] {
+        filtered.push(session.sql_script(sql).await.unwrap());
+        let analyzed = session
+            .sql_script(&format!("EXPLAIN ANALYZE {sql}"))
+            .await
+            .unwrap();
+        plans.push(rows(&analyzed[0]).concat().join("\n"));
+    }
+    // q17: the filter sits right under the partial aggregation.
+    let lines: Vec<&str> = plans[0].lines().collect();
     let partial = lines
         .iter()
         .position(|l| l.contains("AggregateExec: mode=Partial, gby=[l_partkey@"))
-        .unwrap_or_else(|| panic!("{plan}"));
+        .unwrap_or_else(|| panic!("{}", plans[0]));
     let below = lines[partial + 1];
-    assert!(below.contains("KeyFilterExec"), "{plan}");
+    assert!(below.contains("KeyFilterExec"), "{}", plans[0]);
     let dropped: usize = metric(below, "rows_dropped").unwrap().parse().unwrap();
     assert!(dropped > 1_150_000, "{below}");
+    // q18: a stage scanning `lineitem` filters by order key and keeps only the line
+    // items of the orders kept (a few hundred rows of 1.2 million).
+    let filter = plans[1]
+        .lines()
+        .find(|l| l.contains("KeyFilterExec: keys=[l_orderkey@"))
+        .unwrap_or_else(|| panic!("{}", plans[1]));
+    let dropped: usize = metric(filter, "rows_dropped").unwrap().parse().unwrap();
+    let kept: usize = metric(filter, "output_rows").unwrap().parse().unwrap();
+    assert!(dropped > 1_150_000 && kept < 2_000, "{filter}");
+    assert!(!rows(&filtered[1][0]).is_empty());
     session
         .sql_script("SET shoal.execution.join_dynamic_filters = false")
         .await
         .unwrap();
-    let unfiltered = session.sql_script(q17).await.unwrap();
-    assert_eq!(rows(&filtered[0]), rows(&unfiltered[0]));
+    for (sql, filtered) in [q17, q18].into_iter().zip(&filtered) {
+        let unfiltered = session.sql_script(sql).await.unwrap();
+        assert_eq!(rows(&filtered[0]), rows(&unfiltered[0]));
+    }
+    let unfiltered = session.sql_script(&format!("EXPLAIN {q18}")).await.unwrap();
+    assert!(
+        !rows(&unfiltered[0])
+            .concat()
+            .join("\n")
+            .contains("KeyFilterExec")
+    );
 }
