@@ -748,8 +748,8 @@ fn filterable_joins(graph: &TaskGraph, plan: &Arc<dyn ExecutionPlan>, out: &mut 
         && let Some(found) = aggregated::through_partial_aggregate(graph, join)
     {
         out.push(found);
-    }
-    if let Some(join) = plan.downcast_ref::<HashJoinExec>() {
+    } else if let Some(join) = plan.downcast_ref::<HashJoinExec>() {
+        // (A probe stage found below its partial aggregation is not filtered twice.)
         out.extend(through_joins::probe_stages(graph, join));
     }
     for child in plan.children() {

@@ -407,3 +407,62 @@ async fn q17_and_q18_filter_line_items_by_keys_another_stage_found() {
             .contains("KeyFilterExec")
     );
 }
+
+/// A join whose build side is itself a join (computed in the join's stage) and whose
+/// probe side is an aggregation grouped by the join key: the build side becomes a stage
+/// of its own (found through the final aggregation), and the stage that aggregates `big`
+/// partially drops the rows of the groups whose key the build side lacks before it
+/// aggregates them (the shape of TPC-H q17 at SF10).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_built_from_a_join_filters_the_aggregation_it_probes() {
+    let dir = tempfile::tempdir().unwrap();
+    // 50,000 keys, four `big` rows each; 50 of them have `dim.v % 2000 = 0`.
+    write_keys(
+        &dir.path().join("big.parquet"),
+        (0..200_000).map(|i| i % 50_000),
+        8192,
+    );
+    write_keys(&dir.path().join("dim.parquet"), 0..50_000, 8192);
+    write_keys(&dir.path().join("mid.parquet"), 0..50_000, 8192);
+    let session = Session::builder().workers(2).build().unwrap();
+    session.register_dir(dir.path().to_str().unwrap()).unwrap();
+    partition_every_join(&session).await;
+    let sql = "SELECT count(*) AS n, sum(a.total) AS s \
+               FROM (SELECT k, sum(v) AS total FROM big GROUP BY k) a \
+               JOIN (SELECT d.k FROM dim d JOIN mid m ON d.k = m.k WHERE d.v % 2000 = 0) f \
+               ON a.k = f.k";
+    // Each kept key k has total 4 * 2k: 8 * 1000 * (0 + 1 + ... + 49).
+    let expected = vec![vec!["50".to_string(), "9800000".to_string()]];
+    let answer = session.sql_script(sql).await.unwrap();
+    assert_eq!(rows(&answer[0]), expected);
+    let analyzed = session
+        .sql_script(&format!("EXPLAIN ANALYZE {sql}"))
+        .await
+        .unwrap();
+    let plan = rows(&analyzed[0]).concat().join("\n");
+    let lines: Vec<&str> = plan.lines().collect();
+    let filter = lines
+        .iter()
+        .position(|l| l.contains("KeyFilterExec: keys=[k@0]"))
+        .unwrap_or_else(|| panic!("{plan}"));
+    assert!(
+        lines[filter - 1].contains("AggregateExec: mode=Partial, gby=[k@0 as k]"),
+        "{plan}"
+    );
+    let dropped: usize = metric(lines[filter], "rows_dropped")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let kept: usize = metric(lines[filter], "output_rows")
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The 4 rows of each of the 50 keys kept, of 200,000.
+    assert_eq!((kept, dropped), (200, 199_800), "{}", lines[filter]);
+    session
+        .sql_script("SET shoal.execution.join_dynamic_filters = false")
+        .await
+        .unwrap();
+    let unfiltered = session.sql_script(sql).await.unwrap();
+    assert_eq!(rows(&unfiltered[0]), expected);
+}

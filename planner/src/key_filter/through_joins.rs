@@ -5,9 +5,12 @@
 //! than 300 units) is an aggregation computed in the join's own stage. A probe row's key
 //! is then the key of a row of each stage under it that the inner joins matched on that
 //! key, so each such stage, hash-partitioned on the key, may drop the rows whose key the
-//! build side lacks: none of them could reach the join's output. Before the plan is cut
-//! into stages, [`isolate_builds`] gives such a build side an exchange of its own (on the
-//! keys it is already partitioned by), so that it becomes a stage whose keys are
+//! build side lacks: none of them could reach the join's output. The same holds through
+//! a final aggregation grouped by the key (TPC-H q17 at SF10, whose build side is a join
+//! of `part` with `lineitem` and whose probe side is every part's average quantity): a
+//! group whose key cannot match is dropped whole, and so may its rows be. Before the plan
+//! is cut into stages, [`isolate_builds`] gives such a build side an exchange of its own
+//! (on the keys it is already partitioned by), so that it becomes a stage whose keys are
 //! summarised before those stages run; [`probe_stages`] then finds them.
 
 use std::sync::Arc;
@@ -19,6 +22,7 @@ use datafusion::common::{JoinType, Result};
 use datafusion::functions_aggregate::min_max::MinAccumulator;
 use datafusion::physical_expr::PhysicalExprRef;
 use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
 use datafusion::physical_plan::filter::FilterExec;
@@ -36,8 +40,9 @@ use super::{
 use crate::graph::TaskGraph;
 
 /// The nodes under `plan` that its output column `column` comes from, each with the
-/// column there: followed through projections of columns, filters and inner joins (into
-/// both inputs when the join matches on the column), and stopping at any other node.
+/// column there: followed through projections of columns, filters, inner joins (into
+/// both inputs when the join matches on the column) and final aggregations grouped by
+/// it, and stopping at any other node.
 fn key_sources(
     plan: &Arc<dyn ExecutionPlan>,
     column: usize,
@@ -69,6 +74,23 @@ fn key_sources(
     if let Some(join) = plan.downcast_ref::<HashJoinExec>() {
         if *join.join_type() == JoinType::Inner {
             inner_join_sources(join, column, out);
+        }
+        return;
+    }
+    if let Some(aggregate) = plan.downcast_ref::<AggregateExec>() {
+        // A final aggregation's group column is the partial aggregation's: a group whose
+        // key cannot match has no row of it that can.
+        let groups = aggregate.group_expr();
+        if matches!(
+            aggregate.mode(),
+            AggregateMode::Final | AggregateMode::FinalPartitioned
+        ) && groups.is_single()
+            && let Some(below) = groups
+                .expr()
+                .get(column)
+                .and_then(|(e, _)| e.downcast_ref::<Column>())
+        {
+            key_sources(aggregate.input(), below.index(), out);
         }
         return;
     }
