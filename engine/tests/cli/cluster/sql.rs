@@ -368,3 +368,34 @@ async fn a_build_side_found_small_is_broadcast_on_the_workers() {
         assert!(line.contains(chosen), "{limit}: {line}");
     }
 }
+
+/// A join built from a join, probing an aggregation grouped by the key, on worker
+/// processes: the build side's own stage and the aggregation stage's key filter travel
+/// in the stage plans, and the answer is the one without join filters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_built_from_a_join_filters_the_aggregation_on_the_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    // 50,000 keys, four `big` rows each; 50 of them have `dim.v % 2000 = 0`.
+    write_keys(
+        &dir.path().join("big.parquet"),
+        (0..200_000).map(|i| i % 50_000).collect(),
+    );
+    write_keys(&dir.path().join("dim.parquet"), (0..50_000).collect());
+    write_keys(&dir.path().join("mid.parquet"), (0..50_000).collect());
+    let cluster = Cluster::start(2);
+    let session = cluster.session();
+    session.register_dir(dir.path().to_str().unwrap()).unwrap();
+    for threshold in ["", "_rows"] {
+        let set = "SET datafusion.optimizer.hash_join_single_partition_threshold";
+        query(&session, &format!("{set}{threshold} = 0")).await;
+    }
+    let sql = "SELECT count(*) AS n, sum(a.total) AS s \
+               FROM (SELECT k, sum(v) AS total FROM big GROUP BY k) a \
+               JOIN (SELECT d.k FROM dim d JOIN mid m ON d.k = m.k WHERE d.v % 2000 = 0) f \
+               ON a.k = f.k";
+    assert_eq!(query(&session, sql).await, [["50", "9800000"]]);
+    let line = analyzed_line(&session, sql, "KeyFilterExec: keys=[k@0]").await;
+    assert!(line.contains("rows_dropped=199800"), "{line}");
+    query(&session, "SET shoal.execution.join_dynamic_filters = false").await;
+    assert_eq!(query(&session, sql).await, [["50", "9800000"]]);
+}
