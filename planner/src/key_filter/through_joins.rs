@@ -48,6 +48,11 @@ fn key_sources(
     column: usize,
     out: &mut Vec<(Arc<dyn ExecutionPlan>, usize)>,
 ) {
+    if plan.fetch().is_some() {
+        // A node that stops after some rows keeps rows depending on the others: a row
+        // dropped under it could let another through.
+        return;
+    }
     if plan.is::<CooperativeExec>() {
         return key_sources(plan.children()[0], column, out);
     }
@@ -79,12 +84,13 @@ fn key_sources(
     }
     if let Some(aggregate) = plan.downcast_ref::<AggregateExec>() {
         // A final aggregation's group column is the partial aggregation's: a group whose
-        // key cannot match has no row of it that can.
+        // key cannot match has no row of it that can. (A final aggregation of grouping
+        // sets groups by its grouping id too, which no key filter's stage hashes on.)
         let groups = aggregate.group_expr();
         if matches!(
             aggregate.mode(),
             AggregateMode::Final | AggregateMode::FinalPartitioned
-        ) && groups.is_single()
+        ) && aggregate.limit_options().is_none()
             && let Some(below) = groups
                 .expr()
                 .get(column)
@@ -205,9 +211,15 @@ pub(crate) fn isolate_builds(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn Exe
             let mut sources = Vec::new();
             key_sources(join.right(), probe_column, &mut sources);
             let worth = sources.iter().any(|(source, column)| {
+                // A probe side that is the exchange itself is filtered as a stage read
+                // whole, under that path's own condition.
+                let worth = match Arc::ptr_eq(source, join.right()) {
+                    true => worth_filtering,
+                    false => worth_waiting,
+                };
                 source.downcast_ref::<RepartitionExec>().is_some_and(|r| {
                     matches!(r.partitioning(), Partitioning::Hash(keys, _) if is_column(keys, *column))
-                        && worth_waiting(build_rows, estimated_rows(&statistics, source))
+                        && worth(build_rows, estimated_rows(&statistics, source))
                 })
             });
             if !worth {
