@@ -643,6 +643,14 @@ pub(crate) fn gathered_stage(plan: &Arc<dyn ExecutionPlan>) -> Option<(StageId, 
     (read.mode() == ReadMode::Gather).then(|| (read.stage(), read.estimated_rows()))
 }
 
+/// Whether a build key of type `build` can filter a probe key of type `probe`: the same
+/// type, with bounds, and not dictionary-encoded.
+fn summarisable(build: &DataType, probe: &DataType) -> bool {
+    build == probe
+        && MinAccumulator::try_new(build).is_ok()
+        && !matches!(build, DataType::Dictionary(..))
+}
+
 /// Whether filtering is worth making the probe stage wait for the build stage, from the
 /// planner's estimates of their rows: a build side whose keys a Bloom filter can hold,
 /// under a probe side many times larger. A build side whose size is known exactly is a
@@ -729,9 +737,7 @@ fn filterable_joins(graph: &TaskGraph, plan: &Arc<dyn ExecutionPlan>, out: &mut 
             keys.len() == join.on().len() && keys.iter().zip(on).all(|(a, b)| a.eq(b))
         };
         let types_match = join.on().iter().all(|(l, r)| {
-            matches!((l.data_type(&left), r.data_type(&right)), (Ok(a), Ok(b)) if a == b
-                && MinAccumulator::try_new(&a).is_ok()
-                && !matches!(a, DataType::Dictionary(..)))
+            matches!((l.data_type(&left), r.data_type(&right)), (Ok(a), Ok(b)) if summarisable(&a, &b))
         });
         if same(build_keys, &mut join.on().iter().map(|(l, _)| l))
             && same(probe_keys, &mut join.on().iter().map(|(_, r)| r))

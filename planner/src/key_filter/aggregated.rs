@@ -9,8 +9,6 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::DataType;
-use datafusion::functions_aggregate::min_max::MinAccumulator;
 use datafusion::physical_expr::PhysicalExprRef;
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_plan::ExecutionPlan;
@@ -18,7 +16,9 @@ use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::joins::HashJoinExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 
-use super::{Filterable, bloom_log2, gathered_stage, hash_keys, reads_of, worth_filtering};
+use super::{
+    Filterable, bloom_log2, gathered_stage, hash_keys, reads_of, summarisable, worth_filtering,
+};
 
 /// Rows an aggregation's input is expected to have for a build side of unknown size to be
 /// worth waiting for.
@@ -91,10 +91,7 @@ pub(super) fn through_partial_aggregate(
     for ((l, _), (built, column)) in join.on().iter().zip(build_keys.iter().zip(&columns)) {
         let (group, _) = groups.get(*column)?;
         let (build_type, probe_type) = (l.data_type(&left).ok()?, group.data_type(&input).ok()?);
-        let usable = build_type == probe_type
-            && MinAccumulator::try_new(&build_type).is_ok()
-            && !matches!(build_type, DataType::Dictionary(..));
-        if !usable || !l.eq(built) {
+        if !summarisable(&build_type, &probe_type) || !l.eq(built) {
             return None;
         }
         keys.push(Arc::clone(group) as PhysicalExprRef);

@@ -15,11 +15,9 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::DataType;
 use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{JoinType, Result};
-use datafusion::functions_aggregate::min_max::MinAccumulator;
 use datafusion::physical_expr::PhysicalExprRef;
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
@@ -35,7 +33,7 @@ use datafusion::physical_plan::{
 
 use super::{
     Filterable, bloom_log2, drops_unmatched_probe_rows, gathered_stage, hash_keys, reads_of,
-    worth_filtering,
+    summarisable, worth_filtering,
 };
 use crate::graph::TaskGraph;
 
@@ -144,10 +142,10 @@ fn single_key(join: &HashJoinExec) -> Option<(&PhysicalExprRef, usize)> {
         return None;
     }
     let (build, probe) = &join.on()[0];
-    let key_type = build.data_type(&join.left().schema()).ok()?;
-    let usable = MinAccumulator::try_new(&key_type).is_ok()
-        && !matches!(key_type, DataType::Dictionary(..))
-        && probe.data_type(&join.right().schema()).ok()? == key_type;
+    let usable = summarisable(
+        &build.data_type(&join.left().schema()).ok()?,
+        &probe.data_type(&join.right().schema()).ok()?,
+    );
     Some((build, probe.downcast_ref::<Column>()?.index())).filter(|_| usable)
 }
 
@@ -166,6 +164,11 @@ fn worth_waiting(build_rows: Precision<usize>, probe_rows: Precision<usize>) -> 
         _ => false,
     };
     large || worth_filtering(build_rows, probe_rows)
+}
+
+/// Whether `exprs` is just `key`.
+fn is_only(exprs: &[PhysicalExprRef], key: &PhysicalExprRef) -> bool {
+    matches!(exprs, [e] if e.eq(key))
 }
 
 /// Whether `exprs` is just column `column`.
@@ -201,7 +204,7 @@ pub(crate) fn isolate_builds(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn Exe
             };
             let build = join.left();
             let partitions = match build.output_partitioning() {
-                Partitioning::Hash(keys, n) if matches!(&keys[..], [k] if k.eq(build_key)) => *n,
+                Partitioning::Hash(keys, n) if is_only(keys, build_key) => *n,
                 _ => return Ok(Transformed::no(node)),
             };
             if build.is::<RepartitionExec>() {
@@ -248,8 +251,7 @@ pub(super) fn probe_stages(graph: &TaskGraph, join: &HashJoinExec) -> Vec<Filter
         return Vec::new();
     };
     if gathered_stage(join.right()).is_some()
-        || !hash_keys(graph, build)
-            .is_some_and(|(keys, _)| matches!(&keys[..], [k] if k.eq(build_key)))
+        || !hash_keys(graph, build).is_some_and(|(keys, _)| is_only(keys, build_key))
     {
         return Vec::new();
     }
