@@ -104,6 +104,7 @@ mod repair;
 pub mod replay;
 pub mod resources;
 pub mod scan;
+pub mod shared_subplan;
 pub mod shuffle;
 pub mod sink;
 pub mod small_inputs;

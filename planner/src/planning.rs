@@ -3,7 +3,9 @@
 //! assembles one.
 //!
 //! ```text
-//!  LogicalPlan ─► optimize ─► scalar subqueries computed, inlined as literals
+//!  LogicalPlan ─► optimize ─► aggregations a scalar subquery shares with its query
+//!                 computed once (`shared_subplan`) ─► scalar subqueries computed,
+//!                 inlined as literals
 //!              ─► physical plan (Shoal's session policy) ─► independent partitions
 //!                 (when tasks run in other processes) ─► split_into_stages ─► TaskGraph
 //! ```
@@ -17,7 +19,7 @@ use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Result, ScalarValue};
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::expr_rewriter::NamePreserver;
-use datafusion::logical_expr::{Expr, LogicalPlan, Subquery, lit};
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, Subquery, lit};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
 use datafusion::physical_plan::scalar_subquery::ScalarSubqueryExec;
@@ -28,6 +30,7 @@ use futures::future::BoxFuture;
 use crate::config::ShoalConfig;
 use crate::error::{ErrorKind, shoal_err};
 use crate::graph::TaskGraph;
+use crate::shared_subplan::{MAX_SHARED_ROWS, in_memory, replace, shared_aggregation};
 
 /// Where a graph's tasks run, which decides whether partitions may share state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,8 +223,17 @@ impl<'a> JobPlanner<'a> {
                 return Ok(optimized);
             }
             let mut values = Vec::with_capacity(found.len());
+            // Aggregations a subquery shares with the query, and their rows in memory.
+            let mut shared = Vec::new();
             for sq in &found {
-                let inner = self.inline_scalar_subqueries(&sq.subquery).await?;
+                let mut subquery = sq.subquery.as_ref().clone();
+                if let Some(aggregation) = shared_aggregation(&optimized, &subquery)? {
+                    if let Some(rows) = self.materialize(&aggregation).await? {
+                        subquery = replace(subquery, &aggregation, &rows)?;
+                        shared.push((aggregation, rows));
+                    }
+                }
+                let inner = self.inline_scalar_subqueries(&subquery).await?;
                 let physical = self.physical_plan(&inner).await?;
                 values.push(self.scalar_value(physical).await?);
             }
@@ -243,9 +255,27 @@ impl<'a> JobPlanner<'a> {
                     })
                 })?
                 .data;
-            Ok(rewritten)
+            shared
+                .iter()
+                .try_fold(rewritten, |plan, (aggregation, rows)| {
+                    replace(plan, aggregation, rows)
+                })
         }
         .boxed()
+    }
+
+    /// `shared`'s rows in memory (see `shared_subplan`), computed by a job of their own;
+    /// `None` if it gives more than [`MAX_SHARED_ROWS`].
+    async fn materialize(&self, shared: &LogicalPlan) -> Result<Option<LogicalPlan>> {
+        let capped = LogicalPlanBuilder::from(shared.clone())
+            .limit(0, Some(MAX_SHARED_ROWS + 1))?
+            .build()?;
+        let physical = self.physical_plan(&capped).await?;
+        let batches = self.runner.run_graph(self.graph_of(physical)?).await?;
+        if batches.iter().map(RecordBatch::num_rows).sum::<usize>() > MAX_SHARED_ROWS {
+            return Ok(None);
+        }
+        in_memory(shared, batches).map(Some)
     }
 
     /// Runs each uncorrelated scalar subquery left in the physical plan as a job of its

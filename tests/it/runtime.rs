@@ -581,6 +581,56 @@ async fn inlined_scalar_subqueries_keep_their_column_names() {
     assert!(err.contains("expected seconds"), "{err}");
 }
 
+/// The plans of every stage of `graph`, as `EXPLAIN` shows them.
+fn stage_plans(graph: &shoal_planner::graph::TaskGraph) -> String {
+    graph
+        .stages
+        .iter()
+        .map(|s| {
+            datafusion::physical_plan::displayable(s.plan.as_ref())
+                .indent(true)
+                .to_string()
+        })
+        .collect()
+}
+
+/// TPC-H q15 compares each supplier's revenue with the largest, both from the view
+/// `revenue`: `lineitem` is aggregated once, by a job of its own, and the subquery and the
+/// query both read its rows from memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aggregation_a_scalar_subquery_shares_with_its_query_is_computed_once() {
+    let session = tpch_session(2, 2);
+    let q15 = shoal::tpch::QUERIES[14];
+    assert_eq!(q15.0, "q15");
+    let df = session.sql(q15.1).await.unwrap();
+    let plans = stage_plans(&session.prepare(df.logical_plan()).await.unwrap());
+    assert!(!plans.contains("lineitem.parquet"), "{plans}");
+    assert!(
+        plans.contains("partition_sizes="),
+        "a scan of memory: {plans}"
+    );
+    assert!(plans.contains("supplier.parquet"), "{plans}");
+    let batches = session.sql(q15.1).await.unwrap().collect().await.unwrap();
+    assert_rows_eq("q15", &answer("q15"), &rows(&batches));
+
+    // An aggregation of more rows than are kept in memory is computed where it is read.
+    let groups = shoal_planner::shared_subplan::MAX_SHARED_ROWS + 10;
+    let sql = format!(
+        "with t as (select value % {groups} as k, count(*) as c from range({}) group by k) \
+         select count(*), sum(k) from t where c = (select max(c) from t)",
+        2 * groups
+    );
+    let df = session.sql(&sql).await.unwrap();
+    let plans = stage_plans(&session.prepare(df.logical_plan()).await.unwrap());
+    assert!(!plans.contains("partition_sizes="), "{plans}");
+    let batches = session.sql(&sql).await.unwrap().collect().await.unwrap();
+    let keys = groups as u64;
+    assert_eq!(
+        rows(&batches),
+        vec![vec![keys.to_string(), (keys * (keys - 1) / 2).to_string()]]
+    );
+}
+
 /// DataFusion's runtime memory limit and spill directory would change nothing in Shoal,
 /// whose workers own their pools: `SET` refuses them naming the Shoal setting, the builder
 /// sets that setting.
