@@ -227,11 +227,11 @@ impl<'a> JobPlanner<'a> {
             let mut shared = Vec::new();
             for sq in &found {
                 let mut subquery = sq.subquery.as_ref().clone();
-                if let Some(aggregation) = shared_aggregation(&optimized, &subquery)? {
-                    if let Some(rows) = self.materialize(&aggregation).await? {
-                        subquery = replace(subquery, &aggregation, &rows)?;
-                        shared.push((aggregation, rows));
-                    }
+                if let Some(aggregation) = shared_aggregation(&optimized, &subquery)?
+                    && let Some(rows) = self.materialize(&aggregation).await?
+                {
+                    subquery = replace(subquery, &aggregation, &rows)?;
+                    shared.push((aggregation, rows));
                 }
                 let inner = self.inline_scalar_subqueries(&subquery).await?;
                 let physical = self.physical_plan(&inner).await?;

@@ -417,6 +417,66 @@ async fn q17_and_q18_filter_line_items_by_keys_another_stage_found() {
     );
 }
 
+/// A join whose build side is a semi join (in a stage of its own, as in TPC-H q20) and
+/// whose probe side is an aggregation of 600,000 rows: DataFusion expects the semi join
+/// to keep 100,000 rows (it keeps 100), too many to be worth waiting for by its
+/// estimate, yet the aggregation's stage waits for its keys and drops the rows of the
+/// groups they rule out before aggregating them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_semi_join_built_side_filters_the_aggregation_it_probes() {
+    let dir = tempfile::tempdir().unwrap();
+    // 150,000 keys, four `big` rows each; `mid` has v = 2k, and the semi join keeps the
+    // `mid` rows whose v a `dim` row with k % 2000 = 0 has: 75 keys of `big`.
+    write_keys(
+        &dir.path().join("big.parquet"),
+        (0..600_000).map(|i| i % 150_000),
+        65_536,
+    );
+    write_keys(&dir.path().join("dim.parquet"), 0..500_000, 65_536);
+    write_keys(&dir.path().join("mid.parquet"), 0..200_000, 65_536);
+    let session = Session::builder().workers(2).build().unwrap();
+    session.register_dir(dir.path().to_str().unwrap()).unwrap();
+    partition_every_join(&session).await;
+    let sql = "SELECT count(*) AS n, sum(a.total) AS s \
+               FROM (SELECT k, sum(v) AS total FROM big GROUP BY k) a \
+               JOIN (SELECT m.k FROM mid m \
+                     WHERE m.v IN (SELECT d.v FROM dim d WHERE d.k % 2000 = 0)) f \
+               ON a.k = f.k";
+    // Each kept key k = 2000 j has total 4 * 2k: 16,000 * (0 + 1 + ... + 74).
+    let expected = vec![vec!["75".to_string(), "44400000".to_string()]];
+    let answer = session.sql_script(sql).await.unwrap();
+    assert_eq!(rows(&answer[0]), expected);
+    let analyzed = session
+        .sql_script(&format!("EXPLAIN ANALYZE {sql}"))
+        .await
+        .unwrap();
+    let plan = rows(&analyzed[0]).concat().join("\n");
+    let lines: Vec<&str> = plan.lines().collect();
+    let filter = lines
+        .iter()
+        .position(|l| l.contains("KeyFilterExec: keys=[k@0]"))
+        .unwrap_or_else(|| panic!("{plan}"));
+    assert!(
+        lines[filter - 1].contains("AggregateExec: mode=Partial, gby=[k@0 as k]"),
+        "{plan}"
+    );
+    let kept: usize = metric(lines[filter], "output_rows")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let dropped: usize = metric(lines[filter], "rows_dropped")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!((kept, dropped), (300, 599_700), "{}", lines[filter]);
+    session
+        .sql_script("SET shoal.execution.join_dynamic_filters = false")
+        .await
+        .unwrap();
+    let unfiltered = session.sql_script(sql).await.unwrap();
+    assert_eq!(rows(&unfiltered[0]), expected);
+}
+
 /// A join whose build side is itself a join (computed in the join's stage) and whose
 /// probe side is an aggregation grouped by the join key: the build side becomes a stage
 /// of its own (found through the final aggregation), and the stage that aggregates `big`
