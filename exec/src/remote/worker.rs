@@ -292,6 +292,7 @@ impl Parts<'_> {
             events,
             plans: HashMap::new(),
             locations: HashMap::new(),
+            contexts: Contexts::default(),
             exit: false,
         };
         loop {
@@ -376,6 +377,8 @@ struct Commands {
     events: mpsc::UnboundedSender<Event>,
     plans: HashMap<(JobId, StageId), Result<StagePlan, String>>,
     locations: HashMap<(JobId, StageId), Locations>,
+    /// Task contexts by the settings stages were planned with.
+    contexts: Contexts,
     /// The scheduler retired this worker and it has no task left: leave.
     exit: bool,
 }
@@ -394,7 +397,8 @@ impl Commands {
                 let decoded = if plan.noop {
                     Ok(StagePlan::Noop)
                 } else {
-                    decode_stage(&plan.plan, &plan.config, &self.runtime).map_err(|e| {
+                    let ctx = self.contexts.get(&plan.config, &self.runtime);
+                    decode_stage(&plan.plan, ctx).map_err(|e| {
                         format!(
                             "stage {} of job {} could not be decoded: {}",
                             stage.stage,
@@ -501,19 +505,42 @@ fn task_id(task: &proto::TaskRef) -> TaskId {
     }
 }
 
-/// Decodes a stage plan under the session settings it was planned with.
-fn decode_stage(
-    bytes: &[u8],
-    settings: &HashMap<String, String>,
-    runtime: &Arc<RuntimeEnv>,
-) -> Result<StagePlan> {
-    let config = task_session_config(settings);
-    let state = SessionStateBuilder::new()
-        .with_config(config)
-        .with_runtime_env(Arc::clone(runtime))
-        .with_default_features()
-        .build();
-    let ctx: Arc<TaskContext> = state.task_ctx();
+/// Task contexts a worker keeps for the settings it saw last.
+const CONTEXTS_KEPT: usize = 4;
+
+/// Task contexts by the settings they were made with, newest last (at most
+/// [`CONTEXTS_KEPT`]). A session's jobs carry the same settings, and making a context
+/// (DataFusion's functions, the session config) took about a millisecond for every stage
+/// before its first task could start.
+#[derive(Default)]
+struct Contexts(Vec<(HashMap<String, String>, Arc<TaskContext>)>);
+
+impl Contexts {
+    /// The task context for stages planned with `settings`, made once.
+    fn get(
+        &mut self,
+        settings: &HashMap<String, String>,
+        runtime: &Arc<RuntimeEnv>,
+    ) -> Arc<TaskContext> {
+        if let Some((_, ctx)) = self.0.iter().find(|(s, _)| s == settings) {
+            return Arc::clone(ctx);
+        }
+        let state = SessionStateBuilder::new()
+            .with_config(task_session_config(settings))
+            .with_runtime_env(Arc::clone(runtime))
+            .with_default_features()
+            .build();
+        let ctx = state.task_ctx();
+        if self.0.len() == CONTEXTS_KEPT {
+            self.0.remove(0);
+        }
+        self.0.push((settings.clone(), Arc::clone(&ctx)));
+        ctx
+    }
+}
+
+/// Decodes a stage plan with the task context of the settings it was planned with.
+fn decode_stage(bytes: &[u8], ctx: Arc<TaskContext>) -> Result<StagePlan> {
     let plan = decode_plan(bytes, &ctx)?;
     Ok(StagePlan::Decoded { plan, ctx })
 }
@@ -609,5 +636,39 @@ fn task_ended(job: JobId, task: TaskId, attempt: u32, outcome: TaskOutcome) -> p
             attempt,
         }),
         outcome: Some(outcome),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stages_planned_with_the_same_settings_share_one_task_context() {
+        let runtime = Arc::new(RuntimeEnv::default());
+        let mut contexts = Contexts::default();
+        let settings = |batch: usize| {
+            HashMap::from([(
+                "datafusion.execution.batch_size".to_string(),
+                batch.to_string(),
+            )])
+        };
+        let first = contexts.get(&settings(1000), &runtime);
+        assert_eq!(first.session_config().batch_size(), 1000);
+        assert!(Arc::ptr_eq(
+            &first,
+            &contexts.get(&settings(1000), &runtime)
+        ));
+        let other = contexts.get(&settings(2000), &runtime);
+        assert_eq!(other.session_config().batch_size(), 2000);
+        assert!(!Arc::ptr_eq(&first, &other));
+        // Four more settings push the first out: it is made again.
+        for batch in 3..7 {
+            contexts.get(&settings(batch * 1000), &runtime);
+        }
+        assert_eq!(contexts.0.len(), CONTEXTS_KEPT);
+        let again = contexts.get(&settings(1000), &runtime);
+        assert!(!Arc::ptr_eq(&first, &again));
+        assert_eq!(again.session_config().batch_size(), 1000);
     }
 }
