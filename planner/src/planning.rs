@@ -30,7 +30,7 @@ use futures::future::BoxFuture;
 use crate::config::ShoalConfig;
 use crate::error::{ErrorKind, shoal_err};
 use crate::graph::TaskGraph;
-use crate::shared_subplan::{MAX_SHARED_ROWS, in_memory, replace, shared_aggregation};
+use crate::shared_subplan::{MAX_SHARED_ROWS, in_memory, replace, same, shared_aggregation};
 
 /// Where a graph's tasks run, which decides whether partitions may share state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,11 +227,19 @@ impl<'a> JobPlanner<'a> {
             let mut shared = Vec::new();
             for sq in &found {
                 let mut subquery = sq.subquery.as_ref().clone();
-                if let Some(aggregation) = shared_aggregation(&optimized, &subquery)?
-                    && let Some(rows) = self.materialize(&aggregation).await?
-                {
-                    subquery = replace(subquery, &aggregation, &rows)?;
-                    shared.push((aggregation, rows));
+                if let Some(aggregation) = shared_aggregation(&optimized, &subquery)? {
+                    // Two subqueries may share one aggregation: it runs once.
+                    let known = shared.iter().find(|(a, _)| same(a, &aggregation));
+                    let rows = match known {
+                        Some((_, rows)) => Some(LogicalPlan::clone(rows)),
+                        None => self.materialize(&aggregation).await?,
+                    };
+                    if let Some(rows) = rows {
+                        subquery = replace(subquery, &aggregation, &rows)?;
+                        if known.is_none() {
+                            shared.push((aggregation, rows));
+                        }
+                    }
                 }
                 let inner = self.inline_scalar_subqueries(&subquery).await?;
                 let physical = self.physical_plan(&inner).await?;
@@ -265,17 +273,14 @@ impl<'a> JobPlanner<'a> {
     }
 
     /// `shared`'s rows in memory (see `shared_subplan`), computed by a job of their own;
-    /// `None` if it gives more than [`MAX_SHARED_ROWS`].
+    /// `None` if they are too many to keep (see [`in_memory`]).
     async fn materialize(&self, shared: &LogicalPlan) -> Result<Option<LogicalPlan>> {
         let capped = LogicalPlanBuilder::from(shared.clone())
             .limit(0, Some(MAX_SHARED_ROWS + 1))?
             .build()?;
         let physical = self.physical_plan(&capped).await?;
         let batches = self.runner.run_graph(self.graph_of(physical)?).await?;
-        if batches.iter().map(RecordBatch::num_rows).sum::<usize>() > MAX_SHARED_ROWS {
-            return Ok(None);
-        }
-        in_memory(shared, batches).map(Some)
+        Ok(in_memory(shared, batches))
     }
 
     /// Runs each uncorrelated scalar subquery left in the physical plan as a job of its

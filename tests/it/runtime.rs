@@ -631,6 +631,41 @@ async fn an_aggregation_a_scalar_subquery_shares_with_its_query_is_computed_once
     );
 }
 
+/// What a shared aggregation must not be mistaken for: scans of different tables that
+/// DataFusion's plan equality takes for the same (two `range` calls), a recursive query's
+/// work table; and two subqueries sharing one aggregation with their query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_same_aggregation_of_the_same_tables_is_shared() {
+    let session = tpch_session(2, 2);
+    let answer_of = |sql: &'static str| {
+        let session = session.clone();
+        async move { rows(&session.sql(sql).await.unwrap().collect().await.unwrap()) }
+    };
+    // `a` counts 1,000 rows, `b` 20: each `range` scan reads its own rows.
+    let ranges = "WITH a AS (SELECT value % 10 AS k, count(*) AS c FROM range(1000) GROUP BY k), \
+                       b AS (SELECT value % 10 AS k, count(*) AS c FROM range(20) GROUP BY k) \
+                  SELECT sum(c) FROM a WHERE c > (SELECT min(c) FROM b) - 1";
+    assert_eq!(answer_of(ranges).await, vec![vec!["1000".to_string()]]);
+    let recursive = "WITH RECURSIVE r(n) AS \
+                       (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 5 GROUP BY n) \
+                     SELECT n FROM r WHERE n = (SELECT max(n) FROM r)";
+    assert_eq!(answer_of(recursive).await, vec![vec!["5".to_string()]]);
+    // Suppliers with the most and the fewest line items: one aggregation of `lineitem`,
+    // read from memory by both subqueries and the query.
+    let both = "WITH t AS (SELECT l_suppkey AS k, count(*) AS c FROM lineitem GROUP BY l_suppkey) \
+                SELECT count(*), sum(k) FROM t \
+                WHERE c = (SELECT max(c) FROM t) OR c = (SELECT min(c) FROM t)";
+    let df = session.sql(both).await.unwrap();
+    let plans = stage_plans(&session.prepare(df.logical_plan()).await.unwrap());
+    assert!(!plans.contains("lineitem.parquet"), "{plans}");
+    let joined = "WITH t AS (SELECT l_suppkey AS k, count(*) AS c FROM lineitem GROUP BY l_suppkey) \
+                  SELECT count(*), sum(k) FROM t, (SELECT max(c) AS most, min(c) AS fewest FROM t) m \
+                  WHERE c = most OR c = fewest";
+    let expected = answer_of(joined).await;
+    assert_ne!(expected, vec![vec!["0".to_string(), String::new()]]);
+    assert_eq!(answer_of(both).await, expected);
+}
+
 /// DataFusion's runtime memory limit and spill directory would change nothing in Shoal,
 /// whose workers own their pools: `SET` refuses them naming the Shoal setting, the builder
 /// sets that setting.
