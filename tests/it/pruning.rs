@@ -443,38 +443,8 @@ async fn a_semi_join_built_side_filters_the_aggregation_it_probes() {
                      WHERE m.v IN (SELECT d.v FROM dim d WHERE d.k % 2000 = 0)) f \
                ON a.k = f.k";
     // Each kept key k = 2000 j has total 4 * 2k: 16,000 * (0 + 1 + ... + 74).
-    let expected = vec![vec!["75".to_string(), "44400000".to_string()]];
-    let answer = session.sql_script(sql).await.unwrap();
-    assert_eq!(rows(&answer[0]), expected);
-    let analyzed = session
-        .sql_script(&format!("EXPLAIN ANALYZE {sql}"))
-        .await
-        .unwrap();
-    let plan = rows(&analyzed[0]).concat().join("\n");
-    let lines: Vec<&str> = plan.lines().collect();
-    let filter = lines
-        .iter()
-        .position(|l| l.contains("KeyFilterExec: keys=[k@0]"))
-        .unwrap_or_else(|| panic!("{plan}"));
-    assert!(
-        lines[filter - 1].contains("AggregateExec: mode=Partial, gby=[k@0 as k]"),
-        "{plan}"
-    );
-    let kept: usize = metric(lines[filter], "output_rows")
-        .unwrap()
-        .parse()
-        .unwrap();
-    let dropped: usize = metric(lines[filter], "rows_dropped")
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert_eq!((kept, dropped), (300, 599_700), "{}", lines[filter]);
-    session
-        .sql_script("SET shoal.execution.join_dynamic_filters = false")
-        .await
-        .unwrap();
-    let unfiltered = session.sql_script(sql).await.unwrap();
-    assert_eq!(rows(&unfiltered[0]), expected);
+    let expected = ["75", "44400000"];
+    assert_filtered_below_partial_aggregation(&session, sql, expected, (300, 599_700)).await;
 }
 
 /// A join whose build side is itself a join (computed in the join's stage) and whose
@@ -501,7 +471,22 @@ async fn a_join_built_from_a_join_filters_the_aggregation_it_probes() {
                JOIN (SELECT d.k FROM dim d JOIN mid m ON d.k = m.k WHERE d.v % 2000 = 0) f \
                ON a.k = f.k";
     // Each kept key k has total 4 * 2k: 8 * 1000 * (0 + 1 + ... + 49).
-    let expected = vec![vec!["50".to_string(), "9800000".to_string()]];
+    let expected = ["50", "9800000"];
+    // The 4 rows of each of the 50 keys kept, of 200,000.
+    assert_filtered_below_partial_aggregation(&session, sql, expected, (200, 199_800)).await;
+}
+
+/// Checks that `sql` (a join of `GROUP BY k` with a build side of keys) answers
+/// `expected`, that the stage aggregating partially keeps (and drops) `kept_dropped` rows
+/// right under its partial aggregation, and that it answers the same with join filters
+/// off.
+async fn assert_filtered_below_partial_aggregation(
+    session: &Session,
+    sql: &str,
+    expected: [&str; 2],
+    kept_dropped: (usize, usize),
+) {
+    let expected = vec![expected.map(str::to_string).to_vec()];
     let answer = session.sql_script(sql).await.unwrap();
     assert_eq!(rows(&answer[0]), expected);
     let analyzed = session
@@ -518,16 +503,13 @@ async fn a_join_built_from_a_join_filters_the_aggregation_it_probes() {
         lines[filter - 1].contains("AggregateExec: mode=Partial, gby=[k@0 as k]"),
         "{plan}"
     );
-    let dropped: usize = metric(lines[filter], "rows_dropped")
-        .unwrap()
-        .parse()
-        .unwrap();
-    let kept: usize = metric(lines[filter], "output_rows")
-        .unwrap()
-        .parse()
-        .unwrap();
-    // The 4 rows of each of the 50 keys kept, of 200,000.
-    assert_eq!((kept, dropped), (200, 199_800), "{}", lines[filter]);
+    let count = |name: &str| -> usize { metric(lines[filter], name).unwrap().parse().unwrap() };
+    assert_eq!(
+        (count("output_rows"), count("rows_dropped")),
+        kept_dropped,
+        "{}",
+        lines[filter]
+    );
     session
         .sql_script("SET shoal.execution.join_dynamic_filters = false")
         .await
