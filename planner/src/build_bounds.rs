@@ -23,7 +23,7 @@ use std::task::{Context, Poll};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::common::{NullEquality, Result, ScalarValue};
+use datafusion::common::{NullEquality, Result, ScalarValue, Statistics};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::functions_aggregate::min_max::{MaxAccumulator, MinAccumulator};
 use datafusion::logical_expr::{Accumulator, Operator};
@@ -31,6 +31,7 @@ use datafusion::physical_expr::expressions::{BinaryExpr, DynamicFilterPhysicalEx
 use datafusion::physical_expr::{PhysicalExpr, PhysicalExprRef};
 use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
 use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
+use datafusion::physical_plan::statistics::{ChildStats, StatisticsArgs};
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, RecordBatchStream,
 };
@@ -234,6 +235,20 @@ impl ExecutionPlan for BuildBoundsExec {
         vec![true]
     }
 
+    // Every input row passes: the statistics are the input's, so the join above keeps
+    // DataFusion's estimate (which key filters across stages are planned from).
+    fn child_stats_requests(&self, partition: Option<usize>) -> Vec<ChildStats> {
+        vec![ChildStats::At(partition)]
+    }
+
+    fn statistics_from_inputs(
+        &self,
+        input_stats: &[Arc<Statistics>],
+        _args: &StatisticsArgs,
+    ) -> Result<Arc<Statistics>> {
+        Ok(Arc::clone(&input_stats[0]))
+    }
+
     fn with_new_children(
         self: Arc<Self>,
         mut children: Vec<Arc<dyn ExecutionPlan>>,
@@ -365,5 +380,68 @@ impl Stream for BoundsStream {
 impl RecordBatchStream for BoundsStream {
     fn schema(&self) -> SchemaRef {
         self.input.schema()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{Int64Array, RecordBatch};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::common::tree_node::TreeNode;
+    use datafusion::physical_plan::StatisticsContext;
+    use datafusion::prelude::{SessionConfig, SessionContext};
+
+    use super::*;
+
+    /// A Parquet file of keys `0..n` in `dir`, registered as table `name`.
+    async fn keys(ctx: &SessionContext, dir: &std::path::Path, name: &str, n: i64) {
+        let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false)]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![Arc::new(Int64Array::from_iter_values(0..n))],
+        )
+        .unwrap();
+        let path = dir.join(format!("{name}.parquet"));
+        let file = std::fs::File::create(&path).unwrap();
+        let mut writer =
+            datafusion::parquet::arrow::ArrowWriter::try_new(file, schema, None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        ctx.register_parquet(name, path.to_str().unwrap(), Default::default())
+            .await
+            .unwrap();
+    }
+
+    /// The build side's row count reaches the join through the node that takes its
+    /// bounds, so the planner's estimates above (key filters across stages) keep it.
+    #[tokio::test]
+    async fn taking_a_build_side_s_bounds_keeps_its_statistics() {
+        let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(2));
+        let dir = tempfile::tempdir().unwrap();
+        keys(&ctx, dir.path(), "small", 3).await;
+        keys(&ctx, dir.path(), "big", 1000).await;
+        let plan = ctx
+            .sql("SELECT * FROM small JOIN big ON small.k = big.k")
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        let filled = fill_join_filters(plan).unwrap();
+        let mut bounds = Vec::new();
+        filled
+            .apply(|node| {
+                if node.is::<BuildBoundsExec>() {
+                    bounds.push(Arc::clone(node));
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+            .unwrap();
+        assert_eq!(bounds.len(), 1);
+        let rows = StatisticsContext::default()
+            .compute(bounds[0].as_ref(), &StatisticsArgs::new())
+            .unwrap()
+            .num_rows;
+        assert_eq!(rows, datafusion::common::stats::Precision::Exact(3));
     }
 }

@@ -722,7 +722,16 @@ type Filterable = (StageId, StageId, Vec<PhysicalExprRef>, u8, bool);
 
 /// The partitioned joins of `plan` whose probe stage may drop what cannot match.
 fn filterable_joins(graph: &TaskGraph, plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<Filterable>) {
+    // A probe stage that may filter below its partial aggregation does so there rather
+    // than at its output (TPC-H q17), and is not filtered twice.
+    let below_aggregate = plan
+        .downcast_ref::<HashJoinExec>()
+        .filter(|join| {
+            *join.partition_mode() == PartitionMode::Partitioned && drops_unmatched_probe_rows(join)
+        })
+        .and_then(|join| aggregated::through_partial_aggregate(graph, join));
     if let Some(join) = plan.downcast_ref::<HashJoinExec>()
+        && below_aggregate.is_none()
         && *join.partition_mode() == PartitionMode::Partitioned
         && drops_unmatched_probe_rows(join)
         && let (Some((build, build_rows)), Some((probe, probe_rows))) =
@@ -748,14 +757,9 @@ fn filterable_joins(graph: &TaskGraph, plan: &Arc<dyn ExecutionPlan>, out: &mut 
             out.push((build, probe, probe_keys.clone(), bloom, false));
         }
     }
-    if let Some(join) = plan.downcast_ref::<HashJoinExec>()
-        && *join.partition_mode() == PartitionMode::Partitioned
-        && drops_unmatched_probe_rows(join)
-        && let Some(found) = aggregated::through_partial_aggregate(graph, join)
-    {
+    if let Some(found) = below_aggregate {
         out.push(found);
     } else if let Some(join) = plan.downcast_ref::<HashJoinExec>() {
-        // (A probe stage found below its partial aggregation is not filtered twice.)
         out.extend(through_joins::probe_stages(graph, join));
     }
     for child in plan.children() {

@@ -20,7 +20,7 @@ use datafusion::physical_plan::joins::HashJoinExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 
 use super::{
-    Filterable, bloom_log2, gathered_stage, hash_keys, reads_of, summarisable, worth_filtering,
+    Filterable, bloom_log2, gathered_stage, hash_keys, reads_of, summarisable, through_joins,
 };
 
 /// Rows an aggregation's input is expected to have for a build side of unknown size to be
@@ -105,7 +105,7 @@ pub(super) fn through_partial_aggregate(
     // aggregation of many rows: each group it rules out costs the aggregation a row.
     let worth = match (build_rows.get_value(), probe_rows.get_value()) {
         (None, Some(&probe)) => probe >= MANY_ROWS,
-        _ => worth_filtering(build_rows, probe_rows),
+        _ => through_joins::worth_waiting(build_rows, probe_rows),
     };
     if build >= probe || !worth || reads_of(graph, probe) != 1 {
         return None;

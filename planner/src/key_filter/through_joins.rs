@@ -158,7 +158,7 @@ const MANY_ROWS: usize = 1 << 20;
 /// it is large and expected to be at least four times the build side. A build side
 /// computed in the join's stage is often an aggregation with a `HAVING` filter, whose
 /// rows DataFusion estimates as most of its groups (TPC-H q18: 1.2M for 57).
-fn worth_waiting(build_rows: Precision<usize>, probe_rows: Precision<usize>) -> bool {
+pub(super) fn worth_waiting(build_rows: Precision<usize>, probe_rows: Precision<usize>) -> bool {
     let large = match (build_rows.get_value(), probe_rows.get_value()) {
         (Some(&build), Some(&probe)) => probe >= MANY_ROWS && probe >= 4 * build,
         _ => false,
