@@ -722,49 +722,48 @@ type Filterable = (StageId, StageId, Vec<PhysicalExprRef>, u8, bool);
 
 /// The partitioned joins of `plan` whose probe stage may drop what cannot match.
 fn filterable_joins(graph: &TaskGraph, plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<Filterable>) {
-    // A probe stage that may filter below its partial aggregation does so there rather
-    // than at its output (TPC-H q17), and is not filtered twice.
-    let below_aggregate = plan
-        .downcast_ref::<HashJoinExec>()
-        .filter(|join| {
-            *join.partition_mode() == PartitionMode::Partitioned && drops_unmatched_probe_rows(join)
-        })
-        .and_then(|join| aggregated::through_partial_aggregate(graph, join));
     if let Some(join) = plan.downcast_ref::<HashJoinExec>()
-        && below_aggregate.is_none()
         && *join.partition_mode() == PartitionMode::Partitioned
         && drops_unmatched_probe_rows(join)
-        && let (Some((build, build_rows)), Some((probe, probe_rows))) =
-            (gathered_stage(join.left()), gathered_stage(join.right()))
-        && build < probe
-        && worth_filtering(build_rows, probe_rows)
-        && let (Some((build_keys, _)), Some((probe_keys, _))) =
-            (hash_keys(graph, build), hash_keys(graph, probe))
     {
-        let (left, right) = (join.left().schema(), join.right().schema());
-        let same = |keys: &[PhysicalExprRef], on: &mut dyn Iterator<Item = &PhysicalExprRef>| {
-            keys.len() == join.on().len() && keys.iter().zip(on).all(|(a, b)| a.eq(b))
-        };
-        let types_match = join.on().iter().all(|(l, r)| {
-            matches!((l.data_type(&left), r.data_type(&right)), (Ok(a), Ok(b)) if summarisable(&a, &b))
-        });
-        if same(build_keys, &mut join.on().iter().map(|(l, _)| l))
-            && same(probe_keys, &mut join.on().iter().map(|(_, r)| r))
-            && types_match
-            && reads_of(graph, probe) == 1
-        {
-            let bloom = bloom_log2(build_rows.get_value().copied().unwrap_or(0));
-            out.push((build, probe, probe_keys.clone(), bloom, false));
+        // A probe stage that may filter below its partial aggregation does so there,
+        // rather than at its output (TPC-H q17), and only there.
+        match aggregated::through_partial_aggregate(graph, join) {
+            Some(found) => out.push(found),
+            None => {
+                out.extend(probe_stage_read_whole(graph, join));
+                out.extend(through_joins::probe_stages(graph, join));
+            }
         }
-    }
-    if let Some(found) = below_aggregate {
-        out.push(found);
-    } else if let Some(join) = plan.downcast_ref::<HashJoinExec>() {
-        out.extend(through_joins::probe_stages(graph, join));
     }
     for child in plan.children() {
         filterable_joins(graph, child, out);
     }
+}
+
+/// `join` as a filterable join whose probe side is a stage read whole, hash-partitioned
+/// on the join keys as the build stage is, if it is one worth filtering.
+fn probe_stage_read_whole(graph: &TaskGraph, join: &HashJoinExec) -> Option<Filterable> {
+    let (build, build_rows) = gathered_stage(join.left())?;
+    let (probe, probe_rows) = gathered_stage(join.right())?;
+    if build >= probe || !worth_filtering(build_rows, probe_rows) || reads_of(graph, probe) != 1 {
+        return None;
+    }
+    let ((build_keys, _), (probe_keys, _)) = (hash_keys(graph, build)?, hash_keys(graph, probe)?);
+    let (left, right) = (join.left().schema(), join.right().schema());
+    let same = |keys: &[PhysicalExprRef], on: &mut dyn Iterator<Item = &PhysicalExprRef>| {
+        keys.len() == join.on().len() && keys.iter().zip(on).all(|(a, b)| a.eq(b))
+    };
+    let types_match = join.on().iter().all(|(l, r)| {
+        matches!((l.data_type(&left), r.data_type(&right)), (Ok(a), Ok(b)) if summarisable(&a, &b))
+    });
+    (same(build_keys, &mut join.on().iter().map(|(l, _)| l))
+        && same(probe_keys, &mut join.on().iter().map(|(_, r)| r))
+        && types_match)
+        .then(|| {
+            let bloom = bloom_log2(build_rows.get_value().copied().unwrap_or(0));
+            (build, probe, probe_keys.clone(), bloom, false)
+        })
 }
 
 /// `graph` with the key filters of the module's doc: each partitioned join that may

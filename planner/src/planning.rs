@@ -223,22 +223,22 @@ impl<'a> JobPlanner<'a> {
                 return Ok(optimized);
             }
             let mut values = Vec::with_capacity(found.len());
-            // Aggregations a subquery shares with the query, and their rows in memory.
-            let mut shared = Vec::new();
+            // Aggregations a subquery shares with the query, and their rows in memory
+            // (`None`: too many to keep). Two subqueries sharing one run it once.
+            let mut shared: Vec<(LogicalPlan, Option<LogicalPlan>)> = Vec::new();
             for sq in &found {
                 let mut subquery = sq.subquery.as_ref().clone();
                 if let Some(aggregation) = shared_aggregation(&optimized, &subquery)? {
-                    // Two subqueries may share one aggregation: it runs once.
-                    let known = shared.iter().find(|(a, _)| same(a, &aggregation));
-                    let rows = match known {
-                        Some((_, rows)) => Some(LogicalPlan::clone(rows)),
-                        None => self.materialize(&aggregation).await?,
+                    let rows = match shared.iter().find(|(a, _)| same(a, &aggregation)) {
+                        Some((_, rows)) => rows.clone(),
+                        None => {
+                            let rows = self.materialize(&aggregation).await?;
+                            shared.push((aggregation.clone(), rows.clone()));
+                            rows
+                        }
                     };
                     if let Some(rows) = rows {
                         subquery = replace(subquery, &aggregation, &rows)?;
-                        if known.is_none() {
-                            shared.push((aggregation, rows));
-                        }
                     }
                 }
                 let inner = self.inline_scalar_subqueries(&subquery).await?;
@@ -265,6 +265,7 @@ impl<'a> JobPlanner<'a> {
                 .data;
             shared
                 .iter()
+                .filter_map(|(aggregation, rows)| Some((aggregation, rows.as_ref()?)))
                 .try_fold(rewritten, |plan, (aggregation, rows)| {
                     replace(plan, aggregation, rows)
                 })

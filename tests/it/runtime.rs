@@ -662,7 +662,8 @@ async fn only_the_same_aggregation_of_the_same_tables_is_shared() {
                   SELECT count(*), sum(k) FROM t, (SELECT max(c) AS most, min(c) AS fewest FROM t) m \
                   WHERE c = most OR c = fewest";
     let expected = answer_of(joined).await;
-    assert_ne!(expected, vec![vec!["0".to_string(), String::new()]]);
+    let suppliers: u64 = expected[0][0].parse().unwrap();
+    assert!(suppliers > 0, "{expected:?}");
     assert_eq!(answer_of(both).await, expected);
 }
 

@@ -23,11 +23,12 @@ use super::{
     Filterable, bloom_log2, gathered_stage, hash_keys, reads_of, summarisable, through_joins,
 };
 
+use crate::graph::TaskGraph;
+use crate::shuffle::ShuffleWriteExec;
+
 /// Rows an aggregation's input is expected to have for a build side of unknown size to be
 /// worth waiting for.
 const MANY_ROWS: usize = 1 << 19;
-use crate::graph::TaskGraph;
-use crate::shuffle::ShuffleWriteExec;
 
 /// Whether a stage's plan writes the output of a semi join (through projections).
 fn semi_join_output(plan: &Arc<dyn ExecutionPlan>) -> bool {
@@ -102,7 +103,8 @@ pub(super) fn through_partial_aggregate(
         false => build_rows,
     };
     // A build side of unknown size (a join's output) is worth waiting for in front of an
-    // aggregation of many rows: each group it rules out costs the aggregation a row.
+    // aggregation of many rows: each group it rules out costs the aggregation a row. One
+    // of known size, under the same condition as a stage under a join's probe side.
     let worth = match (build_rows.get_value(), probe_rows.get_value()) {
         (None, Some(&probe)) => probe >= MANY_ROWS,
         _ => through_joins::worth_waiting(build_rows, probe_rows),
