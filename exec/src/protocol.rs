@@ -2,13 +2,14 @@
 //! report. The scheduler, the workers and both cluster clients read these types; none of
 //! them imports another's internals.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use datafusion::common::DataFusionError;
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::ExecutionPlan;
+use shoal_planner::run_filters;
 use shoal_planner::{
     ErrorKind, JobId, Locations, Resources, ShoalConfig, StageId, TaskGraph, TaskId, WorkerId,
 };
@@ -70,12 +71,55 @@ pub enum StagePlan {
         plan: Arc<dyn ExecutionPlan>,
         /// Session configuration and functions.
         ctx: Arc<TaskContext>,
+        /// The tasks that started with this plan (its copies share them).
+        runs: Arc<Runs>,
     },
     /// The plan as `datafusion-proto` bytes with the session's settings, for worker
     /// processes (the scheduler process never decodes it).
     Encoded(Arc<EncodedStage>),
     /// Tasks that do nothing (scheduler benchmarks).
     Noop,
+}
+
+impl StagePlan {
+    /// A stage plan for workers in this process, no task of which has started yet.
+    pub fn decoded(plan: Arc<dyn ExecutionPlan>, ctx: Arc<TaskContext>) -> Self {
+        Self::Decoded {
+            plan,
+            ctx,
+            runs: Arc::default(),
+        }
+    }
+}
+
+/// The tasks of a stage that started with one plan. A filter that an aggregation or a
+/// top-k sort tightens from the rows it reads must not reach a later run of the same
+/// task (see `shoal_planner::run_filters`): that run gets a copy of the plan in which
+/// such filters start afresh.
+#[derive(Debug, Default)]
+pub struct Runs {
+    /// Whether the plan has such filters (looked for when a task first runs again).
+    bounds: OnceLock<bool>,
+    /// The partitions started.
+    started: Mutex<HashSet<usize>>,
+}
+
+impl Runs {
+    /// Records that `partition` starts with `plan`; whether it started before and the
+    /// plan has such filters, so that this run needs a fresh copy.
+    pub fn run_again(&self, plan: &Arc<dyn ExecutionPlan>, partition: usize) -> bool {
+        self.run_again_if(partition, || run_filters::has_run_bounds(plan))
+    }
+
+    /// [`Runs::run_again`], with `bounds` telling whether the plan has such filters.
+    fn run_again_if(&self, partition: usize, bounds: impl FnOnce() -> bool) -> bool {
+        let again = !self
+            .started
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(partition);
+        again && *self.bounds.get_or_init(bounds)
+    }
 }
 
 /// A serialised stage plan.
@@ -134,10 +178,7 @@ impl JobSpec {
             .map(|s| StageSpec {
                 inputs: s.inputs,
                 tasks: s.tasks,
-                plan: StagePlan::Decoded {
-                    plan: s.plan,
-                    ctx: Arc::clone(&ctx),
-                },
+                plan: StagePlan::decoded(s.plan, Arc::clone(&ctx)),
             })
             .collect();
         Self {
@@ -618,5 +659,24 @@ impl TaskOutcome {
             Self::Failed(_) => "failed",
             Self::Cancelled => "cancelled",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Runs;
+
+    #[test]
+    fn only_a_task_s_later_runs_of_a_plan_with_tightened_filters_run_afresh() {
+        let runs = Runs::default();
+        let bounds = || true;
+        assert!(!runs.run_again_if(0, bounds));
+        assert!(!runs.run_again_if(1, bounds));
+        assert!(runs.run_again_if(0, bounds));
+        assert!(runs.run_again_if(1, bounds));
+        let runs = Runs::default();
+        assert!(!runs.run_again_if(0, || false));
+        assert!(!runs.run_again_if(0, || false));
+        assert!(!runs.run_again_if(0, || true), "looked for once");
     }
 }

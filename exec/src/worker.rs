@@ -16,7 +16,6 @@ use datafusion::execution::TaskContext;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::physical_plan::execution_plan::reset_plan_states;
 use shoal_planner::{
     InputLocations, JobId, Locations, ShuffleEnv, ShuffleIo, StageId, TaskId, WorkerId,
     bucket_bytes,
@@ -349,7 +348,7 @@ impl FreshPlans {
 
     /// A task of the stage failed running `plan`: later ones run a fresh copy.
     fn renew(&mut self, job: JobId, stage: StageId, plan: Arc<dyn ExecutionPlan>) {
-        match reset_plan_states(plan) {
+        match shoal_planner::run_filters::fresh_plan(plan) {
             Ok(copy) => {
                 self.0.insert((job, stage), copy);
             }
@@ -462,7 +461,11 @@ async fn execute(
         locations,
     } = launch;
     let (plan, ctx) = match plan {
-        StagePlan::Decoded { plan, ctx } => (plan, ctx),
+        // A run after another of the same task must not read the bounds that run set.
+        StagePlan::Decoded { plan, ctx, runs } => match runs.run_again(&plan, task.partition) {
+            true => (shoal_planner::run_filters::fresh_plan(plan)?, ctx),
+            false => (plan, ctx),
+        },
         StagePlan::Noop => return Ok((Vec::new(), Vec::new())),
         StagePlan::Encoded(_) => {
             return Err(internal_datafusion_err!(
@@ -600,10 +603,7 @@ mod tests {
                 job: 1,
                 task,
                 attempt,
-                plan: StagePlan::Decoded {
-                    plan: Arc::clone(&plan),
-                    ctx: Arc::clone(&ctx),
-                },
+                plan: StagePlan::decoded(Arc::clone(&plan), Arc::clone(&ctx)),
                 locations: Arc::clone(locations),
             }))
         };

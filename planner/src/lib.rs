@@ -103,6 +103,7 @@ pub mod planning;
 mod repair;
 pub mod replay;
 pub mod resources;
+pub mod run_filters;
 pub mod scan;
 pub mod shared_subplan;
 pub mod shuffle;

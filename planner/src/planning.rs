@@ -47,12 +47,14 @@ pub enum Placement {
 /// - A hash join's dynamic filter waits until every partition built its side; stage
 ///   tasks run a few at a time, so that wait could last forever. (Plans whose tasks run
 ///   in this process get the filters back, filled another way: see `build_bounds`.)
+///   A `min`/`max` without `GROUP BY` keeps DataFusion's own filter: it is tightened as
+///   rows arrive, by each task alone or by the tasks sharing the stage's plan, never
+///   waited for (datafusion-proto carries it with the stage, one filter again).
 /// - A task runs one partition of a scan, possibly in another process: it reads its own
 ///   files only, never its siblings'.
 /// - `shoal.execution.partitions`, when set, is the partition count.
 pub fn apply_session_policy(options: &mut ConfigOptions) {
     options.optimizer.enable_join_dynamic_filter_pushdown = false;
-    options.optimizer.enable_aggregate_dynamic_filter_pushdown = false;
     options.execution.enable_file_stream_work_stealing = false;
     let partitions = options
         .extensions
@@ -167,15 +169,18 @@ impl<'a> JobPlanner<'a> {
         Ok(self.staged(physical)?.with_resources(&resources))
     }
 
-    /// `physical` cut into stages, partitioned joins filtering their probe side by their
+    /// `physical` cut into stages (each scan reading only the row-tightened filters of its
+    /// own stage: `run_filters`), partitioned joins filtering their probe side by their
     /// build side's keys (`key_filter`) unless join filters are off, and those choosing a
     /// broadcast once their build side's size is known (`adaptive`).
     fn staged(&self, physical: Arc<dyn ExecutionPlan>) -> Result<TaskGraph> {
         if !self.key_filters {
-            return crate::split::split_into_stages(physical);
+            let graph = crate::split::split_into_stages(physical)?;
+            return crate::run_filters::keep_within_stages(graph);
         }
         let physical = crate::key_filter::isolate_builds(physical)?;
         let graph = crate::split::split_into_stages(physical)?;
+        let graph = crate::run_filters::keep_within_stages(graph)?;
         let graph = crate::key_filter::add_key_filters(graph)?;
         crate::adaptive::add_runtime_broadcasts(graph, self.broadcast_rows)
     }

@@ -517,3 +517,113 @@ async fn assert_filtered_below_partial_aggregation(
     let unfiltered = session.sql_script(sql).await.unwrap();
     assert_eq!(rows(&unfiltered[0]), expected);
 }
+
+/// The dynamic filter of a `min`/`max` without `GROUP BY` is shared by the aggregation
+/// and its scan: once a task holds a minimum, the row groups that cannot hold a smaller
+/// one are skipped. A stage decoded in a worker process keeps the two joined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_min_skips_the_row_groups_that_cannot_lower_it() {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::physical_expr::expressions::{DynamicFilterPhysicalExpr, lit};
+    use datafusion::physical_plan::aggregates::AggregateExec;
+    let dir = tempfile::tempdir().unwrap();
+    write_keys(&dir.path().join("fact.parquet"), 0..100_000, 1000);
+    let session = Session::builder().workers(2).build().unwrap();
+    session.register_dir(dir.path().to_str().unwrap()).unwrap();
+    // The filter keeps DataFusion from answering from the file's statistics.
+    let sql = "SELECT min(k), min(v) FROM fact WHERE v >= 0";
+    let read = async |session: &Session| {
+        let result = session.sql_script(sql).await.unwrap();
+        assert_eq!(rows(&result[0]), [["0", "0"]]);
+        let scan = scan_of_fact(session, sql).await;
+        let read: usize = metric(&scan, "output_rows").unwrap().parse().unwrap();
+        read
+    };
+    // Each of the two tasks reads half the row groups; what follows their first
+    // minimum cannot lower it.
+    let skipping = read(&session).await;
+    assert!(skipping < 50_000, "{skipping} rows read");
+    // The stage as a worker process decodes it: what the aggregation sets, the scan sees.
+    let df = session.sql(sql).await.unwrap();
+    let graph = session.prepare(df.logical_plan()).await.unwrap();
+    let bytes = shoal_planner::encode_plan(Arc::clone(&graph.stages[0].plan)).unwrap();
+    let decoded = shoal_planner::decode_plan(&bytes, &session.context().task_ctx()).unwrap();
+    let mut set = 0;
+    decoded
+        .apply(|node| {
+            if node.is::<AggregateExec>() {
+                for produced in node.dynamic_expressions_produced() {
+                    let filter = produced
+                        .downcast_ref::<DynamicFilterPhysicalExpr>()
+                        .unwrap();
+                    filter.update(lit(false))?;
+                    set += 1;
+                }
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })
+        .unwrap();
+    let shown = datafusion::physical_plan::displayable(decoded.as_ref())
+        .indent(true)
+        .to_string();
+    assert_eq!(set, 1, "{shown}");
+    assert!(shown.contains("DynamicFilter [ false ]"), "{shown}");
+    // DataFusion's setting turns it off.
+    session
+        .sql_script("SET datafusion.optimizer.enable_aggregate_dynamic_filter_pushdown = false")
+        .await
+        .unwrap();
+    assert_eq!(read(&session).await, 100_000);
+}
+
+/// A top-k sort's filter reaches only the scans of its own stage: a scan of another
+/// stage (here the probe side of a partitioned join under the sort) reads `true` in its
+/// place, so no task reads a bound that another stage's task set from an earlier run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_top_k_filter_reaches_only_the_scans_of_its_own_stage() {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::physical_plan::sorts::sort::SortExec;
+    let (_dir, session) = fact_dim_and_wide();
+    partition_every_join(&session).await;
+    let sql = "SELECT f.k FROM fact f JOIN dim d ON f.k = d.k ORDER BY f.k LIMIT 2";
+    let result = session.sql_script(sql).await.unwrap();
+    assert_eq!(rows(&result[0]), [["500"], ["1500"]]);
+    let df = session.sql(sql).await.unwrap();
+    let graph = session.prepare(df.logical_plan()).await.unwrap();
+    // The ids of the filters each stage's top-k sorts tighten, and of those its nodes read.
+    let ids = |plan: &Arc<dyn datafusion::physical_plan::ExecutionPlan>, sorts: bool| {
+        let mut ids = Vec::new();
+        plan.apply(|node| {
+            if sorts && node.is::<SortExec>() {
+                ids.extend(
+                    node.dynamic_expressions_produced()
+                        .iter()
+                        .flat_map(|e| e.expression_id()),
+                );
+            }
+            if !sorts {
+                node.apply_expressions(&mut |e| {
+                    e.apply(|e| {
+                        ids.extend(e.expression_id());
+                        Ok(TreeNodeRecursion::Continue)
+                    })
+                })?;
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })
+        .unwrap();
+        ids
+    };
+    let tightened: Vec<Vec<u64>> = graph.stages.iter().map(|s| ids(&s.plan, true)).collect();
+    let sorting = tightened
+        .iter()
+        .position(|t| !t.is_empty())
+        .expect("a top-k sort's filter");
+    let read: Vec<Vec<u64>> = graph.stages.iter().map(|s| ids(&s.plan, false)).collect();
+    for (stage, read) in read.iter().enumerate().filter(|(s, _)| *s != sorting) {
+        assert!(
+            tightened[sorting].iter().all(|id| !read.contains(id)),
+            "stage {stage} reads the filter of stage {sorting}'s sort"
+        );
+    }
+}

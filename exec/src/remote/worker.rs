@@ -542,7 +542,7 @@ impl Contexts {
 /// Decodes a stage plan with the task context of the settings it was planned with.
 fn decode_stage(bytes: &[u8], ctx: Arc<TaskContext>) -> Result<StagePlan> {
     let plan = decode_plan(bytes, &ctx)?;
-    Ok(StagePlan::Decoded { plan, ctx })
+    Ok(StagePlan::decoded(plan, ctx))
 }
 
 /// Sends task outcomes as they come, batched, and a heartbeat at every interval.

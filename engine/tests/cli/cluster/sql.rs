@@ -254,6 +254,36 @@ async fn broadcast_join_filters_prune_scans_on_the_workers() {
     assert_eq!(query(&session, sql).await, [["3", "9000"]]);
 }
 
+/// A `min` without `GROUP BY` shares its dynamic filter with its scan on the workers too:
+/// once a task holds a minimum, it stops reading what cannot lower it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_min_stops_reading_what_cannot_lower_it_on_the_workers() {
+    let (dir, cluster) = fact_and_dim_on_a_cluster();
+    let session = cluster.session();
+    session.register_dir(dir.path().to_str().unwrap()).unwrap();
+    let sql = "SELECT min(k), min(v) FROM fact WHERE v >= 0";
+    assert_eq!(query(&session, sql).await, [["0", "0"]]);
+    // Each of the two tasks reads half the row groups; what follows their first
+    // minimum cannot lower it.
+    let read: usize = fact_scan_metric(&session, sql, "output_rows")
+        .await
+        .parse()
+        .unwrap();
+    assert!(read < 50_000, "{read} rows read");
+    let pruned: usize = fact_scan_metric(&session, sql, "row_groups_pruned_dynamic_filter")
+        .await
+        .parse()
+        .unwrap();
+    assert!(pruned > 50, "{pruned} row groups skipped");
+    let off = "SET datafusion.optimizer.enable_aggregate_dynamic_filter_pushdown = false";
+    query(&session, off).await;
+    assert_eq!(
+        fact_scan_metric(&session, sql, "output_rows").await,
+        "100000"
+    );
+    assert_eq!(query(&session, sql).await, [["0", "0"]]);
+}
+
 /// With every hash join partitioned, the probe stages that filter by their build keys
 /// read the build stages' key summaries from other processes and give the same answers;
 /// a selective build side drops the probe rows that cannot match before the shuffle.

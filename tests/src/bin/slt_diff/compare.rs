@@ -51,10 +51,9 @@ impl Verdict {
 
 /// DataFusion settings Shoal's planner forces off (see `apply_session_policy`), and the
 /// partitions per exchange, which a cluster session takes from its workers' slots.
-const POLICY: [&str; 4] = [
+const POLICY: [&str; 3] = [
     "datafusion.execution.target_partitions",
     "datafusion.execution.enable_file_stream_work_stealing",
-    "datafusion.optimizer.enable_aggregate_dynamic_filter_pushdown",
     "datafusion.optimizer.enable_join_dynamic_filter_pushdown",
 ];
 
