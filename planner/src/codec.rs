@@ -79,6 +79,10 @@ struct KeyFilterProto {
     /// already carries).
     #[prost(message, optional, tag = "1")]
     keys: Option<protobuf::Partitioning>,
+    /// The dynamic filter it sets for the scans under it (carried with their copies of
+    /// it as one filter).
+    #[prost(message, optional, boxed, tag = "2")]
+    scan_bounds: Option<Box<protobuf::PhysicalExprNode>>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -332,11 +336,17 @@ fn decode_key_filter(
         return internal_err!("KeyFilterExec without keys");
     };
     crate::key_filter::check_summary_schema(&keys, &input.schema(), &summaries.schema())?;
-    Ok(Arc::new(KeyFilterExec::new(
-        Arc::clone(input),
-        Arc::clone(summaries),
-        keys,
-    )))
+    let exec = KeyFilterExec::new(Arc::clone(input), Arc::clone(summaries), keys);
+    let Some(bounds) = &filter.scan_bounds else {
+        return Ok(Arc::new(exec));
+    };
+    let bounds = proto_converter.proto_to_physical_expr(bounds, &input.schema(), decode_ctx)?;
+    let Ok(bounds) = (bounds as Arc<dyn std::any::Any + Send + Sync>)
+        .downcast::<datafusion::physical_expr::expressions::DynamicFilterPhysicalExpr>(
+    ) else {
+        return plan_err!("a key filter's scan bounds that are no dynamic filter");
+    };
+    Ok(Arc::new(exec.with_scan_bounds(bounds)))
 }
 
 impl PhysicalExtensionCodec for ShoalCodec {
@@ -500,8 +510,14 @@ impl PhysicalExtensionCodec for ShoalCodec {
             Kind::Cells(encode_cells(cells)?)
         } else if let Some(filter) = node.downcast_ref::<KeyFilterExec>() {
             let keys = Partitioning::Hash(filter.keys().to_vec(), 1);
+            let scan_bounds = filter
+                .scan_bounds()
+                .map(|f| proto_converter.physical_expr_to_proto(&(Arc::clone(f) as _), self))
+                .transpose()?
+                .map(Box::new);
             Kind::KeyFilter(KeyFilterProto {
                 keys: Some(serialize_partitioning(&keys, self, proto_converter)?),
+                scan_bounds,
             })
         } else if let Some(adaptive) = node.downcast_ref::<AdaptiveJoinExec>() {
             Kind::AdaptiveJoin(AdaptiveJoinProto {

@@ -18,10 +18,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BinaryArray, BooleanArray, RecordBatch, UInt8Array,
-};
-use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryArray, RecordBatch, UInt8Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt8Type};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::stats::Precision;
@@ -29,11 +26,9 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{JoinType, NullEquality, Result, ScalarValue, internal_err, plan_err};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::functions_aggregate::min_max::{MaxAccumulator, MinAccumulator};
-use datafusion::logical_expr::{Accumulator, ColumnarValue, Operator};
-use datafusion::physical_expr::expressions::{BinaryExpr, InListExpr, lit};
-use datafusion::physical_expr::{
-    EquivalenceProperties, PhysicalExpr, PhysicalExprRef, conjunction,
-};
+use datafusion::logical_expr::Accumulator;
+use datafusion::physical_expr::expressions::DynamicFilterPhysicalExpr;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr, PhysicalExprRef};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
 use datafusion::physical_plan::metrics::{
@@ -52,8 +47,11 @@ use crate::shuffle::{ReadMode, ShuffleReadExec, ShuffleWriteExec};
 
 mod aggregated;
 mod bloom;
+mod key_test;
+mod scan_bounds;
 mod through_joins;
 use bloom::{Bloom, key_hashes};
+use key_test::key_test;
 pub(crate) use through_joins::isolate_builds;
 
 /// Distinct keys a build task lists before it gives only their bounds.
@@ -266,192 +264,6 @@ fn concat_columns(a: &[ArrayRef], b: &[ArrayRef]) -> Result<Vec<ArrayRef>> {
         .collect()
 }
 
-/// What a probe row must pass: a predicate over its keys, and their hash must be in the
-/// Bloom filter when there is one.
-struct KeyTest {
-    keys: Vec<PhysicalExprRef>,
-    predicate: Option<Arc<dyn PhysicalExpr>>,
-    bloom: Option<Bloom>,
-}
-
-impl KeyTest {
-    fn keep_all(keys: &[PhysicalExprRef]) -> Self {
-        Self::of(keys, None, None)
-    }
-
-    /// Keeps every row from now on.
-    fn give_up(&mut self) {
-        (self.predicate, self.bloom) = (None, None);
-    }
-
-    fn of(
-        keys: &[PhysicalExprRef],
-        predicate: Option<Arc<dyn PhysicalExpr>>,
-        bloom: Option<Bloom>,
-    ) -> Self {
-        Self {
-            keys: keys.to_vec(),
-            predicate,
-            bloom,
-        }
-    }
-
-    /// The rows of `batch` that pass.
-    fn keep(&self, batch: RecordBatch) -> Result<RecordBatch> {
-        let rows = batch.num_rows();
-        let mut mask = match &self.predicate {
-            None => None,
-            Some(predicate) => match predicate.evaluate(&batch)? {
-                ColumnarValue::Array(mask) => Some(mask.as_boolean().clone()),
-                ColumnarValue::Scalar(ScalarValue::Boolean(Some(true))) => None,
-                ColumnarValue::Scalar(_) => return Ok(batch.slice(0, 0)),
-            },
-        };
-        if let Some(bloom) = &self.bloom {
-            let columns = self
-                .keys
-                .iter()
-                .map(|k| k.evaluate(&batch)?.into_array(rows))
-                .collect::<Result<Vec<_>>>()?;
-            let passed: BooleanArray = key_hashes(&columns, rows)?
-                .into_iter()
-                .map(|h| Some(bloom.contains(h)))
-                .collect();
-            mask = Some(match mask {
-                Some(mask) => datafusion::arrow::compute::and(&mask, &passed)?,
-                None => passed,
-            });
-        }
-        match mask {
-            Some(mask) => Ok(filter_record_batch(&batch, &mask)?),
-            None => Ok(batch),
-        }
-    }
-}
-
-/// The test the build tasks' summaries give over probe keys `probe` (the same types as
-/// the build keys, evaluated on `schema`).
-fn key_test(
-    summaries: &[RecordBatch],
-    probe: &[PhysicalExprRef],
-    schema: &Schema,
-) -> Result<KeyTest> {
-    let (mut mins, mut maxs): (Vec<Vec<ArrayRef>>, Vec<Vec<ArrayRef>>) =
-        (vec![Vec::new(); probe.len()], vec![Vec::new(); probe.len()]);
-    let mut keys: Vec<Vec<ArrayRef>> = vec![Vec::new(); probe.len()];
-    let (mut listed, mut many, mut rows) = (0, false, 0);
-    for batch in summaries {
-        let Some(kinds) = batch.column_by_name("kind") else {
-            return internal_err!("a key summary without kinds");
-        };
-        if batch.num_columns() != probe.len() + 2 {
-            return internal_err!(
-                "a key summary of {} columns for {} keys",
-                batch.num_columns(),
-                probe.len()
-            );
-        }
-        let kinds = kinds.as_primitive::<UInt8Type>();
-        rows += batch.num_rows();
-        for (value, wanted) in [
-            (kind::MIN, &mut mins),
-            (kind::MAX, &mut maxs),
-            (kind::KEY, &mut keys),
-        ] {
-            let mask = datafusion::arrow::compute::kernels::cmp::eq(
-                kinds,
-                &UInt8Array::new_scalar(value),
-            )?;
-            for (i, out) in wanted.iter_mut().enumerate() {
-                out.push(datafusion::arrow::compute::filter(batch.column(i), &mask)?);
-            }
-        }
-        for k in kinds.values().iter() {
-            match *k {
-                kind::UNKNOWN => return Ok(KeyTest::keep_all(probe)),
-                kind::MANY => many = true,
-                kind::KEY => listed += 1,
-                _ => {}
-            }
-        }
-    }
-    if rows == 0 {
-        // No build rows: nothing joins.
-        return Ok(KeyTest::of(probe, Some(lit(false)), None));
-    }
-    let mut conjuncts: Vec<Arc<dyn PhysicalExpr>> = Vec::new();
-    for (i, key) in probe.iter().enumerate() {
-        let data_type = key.data_type(schema)?;
-        let (mut min, mut max) = (
-            MinAccumulator::try_new(&data_type)?,
-            MaxAccumulator::try_new(&data_type)?,
-        );
-        for values in &mins[i] {
-            min.update_batch(std::slice::from_ref(values))?;
-        }
-        for values in &maxs[i] {
-            max.update_batch(std::slice::from_ref(values))?;
-        }
-        let (low, high) = (min.evaluate()?, max.evaluate()?);
-        if low.is_null() || high.is_null() {
-            // Only NULL keys, which match nothing.
-            return Ok(KeyTest::of(probe, Some(lit(false)), None));
-        }
-        conjuncts.push(Arc::new(BinaryExpr::new(
-            Arc::clone(key),
-            Operator::GtEq,
-            lit(low),
-        )));
-        conjuncts.push(Arc::new(BinaryExpr::new(
-            Arc::clone(key),
-            Operator::LtEq,
-            lit(high),
-        )));
-        if !many && listed <= PROBE_KEYS {
-            let refs: Vec<&dyn Array> = keys[i].iter().map(|a| a.as_ref()).collect();
-            let values = datafusion::arrow::compute::concat(&refs)?;
-            conjuncts.push(Arc::new(InListExpr::try_new_from_array(
-                Arc::clone(key),
-                values,
-                false,
-                schema,
-            )?));
-        }
-    }
-    // Keys listed by every task but too many to test one by one go into a Bloom filter
-    // too.
-    let bloom = match many || listed > PROBE_KEYS {
-        true => Some(bloom_of(summaries, &keys, listed)?),
-        false => None,
-    };
-    Ok(KeyTest::of(probe, Some(conjunction(conjuncts)), bloom))
-}
-
-/// The union of the build tasks' Bloom filters, with the keys of the tasks that listed
-/// theirs instead (`keys`, per key column; `listed` in all) added: every build key passes.
-fn bloom_of(summaries: &[RecordBatch], keys: &[Vec<ArrayRef>], listed: usize) -> Result<Bloom> {
-    let mut union: Option<Bloom> = None;
-    for batch in summaries {
-        for bytes in payloads(batch, kind::BLOOM)? {
-            match &mut union {
-                Some(bloom) => bloom.union_bytes(bytes)?,
-                None => union = Some(Bloom::from_bytes(bytes)?),
-            }
-        }
-    }
-    let mut bloom = union.unwrap_or_else(|| Bloom::new(bloom_log2(listed)));
-    // Each task's listed keys, column by column.
-    let tasks = keys.first().map_or(0, Vec::len);
-    for task in 0..tasks {
-        let columns: Vec<ArrayRef> = keys.iter().map(|k| Arc::clone(&k[task])).collect();
-        let rows = columns.first().map_or(0, |c| c.len());
-        for hash in key_hashes(&columns, rows)? {
-            bloom.insert(hash);
-        }
-    }
-    Ok(bloom)
-}
-
 /// The `bloom` column's values of the rows of kind `wanted` in a summary batch.
 fn payloads(batch: &RecordBatch, wanted: u8) -> Result<Vec<&[u8]>> {
     let kinds = batch
@@ -497,6 +309,9 @@ pub struct KeyFilterExec {
     input: Arc<dyn ExecutionPlan>,
     summaries: Arc<dyn ExecutionPlan>,
     keys: Vec<PhysicalExprRef>,
+    /// The filter over `keys` that Parquet scans under it read (`scan_bounds`), set to
+    /// the build keys' bounds before the input starts.
+    scan_bounds: Option<Arc<DynamicFilterPhysicalExpr>>,
     metrics: ExecutionPlanMetricsSet,
 }
 
@@ -511,13 +326,39 @@ impl KeyFilterExec {
             input,
             summaries,
             keys,
+            scan_bounds: None,
             metrics: ExecutionPlanMetricsSet::new(),
         }
+    }
+
+    /// Filters `input` on `keys` as [`KeyFilterExec::new`] does, the Parquet scans that
+    /// the keys come from skipping the row groups outside the build keys' bounds.
+    pub(crate) fn bounding_scans(
+        input: Arc<dyn ExecutionPlan>,
+        summaries: Arc<dyn ExecutionPlan>,
+        keys: Vec<PhysicalExprRef>,
+    ) -> Result<Self> {
+        Ok(match scan_bounds::scan_bounds(&input, &keys)? {
+            Some((input, bounds)) => Self::new(input, summaries, keys).with_scan_bounds(bounds),
+            None => Self::new(input, summaries, keys),
+        })
+    }
+
+    /// This filter, setting `bounds` (a dynamic filter over its keys that scans under it
+    /// read) to the build keys' bounds.
+    pub fn with_scan_bounds(mut self, bounds: Arc<DynamicFilterPhysicalExpr>) -> Self {
+        self.scan_bounds = Some(bounds);
+        self
     }
 
     /// The probe keys tested.
     pub fn keys(&self) -> &[PhysicalExprRef] {
         &self.keys
+    }
+
+    /// The dynamic filter it sets for scans under it, if any.
+    pub fn scan_bounds(&self) -> Option<&Arc<DynamicFilterPhysicalExpr>> {
+        self.scan_bounds.as_ref()
     }
 }
 
@@ -564,7 +405,16 @@ impl ExecutionPlan for KeyFilterExec {
         let [input, summaries] = <[_; 2]>::try_from(children).map_err(|_| {
             datafusion::common::internal_datafusion_err!("KeyFilterExec takes two inputs")
         })?;
-        Ok(Arc::new(Self::new(input, summaries, self.keys.clone())))
+        let mut exec = Self::new(input, summaries, self.keys.clone());
+        exec.scan_bounds.clone_from(&self.scan_bounds);
+        Ok(Arc::new(exec))
+    }
+
+    fn dynamic_expressions_produced(&self) -> Vec<Arc<dyn PhysicalExpr>> {
+        self.scan_bounds
+            .iter()
+            .map(|f| Arc::clone(f) as Arc<dyn PhysicalExpr>)
+            .collect()
     }
 
     fn execute(
@@ -579,9 +429,13 @@ impl ExecutionPlan for KeyFilterExec {
         let baseline = BaselineMetrics::new(&self.metrics, partition);
         let dropped: Count = MetricBuilder::new(&self.metrics).counter("rows_dropped", partition);
         let out_schema = Arc::clone(&schema);
+        let scan_bounds = self.scan_bounds.clone();
         let rows = async move {
             let summaries: Vec<RecordBatch> = summaries.try_collect().await?;
             let mut test = key_test(&summaries, &keys, &schema)?;
+            if let (Some(filter), Some(bounds)) = (scan_bounds, &test.bounds) {
+                filter.update(Arc::clone(bounds))?;
+            }
             // The input starts only now: a scan below sees no row it need not read.
             let input = input.execute(partition, context)?;
             let (mut seen, mut kept_rows) = (0, 0);
@@ -787,15 +641,16 @@ pub fn add_key_filters(mut graph: TaskGraph) -> Result<TaskGraph> {
                 let Some(partial) = aggregated::partial_aggregate(&probe_stage.plan) else {
                     continue;
                 };
-                let rows = KeyFilterExec::new(Arc::clone(partial.input()), summaries, keys);
+                let input = Arc::clone(partial.input());
+                let rows = KeyFilterExec::bounding_scans(input, summaries, keys)?;
                 let rows: Arc<dyn ExecutionPlan> = Arc::new(rows);
                 replace_children_if_necessary(Arc::clone(write.input()), vec![rows])?
             }
-            false => Arc::new(KeyFilterExec::new(
+            false => Arc::new(KeyFilterExec::bounding_scans(
                 Arc::clone(write.input()),
                 summaries,
                 keys,
-            )),
+            )?),
         };
         let filtered = ShuffleWriteExec::new(filtered, write.output().clone());
         probe_stage.plan = Arc::new(match write.key_summary() {

@@ -54,8 +54,8 @@ fn tightened_in(plan: &Arc<dyn ExecutionPlan>) -> HashSet<u64> {
     ids
 }
 
-/// The Parquet scan `plan` is (directly or in Shoal's wrapper), with its source's parts.
-fn parquet_scan(plan: &Arc<dyn ExecutionPlan>) -> Option<&DataSourceExec> {
+/// The Parquet scan `plan` is (directly or in Shoal's wrapper).
+pub(crate) fn parquet_scan(plan: &Arc<dyn ExecutionPlan>) -> Option<&DataSourceExec> {
     let scan = match plan.downcast_ref::<FileScanContextExec>() {
         Some(wrapped) => wrapped.input(),
         None => plan,
@@ -147,13 +147,21 @@ fn replaced(
         None if fresh => Arc::new(scan.clone()).reset_state()?,
         None => return Ok(None),
     };
-    Ok(Some(match node.downcast_ref::<FileScanContextExec>() {
+    Ok(Some(rewrapped(node, scan)))
+}
+
+/// `scan` in place of the scan of `node` (a scan, or Shoal's wrapper of one).
+pub(crate) fn rewrapped(
+    node: &Arc<dyn ExecutionPlan>,
+    scan: Arc<dyn ExecutionPlan>,
+) -> Arc<dyn ExecutionPlan> {
+    match node.downcast_ref::<FileScanContextExec>() {
         Some(wrapped) => Arc::new(FileScanContextExec::from_parts(
             scan,
             wrapped.files().to_vec(),
         )),
         None => scan,
-    }))
+    }
 }
 
 /// An operator like `node` (an aggregation or a top-k sort tightening a filter) whose
@@ -177,6 +185,9 @@ fn fresh_tightener(node: &Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPla
     }
 }
 
+/// A tightening operator's fresh copy and its new filter.
+type Fresh = (Arc<dyn ExecutionPlan>, Arc<dyn PhysicalExpr>);
+
 /// A copy of `plan` with fresh operator state (as DataFusion's `reset_plan_states`
 /// makes), in which each filter an aggregation or top-k sort tightens from its rows is a
 /// new one, read by the same scans as before: what a later run of a task runs, so that it
@@ -184,7 +195,7 @@ fn fresh_tightener(node: &Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPla
 pub fn fresh_plan(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
     // Each tightening operator's fresh copy (built over its old input, given its new one
     // below) and its new filter, by the id of the filter it replaces.
-    let mut fresh: HashMap<u64, (Arc<dyn ExecutionPlan>, Arc<dyn PhysicalExpr>)> = HashMap::new();
+    let mut fresh: HashMap<u64, Fresh> = HashMap::new();
     plan.apply(|node| {
         if let [id, ..] = tightened_by(node)[..] {
             let copy = fresh_tightener(node)?;
@@ -271,6 +282,11 @@ mod tests {
         (!column.is_null(0)).then(|| column.value(0))
     }
 
+    async fn physical(ctx: &SessionContext, sql: &str) -> Arc<dyn ExecutionPlan> {
+        let df = ctx.sql(sql).await.unwrap();
+        df.create_physical_plan().await.unwrap()
+    }
+
     /// Sets the filter each aggregation of `plan` tightens to `false`.
     fn close_aggregate_filters(plan: &Arc<dyn ExecutionPlan>) {
         plan.apply(|node| {
@@ -309,13 +325,7 @@ mod tests {
             .await
             .unwrap();
         let sql = "SELECT min(k) FROM t WHERE k > 0";
-        let plan = ctx
-            .sql(sql)
-            .await
-            .unwrap()
-            .create_physical_plan()
-            .await
-            .unwrap();
+        let plan = physical(&ctx, sql).await;
         assert!(
             has_run_bounds(&plan),
             "{}",
@@ -350,13 +360,7 @@ mod tests {
         );
         // A plan without such a filter needs no copy.
         let count = "SELECT count(*) FROM t WHERE k > 0";
-        let plan = ctx
-            .sql(count)
-            .await
-            .unwrap()
-            .create_physical_plan()
-            .await
-            .unwrap();
+        let plan = physical(&ctx, count).await;
         assert!(!has_run_bounds(&plan));
     }
 }

@@ -41,7 +41,7 @@ use crate::graph::TaskGraph;
 /// column there: followed through projections of columns, filters, inner joins (into
 /// both inputs when the join matches on the column) and final aggregations grouped by
 /// it, and stopping at any other node.
-fn key_sources(
+pub(super) fn key_sources(
     plan: &Arc<dyn ExecutionPlan>,
     column: usize,
     out: &mut Vec<(Arc<dyn ExecutionPlan>, usize)>,
