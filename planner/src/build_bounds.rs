@@ -86,7 +86,7 @@ fn join_filters(plan: Arc<dyn ExecutionPlan>, if_read: bool) -> Result<Arc<dyn E
 /// The join's keys (build side, probe side, probe type) if its build keys' bounds make a
 /// sound filter of its probe side: a join that collects its build side once and in which
 /// NULL keys match nothing, not a null-aware anti join (`NOT IN`, which must see every
-/// probe-side NULL), over keys that are not dictionary-encoded.
+/// probe-side NULL), over keys that are neither dictionary-encoded nor floats.
 fn bounded_keys(join: &HashJoinExec) -> Result<Option<Vec<Key>>> {
     if *join.partition_mode() != PartitionMode::CollectLeft
         || join.null_equality() != NullEquality::NullEqualsNothing
@@ -101,8 +101,11 @@ fn bounded_keys(join: &HashJoinExec) -> Result<Option<Vec<Key>>> {
             build.data_type(&left_schema)?,
             probe.data_type(&right_schema)?,
         );
+        // Parquet statistics leave NaN out: float bounds could prune row groups holding
+        // a NaN that a build key matches.
         if matches!(build_type, DataType::Dictionary(..))
             || matches!(probe_type, DataType::Dictionary(..))
+            || probe_type.is_floating()
         {
             return Ok(None);
         }

@@ -15,7 +15,7 @@
 //!   ([`keep_within_stages`]): tasks in one process share plans, and a stage's scan could
 //!   otherwise read a bound set by another stage's task from rows of an earlier run.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use datafusion::common::Result;
@@ -23,35 +23,61 @@ use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::datasource::physical_plan::{FileScanConfigBuilder, FileSource, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_expr::expressions::lit;
+use datafusion::physical_expr::expressions::{DynamicFilterPhysicalExpr, lit};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::aggregates::AggregateExec;
 use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
+use datafusion::physical_plan::recursive_query::RecursiveQueryExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 
 use crate::graph::TaskGraph;
 use crate::scan::FileScanContextExec;
 
-/// The ids of the filters that `node` tightens from the rows it reads, if it is an
-/// aggregation or a top-k sort.
-fn tightened_by(node: &Arc<dyn ExecutionPlan>) -> Vec<u64> {
+/// The filters that `node` tightens from the rows it reads, if it is an aggregation or a
+/// top-k sort.
+fn tightened_by(node: &Arc<dyn ExecutionPlan>) -> Vec<Arc<dyn PhysicalExpr>> {
     if !node.is::<AggregateExec>() && !node.is::<SortExec>() {
         return Vec::new();
     }
     node.dynamic_expressions_produced()
-        .iter()
-        .filter_map(|e| e.expression_id())
-        .collect()
 }
 
-/// The ids of the filters that operators of `plan` tighten from their rows.
-fn tightened_in(plan: &Arc<dyn ExecutionPlan>) -> HashSet<u64> {
+/// The ids of the filters that operators of `plan` tighten from their rows, except
+/// within recursive queries when not `recursive`.
+fn tightened_in(plan: &Arc<dyn ExecutionPlan>, recursive: bool) -> HashSet<u64> {
     let mut ids = HashSet::new();
     let _ = plan.apply(|node| {
-        ids.extend(tightened_by(node));
+        if !recursive && node.is::<RecursiveQueryExec>() {
+            return Ok(TreeNodeRecursion::Jump);
+        }
+        ids.extend(tightened_by(node).iter().filter_map(|e| e.expression_id()));
         Ok(TreeNodeRecursion::Continue)
     });
     ids
+}
+
+/// Whether `a` and `b` are copies of one dynamic filter (one state, over any columns).
+/// Their ids alone do not tell: a plan decoded from another process keeps that process's
+/// ids, which filters made here may also have.
+fn same_filter(a: &Arc<dyn PhysicalExpr>, b: &Arc<dyn PhysicalExpr>) -> bool {
+    if a.expression_id().is_none() || a.expression_id() != b.expression_id() {
+        return false;
+    }
+    // Both over the same columns: equal exactly when they share their state.
+    let columns: Vec<_> = b.children().into_iter().cloned().collect();
+    let (Ok(a), Ok(b)) = (
+        Arc::clone(a).with_new_children(columns.clone()),
+        Arc::clone(b).with_new_children(columns),
+    ) else {
+        return false;
+    };
+    match (
+        a.downcast_ref::<DynamicFilterPhysicalExpr>(),
+        b.downcast_ref::<DynamicFilterPhysicalExpr>(),
+    ) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
 }
 
 /// The Parquet scan `plan` is (directly or in Shoal's wrapper).
@@ -68,7 +94,7 @@ pub(crate) fn parquet_scan(plan: &Arc<dyn ExecutionPlan>) -> Option<&DataSourceE
 /// Whether a scan of `plan` reads a filter that an operator of `plan` tightens from its
 /// rows: whether a second run of one of its tasks needs [`fresh_plan`].
 pub fn has_run_bounds(plan: &Arc<dyn ExecutionPlan>) -> bool {
-    let ids = tightened_in(plan);
+    let ids = tightened_in(plan, true);
     let mut found = false;
     if !ids.is_empty() {
         let _ = plan.apply(|node| {
@@ -185,28 +211,34 @@ fn fresh_tightener(node: &Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPla
     }
 }
 
-/// A tightening operator's fresh copy and its new filter.
-type Fresh = (Arc<dyn ExecutionPlan>, Arc<dyn PhysicalExpr>);
+/// A tightening operator's filter, its fresh copy and the copy's new filter.
+type Fresh = (
+    Arc<dyn PhysicalExpr>,
+    Arc<dyn ExecutionPlan>,
+    Arc<dyn PhysicalExpr>,
+);
 
 /// A copy of `plan` with fresh operator state (as DataFusion's `reset_plan_states`
 /// makes), in which each filter an aggregation or top-k sort tightens from its rows is a
 /// new one, read by the same scans as before: what a later run of a task runs, so that it
 /// reads no bound an earlier run set.
 pub fn fresh_plan(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
-    // Each tightening operator's fresh copy (built over its old input, given its new one
-    // below) and its new filter, by the id of the filter it replaces.
-    let mut fresh: HashMap<u64, Fresh> = HashMap::new();
+    // Each tightening operator's copy is built over its old input and given its new one
+    // below.
+    let mut fresh: Vec<Fresh> = Vec::new();
     plan.apply(|node| {
-        if let [id, ..] = tightened_by(node)[..] {
+        if let Some(old) = tightened_by(node).into_iter().next() {
             let copy = fresh_tightener(node)?;
             if let Some(filter) = copy.dynamic_expressions_produced().into_iter().next() {
-                fresh.insert(id, (copy, filter));
+                fresh.push((old, copy, filter));
             }
         }
         Ok(TreeNodeRecursion::Continue)
     })?;
-    let renamed = |old: &Arc<dyn PhysicalExpr>, id: u64| {
-        let Some((_, filter)) = fresh.get(&id) else {
+    let fresh_of =
+        |filter: &Arc<dyn PhysicalExpr>| fresh.iter().find(|(old, _, _)| same_filter(old, filter));
+    let renamed = |old: &Arc<dyn PhysicalExpr>, _: u64| {
+        let Some((_, _, filter)) = fresh_of(old) else {
             return Ok(None);
         };
         // The scan's copy of the filter is over the scan's columns.
@@ -219,8 +251,9 @@ pub fn fresh_plan(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>
                 return Ok(Transformed::yes(scan));
             }
             let children: Vec<_> = node.children().into_iter().cloned().collect();
-            match tightened_by(&node).first().and_then(|id| fresh.get(id)) {
-                Some((copy, _)) => Ok(Transformed::yes(replace_children_if_necessary(
+            let tightened = tightened_by(&node).into_iter().next();
+            match tightened.as_ref().and_then(fresh_of) {
+                Some((_, copy, _)) => Ok(Transformed::yes(replace_children_if_necessary(
                     Arc::clone(copy),
                     children,
                 )?)),
@@ -230,26 +263,37 @@ pub fn fresh_plan(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>
         .data)
 }
 
-/// `graph` in which no scan reads a filter that an aggregation or top-k sort of another
-/// stage tightens: such a scan reads `true` in its place. (The producing stage starts
-/// after the scan's has finished unless exchanges are pipelined, so this loses little.)
+/// `graph` in which no scan reads a dynamic filter it cannot soundly read; it reads
+/// `true` in its place:
+/// - a filter that an aggregation or top-k sort of another stage tightens (the producing
+///   stage starts after the scan's has finished unless exchanges are pipelined, so this
+///   loses little);
+/// - one that such an operator of a recursive query tightens: the recursive part runs
+///   again and again on one plan, which DataFusion resets but for these filters;
+/// - any dynamic filter, in a scan that stops after some rows: it would stop after other
+///   rows (DataFusion 55 gives a join's filter to a single-partition scan under a `LIMIT`).
 pub fn keep_within_stages(mut graph: TaskGraph) -> Result<TaskGraph> {
     let all: HashSet<u64> = graph
         .stages
         .iter()
-        .flat_map(|s| tightened_in(&s.plan))
+        .flat_map(|s| tightened_in(&s.plan, true))
         .collect();
-    if all.is_empty() {
-        return Ok(graph);
-    }
     for stage in &mut graph.stages {
-        let own = tightened_in(&stage.plan);
+        let own = tightened_in(&stage.plan, false);
         let foreign = |_: &Arc<dyn PhysicalExpr>, id: u64| {
             Ok((all.contains(&id) && !own.contains(&id)).then(|| lit(true)))
         };
+        let any = |e: &Arc<dyn PhysicalExpr>, _: u64| {
+            Ok(e.is::<DynamicFilterPhysicalExpr>().then(|| lit(true)))
+        };
         stage.plan = Arc::clone(&stage.plan)
             .transform_up(|node| {
-                Ok(match replaced(&node, &foreign, false)? {
+                let cut: Replace = if node.fetch().is_some() {
+                    &any
+                } else {
+                    &foreign
+                };
+                Ok(match replaced(&node, cut, false)? {
                     Some(cut) => Transformed::yes(cut),
                     None => Transformed::no(node),
                 })
@@ -264,7 +308,7 @@ mod tests {
     use std::sync::Arc;
 
     use datafusion::arrow::array::{Array, AsArray, Int64Array, RecordBatch};
-    use datafusion::arrow::datatypes::Int64Type;
+    use datafusion::arrow::datatypes::{DataType, Int64Type};
     use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
     use datafusion::parquet::arrow::ArrowWriter;
     use datafusion::parquet::file::properties::WriterProperties;
@@ -273,7 +317,7 @@ mod tests {
     use datafusion::physical_plan::{ExecutionPlan, collect, displayable};
     use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 
-    use super::{fresh_plan, has_run_bounds};
+    use super::{fresh_plan, has_run_bounds, same_filter};
 
     /// The least `k` of the one row `plan` gives (`None` for NULL).
     async fn least(plan: &Arc<dyn ExecutionPlan>, ctx: &SessionContext) -> Option<i64> {
@@ -362,5 +406,34 @@ mod tests {
         let count = "SELECT count(*) FROM t WHERE k > 0";
         let plan = physical(&ctx, count).await;
         assert!(!has_run_bounds(&plan));
+    }
+
+    #[test]
+    fn one_filter_is_told_from_another_of_the_same_id() {
+        use datafusion::physical_expr::PhysicalExpr;
+        use datafusion::physical_expr::expressions::Column;
+        use datafusion_proto::physical_plan::DefaultPhysicalExtensionCodec;
+        use datafusion_proto::physical_plan::from_proto::parse_physical_expr;
+        use datafusion_proto::physical_plan::to_proto::serialize_physical_expr;
+        let schema = datafusion::arrow::datatypes::Schema::new(vec![
+            datafusion::arrow::datatypes::Field::new("k", DataType::Int64, true),
+        ]);
+        let k: Arc<dyn PhysicalExpr> = Arc::new(Column::new("k", 0));
+        let filter: Arc<dyn PhysicalExpr> = Arc::new(DynamicFilterPhysicalExpr::new(
+            vec![Arc::clone(&k)],
+            lit(true),
+        ));
+        // A copy over other columns is the same filter.
+        let copy = Arc::clone(&filter)
+            .with_new_children(vec![Arc::new(Column::new("x", 3))])
+            .unwrap();
+        assert!(same_filter(&filter, &copy) && same_filter(&copy, &filter));
+        // Decoded on its own (as from another process), it keeps the id, not the state.
+        let codec = DefaultPhysicalExtensionCodec {};
+        let proto = serialize_physical_expr(&filter, &codec).unwrap();
+        let ctx = SessionContext::new().task_ctx();
+        let other = parse_physical_expr(&proto, &ctx, &schema, &codec).unwrap();
+        assert_eq!(other.expression_id(), filter.expression_id());
+        assert!(!same_filter(&filter, &other) && !same_filter(&other, &copy));
     }
 }

@@ -100,6 +100,11 @@ impl ExecutionPlan for FileScanContextExec {
         self.input.apply_expressions(f)
     }
 
+    /// The wrapped scan's limit: a wrapped scan that stops after some rows is one.
+    fn fetch(&self) -> Option<usize> {
+        self.input.fetch()
+    }
+
     fn with_new_children(
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,

@@ -636,3 +636,48 @@ async fn a_top_k_filter_reaches_only_the_scans_of_its_own_stage() {
         );
     }
 }
+
+/// A recursive query runs its recursive part again and again on one plan, which
+/// DataFusion resets but for these filters: a `max` there would skip, on the second pass,
+/// every row group the first pass's maximum rules out (DataFusion 55 itself answers 2
+/// here). Its scans read no such filter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_min_or_max_in_a_recursive_query_is_computed_afresh_each_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    write_keys(&dir.path().join("fact.parquet"), 0..6, 2);
+    let session = Session::builder().workers(2).build().unwrap();
+    session.register_dir(dir.path().to_str().unwrap()).unwrap();
+    let sql = "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT r.n + 1 FROM r \
+               JOIN (SELECT max(k) AS m FROM fact WHERE v >= 0) s ON r.n < s.m) \
+               SELECT count(*) FROM r";
+    for partitions in ["1", "2"] {
+        let set = format!("SET shoal.execution.partitions = {partitions}");
+        session.sql_script(&set).await.unwrap();
+        let result = session.sql_script(sql).await.unwrap();
+        assert_eq!(rows(&result[0]), [["5"]], "{partitions} partitions");
+    }
+}
+
+/// A scan that stops after some rows reads no join's bounds: it would skip the row
+/// groups outside them and stop after other rows. (DataFusion 55 gives the broadcast
+/// join's filter to such a scan of one partition and answers 1 here.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scan_under_a_limit_reads_no_join_bounds() {
+    let dir = tempfile::tempdir().unwrap();
+    write_keys(&dir.path().join("fact.parquet"), 0..100_000, 1000);
+    write_keys(&dir.path().join("far.parquet"), [50_000].into_iter(), 1000);
+    let session = Session::builder().workers(2).build().unwrap();
+    session.register_dir(dir.path().to_str().unwrap()).unwrap();
+    session
+        .sql_script("SET shoal.execution.partitions = 1")
+        .await
+        .unwrap();
+    let sql = "SELECT count(*) FROM (SELECT k FROM fact LIMIT 20000) f JOIN far d ON f.k = d.k";
+    for partitioned in [false, true] {
+        if partitioned {
+            partition_every_join(&session).await;
+        }
+        let result = session.sql_script(sql).await.unwrap();
+        assert_eq!(rows(&result[0]), [["0"]], "partitioned: {partitioned}");
+    }
+}

@@ -80,6 +80,12 @@ fn with_bounds(
         return Ok(None);
     };
     let schema = node.schema();
+    // A scan that stops after some rows would stop after other rows with the bounds; and
+    // Parquet statistics leave NaN out, which a float key's bounds could then prune.
+    let float = |&i: &usize| schema.field(i).data_type().is_floating();
+    if node.fetch().is_some() || columns.iter().any(float) {
+        return Ok(None);
+    }
     let children: Vec<Arc<dyn PhysicalExpr>> = columns
         .iter()
         .map(|&i| Arc::new(Column::new(schema.field(i).name(), i)) as _)
