@@ -68,7 +68,7 @@ fn join_filters(plan: Arc<dyn ExecutionPlan>, if_read: bool) -> Result<Arc<dyn E
             let read = !if_read
                 || filter
                     .expression_id()
-                    .is_some_and(|id| reads_expression(join.right(), id));
+                    .is_some_and(|id| reads_expression(join.right(), &|e| e == id));
             let without = join.builder().reset_state().build_exec()?;
             let Some(keys) = keys.filter(|_| read) else {
                 filter.mark_complete();
@@ -114,14 +114,18 @@ fn bounded_keys(join: &HashJoinExec) -> Result<Option<Vec<Key>>> {
     Ok(Some(keys))
 }
 
-/// Whether an expression of `plan` or below it is (or contains) the one with id `id`:
-/// whether some operator of the probe side took the join's filter.
-fn reads_expression(plan: &Arc<dyn ExecutionPlan>, id: u64) -> bool {
+/// Whether an expression of `plan` or below it is (or contains) one whose id `wanted`
+/// accepts: whether some operator there took a dynamic filter (a join's, in the probe
+/// side).
+pub(crate) fn reads_expression(
+    plan: &Arc<dyn ExecutionPlan>,
+    wanted: &dyn Fn(u64) -> bool,
+) -> bool {
     let mut found = false;
     let _ = plan.apply(|node| {
         node.apply_expressions(&mut |expr| {
             expr.apply(|e| {
-                found |= e.expression_id() == Some(id);
+                found |= e.expression_id().is_some_and(wanted);
                 Ok(if found {
                     TreeNodeRecursion::Stop
                 } else {

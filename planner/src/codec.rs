@@ -13,7 +13,7 @@ use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{Result, internal_datafusion_err, internal_err, plan_err};
 use datafusion::execution::TaskContext;
-use datafusion::physical_expr::{EquivalenceProperties, LexOrdering};
+use datafusion::physical_expr::{EquivalenceProperties, LexOrdering, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::{ExecutionPlan, Partitioning, PlanProperties};
 use datafusion_proto::bytes::physical_plan_to_bytes_with_proto_converter;
@@ -346,6 +346,13 @@ fn decode_key_filter(
     ) else {
         return plan_err!("a key filter's scan bounds that are no dynamic filter");
     };
+    // The key filter sets it over its keys: a filter over other columns would bound them.
+    let columns = PhysicalExpr::children(bounds.as_ref());
+    let over_keys = columns.len() == exec.keys().len()
+        && columns.iter().zip(exec.keys()).all(|(c, k)| c.eq(&k));
+    if !over_keys {
+        return plan_err!("a key filter's scan bounds over columns other than its keys");
+    }
     Ok(Arc::new(exec.with_scan_bounds(bounds)))
 }
 

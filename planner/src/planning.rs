@@ -169,18 +169,18 @@ impl<'a> JobPlanner<'a> {
         Ok(self.staged(physical)?.with_resources(&resources))
     }
 
-    /// `physical` cut into stages (each scan reading only the row-tightened filters of its
-    /// own stage: `run_filters`), partitioned joins filtering their probe side by their
+    /// `physical` cut into stages (each scan reading only the dynamic filters it can read
+    /// soundly: `run_filters`), partitioned joins filtering their probe side by their
     /// build side's keys (`key_filter`) unless join filters are off, and those choosing a
     /// broadcast once their build side's size is known (`adaptive`).
     fn staged(&self, physical: Arc<dyn ExecutionPlan>) -> Result<TaskGraph> {
         if !self.key_filters {
             let graph = crate::split::split_into_stages(physical)?;
-            return crate::run_filters::keep_within_stages(graph);
+            return crate::run_filters::sound_scan_filters(graph);
         }
         let physical = crate::key_filter::isolate_builds(physical)?;
         let graph = crate::split::split_into_stages(physical)?;
-        let graph = crate::run_filters::keep_within_stages(graph)?;
+        let graph = crate::run_filters::sound_scan_filters(graph)?;
         let graph = crate::key_filter::add_key_filters(graph)?;
         crate::adaptive::add_runtime_broadcasts(graph, self.broadcast_rows)
     }

@@ -11,9 +11,12 @@
 //!
 //! - a task's later runs run a copy of its stage's plan in which these filters start
 //!   afresh and reach the same scans ([`fresh_plan`]; the worker decides when);
-//! - a scan reads such a filter only from an operator of its own stage
-//!   ([`keep_within_stages`]): tasks in one process share plans, and a stage's scan could
-//!   otherwise read a bound set by another stage's task from rows of an earlier run.
+//! - a scan reads such a filter only from an operator of its own stage, not of a
+//!   recursive query, and a scan under a `LIMIT` reads no dynamic filter at all
+//!   ([`sound_scan_filters`]): tasks in one process share plans, so a stage's scan could
+//!   otherwise read a bound another stage's task set from rows of an earlier run; a
+//!   recursive query's part runs again on one plan; and a limited scan that skips row
+//!   groups stops after other rows.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -30,6 +33,7 @@ use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
 use datafusion::physical_plan::recursive_query::RecursiveQueryExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 
+use crate::build_bounds::reads_expression;
 use crate::graph::TaskGraph;
 use crate::scan::FileScanContextExec;
 
@@ -92,13 +96,15 @@ pub(crate) fn parquet_scan(plan: &Arc<dyn ExecutionPlan>) -> Option<&DataSourceE
 }
 
 /// Whether a scan of `plan` reads a filter that an operator of `plan` tightens from its
-/// rows: whether a second run of one of its tasks needs [`fresh_plan`].
+/// rows: whether a second run of one of its tasks needs [`fresh_plan`]. (By id: a filter
+/// of another process's numbering taken for one costs only a needless copy.)
 pub fn has_run_bounds(plan: &Arc<dyn ExecutionPlan>) -> bool {
     let ids = tightened_in(plan, true);
     let mut found = false;
     if !ids.is_empty() {
         let _ = plan.apply(|node| {
-            found |= parquet_scan(node).is_some_and(|scan| reads_any(scan, &ids));
+            found |=
+                parquet_scan(node).is_some() && reads_expression(node, &|id| ids.contains(&id));
             Ok(if found {
                 TreeNodeRecursion::Stop
             } else {
@@ -106,22 +112,6 @@ pub fn has_run_bounds(plan: &Arc<dyn ExecutionPlan>) -> bool {
             })
         });
     }
-    found
-}
-
-/// Whether `scan`'s predicate holds one of the filters `ids` names.
-fn reads_any(scan: &DataSourceExec, ids: &HashSet<u64>) -> bool {
-    let mut found = false;
-    let _ = scan.apply_expressions(&mut |expr| {
-        expr.apply(|e| {
-            found |= e.expression_id().is_some_and(|id| ids.contains(&id));
-            Ok(if found {
-                TreeNodeRecursion::Stop
-            } else {
-                TreeNodeRecursion::Continue
-            })
-        })
-    });
     found
 }
 
@@ -272,7 +262,7 @@ pub fn fresh_plan(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>
 ///   again and again on one plan, which DataFusion resets but for these filters;
 /// - any dynamic filter, in a scan that stops after some rows: it would stop after other
 ///   rows (DataFusion 55 gives a join's filter to a single-partition scan under a `LIMIT`).
-pub fn keep_within_stages(mut graph: TaskGraph) -> Result<TaskGraph> {
+pub fn sound_scan_filters(mut graph: TaskGraph) -> Result<TaskGraph> {
     let all: HashSet<u64> = graph
         .stages
         .iter()

@@ -278,3 +278,39 @@ async fn an_empty_grouping_set_survives_the_codec() {
         assert_eq!(rows(&batches), [[expected]], "{sql}");
     }
 }
+
+/// A key filter's scan bounds travel with it and come back over its keys; bounds over
+/// other columns (which would bound those) are refused.
+#[test]
+fn a_key_filter_s_scan_bounds_must_be_over_its_keys() {
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::physical_expr::PhysicalExpr;
+    use datafusion::physical_expr::expressions::{Column, DynamicFilterPhysicalExpr, lit};
+    use datafusion::physical_plan::empty::EmptyExec;
+    use shoal_planner::key_filter::{KeyFilterExec, summary_schema};
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Int64, true),
+        Field::new("v", DataType::Int64, true),
+    ]));
+    let input = Arc::new(EmptyExec::new(Arc::clone(&schema)));
+    let summaries = Arc::new(EmptyExec::new(summary_schema(&[DataType::Int64])));
+    let key: Arc<dyn PhysicalExpr> = Arc::new(Column::new("k", 0));
+    let filter = |over: &Arc<dyn PhysicalExpr>| {
+        let bounds = Arc::new(DynamicFilterPhysicalExpr::new(
+            vec![Arc::clone(over)],
+            lit(true),
+        ));
+        let exec = KeyFilterExec::new(input.clone(), summaries.clone(), vec![Arc::clone(&key)]);
+        encode_plan(Arc::new(exec.with_scan_bounds(bounds))).unwrap()
+    };
+    let ctx = datafusion::prelude::SessionContext::new().task_ctx();
+    let decoded = decode_plan(&filter(&key), &ctx).unwrap();
+    let decoded = decoded.downcast_ref::<KeyFilterExec>().unwrap();
+    assert!(decoded.scan_bounds().is_some());
+    let other: Arc<dyn PhysicalExpr> = Arc::new(Column::new("v", 1));
+    let err = decode_plan(&filter(&other), &ctx).unwrap_err().to_string();
+    assert!(
+        err.contains("scan bounds over columns other than its keys"),
+        "{err}"
+    );
+}
